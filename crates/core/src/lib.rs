@@ -1,0 +1,37 @@
+//! Hive's domain core: tasks, agents, the scheduler that matches them, and the rules for leases,
+//! retries, priority aging and fencing.
+//!
+//! This crate does no I/O: no async runtime, no database, no network. Time comes in as a
+//! [`Timestamp`] argument (see [`Clock`]), and every decision the scheduler takes comes out as a
+//! [`Change`] that the caller persists and carries out. That keeps every timing rule testable
+//! without sleeping and keeps routing decided in exactly one place.
+//!
+//! # Layout
+//! - [`time`]: `Timestamp`, the `Clock` trait, a manual clock for tests.
+//! - [`ids`]: `TaskId`, `AgentId` (UUIDv7, sortable by creation time).
+//! - [`task`]: the task model, its validation and status state machine.
+//! - [`agent`]: the agent model, its states and per-capability counters.
+//! - [`backoff`]: exponential backoff with deterministic jitter.
+//! - [`queue`]: the per-capability ready queue with priority aging.
+//! - [`routing`]: the `RoutingPolicy` trait and the least-loaded policy.
+//! - [`scheduler`]: the `Scheduler` itself and the `Change`s it emits.
+
+pub mod agent;
+pub mod backoff;
+pub mod ids;
+pub mod queue;
+pub mod routing;
+pub mod scheduler;
+pub mod task;
+pub mod time;
+
+pub use agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
+pub use backoff::Backoff;
+pub use ids::{AgentId, IdParseError, TaskId};
+pub use routing::{Candidate, LeastLoaded, RoutingPolicy};
+pub use scheduler::{
+    CancelError, Change, DrainError, NextStatus, RecoveredTask, Report, ReportError, Scheduler,
+    SchedulerConfig, SubmitError,
+};
+pub use task::{AttemptOutcome, Capability, TaskLimits, TaskSpec, TaskStatus, ValidationError};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -1,0 +1,143 @@
+//! What the scheduler tells the outside world: the [`Change`]s it decided (to persist, then carry
+//! out) and the errors of its operations.
+
+use std::sync::Arc;
+
+use crate::agent::AgentSnapshot;
+use crate::ids::{AgentId, TaskId};
+use crate::task::{AttemptOutcome, TaskSpec, TaskStatus};
+use crate::time::Timestamp;
+
+/// One decision of the scheduler. The runtime persists changes in the order they were emitted and
+/// only then acts on them (sends frames, answers clients), so nothing is announced that a crash
+/// could take back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new task; `status` is `waiting`, `queued`, or `failed` when a dependency already failed.
+    TaskCreated {
+        spec: Arc<TaskSpec>,
+        status: TaskStatus,
+        error: Option<String>,
+    },
+    /// A waiting task whose dependencies all succeeded is now queued.
+    TaskReady { task: TaskId, at: Timestamp },
+    /// An attempt began on an agent; the runtime sends the assignment.
+    AttemptStarted {
+        spec: Arc<TaskSpec>,
+        attempt: u32,
+        agent: AgentId,
+        started_at: Timestamp,
+        lease_until: Timestamp,
+    },
+    /// An attempt ended; `next` says what became of the task.
+    AttemptEnded {
+        task: TaskId,
+        attempt: u32,
+        agent: Option<AgentId>,
+        ended_at: Timestamp,
+        outcome: AttemptOutcome,
+        /// The output (JSON text) of a successful attempt.
+        output: Option<String>,
+        error: Option<String>,
+        next: NextStatus,
+    },
+    /// A task that was not running ended: cancelled, or failed because a dependency did.
+    TaskFinished {
+        task: TaskId,
+        status: TaskStatus,
+        error: Option<String>,
+        at: Timestamp,
+    },
+    /// An agent connected, started draining, or went offline.
+    AgentChanged(AgentSnapshot),
+    /// Tell the agent to stop working on an attempt.
+    SendCancel {
+        agent: AgentId,
+        task: TaskId,
+        attempt: u32,
+    },
+    /// Tell the agent to take no more work.
+    SendDrain { agent: AgentId },
+    /// Close the agent's connection: it missed its heartbeats.
+    CloseAgent { agent: AgentId },
+}
+
+impl Change {
+    /// The task and its final status, when this change ends a task.
+    pub fn terminal(&self) -> Option<(TaskId, TaskStatus)> {
+        match self {
+            Change::TaskCreated { spec, status, .. } if status.is_terminal() => {
+                Some((spec.id, *status))
+            }
+            Change::AttemptEnded { task, next, .. } => next.terminal_status().map(|s| (*task, s)),
+            Change::TaskFinished { task, status, .. } => Some((*task, *status)),
+            _ => None,
+        }
+    }
+}
+
+/// What a task becomes when an attempt ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStatus {
+    /// Queued again, eligible from `not_before`.
+    Retry { not_before: Timestamp },
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl NextStatus {
+    pub fn status(self) -> TaskStatus {
+        match self {
+            NextStatus::Retry { .. } => TaskStatus::Queued,
+            NextStatus::Succeeded => TaskStatus::Succeeded,
+            NextStatus::Failed => TaskStatus::Failed,
+            NextStatus::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+
+    pub fn terminal_status(self) -> Option<TaskStatus> {
+        Some(self.status()).filter(|s| s.is_terminal())
+    }
+}
+
+/// What an agent reports for an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Success { output: String },
+    Failure { error: String, retryable: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("dependency {0} does not exist")]
+    UnknownDependency(TaskId),
+    #[error("task {0} already exists")]
+    DuplicateId(TaskId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("task {0} is not active (finished, cancelled or unknown)")]
+    UnknownTask(TaskId),
+    #[error("attempt {attempt} of task {task} is stale; the current attempt is {current}")]
+    StaleAttempt {
+        task: TaskId,
+        attempt: u32,
+        current: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CancelError {
+    #[error("task {0} is not active")]
+    NotActive(TaskId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DrainError {
+    #[error("agent {0} does not exist")]
+    UnknownAgent(AgentId),
+    #[error("agent {0} is offline")]
+    Offline(AgentId),
+}

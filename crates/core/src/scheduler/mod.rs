@@ -1,0 +1,670 @@
+//! The scheduler: the single owner of every active task's and agent's state.
+//!
+//! It is event driven. Each operation (a submit, a result, an agent joining, time passing) runs to
+//! completion and offers work the moment a free slot and a matching task both exist; nothing
+//! polls. Time only moves through [`Scheduler::advance`], which fires the timers due (leases,
+//! backoff, heartbeats); [`Scheduler::next_wakeup`] says when the runtime should call it next.
+//!
+//! Invariant kept by every operation: if a capability's ready queue is not empty, no agent that
+//! has that capability and accepts work has a free slot. So a newly ready task either finds a free
+//! agent (chosen by the [`RoutingPolicy`]) or joins the queue, and a freed slot takes the head of
+//! its agent's queues.
+//!
+//! Terminal tasks leave memory: the caller keeps them in its store and answers the dependency and
+//! idempotency look-ups for them through the `resolve` callbacks.
+
+mod changes;
+mod recovery;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportError, SubmitError};
+pub use recovery::RecoveredTask;
+
+use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
+use crate::ids::{AgentId, TaskId};
+use crate::queue::{QueueKey, ReadyQueue, queue_key};
+use crate::routing::{Candidate, RoutingPolicy};
+use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// A waiting task gains one priority level per this many milliseconds.
+    pub aging_ms: u64,
+    /// An agent silent for this long goes offline.
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            aging_ms: 5_000,
+            heartbeat_timeout_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Lease { task: TaskId, attempt: u32 },
+    Backoff(TaskId),
+    Heartbeat(AgentId),
+}
+
+#[derive(Debug)]
+struct ActiveTask {
+    spec: Arc<TaskSpec>,
+    status: TaskStatus,
+    /// Attempts started so far; the current one while running.
+    attempt: u32,
+    /// The agent running the current attempt; `None` after a restart recovered a running task.
+    agent: Option<AgentId>,
+    started_at: Timestamp,
+    lease_until: Timestamp,
+    /// Set while queued and backing off.
+    not_before: Option<Timestamp>,
+    /// Set while queued and ready.
+    queue_key: Option<QueueKey>,
+}
+
+#[derive(Debug)]
+struct AgentEntry {
+    spec: AgentSpec,
+    connected: bool,
+    draining: bool,
+    running: u32,
+    connected_at: Timestamp,
+    last_heartbeat: Timestamp,
+    stats: HashMap<Capability, CapabilityStats>,
+}
+
+impl AgentEntry {
+    fn accepting(&self) -> bool {
+        self.connected && !self.draining && self.running < self.spec.slots
+    }
+
+    fn state(&self) -> AgentState {
+        match (self.connected, self.draining, self.running) {
+            (false, _, _) => AgentState::Offline,
+            (true, true, _) => AgentState::Draining,
+            (true, false, 0) => AgentState::Idle,
+            (true, false, _) => AgentState::Busy,
+        }
+    }
+
+    fn level(&self, capability: &Capability) -> f64 {
+        self.spec
+            .capabilities
+            .iter()
+            .find(|(c, _)| c == capability)
+            .map_or(0.0, |(_, level)| *level)
+    }
+}
+
+static NO_STATS: CapabilityStats = CapabilityStats {
+    completed: 0,
+    failed: 0,
+    total_latency_ms: 0,
+};
+
+pub struct Scheduler<P> {
+    config: SchedulerConfig,
+    policy: P,
+    tasks: HashMap<TaskId, ActiveTask>,
+    queues: HashMap<Capability, ReadyQueue>,
+    /// Waiting tasks by the task they wait for.
+    dependents: HashMap<TaskId, Vec<TaskId>>,
+    /// Unmet dependencies of each waiting task.
+    pending_deps: HashMap<TaskId, usize>,
+    timers: BTreeSet<(Timestamp, Timer)>,
+    agents: HashMap<AgentId, AgentEntry>,
+    /// Connected agents by capability.
+    agents_by_capability: HashMap<Capability, Vec<AgentId>>,
+    changes: Vec<Change>,
+}
+
+impl<P: RoutingPolicy> Scheduler<P> {
+    pub fn new(config: SchedulerConfig, policy: P) -> Self {
+        Scheduler {
+            config,
+            policy,
+            tasks: HashMap::new(),
+            queues: HashMap::new(),
+            dependents: HashMap::new(),
+            pending_deps: HashMap::new(),
+            timers: BTreeSet::new(),
+            agents: HashMap::new(),
+            agents_by_capability: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+
+    /// The changes decided since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Status of a task still in memory (waiting, queued or running).
+    pub fn active_status(&self, id: TaskId) -> Option<TaskStatus> {
+        self.tasks.get(&id).map(|t| t.status)
+    }
+
+    /// Accepts a validated task. `resolve` answers the status of a dependency that is not active
+    /// here (a finished task), or `None` if no such task exists.
+    pub fn submit(
+        &mut self,
+        spec: TaskSpec,
+        now: Timestamp,
+        resolve: &mut dyn FnMut(TaskId) -> Option<TaskStatus>,
+    ) -> Result<TaskStatus, SubmitError> {
+        if self.tasks.contains_key(&spec.id) {
+            return Err(SubmitError::DuplicateId(spec.id));
+        }
+        let mut deps = spec.depends_on.clone();
+        deps.sort_unstable();
+        deps.dedup();
+        let mut pending = Vec::new();
+        let mut failed_dep = None;
+        for dep in deps {
+            if self.tasks.contains_key(&dep) {
+                pending.push(dep);
+                continue;
+            }
+            match resolve(dep) {
+                Some(TaskStatus::Succeeded) => {}
+                Some(status @ (TaskStatus::Failed | TaskStatus::Cancelled)) => {
+                    failed_dep.get_or_insert((dep, status));
+                }
+                _ => return Err(SubmitError::UnknownDependency(dep)),
+            }
+        }
+        let spec = Arc::new(spec);
+        let id = spec.id;
+        if let Some((dep, status)) = failed_dep {
+            self.changes.push(Change::TaskCreated {
+                spec,
+                status: TaskStatus::Failed,
+                error: Some(dependency_error(dep, status)),
+            });
+            return Ok(TaskStatus::Failed);
+        }
+        let status = if pending.is_empty() {
+            TaskStatus::Queued
+        } else {
+            TaskStatus::Waiting
+        };
+        self.changes.push(Change::TaskCreated {
+            spec: spec.clone(),
+            status,
+            error: None,
+        });
+        self.insert_task(spec, status);
+        if pending.is_empty() {
+            self.make_ready(id, now);
+        } else {
+            self.pending_deps.insert(id, pending.len());
+            for dep in pending {
+                self.dependents.entry(dep).or_default().push(id);
+            }
+        }
+        Ok(status)
+    }
+
+    pub fn register_agent(&mut self, id: AgentId, spec: AgentSpec, now: Timestamp) {
+        for (capability, _) in &spec.capabilities {
+            self.agents_by_capability
+                .entry(capability.clone())
+                .or_default()
+                .push(id);
+        }
+        self.agents.insert(
+            id,
+            AgentEntry {
+                spec,
+                connected: true,
+                draining: false,
+                running: 0,
+                connected_at: now,
+                last_heartbeat: now,
+                stats: HashMap::new(),
+            },
+        );
+        self.timers.insert((
+            now.plus_ms(self.config.heartbeat_timeout_ms),
+            Timer::Heartbeat(id),
+        ));
+        self.emit_agent(id);
+        self.fill_agent(id, now);
+    }
+
+    /// Records that the agent is alive. Returns false for an unknown or offline agent.
+    pub fn heartbeat(&mut self, id: AgentId, now: Timestamp) -> bool {
+        match self.agents.get_mut(&id) {
+            Some(agent) if agent.connected => {
+                // The heartbeat timer is checked lazily when it fires, so a heartbeat is one store.
+                agent.last_heartbeat = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The agent's connection is gone. Its running attempts keep their leases: the agent may still
+    /// be working, and re-running them before the lease ends could run a task twice at once.
+    pub fn disconnect_agent(&mut self, id: AgentId) {
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return;
+        };
+        if !agent.connected {
+            return;
+        }
+        agent.connected = false;
+        for (capability, _) in &agent.spec.capabilities {
+            if let Some(ids) = self.agents_by_capability.get_mut(capability) {
+                ids.retain(|a| *a != id);
+            }
+        }
+        self.emit_agent(id);
+    }
+
+    pub fn drain(&mut self, id: AgentId) -> Result<AgentSnapshot, DrainError> {
+        let agent = self.agents.get_mut(&id).ok_or(DrainError::UnknownAgent(id))?;
+        if !agent.connected {
+            return Err(DrainError::Offline(id));
+        }
+        if !agent.draining {
+            agent.draining = true;
+            self.emit_agent(id);
+            self.changes.push(Change::SendDrain { agent: id });
+        }
+        Ok(self.snapshot(id).expect("agent exists"))
+    }
+
+    /// An agent's result for an attempt. Rejected unless it names the current attempt and comes
+    /// from the agent running it (fencing): a task is never completed twice.
+    pub fn report(
+        &mut self,
+        agent: AgentId,
+        task: TaskId,
+        attempt: u32,
+        report: Report,
+        now: Timestamp,
+    ) -> Result<(), ReportError> {
+        let current = self.tasks.get(&task).ok_or(ReportError::UnknownTask(task))?;
+        if current.status != TaskStatus::Running
+            || current.attempt != attempt
+            || current.agent != Some(agent)
+        {
+            return Err(ReportError::StaleAttempt {
+                task,
+                attempt,
+                current: current.attempt,
+            });
+        }
+        if let Some(entry) = self.agents.get_mut(&agent) {
+            entry.last_heartbeat = now;
+        }
+        match report {
+            Report::Success { output } => {
+                self.end_attempt(task, AttemptOutcome::Succeeded, Some(output), None, false, now)
+            }
+            Report::Failure { error, retryable } => {
+                self.end_attempt(task, AttemptOutcome::Failed, None, Some(error), retryable, now)
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cancel(&mut self, id: TaskId, now: Timestamp) -> Result<(), CancelError> {
+        let task = self.tasks.get(&id).ok_or(CancelError::NotActive(id))?;
+        if task.status == TaskStatus::Running {
+            if let Some(agent) = task.agent {
+                self.changes.push(Change::SendCancel {
+                    agent,
+                    task: id,
+                    attempt: task.attempt,
+                });
+            }
+            let error = Some("cancelled".to_string());
+            self.end_attempt(id, AttemptOutcome::Cancelled, None, error, false, now);
+        } else {
+            self.finish_unstarted(id, TaskStatus::Cancelled, None, now);
+        }
+        Ok(())
+    }
+
+    /// Fires every timer due at `now`: expired leases, ended backoffs, silent agents.
+    pub fn advance(&mut self, now: Timestamp) {
+        while let Some(&(due, timer)) = self.timers.first() {
+            if due > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Lease { task, attempt } => {
+                    let live = self.tasks.get(&task).is_some_and(|t| {
+                        t.status == TaskStatus::Running && t.attempt == attempt
+                    });
+                    if live {
+                        let timeout = self.tasks[&task].spec.timeout_ms;
+                        let error = format!("lease of {timeout} ms expired");
+                        self.end_attempt(task, AttemptOutcome::LeaseExpired, None, Some(error), true, now);
+                    }
+                }
+                Timer::Backoff(task) => {
+                    let due_now = self
+                        .tasks
+                        .get(&task)
+                        .is_some_and(|t| t.not_before == Some(due));
+                    if due_now {
+                        self.tasks.get_mut(&task).expect("checked").not_before = None;
+                        self.make_ready(task, now);
+                    }
+                }
+                Timer::Heartbeat(agent) => self.check_heartbeat(agent, now),
+            }
+        }
+    }
+
+    /// When [`advance`](Self::advance) next has something to do.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        self.timers.first().map(|(due, _)| *due)
+    }
+
+    pub fn agents(&self) -> Vec<AgentSnapshot> {
+        let mut all: Vec<_> = self.agents.keys().filter_map(|id| self.snapshot(*id)).collect();
+        all.sort_by_key(|a| a.id);
+        all
+    }
+
+    pub fn snapshot(&self, id: AgentId) -> Option<AgentSnapshot> {
+        let agent = self.agents.get(&id)?;
+        let mut stats: Vec<_> = agent.stats.iter().map(|(c, s)| (c.clone(), *s)).collect();
+        stats.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(AgentSnapshot {
+            id,
+            spec: agent.spec.clone(),
+            state: agent.state(),
+            running: agent.running,
+            connected_at: agent.connected_at,
+            last_heartbeat: agent.last_heartbeat,
+            stats,
+        })
+    }
+
+    /// Queued tasks per capability (ready and backing off), sorted by capability.
+    pub fn queue_depths(&self) -> Vec<(Capability, usize)> {
+        let mut depths: HashMap<&Capability, usize> = HashMap::new();
+        for task in self.tasks.values().filter(|t| t.status == TaskStatus::Queued) {
+            *depths.entry(&task.spec.capability).or_default() += 1;
+        }
+        let mut depths: Vec<_> = depths.into_iter().map(|(c, n)| (c.clone(), n)).collect();
+        depths.sort();
+        depths
+    }
+
+    /// How many tasks are waiting, queued and running.
+    pub fn active_counts(&self) -> [(TaskStatus, usize); 3] {
+        let mut counts = [0usize; 3];
+        for task in self.tasks.values() {
+            match task.status {
+                TaskStatus::Waiting => counts[0] += 1,
+                TaskStatus::Queued => counts[1] += 1,
+                _ => counts[2] += 1,
+            }
+        }
+        [
+            (TaskStatus::Waiting, counts[0]),
+            (TaskStatus::Queued, counts[1]),
+            (TaskStatus::Running, counts[2]),
+        ]
+    }
+
+    fn insert_task(&mut self, spec: Arc<TaskSpec>, status: TaskStatus) {
+        self.tasks.insert(
+            spec.id,
+            ActiveTask {
+                spec,
+                status,
+                attempt: 0,
+                agent: None,
+                started_at: Timestamp(0),
+                lease_until: Timestamp(0),
+                not_before: None,
+                queue_key: None,
+            },
+        );
+    }
+
+    /// A task may run now: give it to a free agent or queue it.
+    fn make_ready(&mut self, id: TaskId, now: Timestamp) {
+        let task = self.tasks.get_mut(&id).expect("active task");
+        task.status = TaskStatus::Queued;
+        let capability = task.spec.capability.clone();
+        match self.pick_agent(&capability) {
+            Some(agent) => self.start_attempt(id, agent, now),
+            None => {
+                let task = self.tasks.get_mut(&id).expect("active task");
+                let key = queue_key(now, task.spec.priority, self.config.aging_ms, id);
+                task.queue_key = Some(key);
+                self.queues.entry(capability).or_default().push(key);
+            }
+        }
+    }
+
+    fn pick_agent(&mut self, capability: &Capability) -> Option<AgentId> {
+        let ids = self.agents_by_capability.get(capability)?;
+        let candidates: Vec<Candidate<'_>> = ids
+            .iter()
+            .filter_map(|id| {
+                let agent = &self.agents[id];
+                agent.accepting().then(|| Candidate {
+                    agent: *id,
+                    running: agent.running,
+                    slots: agent.spec.slots,
+                    level: agent.level(capability),
+                    stats: agent.stats.get(capability).unwrap_or(&NO_STATS),
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let chosen = self.policy.choose(capability.as_str(), &candidates);
+        Some(candidates[chosen.min(candidates.len() - 1)].agent)
+    }
+
+    /// Gives a free agent the most urgent queued tasks it can run, until its slots are full.
+    fn fill_agent(&mut self, id: AgentId, now: Timestamp) {
+        while self.agents.get(&id).is_some_and(AgentEntry::accepting) {
+            let best = self.agents[&id]
+                .spec
+                .capabilities
+                .iter()
+                .filter_map(|(capability, _)| {
+                    let head = self.queues.get(capability)?.peek()?;
+                    Some((*head, capability))
+                })
+                .min_by_key(|(key, _)| *key)
+                .map(|(key, capability)| (key, capability.clone()));
+            let Some((key, capability)) = best else {
+                return;
+            };
+            self.queues.get_mut(&capability).expect("non-empty queue").pop();
+            self.start_attempt(key.1, id, now);
+        }
+    }
+
+    fn start_attempt(&mut self, id: TaskId, agent: AgentId, now: Timestamp) {
+        let task = self.tasks.get_mut(&id).expect("active task");
+        task.status = TaskStatus::Running;
+        task.attempt += 1;
+        task.agent = Some(agent);
+        task.started_at = now;
+        task.lease_until = now.plus_ms(task.spec.timeout_ms);
+        task.queue_key = None;
+        task.not_before = None;
+        let attempt = task.attempt;
+        self.timers
+            .insert((task.lease_until, Timer::Lease { task: id, attempt }));
+        self.agents.get_mut(&agent).expect("agent").running += 1;
+        self.changes.push(Change::AttemptStarted {
+            spec: task.spec.clone(),
+            attempt,
+            agent,
+            started_at: now,
+            lease_until: task.lease_until,
+        });
+    }
+
+    fn end_attempt(
+        &mut self,
+        id: TaskId,
+        outcome: AttemptOutcome,
+        output: Option<String>,
+        error: Option<String>,
+        retryable: bool,
+        now: Timestamp,
+    ) {
+        let task = self.tasks.get_mut(&id).expect("active task");
+        let attempt = task.attempt;
+        let agent = task.agent.take();
+        self.timers
+            .remove(&(task.lease_until, Timer::Lease { task: id, attempt }));
+        let next = match outcome {
+            AttemptOutcome::Succeeded => NextStatus::Succeeded,
+            AttemptOutcome::Cancelled => NextStatus::Cancelled,
+            AttemptOutcome::Failed | AttemptOutcome::LeaseExpired
+                if retryable && attempt < task.spec.max_attempts =>
+            {
+                let delay = task.spec.backoff.delay_ms(id, attempt);
+                NextStatus::Retry {
+                    not_before: now.plus_ms(delay),
+                }
+            }
+            AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => NextStatus::Failed,
+        };
+        if let Some(entry) = agent.and_then(|a| self.agents.get_mut(&a)) {
+            entry.running -= 1;
+            let stats = entry.stats.entry(task.spec.capability.clone()).or_default();
+            match outcome {
+                AttemptOutcome::Succeeded => {
+                    stats.completed += 1;
+                    stats.total_latency_ms += now.ms_since(task.started_at);
+                }
+                AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => stats.failed += 1,
+                AttemptOutcome::Cancelled => {}
+            }
+        }
+        self.changes.push(Change::AttemptEnded {
+            task: id,
+            attempt,
+            agent,
+            ended_at: now,
+            outcome,
+            output,
+            error,
+            next,
+        });
+        match next {
+            NextStatus::Retry { not_before } if not_before > now => {
+                task.status = TaskStatus::Queued;
+                task.not_before = Some(not_before);
+                self.timers.insert((not_before, Timer::Backoff(id)));
+            }
+            NextStatus::Retry { .. } => self.make_ready(id, now),
+            terminal => self.settle(id, terminal.status(), now),
+        }
+        if let Some(agent) = agent {
+            self.fill_agent(agent, now);
+        }
+    }
+
+    /// Ends a task that is not running (waiting or queued).
+    fn finish_unstarted(&mut self, id: TaskId, status: TaskStatus, error: Option<String>, now: Timestamp) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        if let Some(key) = task.queue_key {
+            if let Some(queue) = self.queues.get_mut(&task.spec.capability) {
+                queue.remove(&key);
+            }
+        }
+        // A backoff timer left behind finds the task gone and does nothing.
+        self.changes.push(Change::TaskFinished {
+            task: id,
+            status,
+            error,
+            at: now,
+        });
+        self.settle(id, status, now);
+    }
+
+    /// Removes a task that reached `status` and carries the outcome to the tasks waiting on it.
+    fn settle(&mut self, id: TaskId, status: TaskStatus, now: Timestamp) {
+        let mut ended = vec![(id, status)];
+        while let Some((id, status)) = ended.pop() {
+            self.tasks.remove(&id);
+            self.pending_deps.remove(&id);
+            for child in self.dependents.remove(&id).unwrap_or_default() {
+                if self.active_status(child) != Some(TaskStatus::Waiting) {
+                    continue;
+                }
+                if status == TaskStatus::Succeeded {
+                    let left = self.pending_deps.get_mut(&child).expect("waiting task");
+                    *left -= 1;
+                    if *left == 0 {
+                        self.pending_deps.remove(&child);
+                        self.changes.push(Change::TaskReady { task: child, at: now });
+                        self.make_ready(child, now);
+                    }
+                } else {
+                    self.changes.push(Change::TaskFinished {
+                        task: child,
+                        status: TaskStatus::Failed,
+                        error: Some(dependency_error(id, status)),
+                        at: now,
+                    });
+                    ended.push((child, TaskStatus::Failed));
+                }
+            }
+        }
+    }
+
+    fn check_heartbeat(&mut self, id: AgentId, now: Timestamp) {
+        let timeout = self.config.heartbeat_timeout_ms;
+        let Some(agent) = self.agents.get(&id) else {
+            return;
+        };
+        if !agent.connected {
+            return;
+        }
+        let deadline = agent.last_heartbeat.plus_ms(timeout);
+        if deadline > now {
+            self.timers.insert((deadline, Timer::Heartbeat(id)));
+        } else {
+            self.disconnect_agent(id);
+            self.changes.push(Change::CloseAgent { agent: id });
+        }
+    }
+
+    fn emit_agent(&mut self, id: AgentId) {
+        if let Some(snapshot) = self.snapshot(id) {
+            self.changes.push(Change::AgentChanged(snapshot));
+        }
+    }
+}
+
+fn dependency_error(dep: TaskId, status: TaskStatus) -> String {
+    format!("dependency {dep} {status}")
+}

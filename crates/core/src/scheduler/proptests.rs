@@ -1,0 +1,118 @@
+//! Property test: over random sequences of events, no task is lost, none is assigned twice at
+//! once, none ends twice, and the scheduler's internal invariants hold after every step.
+
+use std::collections::{HashMap, HashSet};
+
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+use crate::backoff::Backoff;
+use crate::routing::LeastLoaded;
+use crate::task::tests::spec;
+
+#[derive(Debug, Clone)]
+enum Event {
+    Submit { capability: u8, priority: u8, depends_on_previous: bool },
+    Connect { capabilities: u8, slots: u32 },
+    Disconnect(usize),
+    Heartbeat(usize),
+    /// A result for the n-th open attempt, possibly with a wrong attempt number.
+    Report { pick: usize, ok: bool, retryable: bool, skew: i8 },
+    Cancel(usize),
+    Drain(usize),
+    Advance(u64),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => (0u8..3, 0u8..10, any::<bool>()).prop_map(|(capability, priority, depends_on_previous)| Event::Submit { capability, priority, depends_on_previous }),
+        1 => (1u8..8, 1u32..4).prop_map(|(capabilities, slots)| Event::Connect { capabilities, slots }),
+        1 => any::<usize>().prop_map(Event::Disconnect),
+        1 => any::<usize>().prop_map(Event::Heartbeat),
+        5 => (any::<usize>(), any::<bool>(), any::<bool>(), -1i8..=1).prop_map(|(pick, ok, retryable, skew)| Event::Report { pick, ok, retryable, skew }),
+        1 => any::<usize>().prop_map(Event::Cancel),
+        1 => any::<usize>().prop_map(Event::Drain),
+        3 => (0u64..3_000).prop_map(Event::Advance),
+    ]
+}
+
+const CAPS: [&str; 3] = ["a", "b", "c"];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn no_task_is_lost_or_assigned_twice_at_once(events in prop::collection::vec(event(), 1..200)) {
+        let mut s = Scheduler::new(SchedulerConfig { aging_ms: 100, heartbeat_timeout_ms: 2_000 }, LeastLoaded);
+        let mut now = Timestamp(0);
+        let mut submitted: Vec<TaskId> = Vec::new();
+        let mut ended: HashSet<TaskId> = HashSet::new();
+        let mut open: HashMap<TaskId, (u32, AgentId)> = HashMap::new();
+        let mut agents: Vec<AgentId> = Vec::new();
+        let mut next = 1u128;
+
+        for event in events {
+            match event {
+                Event::Submit { capability, priority, depends_on_previous } => {
+                    let mut t = spec(next, CAPS[capability as usize]);
+                    next += 1;
+                    t.priority = priority;
+                    t.backoff = Backoff { base_ms: 10, max_ms: 100 };
+                    t.created_at = now;
+                    if depends_on_previous {
+                        t.depends_on = submitted.last().copied().into_iter().collect();
+                    }
+                    let id = t.id;
+                    let mut resolve = |dep| ended.contains(&dep).then_some(TaskStatus::Succeeded);
+                    s.submit(t, now, &mut resolve).unwrap();
+                    submitted.push(id);
+                }
+                Event::Connect { capabilities, slots } => {
+                    let caps = (0..3)
+                        .filter(|i| capabilities & (1 << i) != 0)
+                        .map(|i| (Capability::parse(CAPS[i], "c").unwrap(), 0.5))
+                        .collect();
+                    let id = AgentId(Uuid::from_u128(1 << 64 | next));
+                    next += 1;
+                    s.register_agent(id, AgentSpec { name: "p".into(), capabilities: caps, slots }, now);
+                    agents.push(id);
+                }
+                Event::Disconnect(i) if !agents.is_empty() => s.disconnect_agent(agents[i % agents.len()]),
+                Event::Heartbeat(i) if !agents.is_empty() => { s.heartbeat(agents[i % agents.len()], now); }
+                Event::Drain(i) if !agents.is_empty() => { let _ = s.drain(agents[i % agents.len()]); }
+                Event::Report { pick, ok, retryable, skew } if !open.is_empty() => {
+                    let mut keys: Vec<_> = open.keys().copied().collect();
+                    keys.sort();
+                    let task = keys[pick % keys.len()];
+                    let (attempt, agent) = open[&task];
+                    let attempt = attempt.saturating_add_signed(i32::from(skew));
+                    let report = if ok { Report::Success { output: "1".into() } } else { Report::Failure { error: "x".into(), retryable } };
+                    let accepted = s.report(agent, task, attempt, report, now).is_ok();
+                    prop_assert_eq!(accepted, skew == 0, "fencing accepted a wrong attempt or refused the right one");
+                }
+                Event::Cancel(i) if !submitted.is_empty() => { let _ = s.cancel(submitted[i % submitted.len()], now); }
+                Event::Advance(ms) => { now = now.plus_ms(ms); s.advance(now); }
+                _ => {}
+            }
+            for change in s.take_changes() {
+                match &change {
+                    Change::AttemptStarted { spec, attempt, agent, .. } => {
+                        prop_assert!(open.insert(spec.id, (*attempt, *agent)).is_none(), "task assigned twice at once");
+                    }
+                    Change::AttemptEnded { task, attempt, .. } => {
+                        prop_assert_eq!(open.remove(task).map(|o| o.0), Some(*attempt));
+                    }
+                    _ => {}
+                }
+                if let Some((task, _)) = change.terminal() {
+                    prop_assert!(ended.insert(task), "task ended twice");
+                }
+            }
+            prop_assert_eq!(s.check_invariants(), Ok(()));
+        }
+        // Nothing lost: every task is still active or ended exactly once.
+        for id in &submitted {
+            prop_assert!(ended.contains(id) != s.active_status(*id).is_some(), "task {} lost", id);
+        }
+    }
+}

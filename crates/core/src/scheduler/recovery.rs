@@ -1,0 +1,173 @@
+//! Rebuilding the scheduler's memory from the store after a restart.
+
+use std::sync::Arc;
+
+use super::{Change, Scheduler, Timer, dependency_error};
+use crate::ids::TaskId;
+use crate::routing::RoutingPolicy;
+use crate::task::{TaskSpec, TaskStatus};
+use crate::time::Timestamp;
+
+/// An active task as the store last saw it.
+#[derive(Debug, Clone)]
+pub struct RecoveredTask {
+    pub spec: TaskSpec,
+    /// `waiting`, `queued` or `running`; terminal tasks are not recovered.
+    pub status: TaskStatus,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// For a running task: when its lease ends.
+    pub lease_until: Option<Timestamp>,
+    /// For a queued task backing off: when it may run.
+    pub not_before: Option<Timestamp>,
+}
+
+impl<P: RoutingPolicy> Scheduler<P> {
+    /// Loads the active tasks found in the store. Emits no `TaskCreated` (they are stored
+    /// already). A running task keeps its lease, since its agent may still be at work; call
+    /// [`advance`](Scheduler::advance) afterwards to re-queue those whose lease has expired. A
+    /// waiting task whose dependency failed or is missing fails now.
+    pub fn restore(
+        &mut self,
+        tasks: Vec<RecoveredTask>,
+        now: Timestamp,
+        resolve: &mut dyn FnMut(TaskId) -> Option<TaskStatus>,
+    ) {
+        let mut waiting = Vec::new();
+        let mut ready = Vec::new();
+        for recovered in tasks {
+            if recovered.status.is_terminal() {
+                continue;
+            }
+            let spec = Arc::new(recovered.spec);
+            let id = spec.id;
+            self.insert_task(spec, recovered.status);
+            let task = self.tasks.get_mut(&id).expect("just inserted");
+            task.attempt = recovered.attempt;
+            match recovered.status {
+                TaskStatus::Running => {
+                    task.lease_until = recovered.lease_until.unwrap_or(now);
+                    let attempt = task.attempt;
+                    self.timers
+                        .insert((task.lease_until, Timer::Lease { task: id, attempt }));
+                }
+                TaskStatus::Queued => match recovered.not_before {
+                    Some(not_before) if not_before > now => {
+                        task.not_before = Some(not_before);
+                        self.timers.insert((not_before, Timer::Backoff(id)));
+                    }
+                    _ => ready.push(id),
+                },
+                _ => waiting.push(id),
+            }
+        }
+
+        // Link every waiting task to its active dependencies before failing any, so a failure
+        // reaches tasks further down the chain.
+        let mut failed = Vec::new();
+        let mut unblocked = Vec::new();
+        for id in waiting {
+            let mut deps = self.tasks[&id].spec.depends_on.clone();
+            deps.sort_unstable();
+            deps.dedup();
+            let mut pending = 0;
+            let mut failed_dep = None;
+            for dep in deps {
+                if self.tasks.contains_key(&dep) {
+                    pending += 1;
+                    self.dependents.entry(dep).or_default().push(id);
+                    continue;
+                }
+                match resolve(dep) {
+                    Some(TaskStatus::Succeeded) => {}
+                    Some(status @ (TaskStatus::Failed | TaskStatus::Cancelled)) => {
+                        failed_dep.get_or_insert(dependency_error(dep, status));
+                    }
+                    _ => {
+                        failed_dep.get_or_insert(format!("dependency {dep} is missing"));
+                    }
+                }
+            }
+            match failed_dep {
+                Some(error) => failed.push((id, error)),
+                None if pending == 0 => unblocked.push(id),
+                None => {
+                    self.pending_deps.insert(id, pending);
+                }
+            }
+        }
+        for (id, error) in failed {
+            self.finish_unstarted(id, TaskStatus::Failed, Some(error), now);
+        }
+        for id in unblocked {
+            if self.active_status(id) == Some(TaskStatus::Waiting) {
+                self.changes.push(Change::TaskReady { task: id, at: now });
+                self.make_ready(id, now);
+            }
+        }
+        for id in ready {
+            self.make_ready(id, now);
+        }
+    }
+
+    /// Checks the scheduler's internal consistency; for tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut running_per_agent = std::collections::HashMap::new();
+        let mut keyed = 0;
+        for (id, task) in &self.tasks {
+            match task.status {
+                TaskStatus::Running => {
+                    if let Some(agent) = task.agent {
+                        *running_per_agent.entry(agent).or_insert(0u32) += 1;
+                    }
+                    let timer = (task.lease_until, Timer::Lease { task: *id, attempt: task.attempt });
+                    if !self.timers.contains(&timer) {
+                        return Err(format!("running task {id} has no lease timer"));
+                    }
+                }
+                TaskStatus::Queued => match (task.queue_key, task.not_before) {
+                    (Some(key), None) => {
+                        keyed += 1;
+                        let queue = self.queues.get(&task.spec.capability);
+                        if !queue.is_some_and(|q| q.peek().is_some_and(|head| *head <= key)) {
+                            return Err(format!("queued task {id} is not in its queue"));
+                        }
+                    }
+                    (None, Some(due)) => {
+                        if !self.timers.contains(&(due, Timer::Backoff(*id))) {
+                            return Err(format!("backing-off task {id} has no timer"));
+                        }
+                    }
+                    other => return Err(format!("queued task {id} has state {other:?}")),
+                },
+                TaskStatus::Waiting => {
+                    if self.pending_deps.get(id).copied().unwrap_or(0) == 0 {
+                        return Err(format!("waiting task {id} waits for nothing"));
+                    }
+                }
+                terminal => return Err(format!("task {id} is {terminal} but still in memory")),
+            }
+        }
+        let queued: usize = self.queues.values().map(|q| q.len()).sum();
+        if queued != keyed {
+            return Err(format!("{queued} queue entries for {keyed} ready tasks"));
+        }
+        for (id, agent) in &self.agents {
+            let running = running_per_agent.get(id).copied().unwrap_or(0);
+            if running != agent.running {
+                return Err(format!("agent {id} counts {} running, has {running}", agent.running));
+            }
+            if agent.running > agent.spec.slots {
+                return Err(format!("agent {id} runs {} in {} slots", agent.running, agent.spec.slots));
+            }
+            if agent.accepting() {
+                for (capability, _) in &agent.spec.capabilities {
+                    if self.queues.get(capability).is_some_and(|q| !q.is_empty()) {
+                        return Err(format!("agent {id} is free while {capability} tasks queue"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,333 @@
+//! Unit tests of the scheduler's rules, driven by explicit timestamps (no sleeping).
+
+use uuid::Uuid;
+
+use super::*;
+use crate::backoff::Backoff;
+use crate::routing::LeastLoaded;
+use crate::task::tests::spec;
+
+fn sched() -> Scheduler<LeastLoaded> {
+    Scheduler::new(
+        SchedulerConfig { aging_ms: 1_000, heartbeat_timeout_ms: 5_000 },
+        LeastLoaded,
+    )
+}
+
+fn agent_id(n: u128) -> AgentId {
+    AgentId(Uuid::from_u128(1_000_000 + n))
+}
+
+fn task_id(n: u128) -> TaskId {
+    TaskId(Uuid::from_u128(n))
+}
+
+fn agent_spec(caps: &[(&str, f64)], slots: u32) -> AgentSpec {
+    AgentSpec {
+        name: "w".into(),
+        capabilities: caps
+            .iter()
+            .map(|(c, l)| (Capability::parse(c, "c").unwrap(), *l))
+            .collect(),
+        slots,
+    }
+}
+
+fn none(_: TaskId) -> Option<TaskStatus> {
+    None
+}
+
+/// (task, attempt, agent) of every attempt started in `changes`.
+fn started(changes: &[Change]) -> Vec<(TaskId, u32, AgentId)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AttemptStarted { spec, attempt, agent, .. } => Some((spec.id, *attempt, *agent)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn terminal(changes: &[Change]) -> Vec<(TaskId, TaskStatus)> {
+    changes.iter().filter_map(Change::terminal).collect()
+}
+
+fn ok() -> Report {
+    Report::Success { output: "{}".into() }
+}
+
+fn fail(retryable: bool) -> Report {
+    Report::Failure { error: "boom".into(), retryable }
+}
+
+#[test]
+fn a_task_waits_for_an_agent_and_is_offered_when_one_joins() {
+    let mut s = sched();
+    assert_eq!(s.submit(spec(1, "a"), Timestamp(0), &mut none), Ok(TaskStatus::Queued));
+    assert!(started(&s.take_changes()).is_empty());
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(1));
+    assert_eq!(started(&s.take_changes()), vec![(task_id(1), 1, agent_id(1))]);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_task_goes_at_once_to_the_least_loaded_capable_agent() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 2), Timestamp(0));
+    s.register_agent(agent_id(2), agent_spec(&[("a", 0.5)], 2), Timestamp(0));
+    s.register_agent(agent_id(3), agent_spec(&[("b", 1.0)], 9), Timestamp(0));
+    s.take_changes();
+    for n in 1..=4 {
+        s.submit(spec(n, "a"), Timestamp(1), &mut none).unwrap();
+    }
+    let agents: Vec<_> = started(&s.take_changes()).into_iter().map(|(_, _, a)| a).collect();
+    // Equal load goes to the higher level first, then they alternate as load evens out.
+    assert_eq!(agents, vec![agent_id(1), agent_id(2), agent_id(1), agent_id(2)]);
+    s.submit(spec(5, "a"), Timestamp(2), &mut none).unwrap();
+    assert!(started(&s.take_changes()).is_empty(), "all slots full: task 5 queues");
+    assert_eq!(s.queue_depths()[0].1, 1);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_freed_slot_takes_the_most_urgent_task() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    let mut low = spec(2, "a");
+    low.priority = 1;
+    let mut high = spec(3, "a");
+    high.priority = 9;
+    s.submit(low, Timestamp(10), &mut none).unwrap();
+    s.submit(high, Timestamp(20), &mut none).unwrap();
+    s.take_changes();
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(30)).unwrap();
+    assert_eq!(started(&s.take_changes())[0].0, task_id(3));
+}
+
+#[test]
+fn aging_keeps_low_priority_from_starving() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    let mut low = spec(2, "a");
+    low.priority = 0;
+    s.submit(low, Timestamp(0), &mut none).unwrap();
+    // 10 aging steps later a priority-9 task arrives; the old priority-0 task still goes first.
+    let mut high = spec(3, "a");
+    high.priority = 9;
+    s.submit(high, Timestamp(10_000), &mut none).unwrap();
+    s.take_changes();
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(10_001)).unwrap();
+    assert_eq!(started(&s.take_changes())[0].0, task_id(2));
+}
+
+#[test]
+fn an_expired_lease_retries_with_backoff_and_fences_the_old_attempt() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.register_agent(agent_id(2), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap(); // timeout 1000 ms
+    let first = started(&s.take_changes());
+    assert_eq!(s.next_wakeup(), Some(Timestamp(1_000)));
+    s.advance(Timestamp(999));
+    assert!(terminal(&s.take_changes()).is_empty());
+    s.advance(Timestamp(1_000));
+    let changes = s.take_changes();
+    let Some(Change::AttemptEnded { outcome, next: NextStatus::Retry { not_before }, .. }) =
+        changes.first()
+    else {
+        panic!("expected a retry, got {changes:?}");
+    };
+    assert_eq!(*outcome, AttemptOutcome::LeaseExpired);
+    let delay = not_before.ms_since(Timestamp(1_000));
+    assert!((50..=100).contains(&delay), "first backoff {delay} ms not in [50, 100]");
+    s.advance(*not_before);
+    let second = started(&s.take_changes());
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].1, 2);
+    // The first attempt's late result is rejected, as is the right attempt from the wrong agent.
+    let err = s.report(first[0].2, task_id(1), 1, ok(), Timestamp(1_200));
+    assert!(matches!(err, Err(ReportError::StaleAttempt { current: 2, .. })));
+    let other = if second[0].2 == agent_id(1) { agent_id(2) } else { agent_id(1) };
+    assert!(s.report(other, task_id(1), 2, ok(), Timestamp(1_200)).is_err());
+    s.report(second[0].2, task_id(1), 2, ok(), Timestamp(1_300)).unwrap();
+    assert_eq!(terminal(&s.take_changes()), vec![(task_id(1), TaskStatus::Succeeded)]);
+    assert!(matches!(
+        s.report(second[0].2, task_id(1), 2, ok(), Timestamp(1_301)),
+        Err(ReportError::UnknownTask(_))
+    ));
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_task_that_always_fails_stops_after_max_attempts() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    let mut t = spec(1, "a");
+    t.backoff = Backoff { base_ms: 0, max_ms: 0 };
+    s.submit(t, Timestamp(0), &mut none).unwrap();
+    let mut attempts = 0;
+    let mut now = Timestamp(0);
+    loop {
+        let changes = s.take_changes();
+        if let Some((_, status)) = terminal(&changes).first() {
+            assert_eq!(*status, TaskStatus::Failed);
+            break;
+        }
+        now = now.plus_ms(1);
+        s.advance(now);
+        for (task, attempt, agent) in started(&changes) {
+            attempts += 1;
+            s.report(agent, task, attempt, fail(true), now).unwrap();
+        }
+    }
+    assert_eq!(attempts, 3);
+}
+
+#[test]
+fn a_non_retryable_failure_fails_at_once() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    s.take_changes();
+    s.report(agent_id(1), task_id(1), 1, fail(false), Timestamp(5)).unwrap();
+    assert_eq!(terminal(&s.take_changes()), vec![(task_id(1), TaskStatus::Failed)]);
+    assert_eq!(s.snapshot(agent_id(1)).unwrap().stats[0].1.failed, 1);
+}
+
+#[test]
+fn dependencies_run_in_order_and_a_failure_fails_the_chain() {
+    let mut s = sched();
+    let mut b = spec(2, "a");
+    b.depends_on = vec![task_id(1)];
+    let mut c = spec(3, "a");
+    c.depends_on = vec![task_id(2)];
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    assert_eq!(s.submit(b, Timestamp(0), &mut none), Ok(TaskStatus::Waiting));
+    assert_eq!(s.submit(c, Timestamp(0), &mut none), Ok(TaskStatus::Waiting));
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 4), Timestamp(0));
+    assert_eq!(started(&s.take_changes()), vec![(task_id(1), 1, agent_id(1))]);
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(1)).unwrap();
+    assert_eq!(started(&s.take_changes()), vec![(task_id(2), 1, agent_id(1))]);
+    s.report(agent_id(1), task_id(2), 1, fail(false), Timestamp(2)).unwrap();
+    assert_eq!(
+        terminal(&s.take_changes()),
+        vec![(task_id(2), TaskStatus::Failed), (task_id(3), TaskStatus::Failed)]
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_dependency_is_resolved_from_outside_when_it_already_finished() {
+    let mut s = sched();
+    let mut b = spec(2, "a");
+    b.depends_on = vec![task_id(1)];
+    let mut done = |_| Some(TaskStatus::Succeeded);
+    assert_eq!(s.submit(b.clone(), Timestamp(0), &mut done), Ok(TaskStatus::Queued));
+    let mut failed = |_| Some(TaskStatus::Failed);
+    b.id = task_id(3);
+    assert_eq!(s.submit(b.clone(), Timestamp(0), &mut failed), Ok(TaskStatus::Failed));
+    b.id = task_id(4);
+    assert_eq!(
+        s.submit(b, Timestamp(0), &mut none),
+        Err(SubmitError::UnknownDependency(task_id(1)))
+    );
+}
+
+#[test]
+fn cancelling_stops_queued_and_running_tasks() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    s.submit(spec(2, "a"), Timestamp(0), &mut none).unwrap();
+    s.take_changes();
+    s.cancel(task_id(2), Timestamp(1)).unwrap();
+    assert_eq!(terminal(&s.take_changes()), vec![(task_id(2), TaskStatus::Cancelled)]);
+    s.cancel(task_id(1), Timestamp(2)).unwrap();
+    let changes = s.take_changes();
+    assert!(changes.contains(&Change::SendCancel { agent: agent_id(1), task: task_id(1), attempt: 1 }));
+    assert_eq!(terminal(&changes), vec![(task_id(1), TaskStatus::Cancelled)]);
+    assert_eq!(s.cancel(task_id(1), Timestamp(3)), Err(CancelError::NotActive(task_id(1))));
+    assert!(s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(4)).is_err());
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_silent_agent_goes_offline_and_its_leases_run_out() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    let mut t = spec(1, "a");
+    t.timeout_ms = 20_000;
+    s.submit(t, Timestamp(0), &mut none).unwrap();
+    s.take_changes();
+    assert!(s.heartbeat(agent_id(1), Timestamp(4_000)));
+    s.advance(Timestamp(5_000));
+    assert_eq!(s.snapshot(agent_id(1)).unwrap().state, AgentState::Busy);
+    s.advance(Timestamp(9_000));
+    let changes = s.take_changes();
+    assert!(changes.contains(&Change::CloseAgent { agent: agent_id(1) }));
+    assert_eq!(s.snapshot(agent_id(1)).unwrap().state, AgentState::Offline);
+    assert!(!s.heartbeat(agent_id(1), Timestamp(9_001)));
+    // Its task runs on elsewhere only once the lease is over.
+    s.register_agent(agent_id(2), agent_spec(&[("a", 1.0)], 1), Timestamp(9_500));
+    assert!(started(&s.take_changes()).is_empty());
+    for t in [14_000, 18_500] {
+        s.advance(Timestamp(t));
+        assert!(s.heartbeat(agent_id(2), Timestamp(t)));
+    }
+    s.advance(Timestamp(20_000));
+    let retry = s.take_changes();
+    let Some(Change::AttemptEnded { next: NextStatus::Retry { not_before }, .. }) = retry.first() else {
+        panic!("{retry:?}");
+    };
+    s.advance(*not_before);
+    assert_eq!(started(&s.take_changes()), vec![(task_id(1), 2, agent_id(2))]);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_draining_agent_takes_no_new_work() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 2), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    assert_eq!(s.drain(agent_id(1)).unwrap().state, AgentState::Draining);
+    s.submit(spec(2, "a"), Timestamp(1), &mut none).unwrap();
+    let changes = s.take_changes();
+    assert_eq!(started(&changes).len(), 1);
+    assert!(changes.contains(&Change::SendDrain { agent: agent_id(1) }));
+    assert_eq!(s.drain(agent_id(9)), Err(DrainError::UnknownAgent(agent_id(9))));
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn recovery_requeues_expired_leases_and_keeps_live_ones() {
+    let mut s = sched();
+    let recovered = |n, status, lease: Option<u64>| RecoveredTask {
+        spec: spec(n, "a"),
+        status,
+        attempt: u32::from(status == TaskStatus::Running),
+        lease_until: lease.map(Timestamp),
+        not_before: None,
+    };
+    let mut waiting = recovered(4, TaskStatus::Waiting, None);
+    waiting.spec.depends_on = vec![task_id(9)];
+    s.restore(
+        vec![
+            recovered(1, TaskStatus::Running, Some(500)),
+            recovered(2, TaskStatus::Running, Some(5_000)),
+            recovered(3, TaskStatus::Queued, None),
+            waiting,
+        ],
+        Timestamp(1_000),
+        &mut |_| Some(TaskStatus::Failed),
+    );
+    s.advance(Timestamp(1_000));
+    let changes = s.take_changes();
+    assert_eq!(terminal(&changes), vec![(task_id(4), TaskStatus::Failed)]);
+    assert!(changes.iter().any(|c| matches!(c,
+        Change::AttemptEnded { task, outcome: AttemptOutcome::LeaseExpired, .. } if *task == task_id(1))));
+    assert_eq!(s.active_status(task_id(2)), Some(TaskStatus::Running));
+    assert_eq!(s.active_status(task_id(3)), Some(TaskStatus::Queued));
+    s.check_invariants().unwrap();
+}

@@ -1,0 +1,311 @@
+//! The task model: what a client submits ([`TaskSpec`]), how it is validated, and the statuses a
+//! task moves through.
+//!
+//! ```text
+//! waiting --deps succeeded--> queued --assigned--> running --ok--> succeeded
+//!    |                          ^                     |
+//!    |                          +--retry (backoff)----+--error, lease expired--> failed
+//!    +--dep failed--> failed    any non-terminal --cancel--> cancelled
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::backoff::Backoff;
+use crate::ids::TaskId;
+use crate::time::Timestamp;
+
+/// A capability name such as `summarize`. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Capability(Arc<str>);
+
+impl Capability {
+    pub const MAX_LEN: usize = 128;
+
+    /// Accepts 1-128 characters of ASCII letters, digits and `_ - . : /`.
+    pub fn parse(name: &str, field: &str) -> Result<Capability, ValidationError> {
+        if name.is_empty() {
+            return Err(ValidationError::new(field, "must not be empty"));
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(field, "must be at most 128 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b))
+        {
+            return Err(ValidationError::new(
+                field,
+                "may contain only ASCII letters, digits and _ - . : /",
+            ));
+        }
+        Ok(Capability(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A rule that a submitted value broke, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ValidationError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    Waiting,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Waiting,
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Waiting => "waiting",
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "status",
+                    format!("unknown status {s:?}; expected one of waiting, queued, running, succeeded, failed, cancelled"),
+                )
+            })
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    LeaseExpired,
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::LeaseExpired => "lease_expired",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttemptOutcome> {
+        [
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Failed,
+            AttemptOutcome::LeaseExpired,
+            AttemptOutcome::Cancelled,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// Bounds a submitted task must respect; the payload bound is configurable per hub.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskLimits {
+    pub max_payload_bytes: usize,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            max_payload_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The immutable part of a task: what was submitted, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub capability: Capability,
+    /// The payload as JSON text; the core never looks inside.
+    pub payload: Arc<str>,
+    /// 0-9, 9 most urgent.
+    pub priority: u8,
+    pub max_attempts: u32,
+    /// The lease of one attempt: an attempt still running after this long is given up.
+    pub timeout_ms: u64,
+    pub backoff: Backoff,
+    pub idempotency_key: Option<String>,
+    pub depends_on: Vec<TaskId>,
+    pub created_at: Timestamp,
+}
+
+impl TaskSpec {
+    pub const DEFAULT_PRIORITY: u8 = 5;
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+    pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+    pub const MAX_PRIORITY: u8 = 9;
+    pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+    pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+    pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
+    pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+    pub const MAX_DEPENDENCIES: usize = 1_000;
+
+    /// Checks every rule, naming the first field that breaks one.
+    pub fn validate(&self, limits: &TaskLimits) -> Result<(), ValidationError> {
+        if self.priority > Self::MAX_PRIORITY {
+            return Err(ValidationError::new("priority", "must be between 0 and 9"));
+        }
+        if !(1..=Self::MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
+            return Err(ValidationError::new("max_attempts", "must be between 1 and 100"));
+        }
+        if !(1..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(ValidationError::new(
+                "timeout_ms",
+                "must be between 1 and 604800000 (7 days)",
+            ));
+        }
+        if self.backoff.base_ms > Self::MAX_BACKOFF_MS || self.backoff.max_ms > Self::MAX_BACKOFF_MS
+        {
+            return Err(ValidationError::new(
+                "backoff_ms",
+                "must be at most 86400000 (24 hours)",
+            ));
+        }
+        if self.payload.len() > limits.max_payload_bytes {
+            return Err(ValidationError::new(
+                "payload",
+                format!(
+                    "is {} bytes, over the limit of {} bytes",
+                    self.payload.len(),
+                    limits.max_payload_bytes
+                ),
+            ));
+        }
+        if let Some(key) = &self.idempotency_key {
+            if key.is_empty() || key.len() > Self::MAX_IDEMPOTENCY_KEY_LEN {
+                return Err(ValidationError::new(
+                    "idempotency_key",
+                    "must be 1 to 256 bytes long",
+                ));
+            }
+        }
+        if self.depends_on.len() > Self::MAX_DEPENDENCIES {
+            return Err(ValidationError::new("depends_on", "at most 1000 dependencies"));
+        }
+        if self.depends_on.contains(&self.id) {
+            return Err(ValidationError::new("depends_on", "a task cannot depend on itself"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    pub(crate) fn spec(n: u128, capability: &str) -> TaskSpec {
+        TaskSpec {
+            id: TaskId(Uuid::from_u128(n)),
+            capability: Capability::parse(capability, "capability").unwrap(),
+            payload: "{}".into(),
+            priority: TaskSpec::DEFAULT_PRIORITY,
+            max_attempts: TaskSpec::DEFAULT_MAX_ATTEMPTS,
+            timeout_ms: 1_000,
+            backoff: Backoff { base_ms: 100, max_ms: 1_000 },
+            idempotency_key: None,
+            depends_on: vec![],
+            created_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let limits = TaskLimits { max_payload_bytes: 10 };
+        let mut s = spec(1, "x");
+        s.priority = 10;
+        assert_eq!(s.validate(&limits).unwrap_err().field, "priority");
+        let mut s = spec(1, "x");
+        s.max_attempts = 0;
+        assert_eq!(s.validate(&limits).unwrap_err().field, "max_attempts");
+        let mut s = spec(1, "x");
+        s.payload = "[1,2,3,4,5,6]".into();
+        assert_eq!(s.validate(&limits).unwrap_err().field, "payload");
+        let mut s = spec(1, "x");
+        s.depends_on = vec![s.id];
+        assert_eq!(s.validate(&limits).unwrap_err().field, "depends_on");
+        assert!(spec(1, "x").validate(&limits).is_ok());
+    }
+
+    #[test]
+    fn capability_names_are_checked() {
+        assert!(Capability::parse("summarize.v2", "capability").is_ok());
+        assert_eq!(Capability::parse("", "capability").unwrap_err().reason, "must not be empty");
+        assert!(Capability::parse("has space", "capability").is_err());
+        assert!(Capability::parse(&"a".repeat(129), "capability").is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip_and_know_terminality() {
+        for s in TaskStatus::ALL {
+            assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), s);
+        }
+        assert!("done".parse::<TaskStatus>().is_err());
+        assert!(TaskStatus::Cancelled.is_terminal() && !TaskStatus::Running.is_terminal());
+    }
+}
