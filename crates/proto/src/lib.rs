@@ -1,1 +1,10 @@
-//! placeholder
+//! Hive's wire types: the JSON bodies of the REST API ([`api`]) and the messages of the worker
+//! protocol on `/ws/agent` ([`protocol`]). Shared by the server and the Rust client so the two
+//! cannot drift apart; the OpenAPI document is generated from these same types.
+//!
+//! No logic lives here beyond (de)serialisation and the shape checks of protocol frames.
+
+pub mod api;
+pub mod protocol;
+
+pub use serde_json::value::RawValue;

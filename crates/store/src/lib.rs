@@ -1,1 +1,87 @@
-//! placeholder
+//! Durable state: the store traits, the group-commit writer, and the SQLite backend.
+//!
+//! The store persists the scheduler's [`Change`]s and answers reads. Writes go through one
+//! writer thread ([`GroupCommit`]) that packs every batch waiting into one transaction, so the
+//! cost of a commit (an fsync with `synchronous=FULL`) is shared by all of them. A batch's
+//! callback runs only after its transaction committed: that is the moment a task counts as
+//! accepted. Reads go through [`TaskReader`] on their own connections and never wait for the
+//! writer (WAL mode).
+//!
+//! # Layout
+//! - [`group_commit`]: the writer thread and its batching.
+//! - [`sqlite`]: the embedded SQLite backend (migrations in `migrations/`).
+//!
+//! PostgreSQL comes later behind the same two traits, [`BatchWriter`] and [`TaskReader`].
+
+pub mod group_commit;
+pub mod sqlite;
+
+use hive_core::{AgentSnapshot, Change, RecoveredTask, TaskId, TaskSpec, TaskStatus, Timestamp};
+
+pub use group_commit::{CommitStats, GroupCommit, WriteBatch};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Persists changes; one call is one transaction.
+pub trait BatchWriter: Send + 'static {
+    fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError>;
+}
+
+/// A task as stored, with its attempts.
+#[derive(Debug, Clone)]
+pub struct StoredTask {
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub lease_until: Option<Timestamp>,
+    pub not_before: Option<Timestamp>,
+    pub updated_at: Timestamp,
+    pub attempt_log: Vec<StoredAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAttempt {
+    pub attempt: u32,
+    pub agent: Option<hive_core::AgentId>,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub outcome: Option<hive_core::AttemptOutcome>,
+    pub error: Option<String>,
+}
+
+/// Which tasks to list: newest first, after `before` (the cursor) when given.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub capability: Option<String>,
+    pub before: Option<TaskId>,
+    pub limit: usize,
+}
+
+pub trait TaskReader: Send + Sync + 'static {
+    fn get_task(&self, id: TaskId) -> Result<Option<StoredTask>, StoreError>;
+    fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<StoredTask>, StoreError>;
+    fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError>;
+    fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError>;
+    fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError>;
+    /// Every task not yet finished, for recovery after a restart.
+    fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError>;
+    /// Agents as last stored.
+    fn load_agents(&self) -> Result<Vec<AgentSnapshot>, StoreError>;
+}

@@ -1,0 +1,164 @@
+//! REST bodies under `/api/v1`. Timestamps are RFC 3339 strings in UTC; ids are UUID strings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+/// A task to submit. Only `capability` is required.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    /// The capability an agent needs to run this task.
+    #[schema(example = "summarize")]
+    pub capability: String,
+    /// Any JSON value, handed to the agent as is (default `null`; at most 1 MiB by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub payload: Option<Box<RawValue>>,
+    /// 0-9, 9 most urgent (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Attempts before the task fails for good, 1-100 (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Lease of one attempt in milliseconds (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Base retry delay in milliseconds, doubled per attempt, with jitter (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    /// A second submit with the same key returns the first task instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Ids of tasks that must succeed before this one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+}
+
+impl NewTask {
+    pub fn new(capability: impl Into<String>) -> Self {
+        NewTask {
+            capability: capability.into(),
+            payload: None,
+            priority: None,
+            max_attempts: None,
+            timeout_ms: None,
+            backoff_ms: None,
+            idempotency_key: None,
+            depends_on: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTaskBatch {
+    pub tasks: Vec<NewTask>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchCreated {
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub id: String,
+    /// waiting, queued, running, succeeded, failed or cancelled.
+    pub status: String,
+    pub capability: String,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    pub priority: u8,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub backoff_ms: u64,
+    pub idempotency_key: Option<String>,
+    pub depends_on: Vec<String>,
+    pub attempts: Vec<Attempt>,
+    /// The output of the successful attempt.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Box<RawValue>>,
+    /// The last error, when the task failed or an attempt did.
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub agent_id: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// succeeded, failed, lease_expired or cancelled; absent while running.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub items: Vec<Task>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    /// idle, busy, draining or offline.
+    pub state: String,
+    pub capabilities: BTreeMap<String, f64>,
+    pub slots: u32,
+    pub running: u32,
+    pub connected_at: String,
+    pub last_heartbeat: String,
+    pub stats: BTreeMap<String, CapabilityStats>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CapabilityStats {
+    pub completed: u64,
+    pub failed: u64,
+    pub mean_latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentList {
+    pub items: Vec<Agent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    /// Tasks by status (every status present, zero included).
+    pub tasks: BTreeMap<String, u64>,
+    /// Agents by state (every state present, zero included).
+    pub agents: BTreeMap<String, u64>,
+    /// Queued tasks (ready or backing off) per capability.
+    pub queue_depth: BTreeMap<String, u64>,
+    pub routing_policy: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Every 4xx and 5xx answer has this body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_field`, `not_found`, `conflict`.
+    pub code: String,
+    pub message: String,
+    /// The offending field, as a path such as `tasks[3].priority`, when one is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

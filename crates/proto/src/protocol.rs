@@ -1,0 +1,324 @@
+//! The worker protocol on `/ws/agent`: JSON text frames, each an object with a `type`. See
+//! `docs/protocol.md` for the conversation and examples.
+//!
+//! Frames are parsed through flat "raw" structs rather than serde's internally tagged enums:
+//! those buffer the whole frame and then cannot hand a payload over as raw JSON text, which would
+//! cost a parse and a re-serialisation of every payload and output.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A frame from a worker to the hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawWorkerMessage", into = "RawWorkerMessage")]
+pub enum WorkerMessage {
+    Hello(Hello),
+    Heartbeat,
+    Result(TaskResult),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub name: String,
+    pub capabilities: Capabilities,
+    pub slots: u32,
+}
+
+/// Either a list of names (level 1.0 each) or a map of name to level (0.0-1.0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Capabilities {
+    Names(Vec<String>),
+    Levels(BTreeMap<String, f64>),
+}
+
+impl Capabilities {
+    pub fn levels(&self) -> Vec<(String, f64)> {
+        match self {
+            Capabilities::Names(names) => names.iter().map(|n| (n.clone(), 1.0)).collect(),
+            Capabilities::Levels(levels) => levels.iter().map(|(n, l)| (n.clone(), *l)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    pub task_id: String,
+    pub attempt: u32,
+    pub ok: bool,
+    /// Any JSON value; required when `ok`.
+    pub output: Option<Box<RawValue>>,
+    pub error: Option<String>,
+    /// For a failure: may the hub try again (default true)?
+    pub retry: bool,
+}
+
+/// A frame from the hub to a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawHubMessage", into = "RawHubMessage")]
+pub enum HubMessage {
+    Welcome {
+        agent_id: String,
+        heartbeat_interval_ms: u64,
+        protocol: u32,
+    },
+    Assign {
+        tasks: Vec<Assignment>,
+    },
+    Cancel {
+        task_id: String,
+        attempt: u32,
+    },
+    Drain,
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub task_id: String,
+    pub attempt: u32,
+    pub capability: String,
+    pub payload: Box<RawValue>,
+    pub priority: u8,
+    /// The attempt's lease: past this many milliseconds the hub gives the attempt up.
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FrameError(pub String);
+
+fn missing(kind: &str, field: &str) -> FrameError {
+    FrameError(format!("{kind}: missing field `{field}`"))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RawWorkerMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capabilities: Option<Capabilities>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slots: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry: Option<bool>,
+}
+
+impl TryFrom<RawWorkerMessage> for WorkerMessage {
+    type Error = FrameError;
+    fn try_from(raw: RawWorkerMessage) -> Result<Self, FrameError> {
+        match raw.kind.as_str() {
+            "hello" => Ok(WorkerMessage::Hello(Hello {
+                name: raw.name.ok_or_else(|| missing("hello", "name"))?,
+                capabilities: raw
+                    .capabilities
+                    .ok_or_else(|| missing("hello", "capabilities"))?,
+                slots: raw.slots.unwrap_or(1),
+            })),
+            "heartbeat" => Ok(WorkerMessage::Heartbeat),
+            "result" => {
+                let ok = raw.ok.ok_or_else(|| missing("result", "ok"))?;
+                if ok && raw.output.is_none() {
+                    return Err(missing("result", "output"));
+                }
+                Ok(WorkerMessage::Result(TaskResult {
+                    task_id: raw.task_id.ok_or_else(|| missing("result", "task_id"))?,
+                    attempt: raw.attempt.ok_or_else(|| missing("result", "attempt"))?,
+                    ok,
+                    output: raw.output,
+                    error: raw.error,
+                    retry: raw.retry.unwrap_or(true),
+                }))
+            }
+            other => Err(FrameError(format!(
+                "unknown message type {other:?}; expected hello, heartbeat or result"
+            ))),
+        }
+    }
+}
+
+impl From<WorkerMessage> for RawWorkerMessage {
+    fn from(message: WorkerMessage) -> Self {
+        match message {
+            WorkerMessage::Hello(hello) => RawWorkerMessage {
+                kind: "hello".into(),
+                name: Some(hello.name),
+                capabilities: Some(hello.capabilities),
+                slots: Some(hello.slots),
+                ..Default::default()
+            },
+            WorkerMessage::Heartbeat => RawWorkerMessage {
+                kind: "heartbeat".into(),
+                ..Default::default()
+            },
+            WorkerMessage::Result(result) => RawWorkerMessage {
+                kind: "result".into(),
+                task_id: Some(result.task_id),
+                attempt: Some(result.attempt),
+                ok: Some(result.ok),
+                output: result.output,
+                error: result.error,
+                retry: (!result.ok).then_some(result.retry),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RawHubMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    heartbeat_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protocol: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tasks: Option<Vec<Assignment>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+impl TryFrom<RawHubMessage> for HubMessage {
+    type Error = FrameError;
+    fn try_from(raw: RawHubMessage) -> Result<Self, FrameError> {
+        match raw.kind.as_str() {
+            "welcome" => Ok(HubMessage::Welcome {
+                agent_id: raw.agent_id.ok_or_else(|| missing("welcome", "agent_id"))?,
+                heartbeat_interval_ms: raw.heartbeat_interval_ms.unwrap_or(5_000),
+                protocol: raw.protocol.unwrap_or(PROTOCOL_VERSION),
+            }),
+            "assign" => Ok(HubMessage::Assign {
+                tasks: raw.tasks.ok_or_else(|| missing("assign", "tasks"))?,
+            }),
+            "cancel" => Ok(HubMessage::Cancel {
+                task_id: raw.task_id.ok_or_else(|| missing("cancel", "task_id"))?,
+                attempt: raw.attempt.ok_or_else(|| missing("cancel", "attempt"))?,
+            }),
+            "drain" => Ok(HubMessage::Drain),
+            "error" => Ok(HubMessage::Error {
+                code: raw.code.unwrap_or_default(),
+                message: raw.message.unwrap_or_default(),
+            }),
+            other => Err(FrameError(format!("unknown message type {other:?}"))),
+        }
+    }
+}
+
+impl From<HubMessage> for RawHubMessage {
+    fn from(message: HubMessage) -> Self {
+        match message {
+            HubMessage::Welcome {
+                agent_id,
+                heartbeat_interval_ms,
+                protocol,
+            } => RawHubMessage {
+                kind: "welcome".into(),
+                agent_id: Some(agent_id),
+                heartbeat_interval_ms: Some(heartbeat_interval_ms),
+                protocol: Some(protocol),
+                ..Default::default()
+            },
+            HubMessage::Assign { tasks } => RawHubMessage {
+                kind: "assign".into(),
+                tasks: Some(tasks),
+                ..Default::default()
+            },
+            HubMessage::Cancel { task_id, attempt } => RawHubMessage {
+                kind: "cancel".into(),
+                task_id: Some(task_id),
+                attempt: Some(attempt),
+                ..Default::default()
+            },
+            HubMessage::Drain => RawHubMessage {
+                kind: "drain".into(),
+                ..Default::default()
+            },
+            HubMessage::Error { code, message } => RawHubMessage {
+                kind: "error".into(),
+                code: Some(code),
+                message: Some(message),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_frames_parse_with_raw_output() {
+        let m: WorkerMessage = serde_json::from_str(
+            r#"{"type":"result","task_id":"t","attempt":2,"ok":true,"output":{"a":[1, 2]}}"#,
+        )
+        .unwrap();
+        let WorkerMessage::Result(r) = m else { panic!() };
+        assert_eq!(r.output.unwrap().get(), r#"{"a":[1, 2]}"#);
+        let m: WorkerMessage = serde_json::from_str(
+            r#"{"type":"hello","name":"w","capabilities":{"echo":0.5},"slots":4}"#,
+        )
+        .unwrap();
+        let WorkerMessage::Hello(h) = m else { panic!() };
+        assert_eq!(h.capabilities.levels(), vec![("echo".to_string(), 0.5)]);
+        let m: WorkerMessage =
+            serde_json::from_str(r#"{"type":"hello","name":"w","capabilities":["a","b"]}"#).unwrap();
+        assert!(matches!(m, WorkerMessage::Hello(Hello { slots: 1, .. })));
+    }
+
+    #[test]
+    fn bad_worker_frames_name_what_is_wrong() {
+        let err = serde_json::from_str::<WorkerMessage>(r#"{"type":"result","ok":true,"output":1}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("task_id"), "{err}");
+        let err = serde_json::from_str::<WorkerMessage>(r#"{"type":"dance"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown message type"), "{err}");
+    }
+
+    #[test]
+    fn hub_frames_round_trip() {
+        let assign = HubMessage::Assign {
+            tasks: vec![Assignment {
+                task_id: "t".into(),
+                attempt: 1,
+                capability: "c".into(),
+                payload: RawValue::from_string("[1,2]".into()).unwrap(),
+                priority: 5,
+                timeout_ms: 100,
+            }],
+        };
+        let text = serde_json::to_string(&assign).unwrap();
+        assert!(text.starts_with(r#"{"type":"assign","tasks":[{"task_id":"t""#), "{text}");
+        let back: HubMessage = serde_json::from_str(&text).unwrap();
+        let HubMessage::Assign { tasks } = back else { panic!() };
+        assert_eq!(tasks[0].payload.get(), "[1,2]");
+    }
+}

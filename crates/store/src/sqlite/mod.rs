@@ -1,0 +1,109 @@
+//! The embedded SQLite backend: one file `hive.db` in the data directory, WAL mode.
+//!
+//! [`SqliteStore::open`] creates the directory and the database, applies migrations, and hands
+//! out one writer connection ([`SqliteWriter`], for the group-commit thread) and a reader
+//! ([`SqliteReader`]) with its own small pool of connections.
+
+mod codec;
+mod read;
+mod write;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+pub use read::SqliteReader;
+pub use write::SqliteWriter;
+
+use crate::StoreError;
+
+/// The versioned migrations, applied in order; `PRAGMA user_version` records the last applied.
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: an fsync per commit; an acknowledged task survives a power cut.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a killed process, not a power cut (WAL not yet synced).
+    Normal,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s {
+            "full" => Some(Durability::Full),
+            "normal" => Some(Durability::Normal),
+            _ => None,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    durability: Durability,
+}
+
+impl SqliteStore {
+    pub const FILE_NAME: &'static str = "hive.db";
+
+    /// Opens (creating if needed) the database in `dir` and brings its schema up to date.
+    pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Database(format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        let store = SqliteStore {
+            path: dir.join(Self::FILE_NAME),
+            durability,
+        };
+        let mut conn = store.connect()?;
+        migrate(&mut conn)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
+        Ok(SqliteWriter::new(self.connect()?))
+    }
+
+    pub fn reader(&self) -> SqliteReader {
+        SqliteReader::new(self.path.clone())
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        let synchronous = match self.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=5000;"
+        ))?;
+        Ok(conn)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {current} is newer than this hive ({latest})"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
+        tx.commit()?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

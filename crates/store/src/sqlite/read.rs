@@ -1,0 +1,278 @@
+//! The reader side: point look-ups and listings on pooled read-only connections. In WAL mode
+//! readers never block the writer nor wait for it.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use hive_core::{
+    AgentSnapshot, AgentSpec, AgentState, AttemptOutcome, Backoff, Capability,
+    CapabilityStats, RecoveredTask, TaskId, TaskSpec, TaskStatus,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use super::codec::{agent_id, from_ts, split_ids, status, task_id};
+use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
+
+const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
+    backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
+    lease_until, not_before, created_at, updated_at";
+
+/// Idle connections kept for reuse; more are opened under load and closed after.
+const POOL_SIZE: usize = 8;
+
+pub struct SqliteReader {
+    path: PathBuf,
+    // A std Mutex, not tokio's: it is held only to push or pop a connection, never across I/O.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteReader {
+    pub(super) fn new(path: PathBuf) -> Self {
+        SqliteReader {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_SIZE {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn spec_from_row(row: &Row<'_>) -> Result<TaskSpec, StoreError> {
+    let id: Vec<u8> = row.get(0)?;
+    let capability: String = row.get(1)?;
+    Ok(TaskSpec {
+        id: task_id(&id)?,
+        capability: Capability::parse(&capability, "capability")
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        payload: row.get::<_, String>(2)?.into(),
+        priority: row.get(3)?,
+        max_attempts: row.get(4)?,
+        timeout_ms: row.get::<_, i64>(5)? as u64,
+        backoff: Backoff {
+            base_ms: row.get::<_, i64>(6)? as u64,
+            max_ms: row.get::<_, i64>(7)? as u64,
+        },
+        idempotency_key: row.get(8)?,
+        depends_on: split_ids(row.get(9)?)?,
+        created_at: from_ts(row.get(16)?),
+    })
+}
+
+fn task_from_row(row: &Row<'_>) -> Result<StoredTask, StoreError> {
+    Ok(StoredTask {
+        spec: spec_from_row(row)?,
+        status: status(&row.get::<_, String>(10)?)?,
+        attempts: row.get(11)?,
+        result: row.get(12)?,
+        error: row.get(13)?,
+        lease_until: row.get::<_, Option<i64>>(14)?.map(from_ts),
+        not_before: row.get::<_, Option<i64>>(15)?.map(from_ts),
+        updated_at: from_ts(row.get(17)?),
+        attempt_log: Vec::new(),
+    })
+}
+
+fn attempts_of(conn: &Connection, id: TaskId) -> Result<Vec<StoredAttempt>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT attempt, agent_id, started_at, ended_at, outcome, error
+         FROM attempts WHERE task_id = ?1 ORDER BY attempt",
+    )?;
+    let mut rows = stmt.query(params![id.as_bytes()])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(StoredAttempt {
+            attempt: row.get(0)?,
+            agent: row
+                .get::<_, Option<Vec<u8>>>(1)?
+                .map(|b| agent_id(&b))
+                .transpose()?,
+            started_at: from_ts(row.get(2)?),
+            ended_at: row.get::<_, Option<i64>>(3)?.map(from_ts),
+            outcome: row
+                .get::<_, Option<String>>(4)?
+                .and_then(|o| AttemptOutcome::parse(&o)),
+            error: row.get(5)?,
+        });
+    }
+    Ok(out)
+}
+
+impl TaskReader for SqliteReader {
+    fn get_task(&self, id: TaskId) -> Result<Option<StoredTask>, StoreError> {
+        self.with_conn(|conn| {
+            let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![id.as_bytes()])?;
+            let Some(row) = rows.next()? else {
+                return Ok(None);
+            };
+            let mut task = task_from_row(row)?;
+            task.attempt_log = attempts_of(conn, id)?;
+            Ok(Some(task))
+        })
+    }
+
+    fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<StoredTask>, StoreError> {
+        self.with_conn(|conn| {
+            let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1=1");
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            if let Some(s) = filter.status {
+                sql.push_str(" AND status = ?");
+                args.push(Box::new(s.as_str()));
+            }
+            if let Some(c) = &filter.capability {
+                sql.push_str(" AND capability = ?");
+                args.push(Box::new(c.clone()));
+            }
+            if let Some(before) = filter.before {
+                sql.push_str(" AND id < ?");
+                args.push(Box::new(before.as_bytes().to_vec()));
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?");
+            args.push(Box::new(filter.limit as i64));
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(task_from_row(row)?);
+            }
+            for task in &mut out {
+                task.attempt_log = attempts_of(conn, task.spec.id)?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status")?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push((status(&row.get::<_, String>(0)?)?, row.get::<_, i64>(1)? as u64));
+            }
+            Ok(out)
+        })
+    }
+
+    fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
+        self.with_conn(|conn| {
+            let found: Option<String> = conn
+                .prepare_cached("SELECT status FROM tasks WHERE id = ?1")?
+                .query_row(params![id.as_bytes()], |row| row.get(0))
+                .optional()?;
+            found.map(|s| status(&s)).transpose()
+        })
+    }
+
+    fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError> {
+        self.with_conn(|conn| {
+            let found: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
+                .query_row(params![key], |row| row.get(0))
+                .optional()?;
+            found.map(|b| task_id(&b)).transpose()
+        })
+    }
+
+    fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError> {
+        self.with_conn(|conn| {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE status IN ('waiting', 'queued', 'running') ORDER BY id"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let task = task_from_row(row)?;
+                out.push(RecoveredTask {
+                    spec: task.spec,
+                    status: task.status,
+                    attempt: task.attempts,
+                    lease_until: task.lease_until,
+                    not_before: task.not_before,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn load_agents(&self) -> Result<Vec<AgentSnapshot>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, name, capabilities, slots, state, connected_at, last_heartbeat, stats
+                 FROM agents ORDER BY id",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(agent_from_row(row)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn agent_from_row(row: &Row<'_>) -> Result<AgentSnapshot, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    let id: Vec<u8> = row.get(0)?;
+    let capabilities: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&row.get::<_, String>(2)?).map_err(|e| corrupt(e.to_string()))?;
+    let stats: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&row.get::<_, String>(7)?).map_err(|e| corrupt(e.to_string()))?;
+    let cap = |name: &str| Capability::parse(name, "capability").map_err(|e| corrupt(e.to_string()));
+    let number = |v: &serde_json::Value, k: &str| v.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+    Ok(AgentSnapshot {
+        id: agent_id(&id)?,
+        spec: AgentSpec {
+            name: row.get(1)?,
+            capabilities: capabilities
+                .iter()
+                .map(|(k, v)| Ok((cap(k)?, v.as_f64().unwrap_or(0.0))))
+                .collect::<Result<_, StoreError>>()?,
+            slots: row.get(3)?,
+        },
+        state: AgentState::parse(&row.get::<_, String>(4)?).unwrap_or(AgentState::Offline),
+        running: 0,
+        connected_at: from_ts(row.get(5)?),
+        last_heartbeat: from_ts(row.get(6)?),
+        stats: stats
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    cap(k)?,
+                    CapabilityStats {
+                        completed: number(v, "completed"),
+                        failed: number(v, "failed"),
+                        total_latency_ms: number(v, "total_latency_ms"),
+                    },
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?,
+    })
+}
+

@@ -1,0 +1,160 @@
+//! Store tests against a real SQLite file in a temporary directory.
+
+use std::sync::Arc;
+
+use hive_core::{
+    AgentId, AttemptOutcome, Backoff, Capability, Change, NextStatus, TaskId, TaskSpec, TaskStatus,
+    Timestamp,
+};
+use uuid::Uuid;
+
+use super::*;
+use crate::{BatchWriter, GroupCommit, TaskFilter, TaskReader, WriteBatch};
+
+fn spec(n: u128) -> Arc<TaskSpec> {
+    Arc::new(TaskSpec {
+        id: TaskId(Uuid::from_u128(n)),
+        capability: Capability::parse("echo", "capability").unwrap(),
+        payload: r#"{"n":1}"#.into(),
+        priority: 5,
+        max_attempts: 3,
+        timeout_ms: 1_000,
+        backoff: Backoff::default(),
+        idempotency_key: Some(format!("key-{n}")),
+        depends_on: vec![TaskId(Uuid::from_u128(n + 100))],
+        created_at: Timestamp(10),
+    })
+}
+
+fn created(n: u128) -> Change {
+    Change::TaskCreated { spec: spec(n), status: TaskStatus::Waiting, error: None }
+}
+
+#[test]
+fn a_task_and_its_attempts_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let mut writer = store.writer().unwrap();
+    let agent = AgentId(Uuid::from_u128(7));
+    let id = spec(1).id;
+    writer
+        .apply(&[&[
+            created(1),
+            Change::TaskReady { task: id, at: Timestamp(11) },
+            Change::AttemptStarted {
+                spec: spec(1),
+                attempt: 1,
+                agent,
+                started_at: Timestamp(12),
+                lease_until: Timestamp(1_012),
+            },
+        ]])
+        .unwrap();
+    let reader = store.reader();
+    let running = reader.get_task(id).unwrap().unwrap();
+    assert_eq!(running.status, TaskStatus::Running);
+    assert_eq!(running.spec, *spec(1));
+    assert_eq!(running.lease_until, Some(Timestamp(1_012)));
+    writer
+        .apply(&[&[Change::AttemptEnded {
+            task: id,
+            attempt: 1,
+            agent: Some(agent),
+            ended_at: Timestamp(20),
+            outcome: AttemptOutcome::Succeeded,
+            output: Some("[42]".into()),
+            error: None,
+            next: NextStatus::Succeeded,
+        }]])
+        .unwrap();
+    let done = reader.get_task(id).unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.result.as_deref(), Some("[42]"));
+    assert_eq!(done.attempt_log.len(), 1);
+    assert_eq!(done.attempt_log[0].agent, Some(agent));
+    assert_eq!(done.attempt_log[0].outcome, Some(AttemptOutcome::Succeeded));
+    assert_eq!(reader.find_by_idempotency_key("key-1").unwrap(), Some(id));
+    assert_eq!(reader.task_status(id).unwrap(), Some(TaskStatus::Succeeded));
+    assert_eq!(reader.task_status(spec(2).id).unwrap(), None);
+}
+
+#[test]
+fn a_failed_transaction_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    writer.apply(&[&[created(1)]]).unwrap();
+    // The second insert of task 1 violates the primary key: task 2 must not be written either.
+    assert!(writer.apply(&[&[created(2)], &[created(1)]]).is_err());
+    assert!(store.reader().get_task(spec(2).id).unwrap().is_none());
+}
+
+#[test]
+fn listing_pages_newest_first_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    let changes: Vec<Change> = (1..=5).map(created).collect();
+    writer.apply(&[&changes]).unwrap();
+    let reader = store.reader();
+    let page = reader.list_tasks(&TaskFilter { limit: 2, ..Default::default() }).unwrap();
+    let ids: Vec<_> = page.iter().map(|t| t.spec.id).collect();
+    assert_eq!(ids, vec![spec(5).id, spec(4).id]);
+    let next = reader
+        .list_tasks(&TaskFilter { limit: 10, before: Some(spec(4).id), ..Default::default() })
+        .unwrap();
+    assert_eq!(next.len(), 3);
+    let queued = reader
+        .list_tasks(&TaskFilter { limit: 10, status: Some(TaskStatus::Queued), ..Default::default() })
+        .unwrap();
+    assert!(queued.is_empty());
+    assert_eq!(reader.count_by_status().unwrap(), vec![(TaskStatus::Waiting, 5)]);
+    assert_eq!(reader.load_active().unwrap().len(), 5);
+}
+
+#[test]
+fn reopening_keeps_data_and_does_not_migrate_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+        store.writer().unwrap().apply(&[&[created(1)]]).unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let active = store.reader().load_active().unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].spec.depends_on, spec(1).depends_on);
+}
+
+#[test]
+fn group_commit_answers_each_batch_after_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let commit = GroupCommit::spawn(store.writer().unwrap(), 64, 10_000);
+    let reader = Arc::new(store.reader());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime.block_on(async {
+        for n in 1..=50u128 {
+            let tx = tx.clone();
+            let reader = reader.clone();
+            let batch = WriteBatch {
+                changes: vec![created(n)],
+                on_commit: Box::new(move |outcome, changes| {
+                    // Committed means visible to a reader at the moment the callback runs.
+                    let id = spec(n).id;
+                    let seen = reader.get_task(id).unwrap().is_some();
+                    tx.send((outcome.is_ok(), seen, changes.len())).unwrap();
+                }),
+            };
+            commit.submit(batch).await.unwrap();
+        }
+    });
+    drop(tx);
+    let results: Vec<_> = rx.iter().collect();
+    assert_eq!(results.len(), 50);
+    assert!(results.iter().all(|r| *r == (true, true, 1)));
+    let stats = commit.stats();
+    commit.close();
+    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=50).contains(&commits));
+}
