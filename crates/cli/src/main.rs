@@ -1,1 +1,82 @@
-fn main() {}
+//! `hive`: the command line. Glue only: parse arguments, set up logging, call into the crates,
+//! and map the outcome to an exit code.
+//!
+//! Exit codes: 0 success; 1 the task ended unsuccessfully (or `--wait` ran out of time);
+//! 2 a usage or configuration error; 3 the hub was unreachable or refused the request.
+
+mod args;
+mod commands;
+mod config;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
+    }
+
+    pub fn hub(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: 3,
+            error: error.into(),
+        }
+    }
+}
+
+pub type Outcome = Result<ExitCode, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Worker(args) => commands::worker::run(args, &cli.hub).await,
+            Command::Submit(args) => commands::client::submit(args, &cli.hub).await,
+            Command::Task(args) => commands::client::task(args, &cli.hub).await,
+            Command::Cancel(args) => commands::client::cancel(args, &cli.hub).await,
+            Command::Status(args) => commands::client::status(args, &cli.hub).await,
+            Command::Tasks(args) => commands::client::tasks(args, &cli.hub).await,
+            Command::Agents(args) => commands::client::agents(args, &cli.hub).await,
+            Command::Drain(args) => commands::client::drain(args, &cli.hub).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -99,7 +99,10 @@ impl AgentSpec {
             return Err(ValidationError::new("name", "must be 1 to 128 bytes long"));
         }
         if self.capabilities.is_empty() {
-            return Err(ValidationError::new("capabilities", "at least one capability is required"));
+            return Err(ValidationError::new(
+                "capabilities",
+                "at least one capability is required",
+            ));
         }
         for (cap, level) in &self.capabilities {
             if !(0.0..=1.0).contains(level) {

@@ -58,19 +58,29 @@ mod tests {
 
     #[test]
     fn delay_grows_exponentially_within_jitter_bounds() {
-        let b = Backoff { base_ms: 100, max_ms: 10_000 };
+        let b = Backoff {
+            base_ms: 100,
+            max_ms: 10_000,
+        };
         for attempt in 1..=6 {
             let full = 100u64 << (attempt - 1);
             for n in 0..50 {
                 let d = b.delay_ms(id(n), attempt);
-                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d} not in [{}, {full}]", full / 2);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d} not in [{}, {full}]",
+                    full / 2
+                );
             }
         }
     }
 
     #[test]
     fn delay_is_capped() {
-        let b = Backoff { base_ms: 100, max_ms: 1_000 };
+        let b = Backoff {
+            base_ms: 100,
+            max_ms: 1_000,
+        };
         for n in 0..50 {
             assert!(b.delay_ms(id(n), 30) <= 1_000);
             assert!(b.delay_ms(id(n), u32::MAX) <= 1_000);
@@ -79,8 +89,12 @@ mod tests {
 
     #[test]
     fn jitter_spreads_tasks_that_fail_together() {
-        let b = Backoff { base_ms: 1_000, max_ms: 60_000 };
-        let delays: std::collections::HashSet<u64> = (0..100).map(|n| b.delay_ms(id(n), 3)).collect();
+        let b = Backoff {
+            base_ms: 1_000,
+            max_ms: 60_000,
+        };
+        let delays: std::collections::HashSet<u64> =
+            (0..100).map(|n| b.delay_ms(id(n), 3)).collect();
         assert!(delays.len() > 50, "only {} distinct delays", delays.len());
     }
 }

@@ -60,17 +60,43 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
-    fn cand(n: u128, running: u32, slots: u32, level: f64, stats: &CapabilityStats) -> Candidate<'_> {
-        Candidate { agent: AgentId(Uuid::from_u128(n)), running, slots, level, stats }
+    fn cand(
+        n: u128,
+        running: u32,
+        slots: u32,
+        level: f64,
+        stats: &CapabilityStats,
+    ) -> Candidate<'_> {
+        Candidate {
+            agent: AgentId(Uuid::from_u128(n)),
+            running,
+            slots,
+            level,
+            stats,
+        }
     }
 
     #[test]
     fn picks_least_loaded_then_best_level() {
         let s = CapabilityStats::default();
         let mut p = LeastLoaded;
-        let c = [cand(1, 1, 2, 1.0, &s), cand(2, 1, 4, 0.1, &s), cand(3, 2, 4, 0.9, &s)];
+        let c = [
+            cand(1, 1, 2, 1.0, &s),
+            cand(2, 1, 4, 0.1, &s),
+            cand(3, 2, 4, 0.9, &s),
+        ];
         assert_eq!(p.choose("x", &c), 1, "1/4 loaded beats 1/2 and 2/4");
         let c = [cand(1, 0, 2, 0.5, &s), cand(2, 0, 2, 0.9, &s)];
         assert_eq!(p.choose("x", &c), 1, "equal load: the higher level wins");
+    }
+}
+
+impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
+    fn choose(&mut self, capability: &str, candidates: &[Candidate<'_>]) -> usize {
+        (**self).choose(capability, candidates)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
     }
 }

@@ -29,7 +29,10 @@ impl Capability {
             return Err(ValidationError::new(field, "must not be empty"));
         }
         if name.len() > Self::MAX_LEN {
-            return Err(ValidationError::new(field, "must be at most 128 characters"));
+            return Err(ValidationError::new(
+                field,
+                "must be at most 128 characters",
+            ));
         }
         if !name
             .bytes()
@@ -211,7 +214,10 @@ impl TaskSpec {
             return Err(ValidationError::new("priority", "must be between 0 and 9"));
         }
         if !(1..=Self::MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
-            return Err(ValidationError::new("max_attempts", "must be between 1 and 100"));
+            return Err(ValidationError::new(
+                "max_attempts",
+                "must be between 1 and 100",
+            ));
         }
         if !(1..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(ValidationError::new(
@@ -245,10 +251,16 @@ impl TaskSpec {
             }
         }
         if self.depends_on.len() > Self::MAX_DEPENDENCIES {
-            return Err(ValidationError::new("depends_on", "at most 1000 dependencies"));
+            return Err(ValidationError::new(
+                "depends_on",
+                "at most 1000 dependencies",
+            ));
         }
         if self.depends_on.contains(&self.id) {
-            return Err(ValidationError::new("depends_on", "a task cannot depend on itself"));
+            return Err(ValidationError::new(
+                "depends_on",
+                "a task cannot depend on itself",
+            ));
         }
         Ok(())
     }
@@ -267,7 +279,10 @@ pub(crate) mod tests {
             priority: TaskSpec::DEFAULT_PRIORITY,
             max_attempts: TaskSpec::DEFAULT_MAX_ATTEMPTS,
             timeout_ms: 1_000,
-            backoff: Backoff { base_ms: 100, max_ms: 1_000 },
+            backoff: Backoff {
+                base_ms: 100,
+                max_ms: 1_000,
+            },
             idempotency_key: None,
             depends_on: vec![],
             created_at: Timestamp(0),
@@ -276,7 +291,9 @@ pub(crate) mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let limits = TaskLimits { max_payload_bytes: 10 };
+        let limits = TaskLimits {
+            max_payload_bytes: 10,
+        };
         let mut s = spec(1, "x");
         s.priority = 10;
         assert_eq!(s.validate(&limits).unwrap_err().field, "priority");
@@ -295,7 +312,10 @@ pub(crate) mod tests {
     #[test]
     fn capability_names_are_checked() {
         assert!(Capability::parse("summarize.v2", "capability").is_ok());
-        assert_eq!(Capability::parse("", "capability").unwrap_err().reason, "must not be empty");
+        assert_eq!(
+            Capability::parse("", "capability").unwrap_err().reason,
+            "must not be empty"
+        );
         assert!(Capability::parse("has space", "capability").is_err());
         assert!(Capability::parse(&"a".repeat(129), "capability").is_err());
     }

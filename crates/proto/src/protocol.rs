@@ -281,7 +281,9 @@ mod tests {
             r#"{"type":"result","task_id":"t","attempt":2,"ok":true,"output":{"a":[1, 2]}}"#,
         )
         .unwrap();
-        let WorkerMessage::Result(r) = m else { panic!() };
+        let WorkerMessage::Result(r) = m else {
+            panic!()
+        };
         assert_eq!(r.output.unwrap().get(), r#"{"a":[1, 2]}"#);
         let m: WorkerMessage = serde_json::from_str(
             r#"{"type":"hello","name":"w","capabilities":{"echo":0.5},"slots":4}"#,
@@ -290,14 +292,16 @@ mod tests {
         let WorkerMessage::Hello(h) = m else { panic!() };
         assert_eq!(h.capabilities.levels(), vec![("echo".to_string(), 0.5)]);
         let m: WorkerMessage =
-            serde_json::from_str(r#"{"type":"hello","name":"w","capabilities":["a","b"]}"#).unwrap();
+            serde_json::from_str(r#"{"type":"hello","name":"w","capabilities":["a","b"]}"#)
+                .unwrap();
         assert!(matches!(m, WorkerMessage::Hello(Hello { slots: 1, .. })));
     }
 
     #[test]
     fn bad_worker_frames_name_what_is_wrong() {
-        let err = serde_json::from_str::<WorkerMessage>(r#"{"type":"result","ok":true,"output":1}"#)
-            .unwrap_err();
+        let err =
+            serde_json::from_str::<WorkerMessage>(r#"{"type":"result","ok":true,"output":1}"#)
+                .unwrap_err();
         assert!(err.to_string().contains("task_id"), "{err}");
         let err = serde_json::from_str::<WorkerMessage>(r#"{"type":"dance"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown message type"), "{err}");
@@ -316,9 +320,14 @@ mod tests {
             }],
         };
         let text = serde_json::to_string(&assign).unwrap();
-        assert!(text.starts_with(r#"{"type":"assign","tasks":[{"task_id":"t""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"assign","tasks":[{"task_id":"t""#),
+            "{text}"
+        );
         let back: HubMessage = serde_json::from_str(&text).unwrap();
-        let HubMessage::Assign { tasks } = back else { panic!() };
+        let HubMessage::Assign { tasks } = back else {
+            panic!()
+        };
         assert_eq!(tasks[0].payload.get(), "[1,2]");
     }
 }

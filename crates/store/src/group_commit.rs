@@ -59,10 +59,13 @@ impl GroupCommit {
                             Err(_) => break,
                         }
                     }
-                    let slices: Vec<&[Change]> = group.iter().map(|b| b.changes.as_slice()).collect();
+                    let slices: Vec<&[Change]> =
+                        group.iter().map(|b| b.changes.as_slice()).collect();
                     let outcome = writer.apply(&slices);
                     counters.commits.fetch_add(1, Ordering::Relaxed);
-                    counters.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+                    counters
+                        .batches
+                        .fetch_add(group.len() as u64, Ordering::Relaxed);
                     counters.changes.fetch_add(size as u64, Ordering::Relaxed);
                     if let Err(e) = &outcome {
                         counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -83,7 +86,10 @@ impl GroupCommit {
 
     /// Queues a batch; waits while the queue is full.
     pub async fn submit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.sender.send(batch).await.map_err(|_| StoreError::Closed)
+        self.sender
+            .send(batch)
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     pub fn stats(&self) -> Arc<CommitStats> {

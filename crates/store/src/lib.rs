@@ -16,7 +16,7 @@
 pub mod group_commit;
 pub mod sqlite;
 
-use hive_core::{AgentSnapshot, Change, RecoveredTask, TaskId, TaskSpec, TaskStatus, Timestamp};
+use hive_core::{Change, RecoveredTask, TaskId, TaskSpec, TaskStatus, Timestamp};
 
 pub use group_commit::{CommitStats, GroupCommit, WriteBatch};
 
@@ -82,6 +82,4 @@ pub trait TaskReader: Send + Sync + 'static {
     fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError>;
     /// Every task not yet finished, for recovery after a restart.
     fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError>;
-    /// Agents as last stored.
-    fn load_agents(&self) -> Result<Vec<AgentSnapshot>, StoreError>;
 }

@@ -80,7 +80,9 @@ impl Change {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStatus {
     /// Queued again, eligible from `not_before`.
-    Retry { not_before: Timestamp },
+    Retry {
+        not_before: Timestamp,
+    },
     Succeeded,
     Failed,
     Cancelled,

@@ -14,9 +14,9 @@
 //! idempotency look-ups for them through the `resolve` callbacks.
 
 mod changes;
-mod recovery;
 #[cfg(test)]
 mod proptests;
+mod recovery;
 #[cfg(test)]
 mod tests;
 
@@ -278,7 +278,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     pub fn drain(&mut self, id: AgentId) -> Result<AgentSnapshot, DrainError> {
-        let agent = self.agents.get_mut(&id).ok_or(DrainError::UnknownAgent(id))?;
+        let agent = self
+            .agents
+            .get_mut(&id)
+            .ok_or(DrainError::UnknownAgent(id))?;
         if !agent.connected {
             return Err(DrainError::Offline(id));
         }
@@ -300,7 +303,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
         report: Report,
         now: Timestamp,
     ) -> Result<(), ReportError> {
-        let current = self.tasks.get(&task).ok_or(ReportError::UnknownTask(task))?;
+        let current = self
+            .tasks
+            .get(&task)
+            .ok_or(ReportError::UnknownTask(task))?;
         if current.status != TaskStatus::Running
             || current.attempt != attempt
             || current.agent != Some(agent)
@@ -315,12 +321,22 @@ impl<P: RoutingPolicy> Scheduler<P> {
             entry.last_heartbeat = now;
         }
         match report {
-            Report::Success { output } => {
-                self.end_attempt(task, AttemptOutcome::Succeeded, Some(output), None, false, now)
-            }
-            Report::Failure { error, retryable } => {
-                self.end_attempt(task, AttemptOutcome::Failed, None, Some(error), retryable, now)
-            }
+            Report::Success { output } => self.end_attempt(
+                task,
+                AttemptOutcome::Succeeded,
+                Some(output),
+                None,
+                false,
+                now,
+            ),
+            Report::Failure { error, retryable } => self.end_attempt(
+                task,
+                AttemptOutcome::Failed,
+                None,
+                Some(error),
+                retryable,
+                now,
+            ),
         }
         Ok(())
     }
@@ -352,13 +368,21 @@ impl<P: RoutingPolicy> Scheduler<P> {
             self.timers.pop_first();
             match timer {
                 Timer::Lease { task, attempt } => {
-                    let live = self.tasks.get(&task).is_some_and(|t| {
-                        t.status == TaskStatus::Running && t.attempt == attempt
-                    });
+                    let live = self
+                        .tasks
+                        .get(&task)
+                        .is_some_and(|t| t.status == TaskStatus::Running && t.attempt == attempt);
                     if live {
                         let timeout = self.tasks[&task].spec.timeout_ms;
                         let error = format!("lease of {timeout} ms expired");
-                        self.end_attempt(task, AttemptOutcome::LeaseExpired, None, Some(error), true, now);
+                        self.end_attempt(
+                            task,
+                            AttemptOutcome::LeaseExpired,
+                            None,
+                            Some(error),
+                            true,
+                            now,
+                        );
                     }
                 }
                 Timer::Backoff(task) => {
@@ -382,7 +406,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     pub fn agents(&self) -> Vec<AgentSnapshot> {
-        let mut all: Vec<_> = self.agents.keys().filter_map(|id| self.snapshot(*id)).collect();
+        let mut all: Vec<_> = self
+            .agents
+            .keys()
+            .filter_map(|id| self.snapshot(*id))
+            .collect();
         all.sort_by_key(|a| a.id);
         all
     }
@@ -405,7 +433,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// Queued tasks per capability (ready and backing off), sorted by capability.
     pub fn queue_depths(&self) -> Vec<(Capability, usize)> {
         let mut depths: HashMap<&Capability, usize> = HashMap::new();
-        for task in self.tasks.values().filter(|t| t.status == TaskStatus::Queued) {
+        for task in self
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Queued)
+        {
             *depths.entry(&task.spec.capability).or_default() += 1;
         }
         let mut depths: Vec<_> = depths.into_iter().map(|(c, n)| (c.clone(), n)).collect();
@@ -500,7 +532,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
             let Some((key, capability)) = best else {
                 return;
             };
-            self.queues.get_mut(&capability).expect("non-empty queue").pop();
+            self.queues
+                .get_mut(&capability)
+                .expect("non-empty queue")
+                .pop();
             self.start_attempt(key.1, id, now);
         }
     }
@@ -591,7 +626,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     /// Ends a task that is not running (waiting or queued).
-    fn finish_unstarted(&mut self, id: TaskId, status: TaskStatus, error: Option<String>, now: Timestamp) {
+    fn finish_unstarted(
+        &mut self,
+        id: TaskId,
+        status: TaskStatus,
+        error: Option<String>,
+        now: Timestamp,
+    ) {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
@@ -625,7 +666,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     *left -= 1;
                     if *left == 0 {
                         self.pending_deps.remove(&child);
-                        self.changes.push(Change::TaskReady { task: child, at: now });
+                        self.changes.push(Change::TaskReady {
+                            task: child,
+                            at: now,
+                        });
                         self.make_ready(child, now);
                     }
                 } else {

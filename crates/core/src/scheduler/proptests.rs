@@ -13,12 +13,24 @@ use crate::task::tests::spec;
 
 #[derive(Debug, Clone)]
 enum Event {
-    Submit { capability: u8, priority: u8, depends_on_previous: bool },
-    Connect { capabilities: u8, slots: u32 },
+    Submit {
+        capability: u8,
+        priority: u8,
+        depends_on_previous: bool,
+    },
+    Connect {
+        capabilities: u8,
+        slots: u32,
+    },
     Disconnect(usize),
     Heartbeat(usize),
     /// A result for the n-th open attempt, possibly with a wrong attempt number.
-    Report { pick: usize, ok: bool, retryable: bool, skew: i8 },
+    Report {
+        pick: usize,
+        ok: bool,
+        retryable: bool,
+        skew: i8,
+    },
     Cancel(usize),
     Drain(usize),
     Advance(u64),

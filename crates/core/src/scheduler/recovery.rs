@@ -120,7 +120,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     if let Some(agent) = task.agent {
                         *running_per_agent.entry(agent).or_insert(0u32) += 1;
                     }
-                    let timer = (task.lease_until, Timer::Lease { task: *id, attempt: task.attempt });
+                    let timer = (
+                        task.lease_until,
+                        Timer::Lease {
+                            task: *id,
+                            attempt: task.attempt,
+                        },
+                    );
                     if !self.timers.contains(&timer) {
                         return Err(format!("running task {id} has no lease timer"));
                     }
@@ -155,10 +161,16 @@ impl<P: RoutingPolicy> Scheduler<P> {
         for (id, agent) in &self.agents {
             let running = running_per_agent.get(id).copied().unwrap_or(0);
             if running != agent.running {
-                return Err(format!("agent {id} counts {} running, has {running}", agent.running));
+                return Err(format!(
+                    "agent {id} counts {} running, has {running}",
+                    agent.running
+                ));
             }
             if agent.running > agent.spec.slots {
-                return Err(format!("agent {id} runs {} in {} slots", agent.running, agent.spec.slots));
+                return Err(format!(
+                    "agent {id} runs {} in {} slots",
+                    agent.running, agent.spec.slots
+                ));
             }
             if agent.accepting() {
                 for (capability, _) in &agent.spec.capabilities {

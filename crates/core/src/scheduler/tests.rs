@@ -9,7 +9,10 @@ use crate::task::tests::spec;
 
 fn sched() -> Scheduler<LeastLoaded> {
     Scheduler::new(
-        SchedulerConfig { aging_ms: 1_000, heartbeat_timeout_ms: 5_000 },
+        SchedulerConfig {
+            aging_ms: 1_000,
+            heartbeat_timeout_ms: 5_000,
+        },
         LeastLoaded,
     )
 }
@@ -42,7 +45,12 @@ fn started(changes: &[Change]) -> Vec<(TaskId, u32, AgentId)> {
     changes
         .iter()
         .filter_map(|c| match c {
-            Change::AttemptStarted { spec, attempt, agent, .. } => Some((spec.id, *attempt, *agent)),
+            Change::AttemptStarted {
+                spec,
+                attempt,
+                agent,
+                ..
+            } => Some((spec.id, *attempt, *agent)),
             _ => None,
         })
         .collect()
@@ -53,20 +61,31 @@ fn terminal(changes: &[Change]) -> Vec<(TaskId, TaskStatus)> {
 }
 
 fn ok() -> Report {
-    Report::Success { output: "{}".into() }
+    Report::Success {
+        output: "{}".into(),
+    }
 }
 
 fn fail(retryable: bool) -> Report {
-    Report::Failure { error: "boom".into(), retryable }
+    Report::Failure {
+        error: "boom".into(),
+        retryable,
+    }
 }
 
 #[test]
 fn a_task_waits_for_an_agent_and_is_offered_when_one_joins() {
     let mut s = sched();
-    assert_eq!(s.submit(spec(1, "a"), Timestamp(0), &mut none), Ok(TaskStatus::Queued));
+    assert_eq!(
+        s.submit(spec(1, "a"), Timestamp(0), &mut none),
+        Ok(TaskStatus::Queued)
+    );
     assert!(started(&s.take_changes()).is_empty());
     s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(1));
-    assert_eq!(started(&s.take_changes()), vec![(task_id(1), 1, agent_id(1))]);
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(1), 1, agent_id(1))]
+    );
     s.check_invariants().unwrap();
 }
 
@@ -80,11 +99,20 @@ fn a_task_goes_at_once_to_the_least_loaded_capable_agent() {
     for n in 1..=4 {
         s.submit(spec(n, "a"), Timestamp(1), &mut none).unwrap();
     }
-    let agents: Vec<_> = started(&s.take_changes()).into_iter().map(|(_, _, a)| a).collect();
+    let agents: Vec<_> = started(&s.take_changes())
+        .into_iter()
+        .map(|(_, _, a)| a)
+        .collect();
     // Equal load goes to the higher level first, then they alternate as load evens out.
-    assert_eq!(agents, vec![agent_id(1), agent_id(2), agent_id(1), agent_id(2)]);
+    assert_eq!(
+        agents,
+        vec![agent_id(1), agent_id(2), agent_id(1), agent_id(2)]
+    );
     s.submit(spec(5, "a"), Timestamp(2), &mut none).unwrap();
-    assert!(started(&s.take_changes()).is_empty(), "all slots full: task 5 queues");
+    assert!(
+        started(&s.take_changes()).is_empty(),
+        "all slots full: task 5 queues"
+    );
     assert_eq!(s.queue_depths()[0].1, 1);
     s.check_invariants().unwrap();
 }
@@ -101,7 +129,8 @@ fn a_freed_slot_takes_the_most_urgent_task() {
     s.submit(low, Timestamp(10), &mut none).unwrap();
     s.submit(high, Timestamp(20), &mut none).unwrap();
     s.take_changes();
-    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(30)).unwrap();
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(30))
+        .unwrap();
     assert_eq!(started(&s.take_changes())[0].0, task_id(3));
 }
 
@@ -118,7 +147,8 @@ fn aging_keeps_low_priority_from_starving() {
     high.priority = 9;
     s.submit(high, Timestamp(10_000), &mut none).unwrap();
     s.take_changes();
-    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(10_001)).unwrap();
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(10_001))
+        .unwrap();
     assert_eq!(started(&s.take_changes())[0].0, task_id(2));
 }
 
@@ -134,25 +164,45 @@ fn an_expired_lease_retries_with_backoff_and_fences_the_old_attempt() {
     assert!(terminal(&s.take_changes()).is_empty());
     s.advance(Timestamp(1_000));
     let changes = s.take_changes();
-    let Some(Change::AttemptEnded { outcome, next: NextStatus::Retry { not_before }, .. }) =
-        changes.first()
+    let Some(Change::AttemptEnded {
+        outcome,
+        next: NextStatus::Retry { not_before },
+        ..
+    }) = changes.first()
     else {
         panic!("expected a retry, got {changes:?}");
     };
     assert_eq!(*outcome, AttemptOutcome::LeaseExpired);
     let delay = not_before.ms_since(Timestamp(1_000));
-    assert!((50..=100).contains(&delay), "first backoff {delay} ms not in [50, 100]");
+    assert!(
+        (50..=100).contains(&delay),
+        "first backoff {delay} ms not in [50, 100]"
+    );
     s.advance(*not_before);
     let second = started(&s.take_changes());
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].1, 2);
     // The first attempt's late result is rejected, as is the right attempt from the wrong agent.
     let err = s.report(first[0].2, task_id(1), 1, ok(), Timestamp(1_200));
-    assert!(matches!(err, Err(ReportError::StaleAttempt { current: 2, .. })));
-    let other = if second[0].2 == agent_id(1) { agent_id(2) } else { agent_id(1) };
-    assert!(s.report(other, task_id(1), 2, ok(), Timestamp(1_200)).is_err());
-    s.report(second[0].2, task_id(1), 2, ok(), Timestamp(1_300)).unwrap();
-    assert_eq!(terminal(&s.take_changes()), vec![(task_id(1), TaskStatus::Succeeded)]);
+    assert!(matches!(
+        err,
+        Err(ReportError::StaleAttempt { current: 2, .. })
+    ));
+    let other = if second[0].2 == agent_id(1) {
+        agent_id(2)
+    } else {
+        agent_id(1)
+    };
+    assert!(
+        s.report(other, task_id(1), 2, ok(), Timestamp(1_200))
+            .is_err()
+    );
+    s.report(second[0].2, task_id(1), 2, ok(), Timestamp(1_300))
+        .unwrap();
+    assert_eq!(
+        terminal(&s.take_changes()),
+        vec![(task_id(1), TaskStatus::Succeeded)]
+    );
     assert!(matches!(
         s.report(second[0].2, task_id(1), 2, ok(), Timestamp(1_301)),
         Err(ReportError::UnknownTask(_))
@@ -165,7 +215,10 @@ fn a_task_that_always_fails_stops_after_max_attempts() {
     let mut s = sched();
     s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
     let mut t = spec(1, "a");
-    t.backoff = Backoff { base_ms: 0, max_ms: 0 };
+    t.backoff = Backoff {
+        base_ms: 0,
+        max_ms: 0,
+    };
     s.submit(t, Timestamp(0), &mut none).unwrap();
     let mut attempts = 0;
     let mut now = Timestamp(0);
@@ -191,8 +244,12 @@ fn a_non_retryable_failure_fails_at_once() {
     s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
     s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
     s.take_changes();
-    s.report(agent_id(1), task_id(1), 1, fail(false), Timestamp(5)).unwrap();
-    assert_eq!(terminal(&s.take_changes()), vec![(task_id(1), TaskStatus::Failed)]);
+    s.report(agent_id(1), task_id(1), 1, fail(false), Timestamp(5))
+        .unwrap();
+    assert_eq!(
+        terminal(&s.take_changes()),
+        vec![(task_id(1), TaskStatus::Failed)]
+    );
     assert_eq!(s.snapshot(agent_id(1)).unwrap().stats[0].1.failed, 1);
 }
 
@@ -204,16 +261,33 @@ fn dependencies_run_in_order_and_a_failure_fails_the_chain() {
     let mut c = spec(3, "a");
     c.depends_on = vec![task_id(2)];
     s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
-    assert_eq!(s.submit(b, Timestamp(0), &mut none), Ok(TaskStatus::Waiting));
-    assert_eq!(s.submit(c, Timestamp(0), &mut none), Ok(TaskStatus::Waiting));
+    assert_eq!(
+        s.submit(b, Timestamp(0), &mut none),
+        Ok(TaskStatus::Waiting)
+    );
+    assert_eq!(
+        s.submit(c, Timestamp(0), &mut none),
+        Ok(TaskStatus::Waiting)
+    );
     s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 4), Timestamp(0));
-    assert_eq!(started(&s.take_changes()), vec![(task_id(1), 1, agent_id(1))]);
-    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(1)).unwrap();
-    assert_eq!(started(&s.take_changes()), vec![(task_id(2), 1, agent_id(1))]);
-    s.report(agent_id(1), task_id(2), 1, fail(false), Timestamp(2)).unwrap();
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(1), 1, agent_id(1))]
+    );
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(1))
+        .unwrap();
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(2), 1, agent_id(1))]
+    );
+    s.report(agent_id(1), task_id(2), 1, fail(false), Timestamp(2))
+        .unwrap();
     assert_eq!(
         terminal(&s.take_changes()),
-        vec![(task_id(2), TaskStatus::Failed), (task_id(3), TaskStatus::Failed)]
+        vec![
+            (task_id(2), TaskStatus::Failed),
+            (task_id(3), TaskStatus::Failed)
+        ]
     );
     s.check_invariants().unwrap();
 }
@@ -224,10 +298,16 @@ fn a_dependency_is_resolved_from_outside_when_it_already_finished() {
     let mut b = spec(2, "a");
     b.depends_on = vec![task_id(1)];
     let mut done = |_| Some(TaskStatus::Succeeded);
-    assert_eq!(s.submit(b.clone(), Timestamp(0), &mut done), Ok(TaskStatus::Queued));
+    assert_eq!(
+        s.submit(b.clone(), Timestamp(0), &mut done),
+        Ok(TaskStatus::Queued)
+    );
     let mut failed = |_| Some(TaskStatus::Failed);
     b.id = task_id(3);
-    assert_eq!(s.submit(b.clone(), Timestamp(0), &mut failed), Ok(TaskStatus::Failed));
+    assert_eq!(
+        s.submit(b.clone(), Timestamp(0), &mut failed),
+        Ok(TaskStatus::Failed)
+    );
     b.id = task_id(4);
     assert_eq!(
         s.submit(b, Timestamp(0), &mut none),
@@ -243,13 +323,29 @@ fn cancelling_stops_queued_and_running_tasks() {
     s.submit(spec(2, "a"), Timestamp(0), &mut none).unwrap();
     s.take_changes();
     s.cancel(task_id(2), Timestamp(1)).unwrap();
-    assert_eq!(terminal(&s.take_changes()), vec![(task_id(2), TaskStatus::Cancelled)]);
+    assert_eq!(
+        terminal(&s.take_changes()),
+        vec![(task_id(2), TaskStatus::Cancelled)]
+    );
     s.cancel(task_id(1), Timestamp(2)).unwrap();
     let changes = s.take_changes();
-    assert!(changes.contains(&Change::SendCancel { agent: agent_id(1), task: task_id(1), attempt: 1 }));
-    assert_eq!(terminal(&changes), vec![(task_id(1), TaskStatus::Cancelled)]);
-    assert_eq!(s.cancel(task_id(1), Timestamp(3)), Err(CancelError::NotActive(task_id(1))));
-    assert!(s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(4)).is_err());
+    assert!(changes.contains(&Change::SendCancel {
+        agent: agent_id(1),
+        task: task_id(1),
+        attempt: 1
+    }));
+    assert_eq!(
+        terminal(&changes),
+        vec![(task_id(1), TaskStatus::Cancelled)]
+    );
+    assert_eq!(
+        s.cancel(task_id(1), Timestamp(3)),
+        Err(CancelError::NotActive(task_id(1)))
+    );
+    assert!(
+        s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(4))
+            .is_err()
+    );
     s.check_invariants().unwrap();
 }
 
@@ -278,11 +374,18 @@ fn a_silent_agent_goes_offline_and_its_leases_run_out() {
     }
     s.advance(Timestamp(20_000));
     let retry = s.take_changes();
-    let Some(Change::AttemptEnded { next: NextStatus::Retry { not_before }, .. }) = retry.first() else {
+    let Some(Change::AttemptEnded {
+        next: NextStatus::Retry { not_before },
+        ..
+    }) = retry.first()
+    else {
         panic!("{retry:?}");
     };
     s.advance(*not_before);
-    assert_eq!(started(&s.take_changes()), vec![(task_id(1), 2, agent_id(2))]);
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(1), 2, agent_id(2))]
+    );
     s.check_invariants().unwrap();
 }
 
@@ -296,7 +399,10 @@ fn a_draining_agent_takes_no_new_work() {
     let changes = s.take_changes();
     assert_eq!(started(&changes).len(), 1);
     assert!(changes.contains(&Change::SendDrain { agent: agent_id(1) }));
-    assert_eq!(s.drain(agent_id(9)), Err(DrainError::UnknownAgent(agent_id(9))));
+    assert_eq!(
+        s.drain(agent_id(9)),
+        Err(DrainError::UnknownAgent(agent_id(9)))
+    );
     s.check_invariants().unwrap();
 }
 

@@ -51,7 +51,10 @@ impl SqliteStore {
     /// Opens (creating if needed) the database in `dir` and brings its schema up to date.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Database(format!("cannot create data directory {}: {e}", dir.display()))
+            StoreError::Database(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let store = SqliteStore {
             path: dir.join(Self::FILE_NAME),
@@ -59,6 +62,12 @@ impl SqliteStore {
         };
         let mut conn = store.connect()?;
         migrate(&mut conn)?;
+        // Whoever was connected to the last process is gone: no agent is live in a store that
+        // was just opened.
+        conn.execute(
+            "UPDATE agents SET state = 'offline' WHERE state != 'offline'",
+            [],
+        )?;
         Ok(store)
     }
 

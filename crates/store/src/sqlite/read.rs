@@ -4,10 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use hive_core::{
-    AgentSnapshot, AgentSpec, AgentState, AttemptOutcome, Backoff, Capability,
-    CapabilityStats, RecoveredTask, TaskId, TaskSpec, TaskStatus,
-};
+use hive_core::{AttemptOutcome, Backoff, Capability, RecoveredTask, TaskId, TaskSpec, TaskStatus};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::codec::{agent_id, from_ts, split_ids, status, task_id};
@@ -172,7 +169,10 @@ impl TaskReader for SqliteReader {
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
-                out.push((status(&row.get::<_, String>(0)?)?, row.get::<_, i64>(1)? as u64));
+                out.push((
+                    status(&row.get::<_, String>(0)?)?,
+                    row.get::<_, i64>(1)? as u64,
+                ));
             }
             Ok(out)
         })
@@ -220,59 +220,4 @@ impl TaskReader for SqliteReader {
             Ok(out)
         })
     }
-
-    fn load_agents(&self) -> Result<Vec<AgentSnapshot>, StoreError> {
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id, name, capabilities, slots, state, connected_at, last_heartbeat, stats
-                 FROM agents ORDER BY id",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(agent_from_row(row)?);
-            }
-            Ok(out)
-        })
-    }
 }
-
-fn agent_from_row(row: &Row<'_>) -> Result<AgentSnapshot, StoreError> {
-    let corrupt = |e: String| StoreError::Corrupt(e);
-    let id: Vec<u8> = row.get(0)?;
-    let capabilities: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&row.get::<_, String>(2)?).map_err(|e| corrupt(e.to_string()))?;
-    let stats: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&row.get::<_, String>(7)?).map_err(|e| corrupt(e.to_string()))?;
-    let cap = |name: &str| Capability::parse(name, "capability").map_err(|e| corrupt(e.to_string()));
-    let number = |v: &serde_json::Value, k: &str| v.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
-    Ok(AgentSnapshot {
-        id: agent_id(&id)?,
-        spec: AgentSpec {
-            name: row.get(1)?,
-            capabilities: capabilities
-                .iter()
-                .map(|(k, v)| Ok((cap(k)?, v.as_f64().unwrap_or(0.0))))
-                .collect::<Result<_, StoreError>>()?,
-            slots: row.get(3)?,
-        },
-        state: AgentState::parse(&row.get::<_, String>(4)?).unwrap_or(AgentState::Offline),
-        running: 0,
-        connected_at: from_ts(row.get(5)?),
-        last_heartbeat: from_ts(row.get(6)?),
-        stats: stats
-            .iter()
-            .map(|(k, v)| {
-                Ok((
-                    cap(k)?,
-                    CapabilityStats {
-                        completed: number(v, "completed"),
-                        failed: number(v, "failed"),
-                        total_latency_ms: number(v, "total_latency_ms"),
-                    },
-                ))
-            })
-            .collect::<Result<_, StoreError>>()?,
-    })
-}
-

@@ -27,7 +27,11 @@ fn spec(n: u128) -> Arc<TaskSpec> {
 }
 
 fn created(n: u128) -> Change {
-    Change::TaskCreated { spec: spec(n), status: TaskStatus::Waiting, error: None }
+    Change::TaskCreated {
+        spec: spec(n),
+        status: TaskStatus::Waiting,
+        error: None,
+    }
 }
 
 #[test]
@@ -40,7 +44,10 @@ fn a_task_and_its_attempts_round_trip() {
     writer
         .apply(&[&[
             created(1),
-            Change::TaskReady { task: id, at: Timestamp(11) },
+            Change::TaskReady {
+                task: id,
+                at: Timestamp(11),
+            },
             Change::AttemptStarted {
                 spec: spec(1),
                 attempt: 1,
@@ -97,18 +104,34 @@ fn listing_pages_newest_first_and_filters() {
     let changes: Vec<Change> = (1..=5).map(created).collect();
     writer.apply(&[&changes]).unwrap();
     let reader = store.reader();
-    let page = reader.list_tasks(&TaskFilter { limit: 2, ..Default::default() }).unwrap();
+    let page = reader
+        .list_tasks(&TaskFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap();
     let ids: Vec<_> = page.iter().map(|t| t.spec.id).collect();
     assert_eq!(ids, vec![spec(5).id, spec(4).id]);
     let next = reader
-        .list_tasks(&TaskFilter { limit: 10, before: Some(spec(4).id), ..Default::default() })
+        .list_tasks(&TaskFilter {
+            limit: 10,
+            before: Some(spec(4).id),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(next.len(), 3);
     let queued = reader
-        .list_tasks(&TaskFilter { limit: 10, status: Some(TaskStatus::Queued), ..Default::default() })
+        .list_tasks(&TaskFilter {
+            limit: 10,
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        })
         .unwrap();
     assert!(queued.is_empty());
-    assert_eq!(reader.count_by_status().unwrap(), vec![(TaskStatus::Waiting, 5)]);
+    assert_eq!(
+        reader.count_by_status().unwrap(),
+        vec![(TaskStatus::Waiting, 5)]
+    );
     assert_eq!(reader.load_active().unwrap().len(), 5);
 }
 
@@ -131,7 +154,9 @@ fn group_commit_answers_each_batch_after_its_commit() {
     let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
     let commit = GroupCommit::spawn(store.writer().unwrap(), 64, 10_000);
     let reader = Arc::new(store.reader());
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     runtime.block_on(async {
         for n in 1..=50u128 {

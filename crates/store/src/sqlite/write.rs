@@ -30,7 +30,11 @@ impl BatchWriter for SqliteWriter {
 
 fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
     match change {
-        Change::TaskCreated { spec, status, error } => {
+        Change::TaskCreated {
+            spec,
+            status,
+            error,
+        } => {
             conn.prepare_cached(
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
                     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
@@ -54,8 +58,10 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             ])?;
         }
         Change::TaskReady { task, at } => {
-            conn.prepare_cached("UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1")?
-                .execute(params![task.as_bytes(), ts(*at)])?;
+            conn.prepare_cached(
+                "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![task.as_bytes(), ts(*at)])?;
         }
         Change::AttemptStarted {
             spec,
@@ -68,7 +74,12 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 "UPDATE tasks SET status = 'running', attempts = ?2, lease_until = ?3,
                     not_before = NULL, updated_at = ?4 WHERE id = ?1",
             )?
-            .execute(params![spec.id.as_bytes(), attempt, ts(*lease_until), ts(*started_at)])?;
+            .execute(params![
+                spec.id.as_bytes(),
+                attempt,
+                ts(*lease_until),
+                ts(*started_at)
+            ])?;
             conn.prepare_cached(
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -88,7 +99,13 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 "UPDATE attempts SET ended_at = ?3, outcome = ?4, error = ?5
                  WHERE task_id = ?1 AND attempt = ?2",
             )?
-            .execute(params![task.as_bytes(), attempt, ts(*ended_at), outcome.as_str(), error])?;
+            .execute(params![
+                task.as_bytes(),
+                attempt,
+                ts(*ended_at),
+                outcome.as_str(),
+                error
+            ])?;
             let not_before = match next {
                 NextStatus::Retry { not_before } => Some(ts(*not_before)),
                 _ => None,

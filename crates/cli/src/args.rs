@@ -1,0 +1,142 @@
+//! The command-line grammar (clap derive). Every flag has help; `HIVE_HUB` sets the hub URL.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hive",
+    version,
+    about = "Hive: an AI orchestrator hub. Agents, tasks, routing, durably."
+)]
+pub struct Cli {
+    /// URL of the hub, for the client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "HIVE_HUB",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub hub: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub.
+    Serve(ServeArgs),
+    /// Run an agent that executes a command for each task.
+    Worker(WorkerArgs),
+    /// Submit a task.
+    Submit(SubmitArgs),
+    /// Show one task.
+    Task(TaskArgs),
+    /// Cancel a task.
+    Cancel(TaskArgs),
+    /// Counts of tasks and agents, queue depths.
+    Status(OutputArgs),
+    /// List tasks, newest first.
+    Tasks(TasksArgs),
+    /// List agents.
+    Agents(OutputArgs),
+    /// Stop giving an agent new tasks.
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default). [config: server.listen]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the SQLite database. [config: server.data_dir; default ./hive-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML configuration file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// full (fsync per commit, survives power loss) or normal (survives a crash of the process).
+    /// [config: store.durability]
+    #[arg(long)]
+    pub durability: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// A capability this worker has; repeat for several. NAME or NAME=LEVEL (0.0-1.0).
+    #[arg(long = "capability", required = true)]
+    pub capabilities: Vec<String>,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Shell command run per task: payload JSON on stdin, output on stdout.
+    #[arg(long)]
+    pub exec: String,
+    /// Name shown in the agent list (default: worker-PID).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Capability the task needs.
+    #[arg(long)]
+    pub capability: String,
+    /// Payload as JSON.
+    #[arg(long, default_value = "null")]
+    pub payload: String,
+    /// 0-9, 9 most urgent.
+    #[arg(long)]
+    pub priority: Option<u8>,
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Lease of one attempt, in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Id of a task that must succeed first; repeat for several.
+    #[arg(long = "depends-on")]
+    pub depends_on: Vec<String>,
+    /// Wait for the task to finish and print it as JSON; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (default: wait as long as it takes).
+    #[arg(long)]
+    pub wait_timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// The task id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The agent id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// waiting, queued, running, succeeded, failed or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub capability: Option<String>,
+    /// At most this many (1-1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

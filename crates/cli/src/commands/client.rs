@@ -1,0 +1,196 @@
+//! The client subcommands: submit, task, cancel, status, tasks, agents, drain.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use hive_client::HubClient;
+use hive_client::http::ListQuery;
+use hive_proto::RawValue;
+use hive_proto::api::{NewTask, Task};
+
+use crate::args::{DrainArgs, OutputArgs, SubmitArgs, TaskArgs, TasksArgs};
+use crate::table;
+use crate::{Failure, Outcome};
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serialisable")
+    );
+}
+
+pub async fn submit(args: SubmitArgs, hub: &str) -> Outcome {
+    let payload = RawValue::from_string(args.payload.clone())
+        .map_err(|e| Failure::usage(anyhow!("--payload is not valid JSON: {e}")))?;
+    let task = NewTask {
+        payload: Some(payload),
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        timeout_ms: args.timeout_ms,
+        idempotency_key: args.idempotency_key,
+        depends_on: (!args.depends_on.is_empty()).then_some(args.depends_on),
+        ..NewTask::new(args.capability)
+    };
+    let client = HubClient::new(hub);
+    let created = client.submit(&task).await.map_err(Failure::hub)?;
+    if !args.wait {
+        println!("{}", created.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = args
+        .wait_timeout
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let task = loop {
+        let left = deadline.map_or(Duration::from_secs(60), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let task = client
+            .wait(&created.id, left.min(Duration::from_secs(60)))
+            .await
+            .map_err(Failure::hub)?;
+        let finished = matches!(task.status.as_str(), "succeeded" | "failed" | "cancelled");
+        if finished || deadline.is_some_and(|d| Instant::now() >= d) {
+            break task;
+        }
+    };
+    print_json(&task);
+    Ok(if task.status == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub async fn task(args: TaskArgs, hub: &str) -> Outcome {
+    print_json(
+        &HubClient::new(hub)
+            .task(&args.id)
+            .await
+            .map_err(Failure::hub)?,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(args: TaskArgs, hub: &str) -> Outcome {
+    print_json(
+        &HubClient::new(hub)
+            .cancel(&args.id)
+            .await
+            .map_err(Failure::hub)?,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(args: OutputArgs, hub: &str) -> Outcome {
+    let status = HubClient::new(hub).status().await.map_err(Failure::hub)?;
+    if args.json {
+        print_json(&status);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("tasks:   {}", counts(&status.tasks));
+    println!("agents:  {}", counts(&status.agents));
+    println!(
+        "queued:  {}",
+        if status.queue_depth.is_empty() {
+            "none".into()
+        } else {
+            counts(&status.queue_depth)
+        }
+    );
+    println!("routing: {}", status.routing_policy);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn task_row(task: &Task) -> Vec<String> {
+    vec![
+        task.id.clone(),
+        task.status.clone(),
+        task.capability.clone(),
+        task.priority.to_string(),
+        task.attempts.len().to_string(),
+        task.created_at.clone(),
+    ]
+}
+
+pub async fn tasks(args: TasksArgs, hub: &str) -> Outcome {
+    let query = ListQuery {
+        status: args.status,
+        capability: args.capability,
+        limit: Some(args.limit),
+        cursor: None,
+    };
+    let list = HubClient::new(hub)
+        .tasks(&query)
+        .await
+        .map_err(Failure::hub)?;
+    if args.json {
+        print_json(&list);
+    } else {
+        let rows: Vec<_> = list.items.iter().map(task_row).collect();
+        print!(
+            "{}",
+            table::render(
+                &["ID", "STATUS", "CAPABILITY", "PRIO", "ATTEMPTS", "CREATED"],
+                &rows
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agents(args: OutputArgs, hub: &str) -> Outcome {
+    let agents = HubClient::new(hub).agents().await.map_err(Failure::hub)?;
+    if args.json {
+        print_json(&agents);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<_> = agents
+        .iter()
+        .map(|a| {
+            let done: u64 = a.stats.values().map(|s| s.completed).sum();
+            let failed: u64 = a.stats.values().map(|s| s.failed).sum();
+            vec![
+                a.id.clone(),
+                a.name.clone(),
+                a.state.clone(),
+                format!("{}/{}", a.running, a.slots),
+                a.capabilities.keys().cloned().collect::<Vec<_>>().join(","),
+                done.to_string(),
+                failed.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "ID",
+                "NAME",
+                "STATE",
+                "RUNNING",
+                "CAPABILITIES",
+                "DONE",
+                "FAILED"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn drain(args: DrainArgs, hub: &str) -> Outcome {
+    print_json(
+        &HubClient::new(hub)
+            .drain(&args.id)
+            .await
+            .map_err(Failure::hub)?,
+    );
+    Ok(ExitCode::SUCCESS)
+}

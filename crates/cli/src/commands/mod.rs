@@ -1,0 +1,5 @@
+//! One module per group of subcommands.
+
+pub mod client;
+pub mod serve;
+pub mod worker;

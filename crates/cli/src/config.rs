@@ -1,0 +1,165 @@
+//! Configuration in two stages: [`RawConfig`] is what a TOML file says, only parsed (unknown
+//! keys and wrong types are errors that name the key and line); [`resolve`] merges it with the
+//! flags and checks the values, giving the hub's [`HubConfig`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use hive_server::{Durability, HubConfig};
+use serde::Deserialize;
+
+use crate::args::ServeArgs;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    tasks: TasksSection,
+    #[serde(default)]
+    scheduler: SchedulerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    max_wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    durability: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TasksSection {
+    max_payload_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchedulerSection {
+    aging_ms: Option<u64>,
+    heartbeat_timeout_ms: Option<u64>,
+}
+
+pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse(&text).with_context(|| format!("in config file {}", path.display()))
+}
+
+pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
+    // toml's message names the line, the column and the key.
+    Ok(toml::from_str(text)?)
+}
+
+/// Flags win over the file, the file over the defaults.
+pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
+    let listen_text = args
+        .listen
+        .clone()
+        .or(file.server.listen)
+        .unwrap_or_else(|| HubConfig::DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_text.parse().with_context(|| {
+        format!("--listen / server.listen: {listen_text:?} is not an address like 127.0.0.1:7700")
+    })?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.server.data_dir)
+        .unwrap_or_else(|| PathBuf::from(HubConfig::DEFAULT_DATA_DIR));
+    let mut config = HubConfig::new(listen, data_dir);
+    if let Some(text) = args.durability.clone().or(file.store.durability) {
+        config.durability = Durability::parse(&text).with_context(|| {
+            format!("--durability / store.durability: {text:?} is neither \"full\" nor \"normal\"")
+        })?;
+    }
+    if let Some(bytes) = file.tasks.max_payload_bytes {
+        if bytes == 0 {
+            bail!("tasks.max_payload_bytes must be at least 1");
+        }
+        config.limits.max_payload_bytes = bytes;
+    }
+    if let Some(bytes) = file.server.max_body_bytes {
+        config.max_body_bytes = bytes;
+    }
+    if config.max_body_bytes < config.limits.max_payload_bytes {
+        bail!("server.max_body_bytes must be at least tasks.max_payload_bytes");
+    }
+    if let Some(ms) = file.server.max_wait_ms {
+        config.max_wait = std::time::Duration::from_millis(ms);
+    }
+    if let Some(ms) = file.scheduler.aging_ms {
+        config.scheduler.aging_ms = ms;
+    }
+    if let Some(ms) = file.scheduler.heartbeat_timeout_ms {
+        if ms < 100 {
+            bail!("scheduler.heartbeat_timeout_ms must be at least 100");
+        }
+        config.scheduler.heartbeat_timeout_ms = ms;
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            listen: None,
+            data_dir: None,
+            config: None,
+            durability: None,
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("line 3") && text.contains("lisen"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_line() {
+        let err = parse("[scheduler]\n\naging_ms = \"soon\"\n").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("line 3") && text.contains("aging_ms"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file =
+            parse("[server]\nlisten = \"127.0.0.1:9000\"\n[store]\ndurability = \"normal\"\n")
+                .unwrap();
+        let mut a = args();
+        a.listen = Some("127.0.0.1:9001".into());
+        let config = resolve(&a, file).unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.durability, Durability::Normal);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = resolve(&args(), parse("[store]\ndurability = \"fast\"\n").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("store.durability"), "{err}");
+        let mut a = args();
+        a.listen = Some("nowhere".into());
+        let err = resolve(&a, RawConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("--listen"), "{err}");
+    }
+}

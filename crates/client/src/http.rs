@@ -1,0 +1,188 @@
+//! `HubClient`: typed calls to the REST API under `/api/v1`.
+
+use std::time::Duration;
+
+use hive_proto::api::{
+    Agent, AgentList, BatchCreated, ErrorBody, NewTask, NewTaskBatch, Status, Task, TaskList,
+};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the hub at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("the hub answered {status}: {message}{}", field.as_ref().map(|f| format!(" (field {f})")).unwrap_or_default())]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("unexpected answer from the hub ({status}): {detail}")]
+    Decode { status: StatusCode, detail: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Filters of a task listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub capability: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+impl HubClient {
+    /// `base` is the hub's URL, e.g. `http://127.0.0.1:7700`.
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a plain HTTP client builds");
+        HubClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+        timeout: Option<Duration>,
+    ) -> Result<(StatusCode, T), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable { url, source })?;
+        if status.is_success() {
+            let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                status,
+                detail: e.to_string(),
+            })?;
+            return Ok((status, value));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+                field: body.error.field,
+            }),
+            Err(_) => Err(ClientError::Decode {
+                status,
+                detail: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+
+    const NO_BODY: Option<&'static ()> = None;
+
+    /// Submits one task; the answer is the task as accepted (or the earlier one with the same
+    /// idempotency key).
+    pub async fn submit(&self, task: &NewTask) -> Result<Task, ClientError> {
+        Ok(self
+            .call(Method::POST, "/api/v1/tasks", Some(task), None)
+            .await?
+            .1)
+    }
+
+    pub async fn submit_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<String>, ClientError> {
+        let body = NewTaskBatch { tasks };
+        let (_, created): (_, BatchCreated) = self
+            .call(Method::POST, "/api/v1/tasks/batch", Some(&body), None)
+            .await?;
+        Ok(created.ids)
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Task, ClientError> {
+        Ok(self
+            .call(
+                Method::GET,
+                &format!("/api/v1/tasks/{id}"),
+                Self::NO_BODY,
+                None,
+            )
+            .await?
+            .1)
+    }
+
+    /// Waits up to `timeout` for the task to finish; returns it as it then stands.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Task, ClientError> {
+        let path = format!("/api/v1/tasks/{id}/wait?timeout_ms={}", timeout.as_millis());
+        let deadline = Some(timeout + Duration::from_secs(10));
+        Ok(self
+            .call(Method::GET, &path, Self::NO_BODY, deadline)
+            .await?
+            .1)
+    }
+
+    pub async fn tasks(&self, query: &ListQuery) -> Result<TaskList, ClientError> {
+        let mut params = Vec::new();
+        if let Some(s) = &query.status {
+            params.push(format!("status={s}"));
+        }
+        if let Some(c) = &query.capability {
+            params.push(format!("capability={c}"));
+        }
+        if let Some(l) = query.limit {
+            params.push(format!("limit={l}"));
+        }
+        if let Some(c) = &query.cursor {
+            params.push(format!("cursor={c}"));
+        }
+        let path = format!("/api/v1/tasks?{}", params.join("&"));
+        Ok(self.call(Method::GET, &path, Self::NO_BODY, None).await?.1)
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Task, ClientError> {
+        let path = format!("/api/v1/tasks/{id}/cancel");
+        Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
+    }
+
+    pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
+        let (_, list): (_, AgentList) = self
+            .call(Method::GET, "/api/v1/agents", Self::NO_BODY, None)
+            .await?;
+        Ok(list.items)
+    }
+
+    pub async fn drain(&self, id: &str) -> Result<Agent, ClientError> {
+        let path = format!("/api/v1/agents/{id}/drain");
+        Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
+    }
+
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        Ok(self
+            .call(Method::GET, "/api/v1/status", Self::NO_BODY, None)
+            .await?
+            .1)
+    }
+}

@@ -1,0 +1,111 @@
+//! What happens once a batch is durable, on the writer thread: assignments go out (one frame per
+//! agent per batch), cancels and drains are sent, long-poll waiters wake, and the requests that
+//! waited for the commit get their answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hive_core::{AgentId, Change, TaskSpec};
+use hive_proto::RawValue;
+use hive_proto::protocol::{Assignment, HubMessage};
+use hive_store::StoreError;
+
+use crate::connections::{Connections, Outbound};
+use crate::waiters::Waiters;
+
+pub type DeferredReply = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
+pub struct Effects {
+    pub connections: Arc<Connections>,
+    pub waiters: Arc<Waiters>,
+    /// Number of the last batch whose callback ran.
+    pub committed_seq: AtomicU64,
+}
+
+impl Effects {
+    pub fn new(connections: Arc<Connections>, waiters: Arc<Waiters>) -> Self {
+        Effects {
+            connections,
+            waiters,
+            committed_seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn after_commit(
+        &self,
+        seq: u64,
+        outcome: Result<(), StoreError>,
+        changes: Vec<Change>,
+        replies: Vec<DeferredReply>,
+    ) {
+        // On a failed commit nothing is announced: the attempts' leases run out and the tasks are
+        // offered again, and the requests are answered with the error.
+        if outcome.is_ok() {
+            self.announce(&changes);
+        }
+        self.committed_seq.fetch_max(seq, Ordering::AcqRel);
+        for reply in replies {
+            reply(&outcome);
+        }
+    }
+
+    fn announce(&self, changes: &[Change]) {
+        let mut assignments: Vec<(AgentId, Vec<Assignment>)> = Vec::new();
+        for change in changes {
+            match change {
+                Change::AttemptStarted {
+                    spec,
+                    attempt,
+                    agent,
+                    ..
+                } => {
+                    let assignment = assignment(spec, *attempt);
+                    match assignments.iter_mut().find(|(a, _)| a == agent) {
+                        Some((_, list)) => list.push(assignment),
+                        None => assignments.push((*agent, vec![assignment])),
+                    }
+                }
+                Change::SendCancel {
+                    agent,
+                    task,
+                    attempt,
+                } => {
+                    let cancel = HubMessage::Cancel {
+                        task_id: task.to_string(),
+                        attempt: *attempt,
+                    };
+                    self.connections.send(*agent, Outbound::Message(cancel));
+                }
+                Change::SendDrain { agent } => {
+                    self.connections
+                        .send(*agent, Outbound::Message(HubMessage::Drain));
+                }
+                Change::CloseAgent { agent } => {
+                    self.connections.send(*agent, Outbound::Close);
+                }
+                _ => {}
+            }
+            if let Some((task, _)) = change.terminal() {
+                self.waiters.notify(task);
+            }
+        }
+        for (agent, tasks) in assignments {
+            // An agent gone meanwhile is fine: the lease runs out and the task is offered again.
+            self.connections
+                .send(agent, Outbound::Message(HubMessage::Assign { tasks }));
+        }
+    }
+}
+
+fn assignment(spec: &Arc<TaskSpec>, attempt: u32) -> Assignment {
+    Assignment {
+        task_id: spec.id.to_string(),
+        attempt,
+        capability: spec.capability.to_string(),
+        // The payload was validated as JSON when it was submitted.
+        payload: RawValue::from_string(spec.payload.to_string())
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON")),
+        priority: spec.priority,
+        timeout_ms: spec.timeout_ms,
+    }
+}

@@ -1,0 +1,390 @@
+//! The scheduler actor: one tokio task that owns the [`Scheduler`] and turns requests into its
+//! decisions.
+//!
+//! A single owner instead of a shared, locked scheduler: the hot path takes no lock, and every
+//! decision sees one consistent state. Each turn the actor takes every command waiting (up to a
+//! bound), fires due timers, and hands all resulting changes to the group-commit writer as one
+//! batch. Replies and frames wait in that batch's callback ([`effects`]), so nothing is
+//! announced before it is durable.
+//!
+//! For tasks that have left the scheduler's memory, dependency and idempotency look-ups go to
+//! the store; the actor remembers tasks whose final change is not yet committed
+//! (`recently_finished`, `pending_keys`) so that those look-ups are exact.
+
+pub mod effects;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hive_core::{
+    AgentId, AgentSnapshot, AgentSpec, CancelError, Clock, DrainError, Report, RoutingPolicy,
+    Scheduler, TaskId, TaskSpec, TaskStatus, Timestamp,
+};
+use hive_store::{StoreError, TaskReader, WriteBatch};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use effects::{DeferredReply, Effects};
+
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+pub enum Command {
+    Submit {
+        specs: Vec<TaskSpec>,
+        /// Field prefix for errors: `tasks` for a batch, empty for one task.
+        batch: bool,
+        reply: Reply<Vec<Submitted>>,
+    },
+    Register {
+        agent: AgentId,
+        spec: AgentSpec,
+    },
+    Heartbeat {
+        agent: AgentId,
+    },
+    Report {
+        agent: AgentId,
+        task: TaskId,
+        attempt: u32,
+        report: Report,
+    },
+    Disconnected {
+        agent: AgentId,
+    },
+    Cancel {
+        task: TaskId,
+        reply: Reply<()>,
+    },
+    Drain {
+        agent: AgentId,
+        reply: Reply<AgentSnapshot>,
+    },
+    Agents {
+        reply: oneshot::Sender<Vec<AgentSnapshot>>,
+    },
+    Overview {
+        reply: oneshot::Sender<Overview>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The outcome of one submitted task.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub id: TaskId,
+    pub status: TaskStatus,
+    /// True when an idempotency key matched an earlier task, which is returned instead.
+    pub existing: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Overview {
+    pub agents: Vec<AgentSnapshot>,
+    pub queue_depths: Vec<(String, usize)>,
+    pub routing_policy: &'static str,
+}
+
+/// Commands handled per turn before the batch is flushed; bounds the latency one turn adds.
+const MAX_COMMANDS_PER_TURN: usize = 4_096;
+
+pub struct Actor {
+    scheduler: Scheduler<Box<dyn RoutingPolicy>>,
+    reader: Arc<dyn TaskReader>,
+    writer: mpsc::Sender<WriteBatch>,
+    effects: Arc<Effects>,
+    clock: Arc<dyn Clock>,
+    /// Number of the next batch flushed.
+    seq: u64,
+    replies: Vec<DeferredReply>,
+    /// Tasks ended in a batch not yet committed, with the batch number.
+    recently_finished: HashMap<TaskId, TaskStatus>,
+    finishing: VecDeque<(u64, TaskId)>,
+    /// Idempotency keys of tasks whose creation is not yet committed.
+    pending_keys: HashMap<String, TaskId>,
+    keys_by_seq: VecDeque<(u64, String)>,
+}
+
+impl Actor {
+    pub fn new(
+        scheduler: Scheduler<Box<dyn RoutingPolicy>>,
+        reader: Arc<dyn TaskReader>,
+        writer: mpsc::Sender<WriteBatch>,
+        effects: Arc<Effects>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Actor {
+            scheduler,
+            reader,
+            writer,
+            effects,
+            clock,
+            seq: 1,
+            replies: Vec::new(),
+            recently_finished: HashMap::new(),
+            finishing: VecDeque::new(),
+            pending_keys: HashMap::new(),
+            keys_by_seq: VecDeque::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            self.forget_committed();
+            let wake_in = self
+                .scheduler
+                .next_wakeup()
+                .map(|due| Duration::from_millis(due.ms_since(self.clock.now())));
+            let first = match wake_in {
+                Some(delay) => tokio::select! {
+                    command = commands.recv() => command,
+                    _ = tokio::time::sleep(delay) => {
+                        self.scheduler.advance(self.clock.now());
+                        self.flush().await;
+                        continue;
+                    }
+                },
+                None => commands.recv().await,
+            };
+            let Some(first) = first else { break };
+            let now = self.clock.now();
+            self.scheduler.advance(now);
+            let mut stop = self.handle(first, now);
+            let mut handled = 1;
+            while !stop && handled < MAX_COMMANDS_PER_TURN {
+                let Ok(command) = commands.try_recv() else {
+                    break;
+                };
+                stop = self.handle(command, now);
+                handled += 1;
+            }
+            self.flush().await;
+            if stop {
+                break;
+            }
+        }
+    }
+
+    /// Returns true on shutdown.
+    fn handle(&mut self, command: Command, now: Timestamp) -> bool {
+        match command {
+            Command::Submit {
+                specs,
+                batch,
+                reply,
+            } => {
+                let outcome = self.submit(specs, batch, now);
+                self.defer(reply, outcome);
+            }
+            Command::Register { agent, spec } => self.scheduler.register_agent(agent, spec, now),
+            Command::Heartbeat { agent } => {
+                self.scheduler.heartbeat(agent, now);
+            }
+            Command::Report {
+                agent,
+                task,
+                attempt,
+                report,
+            } => {
+                if let Err(e) = self.scheduler.report(agent, task, attempt, report, now) {
+                    tracing::debug!(%agent, error = %e, "result rejected");
+                }
+            }
+            Command::Disconnected { agent } => self.scheduler.disconnect_agent(agent),
+            Command::Cancel { task, reply } => {
+                let outcome = match self.scheduler.cancel(task, now) {
+                    Ok(()) => Ok(()),
+                    Err(CancelError::NotActive(_)) => Err(match self.status_elsewhere(task) {
+                        Ok(Some(status)) => ApiError::Conflict {
+                            message: format!("task {task} is already {status}"),
+                        },
+                        Ok(None) => ApiError::NotFound {
+                            what: format!("task {task}"),
+                        },
+                        Err(e) => e.into(),
+                    }),
+                };
+                self.defer(reply, outcome);
+            }
+            Command::Drain { agent, reply } => {
+                let outcome = self.scheduler.drain(agent).map_err(|e| match e {
+                    DrainError::UnknownAgent(_) => ApiError::NotFound {
+                        what: format!("agent {agent}"),
+                    },
+                    DrainError::Offline(_) => ApiError::Conflict {
+                        message: format!("agent {agent} is offline"),
+                    },
+                });
+                self.defer(reply, outcome);
+            }
+            Command::Agents { reply } => {
+                let _ = reply.send(self.scheduler.agents());
+            }
+            Command::Overview { reply } => {
+                let _ = reply.send(Overview {
+                    agents: self.scheduler.agents(),
+                    queue_depths: self
+                        .scheduler
+                        .queue_depths()
+                        .into_iter()
+                        .map(|(c, n)| (c.to_string(), n))
+                        .collect(),
+                    routing_policy: self.scheduler.policy_name(),
+                });
+            }
+            Command::Shutdown { reply } => {
+                self.replies.push(Box::new(move |_| {
+                    let _ = reply.send(());
+                }));
+                return true;
+            }
+        }
+        false
+    }
+
+    fn submit(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        batch: bool,
+        now: Timestamp,
+    ) -> Result<Vec<Submitted>, ApiError> {
+        let prefix = |i: usize| {
+            if batch {
+                format!("tasks[{i}].")
+            } else {
+                String::new()
+            }
+        };
+        // Check everything before changing anything: a batch is accepted whole or not at all.
+        let mut existing: Vec<Option<TaskId>> = Vec::with_capacity(specs.len());
+        let mut keys_in_request: HashMap<&str, TaskId> = HashMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(key) = spec.idempotency_key.as_deref() {
+                let earlier = match keys_in_request.get(key).or(self.pending_keys.get(key)) {
+                    Some(id) => Some(*id),
+                    None => self.reader.find_by_idempotency_key(key)?,
+                };
+                if earlier.is_some() {
+                    existing.push(earlier);
+                    continue;
+                }
+                keys_in_request.insert(key, spec.id);
+            }
+            for dep in &spec.depends_on {
+                if self.scheduler.active_status(*dep).is_none()
+                    && self.status_elsewhere(*dep)?.is_none()
+                {
+                    return Err(ApiError::UnknownDependency {
+                        field: format!("{}depends_on", prefix(i)),
+                        message: format!("dependency {dep} does not exist"),
+                    });
+                }
+            }
+            existing.push(None);
+        }
+
+        let mut submitted = Vec::with_capacity(specs.len());
+        for (spec, earlier) in specs.into_iter().zip(existing) {
+            if let Some(id) = earlier {
+                let status = match self.scheduler.active_status(id) {
+                    Some(status) => status,
+                    None => self.status_elsewhere(id)?.unwrap_or(TaskStatus::Queued),
+                };
+                submitted.push(Submitted {
+                    id,
+                    status,
+                    existing: true,
+                });
+                continue;
+            }
+            let id = spec.id;
+            if let Some(key) = &spec.idempotency_key {
+                self.pending_keys.insert(key.clone(), id);
+                self.keys_by_seq.push_back((self.seq, key.clone()));
+            }
+            let reader = &self.reader;
+            let recent = &self.recently_finished;
+            let mut resolve = |dep: TaskId| match recent.get(&dep) {
+                Some(status) => Some(*status),
+                None => reader.task_status(dep).ok().flatten(),
+            };
+            let status = self
+                .scheduler
+                .submit(spec, now, &mut resolve)
+                .map_err(|e| ApiError::invalid("depends_on", e.to_string()))?;
+            submitted.push(Submitted {
+                id,
+                status,
+                existing: false,
+            });
+        }
+        Ok(submitted)
+    }
+
+    /// Status of a task not active in the scheduler: ended but not yet committed, or stored.
+    fn status_elsewhere(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
+        match self.recently_finished.get(&id) {
+            Some(status) => Ok(Some(*status)),
+            None => self.reader.task_status(id),
+        }
+    }
+
+    /// Answers once this turn's batch is committed.
+    fn defer<T: Send + 'static>(&mut self, reply: Reply<T>, outcome: Result<T, ApiError>) {
+        self.replies.push(Box::new(move |committed| {
+            let outcome = match committed {
+                Ok(()) => outcome,
+                Err(e) => Err(ApiError::Store(e.clone())),
+            };
+            let _ = reply.send(outcome);
+        }));
+    }
+
+    async fn flush(&mut self) {
+        let changes = self.scheduler.take_changes();
+        if changes.is_empty() && self.replies.is_empty() {
+            return;
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        for (task, status) in changes.iter().filter_map(|c| c.terminal()) {
+            self.recently_finished.insert(task, status);
+            self.finishing.push_back((seq, task));
+        }
+        let replies = std::mem::take(&mut self.replies);
+        let effects = self.effects.clone();
+        let batch = WriteBatch {
+            changes,
+            on_commit: Box::new(move |outcome, changes| {
+                effects.after_commit(seq, outcome, changes, replies)
+            }),
+        };
+        if self.writer.send(batch).await.is_err() {
+            tracing::error!("the group-commit writer is gone; changes of batch {seq} are lost");
+        }
+    }
+
+    /// Drops what the store now answers for itself.
+    fn forget_committed(&mut self) {
+        let committed = self.effects.committed_seq.load(Ordering::Acquire);
+        while self
+            .finishing
+            .front()
+            .is_some_and(|(seq, _)| *seq <= committed)
+        {
+            let (_, task) = self.finishing.pop_front().expect("checked");
+            self.recently_finished.remove(&task);
+        }
+        while self
+            .keys_by_seq
+            .front()
+            .is_some_and(|(seq, _)| *seq <= committed)
+        {
+            let (_, key) = self.keys_by_seq.pop_front().expect("checked");
+            self.pending_keys.remove(&key);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The hub's resolved configuration: every value checked and defaulted, ready to open stores and
+//! sockets. Reading it from a file, the environment and flags is the CLI's job.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hive_core::{SchedulerConfig, TaskLimits};
+use hive_store::sqlite::Durability;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub limits: TaskLimits,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    pub scheduler: SchedulerConfig,
+    /// Longest a `GET /tasks/{id}/wait` may hold.
+    pub max_wait: Duration,
+    /// Write batches that may queue for the writer thread before producers wait.
+    pub commit_queue: usize,
+    /// Most changes written in one transaction.
+    pub max_changes_per_commit: usize,
+}
+
+impl HubConfig {
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:7700";
+    pub const DEFAULT_DATA_DIR: &'static str = "./hive-data";
+
+    /// Defaults for everything but where to listen and store.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        HubConfig {
+            listen,
+            data_dir,
+            durability: Durability::Full,
+            limits: TaskLimits::default(),
+            max_body_bytes: 32 * 1024 * 1024,
+            scheduler: SchedulerConfig::default(),
+            max_wait: Duration::from_secs(300),
+            commit_queue: 1024,
+            max_changes_per_commit: 20_000,
+        }
+    }
+
+    /// How often workers are asked to send a heartbeat: a third of the timeout, so that one lost
+    /// heartbeat never takes an agent offline.
+    pub fn heartbeat_interval_ms(&self) -> u64 {
+        (self.scheduler.heartbeat_timeout_ms / 3).max(1)
+    }
+}

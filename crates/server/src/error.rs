@@ -1,0 +1,122 @@
+//! `ApiError`: every way a request can fail, mapped to a status code and the JSON body
+//! `{"error": {"code", "message", "field"?}}`. A 5xx never carries internal details; those go to
+//! the log.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hive_core::ValidationError;
+use hive_proto::api::{ErrorBody, ErrorDetail};
+use hive_store::StoreError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    MalformedJson { message: String },
+    #[error("{field:?}: {message}")]
+    InvalidField {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{message}")]
+    UnknownDependency { field: String, message: String },
+    #[error("{message}")]
+    PayloadTooLarge {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{message}")]
+    Conflict { message: String },
+    #[error("{message}")]
+    MethodNotAllowed { message: String },
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A validation error, with its field placed under `prefix` (e.g. `tasks[2]`).
+    pub fn from_validation(e: ValidationError, prefix: &str) -> Self {
+        let field = if prefix.is_empty() {
+            e.field
+        } else {
+            format!("{prefix}.{}", e.field)
+        };
+        if e.reason.contains("over the limit") {
+            ApiError::PayloadTooLarge {
+                field: Some(field),
+                message: e.reason,
+            }
+        } else {
+            ApiError::InvalidField {
+                field: Some(field),
+                message: e.reason,
+            }
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
+        match self {
+            ApiError::MalformedJson { .. } => (StatusCode::BAD_REQUEST, "malformed_json", None),
+            ApiError::InvalidField { field, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_field", field.clone())
+            }
+            ApiError::UnknownDependency { field, .. } => (
+                StatusCode::BAD_REQUEST,
+                "unknown_dependency",
+                Some(field.clone()),
+            ),
+            ApiError::PayloadTooLarge { field, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                field.clone(),
+            ),
+            ApiError::UnsupportedMediaType { .. } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
+            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = self.parts();
+        let message = match &self {
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store error answered with 503");
+                "the store cannot serve this request right now".to_string()
+            }
+            ApiError::InvalidField { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message,
+                field,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,165 @@
+//! Starting and stopping a hub: open the store, recover, spawn the writer and the actor, serve.
+//!
+//! Recovery happens before the listener opens: every task not finished is loaded into the
+//! scheduler, running tasks whose lease expired while the hub was down are re-queued, and those
+//! decisions are committed. Only then does the hub accept requests.
+//!
+//! Shutdown runs in the reverse order: stop accepting, close worker connections and long-polls,
+//! let the actor flush its last batch, let the writer commit everything queued.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hive_core::{Clock, LeastLoaded, RoutingPolicy, Scheduler, SystemClock};
+use hive_store::sqlite::SqliteStore;
+use hive_store::{BatchWriter, GroupCommit, StoreError, TaskReader};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::actor::effects::Effects;
+use crate::actor::{Actor, Command};
+use crate::config::HubConfig;
+use crate::connections::Connections;
+use crate::routes;
+use crate::state::AppState;
+use crate::waiters::Waiters;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store in {dir}: {source}")]
+    Store { dir: String, source: StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Commands that may wait for the actor before senders slow down.
+const COMMAND_QUEUE: usize = 65_536;
+
+pub struct Hub {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    commands: mpsc::Sender<Command>,
+    connections: Arc<Connections>,
+    server: JoinHandle<()>,
+    actor: JoinHandle<()>,
+    commit: GroupCommit,
+    recovered: usize,
+}
+
+impl Hub {
+    pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
+        let store_error = |source| StartError::Store {
+            dir: config.data_dir.display().to_string(),
+            source,
+        };
+        let store = SqliteStore::open(&config.data_dir, config.durability).map_err(store_error)?;
+        let reader: Arc<dyn TaskReader> = Arc::new(store.reader());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let policy: Box<dyn RoutingPolicy> = Box::new(LeastLoaded);
+        let mut scheduler = Scheduler::new(config.scheduler, policy);
+
+        let active = reader.load_active().map_err(store_error)?;
+        let recovered = active.len();
+        let now = clock.now();
+        scheduler.restore(active, now, &mut |id| reader.task_status(id).ok().flatten());
+        scheduler.advance(now);
+        let mut writer = store.writer().map_err(store_error)?;
+        writer
+            .apply(&[&scheduler.take_changes()])
+            .map_err(store_error)?;
+        if recovered > 0 {
+            tracing::info!(recovered, "recovered unfinished tasks");
+        }
+
+        let commit = GroupCommit::spawn(writer, config.commit_queue, config.max_changes_per_commit);
+        let connections = Arc::new(Connections::default());
+        let waiters = Arc::new(Waiters::default());
+        let effects = Arc::new(Effects::new(connections.clone(), waiters.clone()));
+        let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+        let actor = Actor::new(
+            scheduler,
+            reader.clone(),
+            commit.sender(),
+            effects,
+            clock.clone(),
+        );
+        let actor = tokio::spawn(actor.run(inbox));
+
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (shutdown, stopping) = watch::channel(false);
+        let state = AppState {
+            config: Arc::new(config),
+            commands: commands.clone(),
+            reader,
+            connections: connections.clone(),
+            waiters,
+            clock,
+            shutdown: stopping.clone(),
+        };
+        let mut stop_signal = stopping;
+        let server = tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, routes::app(state)).with_graceful_shutdown(async move {
+                    let _ = stop_signal.wait_for(|stop| *stop).await;
+                });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        });
+        tracing::info!(%addr, "hive listening");
+        Ok(Hub {
+            addr,
+            shutdown,
+            commands,
+            connections,
+            server,
+            actor,
+            commit,
+            recovered,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Unfinished tasks found in the store at start.
+    pub fn recovered(&self) -> usize {
+        self.recovered
+    }
+
+    /// Graceful stop: no new requests, connections closed, every accepted change committed.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.connections.close_all();
+        let _ = self.server.await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { reply: tx })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        drop(self.commands);
+        let _ = self.actor.await;
+        let commit = self.commit;
+        let _ = tokio::task::spawn_blocking(move || commit.close()).await;
+        tracing::info!("hive stopped");
+    }
+}

@@ -1,0 +1,131 @@
+//! `ApiJson<T>`: the JSON body extractor. Unlike axum's `Json`, every rejection is an
+//! [`ApiError`] with a JSON body that names the offending field (as a path such as
+//! `tasks[3].priority`), found with `serde_path_to_error`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type.split(';').next().unwrap_or("").trim();
+        if !(mime == "application/json" || mime.ends_with("+json")) {
+            return Err(ApiError::UnsupportedMediaType {
+                message: format!("expected Content-Type: application/json, got {content_type:?}"),
+            });
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    field: None,
+                    message: "the request body is over the hub's limit".into(),
+                }
+            } else {
+                ApiError::MalformedJson {
+                    message: format!("cannot read the request body: {rejection}"),
+                }
+            }
+        })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON document, naming the field at fault in the error.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        describe(inner, &path)
+    })?;
+    de.end().map_err(|e| describe(e, "."))?;
+    Ok(value)
+}
+
+fn describe(e: serde_json::Error, path: &str) -> ApiError {
+    use serde_json::error::Category;
+    let message = e.to_string();
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::MalformedJson { message },
+        Category::Data => {
+            let mut field = (path != ".").then(|| path.to_string());
+            // serde reports a missing field at its parent; name the field itself.
+            if let Some(name) = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                field = Some(match field {
+                    Some(parent) => format!("{parent}.{name}"),
+                    None => name.to_string(),
+                });
+            }
+            ApiError::InvalidField { field, message }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_proto::api::{NewTask, NewTaskBatch};
+
+    fn field_of(body: &str) -> (String, Option<String>) {
+        match parse::<NewTaskBatch>(body.as_bytes()) {
+            Err(ApiError::InvalidField { field, message }) => (message, field),
+            Err(ApiError::MalformedJson { message }) => (message, Some("<malformed>".into())),
+            other => panic!("unexpected {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field_of(r#"{"tasks":[{"capability":"a"},{"capability":"b","priority":"high"}]}"#)
+                .1
+                .as_deref(),
+            Some("tasks[1].priority")
+        );
+        assert_eq!(
+            field_of(r#"{"tasks":[{}]}"#).1.as_deref(),
+            Some("tasks[0].capability")
+        );
+        assert_eq!(
+            field_of(r#"{"tasks":[{"capability":"a","colour":1}]}"#)
+                .1
+                .as_deref(),
+            Some("tasks[0].colour")
+        );
+        assert_eq!(
+            field_of(r#"{"tasks":[{"capability":"a","priority":300}]}"#)
+                .1
+                .as_deref(),
+            Some("tasks[0].priority")
+        );
+        assert_eq!(
+            field_of(r#"{"tasks":[{"capab"#).1.as_deref(),
+            Some("<malformed>")
+        );
+        assert_eq!(
+            field_of(r#"{"tasks":[]} x"#).1.as_deref(),
+            Some("<malformed>")
+        );
+    }
+
+    #[test]
+    fn a_raw_payload_survives_untouched() {
+        let t: NewTask = parse(br#"{"capability":"a","payload":{"x": [1, 2.50]}}"#).unwrap();
+        assert_eq!(t.payload.unwrap().get(), r#"{"x": [1, 2.50]}"#);
+    }
+}

@@ -1,0 +1,89 @@
+//! The HTTP surface: `app(state)` builds the router. One file per resource; the OpenAPI document
+//! is generated from the handlers' annotations and the wire types.
+
+pub mod agents;
+pub mod system;
+pub mod tasks;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::ws_agent;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hive",
+        description = "AI orchestrator hub: agents, tasks, routing."
+    ),
+    paths(
+        tasks::create,
+        tasks::create_batch,
+        tasks::get_one,
+        tasks::list,
+        tasks::cancel,
+        tasks::wait,
+        agents::list,
+        agents::get_one,
+        agents::drain,
+        system::status,
+        system::healthz,
+        system::readyz,
+    ),
+    components(schemas(
+        hive_proto::api::NewTask,
+        hive_proto::api::NewTaskBatch,
+        hive_proto::api::BatchCreated,
+        hive_proto::api::Task,
+        hive_proto::api::Attempt,
+        hive_proto::api::TaskList,
+        hive_proto::api::Agent,
+        hive_proto::api::AgentList,
+        hive_proto::api::CapabilityStats,
+        hive_proto::api::Status,
+        hive_proto::api::Health,
+        hive_proto::api::ErrorBody,
+        hive_proto::api::ErrorDetail,
+    ))
+)]
+pub struct ApiDoc;
+
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let api = Router::new()
+        .route("/tasks", post(tasks::create).get(tasks::list))
+        .route("/tasks/batch", post(tasks::create_batch))
+        .route("/tasks/{id}", get(tasks::get_one))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/wait", get(tasks::wait))
+        .route("/agents", get(agents::list))
+        .route("/agents/{id}", get(agents::get_one))
+        .route("/agents/{id}/drain", post(agents::drain))
+        .route("/status", get(system::status));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/openapi.json", get(system::openapi))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/ws/agent", get(ws_agent::upgrade))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        what: format!("route {}", uri.path()),
+    }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        message: format!("{method} is not allowed on {}", uri.path()),
+    }
+}

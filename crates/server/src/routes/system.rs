@@ -1,0 +1,74 @@
+//! Hub-wide endpoints: status counts, health and readiness probes, the OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use hive_core::{AgentState, TaskStatus};
+use hive_proto::api::{Health, Status};
+use utoipa::OpenApi;
+
+use crate::actor::Command;
+use crate::error::ApiError;
+use crate::routes::ApiDoc;
+use crate::state::AppState;
+
+/// Tasks by status, agents by state, queue depth per capability.
+#[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
+pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    let overview = state.ask(|reply| Command::Overview { reply }).await?;
+    let counts = state.read(|r| r.count_by_status()).await?;
+    let mut tasks: std::collections::BTreeMap<String, u64> =
+        TaskStatus::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+    for (status, n) in counts {
+        tasks.insert(status.to_string(), n);
+    }
+    let mut agents: std::collections::BTreeMap<String, u64> =
+        AgentState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+    for agent in &overview.agents {
+        *agents.entry(agent.state.to_string()).or_default() += 1;
+    }
+    Ok(Json(Status {
+        tasks,
+        agents,
+        queue_depth: overview
+            .queue_depths
+            .into_iter()
+            .map(|(c, n)| (c, n as u64))
+            .collect(),
+        routing_policy: overview.routing_policy.to_string(),
+    }))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The hub recovered its state and its scheduler answers; 503 while shutting down.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let stopping = *state.shutdown.borrow();
+    let answers = !stopping && state.ask(|reply| Command::Agents { reply }).await.is_ok();
+    if answers {
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "ready".into(),
+            }),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable".into(),
+            }),
+        )
+    }
+}
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

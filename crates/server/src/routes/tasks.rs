@@ -1,0 +1,248 @@
+//! `/api/v1/tasks`: submit (one or a batch), read, list, cancel, and wait for a task.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use hive_core::{TaskId, TaskStatus};
+use hive_proto::api::{BatchCreated, ErrorBody, NewTask, NewTaskBatch, Task, TaskList};
+use hive_store::TaskFilter;
+use serde::Deserialize;
+
+use crate::actor::{Command, Submitted};
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::state::AppState;
+use crate::views;
+
+/// Most tasks in one batch request.
+pub const MAX_BATCH: usize = 10_000;
+/// Most tasks in one page of a listing.
+pub const MAX_PAGE: usize = 1_000;
+
+pub fn parse_task_id(id: &str) -> Result<TaskId, ApiError> {
+    id.parse()
+        .map_err(|e: hive_core::IdParseError| ApiError::invalid("id", e.to_string()))
+}
+
+async fn fetch(state: &AppState, id: TaskId) -> Result<Task, ApiError> {
+    state
+        .read(move |r| r.get_task(id))
+        .await?
+        .map(views::stored_task)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("task {id}"),
+        })
+}
+
+async fn submit(
+    state: &AppState,
+    specs: Vec<hive_core::TaskSpec>,
+    batch: bool,
+) -> Result<Vec<Submitted>, ApiError> {
+    state
+        .ask(|reply| Command::Submit {
+            specs,
+            batch,
+            reply,
+        })
+        .await?
+}
+
+/// Submit one task.
+#[utoipa::path(post, path = "/api/v1/tasks", request_body = NewTask, responses(
+    (status = 201, description = "Created and committed", body = Task),
+    (status = 200, description = "The idempotency key matched an earlier task, returned as is", body = Task),
+    (status = 400, description = "Invalid input; `field` names the culprit", body = ErrorBody),
+    (status = 413, description = "Payload or body over the limit", body = ErrorBody),
+))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewTask>,
+) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, "")?;
+    let view = spec.clone();
+    let outcome = submit(&state, vec![spec], false).await?;
+    let submitted = &outcome[0];
+    if submitted.existing {
+        Ok((StatusCode::OK, Json(fetch(&state, submitted.id).await?)))
+    } else {
+        Ok((
+            StatusCode::CREATED,
+            Json(views::new_task(&view, submitted.status)),
+        ))
+    }
+}
+
+/// Submit many tasks in one transaction: all are accepted or none.
+#[utoipa::path(post, path = "/api/v1/tasks/batch", request_body = NewTaskBatch, responses(
+    (status = 201, description = "All committed; ids in request order", body = BatchCreated),
+    (status = 400, description = "Invalid input; `field` is e.g. `tasks[3].priority`", body = ErrorBody),
+    (status = 413, description = "Payload or body over the limit", body = ErrorBody),
+))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    ApiJson(batch): ApiJson<NewTaskBatch>,
+) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
+    if batch.tasks.is_empty() {
+        return Err(ApiError::invalid("tasks", "must hold at least one task"));
+    }
+    if batch.tasks.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "tasks",
+            format!("at most {MAX_BATCH} tasks per batch"),
+        ));
+    }
+    let now = state.clock.now();
+    let specs = batch
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, new)| {
+            views::spec_from_new(new, now, &state.config.limits, &format!("tasks[{i}]"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = submit(&state, specs, true).await?;
+    let ids = outcome.iter().map(|s| s.id.to_string()).collect();
+    Ok((StatusCode::CREATED, Json(BatchCreated { ids })))
+}
+
+/// A task with its attempts and result.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", params(("id" = String, Path)), responses(
+    (status = 200, body = Task), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(fetch(&state, parse_task_id(&id)?).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// waiting, queued, running, succeeded, failed or cancelled.
+    status: Option<String>,
+    capability: Option<String>,
+    /// 1-1000, default 100.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Tasks, newest first, filtered and paged.
+#[utoipa::path(get, path = "/api/v1/tasks", params(ListParams), responses(
+    (status = 200, body = TaskList), (status = 400, body = ErrorBody),
+))]
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<TaskList>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidField {
+        field: None,
+        message: e.body_text(),
+    })?;
+    let status = params
+        .status
+        .map(|s| s.parse::<TaskStatus>())
+        .transpose()
+        .map_err(|e| ApiError::invalid("status", e.reason))?;
+    let limit = match params.limit {
+        None => 100,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be a number from 1 to {MAX_PAGE}"),
+                ));
+            }
+        },
+    };
+    let before = params
+        .cursor
+        .map(|c| c.parse::<TaskId>())
+        .transpose()
+        .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
+    let filter = TaskFilter {
+        status,
+        capability: params.capability,
+        before,
+        limit,
+    };
+    let tasks = state.read(move |r| r.list_tasks(&filter)).await?;
+    let next_cursor = (tasks.len() == limit).then(|| tasks[limit - 1].spec.id.to_string());
+    let items = tasks.into_iter().map(views::stored_task).collect();
+    Ok(Json(TaskList { items, next_cursor }))
+}
+
+/// Cancel a task that has not finished; a running attempt is told to stop.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", params(("id" = String, Path)), responses(
+    (status = 200, description = "Cancelled", body = Task),
+    (status = 404, body = ErrorBody),
+    (status = 409, description = "The task already finished", body = ErrorBody),
+))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    let task = parse_task_id(&id)?;
+    state.ask(|reply| Command::Cancel { task, reply }).await??;
+    Ok(Json(fetch(&state, task).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitParams {
+    /// How long to wait for the task to finish, in ms (default 30000, at most the hub's max_wait).
+    timeout_ms: Option<String>,
+}
+
+/// Long-poll: answers as soon as the task finishes, or with its current state at the timeout.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/wait", params(("id" = String, Path), WaitParams), responses(
+    (status = 200, description = "The task, finished or as it stands at the timeout", body = Task),
+    (status = 404, body = ErrorBody),
+))]
+pub async fn wait(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<WaitParams>, QueryRejection>,
+) -> Result<Json<Task>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidField {
+        field: None,
+        message: e.body_text(),
+    })?;
+    let id = parse_task_id(&id)?;
+    let max = state.config.max_wait.as_millis() as u64;
+    let timeout_ms = match params.timeout_ms {
+        None => 30_000.min(max),
+        Some(text) => match text.parse::<u64>() {
+            Ok(ms) if ms <= max => ms,
+            _ => {
+                return Err(ApiError::invalid(
+                    "timeout_ms",
+                    format!("must be a number from 0 to {max}"),
+                ));
+            }
+        },
+    };
+    // Park before reading, so an end committed in between still wakes us.
+    let woken = state.waiters.register(id);
+    let task = fetch(&state, id).await?;
+    if task
+        .status
+        .parse::<TaskStatus>()
+        .is_ok_and(TaskStatus::is_terminal)
+    {
+        return Ok(Json(task));
+    }
+    tokio::select! {
+        _ = woken => {}
+        _ = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {}
+        _ = crate::state::stopped(state.shutdown.clone()) => {}
+    }
+    state.waiters.prune(id);
+    Ok(Json(fetch(&state, id).await?))
+}

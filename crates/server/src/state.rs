@@ -1,0 +1,59 @@
+//! `AppState`: what every handler can reach, and the two ways it talks to the rest of the hub:
+//! commands to the scheduler actor, and reads from the store on the blocking pool.
+
+use std::sync::Arc;
+
+use hive_core::Clock;
+use hive_store::{StoreError, TaskReader};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::actor::Command;
+use crate::config::HubConfig;
+use crate::connections::Connections;
+use crate::error::ApiError;
+use crate::waiters::Waiters;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<HubConfig>,
+    pub commands: mpsc::Sender<Command>,
+    pub reader: Arc<dyn TaskReader>,
+    pub connections: Arc<Connections>,
+    pub waiters: Arc<Waiters>,
+    pub clock: Arc<dyn Clock>,
+    /// Turns true when the hub begins shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Sends a command that answers, and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// Runs a store read on the blocking pool (SQLite calls block).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn TaskReader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || f(reader.as_ref()))
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?
+            .map_err(ApiError::Store)
+    }
+}
+
+/// Resolves once the hub is shutting down.
+pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across an await by the caller.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,146 @@
+//! Conversions between the API's wire types and the domain: building a validated [`TaskSpec`]
+//! from a submitted [`NewTask`], and rendering stored tasks and agents.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use hive_core::{
+    AgentSnapshot, Backoff, Capability, TaskId, TaskLimits, TaskSpec, TaskStatus, Timestamp,
+};
+use hive_proto::RawValue;
+use hive_proto::api;
+use hive_store::StoredTask;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+pub fn rfc3339(t: Timestamp) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0)).to_string()
+}
+
+/// Validates a submitted task; errors name the field under `prefix` (`tasks[2]` in a batch).
+pub fn spec_from_new(
+    new: api::NewTask,
+    now: Timestamp,
+    limits: &TaskLimits,
+    prefix: &str,
+) -> Result<TaskSpec, ApiError> {
+    let field = |name: &str| {
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    };
+    let capability = Capability::parse(&new.capability, &field("capability"))
+        .map_err(|e| ApiError::from_validation(e, ""))?;
+    let payload: Arc<str> = match new.payload {
+        Some(raw) => Arc::from(Box::<str>::from(raw)),
+        None => Arc::from("null"),
+    };
+    let depends_on = new
+        .depends_on
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            id.parse::<TaskId>()
+                .map_err(|e| ApiError::invalid(field(&format!("depends_on[{i}]")), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let base_ms = new.backoff_ms.unwrap_or(Backoff::default().base_ms);
+    let spec = TaskSpec {
+        id: TaskId(Uuid::now_v7()),
+        capability,
+        payload,
+        priority: new.priority.unwrap_or(TaskSpec::DEFAULT_PRIORITY),
+        max_attempts: new.max_attempts.unwrap_or(TaskSpec::DEFAULT_MAX_ATTEMPTS),
+        timeout_ms: new.timeout_ms.unwrap_or(TaskSpec::DEFAULT_TIMEOUT_MS),
+        backoff: Backoff {
+            base_ms,
+            max_ms: Backoff::default().max_ms.max(base_ms),
+        },
+        idempotency_key: new.idempotency_key,
+        depends_on,
+        created_at: now,
+    };
+    spec.validate(limits)
+        .map_err(|e| ApiError::from_validation(e, prefix))?;
+    Ok(spec)
+}
+
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_string())
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON"))
+}
+
+/// A task just accepted, before any attempt.
+pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
+    api::Task {
+        id: spec.id.to_string(),
+        status: status.to_string(),
+        capability: spec.capability.to_string(),
+        payload: raw(&spec.payload),
+        priority: spec.priority,
+        max_attempts: spec.max_attempts,
+        timeout_ms: spec.timeout_ms,
+        backoff_ms: spec.backoff.base_ms,
+        idempotency_key: spec.idempotency_key.clone(),
+        depends_on: spec.depends_on.iter().map(ToString::to_string).collect(),
+        attempts: Vec::new(),
+        result: None,
+        error: None,
+        created_at: rfc3339(spec.created_at),
+        updated_at: rfc3339(spec.created_at),
+    }
+}
+
+pub fn stored_task(task: StoredTask) -> api::Task {
+    let mut view = new_task(&task.spec, task.status);
+    view.result = task.result.as_deref().map(raw);
+    view.error = task.error;
+    view.updated_at = rfc3339(task.updated_at);
+    view.attempts = task
+        .attempt_log
+        .into_iter()
+        .map(|a| api::Attempt {
+            attempt: a.attempt,
+            agent_id: a.agent.map(|id| id.to_string()),
+            started_at: rfc3339(a.started_at),
+            ended_at: a.ended_at.map(rfc3339),
+            outcome: a.outcome.map(|o| o.as_str().to_string()),
+            error: a.error,
+        })
+        .collect();
+    view
+}
+
+pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {
+    api::Agent {
+        id: snapshot.id.to_string(),
+        name: snapshot.spec.name.clone(),
+        state: snapshot.state.to_string(),
+        capabilities: snapshot
+            .spec
+            .capabilities
+            .iter()
+            .map(|(c, l)| (c.to_string(), *l))
+            .collect(),
+        slots: snapshot.spec.slots,
+        running: snapshot.running,
+        connected_at: rfc3339(snapshot.connected_at),
+        last_heartbeat: rfc3339(snapshot.last_heartbeat),
+        stats: snapshot
+            .stats
+            .iter()
+            .map(|(c, s)| {
+                let stats = api::CapabilityStats {
+                    completed: s.completed,
+                    failed: s.failed,
+                    mean_latency_ms: s.mean_latency_ms(),
+                };
+                (c.to_string(), stats)
+            })
+            .collect(),
+    }
+}
