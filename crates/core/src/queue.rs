@@ -33,6 +33,10 @@ impl ReadyQueue {
         self.tasks.remove(key)
     }
 
+    pub fn contains(&self, key: &QueueKey) -> bool {
+        self.tasks.contains(key)
+    }
+
     pub fn peek(&self) -> Option<&QueueKey> {
         self.tasks.first()
     }

@@ -242,13 +242,13 @@ impl TaskSpec {
                 ),
             ));
         }
-        if let Some(key) = &self.idempotency_key {
-            if key.is_empty() || key.len() > Self::MAX_IDEMPOTENCY_KEY_LEN {
-                return Err(ValidationError::new(
-                    "idempotency_key",
-                    "must be 1 to 256 bytes long",
-                ));
-            }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > Self::MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(ValidationError::new(
+                "idempotency_key",
+                "must be 1 to 256 bytes long",
+            ));
         }
         if self.depends_on.len() > Self::MAX_DEPENDENCIES {
             return Err(ValidationError::new(

@@ -100,6 +100,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
 
     let stop = crate::state::stopped(state.shutdown.clone());
     tokio::pin!(stop);
+    let mut writer_done = false;
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
@@ -111,16 +112,21 @@ async fn session(state: AppState, mut socket: WebSocket) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
             },
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             _ = &mut stop => break,
         }
     }
     state.connections.remove(agent);
     let _ = state.commands.send(Command::Disconnected { agent }).await;
     tracing::info!(%agent, "agent disconnected");
-    // Let the writer flush what it has (a close frame on shutdown), but not forever.
-    let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
-    writer.abort();
+    if !writer_done {
+        // Let the writer flush what it has (a close frame on shutdown), but not forever.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        writer.abort();
+    }
 }
 
 async fn handle_frame(state: &AppState, agent: AgentId, text: &str) {

@@ -636,10 +636,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
-        if let Some(key) = task.queue_key {
-            if let Some(queue) = self.queues.get_mut(&task.spec.capability) {
-                queue.remove(&key);
-            }
+        if let (Some(key), Some(queue)) =
+            (task.queue_key, self.queues.get_mut(&task.spec.capability))
+        {
+            queue.remove(&key);
         }
         // A backoff timer left behind finds the task gone and does nothing.
         self.changes.push(Change::TaskFinished {

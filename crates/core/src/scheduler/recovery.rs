@@ -135,7 +135,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     (Some(key), None) => {
                         keyed += 1;
                         let queue = self.queues.get(&task.spec.capability);
-                        if !queue.is_some_and(|q| q.peek().is_some_and(|head| *head <= key)) {
+                        if !queue.is_some_and(|q| q.contains(&key)) {
                             return Err(format!("queued task {id} is not in its queue"));
                         }
                     }

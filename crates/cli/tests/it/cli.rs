@@ -1,0 +1,156 @@
+//! The command line end to end: `serve`, `worker --exec`, `submit --wait`, the listings, and a
+//! graceful stop on SIGTERM.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+async fn run(args: &[&str], hub: &str) -> (i32, String, String) {
+    let output = hive()
+        .args(args)
+        .env("HIVE_HUB", hub)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_worker_and_submit_wait_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path(), free_port()).await;
+    let url = hub.url.clone();
+    let _cat = hive()
+        .args([
+            "worker",
+            "--capability",
+            "echo",
+            "--slots",
+            "2",
+            "--exec",
+            "cat",
+        ])
+        .env("HIVE_HUB", &url)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _boom = hive()
+        .args([
+            "worker",
+            "--capability",
+            "boom",
+            "--exec",
+            "echo oops >&2; exit 3",
+        ])
+        .env("HIVE_HUB", &url)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let (code, out, err) = run(
+        &[
+            "submit",
+            "--capability",
+            "echo",
+            "--payload",
+            r#"{"a":[1,"two"]}"#,
+            "--wait",
+        ],
+        &url,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(task["status"], "succeeded");
+    assert_eq!(task["result"], json!({"a": [1, "two"]}));
+
+    let (code, out, _) = run(
+        &[
+            "submit",
+            "--capability",
+            "boom",
+            "--max-attempts",
+            "1",
+            "--wait",
+        ],
+        &url,
+    )
+    .await;
+    assert_eq!(code, 1, "a failed task exits 1");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (task["status"].as_str(), task["error"].as_str()),
+        (Some("failed"), Some("oops"))
+    );
+
+    let (code, out, _) = run(
+        &["submit", "--capability", "later", "--priority", "7"],
+        &url,
+    )
+    .await;
+    assert_eq!(code, 0);
+    let id = out.trim().to_string();
+    let (_, out, _) = run(&["task", &id], &url).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["status"],
+        "queued"
+    );
+
+    let (code, out, _) = run(&["status", "--json"], &url).await;
+    assert_eq!(code, 0);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            status["tasks"]["succeeded"].as_u64(),
+            status["tasks"]["failed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(status["queue_depth"]["later"], 1);
+    let (_, out, _) = run(&["agents"], &url).await;
+    assert_eq!(out.lines().count(), 3, "a header and two agents:\n{out}");
+    let (_, out, _) = run(&["tasks", "--status", "succeeded"], &url).await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    let (code, _, err) = run(&["tasks", "--status", "bogus"], &url).await;
+    assert_eq!(code, 3);
+    assert!(err.contains("status"), "{err}");
+    let (code, _, err) = run(
+        &["submit", "--capability", "echo", "--payload", "{not json"],
+        &url,
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--payload"), "{err}");
+
+    let exit = hub.terminate().await;
+    assert!(exit.success(), "SIGTERM stops the hub cleanly: {exit:?}");
+}
+
+#[tokio::test]
+async fn a_bad_config_file_names_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hive.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[scheduler]\nageing_ms = 10\n",
+    )
+    .unwrap();
+    let output = hive()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(err.contains("line 5") && err.contains("ageing_ms"), "{err}");
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of the `hive` binary: real processes, real signals, a real `kill -9`.
+
+mod cli;
+mod crash;
+mod util;

@@ -1,0 +1,316 @@
+//! The life of tasks: routing to workers, retries, leases, dependencies, idempotency, cancel,
+//! drain, and recovery across a restart.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hive_client::worker::{Outcome, WorkerExit};
+use hive_proto::RawValue;
+use hive_proto::api::NewTask;
+use hive_proto::protocol::Assignment;
+use tokio::sync::mpsc;
+
+use crate::util::*;
+
+fn task(capability: &str, payload: &str) -> NewTask {
+    NewTask {
+        payload: Some(RawValue::from_string(payload.into()).unwrap()),
+        ..NewTask::new(capability)
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_disconnects_mid_task_loses_it_to_another_after_the_lease() {
+    let t = start_hub().await;
+    let (got, mut got_rx) = mpsc::unbounded_channel();
+    let hanging = spawn_worker(&t.url, &["slow"], 1, move |task: Assignment| {
+        let got = got.clone();
+        async move {
+            let _ = got.send(task.task_id);
+            std::future::pending::<Outcome>().await
+        }
+    });
+    let submitted = t
+        .client
+        .submit(&NewTask {
+            timeout_ms: Some(300),
+            backoff_ms: Some(10),
+            ..task("slow", r#"{"n":1}"#)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got_rx.recv().await.unwrap(), submitted.id);
+    hanging.stop().await;
+    let _helper = spawn_worker(&t.url, &["slow"], 1, echo());
+
+    let done = finished(&t.client, &submitted.id).await;
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.result.unwrap().get(), r#"{"n":1}"#);
+    assert_eq!(done.attempts.len(), 2);
+    assert_eq!(done.attempts[0].outcome.as_deref(), Some("lease_expired"));
+    assert_eq!(done.attempts[1].outcome.as_deref(), Some("succeeded"));
+    assert_ne!(done.attempts[0].agent_id, done.attempts[1].agent_id);
+}
+
+#[tokio::test]
+async fn a_task_that_always_fails_ends_failed_after_exactly_max_attempts() {
+    let t = start_hub().await;
+    let _w = spawn_worker(&t.url, &["flaky"], 2, |_task: Assignment| async {
+        Outcome::failure("disk on fire", true)
+    });
+    let submitted = t
+        .client
+        .submit(&NewTask {
+            max_attempts: Some(4),
+            backoff_ms: Some(5),
+            ..NewTask::new("flaky")
+        })
+        .await
+        .unwrap();
+    let done = finished(&t.client, &submitted.id).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(done.error.as_deref(), Some("disk on fire"));
+    assert_eq!(done.attempts.len(), 4);
+    assert!(
+        done.attempts
+            .iter()
+            .all(|a| a.outcome.as_deref() == Some("failed"))
+    );
+}
+
+#[tokio::test]
+async fn a_dependency_chain_runs_in_order_and_a_failed_parent_fails_its_children() {
+    let t = start_hub().await;
+    let a = t.client.submit(&task("step", r#""a""#)).await.unwrap();
+    let b = t
+        .client
+        .submit(&NewTask {
+            depends_on: Some(vec![a.id.clone()]),
+            ..task("step", r#""b""#)
+        })
+        .await
+        .unwrap();
+    let c = t
+        .client
+        .submit(&NewTask {
+            depends_on: Some(vec![b.id.clone()]),
+            ..task("step", r#""c""#)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.status.as_str(), c.status.as_str()),
+        ("waiting", "waiting")
+    );
+
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = order.clone();
+    let _w = spawn_worker(&t.url, &["step"], 4, move |task: Assignment| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(task.payload.get().to_string());
+            if task.payload.get() == r#""fail""# {
+                return Outcome::failure("parent broke", false);
+            }
+            Outcome::Success(task.payload)
+        }
+    });
+    let done_c = finished(&t.client, &c.id).await;
+    assert_eq!(done_c.status, "succeeded");
+    assert_eq!(*order.lock().unwrap(), vec![r#""a""#, r#""b""#, r#""c""#]);
+    let done_a = t.client.task(&a.id).await.unwrap();
+    let done_b = t.client.task(&b.id).await.unwrap();
+    assert!(done_b.attempts[0].started_at >= *done_a.attempts[0].ended_at.as_ref().unwrap());
+
+    let p = t
+        .client
+        .submit(&NewTask {
+            max_attempts: Some(1),
+            ..task("step", r#""fail""#)
+        })
+        .await
+        .unwrap();
+    let q = t
+        .client
+        .submit(&NewTask {
+            depends_on: Some(vec![p.id.clone()]),
+            ..task("step", r#""q""#)
+        })
+        .await
+        .unwrap();
+    let r = t
+        .client
+        .submit(&NewTask {
+            depends_on: Some(vec![q.id.clone()]),
+            ..task("step", r#""r""#)
+        })
+        .await
+        .unwrap();
+    let done_r = finished(&t.client, &r.id).await;
+    assert_eq!(t.client.task(&p.id).await.unwrap().status, "failed");
+    let done_q = t.client.task(&q.id).await.unwrap();
+    assert_eq!(done_q.status, "failed");
+    assert!(done_q.error.unwrap().contains(&p.id));
+    assert_eq!(done_r.status, "failed");
+    assert!(
+        done_q.attempts.is_empty() && done_r.attempts.is_empty(),
+        "children never ran"
+    );
+    // A child of an already failed task fails at once.
+    let late = t
+        .client
+        .submit(&NewTask {
+            depends_on: Some(vec![p.id.clone()]),
+            ..task("step", "1")
+        })
+        .await
+        .unwrap();
+    assert_eq!(late.status, "failed");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_task() {
+    let t = start_hub().await;
+    let new = NewTask {
+        idempotency_key: Some("order-42".into()),
+        ..task("pay", "1")
+    };
+    let first = t.client.submit(&new).await.unwrap();
+    let again = t.client.submit(&new).await.unwrap();
+    assert_eq!(first.id, again.id);
+    let ids = t
+        .client
+        .submit_batch(vec![new.clone(), task("pay", "2")])
+        .await
+        .unwrap();
+    assert_eq!(ids[0], first.id);
+    assert_ne!(ids[1], first.id);
+    // Over raw HTTP: 201 the first time, 200 after.
+    let http = reqwest::Client::new();
+    let body = r#"{"capability":"pay","idempotency_key":"k2"}"#;
+    let post = || {
+        http.post(format!("{}/api/v1/tasks", t.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), 201);
+    assert_eq!(post().await.unwrap().status(), 200);
+    let status = t.client.status().await.unwrap();
+    assert_eq!(status.tasks["queued"], 3);
+}
+
+#[tokio::test]
+async fn cancelling_stops_a_queued_and_a_running_task() {
+    let t = start_hub().await;
+    let queued = t.client.submit(&NewTask::new("nobody")).await.unwrap();
+    let cancelled = t.client.cancel(&queued.id).await.unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+
+    let (got, mut got_rx) = mpsc::unbounded_channel();
+    let _w = spawn_worker(&t.url, &["long"], 1, move |task: Assignment| {
+        let got = got.clone();
+        async move {
+            let _ = got.send(task.task_id);
+            std::future::pending::<Outcome>().await
+        }
+    });
+    let running = t.client.submit(&NewTask::new("long")).await.unwrap();
+    got_rx.recv().await.unwrap();
+    let cancelled = t.client.cancel(&running.id).await.unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(cancelled.attempts[0].outcome.as_deref(), Some("cancelled"));
+    // The slot it held is free again.
+    let next = t.client.submit(&NewTask::new("long")).await.unwrap();
+    assert_eq!(got_rx.recv().await.unwrap(), next.id);
+}
+
+#[tokio::test]
+async fn a_drained_worker_finishes_and_exits() {
+    let t = start_hub().await;
+    let worker = spawn_worker(&t.url, &["d"], 2, echo());
+    let agent = eventually("the agent", Duration::from_secs(10), || async {
+        t.client
+            .agents()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.state == "idle")
+    })
+    .await;
+    let drained = t.client.drain(&agent.id).await.unwrap();
+    assert_eq!(drained.state, "draining");
+    assert_eq!(worker.handle.await.unwrap().unwrap(), WorkerExit::Drained);
+    let queued = t.client.submit(&NewTask::new("d")).await.unwrap();
+    assert_eq!(t.client.task(&queued.id).await.unwrap().status, "queued");
+    eventually("the agent offline", Duration::from_secs(10), || async {
+        t.client
+            .agents()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.id == agent.id && a.state == "offline")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tasks_accepted_before_a_restart_run_after_it() {
+    let t = start_hub().await;
+    let ids = t
+        .client
+        .submit_batch((0..50).map(|i| task("later", &i.to_string())).collect())
+        .await
+        .unwrap();
+    let dir = t.dir;
+    t.hub.shutdown().await;
+
+    let mut config =
+        hive_server::HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    config.durability = hive_server::Durability::Normal;
+    let hub = hive_server::Hub::start(config).await.unwrap();
+    assert_eq!(hub.recovered(), 50);
+    let url = format!("http://{}", hub.addr());
+    let client = hive_client::HubClient::new(&url);
+    let _w = spawn_worker(&url, &["later"], 8, echo());
+    for (i, id) in ids.iter().enumerate() {
+        let done = finished(&client, id).await;
+        assert_eq!(done.status, "succeeded");
+        assert_eq!(done.result.unwrap().get(), i.to_string());
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_least_loaded_agent_gets_the_task() {
+    let t = start_hub().await;
+    let (got, mut got_rx) = mpsc::unbounded_channel();
+    let hold = |got: mpsc::UnboundedSender<String>, name: &'static str| {
+        move |_task: Assignment| {
+            let got = got.clone();
+            async move {
+                let _ = got.send(name.to_string());
+                std::future::pending::<Outcome>().await
+            }
+        }
+    };
+    let _a = spawn_worker(&t.url, &["x"], 2, hold(got.clone(), "a"));
+    let _b = spawn_worker(&t.url, &["x"], 2, hold(got.clone(), "b"));
+    eventually("two agents", Duration::from_secs(10), || async {
+        (t.client.agents().await.unwrap().len() == 2).then_some(())
+    })
+    .await;
+    for _ in 0..4 {
+        t.client.submit(&NewTask::new("x")).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(got_rx.recv().await.unwrap());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["a", "a", "b", "b"],
+        "4 tasks over two 2-slot agents: 2 each"
+    );
+}

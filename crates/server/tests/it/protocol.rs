@@ -1,0 +1,140 @@
+//! The worker protocol spoken by hand over a raw WebSocket, as a worker in another language would.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hive_proto::api::NewTask;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::util::*;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Socket {
+    let ws = url.replace("http://", "ws://") + "/ws/agent";
+    tokio_tungstenite::connect_async(ws).await.unwrap().0
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+async fn receive(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame in time");
+        if let Message::Text(text) = frame.unwrap().unwrap() {
+            return json(&text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hand_written_worker_gets_assignments_and_stale_results_are_ignored() {
+    let t = start_hub().await;
+    let mut socket = connect(&t.url).await;
+    send(
+        &mut socket,
+        json!({"type":"hello","name":"by-hand","capabilities":{"hand":0.8},"slots":2}),
+    )
+    .await;
+    let welcome = receive(&mut socket).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert!(
+        welcome["agent_id"].is_string() && welcome["heartbeat_interval_ms"].as_u64().unwrap() > 0
+    );
+
+    let task = t
+        .client
+        .submit(&NewTask {
+            max_attempts: Some(2),
+            backoff_ms: Some(0),
+            ..NewTask::new("hand")
+        })
+        .await
+        .unwrap();
+    let assign = receive(&mut socket).await;
+    assert_eq!(assign["type"], "assign");
+    let assigned = &assign["tasks"][0];
+    assert_eq!(assigned["task_id"], task.id.as_str());
+    assert_eq!(assigned["attempt"], 1);
+
+    // A wrong attempt number is fenced off; the right one completes the task.
+    send(&mut socket, json!({"type":"heartbeat"})).await;
+    send(
+        &mut socket,
+        json!({"type":"result","task_id":task.id,"attempt":7,"ok":true,"output":"stale"}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"type":"result","task_id":task.id,"attempt":1,"ok":true,"output":{"done":true}}),
+    )
+    .await;
+    let done = finished(&t.client, &task.id).await;
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.result.unwrap().get(), r#"{"done":true}"#);
+
+    // A malformed frame gets an error frame, not a dropped connection.
+    send(&mut socket, json!({"type":"result","ok":true})).await;
+    let error = receive(&mut socket).await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("invalid_message"))
+    );
+    send(&mut socket, json!({"type":"heartbeat"})).await;
+    let agents = t.client.agents().await.unwrap();
+    assert_eq!(agents[0].state, "idle");
+    assert_eq!(agents[0].stats["hand"].completed, 1);
+}
+
+#[tokio::test]
+async fn a_bad_hello_is_refused_with_a_reason() {
+    let t = start_hub().await;
+    for hello in [
+        json!({"type":"heartbeat"}),
+        json!({"type":"hello","name":"x","capabilities":[],"slots":1}),
+        json!({"type":"hello","name":"x","capabilities":{"a":2.0},"slots":1}),
+        json!({"type":"hello","name":"x","capabilities":["a"],"slots":0}),
+    ] {
+        let mut socket = connect(&t.url).await;
+        send(&mut socket, hello.clone()).await;
+        let answer = receive(&mut socket).await;
+        assert_eq!(
+            (answer["type"].as_str(), answer["code"].as_str()),
+            (Some("error"), Some("invalid_hello")),
+            "{hello}"
+        );
+    }
+    assert!(t.client.agents().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_api() {
+    let t = start_hub().await;
+    let doc: Value = reqwest::get(format!("{}/api/openapi.json", t.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/tasks",
+        "/api/v1/tasks/batch",
+        "/api/v1/tasks/{id}",
+        "/api/v1/tasks/{id}/wait",
+        "/api/v1/agents",
+        "/api/v1/status",
+    ] {
+        assert!(doc["paths"][path].is_object(), "missing {path}");
+    }
+    assert!(doc["components"]["schemas"]["NewTask"]["properties"]["capability"].is_object());
+    let health = reqwest::get(format!("{}/readyz", t.url)).await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -1,0 +1,114 @@
+//! Helpers shared by the integration tests.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_client::worker::{Executor, Outcome, WorkerExit, run_worker};
+use hive_client::{HubClient, WorkerOptions};
+use hive_proto::api::Task;
+use hive_server::{Durability, Hub, HubConfig};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestHub {
+    pub hub: Hub,
+    pub url: String,
+    pub client: HubClient,
+    pub dir: TempDir,
+}
+
+pub async fn start_hub() -> TestHub {
+    start_hub_with(|_| {}).await
+}
+
+pub async fn start_hub_with(adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    // Tests survive a killed process, not a power cut: skip the fsync to keep them quick.
+    config.durability = Durability::Normal;
+    adjust(&mut config);
+    let hub = Hub::start(config).await.expect("hub starts");
+    let url = format!("http://{}", hub.addr());
+    TestHub {
+        client: HubClient::new(&url),
+        url,
+        hub,
+        dir,
+    }
+}
+
+pub struct TestWorker {
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: JoinHandle<Result<WorkerExit, hive_client::worker::WorkerError>>,
+}
+
+impl TestWorker {
+    /// Disconnects the worker (its running tasks are dropped with it).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.handle.await;
+    }
+}
+
+pub fn spawn_worker(
+    url: &str,
+    capabilities: &[&str],
+    slots: u32,
+    executor: impl Executor,
+) -> TestWorker {
+    let options = WorkerOptions::new(url, capabilities, slots);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(run_worker(options, Arc::new(executor), async move {
+        let _ = stopped.await;
+    }));
+    TestWorker {
+        stop: Some(stop),
+        handle,
+    }
+}
+
+/// An executor answering with its payload.
+pub fn echo() -> impl Executor {
+    |task: hive_proto::protocol::Assignment| async move { Outcome::Success(task.payload) }
+}
+
+/// Polls `probe` until it returns Some, for at most `limit`; panics naming `what` otherwise.
+/// A bound against hanging, not a timing assertion.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up waiting for {what} after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (long-poll) until the task is finished.
+pub async fn finished(client: &HubClient, id: &str) -> Task {
+    for _ in 0..6 {
+        let task = client
+            .wait(id, Duration::from_secs(10))
+            .await
+            .expect("wait");
+        if matches!(task.status.as_str(), "succeeded" | "failed" | "cancelled") {
+            return task;
+        }
+    }
+    panic!("task {id} did not finish within 60 s");
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("valid JSON")
+}
