@@ -7,7 +7,7 @@
 //! without sleeping and keeps routing decided in exactly one place.
 //!
 //! # Layout
-//! - [`time`]: `Timestamp`, the `Clock` trait, a manual clock for tests.
+//! - [`time`]: `Timestamp` and the `Clock` trait.
 //! - [`ids`]: `TaskId`, `AgentId` (UUIDv7, sortable by creation time).
 //! - [`task`]: the task model, its validation and status state machine.
 //! - [`agent`]: the agent model, its states and per-capability counters.
@@ -34,4 +34,4 @@ pub use scheduler::{
     SchedulerConfig, SubmitError,
 };
 pub use task::{AttemptOutcome, Capability, TaskLimits, TaskSpec, TaskStatus, ValidationError};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, SystemClock, Timestamp};

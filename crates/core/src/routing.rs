@@ -55,6 +55,16 @@ impl RoutingPolicy for LeastLoaded {
     }
 }
 
+impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
+    fn choose(&mut self, capability: &str, candidates: &[Candidate<'_>]) -> usize {
+        (**self).choose(capability, candidates)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,15 +98,5 @@ mod tests {
         assert_eq!(p.choose("x", &c), 1, "1/4 loaded beats 1/2 and 2/4");
         let c = [cand(1, 0, 2, 0.5, &s), cand(2, 0, 2, 0.9, &s)];
         assert_eq!(p.choose("x", &c), 1, "equal load: the higher level wins");
-    }
-}
-
-impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
-    fn choose(&mut self, capability: &str, candidates: &[Candidate<'_>]) -> usize {
-        (**self).choose(capability, candidates)
-    }
-
-    fn name(&self) -> &'static str {
-        (**self).name()
     }
 }

@@ -63,6 +63,8 @@ impl fmt::Display for Capability {
 pub struct ValidationError {
     pub field: String,
     pub reason: String,
+    /// The value is well-formed but over a size limit (HTTP 413 rather than 400).
+    pub too_large: bool,
 }
 
 impl ValidationError {
@@ -70,6 +72,14 @@ impl ValidationError {
         ValidationError {
             field: field.into(),
             reason: reason.into(),
+            too_large: false,
+        }
+    }
+
+    pub fn too_large(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ValidationError {
+            too_large: true,
+            ..ValidationError::new(field, reason)
         }
     }
 }
@@ -233,7 +243,7 @@ impl TaskSpec {
             ));
         }
         if self.payload.len() > limits.max_payload_bytes {
-            return Err(ValidationError::new(
+            return Err(ValidationError::too_large(
                 "payload",
                 format!(
                     "is {} bytes, over the limit of {} bytes",
@@ -302,7 +312,8 @@ pub(crate) mod tests {
         assert_eq!(s.validate(&limits).unwrap_err().field, "max_attempts");
         let mut s = spec(1, "x");
         s.payload = "[1,2,3,4,5,6]".into();
-        assert_eq!(s.validate(&limits).unwrap_err().field, "payload");
+        let too_large = s.validate(&limits).unwrap_err();
+        assert!(too_large.field == "payload" && too_large.too_large);
         let mut s = spec(1, "x");
         s.depends_on = vec![s.id];
         assert_eq!(s.validate(&limits).unwrap_err().field, "depends_on");

@@ -1,9 +1,8 @@
 //! Time as the core sees it: milliseconds since the Unix epoch, passed in by the caller.
 //!
-//! The scheduler never reads a clock itself; the runtime reads one ([`SystemClock`]) and tests
-//! drive a [`ManualClock`], so lease, backoff and heartbeat rules are tested without sleeping.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The scheduler never reads a clock itself: every operation takes `now`. The runtime reads a
+//! [`Clock`] ([`SystemClock`] in production) and tests pass explicit timestamps, so lease,
+//! backoff and heartbeat rules are tested without sleeping.
 
 /// Milliseconds since the Unix epoch.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,29 +34,5 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Timestamp(since_epoch.as_millis() as u64)
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    pub fn new(start: Timestamp) -> Self {
-        ManualClock(AtomicU64::new(start.0))
-    }
-
-    pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    pub fn set(&self, t: Timestamp) {
-        self.0.store(t.0, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(Ordering::SeqCst))
     }
 }

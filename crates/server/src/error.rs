@@ -54,7 +54,7 @@ impl ApiError {
         } else {
             format!("{prefix}.{}", e.field)
         };
-        if e.reason.contains("over the limit") {
+        if e.too_large {
             ApiError::PayloadTooLarge {
                 field: Some(field),
                 message: e.reason,

@@ -20,7 +20,7 @@ mod recovery;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportError, SubmitError};
@@ -126,8 +126,14 @@ pub struct Scheduler<P> {
     agents: HashMap<AgentId, AgentEntry>,
     /// Connected agents by capability.
     agents_by_capability: HashMap<Capability, Vec<AgentId>>,
+    /// Offline agents, oldest first; kept for the agent list up to [`MAX_OFFLINE_AGENTS`].
+    offline: VecDeque<AgentId>,
     changes: Vec<Change>,
 }
+
+/// Offline agents remembered in memory (the store keeps them all). Every reconnect is a new
+/// agent, so without a bound a hub with flapping workers would grow without end.
+pub const MAX_OFFLINE_AGENTS: usize = 1_000;
 
 impl<P: RoutingPolicy> Scheduler<P> {
     pub fn new(config: SchedulerConfig, policy: P) -> Self {
@@ -141,6 +147,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             timers: BTreeSet::new(),
             agents: HashMap::new(),
             agents_by_capability: HashMap::new(),
+            offline: VecDeque::new(),
             changes: Vec::new(),
         }
     }
@@ -275,6 +282,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
         }
         self.emit_agent(id);
+        self.offline.push_back(id);
+        if self.offline.len() > MAX_OFFLINE_AGENTS {
+            // Its attempts, if any, still end by their leases; a missing agent is skipped there.
+            let oldest = self.offline.pop_front().expect("non-empty");
+            self.agents.remove(&oldest);
+        }
     }
 
     pub fn drain(&mut self, id: AgentId) -> Result<AgentSnapshot, DrainError> {

@@ -437,3 +437,21 @@ fn recovery_requeues_expired_leases_and_keeps_live_ones() {
     assert_eq!(s.active_status(task_id(3)), Some(TaskStatus::Queued));
     s.check_invariants().unwrap();
 }
+
+#[test]
+fn offline_agents_are_remembered_only_up_to_a_bound() {
+    let mut s = sched();
+    let total = MAX_OFFLINE_AGENTS as u128 + 10;
+    for n in 0..total {
+        s.register_agent(agent_id(n), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+        s.disconnect_agent(agent_id(n));
+    }
+    s.register_agent(agent_id(total), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    let agents = s.agents();
+    assert_eq!(agents.len(), MAX_OFFLINE_AGENTS + 1);
+    assert!(
+        s.snapshot(agent_id(0)).is_none(),
+        "the oldest offline agent is forgotten"
+    );
+    assert_eq!(s.snapshot(agent_id(total)).unwrap().state, AgentState::Idle);
+}

@@ -311,10 +311,14 @@ impl Actor {
                 Some(status) => Some(*status),
                 None => reader.task_status(dep).ok().flatten(),
             };
+            // The checks above make both errors unreachable: dependencies were found, and ids
+            // are fresh UUIDv7s.
             let status = self
                 .scheduler
                 .submit(spec, now, &mut resolve)
-                .map_err(|e| ApiError::invalid("depends_on", e.to_string()))?;
+                .map_err(|e| ApiError::Conflict {
+                    message: e.to_string(),
+                })?;
             submitted.push(Submitted {
                 id,
                 status,

@@ -38,7 +38,9 @@ fn code(body: &Value) -> (&str, Option<&str>) {
 async fn each_bad_input_gets_its_status_and_names_the_field() {
     let t = start_hub_with(|c| c.limits.max_payload_bytes = 1024).await;
     let u = t.url.as_str();
-    let cases: Vec<(&str, &str, String, u16, &str, Option<&str>)> = vec![
+    // (what, path, body, status, code, field)
+    type Case<'a> = (&'a str, &'a str, String, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "malformed JSON",
             "/api/v1/tasks",
