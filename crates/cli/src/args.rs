@@ -11,14 +11,10 @@ use clap::{Args, Parser, Subcommand};
     about = "Hive: an AI orchestrator hub. Agents, tasks, routing, durably."
 )]
 pub struct Cli {
-    /// URL of the hub, for the client commands.
-    #[arg(
-        long,
-        global = true,
-        env = "HIVE_HUB",
-        default_value = "http://127.0.0.1:7700"
-    )]
-    pub hub: String,
+    /// URL of the hub, for the client commands [default: http://127.0.0.1:7700]. For `bench`:
+    /// measure this hub instead of starting one.
+    #[arg(long, global = true, env = "HIVE_HUB")]
+    pub hub: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +39,33 @@ pub enum Command {
     Agents(OutputArgs),
     /// Stop giving an agent new tasks.
     Drain(DrainArgs),
+    /// Measure a hub: throughput, latency, memory, CPU; prints the plan's metrics table.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How long each workload runs (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Worker connections (tasks in this process, over real sockets).
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 64)]
+    pub slots: u32,
+    /// Tasks per request in the batched workload.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Offered rate of the open-loop latency workload, tasks per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw throughput and latency over time into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

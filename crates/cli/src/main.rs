@@ -40,10 +40,18 @@ impl Failure {
 
 pub type Outcome = Result<ExitCode, Failure>;
 
+const DEFAULT_HUB: &str = "http://127.0.0.1:7700";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The benchmark's workers would log every (re)connect over its table.
+    let default_level = if matches!(cli.command, Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -59,17 +67,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let hub = cli.hub.clone().unwrap_or_else(|| DEFAULT_HUB.to_string());
+    let hub = &hub;
     let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => commands::serve::run(args).await,
-            Command::Worker(args) => commands::worker::run(args, &cli.hub).await,
-            Command::Submit(args) => commands::client::submit(args, &cli.hub).await,
-            Command::Task(args) => commands::client::task(args, &cli.hub).await,
-            Command::Cancel(args) => commands::client::cancel(args, &cli.hub).await,
-            Command::Status(args) => commands::client::status(args, &cli.hub).await,
-            Command::Tasks(args) => commands::client::tasks(args, &cli.hub).await,
-            Command::Agents(args) => commands::client::agents(args, &cli.hub).await,
-            Command::Drain(args) => commands::client::drain(args, &cli.hub).await,
+            Command::Worker(args) => commands::worker::run(args, hub).await,
+            Command::Submit(args) => commands::client::submit(args, hub).await,
+            Command::Task(args) => commands::client::task(args, hub).await,
+            Command::Cancel(args) => commands::client::cancel(args, hub).await,
+            Command::Status(args) => commands::client::status(args, hub).await,
+            Command::Tasks(args) => commands::client::tasks(args, hub).await,
+            Command::Agents(args) => commands::client::agents(args, hub).await,
+            Command::Drain(args) => commands::client::drain(args, hub).await,
+            Command::Bench(args) => commands::bench::run(args, cli.hub.as_deref()).await,
         }
     });
     match outcome {

@@ -174,6 +174,18 @@ impl HubClient {
         Ok(list.items)
     }
 
+    pub async fn agent(&self, id: &str) -> Result<Agent, ClientError> {
+        Ok(self
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/{id}"),
+                Self::NO_BODY,
+                None,
+            )
+            .await?
+            .1)
+    }
+
     pub async fn drain(&self, id: &str) -> Result<Agent, ClientError> {
         let path = format!("/api/v1/agents/{id}/drain");
         Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)

@@ -99,6 +99,11 @@ fn missing(kind: &str, field: &str) -> FrameError {
     FrameError(format!("{kind}: missing field `{field}`"))
 }
 
+/// Any value that is present, `null` included, as `Some`; absence is left to `default`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RawWorkerMessage {
     #[serde(rename = "type")]
@@ -115,7 +120,12 @@ struct RawWorkerMessage {
     attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ok: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // `null` is a valid output: present-but-null must not read as absent.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     output: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -295,6 +305,18 @@ mod tests {
             serde_json::from_str(r#"{"type":"hello","name":"w","capabilities":["a","b"]}"#)
                 .unwrap();
         assert!(matches!(m, WorkerMessage::Hello(Hello { slots: 1, .. })));
+    }
+
+    #[test]
+    fn a_null_output_is_an_output() {
+        let m: WorkerMessage = serde_json::from_str(
+            r#"{"type":"result","task_id":"t","attempt":1,"ok":true,"output":null}"#,
+        )
+        .unwrap();
+        let WorkerMessage::Result(r) = m else {
+            panic!()
+        };
+        assert_eq!(r.output.unwrap().get(), "null");
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! The report: the JSON document (`--json`) and the plan's success-metrics table with our
+//! measured column.
+
+use crate::BenchOptions;
+use crate::recorder::Percentiles;
+use crate::timeline::Point;
+use crate::workloads::{AgentRun, OpenLoopRun, TaskRun};
+
+/// Everything measured. Latencies in milliseconds, memory in bytes; `null` when not measured
+/// (memory and CPU of an external hub, swarm fan-out until the swarm API exists).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub task_ops_per_sec: f64,
+    pub task_ops_single_per_sec: f64,
+    pub agent_ops_per_sec: f64,
+    pub swarm_deliveries_per_sec: Option<f64>,
+    pub assign_latency_ms: Percentiles,
+    pub result_latency_ms: Percentiles,
+    pub idle_rss_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub rss_growth_bytes_per_million_tasks: Option<f64>,
+    pub cpu_us_per_task: Option<f64>,
+    pub cpu_us_per_task_single: Option<f64>,
+    pub load_avg: Option<f64>,
+    pub error_rate: f64,
+    pub timeout_rate: f64,
+    pub batched: TaskRun,
+    pub single: TaskRun,
+    pub agents: AgentRun,
+    pub open_loop: OpenLoopRun,
+    pub settings: Settings,
+    pub machine: Machine,
+    pub timeline: Vec<Point>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    pub duration_s: f64,
+    pub workers: usize,
+    pub slots: u32,
+    pub batch: usize,
+    pub rate: u64,
+    pub external_hub: bool,
+}
+
+impl From<&BenchOptions> for Settings {
+    fn from(o: &BenchOptions) -> Self {
+        Settings {
+            duration_s: o.duration.as_secs_f64(),
+            workers: o.workers,
+            slots: o.slots,
+            batch: o.batch,
+            rate: o.rate,
+            external_hub: o.hub.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+        }
+    }
+}
+
+fn rate(v: f64) -> String {
+    format!("{v:.0}/s")
+}
+
+fn mib(v: Option<u64>) -> String {
+    v.map_or("n/a".into(), |b| format!("{:.1} MB", b as f64 / 1e6))
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or("n/a".into(), |x| format!("{x:.1}{unit}"))
+}
+
+impl Report {
+    /// The plan's success metrics with its target, ours, and the measured value.
+    pub fn table(&self) -> String {
+        let a = &self.assign_latency_ms;
+        let r = &self.result_latency_ms;
+        let rows: Vec<[String; 4]> = vec![
+            [
+                "task ops, batched, end to end".into(),
+                "800/s".into(),
+                ">= 100000/s".into(),
+                rate(self.task_ops_per_sec),
+            ],
+            [
+                "task ops, one per request".into(),
+                "800/s".into(),
+                ">= 30000/s".into(),
+                rate(self.task_ops_single_per_sec),
+            ],
+            [
+                "agent ops".into(),
+                "800/s".into(),
+                ">= 50000/s".into(),
+                rate(self.agent_ops_per_sec),
+            ],
+            [
+                "swarm deliveries (100 agents)".into(),
+                "700/s".into(),
+                ">= 500000/s".into(),
+                opt(self.swarm_deliveries_per_sec, "/s"),
+            ],
+            [
+                format!("submit->assign p50 / p99 @{}/s", self.settings.rate),
+                "p95 < 100 ms".into(),
+                "0.2 / 2 ms".into(),
+                format!("{:.2} / {:.2} ms", a.p50, a.p99),
+            ],
+            [
+                format!("submit->result p99 / max @{}/s", self.settings.rate),
+                "p99 < 200 ms".into(),
+                "5 / 50 ms".into(),
+                format!("{:.2} / {:.2} ms", r.p99, r.max),
+            ],
+            [
+                "idle RSS after start".into(),
+                "35 MB".into(),
+                "<= 8 MB".into(),
+                mib(self.idle_rss_bytes),
+            ],
+            [
+                "peak RSS".into(),
+                "-".into(),
+                "-".into(),
+                mib(self.peak_rss_bytes),
+            ],
+            [
+                "RSS growth per 1M tasks".into(),
+                "< 2 MB/hour".into(),
+                "<= 1 MB / 10M".into(),
+                self.rss_growth_bytes_per_million_tasks
+                    .map_or("n/a".into(), |b| format!("{:.2} MB", b / 1e6)),
+            ],
+            [
+                "hub CPU per task, batched".into(),
+                "-".into(),
+                "<= 5 us".into(),
+                opt(self.cpu_us_per_task, " us"),
+            ],
+            [
+                "hub CPU per task, single".into(),
+                "-".into(),
+                "<= 20 us".into(),
+                opt(self.cpu_us_per_task_single, " us"),
+            ],
+            [
+                "load average (1 min)".into(),
+                "< 3.0".into(),
+                "-".into(),
+                opt(self.load_avg, ""),
+            ],
+            [
+                "error rate".into(),
+                "< 0.5%".into(),
+                "0".into(),
+                format!("{:.3}%", self.error_rate * 100.0),
+            ],
+            [
+                "timeout rate (sampled waits)".into(),
+                "-".into(),
+                "-".into(),
+                format!("{:.3}%", self.timeout_rate * 100.0),
+            ],
+        ];
+        let headers = ["metric", "plan target", "our target", "measured"];
+        let mut widths = headers.map(str::len);
+        for row in &rows {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(cell.len());
+            }
+        }
+        let line = |cells: [&str; 4]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+                .collect();
+            format!("| {} |\n", padded.join(" | "))
+        };
+        let mut out = line(headers);
+        out.push_str(&line(
+            widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str),
+        ));
+        for row in &rows {
+            out.push_str(&line(row.each_ref().map(String::as_str)));
+        }
+        out.push_str(&format!(
+            "\n{} cores ({}); {} workers x {} slots; batch {}; {} s per workload; assign latency from {} tasks, result latency from {} sampled waits\n",
+            self.machine.cores, self.machine.cpu, self.settings.workers, self.settings.slots,
+            self.settings.batch, self.settings.duration_s, a.count, r.count,
+        ));
+        out
+    }
+}

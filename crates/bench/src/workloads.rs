@@ -1,0 +1,279 @@
+//! The workloads. Each runs for the configured duration and returns what it measured.
+//!
+//! - [`tasks_end_to_end`]: closed-loop submitters (batches, or one task per request), counted
+//!   from the first submit until the hub has committed every result.
+//! - [`agent_ops`]: register (WebSocket hello/welcome), get, drain, list; each a round trip.
+//! - [`open_loop`]: single tasks at a fixed offered rate, sent on schedule whether or not earlier
+//!   requests came back (so a stall shows up as latency, not as a lower rate); latencies are
+//!   measured from the scheduled send time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hive_client::HubClient;
+use indicatif::ProgressBar;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::load;
+use crate::recorder::Recorder;
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct TaskRun {
+    pub tasks: u64,
+    /// Accepted per second while submitting.
+    pub submit_per_sec: f64,
+    /// Tasks per second from the first submit until every result was committed.
+    pub end_to_end_per_sec: f64,
+    pub seconds: f64,
+    pub errors: u64,
+}
+
+async fn succeeded(client: &HubClient) -> anyhow::Result<u64> {
+    Ok(client
+        .status()
+        .await?
+        .tasks
+        .get("succeeded")
+        .copied()
+        .unwrap_or(0))
+}
+
+/// Closed-loop submitters: `batch` tasks per request (1: the single-task endpoint).
+pub async fn tasks_end_to_end(
+    url: &str,
+    recorder: &Arc<Recorder>,
+    duration: Duration,
+    batch: usize,
+    submitters: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<TaskRun> {
+    let client = HubClient::new(url);
+    let before = succeeded(&client).await?;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut handles = Vec::new();
+    for _ in 0..submitters {
+        let (client, recorder) = (HubClient::new(url), recorder.clone());
+        let (accepted, errors) = (accepted.clone(), errors.clone());
+        handles.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let outcome = if batch == 1 {
+                    client
+                        .submit(&load::task(recorder.now_us()))
+                        .await
+                        .map(|_| 1)
+                } else {
+                    let tasks = (0..batch).map(|_| load::task(recorder.now_us())).collect();
+                    client.submit_batch(tasks).await.map(|ids| ids.len() as u64)
+                };
+                match outcome {
+                    Ok(n) => accepted.fetch_add(n, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = accepted.load(Ordering::Relaxed);
+        bar.set_message(format!(
+            "{n} accepted, {:.0}/s",
+            n as f64 / started.elapsed().as_secs_f64()
+        ));
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    let submitted_in = started.elapsed();
+    let tasks = accepted.load(Ordering::Relaxed);
+    loop {
+        let done = succeeded(&client).await? - before;
+        bar.set_message(format!("draining: {done} of {tasks} committed"));
+        if done >= tasks {
+            break;
+        }
+        if started.elapsed() > duration * 20 + Duration::from_secs(60) {
+            anyhow::bail!("only {done} of {tasks} tasks finished");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(TaskRun {
+        tasks,
+        submit_per_sec: tasks as f64 / submitted_in.as_secs_f64(),
+        end_to_end_per_sec: tasks as f64 / seconds,
+        seconds,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct AgentRun {
+    pub ops: u64,
+    pub ops_per_sec: f64,
+    pub errors: u64,
+}
+
+/// Register, get, drain, disconnect; a list every tenth round. Each counted op is a round trip.
+pub async fn agent_ops(
+    url: &str,
+    duration: Duration,
+    concurrency: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<AgentRun> {
+    let ops = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let ws_url = url.replace("http://", "ws://") + "/ws/agent";
+    let mut handles = Vec::new();
+    for c in 0..concurrency {
+        let (client, ws_url) = (HubClient::new(url), ws_url.clone());
+        let (ops, errors) = (ops.clone(), errors.clone());
+        handles.push(tokio::spawn(async move {
+            let mut round = 0u64;
+            while Instant::now() < deadline {
+                round += 1;
+                match agent_round(&client, &ws_url, c, round.is_multiple_of(10)).await {
+                    Ok(n) => ops.fetch_add(n, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = ops.load(Ordering::Relaxed);
+        bar.set_message(format!(
+            "{n} agent ops, {:.0}/s",
+            n as f64 / started.elapsed().as_secs_f64()
+        ));
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    let n = ops.load(Ordering::Relaxed);
+    Ok(AgentRun {
+        ops: n,
+        ops_per_sec: n as f64 / started.elapsed().as_secs_f64(),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+async fn agent_round(
+    client: &HubClient,
+    ws_url: &str,
+    c: usize,
+    list: bool,
+) -> anyhow::Result<u64> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    let hello = format!(
+        r#"{{"type":"hello","name":"agent-op-{c}","capabilities":["agent-ops"],"slots":1}}"#
+    );
+    socket.send(Message::Text(hello.into())).await?;
+    let welcome = loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => break text,
+            Some(Ok(_)) => continue,
+            _ => anyhow::bail!("closed before welcome"),
+        }
+    };
+    let welcome: serde_json::Value = serde_json::from_str(&welcome)?;
+    let id = welcome["agent_id"].as_str().unwrap_or_default().to_string();
+    let mut ops = 1;
+    client.agent(&id).await?;
+    client.drain(&id).await?;
+    ops += 2;
+    if list {
+        client.agents().await?;
+        ops += 1;
+    }
+    let _ = socket.close(None).await;
+    Ok(ops)
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct OpenLoopRun {
+    pub offered_per_sec: f64,
+    pub sent: u64,
+    pub errors: u64,
+    /// Sampled waits for a result that did not see the task finish.
+    pub timeouts: u64,
+    pub sampled: u64,
+}
+
+/// Single tasks at `rate` per second; every `sample_every`-th is followed to its result.
+pub async fn open_loop(
+    url: &str,
+    recorder: &Arc<Recorder>,
+    duration: Duration,
+    rate: u64,
+    sample_every: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<OpenLoopRun> {
+    let client = HubClient::new(url);
+    let errors = Arc::new(AtomicU64::new(0));
+    let timeouts = Arc::new(AtomicU64::new(0));
+    let interval_us = (1_000_000 / rate.max(1)).max(1);
+    let start_us = recorder.now_us() + 10_000;
+    let end_us = start_us + duration.as_micros() as u64;
+    recorder.recording.store(true, Ordering::Relaxed);
+    let mut handles = tokio::task::JoinSet::new();
+    let mut sent = 0u64;
+    let mut sampled = 0u64;
+    let mut next_us = start_us;
+    while next_us < end_us {
+        tokio::time::sleep_until(recorder.at(next_us).into()).await;
+        let now_us = recorder.now_us();
+        // Open loop: send everything due by now, however late the previous sends came back.
+        while next_us <= now_us && next_us < end_us {
+            let intended = next_us;
+            next_us += interval_us;
+            sent += 1;
+            let follow = sent.is_multiple_of(sample_every);
+            sampled += u64::from(follow);
+            let (client, recorder) = (client.clone(), recorder.clone());
+            let (errors, timeouts) = (errors.clone(), timeouts.clone());
+            handles.spawn(async move {
+                match client.submit(&load::task(intended)).await {
+                    Ok(task) if follow => {
+                        match client.wait(&task.id, Duration::from_secs(30)).await {
+                            Ok(done) if done.status == "succeeded" => {
+                                recorder.record(&recorder.result_us, intended)
+                            }
+                            _ => {
+                                timeouts.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        while handles.try_join_next().is_some() {}
+        if sent.is_multiple_of(1000) {
+            bar.set_message(format!(
+                "{sent} sent at {rate}/s, {} in flight",
+                handles.len()
+            ));
+        }
+    }
+    while handles.join_next().await.is_some() {}
+    // Let the last assignments reach the workers before recording stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    recorder.recording.store(false, Ordering::Relaxed);
+    Ok(OpenLoopRun {
+        offered_per_sec: rate as f64,
+        sent,
+        errors: errors.load(Ordering::Relaxed),
+        timeouts: timeouts.load(Ordering::Relaxed),
+        sampled,
+    })
+}

@@ -1,0 +1,46 @@
+//! `hive bench`: run the benchmark (see the `hive-bench` crate), print the table, write the JSON
+//! and the plot.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use hive_bench::BenchOptions;
+
+use crate::args::BenchArgs;
+use crate::{Failure, Outcome};
+
+pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
+    if args.workers == 0 || args.slots == 0 || args.batch == 0 || args.rate == 0 {
+        return Err(Failure::usage(anyhow!(
+            "--workers, --slots, --batch and --rate must be at least 1"
+        )));
+    }
+    let hive = std::env::current_exe()
+        .context("cannot find the hive executable")
+        .map_err(Failure::usage)?;
+    let options = BenchOptions {
+        hub: hub.map(str::to_string),
+        hive,
+        duration: args.duration,
+        workers: args.workers,
+        slots: args.slots,
+        batch: args.batch,
+        rate: args.rate,
+    };
+    let report = hive_bench::run(options)
+        .await
+        .map_err(|e| Failure { code: 1, error: e })?;
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("serialisable");
+        std::fs::write(path, text)
+            .with_context(|| format!("--json {}", path.display()))
+            .map_err(Failure::usage)?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, hive_bench::plot::svg(&report.timeline))
+            .with_context(|| format!("--plot {}", path.display()))
+            .map_err(Failure::usage)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
