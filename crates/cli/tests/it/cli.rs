@@ -154,3 +154,71 @@ async fn a_bad_config_file_names_the_key_and_line() {
     let err = String::from_utf8(output.stderr).unwrap();
     assert!(err.contains("line 5") && err.contains("ageing_ms"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_writes_every_key_of_its_json_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("bench.json");
+    let svg_path = dir.path().join("bench.svg");
+    let output = hive()
+        .args([
+            "bench",
+            "--duration",
+            "1s",
+            "--workers",
+            "2",
+            "--slots",
+            "8",
+            "--batch",
+            "10",
+            "--rate",
+            "300",
+            "--json",
+        ])
+        .arg(&json_path)
+        .arg("--plot")
+        .arg(&svg_path)
+        .env_remove("HIVE_HUB")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("task ops, batched, end to end"), "{stdout}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    for key in [
+        "task_ops_per_sec",
+        "task_ops_single_per_sec",
+        "agent_ops_per_sec",
+        "idle_rss_bytes",
+        "peak_rss_bytes",
+        "rss_growth_bytes_per_million_tasks",
+        "cpu_us_per_task",
+        "load_avg",
+        "error_rate",
+        "timeout_rate",
+    ] {
+        assert!(report[key].is_number(), "{key} is {}", report[key]);
+    }
+    assert!(report.get("swarm_deliveries_per_sec").is_some());
+    for key in ["assign_latency_ms", "result_latency_ms"] {
+        for p in ["p50", "p95", "p99", "max"] {
+            assert!(report[key][p].is_number(), "{key}.{p}");
+        }
+    }
+    assert!(report["batched"]["tasks"].as_u64().unwrap() > 0);
+    assert!(
+        report["assign_latency_ms"]["count"].as_u64().unwrap() > 0,
+        "the open loop measured latencies"
+    );
+    assert_eq!(report["error_rate"], 0.0);
+    assert!(
+        std::fs::read_to_string(&svg_path)
+            .unwrap()
+            .starts_with("<svg")
+    );
+}
