@@ -51,6 +51,7 @@ pub async fn tasks_end_to_end(
 ) -> anyhow::Result<TaskRun> {
     let client = HubClient::new(url);
     let before = succeeded(&client).await?;
+    let executed_before = recorder.executed.load(Ordering::Relaxed);
     let accepted = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -90,16 +91,29 @@ pub async fn tasks_end_to_end(
     }
     let submitted_in = started.elapsed();
     let tasks = accepted.load(Ordering::Relaxed);
+    // Wait on the workers' own count first: polling the hub's status (a count over every task)
+    // in a tight loop would load the very process being measured. Then confirm the commits.
+    let give_up = started + duration * 20 + Duration::from_secs(60);
+    loop {
+        let executed = recorder.executed.load(Ordering::Relaxed) - executed_before;
+        bar.set_message(format!("draining: {executed} of {tasks} executed"));
+        if executed >= tasks {
+            break;
+        }
+        if Instant::now() > give_up {
+            anyhow::bail!("only {executed} of {tasks} tasks were executed");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     loop {
         let done = succeeded(&client).await? - before;
-        bar.set_message(format!("draining: {done} of {tasks} committed"));
         if done >= tasks {
             break;
         }
-        if started.elapsed() > duration * 20 + Duration::from_secs(60) {
-            anyhow::bail!("only {done} of {tasks} tasks finished");
+        if Instant::now() > give_up {
+            anyhow::bail!("only {done} of {tasks} results were committed");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(TaskRun {

@@ -20,7 +20,11 @@ mod recovery;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+// foldhash, not std's SipHash: keys are ids the hub minted and capability names, so resistance
+// to hash flooding buys nothing, and SipHash was 45% of the scheduler's instructions.
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportError, SubmitError};
@@ -496,7 +500,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let task = self.tasks.get_mut(&id).expect("active task");
         task.status = TaskStatus::Queued;
         let capability = task.spec.capability.clone();
-        match self.pick_agent(&capability) {
+        // By the invariant, tasks queue for a capability only while none of its agents has a free
+        // slot: then there is no agent to look for, and the (O(agents)) search is skipped.
+        let saturated = self.queues.get(&capability).is_some_and(|q| !q.is_empty());
+        let agent = if saturated {
+            None
+        } else {
+            self.pick_agent(&capability)
+        };
+        match agent {
             Some(agent) => self.start_attempt(id, agent, now),
             None => {
                 let task = self.tasks.get_mut(&id).expect("active task");
