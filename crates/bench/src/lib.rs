@@ -141,6 +141,7 @@ async fn measure(
         swarm_deliveries_per_sec: None,
         assign_latency_ms: Percentiles::of(&recorder.assign_us.lock().expect("not poisoned")),
         result_latency_ms: Percentiles::of(&recorder.result_us.lock().expect("not poisoned")),
+        schedule_lag_ms: Percentiles::of(&recorder.schedule_lag_us.lock().expect("not poisoned")),
         idle_rss_bytes: None,
         peak_rss_bytes: end.map(|s| s.peak_rss_bytes),
         rss_growth_bytes_per_million_tasks: match (warm, after_batched) {

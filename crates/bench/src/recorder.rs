@@ -18,6 +18,8 @@ pub struct Recorder {
     pub recording: AtomicBool,
     pub assign_us: Mutex<Histogram<u64>>,
     pub result_us: Mutex<Histogram<u64>>,
+    /// How late the open-loop generator sent each request against its schedule.
+    pub schedule_lag_us: Mutex<Histogram<u64>>,
     pub executed: AtomicU64,
 }
 
@@ -28,6 +30,7 @@ impl Default for Recorder {
             recording: AtomicBool::new(false),
             assign_us: Mutex::new(histogram()),
             result_us: Mutex::new(histogram()),
+            schedule_lag_us: Mutex::new(histogram()),
             executed: AtomicU64::new(0),
         }
     }
@@ -44,12 +47,15 @@ impl Recorder {
     }
 
     pub fn record(&self, histogram: &Mutex<Histogram<u64>>, since_us: u64) {
+        self.record_value(histogram, self.now_us().saturating_sub(since_us));
+    }
+
+    pub fn record_value(&self, histogram: &Mutex<Histogram<u64>>, us: u64) {
         if self.recording.load(Ordering::Relaxed) {
-            let latency = self.now_us().saturating_sub(since_us).max(1);
             let _ = histogram
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .record(latency);
+                .record(us.max(1));
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct Report {
     pub swarm_deliveries_per_sec: Option<f64>,
     pub assign_latency_ms: Percentiles,
     pub result_latency_ms: Percentiles,
+    /// How late the open-loop sender was against its schedule (not hub latency).
+    pub schedule_lag_ms: Percentiles,
     pub idle_rss_bytes: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
     pub rss_growth_bytes_per_million_tasks: Option<f64>,
@@ -133,6 +135,15 @@ impl Report {
                 "p99 < 200 ms".into(),
                 "5 / 50 ms".into(),
                 format!("{:.2} / {:.2} ms", r.p99, r.max),
+            ],
+            [
+                "load generator lag p50 / p99".into(),
+                "-".into(),
+                "-".into(),
+                format!(
+                    "{:.2} / {:.2} ms",
+                    self.schedule_lag_ms.p50, self.schedule_lag_ms.p99
+                ),
             ],
             [
                 "idle RSS after start".into(),

@@ -4,8 +4,9 @@
 //!   from the first submit until the hub has committed every result.
 //! - [`agent_ops`]: register (WebSocket hello/welcome), get, drain, list; each a round trip.
 //! - [`open_loop`]: single tasks at a fixed offered rate, sent on schedule whether or not earlier
-//!   requests came back (so a stall shows up as latency, not as a lower rate); latencies are
-//!   measured from the scheduled send time.
+//!   requests came back (so a stall shows up as latency, not as a lower rate). Latencies are
+//!   measured from the moment each request is sent; the sender's lateness against its schedule
+//!   is reported apart (`schedule_lag_ms`), so neither hides the other.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -253,11 +254,15 @@ pub async fn open_loop(
             let (client, recorder) = (client.clone(), recorder.clone());
             let (errors, timeouts) = (errors.clone(), timeouts.clone());
             handles.spawn(async move {
-                match client.submit(&load::task(intended)).await {
+                // Latency counts from the moment the request leaves; how late that is against the
+                // schedule (timer granularity, a starved generator) is recorded apart.
+                let sent = recorder.now_us();
+                recorder.record_value(&recorder.schedule_lag_us, sent.saturating_sub(intended));
+                match client.submit(&load::task(sent)).await {
                     Ok(task) if follow => {
                         match client.wait(&task.id, Duration::from_secs(30)).await {
                             Ok(done) if done.status == "succeeded" => {
-                                recorder.record(&recorder.result_us, intended)
+                                recorder.record(&recorder.result_us, sent)
                             }
                             _ => {
                                 timeouts.fetch_add(1, Ordering::Relaxed);
