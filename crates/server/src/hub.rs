@@ -9,9 +9,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hive_core::{Clock, LeastLoaded, RoutingPolicy, Scheduler, SystemClock};
-use hive_store::sqlite::SqliteStore;
+use hive_store::sqlite::{Checkpointer, SqliteStore};
 use hive_store::{BatchWriter, GroupCommit, StoreError, TaskReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -47,8 +48,12 @@ pub struct Hub {
     server: JoinHandle<()>,
     actor: JoinHandle<()>,
     commit: GroupCommit,
+    checkpointer: Checkpointer,
     recovered: usize,
 }
+
+/// How often the WAL is checkpointed (off the commit path, see `hive_store::sqlite::Checkpointer`).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 impl Hub {
     pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
@@ -76,6 +81,7 @@ impl Hub {
         }
 
         let commit = GroupCommit::spawn(writer, config.commit_queue, config.max_changes_per_commit);
+        let checkpointer = store.checkpointer(CHECKPOINT_EVERY).map_err(store_error)?;
         let connections = Arc::new(Connections::default());
         let waiters = Arc::new(Waiters::default());
         let effects = Arc::new(Effects::new(connections.clone(), waiters.clone()));
@@ -129,6 +135,7 @@ impl Hub {
             server,
             actor,
             commit,
+            checkpointer,
             recovered,
         })
     }
@@ -158,8 +165,12 @@ impl Hub {
         }
         drop(self.commands);
         let _ = self.actor.await;
-        let commit = self.commit;
-        let _ = tokio::task::spawn_blocking(move || commit.close()).await;
+        let (commit, checkpointer) = (self.commit, self.checkpointer);
+        let _ = tokio::task::spawn_blocking(move || {
+            commit.close();
+            checkpointer.stop();
+        })
+        .await;
         tracing::info!("hive stopped");
     }
 }

@@ -4,6 +4,7 @@
 //! out one writer connection ([`SqliteWriter`], for the group-commit thread) and a reader
 //! ([`SqliteReader`]) with its own small pool of connections.
 
+mod checkpoint;
 mod codec;
 mod read;
 mod write;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
+pub use checkpoint::Checkpointer;
 pub use read::SqliteReader;
 pub use write::SqliteWriter;
 
@@ -75,8 +77,17 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The connection of the group-commit thread. Its automatic checkpoints are off: run a
+    /// [`Checkpointer`] beside it.
     pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
-        Ok(SqliteWriter::new(self.connect()?))
+        let conn = self.connect()?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        Ok(SqliteWriter::new(conn))
+    }
+
+    /// Checkpoints the WAL every `every`, off the commit path.
+    pub fn checkpointer(&self, every: std::time::Duration) -> Result<Checkpointer, StoreError> {
+        Checkpointer::spawn(self.path.clone(), every)
     }
 
     pub fn reader(&self) -> SqliteReader {
