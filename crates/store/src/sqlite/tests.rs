@@ -183,3 +183,18 @@ fn group_commit_answers_each_batch_after_its_commit() {
     let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
     assert!((1..=50).contains(&commits));
 }
+
+#[test]
+fn the_checkpointer_folds_the_wal_back_into_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    let changes: Vec<Change> = (1..=2_000).map(created).collect();
+    writer.apply(&[&changes]).unwrap();
+    let wal = dir.path().join("hive.db-wal");
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(size() > 0, "commits went to the WAL");
+    store.checkpointer(std::time::Duration::from_millis(5)).unwrap().stop();
+    assert_eq!(size(), 0, "the WAL was folded into the database");
+    assert_eq!(store.reader().count_by_status().unwrap(), vec![(TaskStatus::Waiting, 2_000)]);
+}
