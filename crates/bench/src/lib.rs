@@ -9,7 +9,7 @@
 //! # Layout
 //! - [`hub`]: the hub under test; [`process`]: `/proc` readings.
 //! - [`load`]: no-op workers and task bodies; [`recorder`]: histograms and counters.
-//! - [`workloads`]: the measured runs; [`timeline`]: throughput and latency over time.
+//! - [`workloads`], [`swarm`]: the measured runs; [`timeline`]: throughput and latency over time.
 //! - [`report`]: the table and the JSON; [`plot`]: the SVG.
 
 pub mod hub;
@@ -18,6 +18,7 @@ pub mod plot;
 pub mod process;
 pub mod recorder;
 pub mod report;
+pub mod swarm;
 pub mod timeline;
 pub mod workloads;
 
@@ -118,6 +119,14 @@ async fn measure(
     let agents = workloads::agent_ops(url, options.duration, 8, &bar).await?;
     bar.finish_with_message(format!("{:.0} agent ops/s", agents.ops_per_sec));
 
+    timeline.phase("swarm");
+    let bar = phase_bar("swarm");
+    let swarm = swarm::fan_out(url, 100, options.duration, 8, &bar).await?;
+    bar.finish_with_message(format!(
+        "{:.0} deliveries/s to 100 agents",
+        swarm.deliveries_per_sec
+    ));
+
     timeline.phase("open-loop");
     let bar = phase_bar("open loop");
     let open =
@@ -131,14 +140,17 @@ async fn measure(
                         tasks: u64| {
         Some((after?.cpu_us - before?.cpu_us) as f64 / tasks.max(1) as f64)
     };
-    let requests =
-        batched.tasks / options.batch.max(1) as u64 + single.tasks + agents.ops + open.sent;
-    let errors = batched.errors + single.errors + agents.errors + open.errors;
+    let requests = batched.tasks / options.batch.max(1) as u64
+        + single.tasks
+        + agents.ops
+        + swarm.messages
+        + open.sent;
+    let errors = batched.errors + single.errors + agents.errors + swarm.errors + open.errors;
     Ok(Report {
         task_ops_per_sec: batched.end_to_end_per_sec,
         task_ops_single_per_sec: single.end_to_end_per_sec,
         agent_ops_per_sec: agents.ops_per_sec,
-        swarm_deliveries_per_sec: None,
+        swarm_deliveries_per_sec: Some(swarm.deliveries_per_sec),
         assign_latency_ms: Percentiles::of(&recorder.assign_us.lock().expect("not poisoned")),
         result_latency_ms: Percentiles::of(&recorder.result_us.lock().expect("not poisoned")),
         schedule_lag_ms: Percentiles::of(&recorder.schedule_lag_us.lock().expect("not poisoned")),
@@ -158,6 +170,7 @@ async fn measure(
         batched,
         single,
         agents,
+        swarm,
         open_loop: open,
         settings: report::Settings::from(options),
         machine: report::Machine::read(),

@@ -3,11 +3,12 @@
 
 use crate::BenchOptions;
 use crate::recorder::Percentiles;
+use crate::swarm::SwarmRun;
 use crate::timeline::Point;
 use crate::workloads::{AgentRun, OpenLoopRun, TaskRun};
 
 /// Everything measured. Latencies in milliseconds, memory in bytes; `null` when not measured
-/// (memory and CPU of an external hub, swarm fan-out until the swarm API exists).
+/// (memory and CPU of an external hub).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub task_ops_per_sec: f64,
@@ -29,6 +30,7 @@ pub struct Report {
     pub batched: TaskRun,
     pub single: TaskRun,
     pub agents: AgentRun,
+    pub swarm: SwarmRun,
     pub open_loop: OpenLoopRun,
     pub settings: Settings,
     pub machine: Machine,
@@ -122,7 +124,7 @@ impl Report {
                 "swarm deliveries (100 agents)".into(),
                 "700/s".into(),
                 ">= 500000/s".into(),
-                opt(self.swarm_deliveries_per_sec, "/s"),
+                self.swarm_deliveries_per_sec.map_or("n/a".into(), rate),
             ],
             [
                 format!("submit->assign p50 / p99 @{}/s", self.settings.rate),

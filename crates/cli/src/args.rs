@@ -99,6 +99,10 @@ pub struct WorkerArgs {
     /// Name shown in the agent list (default: worker-PID).
     #[arg(long)]
     pub name: Option<String>,
+    /// A swarm to join; repeat for several. Broadcasts to it run CMD too, and its output is the
+    /// reply (HIVE_CAPABILITY is then swarm:NAME).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Args)]

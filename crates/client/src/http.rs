@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use hive_proto::api::{
-    Agent, AgentList, BatchCreated, ErrorBody, NewTask, NewTaskBatch, Status, Task, TaskList,
+    Agent, AgentList, BatchCreated, ErrorBody, NewSwarmMessage, NewTask, NewTaskBatch, Status,
+    SwarmList, SwarmMessageOutcome, Task, TaskList,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -189,6 +190,23 @@ impl HubClient {
     pub async fn drain(&self, id: &str) -> Result<Agent, ClientError> {
         let path = format!("/api/v1/agents/{id}/drain");
         Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
+    }
+
+    /// Sends a message to every agent of a swarm; answers with the replies that came in time.
+    pub async fn broadcast(
+        &self,
+        group: &str,
+        message: &NewSwarmMessage,
+    ) -> Result<SwarmMessageOutcome, ClientError> {
+        let path = format!("/api/v1/swarms/{group}/messages");
+        Ok(self.call(Method::POST, &path, Some(message), None).await?.1)
+    }
+
+    pub async fn swarms(&self) -> Result<SwarmList, ClientError> {
+        Ok(self
+            .call(Method::GET, "/api/v1/swarms", Self::NO_BODY, None)
+            .await?
+            .1)
     }
 
     pub async fn status(&self) -> Result<Status, ClientError> {

@@ -67,6 +67,9 @@ pub struct WorkerOptions {
     /// Capability names and levels (0.0-1.0).
     pub capabilities: Vec<(String, f64)>,
     pub slots: u32,
+    /// Swarms to join. A broadcast to one of them runs the executor too, with capability
+    /// `swarm:<group>`, attempt 0 and the message id as task id; its output is the reply.
+    pub groups: Vec<String>,
     /// Reconnect when the connection drops (otherwise return).
     pub reconnect: bool,
     pub max_reconnect_delay: Duration,
@@ -79,6 +82,7 @@ impl WorkerOptions {
             name: format!("worker-{}", std::process::id()),
             capabilities: capabilities.iter().map(|c| (c.to_string(), 1.0)).collect(),
             slots,
+            groups: Vec::new(),
             reconnect: true,
             max_reconnect_delay: Duration::from_secs(5),
         }
@@ -188,6 +192,7 @@ async fn session(
         name: options.name.clone(),
         capabilities: Capabilities::Levels(options.capabilities.iter().cloned().collect()),
         slots: options.slots,
+        groups: options.groups.clone(),
     });
     sink.send(text(&hello))
         .await
@@ -218,6 +223,7 @@ async fn session(
     heartbeat.tick().await;
     let mut running: HashMap<(String, u32), AbortHandle> = HashMap::new();
     let mut tasks: JoinSet<(String, u32, Outcome)> = JoinSet::new();
+    let mut messages: JoinSet<(String, Outcome)> = JoinSet::new();
     let mut draining = false;
     loop {
         tokio::select! {
@@ -240,6 +246,18 @@ async fn session(
                         tracing::info!("drained by the hub: finishing running tasks");
                     }
                     Ok(HubMessage::Error { code, message }) => tracing::warn!(%code, %message, "hub reported an error"),
+                    Ok(HubMessage::Message { message_id, group, payload }) => {
+                        let task = Assignment {
+                            task_id: message_id.clone(),
+                            attempt: 0,
+                            capability: format!("swarm:{group}"),
+                            payload,
+                            priority: 5,
+                            timeout_ms: 30_000,
+                        };
+                        let executor = executor.clone();
+                        messages.spawn(async move { (message_id, executor.execute(task).await) });
+                    }
                     Ok(HubMessage::Welcome { .. }) => {}
                     Err(e) => tracing::warn!(error = %e, "unreadable frame from the hub"),
                 },
@@ -258,6 +276,14 @@ async fn session(
                     if let Err(e) = sink.send(text(&WorkerMessage::Result(result))).await {
                         return lost(e.to_string());
                     }
+                }
+            },
+            Some(Ok((message_id, outcome))) = messages.join_next(), if !messages.is_empty() => {
+                // A failed message gets no reply: the broadcast lists this agent as missing.
+                if let Outcome::Success(output) = outcome
+                    && let Err(e) = sink.send(text(&WorkerMessage::Reply { message_id, output })).await
+                {
+                    return lost(e.to_string());
                 }
             },
             _ = heartbeat.tick() => {

@@ -162,3 +162,45 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
+
+/// A broadcast to every agent of a swarm.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSwarmMessage {
+    /// Any JSON value (default `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub payload: Option<Box<RawValue>>,
+    /// How long to collect replies, in ms (default 5000, at most 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SwarmReply {
+    pub agent_id: String,
+    #[schema(value_type = Object)]
+    pub output: Box<RawValue>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SwarmMessageOutcome {
+    pub message_id: String,
+    pub group: String,
+    /// Agents the message was sent to.
+    pub recipients: u64,
+    pub replies: Vec<SwarmReply>,
+    /// Recipients that did not reply before the timeout.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Swarm {
+    pub name: String,
+    pub agents: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SwarmList {
+    pub items: Vec<Swarm>,
+}

@@ -19,6 +19,11 @@ pub enum WorkerMessage {
     Hello(Hello),
     Heartbeat,
     Result(TaskResult),
+    /// The answer to a swarm `message`.
+    Reply {
+        message_id: String,
+        output: Box<RawValue>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +31,8 @@ pub struct Hello {
     pub name: String,
     pub capabilities: Capabilities,
     pub slots: u32,
+    /// Swarms (named groups) this agent joins, for broadcast messages.
+    pub groups: Vec<String>,
 }
 
 /// Either a list of names (level 1.0 each) or a map of name to level (0.0-1.0).
@@ -77,6 +84,12 @@ pub enum HubMessage {
     Error {
         code: String,
         message: String,
+    },
+    /// A broadcast to a swarm the agent joined; answer with `reply`. Not stored.
+    Message {
+        message_id: String,
+        group: String,
+        payload: Box<RawValue>,
     },
 }
 
@@ -131,6 +144,10 @@ struct RawWorkerMessage {
     error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
 }
 
 impl TryFrom<RawWorkerMessage> for WorkerMessage {
@@ -143,6 +160,7 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                     .capabilities
                     .ok_or_else(|| missing("hello", "capabilities"))?,
                 slots: raw.slots.unwrap_or(1),
+                groups: raw.groups.unwrap_or_default(),
             })),
             "heartbeat" => Ok(WorkerMessage::Heartbeat),
             "result" => {
@@ -159,8 +177,14 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                     retry: raw.retry.unwrap_or(true),
                 }))
             }
+            "reply" => Ok(WorkerMessage::Reply {
+                message_id: raw
+                    .message_id
+                    .ok_or_else(|| missing("reply", "message_id"))?,
+                output: raw.output.ok_or_else(|| missing("reply", "output"))?,
+            }),
             other => Err(FrameError(format!(
-                "unknown message type {other:?}; expected hello, heartbeat or result"
+                "unknown message type {other:?}; expected hello, heartbeat, result or reply"
             ))),
         }
     }
@@ -174,6 +198,7 @@ impl From<WorkerMessage> for RawWorkerMessage {
                 name: Some(hello.name),
                 capabilities: Some(hello.capabilities),
                 slots: Some(hello.slots),
+                groups: (!hello.groups.is_empty()).then_some(hello.groups),
                 ..Default::default()
             },
             WorkerMessage::Heartbeat => RawWorkerMessage {
@@ -188,6 +213,12 @@ impl From<WorkerMessage> for RawWorkerMessage {
                 output: result.output,
                 error: result.error,
                 retry: (!result.ok).then_some(result.retry),
+                ..Default::default()
+            },
+            WorkerMessage::Reply { message_id, output } => RawWorkerMessage {
+                kind: "reply".into(),
+                message_id: Some(message_id),
+                output: Some(output),
                 ..Default::default()
             },
         }
@@ -214,6 +245,16 @@ struct RawHubMessage {
     code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    payload: Option<Box<RawValue>>,
 }
 
 impl TryFrom<RawHubMessage> for HubMessage {
@@ -233,6 +274,13 @@ impl TryFrom<RawHubMessage> for HubMessage {
                 attempt: raw.attempt.ok_or_else(|| missing("cancel", "attempt"))?,
             }),
             "drain" => Ok(HubMessage::Drain),
+            "message" => Ok(HubMessage::Message {
+                message_id: raw
+                    .message_id
+                    .ok_or_else(|| missing("message", "message_id"))?,
+                group: raw.group.ok_or_else(|| missing("message", "group"))?,
+                payload: raw.payload.ok_or_else(|| missing("message", "payload"))?,
+            }),
             "error" => Ok(HubMessage::Error {
                 code: raw.code.unwrap_or_default(),
                 message: raw.message.unwrap_or_default(),
@@ -277,6 +325,17 @@ impl From<HubMessage> for RawHubMessage {
                 message: Some(message),
                 ..Default::default()
             },
+            HubMessage::Message {
+                message_id,
+                group,
+                payload,
+            } => RawHubMessage {
+                kind: "message".into(),
+                message_id: Some(message_id),
+                group: Some(group),
+                payload: Some(payload),
+                ..Default::default()
+            },
         }
     }
 }
@@ -305,6 +364,33 @@ mod tests {
             serde_json::from_str(r#"{"type":"hello","name":"w","capabilities":["a","b"]}"#)
                 .unwrap();
         assert!(matches!(m, WorkerMessage::Hello(Hello { slots: 1, .. })));
+    }
+
+    #[test]
+    fn swarm_frames_round_trip() {
+        let m: WorkerMessage = serde_json::from_str(
+            r#"{"type":"hello","name":"w","capabilities":["a"],"groups":["g1","g2"]}"#,
+        )
+        .unwrap();
+        let WorkerMessage::Hello(h) = m else { panic!() };
+        assert_eq!(h.groups, vec!["g1", "g2"]);
+        let m: WorkerMessage =
+            serde_json::from_str(r#"{"type":"reply","message_id":"m","output":null}"#).unwrap();
+        assert!(matches!(m, WorkerMessage::Reply { output, .. } if output.get() == "null"));
+        let text = serde_json::to_string(&HubMessage::Message {
+            message_id: "m".into(),
+            group: "g".into(),
+            payload: RawValue::from_string("[1]".into()).unwrap(),
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"message","message_id":"m","group":"g","payload":[1]}"#
+        );
+        assert!(matches!(
+            serde_json::from_str(&text).unwrap(),
+            HubMessage::Message { .. }
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use axum::extract::ws::Utf8Bytes;
 use hive_core::AgentId;
 use hive_proto::protocol::HubMessage;
 use tokio::sync::mpsc::UnboundedSender;
@@ -15,6 +16,8 @@ use tokio::sync::mpsc::UnboundedSender;
 #[derive(Debug)]
 pub enum Outbound {
     Message(HubMessage),
+    /// A frame already serialised, shared by many recipients (swarm broadcasts).
+    Frame(Utf8Bytes),
     /// Close the connection (the agent missed its heartbeats).
     Close,
 }

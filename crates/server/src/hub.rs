@@ -113,6 +113,7 @@ impl Hub {
             reader,
             connections: connections.clone(),
             waiters,
+            swarms: Arc::default(),
             clock,
             shutdown: stopping.clone(),
         };

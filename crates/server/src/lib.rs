@@ -11,6 +11,7 @@
 //! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI; [`ws_agent`]: `/ws/agent`.
 //! - [`json`], [`error`], [`views`]: request parsing, error bodies, wire-type conversions.
 //! - [`connections`], [`waiters`]: where frames and wake-ups are delivered.
+//! - [`swarms`]: swarm membership and broadcast replies (ephemeral, not stored).
 
 pub mod actor;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod hub;
 pub mod json;
 pub mod routes;
 pub mod state;
+pub mod swarms;
 pub mod views;
 pub mod waiters;
 pub mod ws_agent;

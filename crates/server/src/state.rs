@@ -11,6 +11,7 @@ use crate::actor::Command;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::error::ApiError;
+use crate::swarms::Swarms;
 use crate::waiters::Waiters;
 
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct AppState {
     pub reader: Arc<dyn TaskReader>,
     pub connections: Arc<Connections>,
     pub waiters: Arc<Waiters>,
+    pub swarms: Arc<Swarms>,
     pub clock: Arc<dyn Clock>,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,

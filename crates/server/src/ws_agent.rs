@@ -48,8 +48,8 @@ async fn session(state: AppState, mut socket: WebSocket) {
         Ok(_) => Err("expected a hello text frame".into()),
         Err(_) => Err("no hello within 10 s".into()),
     };
-    let spec = match hello {
-        Ok(spec) => spec,
+    let (spec, groups) = match hello {
+        Ok(accepted) => accepted,
         Err(message) => {
             let _ = socket.send(error_frame("invalid_hello", message)).await;
             let _ = socket.send(Message::Close(None)).await;
@@ -77,11 +77,13 @@ async fn session(state: AppState, mut socket: WebSocket) {
         state.connections.remove(agent);
         return;
     }
+    state.swarms.join(agent, &groups);
 
     let (mut sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(async move {
         while let Some(item) = queue.recv().await {
             let frame = match item {
+                Outbound::Frame(text) => Message::Text(text),
                 Outbound::Message(message) => Message::Text(
                     serde_json::to_string(&message)
                         .expect("serialisable")
@@ -119,6 +121,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
             _ = &mut stop => break,
         }
     }
+    state.swarms.leave(agent, &groups);
     state.connections.remove(agent);
     let _ = state.commands.send(Command::Disconnected { agent }).await;
     tracing::info!(%agent, "agent disconnected");
@@ -133,6 +136,10 @@ async fn handle_frame(state: &AppState, agent: AgentId, text: &str) {
     let command = match serde_json::from_str::<WorkerMessage>(text) {
         Ok(WorkerMessage::Heartbeat) => Ok(Command::Heartbeat { agent }),
         Ok(WorkerMessage::Result(result)) => report(agent, result),
+        Ok(WorkerMessage::Reply { message_id, output }) => {
+            state.swarms.reply(&message_id, agent, output);
+            return;
+        }
         Ok(WorkerMessage::Hello(_)) => {
             Err(("protocol_error", "hello was already received".to_string()))
         }
@@ -181,7 +188,11 @@ fn report(agent: AgentId, result: TaskResult) -> Result<Command, (&'static str, 
     })
 }
 
-fn agent_spec(hello: Hello) -> Result<AgentSpec, String> {
+/// The agent's spec and the swarms it joins.
+fn agent_spec(hello: Hello) -> Result<(AgentSpec, Vec<String>), String> {
+    for group in &hello.groups {
+        Capability::parse(group, "groups").map_err(|e| e.to_string())?;
+    }
     let capabilities = hello
         .capabilities
         .levels()
@@ -198,5 +209,5 @@ fn agent_spec(hello: Hello) -> Result<AgentSpec, String> {
         slots: hello.slots,
     };
     spec.validate().map_err(|e| e.to_string())?;
-    Ok(spec)
+    Ok((spec, hello.groups))
 }

@@ -35,6 +35,7 @@ pub async fn run(args: WorkerArgs, hub: &str) -> Outcome {
         .collect::<Result<Vec<_>, _>>()?;
     let mut options = WorkerOptions::new(hub, &[], args.slots);
     options.capabilities = capabilities;
+    options.groups = args.groups;
     if let Some(name) = args.name {
         options.name = name;
     }

@@ -2,6 +2,7 @@
 //! is generated from the handlers' annotations and the wire types.
 
 pub mod agents;
+pub mod swarms;
 pub mod system;
 pub mod tasks;
 
@@ -33,6 +34,8 @@ use crate::ws_agent;
         system::status,
         system::healthz,
         system::readyz,
+        swarms::list,
+        swarms::broadcast,
     ),
     components(schemas(
         hive_proto::api::NewTask,
@@ -48,6 +51,11 @@ use crate::ws_agent;
         hive_proto::api::Health,
         hive_proto::api::ErrorBody,
         hive_proto::api::ErrorDetail,
+        hive_proto::api::NewSwarmMessage,
+        hive_proto::api::SwarmReply,
+        hive_proto::api::SwarmMessageOutcome,
+        hive_proto::api::Swarm,
+        hive_proto::api::SwarmList,
     ))
 )]
 pub struct ApiDoc;
@@ -63,7 +71,9 @@ pub fn app(state: AppState) -> Router {
         .route("/agents", get(agents::list))
         .route("/agents/{id}", get(agents::get_one))
         .route("/agents/{id}/drain", post(agents::drain))
-        .route("/status", get(system::status));
+        .route("/status", get(system::status))
+        .route("/swarms", get(swarms::list))
+        .route("/swarms/{group}/messages", post(swarms::broadcast));
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(system::openapi))

@@ -4,5 +4,6 @@
 mod errors;
 mod flow;
 mod protocol;
+mod swarm;
 mod throughput;
 mod util;

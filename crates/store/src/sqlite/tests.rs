@@ -194,7 +194,13 @@ fn the_checkpointer_folds_the_wal_back_into_the_database() {
     let wal = dir.path().join("hive.db-wal");
     let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     assert!(size() > 0, "commits went to the WAL");
-    store.checkpointer(std::time::Duration::from_millis(5)).unwrap().stop();
+    store
+        .checkpointer(std::time::Duration::from_millis(5))
+        .unwrap()
+        .stop();
     assert_eq!(size(), 0, "the WAL was folded into the database");
-    assert_eq!(store.reader().count_by_status().unwrap(), vec![(TaskStatus::Waiting, 2_000)]);
+    assert_eq!(
+        store.reader().count_by_status().unwrap(),
+        vec![(TaskStatus::Waiting, 2_000)]
+    );
 }

@@ -1,0 +1,152 @@
+//! The swarm workload: 100 agents (raw WebSocket connections in this process that answer every
+//! message at once) join one swarm; concurrent clients broadcast to it through the API and wait
+//! for all replies. Counted per delivery: a message sent to an agent whose reply came back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hive_client::HubClient;
+use hive_proto::RawValue;
+use hive_proto::api::NewSwarmMessage;
+use indicatif::ProgressBar;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const GROUP: &str = "bench-swarm";
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct SwarmRun {
+    pub agents: usize,
+    pub messages: u64,
+    pub deliveries: u64,
+    pub deliveries_per_sec: f64,
+    pub errors: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Incoming {
+    #[serde(rename = "type")]
+    kind: String,
+    message_id: Option<String>,
+}
+
+async fn member(
+    ws_url: String,
+    n: usize,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+    let hello = format!(
+        r#"{{"type":"hello","name":"swarm-{n}","capabilities":["swarm-bench"],"slots":1,"groups":["{GROUP}"]}}"#
+    );
+    socket.send(Message::Text(hello.into())).await?;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(3));
+    let mut welcomed = false;
+    loop {
+        tokio::select! {
+            frame = socket.next() => {
+                let Some(Ok(Message::Text(text))) = frame else {
+                    if frame.is_none() { return Ok(()) }
+                    continue;
+                };
+                let incoming: Incoming = serde_json::from_str(&text)?;
+                match (incoming.kind.as_str(), incoming.message_id) {
+                    ("welcome", _) if !welcomed => {
+                        welcomed = true;
+                        let _ = ready.send(()).await;
+                    }
+                    ("message", Some(id)) => {
+                        let reply = format!(r#"{{"type":"reply","message_id":"{id}","output":null}}"#);
+                        socket.send(Message::Text(reply.into())).await?;
+                    }
+                    _ => {}
+                }
+            }
+            _ = heartbeat.tick() => socket.send(Message::Text(r#"{"type":"heartbeat"}"#.into())).await?,
+        }
+    }
+}
+
+pub async fn fan_out(
+    url: &str,
+    agents: usize,
+    duration: Duration,
+    broadcasters: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<SwarmRun> {
+    let ws_url = url.replace("http://", "ws://") + "/ws/agent";
+    let (ready, mut joined) = tokio::sync::mpsc::channel(agents);
+    let members: Vec<_> = (0..agents)
+        .map(|n| tokio::spawn(member(ws_url.clone(), n, ready.clone())))
+        .collect();
+    for _ in 0..agents {
+        joined.recv().await;
+    }
+    let client = HubClient::new(url);
+    // Registration is asynchronous to the welcome: wait until the hub lists every member.
+    for _ in 0..200 {
+        let swarms = client.swarms().await?;
+        if swarms
+            .items
+            .iter()
+            .any(|s| s.name == GROUP && s.agents.len() == agents)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let messages = Arc::new(AtomicU64::new(0));
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut handles = Vec::new();
+    for _ in 0..broadcasters {
+        let client = client.clone();
+        let (messages, deliveries, errors) = (messages.clone(), deliveries.clone(), errors.clone());
+        handles.push(tokio::spawn(async move {
+            let body = NewSwarmMessage {
+                payload: Some(RawValue::from_string(r#"{"n":1}"#.into()).expect("JSON")),
+                timeout_ms: Some(5_000),
+            };
+            while Instant::now() < deadline {
+                match client.broadcast(GROUP, &body).await {
+                    Ok(outcome) => {
+                        messages.fetch_add(1, Ordering::Relaxed);
+                        deliveries.fetch_add(outcome.replies.len() as u64, Ordering::Relaxed);
+                        if !outcome.missing.is_empty() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = deliveries.load(Ordering::Relaxed);
+        bar.set_message(format!(
+            "{n} deliveries, {:.0}/s",
+            n as f64 / started.elapsed().as_secs_f64()
+        ));
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for member in members {
+        member.abort();
+    }
+    let deliveries = deliveries.load(Ordering::Relaxed);
+    Ok(SwarmRun {
+        agents,
+        messages: messages.load(Ordering::Relaxed),
+        deliveries,
+        deliveries_per_sec: deliveries as f64 / seconds,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
