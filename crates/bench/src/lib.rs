@@ -46,6 +46,41 @@ pub struct BenchOptions {
     pub batch: usize,
     /// Offered rate of the open-loop latency workload, tasks per second.
     pub rate: u64,
+    /// Which workloads to run (a warm-up always runs first).
+    pub workloads: Vec<Workload>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Batched,
+    Single,
+    Agents,
+    Swarm,
+    Latency,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 5] = [
+        Workload::Batched,
+        Workload::Single,
+        Workload::Agents,
+        Workload::Swarm,
+        Workload::Latency,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Batched => "batched",
+            Workload::Single => "single",
+            Workload::Agents => "agents",
+            Workload::Swarm => "swarm",
+            Workload::Latency => "latency",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
 }
 
 fn phase_bar(name: &str) -> ProgressBar {
@@ -86,87 +121,106 @@ async fn measure(
     timeline: &timeline::Timeline,
 ) -> anyhow::Result<Report> {
     let url = hub.url.as_str();
-    let short = options.duration.min(Duration::from_secs(2));
+    let run = |w: Workload| options.workloads.contains(&w);
+    let duration = options.duration;
 
     timeline.phase("warm-up");
     let bar = phase_bar("warm-up");
+    let short = duration.min(Duration::from_secs(2));
     workloads::tasks_end_to_end(url, recorder, short, options.batch, 4, &bar).await?;
     bar.finish_and_clear();
     let warm = hub.sample();
 
-    timeline.phase("batched");
-    let bar = phase_bar("batched");
-    let batched =
-        workloads::tasks_end_to_end(url, recorder, options.duration, options.batch, 4, &bar)
-            .await?;
-    bar.finish_with_message(format!(
-        "{:.0} tasks/s end to end",
-        batched.end_to_end_per_sec
-    ));
-    let after_batched = hub.sample();
+    let mut batched = None;
+    let mut after_batched = None;
+    if run(Workload::Batched) {
+        timeline.phase("batched");
+        let bar = phase_bar("batched");
+        let r =
+            workloads::tasks_end_to_end(url, recorder, duration, options.batch, 4, &bar).await?;
+        bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
+        batched = Some(r);
+        after_batched = hub.sample();
+    }
 
-    timeline.phase("single");
-    let bar = phase_bar("single");
-    let single = workloads::tasks_end_to_end(url, recorder, options.duration, 1, 64, &bar).await?;
-    bar.finish_with_message(format!(
-        "{:.0} tasks/s end to end",
-        single.end_to_end_per_sec
-    ));
-    let after_single = hub.sample();
+    let mut single = None;
+    let mut cpu_single = None;
+    if run(Workload::Single) {
+        timeline.phase("single");
+        let bar = phase_bar("single");
+        let before = hub.sample();
+        let r = workloads::tasks_end_to_end(url, recorder, duration, 1, 64, &bar).await?;
+        bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
+        cpu_single = cpu_per_task(before, hub.sample(), r.tasks);
+        single = Some(r);
+    }
 
-    timeline.phase("agents");
-    let bar = phase_bar("agents");
-    let agents = workloads::agent_ops(url, options.duration, 8, &bar).await?;
-    bar.finish_with_message(format!("{:.0} agent ops/s", agents.ops_per_sec));
+    let mut agents = None;
+    if run(Workload::Agents) {
+        timeline.phase("agents");
+        let bar = phase_bar("agents");
+        let r = workloads::agent_ops(url, duration, 8, &bar).await?;
+        bar.finish_with_message(format!("{:.0} agent ops/s", r.ops_per_sec));
+        agents = Some(r);
+    }
 
-    timeline.phase("swarm");
-    let bar = phase_bar("swarm");
-    let swarm = swarm::fan_out(url, 100, options.duration, 8, &bar).await?;
-    bar.finish_with_message(format!(
-        "{:.0} deliveries/s to 100 agents",
-        swarm.deliveries_per_sec
-    ));
+    let mut swarm = None;
+    if run(Workload::Swarm) {
+        timeline.phase("swarm");
+        let bar = phase_bar("swarm");
+        let r = swarm::fan_out(url, 100, duration, 8, &bar).await?;
+        bar.finish_with_message(format!(
+            "{:.0} deliveries/s to 100 agents",
+            r.deliveries_per_sec
+        ));
+        swarm = Some(r);
+    }
 
-    timeline.phase("open-loop");
-    let bar = phase_bar("open loop");
-    let open =
-        workloads::open_loop(url, recorder, options.duration, options.rate, 50, &bar).await?;
-    bar.finish_with_message(format!("{} tasks offered at {}/s", open.sent, options.rate));
+    let mut open = None;
+    if run(Workload::Latency) {
+        timeline.phase("open-loop");
+        let bar = phase_bar("open loop");
+        let r = workloads::open_loop(url, recorder, duration, options.rate, 50, &bar).await?;
+        bar.finish_with_message(format!("{} tasks offered at {}/s", r.sent, options.rate));
+        open = Some(r);
+    }
     let load_avg = process::load_avg();
     let end = hub.sample();
 
-    let cpu_per_task = |before: Option<process::ProcessSample>,
-                        after: Option<process::ProcessSample>,
-                        tasks: u64| {
-        Some((after?.cpu_us - before?.cpu_us) as f64 / tasks.max(1) as f64)
+    let requests = batched.map_or(0, |r| r.tasks / options.batch.max(1) as u64)
+        + single.map_or(0, |r| r.tasks)
+        + agents.map_or(0, |r| r.ops)
+        + swarm.map_or(0, |r| r.messages)
+        + open.map_or(0, |r| r.sent);
+    let errors = batched.map_or(0, |r| r.errors)
+        + single.map_or(0, |r| r.errors)
+        + agents.map_or(0, |r| r.errors)
+        + swarm.map_or(0, |r| r.errors)
+        + open.map_or(0, |r| r.errors);
+    let percentiles = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
+        open.map(|_| Percentiles::of(&h.lock().unwrap_or_else(|p| p.into_inner())))
     };
-    let requests = batched.tasks / options.batch.max(1) as u64
-        + single.tasks
-        + agents.ops
-        + swarm.messages
-        + open.sent;
-    let errors = batched.errors + single.errors + agents.errors + swarm.errors + open.errors;
     Ok(Report {
-        task_ops_per_sec: batched.end_to_end_per_sec,
-        task_ops_single_per_sec: single.end_to_end_per_sec,
-        agent_ops_per_sec: agents.ops_per_sec,
-        swarm_deliveries_per_sec: Some(swarm.deliveries_per_sec),
-        assign_latency_ms: Percentiles::of(&recorder.assign_us.lock().expect("not poisoned")),
-        result_latency_ms: Percentiles::of(&recorder.result_us.lock().expect("not poisoned")),
-        schedule_lag_ms: Percentiles::of(&recorder.schedule_lag_us.lock().expect("not poisoned")),
+        task_ops_per_sec: batched.map(|r| r.end_to_end_per_sec),
+        task_ops_single_per_sec: single.map(|r| r.end_to_end_per_sec),
+        agent_ops_per_sec: agents.map(|r| r.ops_per_sec),
+        swarm_deliveries_per_sec: swarm.map(|r| r.deliveries_per_sec),
+        assign_latency_ms: percentiles(&recorder.assign_us),
+        result_latency_ms: percentiles(&recorder.result_us),
+        schedule_lag_ms: percentiles(&recorder.schedule_lag_us),
         idle_rss_bytes: None,
         peak_rss_bytes: end.map(|s| s.peak_rss_bytes),
-        rss_growth_bytes_per_million_tasks: match (warm, after_batched) {
-            (Some(w), Some(a)) => {
-                Some((a.rss_bytes as f64 - w.rss_bytes as f64) / batched.tasks.max(1) as f64 * 1e6)
+        rss_growth_bytes_per_million_tasks: match (warm, after_batched, batched) {
+            (Some(w), Some(a), Some(b)) => {
+                Some((a.rss_bytes as f64 - w.rss_bytes as f64) / b.tasks.max(1) as f64 * 1e6)
             }
             _ => None,
         },
-        cpu_us_per_task: cpu_per_task(warm, after_batched, batched.tasks),
-        cpu_us_per_task_single: cpu_per_task(after_batched, after_single, single.tasks),
+        cpu_us_per_task: batched.and_then(|b| cpu_per_task(warm, after_batched, b.tasks)),
+        cpu_us_per_task_single: cpu_single,
         load_avg,
         error_rate: errors as f64 / requests.max(1) as f64,
-        timeout_rate: open.timeouts as f64 / open.sampled.max(1) as f64,
+        timeout_rate: open.map_or(0.0, |r| r.timeouts as f64 / r.sampled.max(1) as f64),
         batched,
         single,
         agents,
@@ -176,4 +230,12 @@ async fn measure(
         machine: report::Machine::read(),
         timeline: Vec::new(),
     })
+}
+
+fn cpu_per_task(
+    before: Option<process::ProcessSample>,
+    after: Option<process::ProcessSample>,
+    tasks: u64,
+) -> Option<f64> {
+    Some((after?.cpu_us - before?.cpu_us) as f64 / tasks.max(1) as f64)
 }

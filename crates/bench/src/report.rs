@@ -8,17 +8,17 @@ use crate::timeline::Point;
 use crate::workloads::{AgentRun, OpenLoopRun, TaskRun};
 
 /// Everything measured. Latencies in milliseconds, memory in bytes; `null` when not measured
-/// (memory and CPU of an external hub).
+/// (a workload left out with `--workloads`; memory and CPU of an external hub).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
-    pub task_ops_per_sec: f64,
-    pub task_ops_single_per_sec: f64,
-    pub agent_ops_per_sec: f64,
+    pub task_ops_per_sec: Option<f64>,
+    pub task_ops_single_per_sec: Option<f64>,
+    pub agent_ops_per_sec: Option<f64>,
     pub swarm_deliveries_per_sec: Option<f64>,
-    pub assign_latency_ms: Percentiles,
-    pub result_latency_ms: Percentiles,
+    pub assign_latency_ms: Option<Percentiles>,
+    pub result_latency_ms: Option<Percentiles>,
     /// How late the open-loop sender was against its schedule (not hub latency).
-    pub schedule_lag_ms: Percentiles,
+    pub schedule_lag_ms: Option<Percentiles>,
     pub idle_rss_bytes: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
     pub rss_growth_bytes_per_million_tasks: Option<f64>,
@@ -27,11 +27,11 @@ pub struct Report {
     pub load_avg: Option<f64>,
     pub error_rate: f64,
     pub timeout_rate: f64,
-    pub batched: TaskRun,
-    pub single: TaskRun,
-    pub agents: AgentRun,
-    pub swarm: SwarmRun,
-    pub open_loop: OpenLoopRun,
+    pub batched: Option<TaskRun>,
+    pub single: Option<TaskRun>,
+    pub agents: Option<AgentRun>,
+    pub swarm: Option<SwarmRun>,
+    pub open_loop: Option<OpenLoopRun>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
@@ -45,6 +45,7 @@ pub struct Settings {
     pub batch: usize,
     pub rate: u64,
     pub external_hub: bool,
+    pub workloads: Vec<&'static str>,
 }
 
 impl From<&BenchOptions> for Settings {
@@ -56,6 +57,7 @@ impl From<&BenchOptions> for Settings {
             batch: o.batch,
             rate: o.rate,
             external_hub: o.hub.is_some(),
+            workloads: o.workloads.iter().map(|w| w.name()).collect(),
         }
     }
 }
@@ -84,8 +86,16 @@ impl Machine {
     }
 }
 
-fn rate(v: f64) -> String {
-    format!("{v:.0}/s")
+fn rate(v: Option<f64>) -> String {
+    v.map_or("not run".into(), |v| format!("{v:.0}/s"))
+}
+
+/// Two percentiles of a latency, or "not run".
+fn pair(p: &Option<Percentiles>, pick: fn(&Percentiles) -> (f64, f64)) -> String {
+    p.as_ref().map_or("not run".into(), |p| {
+        let (a, b) = pick(p);
+        format!("{a:.2} / {b:.2} ms")
+    })
 }
 
 fn mib(v: Option<u64>) -> String {
@@ -99,8 +109,6 @@ fn opt(v: Option<f64>, unit: &str) -> String {
 impl Report {
     /// The plan's success metrics with its target, ours, and the measured value.
     pub fn table(&self) -> String {
-        let a = &self.assign_latency_ms;
-        let r = &self.result_latency_ms;
         let rows: Vec<[String; 4]> = vec![
             [
                 "task ops, batched, end to end".into(),
@@ -124,28 +132,25 @@ impl Report {
                 "swarm deliveries (100 agents)".into(),
                 "700/s".into(),
                 ">= 500000/s".into(),
-                self.swarm_deliveries_per_sec.map_or("n/a".into(), rate),
+                rate(self.swarm_deliveries_per_sec),
             ],
             [
                 format!("submit->assign p50 / p99 @{}/s", self.settings.rate),
                 "p95 < 100 ms".into(),
                 "0.2 / 2 ms".into(),
-                format!("{:.2} / {:.2} ms", a.p50, a.p99),
+                pair(&self.assign_latency_ms, |p| (p.p50, p.p99)),
             ],
             [
                 format!("submit->result p99 / max @{}/s", self.settings.rate),
                 "p99 < 200 ms".into(),
                 "5 / 50 ms".into(),
-                format!("{:.2} / {:.2} ms", r.p99, r.max),
+                pair(&self.result_latency_ms, |p| (p.p99, p.max)),
             ],
             [
                 "load generator lag p50 / p99".into(),
                 "-".into(),
                 "-".into(),
-                format!(
-                    "{:.2} / {:.2} ms",
-                    self.schedule_lag_ms.p50, self.schedule_lag_ms.p99
-                ),
+                pair(&self.schedule_lag_ms, |p| (p.p50, p.p99)),
             ],
             [
                 "idle RSS after start".into(),
@@ -222,7 +227,9 @@ impl Report {
         out.push_str(&format!(
             "\n{} cores ({}); {} workers x {} slots; batch {}; {} s per workload; assign latency from {} tasks, result latency from {} sampled waits\n",
             self.machine.cores, self.machine.cpu, self.settings.workers, self.settings.slots,
-            self.settings.batch, self.settings.duration_s, a.count, r.count,
+            self.settings.batch, self.settings.duration_s,
+            self.assign_latency_ms.map_or(0, |p| p.count),
+            self.result_latency_ms.map_or(0, |p| p.count),
         ));
         out
     }

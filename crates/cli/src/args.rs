@@ -60,6 +60,13 @@ pub struct BenchArgs {
     /// Offered rate of the open-loop latency workload, tasks per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
+    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency (default: all).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "batched,single,agents,swarm,latency"
+    )]
+    pub workloads: Vec<String>,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

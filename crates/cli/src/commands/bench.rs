@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use hive_bench::BenchOptions;
+use hive_bench::{BenchOptions, Workload};
 
 use crate::args::BenchArgs;
 use crate::{Failure, Outcome};
@@ -15,6 +15,17 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
             "--workers, --slots, --batch and --rate must be at least 1"
         )));
     }
+    let workloads = args
+        .workloads
+        .iter()
+        .map(|name| {
+            Workload::parse(name).ok_or_else(|| {
+                Failure::usage(anyhow!(
+                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm or latency"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let hive = std::env::current_exe()
         .context("cannot find the hive executable")
         .map_err(Failure::usage)?;
@@ -26,6 +37,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         slots: args.slots,
         batch: args.batch,
         rate: args.rate,
+        workloads,
     };
     let report = hive_bench::run(options)
         .await

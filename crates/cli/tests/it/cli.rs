@@ -225,3 +225,19 @@ async fn bench_writes_every_key_of_its_json_report() {
             .starts_with("<svg")
     );
 }
+
+#[tokio::test]
+async fn bench_refuses_an_unknown_workload_by_name() {
+    let output = hive()
+        .args(["bench", "--workloads", "batched,teleport"])
+        .env_remove("HIVE_HUB")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        err.contains("--workloads") && err.contains("teleport"),
+        "{err}"
+    );
+}
