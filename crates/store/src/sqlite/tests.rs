@@ -204,3 +204,54 @@ fn the_checkpointer_folds_the_wal_back_into_the_database() {
         vec![(TaskStatus::Waiting, 2_000)]
     );
 }
+
+#[test]
+fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps() {
+    let started = |n: u128| Change::AttemptStarted {
+        spec: spec(n),
+        attempt: 1,
+        agent: AgentId(Uuid::from_u128(9)),
+        started_at: Timestamp(15),
+        lease_until: Timestamp(1_015),
+    };
+    let queued = |n: u128| Change::TaskCreated {
+        spec: spec(n),
+        status: TaskStatus::Queued,
+        error: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    // Task 1: both changes in one batch (merged into one INSERT). Task 2: in two commits.
+    writer.apply(&[&[queued(1), started(1)]]).unwrap();
+    writer.apply(&[&[queued(2)]]).unwrap();
+    writer.apply(&[&[started(2)]]).unwrap();
+    let reader = store.reader();
+    let one = reader.get_task(spec(1).id).unwrap().unwrap();
+    let two = reader.get_task(spec(2).id).unwrap().unwrap();
+    assert_eq!(one.status, TaskStatus::Running);
+    assert_eq!(
+        (
+            one.attempts,
+            one.lease_until,
+            one.updated_at,
+            one.attempt_log.clone()
+        ),
+        (
+            two.attempts,
+            two.lease_until,
+            two.updated_at,
+            two.attempt_log.clone()
+        )
+    );
+    assert_eq!(one.attempt_log.len(), 1);
+    assert_eq!(
+        reader
+            .load_active()
+            .unwrap()
+            .iter()
+            .filter(|t| t.status == TaskStatus::Running)
+            .count(),
+        2
+    );
+}

@@ -1,7 +1,7 @@
 //! The writer side: turns the scheduler's changes into rows, all batches of a group in one
 //! transaction, with cached prepared statements.
 
-use hive_core::{Change, NextStatus, TaskStatus};
+use hive_core::{AgentId, Change, NextStatus, TaskId, TaskSpec, TaskStatus};
 use rusqlite::{Connection, params};
 
 use super::codec::{join_ids, ts};
@@ -20,12 +20,103 @@ impl SqliteWriter {
 impl BatchWriter for SqliteWriter {
     fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        for change in batches.iter().flat_map(|b| b.iter()) {
+        let mut changes = batches.iter().flat_map(|b| b.iter()).peekable();
+        while let Some(change) = changes.next() {
+            // A task created and assigned in the same scheduler turn (there was a free slot) is
+            // inserted as running: one INSERT instead of an INSERT and an UPDATE that rewrites
+            // its status index entry.
+            if let Change::TaskCreated {
+                spec,
+                status: TaskStatus::Queued,
+                error: None,
+            } = change
+                && let Some(Change::AttemptStarted { spec: started, .. }) = changes.peek()
+                && started.id == spec.id
+            {
+                let Some(Change::AttemptStarted {
+                    attempt,
+                    agent,
+                    started_at,
+                    lease_until,
+                    ..
+                }) = changes.next()
+                else {
+                    unreachable!("peeked an AttemptStarted")
+                };
+                let running = Running {
+                    attempt: *attempt,
+                    started_at: *started_at,
+                    lease_until: *lease_until,
+                };
+                insert_task(&tx, spec, TaskStatus::Running, None, Some(running))?;
+                insert_attempt(&tx, spec.id, *attempt, *agent, *started_at)?;
+                continue;
+            }
             apply_one(&tx, change)?;
         }
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The first attempt of a task inserted already running.
+struct Running {
+    attempt: u32,
+    started_at: hive_core::Timestamp,
+    lease_until: hive_core::Timestamp,
+}
+
+fn insert_task(
+    conn: &Connection,
+    spec: &TaskSpec,
+    status: TaskStatus,
+    error: Option<&str>,
+    running: Option<Running>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
+            backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
+            attempts, lease_until, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        spec.id.as_bytes(),
+        spec.capability.as_str(),
+        &*spec.payload,
+        spec.priority,
+        spec.max_attempts,
+        spec.timeout_ms as i64,
+        spec.backoff.base_ms as i64,
+        spec.backoff.max_ms as i64,
+        spec.idempotency_key,
+        join_ids(&spec.depends_on),
+        status.as_str(),
+        error,
+        running.as_ref().map_or(0, |r| r.attempt),
+        running.as_ref().map(|r| ts(r.lease_until)),
+        ts(spec.created_at),
+        ts(running.as_ref().map_or(spec.created_at, |r| r.started_at)),
+    ])?;
+    Ok(())
+}
+
+fn insert_attempt(
+    conn: &Connection,
+    task: TaskId,
+    attempt: u32,
+    agent: AgentId,
+    started_at: hive_core::Timestamp,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        task.as_bytes(),
+        attempt,
+        agent.as_bytes(),
+        ts(started_at)
+    ])?;
+    Ok(())
 }
 
 fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
@@ -34,29 +125,7 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             spec,
             status,
             error,
-        } => {
-            conn.prepare_cached(
-                "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
-                    backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
-                    created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
-            )?
-            .execute(params![
-                spec.id.as_bytes(),
-                spec.capability.as_str(),
-                &*spec.payload,
-                spec.priority,
-                spec.max_attempts,
-                spec.timeout_ms as i64,
-                spec.backoff.base_ms as i64,
-                spec.backoff.max_ms as i64,
-                spec.idempotency_key,
-                join_ids(&spec.depends_on),
-                status.as_str(),
-                error,
-                ts(spec.created_at),
-            ])?;
-        }
+        } => insert_task(conn, spec, *status, error.as_deref(), None)?,
         Change::TaskReady { task, at } => {
             conn.prepare_cached(
                 "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1",
@@ -80,10 +149,7 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 ts(*lease_until),
                 ts(*started_at)
             ])?;
-            conn.prepare_cached(
-                "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![spec.id.as_bytes(), attempt, agent.as_bytes(), ts(*started_at)])?;
+            insert_attempt(conn, spec.id, *attempt, *agent, *started_at)?;
         }
         Change::AttemptEnded {
             task,
