@@ -46,6 +46,8 @@ pub struct BenchOptions {
     pub batch: usize,
     /// Offered rate of the open-loop latency workload, tasks per second.
     pub rate: u64,
+    /// Tasks left queued by the `queued` workload (memory per queued task).
+    pub queued_tasks: u64,
     /// Which workloads to run (a warm-up always runs first).
     pub workloads: Vec<Workload>,
 }
@@ -57,15 +59,17 @@ pub enum Workload {
     Agents,
     Swarm,
     Latency,
+    Queued,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Batched,
         Workload::Single,
         Workload::Agents,
         Workload::Swarm,
         Workload::Latency,
+        Workload::Queued,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Workload {
             Workload::Agents => "agents",
             Workload::Swarm => "swarm",
             Workload::Latency => "latency",
+            Workload::Queued => "queued",
         }
     }
 
@@ -185,6 +190,16 @@ async fn measure(
         open = Some(r);
     }
     let load_avg = process::load_avg();
+
+    // Last: it leaves its tasks queued in the hub.
+    let mut queued = None;
+    if run(Workload::Queued) {
+        timeline.phase("queued");
+        let bar = phase_bar("queued");
+        let r = workloads::queued_memory(url, options.queued_tasks, || hub.sample(), &bar).await?;
+        bar.finish_with_message(format!("{} tasks queued", r.tasks));
+        queued = Some(r);
+    }
     let end = hub.sample();
 
     let requests = batched.map_or(0, |r| r.tasks / options.batch.max(1) as u64)
@@ -196,7 +211,8 @@ async fn measure(
         + single.map_or(0, |r| r.errors)
         + agents.map_or(0, |r| r.errors)
         + swarm.map_or(0, |r| r.errors)
-        + open.map_or(0, |r| r.errors);
+        + open.map_or(0, |r| r.errors)
+        + queued.map_or(0, |r| r.errors);
     let percentiles = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
         open.map(|_| Percentiles::of(&h.lock().unwrap_or_else(|p| p.into_inner())))
     };
@@ -226,6 +242,8 @@ async fn measure(
         agents,
         swarm,
         open_loop: open,
+        rss_per_queued_task_bytes: queued.and_then(|r| r.rss_per_queued_task_bytes),
+        queued,
         settings: report::Settings::from(options),
         machine: report::Machine::read(),
         timeline: Vec::new(),

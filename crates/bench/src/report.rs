@@ -5,7 +5,7 @@ use crate::BenchOptions;
 use crate::recorder::Percentiles;
 use crate::swarm::SwarmRun;
 use crate::timeline::Point;
-use crate::workloads::{AgentRun, OpenLoopRun, TaskRun};
+use crate::workloads::{AgentRun, OpenLoopRun, QueuedRun, TaskRun};
 
 /// Everything measured. Latencies in milliseconds, memory in bytes; `null` when not measured
 /// (a workload left out with `--workloads`; memory and CPU of an external hub).
@@ -32,6 +32,9 @@ pub struct Report {
     pub agents: Option<AgentRun>,
     pub swarm: Option<SwarmRun>,
     pub open_loop: Option<OpenLoopRun>,
+    /// Hub RSS growth per task left queued (the `queued` workload).
+    pub rss_per_queued_task_bytes: Option<f64>,
+    pub queued: Option<QueuedRun>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
@@ -44,6 +47,7 @@ pub struct Settings {
     pub slots: u32,
     pub batch: usize,
     pub rate: u64,
+    pub queued_tasks: u64,
     pub external_hub: bool,
     pub workloads: Vec<&'static str>,
 }
@@ -56,6 +60,7 @@ impl From<&BenchOptions> for Settings {
             slots: o.slots,
             batch: o.batch,
             rate: o.rate,
+            queued_tasks: o.queued_tasks,
             external_hub: o.hub.is_some(),
             workloads: o.workloads.iter().map(|w| w.name()).collect(),
         }
@@ -157,6 +162,16 @@ impl Report {
                 "35 MB".into(),
                 "<= 8 MB".into(),
                 mib(self.idle_rss_bytes),
+            ],
+            [
+                format!(
+                    "RSS per queued task ({} queued)",
+                    self.settings.queued_tasks
+                ),
+                "-".into(),
+                "<= 400 B (1M)".into(),
+                self.rss_per_queued_task_bytes
+                    .map_or("not run".into(), |b| format!("{b:.0} B")),
             ],
             [
                 "peak RSS".into(),

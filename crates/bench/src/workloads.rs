@@ -296,3 +296,71 @@ pub async fn open_loop(
         sampled,
     })
 }
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct QueuedRun {
+    pub tasks: u64,
+    pub rss_before_bytes: Option<u64>,
+    pub rss_after_bytes: Option<u64>,
+    pub rss_per_queued_task_bytes: Option<f64>,
+    pub errors: u64,
+}
+
+/// `count` tasks for a capability no worker has, so they all stay queued in the hub's memory;
+/// the hub's RSS before and after, per task.
+pub async fn queued_memory(
+    url: &str,
+    count: u64,
+    sample: impl Fn() -> Option<crate::process::ProcessSample>,
+    bar: &ProgressBar,
+) -> anyhow::Result<QueuedRun> {
+    let before = sample();
+    let submitted = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let batch = 1_000u64;
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let client = HubClient::new(url);
+        let (submitted, errors) = (submitted.clone(), errors.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let from = submitted.fetch_add(batch, Ordering::Relaxed);
+                if from >= count {
+                    break;
+                }
+                let n = batch.min(count - from);
+                let tasks = (0..n)
+                    .map(|_| hive_proto::api::NewTask::new("bench-queued"))
+                    .collect();
+                if client.submit_batch(tasks).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    submitted.fetch_sub(n, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    while handles.iter().any(|h| !h.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bar.set_message(format!(
+            "{} of {count} queued",
+            submitted.load(Ordering::Relaxed).min(count)
+        ));
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    // Let the last commits and their buffers settle before reading memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = sample();
+    let per_task = match (before, after) {
+        (Some(b), Some(a)) => Some((a.rss_bytes as f64 - b.rss_bytes as f64) / count.max(1) as f64),
+        _ => None,
+    };
+    Ok(QueuedRun {
+        tasks: count,
+        rss_before_bytes: before.map(|s| s.rss_bytes),
+        rss_after_bytes: after.map(|s| s.rss_bytes),
+        rss_per_queued_task_bytes: per_task,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}

@@ -60,11 +60,15 @@ pub struct BenchArgs {
     /// Offered rate of the open-loop latency workload, tasks per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
-    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency (default: all).
+    /// Tasks the `queued` workload leaves queued, to measure memory per queued task.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub queued_tasks: u64,
+    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, queued
+    /// (default: all).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "batched,single,agents,swarm,latency"
+        default_value = "batched,single,agents,swarm,latency,queued"
     )]
     pub workloads: Vec<String>,
     /// Write the report as JSON to this file.

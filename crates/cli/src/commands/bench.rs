@@ -21,7 +21,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         .map(|name| {
             Workload::parse(name).ok_or_else(|| {
                 Failure::usage(anyhow!(
-                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm or latency"
+                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency or queued"
                 ))
             })
         })
@@ -37,6 +37,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         slots: args.slots,
         batch: args.batch,
         rate: args.rate,
+        queued_tasks: args.queued_tasks,
         workloads,
     };
     let report = hive_bench::run(options)

@@ -173,6 +173,8 @@ async fn bench_writes_every_key_of_its_json_report() {
             "10",
             "--rate",
             "300",
+            "--queued-tasks",
+            "2000",
             "--json",
         ])
         .arg(&json_path)
@@ -199,6 +201,7 @@ async fn bench_writes_every_key_of_its_json_report() {
         "rss_growth_bytes_per_million_tasks",
         "cpu_us_per_task",
         "load_avg",
+        "rss_per_queued_task_bytes",
         "error_rate",
         "timeout_rate",
     ] {

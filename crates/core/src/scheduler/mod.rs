@@ -120,7 +120,9 @@ static NO_STATS: CapabilityStats = CapabilityStats {
 pub struct Scheduler<P> {
     config: SchedulerConfig,
     policy: P,
-    tasks: HashMap<TaskId, ActiveTask>,
+    /// Boxed: at a million queued tasks the table has 2^21 buckets, and a bucket holding the
+    /// ~100-byte task inline would cost twice what the task itself does.
+    tasks: HashMap<TaskId, Box<ActiveTask>>,
     queues: HashMap<Capability, ReadyQueue>,
     /// Waiting tasks by the task they wait for.
     dependents: HashMap<TaskId, Vec<TaskId>>,
@@ -482,7 +484,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
     fn insert_task(&mut self, spec: Arc<TaskSpec>, status: TaskStatus) {
         self.tasks.insert(
             spec.id,
-            ActiveTask {
+            Box::new(ActiveTask {
                 spec,
                 status,
                 attempt: 0,
@@ -491,7 +493,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 lease_until: Timestamp(0),
                 not_before: None,
                 queue_key: None,
-            },
+            }),
         );
     }
 
