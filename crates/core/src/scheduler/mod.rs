@@ -32,7 +32,7 @@ pub use recovery::RecoveredTask;
 
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
 use crate::ids::{AgentId, TaskId};
-use crate::queue::{QueueKey, ReadyQueue, queue_key};
+use crate::queue::{ReadyQueue, queue_key};
 use crate::routing::{Candidate, RoutingPolicy};
 use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
@@ -64,17 +64,37 @@ enum Timer {
 #[derive(Debug)]
 struct ActiveTask {
     spec: Arc<TaskSpec>,
-    status: TaskStatus,
     /// Attempts started so far; the current one while running.
     attempt: u32,
-    /// The agent running the current attempt; `None` after a restart recovered a running task.
-    agent: Option<AgentId>,
-    started_at: Timestamp,
-    lease_until: Timestamp,
-    /// Set while queued and backing off.
-    not_before: Option<Timestamp>,
-    /// Set while queued and ready.
-    queue_key: Option<QueueKey>,
+    phase: Phase,
+}
+
+/// Where an active task stands, holding only what that phase needs (a million queued tasks are
+/// a million of these, so its size is memory).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Waits for its dependencies.
+    Waiting,
+    /// Queued and ready: in its capability's queue under the key `(rank, id)`.
+    Ready { rank: i64 },
+    /// Queued, backing off until `until`.
+    Backoff { until: Timestamp },
+    /// An attempt runs. `agent` is `None` after a restart recovered a running task.
+    Running {
+        started_at: Timestamp,
+        lease_until: Timestamp,
+        agent: Option<AgentId>,
+    },
+}
+
+impl ActiveTask {
+    fn status(&self) -> TaskStatus {
+        match self.phase {
+            Phase::Waiting => TaskStatus::Waiting,
+            Phase::Ready { .. } | Phase::Backoff { .. } => TaskStatus::Queued,
+            Phase::Running { .. } => TaskStatus::Running,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -169,7 +189,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     /// Status of a task still in memory (waiting, queued or running).
     pub fn active_status(&self, id: TaskId) -> Option<TaskStatus> {
-        self.tasks.get(&id).map(|t| t.status)
+        self.tasks.get(&id).map(|t| t.status())
     }
 
     /// Accepts a validated task. `resolve` answers the status of a dependency that is not active
@@ -221,7 +241,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
             status,
             error: None,
         });
-        self.insert_task(spec, status);
+        // A queued task is made ready just below, which sets its phase.
+        self.insert_task(spec, 0, Phase::Waiting);
         if pending.is_empty() {
             self.make_ready(id, now);
         } else {
@@ -326,10 +347,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .tasks
             .get(&task)
             .ok_or(ReportError::UnknownTask(task))?;
-        if current.status != TaskStatus::Running
-            || current.attempt != attempt
-            || current.agent != Some(agent)
-        {
+        let runs_here =
+            matches!(current.phase, Phase::Running { agent: Some(a), .. } if a == agent);
+        if !runs_here || current.attempt != attempt {
             return Err(ReportError::StaleAttempt {
                 task,
                 attempt,
@@ -362,8 +382,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     pub fn cancel(&mut self, id: TaskId, now: Timestamp) -> Result<(), CancelError> {
         let task = self.tasks.get(&id).ok_or(CancelError::NotActive(id))?;
-        if task.status == TaskStatus::Running {
-            if let Some(agent) = task.agent {
+        if let Phase::Running { agent, .. } = task.phase {
+            if let Some(agent) = agent {
                 self.changes.push(Change::SendCancel {
                     agent,
                     task: id,
@@ -387,10 +407,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
             self.timers.pop_first();
             match timer {
                 Timer::Lease { task, attempt } => {
-                    let live = self
-                        .tasks
-                        .get(&task)
-                        .is_some_and(|t| t.status == TaskStatus::Running && t.attempt == attempt);
+                    let live = self.tasks.get(&task).is_some_and(|t| {
+                        matches!(t.phase, Phase::Running { .. }) && t.attempt == attempt
+                    });
                     if live {
                         let timeout = self.tasks[&task].spec.timeout_ms;
                         let error = format!("lease of {timeout} ms expired");
@@ -408,9 +427,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     let due_now = self
                         .tasks
                         .get(&task)
-                        .is_some_and(|t| t.not_before == Some(due));
+                        .is_some_and(|t| t.phase == Phase::Backoff { until: due });
                     if due_now {
-                        self.tasks.get_mut(&task).expect("checked").not_before = None;
                         self.make_ready(task, now);
                     }
                 }
@@ -455,7 +473,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         for task in self
             .tasks
             .values()
-            .filter(|t| t.status == TaskStatus::Queued)
+            .filter(|t| t.status() == TaskStatus::Queued)
         {
             *depths.entry(&task.spec.capability).or_default() += 1;
         }
@@ -468,7 +486,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
     pub fn active_counts(&self) -> [(TaskStatus, usize); 3] {
         let mut counts = [0usize; 3];
         for task in self.tasks.values() {
-            match task.status {
+            match task.status() {
                 TaskStatus::Waiting => counts[0] += 1,
                 TaskStatus::Queued => counts[1] += 1,
                 _ => counts[2] += 1,
@@ -481,27 +499,21 @@ impl<P: RoutingPolicy> Scheduler<P> {
         ]
     }
 
-    fn insert_task(&mut self, spec: Arc<TaskSpec>, status: TaskStatus) {
+    fn insert_task(&mut self, spec: Arc<TaskSpec>, attempt: u32, phase: Phase) {
+        let id = spec.id;
         self.tasks.insert(
-            spec.id,
+            id,
             Box::new(ActiveTask {
                 spec,
-                status,
-                attempt: 0,
-                agent: None,
-                started_at: Timestamp(0),
-                lease_until: Timestamp(0),
-                not_before: None,
-                queue_key: None,
+                attempt,
+                phase,
             }),
         );
     }
 
     /// A task may run now: give it to a free agent or queue it.
     fn make_ready(&mut self, id: TaskId, now: Timestamp) {
-        let task = self.tasks.get_mut(&id).expect("active task");
-        task.status = TaskStatus::Queued;
-        let capability = task.spec.capability.clone();
+        let capability = self.tasks[&id].spec.capability.clone();
         // By the invariant, tasks queue for a capability only while none of its agents has a free
         // slot: then there is no agent to look for, and the (O(agents)) search is skipped.
         let saturated = self.queues.get(&capability).is_some_and(|q| !q.is_empty());
@@ -515,7 +527,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             None => {
                 let task = self.tasks.get_mut(&id).expect("active task");
                 let key = queue_key(now, task.spec.priority, self.config.aging_ms, id);
-                task.queue_key = Some(key);
+                task.phase = Phase::Ready { rank: key.0 };
                 self.queues.entry(capability).or_default().push(key);
             }
         }
@@ -569,23 +581,23 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     fn start_attempt(&mut self, id: TaskId, agent: AgentId, now: Timestamp) {
         let task = self.tasks.get_mut(&id).expect("active task");
-        task.status = TaskStatus::Running;
+        let lease_until = now.plus_ms(task.spec.timeout_ms);
         task.attempt += 1;
-        task.agent = Some(agent);
-        task.started_at = now;
-        task.lease_until = now.plus_ms(task.spec.timeout_ms);
-        task.queue_key = None;
-        task.not_before = None;
+        task.phase = Phase::Running {
+            started_at: now,
+            lease_until,
+            agent: Some(agent),
+        };
         let attempt = task.attempt;
         self.timers
-            .insert((task.lease_until, Timer::Lease { task: id, attempt }));
+            .insert((lease_until, Timer::Lease { task: id, attempt }));
         self.agents.get_mut(&agent).expect("agent").running += 1;
         self.changes.push(Change::AttemptStarted {
             spec: task.spec.clone(),
             attempt,
             agent,
             started_at: now,
-            lease_until: task.lease_until,
+            lease_until,
         });
     }
 
@@ -600,9 +612,16 @@ impl<P: RoutingPolicy> Scheduler<P> {
     ) {
         let task = self.tasks.get_mut(&id).expect("active task");
         let attempt = task.attempt;
-        let agent = task.agent.take();
+        let Phase::Running {
+            started_at,
+            lease_until,
+            agent,
+        } = task.phase
+        else {
+            unreachable!("only a running task has an attempt to end")
+        };
         self.timers
-            .remove(&(task.lease_until, Timer::Lease { task: id, attempt }));
+            .remove(&(lease_until, Timer::Lease { task: id, attempt }));
         let next = match outcome {
             AttemptOutcome::Succeeded => NextStatus::Succeeded,
             AttemptOutcome::Cancelled => NextStatus::Cancelled,
@@ -622,7 +641,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             match outcome {
                 AttemptOutcome::Succeeded => {
                     stats.completed += 1;
-                    stats.total_latency_ms += now.ms_since(task.started_at);
+                    stats.total_latency_ms += now.ms_since(started_at);
                 }
                 AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => stats.failed += 1,
                 AttemptOutcome::Cancelled => {}
@@ -640,8 +659,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         });
         match next {
             NextStatus::Retry { not_before } if not_before > now => {
-                task.status = TaskStatus::Queued;
-                task.not_before = Some(not_before);
+                task.phase = Phase::Backoff { until: not_before };
                 self.timers.insert((not_before, Timer::Backoff(id)));
             }
             NextStatus::Retry { .. } => self.make_ready(id, now),
@@ -663,10 +681,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
-        if let (Some(key), Some(queue)) =
-            (task.queue_key, self.queues.get_mut(&task.spec.capability))
+        if let (Phase::Ready { rank }, Some(queue)) =
+            (task.phase, self.queues.get_mut(&task.spec.capability))
         {
-            queue.remove(&key);
+            queue.remove(&(rank, id));
         }
         // A backoff timer left behind finds the task gone and does nothing.
         self.changes.push(Change::TaskFinished {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Change, Scheduler, Timer, dependency_error};
+use super::{Change, Phase, Scheduler, Timer, dependency_error};
 use crate::ids::TaskId;
 use crate::routing::RoutingPolicy;
 use crate::task::{TaskSpec, TaskStatus};
@@ -41,25 +41,36 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
             let spec = Arc::new(recovered.spec);
             let id = spec.id;
-            self.insert_task(spec, recovered.status);
-            let task = self.tasks.get_mut(&id).expect("just inserted");
-            task.attempt = recovered.attempt;
-            match recovered.status {
+            let attempt = recovered.attempt;
+            let phase = match recovered.status {
                 TaskStatus::Running => {
-                    task.lease_until = recovered.lease_until.unwrap_or(now);
-                    let attempt = task.attempt;
+                    // Its agent is unknown now: no result can match it, only the lease ends it.
+                    let lease_until = recovered.lease_until.unwrap_or(now);
                     self.timers
-                        .insert((task.lease_until, Timer::Lease { task: id, attempt }));
+                        .insert((lease_until, Timer::Lease { task: id, attempt }));
+                    Phase::Running {
+                        started_at: now,
+                        lease_until,
+                        agent: None,
+                    }
                 }
                 TaskStatus::Queued => match recovered.not_before {
-                    Some(not_before) if not_before > now => {
-                        task.not_before = Some(not_before);
-                        self.timers.insert((not_before, Timer::Backoff(id)));
+                    Some(until) if until > now => {
+                        self.timers.insert((until, Timer::Backoff(id)));
+                        Phase::Backoff { until }
                     }
-                    _ => ready.push(id),
+                    _ => {
+                        // Made ready below, once every task is loaded.
+                        ready.push(id);
+                        Phase::Waiting
+                    }
                 },
-                _ => waiting.push(id),
-            }
+                _ => {
+                    waiting.push(id);
+                    Phase::Waiting
+                }
+            };
+            self.insert_task(spec, attempt, phase);
         }
 
         // Link every waiting task to its active dependencies before failing any, so a failure
@@ -115,43 +126,36 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let mut running_per_agent = std::collections::HashMap::new();
         let mut keyed = 0;
         for (id, task) in &self.tasks {
-            match task.status {
-                TaskStatus::Running => {
-                    if let Some(agent) = task.agent {
+            match task.phase {
+                Phase::Running {
+                    agent, lease_until, ..
+                } => {
+                    if let Some(agent) = agent {
                         *running_per_agent.entry(agent).or_insert(0u32) += 1;
                     }
-                    let timer = (
-                        task.lease_until,
-                        Timer::Lease {
-                            task: *id,
-                            attempt: task.attempt,
-                        },
-                    );
+                    let attempt = task.attempt;
+                    let timer = (lease_until, Timer::Lease { task: *id, attempt });
                     if !self.timers.contains(&timer) {
                         return Err(format!("running task {id} has no lease timer"));
                     }
                 }
-                TaskStatus::Queued => match (task.queue_key, task.not_before) {
-                    (Some(key), None) => {
-                        keyed += 1;
-                        let queue = self.queues.get(&task.spec.capability);
-                        if !queue.is_some_and(|q| q.contains(&key)) {
-                            return Err(format!("queued task {id} is not in its queue"));
-                        }
+                Phase::Ready { rank } => {
+                    keyed += 1;
+                    let queue = self.queues.get(&task.spec.capability);
+                    if !queue.is_some_and(|q| q.contains(&(rank, *id))) {
+                        return Err(format!("queued task {id} is not in its queue"));
                     }
-                    (None, Some(due)) => {
-                        if !self.timers.contains(&(due, Timer::Backoff(*id))) {
-                            return Err(format!("backing-off task {id} has no timer"));
-                        }
+                }
+                Phase::Backoff { until } => {
+                    if !self.timers.contains(&(until, Timer::Backoff(*id))) {
+                        return Err(format!("backing-off task {id} has no timer"));
                     }
-                    other => return Err(format!("queued task {id} has state {other:?}")),
-                },
-                TaskStatus::Waiting => {
+                }
+                Phase::Waiting => {
                     if self.pending_deps.get(id).copied().unwrap_or(0) == 0 {
                         return Err(format!("waiting task {id} waits for nothing"));
                     }
                 }
-                terminal => return Err(format!("task {id} is {terminal} but still in memory")),
             }
         }
         let queued: usize = self.queues.values().map(|q| q.len()).sum();

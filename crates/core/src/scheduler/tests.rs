@@ -455,3 +455,19 @@ fn offline_agents_are_remembered_only_up_to_a_bound() {
     );
     assert_eq!(s.snapshot(agent_id(total)).unwrap().state, AgentState::Idle);
 }
+
+#[test]
+fn an_active_task_stays_small() {
+    // A million queued tasks are a million of these (plus their specs): their size is the hub's
+    // memory per queued task. The phase enum keeps only the fields of the current phase.
+    assert!(
+        std::mem::size_of::<Phase>() <= 40,
+        "Phase is {} bytes",
+        std::mem::size_of::<Phase>()
+    );
+    assert!(
+        std::mem::size_of::<ActiveTask>() <= 56,
+        "ActiveTask is {} bytes",
+        std::mem::size_of::<ActiveTask>()
+    );
+}
