@@ -48,6 +48,8 @@ pub struct BenchOptions {
     pub rate: u64,
     /// Tasks left queued by the `queued` workload (memory per queued task).
     pub queued_tasks: u64,
+    /// Tasks processed by the `soak` workload (memory growth under steady load).
+    pub soak_tasks: u64,
     /// Which workloads to run (a warm-up always runs first).
     pub workloads: Vec<Workload>,
 }
@@ -60,16 +62,19 @@ pub enum Workload {
     Swarm,
     Latency,
     Queued,
+    /// Not in the default set: ten million tasks take minutes.
+    Soak,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Batched,
         Workload::Single,
         Workload::Agents,
         Workload::Swarm,
         Workload::Latency,
         Workload::Queued,
+        Workload::Soak,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +85,7 @@ impl Workload {
             Workload::Swarm => "swarm",
             Workload::Latency => "latency",
             Workload::Queued => "queued",
+            Workload::Soak => "soak",
         }
     }
 
@@ -191,6 +197,24 @@ async fn measure(
     }
     let load_avg = process::load_avg();
 
+    let mut soak = None;
+    if run(Workload::Soak) {
+        timeline.phase("soak");
+        let bar = phase_bar("soak");
+        let every = (options.soak_tasks / 10).max(1);
+        let r = workloads::soak(
+            url,
+            recorder,
+            options.soak_tasks,
+            every,
+            || hub.sample(),
+            &bar,
+        )
+        .await?;
+        bar.finish_with_message(format!("{} tasks in {:.0} s", r.tasks, r.seconds));
+        soak = Some(r);
+    }
+
     // Last: it leaves its tasks queued in the hub.
     let mut queued = None;
     if run(Workload::Queued) {
@@ -212,7 +236,8 @@ async fn measure(
         + agents.map_or(0, |r| r.errors)
         + swarm.map_or(0, |r| r.errors)
         + open.map_or(0, |r| r.errors)
-        + queued.map_or(0, |r| r.errors);
+        + queued.map_or(0, |r| r.errors)
+        + soak.as_ref().map_or(0, |r| r.errors);
     let percentiles = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
         open.map(|_| Percentiles::of(&h.lock().unwrap_or_else(|p| p.into_inner())))
     };
@@ -243,6 +268,8 @@ async fn measure(
         swarm,
         open_loop: open,
         rss_per_queued_task_bytes: queued.and_then(|r| r.rss_per_queued_task_bytes),
+        rss_growth_bytes_over_soak: soak.as_ref().and_then(|r| r.rss_growth_bytes),
+        soak,
         queued,
         settings: report::Settings::from(options),
         machine: report::Machine::read(),

@@ -5,7 +5,7 @@ use crate::BenchOptions;
 use crate::recorder::Percentiles;
 use crate::swarm::SwarmRun;
 use crate::timeline::Point;
-use crate::workloads::{AgentRun, OpenLoopRun, QueuedRun, TaskRun};
+use crate::workloads::{AgentRun, OpenLoopRun, QueuedRun, SoakRun, TaskRun};
 
 /// Everything measured. Latencies in milliseconds, memory in bytes; `null` when not measured
 /// (a workload left out with `--workloads`; memory and CPU of an external hub).
@@ -35,6 +35,9 @@ pub struct Report {
     /// Hub RSS growth per task left queued (the `queued` workload).
     pub rss_per_queued_task_bytes: Option<f64>,
     pub queued: Option<QueuedRun>,
+    /// Hub RSS growth over the `soak` workload, after its first tenth (warm caches).
+    pub rss_growth_bytes_over_soak: Option<i64>,
+    pub soak: Option<SoakRun>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
@@ -48,6 +51,7 @@ pub struct Settings {
     pub batch: usize,
     pub rate: u64,
     pub queued_tasks: u64,
+    pub soak_tasks: u64,
     pub external_hub: bool,
     pub workloads: Vec<&'static str>,
 }
@@ -61,6 +65,7 @@ impl From<&BenchOptions> for Settings {
             batch: o.batch,
             rate: o.rate,
             queued_tasks: o.queued_tasks,
+            soak_tasks: o.soak_tasks,
             external_hub: o.hub.is_some(),
             workloads: o.workloads.iter().map(|w| w.name()).collect(),
         }
@@ -172,6 +177,16 @@ impl Report {
                 "<= 400 B (1M)".into(),
                 self.rss_per_queued_task_bytes
                     .map_or("not run".into(), |b| format!("{b:.0} B")),
+            ],
+            [
+                format!(
+                    "RSS growth over the soak ({} tasks)",
+                    self.settings.soak_tasks
+                ),
+                "< 2 MB/hour".into(),
+                "<= 1 MB / 10M".into(),
+                self.rss_growth_bytes_over_soak
+                    .map_or("not run".into(), |b| format!("{:.2} MB", b as f64 / 1e6)),
             ],
             [
                 "peak RSS".into(),

@@ -364,3 +364,99 @@ pub async fn queued_memory(
         errors: errors.load(Ordering::Relaxed),
     })
 }
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SoakRun {
+    pub tasks: u64,
+    pub seconds: f64,
+    /// (tasks executed, hub RSS in bytes), every `sample_every` tasks.
+    pub rss_samples: Vec<(u64, u64)>,
+    /// Hub RSS at the end minus at the first sample (after the first `sample_every` tasks, when
+    /// caches are warm): what steady processing leaves behind.
+    pub rss_growth_bytes: Option<i64>,
+    pub errors: u64,
+}
+
+/// Batched submitters that never let more than `max_backlog` tasks wait for a worker, so memory
+/// measures what processing leaves behind, not a queue.
+pub async fn soak(
+    url: &str,
+    recorder: &Arc<Recorder>,
+    total: u64,
+    sample_every: u64,
+    sample: impl Fn() -> Option<crate::process::ProcessSample>,
+    bar: &ProgressBar,
+) -> anyhow::Result<SoakRun> {
+    const BATCH: u64 = 100;
+    const MAX_BACKLOG: u64 = 20_000;
+    let started = Instant::now();
+    let executed_before = recorder.executed.load(Ordering::Relaxed);
+    let executed = {
+        let recorder = recorder.clone();
+        move || recorder.executed.load(Ordering::Relaxed) - executed_before
+    };
+    let accepted = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let (client, recorder) = (HubClient::new(url), recorder.clone());
+        let (accepted, errors, executed) = (accepted.clone(), errors.clone(), executed.clone());
+        handles.push(tokio::spawn(async move {
+            while accepted.load(Ordering::Relaxed) < total {
+                if accepted.load(Ordering::Relaxed).saturating_sub(executed()) > MAX_BACKLOG {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let tasks = (0..BATCH).map(|_| load::task(recorder.now_us())).collect();
+                match client.submit_batch(tasks).await {
+                    Ok(ids) => accepted.fetch_add(ids.len() as u64, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut next_sample = sample_every;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let done = executed();
+        while done >= next_sample {
+            if let Some(s) = sample() {
+                samples.push((next_sample, s.rss_bytes));
+            }
+            next_sample += sample_every;
+        }
+        bar.set_message(format!(
+            "{done} of {total} executed, {:.0}/s",
+            done as f64 / started.elapsed().as_secs_f64()
+        ));
+        if handles.iter().all(|h| h.is_finished()) && done >= accepted.load(Ordering::Relaxed) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            anyhow::bail!("the soak did not finish within an hour");
+        }
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    // The last results' commits, then the final reading.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let end = sample();
+    if let Some(s) = end {
+        samples.push((executed(), s.rss_bytes));
+    }
+    let growth = match (samples.first(), end) {
+        (Some(first), Some(end)) if samples.len() > 1 => {
+            Some(end.rss_bytes as i64 - first.1 as i64)
+        }
+        _ => None,
+    };
+    Ok(SoakRun {
+        tasks: accepted.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        rss_samples: samples,
+        rss_growth_bytes: growth,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}

@@ -60,11 +60,14 @@ pub struct BenchArgs {
     /// Offered rate of the open-loop latency workload, tasks per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
+    /// Tasks the `soak` workload processes, to measure memory growth under steady load.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub soak_tasks: u64,
     /// Tasks the `queued` workload leaves queued, to measure memory per queued task.
     #[arg(long, default_value_t = 1_000_000)]
     pub queued_tasks: u64,
-    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, queued
-    /// (default: all).
+    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, queued, soak
+    /// (default: all but soak, which processes --soak-tasks tasks and takes minutes).
     #[arg(
         long,
         value_delimiter = ',',

@@ -21,7 +21,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         .map(|name| {
             Workload::parse(name).ok_or_else(|| {
                 Failure::usage(anyhow!(
-                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency or queued"
+                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, queued or soak"
                 ))
             })
         })
@@ -38,6 +38,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         batch: args.batch,
         rate: args.rate,
         queued_tasks: args.queued_tasks,
+        soak_tasks: args.soak_tasks,
         workloads,
     };
     let report = hive_bench::run(options)

@@ -2,9 +2,10 @@
 //!
 //! SQLite's automatic checkpoint runs inside whichever commit crosses the threshold: with a large
 //! database that commit, and every request waiting on it, stalls for tens of milliseconds (seen
-//! in `hive bench` as a 100 ms p99 spike after a million-task run). So the writer connection has
-//! automatic checkpoints off, and this thread runs a PASSIVE checkpoint on its own connection
-//! every interval: in WAL mode that copies pages while the writer keeps committing.
+//! in `hive bench` as a 100 ms p99 spike after a million-task run). So this thread runs a
+//! PASSIVE checkpoint on its own connection every interval: in WAL mode that copies pages while
+//! the writer keeps committing. The writer keeps a far higher threshold of its own as a backstop,
+//! because only a checkpoint that reaches the last frame lets the WAL restart (see `writer`).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};

@@ -22,6 +22,16 @@ use crate::StoreError;
 /// The versioned migrations, applied in order; `PRAGMA user_version` records the last applied.
 const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
 
+/// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies
+/// pages off the commit path, but under commits that never pause it never copies the *last*
+/// frame, and SQLite restarts the WAL only after a checkpoint that did: without this backstop
+/// the WAL grew to 3.5 GB in a 10M-task soak, its index mapped into the hub's memory. When the
+/// writer's checkpoint runs, the background thread has already copied most pages, so it is short.
+const WRITER_CHECKPOINT_PAGES: u32 = 4_000;
+
+/// The WAL file is truncated to this size when it restarts, so a burst does not keep its disk.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -77,11 +87,13 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The connection of the group-commit thread. Its automatic checkpoints are off: run a
-    /// [`Checkpointer`] beside it.
+    /// The connection of the group-commit thread. Run a [`Checkpointer`] beside it: the
+    /// writer's own automatic checkpoint is only a backstop (see `WRITER_CHECKPOINT_PAGES`).
     pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
         let conn = self.connect()?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}; PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"
+        ))?;
         Ok(SqliteWriter::new(conn))
     }
 
