@@ -255,3 +255,30 @@ fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps(
         2
     );
 }
+
+#[test]
+fn the_wal_stays_bounded_under_commits_that_never_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    let checkpointer = store
+        .checkpointer(std::time::Duration::from_millis(5))
+        .unwrap();
+    let wal = dir.path().join("hive.db-wal");
+    let mut written = 0u64;
+    // ~60,000 tasks in 600 commits: well over 20,000 WAL pages if the WAL never restarted.
+    for batch in 0..600u128 {
+        let changes: Vec<Change> = (0..100)
+            .map(|i| created(1_000_000 + batch * 100 + i))
+            .collect();
+        writer.apply(&[&changes]).unwrap();
+        written += 1;
+    }
+    let size = std::fs::metadata(&wal).unwrap().len();
+    checkpointer.stop();
+    assert_eq!(written, 600);
+    assert!(
+        size < 40 * 1024 * 1024,
+        "the WAL grew to {size} bytes: it never restarted"
+    );
+}
