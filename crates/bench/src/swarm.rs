@@ -126,17 +126,7 @@ pub async fn fan_out(
             }
         }));
     }
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let n = deliveries.load(Ordering::Relaxed);
-        bar.set_message(format!(
-            "{n} deliveries, {:.0}/s",
-            n as f64 / started.elapsed().as_secs_f64()
-        ));
-    }
-    for handle in handles {
-        handle.await?;
-    }
+    crate::workloads::watch(started, deadline, &deliveries, "deliveries", bar, handles).await?;
     let seconds = started.elapsed().as_secs_f64();
     for member in members {
         member.abort();

@@ -41,6 +41,27 @@ async fn succeeded(client: &HubClient) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
+/// Shows `counter` and its rate on the bar until `deadline`, then waits for the workers.
+pub(crate) async fn watch(
+    started: Instant,
+    deadline: Instant,
+    counter: &AtomicU64,
+    what: &str,
+    bar: &ProgressBar,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = counter.load(Ordering::Relaxed);
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        bar.set_message(format!("{n} {what}, {rate:.0}/s"));
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    Ok(())
+}
+
 /// Closed-loop submitters: `batch` tasks per request (1: the single-task endpoint).
 pub async fn tasks_end_to_end(
     url: &str,
@@ -79,17 +100,7 @@ pub async fn tasks_end_to_end(
             }
         }));
     }
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let n = accepted.load(Ordering::Relaxed);
-        bar.set_message(format!(
-            "{n} accepted, {:.0}/s",
-            n as f64 / started.elapsed().as_secs_f64()
-        ));
-    }
-    for handle in handles {
-        handle.await?;
-    }
+    watch(started, deadline, &accepted, "accepted", bar, handles).await?;
     let submitted_in = started.elapsed();
     let tasks = accepted.load(Ordering::Relaxed);
     // Wait on the workers' own count first: polling the hub's status (a count over every task)
@@ -160,17 +171,7 @@ pub async fn agent_ops(
             }
         }));
     }
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let n = ops.load(Ordering::Relaxed);
-        bar.set_message(format!(
-            "{n} agent ops, {:.0}/s",
-            n as f64 / started.elapsed().as_secs_f64()
-        ));
-    }
-    for handle in handles {
-        handle.await?;
-    }
+    watch(started, deadline, &ops, "agent ops", bar, handles).await?;
     let n = ops.load(Ordering::Relaxed);
     Ok(AgentRun {
         ops: n,
