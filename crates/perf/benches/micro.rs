@@ -112,3 +112,82 @@ fn group_commit_1000_tasks(bencher: divan::Bencher) {
         writer.apply(&[&changes]).unwrap();
     });
 }
+
+/// The upper bound of a binary frame encoding: the same 16 assignments and 16 results as
+/// `codec_frame_of_16`, in postcard (ids as 16 bytes, payloads still JSON text inside).
+#[divan::bench]
+fn codec_frame_of_16_postcard() -> usize {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Assignment {
+        task_id: [u8; 16],
+        attempt: u32,
+        capability: String,
+        payload: String,
+        priority: u8,
+        timeout_ms: u64,
+    }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct TaskResult {
+        task_id: [u8; 16],
+        attempt: u32,
+        ok: bool,
+        output: String,
+    }
+    let tasks: Vec<Assignment> = (0..16u64)
+        .map(|i| Assignment {
+            task_id: uuid::Uuid::from_u64_pair(0, i).into_bytes(),
+            attempt: 1,
+            capability: "summarize".into(),
+            payload: format!(r#"{{"text":"document number {i} of frame 0","lang":"en"}}"#),
+            priority: 5,
+            timeout_ms: 30_000,
+        })
+        .collect();
+    let frame = postcard::to_allocvec(&tasks).unwrap();
+    let mut bytes = frame.len();
+    let tasks: Vec<Assignment> = postcard::from_bytes(&frame).unwrap();
+    for task in tasks {
+        let result = TaskResult {
+            task_id: task.task_id,
+            attempt: task.attempt,
+            ok: true,
+            output: task.payload,
+        };
+        let frame = postcard::to_allocvec(&result).unwrap();
+        bytes += frame.len();
+        let _: TaskResult = postcard::from_bytes(&frame).unwrap();
+    }
+    bytes
+}
+
+/// What lz4 would add to a frame: compress and decompress one JSON assign frame of 16 tasks
+/// (bytes are free on loopback, so on this bench compression can only cost).
+#[divan::bench]
+fn lz4_assign_frame_of_16(bencher: divan::Bencher) {
+    use hive_proto::protocol::{Assignment, HubMessage};
+    let tasks = (0..16u64)
+        .map(|i| Assignment {
+            task_id: hive_core::TaskId(uuid::Uuid::from_u64_pair(0, i)).to_string(),
+            attempt: 1,
+            capability: "summarize".into(),
+            payload: hive_proto::RawValue::from_string(format!(
+                r#"{{"text":"document number {i} of frame 0","lang":"en"}}"#
+            ))
+            .unwrap(),
+            priority: 5,
+            timeout_ms: 30_000,
+        })
+        .collect();
+    let frame = serde_json::to_string(&HubMessage::Assign { tasks }).unwrap();
+    bencher.bench(|| {
+        let packed = lz4_flex::compress_prepend_size(frame.as_bytes());
+        let unpacked = lz4_flex::decompress_size_prepended(&packed).unwrap();
+        (packed.len(), unpacked.len())
+    });
+    let packed = lz4_flex::compress_prepend_size(frame.as_bytes());
+    eprintln!(
+        "lz4: assign frame of 16 {} -> {} bytes",
+        frame.len(),
+        packed.len()
+    );
+}
