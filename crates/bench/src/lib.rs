@@ -170,7 +170,7 @@ async fn measure(
     if run(Workload::Agents) {
         timeline.phase("agents");
         let bar = phase_bar("agents");
-        let r = workloads::agent_ops(url, duration, 8, &bar).await?;
+        let r = workloads::agent_ops(url, duration, 32, &bar).await?;
         bar.finish_with_message(format!("{:.0} agent ops/s", r.ops_per_sec));
         agents = Some(r);
     }

@@ -64,6 +64,15 @@ pub enum Command {
     Agents {
         reply: oneshot::Sender<Vec<AgentSnapshot>>,
     },
+    /// One agent, without copying the others.
+    Agent {
+        agent: AgentId,
+        reply: oneshot::Sender<Option<AgentSnapshot>>,
+    },
+    /// Answers at once: the actor is alive and keeping up (the readiness probe).
+    Ping {
+        reply: oneshot::Sender<()>,
+    },
     Overview {
         reply: oneshot::Sender<Overview>,
     },
@@ -222,6 +231,12 @@ impl Actor {
             }
             Command::Agents { reply } => {
                 let _ = reply.send(self.scheduler.agents());
+            }
+            Command::Agent { agent, reply } => {
+                let _ = reply.send(self.scheduler.snapshot(agent));
+            }
+            Command::Ping { reply } => {
+                let _ = reply.send(());
             }
             Command::Overview { reply } => {
                 let _ = reply.send(Overview {

@@ -31,14 +31,13 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    let id = parse_agent_id(&id)?;
-    let agents = state.ask(|reply| Command::Agents { reply }).await?;
-    agents
-        .iter()
-        .find(|a| a.id == id)
-        .map(|a| Json(views::agent(a)))
+    let agent = parse_agent_id(&id)?;
+    state
+        .ask(|reply| Command::Agent { agent, reply })
+        .await?
+        .map(|a| Json(views::agent(&a)))
         .ok_or_else(|| ApiError::NotFound {
-            what: format!("agent {id}"),
+            what: format!("agent {agent}"),
         })
 }
 

@@ -51,7 +51,7 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let stopping = *state.shutdown.borrow();
-    let answers = !stopping && state.ask(|reply| Command::Agents { reply }).await.is_ok();
+    let answers = !stopping && state.ask(|reply| Command::Ping { reply }).await.is_ok();
     if answers {
         (
             StatusCode::OK,
