@@ -87,6 +87,33 @@ enum Phase {
     },
 }
 
+impl Phase {
+    fn queued(self) -> bool {
+        matches!(self, Phase::Ready { .. } | Phase::Backoff { .. })
+    }
+}
+
+/// Keeps the per-capability count of queued tasks in step with one task's change of phase.
+fn count_queued(
+    queued: &mut HashMap<Capability, usize>,
+    capability: &Capability,
+    was: bool,
+    is: bool,
+) {
+    match (was, is) {
+        (false, true) => *queued.entry(capability.clone()).or_default() += 1,
+        (true, false) => {
+            if let Some(n) = queued.get_mut(capability) {
+                *n -= 1;
+                if *n == 0 {
+                    queued.remove(capability);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 impl ActiveTask {
     fn status(&self) -> TaskStatus {
         match self.phase {
@@ -152,6 +179,9 @@ pub struct Scheduler<P> {
     agents: HashMap<AgentId, AgentEntry>,
     /// Connected agents by capability.
     agents_by_capability: HashMap<Capability, Vec<AgentId>>,
+    /// Queued tasks (ready or backing off) by capability, kept as phases change so that
+    /// `queue_depths` does not walk a million tasks inside the scheduler's turn.
+    queued: HashMap<Capability, usize>,
     /// Offline agents, oldest first; kept for the agent list up to [`MAX_OFFLINE_AGENTS`].
     offline: VecDeque<AgentId>,
     changes: Vec<Change>,
@@ -173,6 +203,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             timers: BTreeSet::new(),
             agents: HashMap::new(),
             agents_by_capability: HashMap::new(),
+            queued: HashMap::new(),
             offline: VecDeque::new(),
             changes: Vec::new(),
         }
@@ -469,15 +500,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     /// Queued tasks per capability (ready and backing off), sorted by capability.
     pub fn queue_depths(&self) -> Vec<(Capability, usize)> {
-        let mut depths: HashMap<&Capability, usize> = HashMap::new();
-        for task in self
-            .tasks
-            .values()
-            .filter(|t| t.status() == TaskStatus::Queued)
-        {
-            *depths.entry(&task.spec.capability).or_default() += 1;
-        }
-        let mut depths: Vec<_> = depths.into_iter().map(|(c, n)| (c.clone(), n)).collect();
+        let mut depths: Vec<_> = self.queued.iter().map(|(c, n)| (c.clone(), *n)).collect();
         depths.sort();
         depths
     }
@@ -501,6 +524,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     fn insert_task(&mut self, spec: Arc<TaskSpec>, attempt: u32, phase: Phase) {
         let id = spec.id;
+        count_queued(&mut self.queued, &spec.capability, false, phase.queued());
         self.tasks.insert(
             id,
             Box::new(ActiveTask {
@@ -527,6 +551,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             None => {
                 let task = self.tasks.get_mut(&id).expect("active task");
                 let key = queue_key(now, task.spec.priority, self.config.aging_ms, id);
+                count_queued(&mut self.queued, &capability, task.phase.queued(), true);
                 task.phase = Phase::Ready { rank: key.0 };
                 self.queues.entry(capability).or_default().push(key);
             }
@@ -583,6 +608,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let task = self.tasks.get_mut(&id).expect("active task");
         let lease_until = now.plus_ms(task.spec.timeout_ms);
         task.attempt += 1;
+        count_queued(
+            &mut self.queued,
+            &task.spec.capability,
+            task.phase.queued(),
+            false,
+        );
         task.phase = Phase::Running {
             started_at: now,
             lease_until,
@@ -659,6 +690,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         });
         match next {
             NextStatus::Retry { not_before } if not_before > now => {
+                count_queued(&mut self.queued, &task.spec.capability, false, true);
                 task.phase = Phase::Backoff { until: not_before };
                 self.timers.insert((not_before, Timer::Backoff(id)));
             }
@@ -700,7 +732,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
     fn settle(&mut self, id: TaskId, status: TaskStatus, now: Timestamp) {
         let mut ended = vec![(id, status)];
         while let Some((id, status)) = ended.pop() {
-            self.tasks.remove(&id);
+            if let Some(task) = self.tasks.remove(&id) {
+                count_queued(
+                    &mut self.queued,
+                    &task.spec.capability,
+                    task.phase.queued(),
+                    false,
+                );
+            }
             self.pending_deps.remove(&id);
             for child in self.dependents.remove(&id).unwrap_or_default() {
                 if self.active_status(child) != Some(TaskStatus::Waiting) {

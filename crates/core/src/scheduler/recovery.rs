@@ -158,6 +158,23 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 }
             }
         }
+        let mut queued_by_capability: std::collections::HashMap<&crate::task::Capability, usize> =
+            std::collections::HashMap::new();
+        for task in self.tasks.values().filter(|t| t.phase.queued()) {
+            *queued_by_capability
+                .entry(&task.spec.capability)
+                .or_default() += 1;
+        }
+        if queued_by_capability.len() != self.queued.len()
+            || queued_by_capability
+                .iter()
+                .any(|(c, n)| self.queued.get(*c) != Some(n))
+        {
+            return Err(format!(
+                "queued counts {:?} but tasks say {queued_by_capability:?}",
+                self.queued
+            ));
+        }
         let queued: usize = self.queues.values().map(|q| q.len()).sum();
         if queued != keyed {
             return Err(format!("{queued} queue entries for {keyed} ready tasks"));
