@@ -69,7 +69,9 @@ pub fn spec_from_new(
     Ok(spec)
 }
 
-fn raw(json: &str) -> Box<RawValue> {
+/// Stored JSON text as a raw value. The text was validated when it was accepted; should the
+/// store hand back something else, the value reads `null` rather than failing the request.
+pub fn raw(json: &str) -> Box<RawValue> {
     RawValue::from_string(json.to_string())
         .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON"))
 }

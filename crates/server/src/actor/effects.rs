@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hive_core::{AgentId, Change, TaskSpec};
-use hive_proto::RawValue;
 use hive_proto::protocol::{Assignment, HubMessage};
 use hive_store::StoreError;
 
@@ -102,9 +101,7 @@ fn assignment(spec: &Arc<TaskSpec>, attempt: u32) -> Assignment {
         task_id: spec.id.to_string(),
         attempt,
         capability: spec.capability.to_string(),
-        // The payload was validated as JSON when it was submitted.
-        payload: RawValue::from_string(spec.payload.to_string())
-            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON")),
+        payload: crate::views::raw(&spec.payload),
         priority: spec.priority,
         timeout_ms: spec.timeout_ms,
     }
