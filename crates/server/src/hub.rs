@@ -49,6 +49,8 @@ pub struct Hub {
     actor: JoinHandle<()>,
     commit: GroupCommit,
     checkpointer: Checkpointer,
+    /// Held for the hub's life: it owns the data directory's lock.
+    store: SqliteStore,
     recovered: usize,
 }
 
@@ -137,6 +139,7 @@ impl Hub {
             actor,
             commit,
             checkpointer,
+            store,
             recovered,
         })
     }
@@ -166,10 +169,12 @@ impl Hub {
         }
         drop(self.commands);
         let _ = self.actor.await;
-        let (commit, checkpointer) = (self.commit, self.checkpointer);
+        let (commit, checkpointer, store) = (self.commit, self.checkpointer, self.store);
         let _ = tokio::task::spawn_blocking(move || {
             commit.close();
             checkpointer.stop();
+            // Last: releases the data directory's lock.
+            drop(store);
         })
         .await;
         tracing::info!("hive stopped");

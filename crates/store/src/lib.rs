@@ -28,6 +28,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    #[error("another hub is using the data directory {0}")]
+    Locked(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -244,3 +244,30 @@ async fn bench_refuses_an_unknown_workload_by_name() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hub_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path(), free_port()).await;
+    let output = hive()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        err.contains("another hub is using the data directory"),
+        "{err}"
+    );
+    assert!(
+        hub.terminate().await.success(),
+        "the first hub is unaffected"
+    );
+}

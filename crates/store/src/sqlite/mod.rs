@@ -55,10 +55,15 @@ impl Durability {
 pub struct SqliteStore {
     path: PathBuf,
     durability: Durability,
+    /// An exclusive lock on `hive.lock`, held as long as the store lives: two hubs on one data
+    /// directory would both schedule the same tasks. The kernel drops it when the process dies,
+    /// so a restart after a crash finds it free.
+    _lock: std::fs::File,
 }
 
 impl SqliteStore {
     pub const FILE_NAME: &'static str = "hive.db";
+    pub const LOCK_FILE: &'static str = "hive.lock";
 
     /// Opens (creating if needed) the database in `dir` and brings its schema up to date.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
@@ -68,9 +73,21 @@ impl SqliteStore {
                 dir.display()
             ))
         })?;
+        let lock_path = dir.join(Self::LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Database(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Locked(dir.display().to_string()))?;
         let store = SqliteStore {
             path: dir.join(Self::FILE_NAME),
             durability,
+            _lock: lock,
         };
         let mut conn = store.connect()?;
         migrate(&mut conn)?;

@@ -136,6 +136,19 @@ fn listing_pages_newest_first_and_filters() {
 }
 
 #[test]
+fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let second = SqliteStore::open(dir.path(), Durability::Normal);
+    assert!(
+        matches!(second, Err(crate::StoreError::Locked(_))),
+        "two stores on one directory"
+    );
+    drop(first);
+    assert!(SqliteStore::open(dir.path(), Durability::Normal).is_ok());
+}
+
+#[test]
 fn reopening_keeps_data_and_does_not_migrate_twice() {
     let dir = tempfile::tempdir().unwrap();
     {
