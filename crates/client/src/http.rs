@@ -52,10 +52,6 @@ impl HubClient {
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -70,11 +70,6 @@ impl CapabilityStats {
     pub fn mean_latency_ms(&self) -> Option<f64> {
         (self.completed > 0).then(|| self.total_latency_ms as f64 / self.completed as f64)
     }
-
-    pub fn success_rate(&self) -> Option<f64> {
-        let total = self.completed + self.failed;
-        (total > 0).then(|| self.completed as f64 / total as f64)
-    }
 }
 
 /// A point-in-time copy of an agent, for the API and the store.

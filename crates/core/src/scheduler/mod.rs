@@ -505,23 +505,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
         depths
     }
 
-    /// How many tasks are waiting, queued and running.
-    pub fn active_counts(&self) -> [(TaskStatus, usize); 3] {
-        let mut counts = [0usize; 3];
-        for task in self.tasks.values() {
-            match task.status() {
-                TaskStatus::Waiting => counts[0] += 1,
-                TaskStatus::Queued => counts[1] += 1,
-                _ => counts[2] += 1,
-            }
-        }
-        [
-            (TaskStatus::Waiting, counts[0]),
-            (TaskStatus::Queued, counts[1]),
-            (TaskStatus::Running, counts[2]),
-        ]
-    }
-
     fn insert_task(&mut self, spec: Arc<TaskSpec>, attempt: u32, phase: Phase) {
         let id = spec.id;
         count_queued(&mut self.queued, &spec.capability, false, phase.queued());
