@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hive_proto::codec::FrameFormat;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use hub::HubUnderTest;
@@ -52,6 +53,8 @@ pub struct BenchOptions {
     pub soak_tasks: u64,
     /// Which workloads to run (a warm-up always runs first).
     pub workloads: Vec<Workload>,
+    /// The frames the workers and swarm members ask for.
+    pub format: FrameFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +117,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     let idle = hub.sample();
     let recorder = Arc::new(Recorder::default());
     let timeline = timeline::Timeline::start(recorder.clone());
-    let workers = Workers::spawn(&hub.url, options.workers, options.slots, recorder.clone());
+    let workers = Workers::spawn(
+        &hub.url,
+        options.workers,
+        options.slots,
+        options.format,
+        recorder.clone(),
+    );
     let outcome = measure(&options, &hub, &recorder, &timeline).await;
     workers.stop().await;
     let points = timeline.stop().await;
@@ -179,7 +188,7 @@ async fn measure(
     if run(Workload::Swarm) {
         timeline.phase("swarm");
         let bar = phase_bar("swarm");
-        let r = swarm::fan_out(url, 100, duration, 8, &bar).await?;
+        let r = swarm::fan_out(url, 100, duration, 8, options.format, &bar).await?;
         bar.finish_with_message(format!(
             "{:.0} deliveries/s to 100 agents",
             r.deliveries_per_sec

@@ -10,6 +10,7 @@ use hive_client::WorkerOptions;
 use hive_client::worker::{Outcome, WorkerError, WorkerExit, run_worker};
 use hive_proto::RawValue;
 use hive_proto::api::NewTask;
+use hive_proto::codec::FrameFormat;
 use hive_proto::protocol::Assignment;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,7 +37,13 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn spawn(url: &str, count: usize, slots: u32, recorder: Arc<Recorder>) -> Workers {
+    pub fn spawn(
+        url: &str,
+        count: usize,
+        slots: u32,
+        format: FrameFormat,
+        recorder: Arc<Recorder>,
+    ) -> Workers {
         let null = RawValue::from_string("null".into()).expect("valid JSON");
         let mut stops = Vec::new();
         let mut handles = Vec::new();
@@ -55,6 +62,7 @@ impl Workers {
             });
             let mut options = WorkerOptions::new(url, &[CAPABILITY], slots);
             options.name = format!("bench-{i}");
+            options.format = format;
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
             handles.push(tokio::spawn(run_worker(options, executor, async move {

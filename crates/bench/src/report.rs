@@ -1,6 +1,8 @@
 //! The report: the JSON document (`--json`) and the plan's success-metrics table with our
 //! measured column.
 
+use hive_proto::codec::FrameFormat;
+
 use crate::BenchOptions;
 use crate::recorder::Percentiles;
 use crate::swarm::SwarmRun;
@@ -54,6 +56,7 @@ pub struct Settings {
     pub soak_tasks: u64,
     pub external_hub: bool,
     pub workloads: Vec<&'static str>,
+    pub frames: FrameFormat,
 }
 
 impl From<&BenchOptions> for Settings {
@@ -68,6 +71,7 @@ impl From<&BenchOptions> for Settings {
             soak_tasks: o.soak_tasks,
             external_hub: o.hub.is_some(),
             workloads: o.workloads.iter().map(|w| w.name()).collect(),
+            frames: o.format,
         }
     }
 }

@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use hive_client::HubClient;
 use hive_proto::RawValue;
 use hive_proto::api::NewSwarmMessage;
+use hive_proto::codec::{self, Encoded, FrameFormat};
 use indicatif::ProgressBar;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -24,43 +25,69 @@ pub struct SwarmRun {
     pub errors: u64,
 }
 
+/// What a member reads of the hub's frames: the type and, for messages, the id. A batch
+/// carries several.
 #[derive(serde::Deserialize)]
 struct Incoming {
     #[serde(rename = "type")]
     kind: String,
     message_id: Option<String>,
+    #[serde(default)]
+    frames: Vec<Incoming>,
+}
+
+fn encode(message: &serde_json::Value, format: FrameFormat) -> Message {
+    match codec::encode(message, format) {
+        Encoded::Text(text) => Message::Text(text.into()),
+        Encoded::Binary(bytes) => Message::Binary(bytes.into()),
+    }
 }
 
 async fn member(
     ws_url: String,
     n: usize,
+    format: FrameFormat,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
     let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
-    let hello = format!(
-        r#"{{"type":"hello","name":"swarm-{n}","capabilities":["swarm-bench"],"slots":1,"groups":["{GROUP}"]}}"#
-    );
-    socket.send(Message::Text(hello.into())).await?;
+    let mut hello = serde_json::json!({
+        "type": "hello", "name": format!("swarm-{n}"), "capabilities": ["swarm-bench"],
+        "slots": 1, "groups": [GROUP], "batch": format.batch,
+    });
+    hello["encoding"] = serde_json::to_value(format.encoding)?;
+    hello["compression"] = serde_json::to_value(format.compression)?;
+    socket.send(Message::Text(hello.to_string().into())).await?;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(3));
     let mut welcomed = false;
     loop {
         tokio::select! {
             frame = socket.next() => {
-                let Some(Ok(Message::Text(text))) = frame else {
-                    if frame.is_none() { return Ok(()) }
-                    continue;
+                let incoming: Incoming = match frame {
+                    None => return Ok(()),
+                    Some(Ok(Message::Text(text))) => codec::decode(codec::Incoming::Text(&text), 1 << 24)?,
+                    Some(Ok(Message::Binary(bytes))) => codec::decode(codec::Incoming::Binary(&bytes), 1 << 24)?,
+                    Some(_) => continue,
                 };
-                let incoming: Incoming = serde_json::from_str(&text)?;
-                match (incoming.kind.as_str(), incoming.message_id) {
-                    ("welcome", _) if !welcomed => {
-                        welcomed = true;
-                        let _ = ready.send(()).await;
+                if incoming.kind == "welcome" && !welcomed {
+                    welcomed = true;
+                    let _ = ready.send(()).await;
+                    continue;
+                }
+                let messages = if incoming.kind == "batch" { incoming.frames } else { vec![incoming] };
+                let replies: Vec<serde_json::Value> = messages
+                    .into_iter()
+                    .filter(|m| m.kind == "message")
+                    .filter_map(|m| m.message_id)
+                    .map(|id| serde_json::json!({"type": "reply", "message_id": id, "output": "null"}))
+                    .collect();
+                // One batch frame for everything that came together, when batching.
+                if format.batch && replies.len() > 1 {
+                    let batch = serde_json::json!({"type": "batch", "frames": replies});
+                    socket.send(encode(&batch, format)).await?;
+                } else {
+                    for reply in &replies {
+                        socket.send(encode(reply, format)).await?;
                     }
-                    ("message", Some(id)) => {
-                        let reply = format!(r#"{{"type":"reply","message_id":"{id}","output":null}}"#);
-                        socket.send(Message::Text(reply.into())).await?;
-                    }
-                    _ => {}
                 }
             }
             _ = heartbeat.tick() => socket.send(Message::Text(r#"{"type":"heartbeat"}"#.into())).await?,
@@ -73,12 +100,13 @@ pub async fn fan_out(
     agents: usize,
     duration: Duration,
     broadcasters: usize,
+    format: FrameFormat,
     bar: &ProgressBar,
 ) -> anyhow::Result<SwarmRun> {
     let ws_url = url.replace("http://", "ws://") + "/ws/agent";
     let (ready, mut joined) = tokio::sync::mpsc::channel(agents);
     let members: Vec<_> = (0..agents)
-        .map(|n| tokio::spawn(member(ws_url.clone(), n, ready.clone())))
+        .map(|n| tokio::spawn(member(ws_url.clone(), n, format, ready.clone())))
         .collect();
     for _ in 0..agents {
         joined.recv().await;

@@ -80,6 +80,40 @@ pub struct BenchArgs {
     /// Draw throughput and latency over time into this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// The frames the bench's workers and swarm members ask the hub for.
+    #[command(flatten)]
+    pub frames: FrameArgs,
+}
+
+/// The frame format a worker asks for in its hello (docs/protocol.md, "Encodings").
+#[derive(Debug, Args)]
+pub struct FrameArgs {
+    /// json (text frames) or msgpack (binary frames).
+    #[arg(long, default_value = "json", value_parser = ["json", "msgpack"])]
+    pub encoding: String,
+    /// none, or lz4 for frames over 512 bytes.
+    #[arg(long, default_value = "none", value_parser = ["none", "lz4"])]
+    pub compression: String,
+    /// Accept many messages per frame (`batch` frames).
+    #[arg(long)]
+    pub batch_frames: bool,
+}
+
+impl FrameArgs {
+    pub fn format(&self) -> hive_proto::codec::FrameFormat {
+        use hive_proto::codec::{Compression, Encoding, FrameFormat};
+        FrameFormat {
+            encoding: match self.encoding.as_str() {
+                "msgpack" => Encoding::Msgpack,
+                _ => Encoding::Json,
+            },
+            compression: match self.compression.as_str() {
+                "lz4" => Compression::Lz4,
+                _ => Compression::None,
+            },
+            batch: self.batch_frames,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +151,8 @@ pub struct WorkerArgs {
     /// reply (HIVE_CAPABILITY is then swarm:NAME).
     #[arg(long = "group")]
     pub groups: Vec<String>,
+    #[command(flatten)]
+    pub frames: FrameArgs,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hive_proto::RawValue;
+use hive_proto::codec::{self, Encoded, FrameFormat, Incoming};
 use hive_proto::protocol::{
     Assignment, Capabilities, Hello, HubMessage, TaskResult, WorkerMessage,
 };
@@ -70,6 +71,9 @@ pub struct WorkerOptions {
     /// Swarms to join. A broadcast to one of them runs the executor too, with capability
     /// `swarm:<group>`, attempt 0 and the message id as task id; its output is the reply.
     pub groups: Vec<String>,
+    /// The frames to ask the hub for (JSON text by default); this worker sends in the same
+    /// encoding and compression, one message per frame.
+    pub format: FrameFormat,
     /// Reconnect when the connection drops (otherwise return).
     pub reconnect: bool,
     pub max_reconnect_delay: Duration,
@@ -83,6 +87,7 @@ impl WorkerOptions {
             capabilities: capabilities.iter().map(|c| (c.to_string(), 1.0)).collect(),
             slots,
             groups: Vec::new(),
+            format: FrameFormat::default(),
             reconnect: true,
             max_reconnect_delay: Duration::from_secs(5),
         }
@@ -169,8 +174,31 @@ enum Session {
     },
 }
 
-fn text(message: &WorkerMessage) -> Message {
-    Message::Text(serde_json::to_string(message).expect("serialisable").into())
+/// What a compressed frame from the hub may expand to.
+const MAX_FRAME_BYTES: usize = 64 << 20;
+
+fn encode_frame(message: &WorkerMessage, format: FrameFormat) -> Message {
+    match codec::encode(message, format) {
+        Encoded::Text(text) => Message::Text(text.into()),
+        Encoded::Binary(bytes) => Message::Binary(bytes.into()),
+    }
+}
+
+/// A frame from the hub in any form, a batch flattened; `None` for control frames.
+fn read(frame: &Message) -> Option<Result<Vec<HubMessage>, String>> {
+    let incoming = match frame {
+        Message::Text(text) => Incoming::Text(text.as_str()),
+        Message::Binary(bytes) => Incoming::Binary(bytes),
+        _ => return None,
+    };
+    Some(
+        codec::decode(incoming, MAX_FRAME_BYTES)
+            .map(|message| match message {
+                HubMessage::Batch(messages) => messages,
+                message => vec![message],
+            })
+            .map_err(|e| e.to_string()),
+    )
 }
 
 async fn session(
@@ -193,8 +221,10 @@ async fn session(
         capabilities: Capabilities::Levels(options.capabilities.iter().cloned().collect()),
         slots: options.slots,
         groups: options.groups.clone(),
+        format: options.format,
     });
-    sink.send(text(&hello))
+    // The hello is JSON text whatever is asked for: the hub reads it before any negotiation.
+    sink.send(encode_frame(&hello, FrameFormat::default()))
         .await
         .map_err(|e| WorkerError::Lost(e.to_string()))?;
     let heartbeat_ms = loop {
@@ -203,9 +233,10 @@ async fn session(
                 Ok(HubMessage::Welcome {
                     agent_id,
                     heartbeat_interval_ms,
+                    format,
                     ..
                 }) => {
-                    tracing::info!(%agent_id, "registered with the hub");
+                    tracing::info!(%agent_id, ?format, "registered with the hub");
                     break heartbeat_interval_ms;
                 }
                 Ok(HubMessage::Error { message, .. }) => {
@@ -228,25 +259,28 @@ async fn session(
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(frame))) => match serde_json::from_str::<HubMessage>(&frame) {
-                    Ok(HubMessage::Assign { tasks: assigned }) => {
+                Some(Ok(Message::Close(_))) | None => return lost("the hub closed the connection".into()),
+                Some(Err(e)) => return lost(e.to_string()),
+                Some(Ok(frame)) => match read(&frame) {
+                    Some(Ok(received)) => for message in received { match message {
+                    HubMessage::Assign { tasks: assigned } => {
                         for task in assigned {
                             let key = (task.task_id.clone(), task.attempt);
                             let handle = tasks.spawn(run_one(executor.clone(), task));
                             running.insert(key, handle);
                         }
                     }
-                    Ok(HubMessage::Cancel { task_id, attempt }) => {
+                    HubMessage::Cancel { task_id, attempt } => {
                         if let Some(handle) = running.remove(&(task_id, attempt)) {
                             handle.abort();
                         }
                     }
-                    Ok(HubMessage::Drain) => {
+                    HubMessage::Drain => {
                         draining = true;
                         tracing::info!("drained by the hub: finishing running tasks");
                     }
-                    Ok(HubMessage::Error { code, message }) => tracing::warn!(%code, %message, "hub reported an error"),
-                    Ok(HubMessage::Message { message_id, group, payload }) => {
+                    HubMessage::Error { code, message } => tracing::warn!(%code, %message, "hub reported an error"),
+                    HubMessage::Message { message_id, group, payload } => {
                         let task = Assignment {
                             task_id: message_id.clone(),
                             attempt: 0,
@@ -258,12 +292,11 @@ async fn session(
                         let executor = executor.clone();
                         messages.spawn(async move { (message_id, executor.execute(task).await) });
                     }
-                    Ok(HubMessage::Welcome { .. }) => {}
-                    Err(e) => tracing::warn!(error = %e, "unreadable frame from the hub"),
+                    HubMessage::Welcome { .. } | HubMessage::Batch(_) => {}
+                    }},
+                    Some(Err(e)) => tracing::warn!(error = %e, "unreadable frame from the hub"),
+                    None => {}
                 },
-                Some(Ok(Message::Close(_))) | None => return lost("the hub closed the connection".into()),
-                Some(Err(e)) => return lost(e.to_string()),
-                Some(Ok(_)) => {}
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 // A cancelled task was aborted: nothing to report.
@@ -273,7 +306,7 @@ async fn session(
                         Outcome::Success(output) => TaskResult { task_id, attempt, ok: true, output: Some(output), error: None, retry: false },
                         Outcome::Failure { error, retry } => TaskResult { task_id, attempt, ok: false, output: None, error: Some(error), retry },
                     };
-                    if let Err(e) = sink.send(text(&WorkerMessage::Result(result))).await {
+                    if let Err(e) = sink.send(encode_frame(&WorkerMessage::Result(result), options.format)).await {
                         return lost(e.to_string());
                     }
                 }
@@ -281,13 +314,13 @@ async fn session(
             Some(Ok((message_id, outcome))) = messages.join_next(), if !messages.is_empty() => {
                 // A failed message gets no reply: the broadcast lists this agent as missing.
                 if let Outcome::Success(output) = outcome
-                    && let Err(e) = sink.send(text(&WorkerMessage::Reply { message_id, output })).await
+                    && let Err(e) = sink.send(encode_frame(&WorkerMessage::Reply { message_id, output }, options.format)).await
                 {
                     return lost(e.to_string());
                 }
             },
             _ = heartbeat.tick() => {
-                if let Err(e) = sink.send(text(&WorkerMessage::Heartbeat)).await {
+                if let Err(e) = sink.send(encode_frame(&WorkerMessage::Heartbeat, options.format)).await {
                     return lost(e.to_string());
                 }
             }

@@ -5,6 +5,7 @@
 //! No logic lives here beyond (de)serialisation and the shape checks of protocol frames.
 
 pub mod api;
+pub mod codec;
 pub mod protocol;
 
 pub use serde_json::value::RawValue;

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::codec::{Compression, Encoding, FrameFormat};
+
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A frame from a worker to the hub.
@@ -24,6 +26,8 @@ pub enum WorkerMessage {
         message_id: String,
         output: Box<RawValue>,
     },
+    /// Several messages in one frame (any side may send one; see `codec`).
+    Batch(Vec<WorkerMessage>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +37,8 @@ pub struct Hello {
     pub slots: u32,
     /// Swarms (named groups) this agent joins, for broadcast messages.
     pub groups: Vec<String>,
+    /// The frames this worker can read (JSON text unless it asks for more).
+    pub format: FrameFormat,
 }
 
 /// Either a list of names (level 1.0 each) or a map of name to level (0.0-1.0).
@@ -72,6 +78,8 @@ pub enum HubMessage {
         agent_id: String,
         heartbeat_interval_ms: u64,
         protocol: u32,
+        /// The frames the hub will send from now on.
+        format: FrameFormat,
     },
     Assign {
         tasks: Vec<Assignment>,
@@ -91,6 +99,8 @@ pub enum HubMessage {
         group: String,
         payload: Box<RawValue>,
     },
+    /// Several messages in one frame, sent only to a worker that asked for `batch`.
+    Batch(Vec<HubMessage>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +108,7 @@ pub struct Assignment {
     pub task_id: String,
     pub attempt: u32,
     pub capability: String,
+    #[serde(with = "crate::codec::json_value")]
     pub payload: Box<RawValue>,
     pub priority: u8,
     /// The attempt's lease: past this many milliseconds the hub gives the attempt up.
@@ -110,11 +121,6 @@ pub struct FrameError(pub String);
 
 fn missing(kind: &str, field: &str) -> FrameError {
     FrameError(format!("{kind}: missing field `{field}`"))
-}
-
-/// Any value that is present, `null` included, as `Some`; absence is left to `default`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -136,7 +142,7 @@ struct RawWorkerMessage {
     // `null` is a valid output: present-but-null must not read as absent.
     #[serde(
         default,
-        deserialize_with = "present",
+        with = "crate::codec::json_value::present",
         skip_serializing_if = "Option::is_none"
     )]
     output: Option<Box<RawValue>>,
@@ -148,6 +154,49 @@ struct RawWorkerMessage {
     groups: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
+    // Not `#[serde(flatten)]`: that buffers every frame into a map before reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoding: Option<Encoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    compression: Option<Compression>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frames: Option<Vec<WorkerMessage>>,
+}
+
+fn format(
+    encoding: Option<Encoding>,
+    compression: Option<Compression>,
+    batch: Option<bool>,
+) -> FrameFormat {
+    FrameFormat {
+        encoding: encoding.unwrap_or_default(),
+        compression: compression.unwrap_or_default(),
+        batch: batch.unwrap_or(false),
+    }
+}
+
+/// The negotiation fields as written: only what differs from the default.
+fn format_fields(f: FrameFormat) -> (Option<Encoding>, Option<Compression>, Option<bool>) {
+    (
+        (f.encoding != Encoding::Json).then_some(f.encoding),
+        (f.compression != Compression::None).then_some(f.compression),
+        f.batch.then_some(true),
+    )
+}
+
+fn unbatched<T>(
+    frames: Option<Vec<T>>,
+    is_batch: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, FrameError> {
+    let frames = frames.ok_or_else(|| missing("batch", "frames"))?;
+    if frames.iter().any(is_batch) {
+        return Err(FrameError(
+            "batch: a batch cannot hold another batch".into(),
+        ));
+    }
+    Ok(frames)
 }
 
 impl TryFrom<RawWorkerMessage> for WorkerMessage {
@@ -161,6 +210,7 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                     .ok_or_else(|| missing("hello", "capabilities"))?,
                 slots: raw.slots.unwrap_or(1),
                 groups: raw.groups.unwrap_or_default(),
+                format: format(raw.encoding, raw.compression, raw.batch),
             })),
             "heartbeat" => Ok(WorkerMessage::Heartbeat),
             "result" => {
@@ -183,8 +233,11 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                     .ok_or_else(|| missing("reply", "message_id"))?,
                 output: raw.output.ok_or_else(|| missing("reply", "output"))?,
             }),
+            "batch" => Ok(WorkerMessage::Batch(unbatched(raw.frames, |m| {
+                matches!(m, WorkerMessage::Batch(_))
+            })?)),
             other => Err(FrameError(format!(
-                "unknown message type {other:?}; expected hello, heartbeat, result or reply"
+                "unknown message type {other:?}; expected hello, heartbeat, result, reply or batch"
             ))),
         }
     }
@@ -193,14 +246,20 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
 impl From<WorkerMessage> for RawWorkerMessage {
     fn from(message: WorkerMessage) -> Self {
         match message {
-            WorkerMessage::Hello(hello) => RawWorkerMessage {
-                kind: "hello".into(),
-                name: Some(hello.name),
-                capabilities: Some(hello.capabilities),
-                slots: Some(hello.slots),
-                groups: (!hello.groups.is_empty()).then_some(hello.groups),
-                ..Default::default()
-            },
+            WorkerMessage::Hello(hello) => {
+                let (encoding, compression, batch) = format_fields(hello.format);
+                RawWorkerMessage {
+                    kind: "hello".into(),
+                    name: Some(hello.name),
+                    capabilities: Some(hello.capabilities),
+                    slots: Some(hello.slots),
+                    groups: (!hello.groups.is_empty()).then_some(hello.groups),
+                    encoding,
+                    compression,
+                    batch,
+                    ..Default::default()
+                }
+            }
             WorkerMessage::Heartbeat => RawWorkerMessage {
                 kind: "heartbeat".into(),
                 ..Default::default()
@@ -219,6 +278,11 @@ impl From<WorkerMessage> for RawWorkerMessage {
                 kind: "reply".into(),
                 message_id: Some(message_id),
                 output: Some(output),
+                ..Default::default()
+            },
+            WorkerMessage::Batch(frames) => RawWorkerMessage {
+                kind: "batch".into(),
+                frames: Some(frames),
                 ..Default::default()
             },
         }
@@ -251,10 +315,19 @@ struct RawHubMessage {
     group: Option<String>,
     #[serde(
         default,
-        deserialize_with = "present",
+        with = "crate::codec::json_value::present",
         skip_serializing_if = "Option::is_none"
     )]
     payload: Option<Box<RawValue>>,
+    // Not `#[serde(flatten)]`: that buffers every frame into a map before reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoding: Option<Encoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    compression: Option<Compression>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frames: Option<Vec<HubMessage>>,
 }
 
 impl TryFrom<RawHubMessage> for HubMessage {
@@ -265,7 +338,11 @@ impl TryFrom<RawHubMessage> for HubMessage {
                 agent_id: raw.agent_id.ok_or_else(|| missing("welcome", "agent_id"))?,
                 heartbeat_interval_ms: raw.heartbeat_interval_ms.unwrap_or(5_000),
                 protocol: raw.protocol.unwrap_or(PROTOCOL_VERSION),
+                format: format(raw.encoding, raw.compression, raw.batch),
             }),
+            "batch" => Ok(HubMessage::Batch(unbatched(raw.frames, |m| {
+                matches!(m, HubMessage::Batch(_))
+            })?)),
             "assign" => Ok(HubMessage::Assign {
                 tasks: raw.tasks.ok_or_else(|| missing("assign", "tasks"))?,
             }),
@@ -297,11 +374,23 @@ impl From<HubMessage> for RawHubMessage {
                 agent_id,
                 heartbeat_interval_ms,
                 protocol,
-            } => RawHubMessage {
-                kind: "welcome".into(),
-                agent_id: Some(agent_id),
-                heartbeat_interval_ms: Some(heartbeat_interval_ms),
-                protocol: Some(protocol),
+                format,
+            } => {
+                let (encoding, compression, batch) = format_fields(format);
+                RawHubMessage {
+                    kind: "welcome".into(),
+                    agent_id: Some(agent_id),
+                    heartbeat_interval_ms: Some(heartbeat_interval_ms),
+                    protocol: Some(protocol),
+                    encoding,
+                    compression,
+                    batch,
+                    ..Default::default()
+                }
+            }
+            HubMessage::Batch(frames) => RawHubMessage {
+                kind: "batch".into(),
+                frames: Some(frames),
                 ..Default::default()
             },
             HubMessage::Assign { tasks } => RawHubMessage {

@@ -8,16 +8,19 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use axum::extract::ws::Utf8Bytes;
+use std::sync::Arc;
+
 use hive_core::AgentId;
 use hive_proto::protocol::HubMessage;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::framer::SharedMessage;
+
 #[derive(Debug)]
 pub enum Outbound {
     Message(HubMessage),
-    /// A frame already serialised, shared by many recipients (swarm broadcasts).
-    Frame(Utf8Bytes),
+    /// One message for many recipients (swarm broadcasts), serialised once.
+    Shared(Arc<SharedMessage>),
     /// Close the connection (the agent missed its heartbeats).
     Close,
 }

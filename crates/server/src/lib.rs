@@ -17,6 +17,7 @@ pub mod actor;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod framer;
 pub mod hub;
 pub mod json;
 pub mod routes;

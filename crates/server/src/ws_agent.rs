@@ -2,9 +2,10 @@
 //!
 //! The first frame must be `hello`; the hub answers `welcome` with the agent's id. Then the
 //! worker sends `heartbeat` and `result` frames, and the hub sends `assign` (batches), `cancel`,
-//! `drain` and `error`. Frames to the worker go through the connection's queue in
-//! [`Connections`](crate::connections::Connections), written by a task of their own so a slow
-//! socket never holds up the hub.
+//! `drain`, `error` and swarm `message`s. Frames to the worker go through the connection's queue
+//! in [`Connections`](crate::connections::Connections), written by a task of their own so a slow
+//! socket never holds up the hub; that task frames them in the format the worker asked for
+//! ([`framer`](crate::framer)), and the hub reads every format whatever was negotiated.
 
 use std::time::Duration;
 
@@ -13,12 +14,14 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use hive_core::{AgentId, AgentSpec, Capability, Report, TaskId};
+use hive_proto::codec::{self, FrameFormat, Incoming};
 use hive_proto::protocol::{Hello, HubMessage, PROTOCOL_VERSION, TaskResult, WorkerMessage};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::actor::Command;
 use crate::connections::Outbound;
+use crate::framer;
 use crate::state::AppState;
 
 /// How long a new connection may take to say hello.
@@ -30,25 +33,35 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
 }
 
 fn error_frame(code: &str, message: impl Into<String>) -> Message {
-    let frame = HubMessage::Error {
+    framer::text(&HubMessage::Error {
         code: code.into(),
         message: message.into(),
+    })
+}
+
+/// Reads a frame in any form; `None` for control frames.
+fn decode(frame: &Message, limit: usize) -> Option<Result<WorkerMessage, String>> {
+    let incoming = match frame {
+        Message::Text(text) => Incoming::Text(text.as_str()),
+        Message::Binary(bytes) => Incoming::Binary(bytes),
+        _ => return None,
     };
-    Message::Text(serde_json::to_string(&frame).expect("serialisable").into())
+    Some(codec::decode(incoming, limit).map_err(|e| e.to_string()))
 }
 
 async fn session(state: AppState, mut socket: WebSocket) {
+    let limit = state.config.max_body_bytes;
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<WorkerMessage>(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|m| match m {
-                WorkerMessage::Hello(hello) => agent_spec(hello),
-                _ => Err("the first message must be hello".into()),
-            }),
-        Ok(_) => Err("expected a hello text frame".into()),
+        Ok(Some(Ok(frame))) => match decode(&frame, limit) {
+            Some(Ok(WorkerMessage::Hello(hello))) => agent_spec(hello),
+            Some(Ok(_)) => Err("the first message must be hello".into()),
+            Some(Err(e)) => Err(e),
+            None => Err("expected a hello frame".into()),
+        },
+        Ok(_) => Err("expected a hello frame".into()),
         Err(_) => Err("no hello within 10 s".into()),
     };
-    let (spec, groups) = match hello {
+    let (spec, groups, format) = match hello {
         Ok(accepted) => accepted,
         Err(message) => {
             let _ = socket.send(error_frame("invalid_hello", message)).await;
@@ -59,43 +72,51 @@ async fn session(state: AppState, mut socket: WebSocket) {
 
     let agent = AgentId(Uuid::now_v7());
     let (outbound, mut queue) = mpsc::unbounded_channel();
+    state.connections.insert(agent, outbound);
+    tracing::info!(%agent, name = %spec.name, slots = spec.slots, "agent connected");
+    let (registered, is_registered) = tokio::sync::oneshot::channel();
+    let register = Command::Register {
+        agent,
+        spec,
+        registered,
+    };
     let welcome = HubMessage::Welcome {
         agent_id: agent.to_string(),
         heartbeat_interval_ms: state.config.heartbeat_interval_ms(),
         protocol: PROTOCOL_VERSION,
+        format,
     };
-    // Queued before the agent is registered, so it is always the first frame the worker reads.
-    let _ = outbound.send(Outbound::Message(welcome));
-    state.connections.insert(agent, outbound);
-    tracing::info!(%agent, name = %spec.name, slots = spec.slots, "agent connected");
-    if state
-        .commands
-        .send(Command::Register { agent, spec })
-        .await
-        .is_err()
+    // The welcome follows the registration, so the agent is listed once its worker is welcomed.
+    // It goes out before the writer starts, so it is the first frame the worker reads (and
+    // alone: a batching worker never finds it inside a batch).
+    if state.commands.send(register).await.is_err()
+        || is_registered.await.is_err()
+        || socket.send(framer::text(&welcome)).await.is_err()
     {
         state.connections.remove(agent);
+        let _ = state.commands.send(Command::Disconnected { agent }).await;
         return;
     }
     state.swarms.join(agent, &groups);
 
     let (mut sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(async move {
-        while let Some(item) = queue.recv().await {
-            let frame = match item {
-                Outbound::Frame(text) => Message::Text(text),
-                Outbound::Message(message) => Message::Text(
-                    serde_json::to_string(&message)
-                        .expect("serialisable")
-                        .into(),
-                ),
-                Outbound::Close => {
-                    let _ = sink.send(Message::Close(None)).await;
-                    break;
+        // Reused for every wake-up: what is queued is taken at once, written, flushed once.
+        let mut items = Vec::with_capacity(framer::MAX_BATCH);
+        let mut frames = Vec::new();
+        while queue.recv_many(&mut items, framer::MAX_BATCH).await > 0 {
+            let close = framer::frames(format, &mut items, &mut frames);
+            for frame in frames.drain(..) {
+                if sink.feed(frame).await.is_err() {
+                    return;
                 }
-            };
-            if sink.send(frame).await.is_err() {
-                break;
+            }
+            if close {
+                let _ = sink.send(Message::Close(None)).await;
+                return;
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
     });
@@ -106,13 +127,17 @@ async fn session(state: AppState, mut socket: WebSocket) {
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => handle_frame(&state, agent, &text).await,
-                Some(Ok(Message::Binary(_))) => {
-                    let error = HubMessage::Error { code: "unsupported_frame".into(), message: "binary frames are not supported; send JSON text".into() };
-                    state.connections.send(agent, Outbound::Message(error));
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(frame)) => match decode(&frame, limit) {
+                    Some(Ok(WorkerMessage::Batch(messages))) => {
+                        for message in messages {
+                            handle_message(&state, agent, message).await;
+                        }
+                    }
+                    Some(Ok(message)) => handle_message(&state, agent, message).await,
+                    Some(Err(e)) => send_error(&state, agent, "invalid_message", e),
+                    None => {}
+                },
             },
             _ = &mut writer => {
                 writer_done = true;
@@ -132,30 +157,31 @@ async fn session(state: AppState, mut socket: WebSocket) {
     }
 }
 
-async fn handle_frame(state: &AppState, agent: AgentId, text: &str) {
-    let command = match serde_json::from_str::<WorkerMessage>(text) {
-        Ok(WorkerMessage::Heartbeat) => Ok(Command::Heartbeat { agent }),
-        Ok(WorkerMessage::Result(result)) => report(agent, result),
-        Ok(WorkerMessage::Reply { message_id, output }) => {
+fn send_error(state: &AppState, agent: AgentId, code: &str, message: String) {
+    let error = HubMessage::Error {
+        code: code.into(),
+        message,
+    };
+    state.connections.send(agent, Outbound::Message(error));
+}
+
+async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage) {
+    let command = match message {
+        WorkerMessage::Heartbeat => Ok(Command::Heartbeat { agent }),
+        WorkerMessage::Result(result) => report(agent, result),
+        WorkerMessage::Reply { message_id, output } => {
             state.swarms.reply(&message_id, agent, output);
             return;
         }
-        Ok(WorkerMessage::Hello(_)) => {
-            Err(("protocol_error", "hello was already received".to_string()))
-        }
-        Err(e) => Err(("invalid_message", e.to_string())),
+        WorkerMessage::Hello(_) => Err(("protocol_error", "hello was already received".into())),
+        // The codec refuses a batch inside a batch.
+        WorkerMessage::Batch(_) => Err(("protocol_error", "nested batch".into())),
     };
     match command {
         Ok(command) => {
             let _ = state.commands.send(command).await;
         }
-        Err((code, message)) => {
-            let error = HubMessage::Error {
-                code: code.into(),
-                message,
-            };
-            state.connections.send(agent, Outbound::Message(error));
-        }
+        Err((code, message)) => send_error(state, agent, code, message),
     }
 }
 
@@ -188,8 +214,8 @@ fn report(agent: AgentId, result: TaskResult) -> Result<Command, (&'static str, 
     })
 }
 
-/// The agent's spec and the swarms it joins.
-fn agent_spec(hello: Hello) -> Result<(AgentSpec, Vec<String>), String> {
+/// The agent's spec, the swarms it joins and the frames it reads.
+fn agent_spec(hello: Hello) -> Result<(AgentSpec, Vec<String>, FrameFormat), String> {
     for group in &hello.groups {
         Capability::parse(group, "groups").map_err(|e| e.to_string())?;
     }
@@ -209,5 +235,5 @@ fn agent_spec(hello: Hello) -> Result<(AgentSpec, Vec<String>), String> {
         slots: hello.slots,
     };
     spec.validate().map_err(|e| e.to_string())?;
-    Ok((spec, hello.groups))
+    Ok((spec, hello.groups, hello.format))
 }

@@ -40,6 +40,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         queued_tasks: args.queued_tasks,
         soak_tasks: args.soak_tasks,
         workloads,
+        format: args.frames.format(),
     };
     let report = hive_bench::run(options)
         .await

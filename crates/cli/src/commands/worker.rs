@@ -36,6 +36,7 @@ pub async fn run(args: WorkerArgs, hub: &str) -> Outcome {
     let mut options = WorkerOptions::new(hub, &[], args.slots);
     options.capabilities = capabilities;
     options.groups = args.groups;
+    options.format = args.frames.format();
     if let Some(name) = args.name {
         options.name = name;
     }

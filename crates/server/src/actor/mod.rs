@@ -37,9 +37,11 @@ pub enum Command {
         batch: bool,
         reply: Reply<Vec<Submitted>>,
     },
+    /// Answered once the agent is in the registry (so the `welcome` can follow).
     Register {
         agent: AgentId,
         spec: AgentSpec,
+        registered: oneshot::Sender<()>,
     },
     Heartbeat {
         agent: AgentId,
@@ -188,7 +190,14 @@ impl Actor {
                 let outcome = self.submit(specs, batch, now);
                 self.defer(reply, outcome);
             }
-            Command::Register { agent, spec } => self.scheduler.register_agent(agent, spec, now),
+            Command::Register {
+                agent,
+                spec,
+                registered,
+            } => {
+                self.scheduler.register_agent(agent, spec, now);
+                let _ = registered.send(());
+            }
             Command::Heartbeat { agent } => {
                 self.scheduler.heartbeat(agent, now);
             }

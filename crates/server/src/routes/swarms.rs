@@ -4,7 +4,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Path, State};
 use hive_core::Capability;
 use hive_proto::RawValue;
@@ -16,6 +15,7 @@ use uuid::Uuid;
 
 use crate::connections::Outbound;
 use crate::error::ApiError;
+use crate::framer::SharedMessage;
 use crate::json::ApiJson;
 use crate::state::AppState;
 
@@ -73,15 +73,15 @@ pub async fn broadcast(
         group: group.clone(),
         payload,
     };
-    // Serialised once; every recipient's queue shares the same bytes.
-    let frame = Utf8Bytes::from(serde_json::to_string(&frame).expect("serialisable"));
+    // Serialised once per format; every recipient's queue shares the same bytes.
+    let frame = SharedMessage::new(frame);
     let mut replies_rx = state.swarms.open(id);
     let recipients: Vec<_> = members
         .into_iter()
         .filter(|agent| {
             state
                 .connections
-                .send(*agent, Outbound::Frame(frame.clone()))
+                .send(*agent, Outbound::Shared(frame.clone()))
         })
         .collect();
     let mut replies = Vec::with_capacity(recipients.len());

@@ -1,0 +1,401 @@
+//! How protocol frames travel on the socket, as negotiated in `hello` (see `docs/protocol.md`,
+//! "Encodings"): JSON text frames by default; MessagePack in binary frames; lz4 compression of a
+//! frame above [`COMPRESS_ABOVE`] bytes; and `batch` frames carrying many messages at once.
+//!
+//! A binary frame starts with one tag byte saying what follows ([`TAG_MSGPACK`],
+//! [`TAG_MSGPACK_LZ4`], [`TAG_JSON_LZ4`]). Either side may send any form whatever was negotiated:
+//! negotiation only says what a side is able to read. Payloads and outputs stay JSON inside
+//! MessagePack (as strings holding JSON text), because the hub stores JSON and never transcodes it.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Frames whose body is longer than this are compressed when compression was negotiated. Below
+/// it lz4 saves too little to pay for itself (measured in BENCHMARKS.md).
+pub const COMPRESS_ABOVE: usize = 512;
+
+pub const TAG_MSGPACK: u8 = 0;
+pub const TAG_MSGPACK_LZ4: u8 = 1;
+pub const TAG_JSON_LZ4: u8 = 2;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Json,
+    Msgpack,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Lz4,
+}
+
+/// What a side can read: asked for in `hello`, confirmed in `welcome`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FrameFormat {
+    pub encoding: Encoding,
+    pub compression: Compression,
+    /// Several messages may arrive in one `batch` frame.
+    pub batch: bool,
+}
+
+/// A frame ready for the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoded {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// A frame as read from the socket.
+#[derive(Debug, Clone, Copy)]
+pub enum Incoming<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// One message serialised in `encoding`, before framing: JSON text or MessagePack bytes.
+pub fn body<T: Serialize>(message: &T, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => serde_json::to_vec(message).expect("protocol messages serialise"),
+        Encoding::Msgpack => rmp_serde::to_vec_named(message).expect("protocol messages serialise"),
+    }
+}
+
+/// A `batch` message holding `bodies` (each made by [`body`] in the same encoding), built by
+/// concatenation so no message is serialised twice.
+pub fn batch_body<'a>(
+    bodies: impl ExactSizeIterator<Item = &'a [u8]>,
+    encoding: Encoding,
+) -> Vec<u8> {
+    let count = bodies.len();
+    match encoding {
+        Encoding::Json => {
+            let mut out = br#"{"type":"batch","frames":["#.to_vec();
+            for (i, body) in bodies.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(body);
+            }
+            out.extend_from_slice(b"]}");
+            out
+        }
+        Encoding::Msgpack => {
+            let mut out = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = rmp::encode::write_map_len(&mut out, 2);
+            let _ = rmp::encode::write_str(&mut out, "type");
+            let _ = rmp::encode::write_str(&mut out, "batch");
+            let _ = rmp::encode::write_str(&mut out, "frames");
+            let _ = rmp::encode::write_array_len(&mut out, count as u32);
+            for body in bodies {
+                out.extend_from_slice(body);
+            }
+            out
+        }
+    }
+}
+
+/// Frames a body for the socket: JSON as a text frame unless it is compressed; MessagePack, and
+/// anything compressed, as a binary frame behind its tag byte.
+pub fn seal(body: Vec<u8>, encoding: Encoding, compression: Compression) -> Encoded {
+    let compress = compression == Compression::Lz4 && body.len() > COMPRESS_ABOVE;
+    match (encoding, compress) {
+        (Encoding::Json, false) => match String::from_utf8(body) {
+            Ok(text) => Encoded::Text(text),
+            Err(e) => unreachable!("serde_json writes UTF-8: {e}"),
+        },
+        (Encoding::Msgpack, false) => {
+            let mut frame = Vec::with_capacity(body.len() + 1);
+            frame.push(TAG_MSGPACK);
+            frame.extend_from_slice(&body);
+            Encoded::Binary(frame)
+        }
+        (encoding, true) => {
+            let tag = match encoding {
+                Encoding::Json => TAG_JSON_LZ4,
+                Encoding::Msgpack => TAG_MSGPACK_LZ4,
+            };
+            let compressed = lz4_flex::block::compress_prepend_size(&body);
+            let mut frame = Vec::with_capacity(compressed.len() + 1);
+            frame.push(tag);
+            frame.extend_from_slice(&compressed);
+            Encoded::Binary(frame)
+        }
+    }
+}
+
+/// Serialises and frames one message.
+pub fn encode<T: Serialize>(message: &T, format: FrameFormat) -> Encoded {
+    seal(
+        body(message, format.encoding),
+        format.encoding,
+        format.compression,
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty binary frame: a binary frame starts with a tag byte")]
+    Empty,
+    #[error("unknown binary frame tag {0}; expected 0 (msgpack), 1 (msgpack+lz4) or 2 (json+lz4)")]
+    UnknownTag(u8),
+    #[error("lz4 frame: {0}")]
+    Lz4(String),
+    #[error("lz4 frame would decompress to {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    Json(String),
+    #[error("msgpack: {0}")]
+    Msgpack(String),
+}
+
+/// Reads a frame in any of the forms; `limit` bounds what a compressed frame may expand to.
+pub fn decode<T: DeserializeOwned>(frame: Incoming<'_>, limit: usize) -> Result<T, DecodeError> {
+    let json =
+        |bytes: &[u8]| serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()));
+    let msgpack = |bytes: &[u8]| {
+        rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Msgpack(e.to_string()))
+    };
+    match frame {
+        Incoming::Text(text) => json(text.as_bytes()),
+        Incoming::Binary(bytes) => {
+            let (&tag, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+            match tag {
+                TAG_MSGPACK => msgpack(rest),
+                TAG_MSGPACK_LZ4 => msgpack(&decompress(rest, limit)?),
+                TAG_JSON_LZ4 => json(&decompress(rest, limit)?),
+                other => Err(DecodeError::UnknownTag(other)),
+            }
+        }
+    }
+}
+
+/// lz4 block with its decompressed size in front (u32, little endian), checked against `limit`
+/// before anything is allocated.
+fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let Some((size, block)) = input.split_first_chunk::<4>() else {
+        return Err(DecodeError::Lz4("shorter than its 4-byte size".into()));
+    };
+    let size = u32::from_le_bytes(*size) as usize;
+    if size > limit {
+        return Err(DecodeError::TooLarge { size, limit });
+    }
+    lz4_flex::block::decompress(block, size).map_err(|e| DecodeError::Lz4(e.to_string()))
+}
+
+/// Serde helpers for JSON values carried inside frames: embedded as JSON in JSON frames, and as
+/// a string of JSON text in MessagePack (told apart by `is_human_readable`).
+pub(crate) mod json_value {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    struct AsJson<'a>(&'a RawValue);
+
+    impl Serialize for AsJson<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                self.0.serialize(s)
+            } else {
+                s.serialize_str(self.0.get())
+            }
+        }
+    }
+
+    #[allow(clippy::borrowed_box)] // the signature serde's `serialize_with` calls
+    pub fn serialize<S: Serializer>(value: &Box<RawValue>, s: S) -> Result<S::Ok, S::Error> {
+        AsJson(value).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+        if d.is_human_readable() {
+            Box::<RawValue>::deserialize(d)
+        } else {
+            let text = String::deserialize(d)?;
+            RawValue::from_string(text).map_err(|e| D::Error::custom(format!("not JSON: {e}")))
+        }
+    }
+
+    /// For optional fields, where a present `null` is a value (so `default` handles absence).
+    pub mod present {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            value: &Option<Box<RawValue>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(v) => s.serialize_some(&AsJson(v)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Box<RawValue>>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Assignment, HubMessage, TaskResult, WorkerMessage};
+    use serde_json::value::RawValue;
+
+    fn assign(payload: &str) -> HubMessage {
+        HubMessage::Assign {
+            tasks: vec![Assignment {
+                task_id: "t1".into(),
+                attempt: 2,
+                capability: "echo".into(),
+                payload: RawValue::from_string(payload.into()).unwrap(),
+                priority: 5,
+                timeout_ms: 1000,
+            }],
+        }
+    }
+
+    fn formats() -> Vec<FrameFormat> {
+        let mut all = Vec::new();
+        for encoding in [Encoding::Json, Encoding::Msgpack] {
+            for compression in [Compression::None, Compression::Lz4] {
+                all.push(FrameFormat {
+                    encoding,
+                    compression,
+                    batch: false,
+                });
+            }
+        }
+        all
+    }
+
+    fn read(frame: &Encoded) -> HubMessage {
+        match frame {
+            Encoded::Text(t) => decode(Incoming::Text(t), 1 << 20).unwrap(),
+            Encoded::Binary(b) => decode(Incoming::Binary(b), 1 << 20).unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_format_round_trips_payloads_as_json() {
+        let big = format!(r#"{{"text":"{}"}}"#, "abc".repeat(1000));
+        for format in formats() {
+            for payload in [r#"{"a":[1,2,null]}"#, big.as_str()] {
+                let frame = encode(&assign(payload), format);
+                let HubMessage::Assign { tasks } = read(&frame) else {
+                    panic!("{format:?}")
+                };
+                assert_eq!(tasks[0].payload.get(), payload, "{format:?}");
+                assert_eq!(tasks[0].attempt, 2);
+                let compressed = matches!(&frame, Encoded::Binary(b) if b[0] != TAG_MSGPACK);
+                assert_eq!(
+                    compressed,
+                    format.compression == Compression::Lz4 && payload.len() > COMPRESS_ABOVE,
+                    "{format:?}"
+                );
+                if compressed {
+                    let Encoded::Binary(b) = &frame else {
+                        unreachable!()
+                    };
+                    assert!(b.len() < payload.len() / 10, "a repetitive payload shrinks");
+                }
+            }
+        }
+        assert!(matches!(
+            encode(&assign("1"), FrameFormat::default()),
+            Encoded::Text(_)
+        ));
+    }
+
+    #[test]
+    fn batches_carry_every_message_in_order() {
+        for encoding in [Encoding::Json, Encoding::Msgpack] {
+            let bodies: Vec<Vec<u8>> = ["1", "2", "3"]
+                .iter()
+                .map(|p| body(&assign(p), encoding))
+                .collect();
+            let frame = seal(
+                batch_body(bodies.iter().map(Vec::as_slice), encoding),
+                encoding,
+                Compression::None,
+            );
+            let HubMessage::Batch(frames) = read(&frame) else {
+                panic!("{encoding:?}")
+            };
+            let payloads: Vec<String> = frames
+                .into_iter()
+                .map(|m| match m {
+                    HubMessage::Assign { tasks } => tasks[0].payload.get().to_string(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(payloads, ["1", "2", "3"]);
+        }
+    }
+
+    #[test]
+    fn worker_results_read_in_msgpack_keep_null_outputs() {
+        let result = WorkerMessage::Result(TaskResult {
+            task_id: "t".into(),
+            attempt: 1,
+            ok: true,
+            output: Some(RawValue::from_string("null".into()).unwrap()),
+            error: None,
+            retry: false,
+        });
+        let Encoded::Binary(frame) = encode(
+            &result,
+            FrameFormat {
+                encoding: Encoding::Msgpack,
+                ..Default::default()
+            },
+        ) else {
+            panic!()
+        };
+        let WorkerMessage::Result(back) = decode(Incoming::Binary(&frame), 1024).unwrap() else {
+            panic!()
+        };
+        assert_eq!(back.output.unwrap().get(), "null");
+    }
+
+    #[test]
+    fn bad_binary_frames_are_errors_not_panics() {
+        let bad: [&[u8]; 5] = [
+            b"",
+            &[9, 1],
+            &[TAG_MSGPACK, 0xc1],
+            &[TAG_JSON_LZ4, 1, 0],
+            &[TAG_JSON_LZ4, 0xff, 0xff, 0xff, 0x7f, 0],
+        ];
+        for frame in bad {
+            assert!(
+                decode::<WorkerMessage>(Incoming::Binary(frame), 1 << 20).is_err(),
+                "{frame:?}"
+            );
+        }
+        let err = decode::<WorkerMessage>(
+            Incoming::Binary(&[TAG_JSON_LZ4, 0xff, 0xff, 0xff, 0x7f, 0]),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { .. }), "{err}");
+        // A payload that is not JSON inside msgpack is refused, not passed on.
+        let mut frame = vec![TAG_MSGPACK];
+        frame.extend(
+            rmp_serde::to_vec_named(
+                &serde_json::json!({"type":"reply","message_id":"m","output":"{not json"}),
+            )
+            .unwrap(),
+        );
+        let err = decode::<WorkerMessage>(Incoming::Binary(&frame), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("not JSON"), "{err}");
+    }
+}
