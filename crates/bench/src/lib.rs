@@ -12,6 +12,7 @@
 //! - [`workloads`], [`swarm`]: the measured runs; [`timeline`]: throughput and latency over time.
 //! - [`report`]: the table and the JSON; [`plot`]: the SVG.
 
+pub mod cpu;
 pub mod hub;
 pub mod load;
 pub mod plot;
@@ -67,10 +68,12 @@ pub enum Workload {
     Queued,
     /// Not in the default set: ten million tasks take minutes.
     Soak,
+    /// API latency while the built-in executors saturate the CPU pool.
+    Cpu,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Batched,
         Workload::Single,
         Workload::Agents,
@@ -78,6 +81,7 @@ impl Workload {
         Workload::Latency,
         Workload::Queued,
         Workload::Soak,
+        Workload::Cpu,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Workload {
             Workload::Latency => "latency",
             Workload::Queued => "queued",
             Workload::Soak => "soak",
+            Workload::Cpu => "cpu",
         }
     }
 
@@ -206,6 +211,20 @@ async fn measure(
     }
     let load_avg = process::load_avg();
 
+    let mut cpu = None;
+    if run(Workload::Cpu) {
+        timeline.phase("cpu");
+        let bar = phase_bar("cpu pool");
+        let r = cpu::saturated_pool(url, duration, options.rate, || hub.sample(), &bar).await?;
+        bar.finish_with_message(format!(
+            "result p99 {:.2} ms idle pool, {:.2} ms saturated ({:.0} digests/s)",
+            r.result_latency_idle_pool_ms.p99,
+            r.result_latency_saturated_pool_ms.p99,
+            r.digests_per_sec
+        ));
+        cpu = Some(r);
+    }
+
     let mut soak = None;
     if run(Workload::Soak) {
         timeline.phase("soak");
@@ -246,6 +265,7 @@ async fn measure(
         + swarm.map_or(0, |r| r.errors)
         + open.map_or(0, |r| r.errors)
         + queued.map_or(0, |r| r.errors)
+        + cpu.map_or(0, |r| r.errors)
         + soak.as_ref().map_or(0, |r| r.errors);
     let percentiles = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
         open.map(|_| Percentiles::of(&h.lock().unwrap_or_else(|p| p.into_inner())))
@@ -280,6 +300,7 @@ async fn measure(
         rss_growth_bytes_over_soak: soak.as_ref().and_then(|r| r.rss_growth_bytes),
         soak,
         queued,
+        cpu,
         settings: report::Settings::from(options),
         machine: report::Machine::read(),
         timeline: Vec::new(),

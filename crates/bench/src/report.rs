@@ -4,6 +4,7 @@
 use hive_proto::codec::FrameFormat;
 
 use crate::BenchOptions;
+use crate::cpu::CpuRun;
 use crate::recorder::Percentiles;
 use crate::swarm::SwarmRun;
 use crate::timeline::Point;
@@ -40,6 +41,8 @@ pub struct Report {
     /// Hub RSS growth over the `soak` workload, after its first tenth (warm caches).
     pub rss_growth_bytes_over_soak: Option<i64>,
     pub soak: Option<SoakRun>,
+    /// The open-loop latency with the CPU pool idle and saturated (the `cpu` workload).
+    pub cpu: Option<CpuRun>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
@@ -165,6 +168,22 @@ impl Report {
                 "-".into(),
                 "-".into(),
                 pair(&self.schedule_lag_ms, |p| (p.p50, p.p99)),
+            ],
+            [
+                format!(
+                    "submit->result p99, CPU pool idle / saturated @{}/s",
+                    self.settings.rate
+                ),
+                "-".into(),
+                "p99 <= 5 ms".into(),
+                self.cpu.as_ref().map_or("not run".into(), |c| {
+                    format!(
+                        "{:.2} / {:.2} ms ({:.0} digests/s)",
+                        c.result_latency_idle_pool_ms.p99,
+                        c.result_latency_saturated_pool_ms.p99,
+                        c.digests_per_sec
+                    )
+                }),
             ],
             [
                 "idle RSS after start".into(),

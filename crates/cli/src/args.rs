@@ -66,12 +66,12 @@ pub struct BenchArgs {
     /// Tasks the `queued` workload leaves queued, to measure memory per queued task.
     #[arg(long, default_value_t = 1_000_000)]
     pub queued_tasks: u64,
-    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, queued, soak
+    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, cpu, queued, soak
     /// (default: all but soak, which processes --soak-tasks tasks and takes minutes).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "batched,single,agents,swarm,latency,queued"
+        default_value = "batched,single,agents,swarm,latency,cpu,queued"
     )]
     pub workloads: Vec<String>,
     /// Write the report as JSON to this file.

@@ -22,6 +22,8 @@ pub struct RawConfig {
     tasks: TasksSection,
     #[serde(default)]
     scheduler: SchedulerSection,
+    #[serde(default)]
+    executors: ExecutorsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +52,12 @@ struct TasksSection {
 struct SchedulerSection {
     aging_ms: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutorsSection {
+    threads: Option<usize>,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
@@ -107,6 +115,14 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
             bail!("scheduler.heartbeat_timeout_ms must be at least 100");
         }
         config.scheduler.heartbeat_timeout_ms = ms;
+    }
+    // Built-in executors on by default, one pool thread per core.
+    config.builtin_threads = file
+        .executors
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    if config.builtin_threads > 1024 {
+        bail!("executors.threads must be at most 1024 (0 turns built-in executors off)");
     }
     Ok(config)
 }

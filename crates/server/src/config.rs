@@ -23,6 +23,9 @@ pub struct HubConfig {
     pub commit_queue: usize,
     /// Most changes written in one transaction.
     pub max_changes_per_commit: usize,
+    /// Threads of the CPU pool that runs the built-in executors; 0: no built-in executors (and
+    /// no `builtin` agent).
+    pub builtin_threads: usize,
 }
 
 impl HubConfig {
@@ -41,6 +44,7 @@ impl HubConfig {
             max_wait: Duration::from_secs(300),
             commit_queue: 1024,
             max_changes_per_commit: 20_000,
+            builtin_threads: 0,
         }
     }
 

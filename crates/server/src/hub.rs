@@ -35,6 +35,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("built-in executors: {0}")]
+    Builtin(#[from] crate::builtin::BuiltinError),
 }
 
 /// Commands that may wait for the actor before senders slow down.
@@ -119,6 +121,9 @@ impl Hub {
             clock,
             shutdown: stopping.clone(),
         };
+        if state.config.builtin_threads > 0 {
+            crate::builtin::start(&state, state.config.builtin_threads).await?;
+        }
         let mut stop_signal = stopping;
         let server = tokio::spawn(async move {
             let serve =

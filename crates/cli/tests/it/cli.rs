@@ -71,6 +71,26 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
     assert_eq!(task["status"], "succeeded");
     assert_eq!(task["result"], json!({"a": [1, "two"]}));
 
+    // The built-in executor needs no worker.
+    let (code, out, err) = run(
+        &[
+            "submit",
+            "--capability",
+            "hive.sha256",
+            "--payload",
+            r#"{"data":"abc"}"#,
+            "--wait",
+        ],
+        &url,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let task: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        task["result"]["sha256"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+
     let (code, out, _) = run(
         &[
             "submit",
@@ -111,13 +131,18 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
             status["tasks"]["succeeded"].as_u64(),
             status["tasks"]["failed"].as_u64()
         ),
-        (Some(1), Some(1))
+        (Some(2), Some(1))
     );
     assert_eq!(status["queue_depth"]["later"], 1);
     let (_, out, _) = run(&["agents"], &url).await;
-    assert_eq!(out.lines().count(), 3, "a header and two agents:\n{out}");
+    assert_eq!(
+        out.lines().count(),
+        4,
+        "a header, two workers and the built-in agent:\n{out}"
+    );
+    assert!(out.contains("builtin"), "{out}");
     let (_, out, _) = run(&["tasks", "--status", "succeeded"], &url).await;
-    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
 
     let (code, _, err) = run(&["tasks", "--status", "bogus"], &url).await;
     assert_eq!(code, 3);

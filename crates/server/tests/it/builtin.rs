@@ -1,0 +1,82 @@
+//! The built-in executors: `hive.sha256` runs on the hub's CPU pool as the `builtin` agent, with
+//! the same leases, failures and cancels as any worker's task.
+
+use std::time::Duration;
+
+use hive_proto::RawValue;
+use hive_proto::api::NewTask;
+use sha2::{Digest, Sha256};
+
+use crate::util::*;
+
+fn sha_task(data: &str, rounds: u64) -> NewTask {
+    NewTask {
+        payload: Some(
+            RawValue::from_string(serde_json::json!({"data": data, "rounds": rounds}).to_string())
+                .unwrap(),
+        ),
+        ..NewTask::new("hive.sha256")
+    }
+}
+
+fn expected(data: &str, rounds: u64) -> String {
+    let mut digest = Sha256::digest(data.as_bytes());
+    for _ in 1..rounds {
+        digest = Sha256::digest(digest);
+    }
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn the_builtin_agent_computes_digests_on_its_pool() {
+    let t = start_hub_with(|c| c.builtin_threads = 2).await;
+    let agents = t.client.agents().await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].name, "builtin");
+    assert_eq!(agents[0].slots, 4, "two slots per pool thread");
+
+    let cases: Vec<(String, u64)> = (0..40)
+        .map(|n| (format!("input-{n}"), 1 + n * 97))
+        .collect();
+    let ids = t
+        .client
+        .submit_batch(cases.iter().map(|(d, r)| sha_task(d, *r)).collect())
+        .await
+        .unwrap();
+    for (id, (data, rounds)) in ids.iter().zip(&cases) {
+        let done = finished(&t.client, id).await;
+        assert_eq!(done.status, "succeeded", "{id}");
+        let output: serde_json::Value = serde_json::from_str(done.result.unwrap().get()).unwrap();
+        assert_eq!(
+            output["sha256"],
+            expected(data, *rounds),
+            "{data} x{rounds}"
+        );
+        assert_eq!(output["rounds"], *rounds);
+    }
+    let agent = &t.client.agents().await.unwrap()[0];
+    assert_eq!(agent.stats["hive.sha256"].completed, 40);
+}
+
+#[tokio::test]
+async fn a_bad_payload_fails_once_and_a_cancel_stops_a_long_digest() {
+    let t = start_hub_with(|c| c.builtin_threads = 1).await;
+    let bad = t.client.submit(&sha_task("x", 0)).await.unwrap();
+    let done = finished(&t.client, &bad.id).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(done.attempts.len(), 1, "a bad payload is not retried");
+    let error = done.attempts[0].error.clone().unwrap();
+    assert!(error.contains("payload.rounds"), "{error}");
+
+    // Long enough to still be running when cancelled (the pool checks every 4096 rounds).
+    let long = t.client.submit(&sha_task("x", 100_000_000)).await.unwrap();
+    eventually("the digest is running", Duration::from_secs(10), || async {
+        (t.client.task(&long.id).await.unwrap().status == "running").then_some(())
+    })
+    .await;
+    let cancelled = t.client.cancel(&long.id).await.unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+    // The pool's only thread is free again: a small digest gets through.
+    let small = t.client.submit(&sha_task("abc", 1)).await.unwrap();
+    assert_eq!(finished(&t.client, &small.id).await.status, "succeeded");
+}
