@@ -51,7 +51,8 @@ async fn latency(
     bar: &ProgressBar,
 ) -> anyhow::Result<(Percentiles, u64)> {
     let recorder = Arc::new(Recorder::default());
-    let run = workloads::open_loop(url, &recorder, duration, rate, 50, bar).await?;
+    // Every tenth task followed to its result: enough samples for a p99 in a few seconds.
+    let run = workloads::open_loop(url, &recorder, duration, rate, 10, bar).await?;
     let result = Percentiles::of(&recorder.result_us.lock().unwrap_or_else(|p| p.into_inner()));
     Ok((result, run.errors + run.timeouts))
 }

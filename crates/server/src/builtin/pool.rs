@@ -2,18 +2,16 @@
 //! model), apart from the async runtime that serves the API.
 //!
 //! One queue per thread; a job goes to the thread with the fewest jobs queued or running. The
-//! threads run at the lowest scheduling priority (nice 19), so that however saturated the pool
-//! is, the runtime's threads get the CPU first whenever they have work: the API keeps its
-//! latency and the pool takes what is left (measured by `hive bench --workloads cpu`).
+//! threads run under Linux's `SCHED_IDLE` policy, so that however saturated the pool is, a
+//! runtime thread that wakes up with work preempts a pool thread at once: the API keeps its
+//! latency and the pool takes what is left (measured by `hive bench --workloads cpu`; nice 19
+//! alone was measured too, and let the API's p99 double).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 type Job = Box<dyn FnOnce() + Send>;
-
-/// The niceness of the pool's threads: the weakest claim on a CPU that Linux knows.
-const NICE: i32 = 19;
 
 pub struct CpuPool {
     threads: Vec<PoolThread>,
@@ -77,12 +75,17 @@ impl CpuPool {
     }
 }
 
+/// The weakest claim on a CPU that Linux knows. Failing is harmless: the pool then competes with
+/// the API on equal terms, which the bench would show.
 fn lower_priority() {
-    let thread = rustix::thread::gettid();
-    // On Linux a thread id names one thread for setpriority. Failing is harmless: the pool then
-    // competes with the API on equal terms, which the bench would show.
-    if let Err(e) = rustix::process::setpriority_process(Some(thread), NICE) {
-        tracing::warn!(error = %e, "cannot lower the CPU pool's priority");
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let min = thread_priority::ThreadPriority::Min;
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), min, idle) {
+        tracing::warn!(error = ?e, "cannot lower the CPU pool's priority");
     }
 }
 
@@ -122,9 +125,14 @@ mod tests {
         let pool = CpuPool::new(1).unwrap();
         let (tx, rx) = mpsc::channel();
         pool.spawn(move || {
-            let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
-            tx.send(nice.unwrap()).unwrap();
+            tx.send(thread_priority::unix::thread_schedule_policy().unwrap())
+                .unwrap();
         });
-        assert_eq!(rx.recv().unwrap(), NICE);
+        assert_eq!(
+            rx.recv().unwrap(),
+            thread_priority::unix::ThreadSchedulePolicy::Normal(
+                thread_priority::unix::NormalThreadSchedulePolicy::Idle
+            )
+        );
     }
 }

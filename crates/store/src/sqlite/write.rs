@@ -1,8 +1,10 @@
 //! The writer side: turns the scheduler's changes into rows, all batches of a group in one
-//! transaction, with cached prepared statements.
+//! transaction. Each statement is taken from rusqlite's cache once per transaction and reused for
+//! every row ([`Statements`]): a cache lookup hashes and compares the whole SQL text, which per
+//! row showed in the profile (BENCHMARKS.md).
 
 use hive_core::{AgentId, Change, NextStatus, TaskId, TaskSpec, TaskStatus};
-use rusqlite::{Connection, params};
+use rusqlite::{CachedStatement, Connection, Params, params};
 
 use super::codec::{join_ids, ts};
 use crate::{BatchWriter, StoreError};
@@ -20,6 +22,7 @@ impl SqliteWriter {
 impl BatchWriter for SqliteWriter {
     fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        let mut st = Statements::new(&tx);
         let mut changes = batches.iter().flat_map(|b| b.iter()).peekable();
         while let Some(change) = changes.next() {
             // A task created and assigned in the same scheduler turn (there was a free slot) is
@@ -48,14 +51,93 @@ impl BatchWriter for SqliteWriter {
                     started_at: *started_at,
                     lease_until: *lease_until,
                 };
-                insert_task(&tx, spec, TaskStatus::Running, None, Some(running))?;
-                insert_attempt(&tx, spec.id, *attempt, *agent, *started_at)?;
+                insert_task(&mut st, spec, TaskStatus::Running, None, Some(running))?;
+                insert_attempt(&mut st, spec.id, *attempt, *agent, *started_at)?;
                 continue;
             }
-            apply_one(&tx, change)?;
+            apply_one(&mut st, change)?;
         }
+        // The statements borrow the transaction: back to the cache before the commit.
+        drop(st);
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// The statements the writer runs.
+#[derive(Debug, Clone, Copy)]
+enum Sql {
+    InsertTask,
+    InsertAttempt,
+    TaskReady,
+    TaskRunning,
+    AttemptEnded,
+    TaskAfterAttempt,
+    TaskFinished,
+    UpsertAgent,
+}
+
+impl Sql {
+    const COUNT: usize = 8;
+
+    fn text(self) -> &'static str {
+        match self {
+            Sql::InsertTask => {
+                "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
+            backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
+            attempts, lease_until, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            }
+            Sql::InsertAttempt => {
+                "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)"
+            }
+            Sql::TaskReady => "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1",
+            Sql::TaskRunning => {
+                "UPDATE tasks SET status = 'running', attempts = ?2, lease_until = ?3,
+                    not_before = NULL, updated_at = ?4 WHERE id = ?1"
+            }
+            Sql::AttemptEnded => {
+                "UPDATE attempts SET ended_at = ?3, outcome = ?4, error = ?5
+                 WHERE task_id = ?1 AND attempt = ?2"
+            }
+            Sql::TaskAfterAttempt => {
+                "UPDATE tasks SET status = ?2, result = ?3, error = ?4, not_before = ?5,
+                    lease_until = NULL, updated_at = ?6 WHERE id = ?1"
+            }
+            Sql::TaskFinished => {
+                "UPDATE tasks SET status = ?2, error = ?3, not_before = NULL, updated_at = ?4
+                 WHERE id = ?1"
+            }
+            Sql::UpsertAgent => {
+                "INSERT OR REPLACE INTO agents
+                    (id, name, capabilities, slots, state, connected_at, last_heartbeat, stats)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            }
+        }
+    }
+}
+
+/// The prepared statements of one transaction, each prepared (from the cache) on first use.
+struct Statements<'c> {
+    conn: &'c Connection,
+    prepared: [Option<CachedStatement<'c>>; Sql::COUNT],
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Statements {
+            conn,
+            prepared: Default::default(),
+        }
+    }
+
+    fn execute(&mut self, sql: Sql, params: impl Params) -> Result<usize, StoreError> {
+        let slot = &mut self.prepared[sql as usize];
+        let statement = match slot {
+            Some(statement) => statement,
+            None => slot.insert(self.conn.prepare_cached(sql.text())?),
+        };
+        Ok(statement.execute(params)?)
     }
 }
 
@@ -67,70 +149,59 @@ struct Running {
 }
 
 fn insert_task(
-    conn: &Connection,
+    st: &mut Statements<'_>,
     spec: &TaskSpec,
     status: TaskStatus,
     error: Option<&str>,
     running: Option<Running>,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
-            backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
-            attempts, lease_until, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?
-    .execute(params![
-        spec.id.as_bytes(),
-        spec.capability.as_str(),
-        &*spec.payload,
-        spec.priority,
-        spec.max_attempts,
-        spec.timeout_ms as i64,
-        spec.backoff.base_ms as i64,
-        spec.backoff.max_ms as i64,
-        spec.idempotency_key,
-        join_ids(&spec.depends_on),
-        status.as_str(),
-        error,
-        running.as_ref().map_or(0, |r| r.attempt),
-        running.as_ref().map(|r| ts(r.lease_until)),
-        ts(spec.created_at),
-        ts(running.as_ref().map_or(spec.created_at, |r| r.started_at)),
-    ])?;
+    st.execute(
+        Sql::InsertTask,
+        params![
+            spec.id.as_bytes(),
+            spec.capability.as_str(),
+            &*spec.payload,
+            spec.priority,
+            spec.max_attempts,
+            spec.timeout_ms as i64,
+            spec.backoff.base_ms as i64,
+            spec.backoff.max_ms as i64,
+            spec.idempotency_key,
+            join_ids(&spec.depends_on),
+            status.as_str(),
+            error,
+            running.as_ref().map_or(0, |r| r.attempt),
+            running.as_ref().map(|r| ts(r.lease_until)),
+            ts(spec.created_at),
+            ts(running.as_ref().map_or(spec.created_at, |r| r.started_at)),
+        ],
+    )?;
     Ok(())
 }
 
 fn insert_attempt(
-    conn: &Connection,
+    st: &mut Statements<'_>,
     task: TaskId,
     attempt: u32,
     agent: AgentId,
     started_at: hive_core::Timestamp,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![
-        task.as_bytes(),
-        attempt,
-        agent.as_bytes(),
-        ts(started_at)
-    ])?;
+    st.execute(
+        Sql::InsertAttempt,
+        params![task.as_bytes(), attempt, agent.as_bytes(), ts(started_at)],
+    )?;
     Ok(())
 }
 
-fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
+fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError> {
     match change {
         Change::TaskCreated {
             spec,
             status,
             error,
-        } => insert_task(conn, spec, *status, error.as_deref(), None)?,
+        } => insert_task(st, spec, *status, error.as_deref(), None)?,
         Change::TaskReady { task, at } => {
-            conn.prepare_cached(
-                "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1",
-            )?
-            .execute(params![task.as_bytes(), ts(*at)])?;
+            st.execute(Sql::TaskReady, params![task.as_bytes(), ts(*at)])?;
         }
         Change::AttemptStarted {
             spec,
@@ -139,17 +210,16 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             started_at,
             lease_until,
         } => {
-            conn.prepare_cached(
-                "UPDATE tasks SET status = 'running', attempts = ?2, lease_until = ?3,
-                    not_before = NULL, updated_at = ?4 WHERE id = ?1",
-            )?
-            .execute(params![
-                spec.id.as_bytes(),
-                attempt,
-                ts(*lease_until),
-                ts(*started_at)
-            ])?;
-            insert_attempt(conn, spec.id, *attempt, *agent, *started_at)?;
+            st.execute(
+                Sql::TaskRunning,
+                params![
+                    spec.id.as_bytes(),
+                    attempt,
+                    ts(*lease_until),
+                    ts(*started_at)
+                ],
+            )?;
+            insert_attempt(st, spec.id, *attempt, *agent, *started_at)?;
         }
         Change::AttemptEnded {
             task,
@@ -161,33 +231,31 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             next,
             ..
         } => {
-            conn.prepare_cached(
-                "UPDATE attempts SET ended_at = ?3, outcome = ?4, error = ?5
-                 WHERE task_id = ?1 AND attempt = ?2",
-            )?
-            .execute(params![
-                task.as_bytes(),
-                attempt,
-                ts(*ended_at),
-                outcome.as_str(),
-                error
-            ])?;
+            st.execute(
+                Sql::AttemptEnded,
+                params![
+                    task.as_bytes(),
+                    attempt,
+                    ts(*ended_at),
+                    outcome.as_str(),
+                    error
+                ],
+            )?;
             let not_before = match next {
                 NextStatus::Retry { not_before } => Some(ts(*not_before)),
                 _ => None,
             };
-            conn.prepare_cached(
-                "UPDATE tasks SET status = ?2, result = ?3, error = ?4, not_before = ?5,
-                    lease_until = NULL, updated_at = ?6 WHERE id = ?1",
-            )?
-            .execute(params![
-                task.as_bytes(),
-                next.status().as_str(),
-                output,
-                error,
-                not_before,
-                ts(*ended_at)
-            ])?;
+            st.execute(
+                Sql::TaskAfterAttempt,
+                params![
+                    task.as_bytes(),
+                    next.status().as_str(),
+                    output,
+                    error,
+                    not_before,
+                    ts(*ended_at)
+                ],
+            )?;
         }
         Change::TaskFinished {
             task,
@@ -196,11 +264,10 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             at,
         } => {
             debug_assert!(status.is_terminal() && *status != TaskStatus::Succeeded);
-            conn.prepare_cached(
-                "UPDATE tasks SET status = ?2, error = ?3, not_before = NULL, updated_at = ?4
-                 WHERE id = ?1",
-            )?
-            .execute(params![task.as_bytes(), status.as_str(), error, ts(*at)])?;
+            st.execute(
+                Sql::TaskFinished,
+                params![task.as_bytes(), status.as_str(), error, ts(*at)],
+            )?;
         }
         Change::AgentChanged(agent) => {
             let capabilities: serde_json::Map<String, serde_json::Value> = agent
@@ -220,21 +287,19 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                     (c.to_string(), counters)
                 })
                 .collect();
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO agents
-                    (id, name, capabilities, slots, state, connected_at, last_heartbeat, stats)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                agent.id.as_bytes(),
-                agent.spec.name,
-                serde_json::Value::Object(capabilities).to_string(),
-                agent.spec.slots,
-                agent.state.as_str(),
-                ts(agent.connected_at),
-                ts(agent.last_heartbeat),
-                serde_json::Value::Object(stats).to_string(),
-            ])?;
+            st.execute(
+                Sql::UpsertAgent,
+                params![
+                    agent.id.as_bytes(),
+                    agent.spec.name,
+                    serde_json::Value::Object(capabilities).to_string(),
+                    agent.spec.slots,
+                    agent.state.as_str(),
+                    ts(agent.connected_at),
+                    ts(agent.last_heartbeat),
+                    serde_json::Value::Object(stats).to_string(),
+                ],
+            )?;
         }
         Change::SendCancel { .. } | Change::SendDrain { .. } | Change::CloseAgent { .. } => {}
     }
