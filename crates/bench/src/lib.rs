@@ -56,6 +56,8 @@ pub struct BenchOptions {
     pub workloads: Vec<Workload>,
     /// The frames the workers and swarm members ask for.
     pub format: FrameFormat,
+    /// Concurrent broadcasters in the swarm workload.
+    pub broadcasters: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +195,15 @@ async fn measure(
     if run(Workload::Swarm) {
         timeline.phase("swarm");
         let bar = phase_bar("swarm");
-        let r = swarm::fan_out(url, 100, duration, 8, options.format, &bar).await?;
+        let r = swarm::fan_out(
+            url,
+            100,
+            duration,
+            options.broadcasters.max(1),
+            options.format,
+            &bar,
+        )
+        .await?;
         bar.finish_with_message(format!(
             "{:.0} deliveries/s to 100 agents",
             r.deliveries_per_sec

@@ -60,6 +60,7 @@ pub struct Settings {
     pub external_hub: bool,
     pub workloads: Vec<&'static str>,
     pub frames: FrameFormat,
+    pub broadcasters: usize,
 }
 
 impl From<&BenchOptions> for Settings {
@@ -75,6 +76,7 @@ impl From<&BenchOptions> for Settings {
             external_hub: o.hub.is_some(),
             workloads: o.workloads.iter().map(|w| w.name()).collect(),
             frames: o.format,
+            broadcasters: o.broadcasters,
         }
     }
 }
@@ -146,7 +148,10 @@ impl Report {
                 rate(self.agent_ops_per_sec),
             ],
             [
-                "swarm deliveries (100 agents)".into(),
+                format!(
+                    "swarm deliveries (100 agents, {} in flight)",
+                    self.settings.broadcasters
+                ),
                 "700/s".into(),
                 ">= 500000/s".into(),
                 rate(self.swarm_deliveries_per_sec),

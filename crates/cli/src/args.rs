@@ -60,6 +60,9 @@ pub struct BenchArgs {
     /// Offered rate of the open-loop latency workload, tasks per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
+    /// Swarm broadcasts in flight at once (each sender waits for all replies before its next).
+    #[arg(long, default_value_t = 128)]
+    pub broadcasters: usize,
     /// Tasks the `soak` workload processes, to measure memory growth under steady load.
     #[arg(long, default_value_t = 10_000_000)]
     pub soak_tasks: u64,

@@ -21,7 +21,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         .map(|name| {
             Workload::parse(name).ok_or_else(|| {
                 Failure::usage(anyhow!(
-                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, queued or soak"
+                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, cpu, queued or soak"
                 ))
             })
         })
@@ -41,6 +41,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         soak_tasks: args.soak_tasks,
         workloads,
         format: args.frames.format(),
+        broadcasters: args.broadcasters,
     };
     let report = hive_bench::run(options)
         .await
