@@ -15,9 +15,9 @@ use hive_proto::RawValue;
 use hive_proto::api::NewTask;
 use indicatif::ProgressBar;
 
-use crate::process::ProcessSample;
 use crate::recorder::{Percentiles, Recorder};
 use crate::workloads;
+use hive_metrics::procfs::ProcessSample;
 
 /// Rounds of SHA-256 per digest: a few milliseconds of one core.
 pub const ROUNDS: u64 = 20_000;

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use hive_client::HubClient;
 use tokio::process::{Child, Command};
 
-use crate::process::{self, ProcessSample};
+use hive_metrics::procfs::{self as process, ProcessSample};
 
 pub struct HubUnderTest {
     pub url: String,
@@ -18,19 +18,24 @@ pub struct HubUnderTest {
 }
 
 impl HubUnderTest {
-    pub async fn spawn(hive: &Path) -> anyhow::Result<HubUnderTest> {
+    pub async fn spawn(hive: &Path, config: Option<&Path>) -> anyhow::Result<HubUnderTest> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let dir = tempfile::tempdir()?;
-        let child = Command::new(hive)
+        let mut command = Command::new(hive);
+        command
             .args([
                 "serve",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
             ])
-            .arg(dir.path())
+            .arg(dir.path());
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .env("HIVE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

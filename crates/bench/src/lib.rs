@@ -7,16 +7,16 @@
 //! share the machine's cores with the hub, as the targets require.
 //!
 //! # Layout
-//! - [`hub`]: the hub under test; [`process`]: `/proc` readings.
+//! - [`hub`]: the hub under test, read through `hive_metrics::procfs`.
 //! - [`load`]: no-op workers and task bodies; [`recorder`]: histograms and counters.
-//! - [`workloads`], [`swarm`]: the measured runs; [`timeline`]: throughput and latency over time.
+//! - [`workloads`], [`swarm`], [`cpu`]: the measured runs; [`timeline`]: throughput and latency
+//!   over time.
 //! - [`report`]: the table and the JSON; [`plot`]: the SVG.
 
 pub mod cpu;
 pub mod hub;
 pub mod load;
 pub mod plot;
-pub mod process;
 pub mod recorder;
 pub mod report;
 pub mod swarm;
@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hive_metrics::procfs as process;
 use hive_proto::codec::FrameFormat;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -58,6 +59,8 @@ pub struct BenchOptions {
     pub format: FrameFormat,
     /// Concurrent broadcasters in the swarm workload.
     pub broadcasters: usize,
+    /// Passed to the spawned hub as `--config`.
+    pub hub_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +121,7 @@ fn phase_bar(name: &str) -> ProgressBar {
 pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     let hub = match &options.hub {
         Some(url) => HubUnderTest::external(url),
-        None => HubUnderTest::spawn(&options.hive).await?,
+        None => HubUnderTest::spawn(&options.hive, options.hub_config.as_deref()).await?,
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = hub.sample();

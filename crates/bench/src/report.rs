@@ -61,6 +61,7 @@ pub struct Settings {
     pub workloads: Vec<&'static str>,
     pub frames: FrameFormat,
     pub broadcasters: usize,
+    pub hub_config: Option<String>,
 }
 
 impl From<&BenchOptions> for Settings {
@@ -77,6 +78,7 @@ impl From<&BenchOptions> for Settings {
             workloads: o.workloads.iter().map(|w| w.name()).collect(),
             frames: o.format,
             broadcasters: o.broadcasters,
+            hub_config: o.hub_config.as_ref().map(|p| p.display().to_string()),
         }
     }
 }

@@ -312,7 +312,7 @@ pub struct QueuedRun {
 pub async fn queued_memory(
     url: &str,
     count: u64,
-    sample: impl Fn() -> Option<crate::process::ProcessSample>,
+    sample: impl Fn() -> Option<hive_metrics::procfs::ProcessSample>,
     bar: &ProgressBar,
 ) -> anyhow::Result<QueuedRun> {
     let before = sample();
@@ -385,7 +385,7 @@ pub async fn soak(
     recorder: &Arc<Recorder>,
     total: u64,
     sample_every: u64,
-    sample: impl Fn() -> Option<crate::process::ProcessSample>,
+    sample: impl Fn() -> Option<hive_metrics::procfs::ProcessSample>,
     bar: &ProgressBar,
 ) -> anyhow::Result<SoakRun> {
     const BATCH: u64 = 100;

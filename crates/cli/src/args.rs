@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// Offered rate of the open-loop latency workload, tasks per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
+    /// A config file for the hub the bench starts (`hive serve --config FILE`), e.g. to compare
+    /// `[metrics] enabled = false`.
+    #[arg(long)]
+    pub hub_config: Option<PathBuf>,
     /// Swarm broadcasts in flight at once (each sender waits for all replies before its next).
     #[arg(long, default_value_t = 128)]
     pub broadcasters: usize,

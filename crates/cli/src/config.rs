@@ -24,6 +24,8 @@ pub struct RawConfig {
     scheduler: SchedulerSection,
     #[serde(default)]
     executors: ExecutorsSection,
+    #[serde(default)]
+    metrics: MetricsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +60,13 @@ struct SchedulerSection {
 #[serde(deny_unknown_fields)]
 struct ExecutorsSection {
     threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    interval_ms: Option<u64>,
+    enabled: Option<bool>,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
@@ -124,6 +133,16 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     if config.builtin_threads > 1024 {
         bail!("executors.threads must be at most 1024 (0 turns built-in executors off)");
     }
+    if let Some(ms) = file.metrics.interval_ms {
+        let min = hive_server::metrics::snapshot::MIN_INTERVAL;
+        if ms < min.as_millis() as u64 {
+            bail!("metrics.interval_ms must be at least {}", min.as_millis());
+        }
+        config.metrics_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(enabled) = file.metrics.enabled {
+        config.metrics_enabled = enabled;
+    }
     Ok(config)
 }
 
@@ -173,6 +192,8 @@ mod tests {
     fn bad_values_name_the_key() {
         let err = resolve(&args(), parse("[store]\ndurability = \"fast\"\n").unwrap()).unwrap_err();
         assert!(err.to_string().contains("store.durability"), "{err}");
+        let err = resolve(&args(), parse("[metrics]\ninterval_ms = 10\n").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("metrics.interval_ms"), "{err}");
         let mut a = args();
         a.listen = Some("nowhere".into());
         let err = resolve(&a, RawConfig::default()).unwrap_err();

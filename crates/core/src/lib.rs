@@ -31,7 +31,7 @@ pub use ids::{AgentId, IdParseError, TaskId};
 pub use routing::{Candidate, LeastLoaded, RoutingPolicy};
 pub use scheduler::{
     CancelError, Change, DrainError, NextStatus, RecoveredTask, Report, ReportError, Scheduler,
-    SchedulerConfig, SubmitError,
+    SchedulerConfig, SchedulerMemory, SubmitError,
 };
 pub use task::{AttemptOutcome, Capability, TaskLimits, TaskSpec, TaskStatus, ValidationError};
 pub use time::{Clock, SystemClock, Timestamp};

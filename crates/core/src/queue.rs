@@ -15,8 +15,19 @@ use crate::time::Timestamp;
 pub type QueueKey = (i64, TaskId);
 
 pub fn queue_key(ready_at: Timestamp, priority: u8, aging_ms: u64, id: TaskId) -> QueueKey {
-    let boost = i64::from(priority).saturating_mul(aging_ms.min(i64::MAX as u64 / 16) as i64);
-    ((ready_at.0 as i64).saturating_sub(boost), id)
+    (
+        (ready_at.0 as i64).saturating_sub(boost(priority, aging_ms)),
+        id,
+    )
+}
+
+/// When the task whose key starts with `rank` became ready: the inverse of [`queue_key`].
+pub fn ready_at(rank: i64, priority: u8, aging_ms: u64) -> Timestamp {
+    Timestamp(rank.saturating_add(boost(priority, aging_ms)).max(0) as u64)
+}
+
+fn boost(priority: u8, aging_ms: u64) -> i64 {
+    i64::from(priority).saturating_mul(aging_ms.min(i64::MAX as u64 / 16) as i64)
 }
 
 #[derive(Debug, Default)]

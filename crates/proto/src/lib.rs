@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod metrics;
 pub mod protocol;
 
 pub use serde_json::value::RawValue;

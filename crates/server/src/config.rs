@@ -26,6 +26,11 @@ pub struct HubConfig {
     /// Threads of the CPU pool that runs the built-in executors; 0: no built-in executors (and
     /// no `builtin` agent).
     pub builtin_threads: usize,
+    /// How often a metrics snapshot is taken (at least `MIN_INTERVAL`, 100 ms).
+    pub metrics_interval: Duration,
+    /// False: nothing is measured (to measure what measuring costs); the metric routes answer
+    /// 404.
+    pub metrics_enabled: bool,
 }
 
 impl HubConfig {
@@ -45,6 +50,8 @@ impl HubConfig {
             commit_queue: 1024,
             max_changes_per_commit: 20_000,
             builtin_threads: 0,
+            metrics_interval: crate::metrics::snapshot::DEFAULT_INTERVAL,
+            metrics_enabled: true,
         }
     }
 

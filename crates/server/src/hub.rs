@@ -22,6 +22,7 @@ use crate::actor::effects::Effects;
 use crate::actor::{Actor, Command};
 use crate::config::HubConfig;
 use crate::connections::Connections;
+use crate::metrics::HubMetrics;
 use crate::routes;
 use crate::state::AppState;
 use crate::waiters::Waiters;
@@ -88,7 +89,12 @@ impl Hub {
         let checkpointer = store.checkpointer(CHECKPOINT_EVERY).map_err(store_error)?;
         let connections = Arc::new(Connections::default());
         let waiters = Arc::new(Waiters::default());
-        let effects = Arc::new(Effects::new(connections.clone(), waiters.clone()));
+        let metrics = Arc::new(HubMetrics::new(config.metrics_enabled));
+        let effects = Arc::new(Effects::new(
+            connections.clone(),
+            waiters.clone(),
+            metrics.clone(),
+        ));
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let actor = Actor::new(
             scheduler,
@@ -119,8 +125,13 @@ impl Hub {
             waiters,
             swarms: Arc::default(),
             clock,
+            metrics,
+            snapshots: Arc::default(),
             shutdown: stopping.clone(),
         };
+        if state.config.metrics_enabled {
+            crate::metrics::snapshot::start(state.clone(), state.config.metrics_interval).await;
+        }
         if state.config.builtin_threads > 0 {
             crate::builtin::start(&state, state.config.builtin_threads).await?;
         }

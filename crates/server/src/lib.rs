@@ -21,6 +21,7 @@ pub mod error;
 pub mod framer;
 pub mod hub;
 pub mod json;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 pub mod swarms;

@@ -11,6 +11,8 @@ use crate::actor::Command;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::error::ApiError;
+use crate::metrics::HubMetrics;
+use crate::metrics::snapshot::Snapshots;
 use crate::swarms::Swarms;
 use crate::waiters::Waiters;
 
@@ -23,6 +25,8 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     pub swarms: Arc<Swarms>,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<HubMetrics>,
+    pub snapshots: Arc<Snapshots>,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -42,6 +42,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         workloads,
         format: args.frames.format(),
         broadcasters: args.broadcasters,
+        hub_config: args.hub_config.clone(),
     };
     let report = hive_bench::run(options)
         .await

@@ -28,12 +28,17 @@ pub enum Change {
         agent: AgentId,
         started_at: Timestamp,
         lease_until: Timestamp,
+        /// How long the task waited in its ready queue for this attempt (0: an agent was free).
+        queued_ms: u64,
     },
     /// An attempt ended; `next` says what became of the task.
     AttemptEnded {
         task: TaskId,
         attempt: u32,
         agent: Option<AgentId>,
+        /// When the task was created and when this attempt began, for the hub's measurements.
+        created_at: Timestamp,
+        started_at: Timestamp,
         ended_at: Timestamp,
         outcome: AttemptOutcome,
         /// The output (JSON text) of a successful attempt.

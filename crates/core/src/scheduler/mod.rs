@@ -32,7 +32,7 @@ pub use recovery::RecoveredTask;
 
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
 use crate::ids::{AgentId, TaskId};
-use crate::queue::{ReadyQueue, queue_key};
+use crate::queue::{QueueKey, ReadyQueue, queue_key};
 use crate::routing::{Candidate, RoutingPolicy};
 use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
@@ -185,6 +185,18 @@ pub struct Scheduler<P> {
     /// Offline agents, oldest first; kept for the agent list up to [`MAX_OFFLINE_AGENTS`].
     offline: VecDeque<AgentId>,
     changes: Vec<Change>,
+    /// Bytes of the active tasks' payloads, for [`Scheduler::memory`].
+    payload_bytes: usize,
+}
+
+/// What the scheduler holds, as [`Scheduler::memory`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerMemory {
+    pub active_tasks: usize,
+    /// The task table (its allocated buckets), each task's record and spec, the ready-queue
+    /// entries and the payloads. Not counted: allocator overhead, the strings of capabilities
+    /// and idempotency keys, agents, timers.
+    pub bytes: usize,
 }
 
 /// Offline agents remembered in memory (the store keeps them all). Every reconnect is a new
@@ -206,6 +218,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             queued: HashMap::new(),
             offline: VecDeque::new(),
             changes: Vec::new(),
+            payload_bytes: 0,
         }
     }
 
@@ -505,8 +518,25 @@ impl<P: RoutingPolicy> Scheduler<P> {
         depths
     }
 
+    /// An estimate from sizes and counts, in O(1): see [`SchedulerMemory`].
+    pub fn memory(&self) -> SchedulerMemory {
+        use std::mem::size_of;
+        let bucket = size_of::<(TaskId, Box<ActiveTask>)>() + 1;
+        // An `Arc<TaskSpec>` allocation: the spec and its two reference counts.
+        let record = size_of::<ActiveTask>() + size_of::<TaskSpec>() + 2 * size_of::<usize>();
+        let queued: usize = self.queued.values().sum();
+        SchedulerMemory {
+            active_tasks: self.tasks.len(),
+            bytes: self.tasks.capacity() * bucket
+                + self.tasks.len() * record
+                + queued * size_of::<QueueKey>()
+                + self.payload_bytes,
+        }
+    }
+
     fn insert_task(&mut self, spec: Arc<TaskSpec>, attempt: u32, phase: Phase) {
         let id = spec.id;
+        self.payload_bytes += spec.payload.len();
         count_queued(&mut self.queued, &spec.capability, false, phase.queued());
         self.tasks.insert(
             id,
@@ -591,6 +621,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let task = self.tasks.get_mut(&id).expect("active task");
         let lease_until = now.plus_ms(task.spec.timeout_ms);
         task.attempt += 1;
+        let queued_ms = match task.phase {
+            Phase::Ready { rank } => now.ms_since(crate::queue::ready_at(
+                rank,
+                task.spec.priority,
+                self.config.aging_ms,
+            )),
+            _ => 0,
+        };
         count_queued(
             &mut self.queued,
             &task.spec.capability,
@@ -612,6 +650,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             agent,
             started_at: now,
             lease_until,
+            queued_ms,
         });
     }
 
@@ -665,6 +704,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
             task: id,
             attempt,
             agent,
+            created_at: task.spec.created_at,
+            started_at,
             ended_at: now,
             outcome,
             output,
@@ -716,6 +757,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let mut ended = vec![(id, status)];
         while let Some((id, status)) = ended.pop() {
             if let Some(task) = self.tasks.remove(&id) {
+                self.payload_bytes -= task.spec.payload.len();
                 count_queued(
                     &mut self.queued,
                     &task.spec.capability,

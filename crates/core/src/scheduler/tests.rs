@@ -471,3 +471,62 @@ fn an_active_task_stays_small() {
         std::mem::size_of::<ActiveTask>()
     );
 }
+
+#[test]
+fn attempts_carry_their_queue_wait_and_run_time_for_the_measurements() {
+    let mut s = sched();
+    // Priority 5 with aging: the wait is measured from when the task became ready, whatever
+    // its rank in the queue.
+    s.submit(spec(1, "a"), Timestamp(100), &mut none).unwrap();
+    s.take_changes();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(350));
+    let changes = s.take_changes();
+    let queued = changes.iter().find_map(|c| match c {
+        Change::AttemptStarted { queued_ms, .. } => Some(*queued_ms),
+        _ => None,
+    });
+    assert_eq!(queued, Some(250));
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(400))
+        .unwrap();
+    let changes = s.take_changes();
+    let Some(Change::AttemptEnded {
+        created_at,
+        started_at,
+        ended_at,
+        ..
+    }) = changes.first()
+    else {
+        panic!("{changes:?}")
+    };
+    assert_eq!((created_at.0, started_at.0, ended_at.0), (0, 350, 400));
+    // An agent already free: no wait.
+    s.submit(spec(2, "a"), Timestamp(500), &mut none).unwrap();
+    assert!(
+        s.take_changes()
+            .iter()
+            .any(|c| matches!(c, Change::AttemptStarted { queued_ms: 0, .. }))
+    );
+}
+
+#[test]
+fn memory_counts_active_tasks_and_their_payloads_and_lets_go_of_finished_ones() {
+    let mut s = sched();
+    let empty = s.memory();
+    assert_eq!(empty.active_tasks, 0);
+    let mut big = spec(1, "a");
+    big.payload = "x".repeat(10_000).into();
+    s.submit(big, Timestamp(0), &mut none).unwrap();
+    s.submit(spec(2, "a"), Timestamp(0), &mut none).unwrap();
+    let two = s.memory();
+    assert_eq!(two.active_tasks, 2);
+    assert!(two.bytes >= empty.bytes + 10_000, "{two:?}");
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 2), Timestamp(1));
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(2))
+        .unwrap();
+    let one = s.memory();
+    assert_eq!(one.active_tasks, 1);
+    assert!(
+        one.bytes < two.bytes - 10_000 + 100,
+        "the payload is gone: {one:?}"
+    );
+}

@@ -10,6 +10,7 @@ use hive_proto::protocol::{Assignment, HubMessage};
 use hive_store::StoreError;
 
 use crate::connections::{Connections, Outbound};
+use crate::metrics::HubMetrics;
 use crate::waiters::Waiters;
 
 pub type DeferredReply = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
@@ -17,15 +18,21 @@ pub type DeferredReply = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 pub struct Effects {
     pub connections: Arc<Connections>,
     pub waiters: Arc<Waiters>,
+    pub metrics: Arc<HubMetrics>,
     /// Number of the last batch whose callback ran.
     pub committed_seq: AtomicU64,
 }
 
 impl Effects {
-    pub fn new(connections: Arc<Connections>, waiters: Arc<Waiters>) -> Self {
+    pub fn new(
+        connections: Arc<Connections>,
+        waiters: Arc<Waiters>,
+        metrics: Arc<HubMetrics>,
+    ) -> Self {
         Effects {
             connections,
             waiters,
+            metrics,
             committed_seq: AtomicU64::new(0),
         }
     }
@@ -41,6 +48,7 @@ impl Effects {
         // offered again, and the requests are answered with the error.
         if outcome.is_ok() {
             self.announce(&changes);
+            self.metrics.observe(&changes);
         }
         self.committed_seq.fetch_max(seq, Ordering::AcqRel);
         for reply in replies {

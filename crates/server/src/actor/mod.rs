@@ -26,6 +26,7 @@ use hive_store::{StoreError, TaskReader, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+use crate::metrics::Count;
 use effects::{DeferredReply, Effects};
 
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -95,6 +96,7 @@ pub struct Submitted {
 #[derive(Debug, Clone)]
 pub struct Overview {
     pub agents: Vec<AgentSnapshot>,
+    pub memory: hive_core::SchedulerMemory,
     pub queue_depths: Vec<(String, usize)>,
     pub routing_policy: &'static str,
 }
@@ -196,10 +198,12 @@ impl Actor {
                 registered,
             } => {
                 self.scheduler.register_agent(agent, spec, now);
+                self.effects.metrics.add(Count::AgentsRegistered, 1);
                 let _ = registered.send(());
             }
             Command::Heartbeat { agent } => {
                 self.scheduler.heartbeat(agent, now);
+                self.effects.metrics.add(Count::Heartbeats, 1);
             }
             Command::Report {
                 agent,
@@ -211,7 +215,10 @@ impl Actor {
                     tracing::debug!(%agent, error = %e, "result rejected");
                 }
             }
-            Command::Disconnected { agent } => self.scheduler.disconnect_agent(agent),
+            Command::Disconnected { agent } => {
+                self.scheduler.disconnect_agent(agent);
+                self.effects.metrics.add(Count::AgentsDisconnected, 1);
+            }
             Command::Cancel { task, reply } => {
                 let outcome = match self.scheduler.cancel(task, now) {
                     Ok(()) => Ok(()),
@@ -236,6 +243,9 @@ impl Actor {
                         message: format!("agent {agent} is offline"),
                     },
                 });
+                if outcome.is_ok() {
+                    self.effects.metrics.add(Count::AgentsDrained, 1);
+                }
                 self.defer(reply, outcome);
             }
             Command::Agents { reply } => {
@@ -250,6 +260,7 @@ impl Actor {
             Command::Overview { reply } => {
                 let _ = reply.send(Overview {
                     agents: self.scheduler.agents(),
+                    memory: self.scheduler.memory(),
                     queue_depths: self
                         .scheduler
                         .queue_depths()
@@ -331,9 +342,16 @@ impl Actor {
             }
             let reader = &self.reader;
             let recent = &self.recently_finished;
+            let metrics = &self.effects.metrics;
             let mut resolve = |dep: TaskId| match recent.get(&dep) {
-                Some(status) => Some(*status),
-                None => reader.task_status(dep).ok().flatten(),
+                Some(status) => {
+                    metrics.add(Count::FinishedCacheHits, 1);
+                    Some(*status)
+                }
+                None => {
+                    metrics.add(Count::FinishedCacheMisses, 1);
+                    reader.task_status(dep).ok().flatten()
+                }
             };
             // The checks above make both errors unreachable: dependencies were found, and ids
             // are fresh UUIDv7s.
@@ -354,9 +372,16 @@ impl Actor {
 
     /// Status of a task not active in the scheduler: ended but not yet committed, or stored.
     fn status_elsewhere(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
+        let metrics = &self.effects.metrics;
         match self.recently_finished.get(&id) {
-            Some(status) => Ok(Some(*status)),
-            None => self.reader.task_status(id),
+            Some(status) => {
+                metrics.add(Count::FinishedCacheHits, 1);
+                Ok(Some(*status))
+            }
+            None => {
+                metrics.add(Count::FinishedCacheMisses, 1);
+                self.reader.task_status(id)
+            }
         }
     }
 

@@ -2,12 +2,14 @@
 //! is generated from the handlers' annotations and the wire types.
 
 pub mod agents;
+pub mod metrics;
 pub mod swarms;
 pub mod system;
 pub mod tasks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use utoipa::OpenApi;
 
@@ -36,6 +38,7 @@ use crate::ws_agent;
         system::readyz,
         swarms::list,
         swarms::broadcast,
+        metrics::snapshot,
     ),
     components(schemas(
         hive_proto::api::NewTask,
@@ -56,6 +59,10 @@ use crate::ws_agent;
         hive_proto::api::SwarmMessageOutcome,
         hive_proto::api::Swarm,
         hive_proto::api::SwarmList,
+        hive_proto::metrics::MetricsSnapshot,
+        hive_proto::metrics::LatencySummary,
+        hive_proto::metrics::RouteMetrics,
+        hive_proto::metrics::ProcessMetrics,
     ))
 )]
 pub struct ApiDoc;
@@ -73,13 +80,23 @@ pub fn app(state: AppState) -> Router {
         .route("/agents/{id}/drain", post(agents::drain))
         .route("/status", get(system::status))
         .route("/swarms", get(swarms::list))
-        .route("/swarms/{group}/messages", post(swarms::broadcast));
-    Router::new()
+        .route("/swarms/{group}/messages", post(swarms::broadcast))
+        .route("/metrics", get(metrics::snapshot));
+    let mut router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(system::openapi))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/ws/agent", get(ws_agent::upgrade))
+        .route("/metrics", get(metrics::prometheus))
+        .route("/ws/performance", get(metrics::performance));
+    if state.metrics.enabled() {
+        router = router.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::http::track,
+        ));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

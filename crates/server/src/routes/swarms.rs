@@ -17,6 +17,7 @@ use crate::connections::Outbound;
 use crate::error::ApiError;
 use crate::framer::SharedMessage;
 use crate::json::ApiJson;
+use crate::metrics::Count;
 use crate::state::AppState;
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -101,6 +102,10 @@ pub async fn broadcast(
         }
     }
     state.swarms.close(id);
+    state.metrics.add(Count::SwarmMessages, 1);
+    state
+        .metrics
+        .add(Count::SwarmDeliveries, replies.len() as u64);
     let missing = recipients
         .iter()
         .filter(|a| !answered.contains(a))

@@ -5,6 +5,7 @@ mod builtin;
 mod encodings;
 mod errors;
 mod flow;
+mod metrics;
 mod protocol;
 mod swarm;
 mod throughput;

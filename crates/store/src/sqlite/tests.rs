@@ -54,6 +54,7 @@ fn a_task_and_its_attempts_round_trip() {
                 agent,
                 started_at: Timestamp(12),
                 lease_until: Timestamp(1_012),
+                queued_ms: 1,
             },
         ]])
         .unwrap();
@@ -67,6 +68,8 @@ fn a_task_and_its_attempts_round_trip() {
             task: id,
             attempt: 1,
             agent: Some(agent),
+            created_at: Timestamp(10),
+            started_at: Timestamp(12),
             ended_at: Timestamp(20),
             outcome: AttemptOutcome::Succeeded,
             output: Some("[42]".into()),
@@ -226,6 +229,7 @@ fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps(
         agent: AgentId(Uuid::from_u128(9)),
         started_at: Timestamp(15),
         lease_until: Timestamp(1_015),
+        queued_ms: 0,
     };
     let queued = |n: u128| Change::TaskCreated {
         spec: spec(n),

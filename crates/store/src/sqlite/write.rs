@@ -209,6 +209,7 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             agent,
             started_at,
             lease_until,
+            ..
         } => {
             st.execute(
                 Sql::TaskRunning,

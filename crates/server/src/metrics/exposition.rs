@@ -1,0 +1,239 @@
+//! `GET /metrics`: the registry in Prometheus' text format. Counters and histograms are read
+//! live (cumulative since the hub started, as Prometheus expects); the gauges that need the
+//! scheduler (queue depth, agents, its memory) come from the latest snapshot, so a scrape never
+//! waits for the scheduler's turn.
+
+use std::sync::atomic::Ordering;
+
+use hive_metrics::procfs;
+use hive_metrics::prometheus::{Exposition, Kind};
+use hive_proto::metrics::MetricsSnapshot;
+
+use super::{Count, HubMetrics};
+
+pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String {
+    let mut e = Exposition::default();
+    let count = |c: Count| metrics.count(c) as f64;
+
+    e.family(
+        "hive_tasks_submitted_total",
+        Kind::Counter,
+        "Tasks accepted (committed).",
+    )
+    .sample(
+        "hive_tasks_submitted_total",
+        &[],
+        count(Count::TasksSubmitted),
+    );
+    e.family(
+        "hive_tasks_total",
+        Kind::Counter,
+        "Tasks that reached a final status, by status.",
+    );
+    for (status, c) in [
+        ("succeeded", Count::TasksSucceeded),
+        ("failed", Count::TasksFailed),
+        ("cancelled", Count::TasksCancelled),
+    ] {
+        e.sample("hive_tasks_total", &[("status", status)], count(c));
+    }
+    e.family(
+        "hive_attempts_started_total",
+        Kind::Counter,
+        "Attempts started on an agent.",
+    )
+    .sample(
+        "hive_attempts_started_total",
+        &[],
+        count(Count::AttemptsStarted),
+    );
+    e.family(
+        "hive_attempts_ended_total",
+        Kind::Counter,
+        "Attempts that ended, by outcome.",
+    );
+    for (outcome, c) in [
+        ("succeeded", Count::AttemptsSucceeded),
+        ("failed", Count::AttemptsFailed),
+        ("lease_expired", Count::AttemptsLeaseExpired),
+        ("cancelled", Count::AttemptsCancelled),
+    ] {
+        e.sample(
+            "hive_attempts_ended_total",
+            &[("outcome", outcome)],
+            count(c),
+        );
+    }
+    e.family(
+        "hive_agent_operations_total",
+        Kind::Counter,
+        "Agent operations, by operation.",
+    );
+    for (op, c) in [
+        ("register", Count::AgentsRegistered),
+        ("heartbeat", Count::Heartbeats),
+        ("drain", Count::AgentsDrained),
+        ("disconnect", Count::AgentsDisconnected),
+    ] {
+        e.sample(
+            "hive_agent_operations_total",
+            &[("operation", op)],
+            count(c),
+        );
+    }
+    e.family(
+        "hive_swarm_messages_total",
+        Kind::Counter,
+        "Swarm broadcasts sent.",
+    )
+    .sample(
+        "hive_swarm_messages_total",
+        &[],
+        count(Count::SwarmMessages),
+    );
+    e.family(
+        "hive_swarm_deliveries_total",
+        Kind::Counter,
+        "Swarm messages delivered and answered.",
+    )
+    .sample(
+        "hive_swarm_deliveries_total",
+        &[],
+        count(Count::SwarmDeliveries),
+    );
+    e.family(
+        "hive_finished_cache_lookups_total",
+        Kind::Counter,
+        "Lookups of a finished task's status, by whether the hub's cache answered.",
+    )
+    .sample(
+        "hive_finished_cache_lookups_total",
+        &[("result", "hit")],
+        count(Count::FinishedCacheHits),
+    )
+    .sample(
+        "hive_finished_cache_lookups_total",
+        &[("result", "miss")],
+        count(Count::FinishedCacheMisses),
+    );
+
+    let routes = metrics.routes();
+    e.family(
+        "hive_http_requests_total",
+        Kind::Counter,
+        "API requests, by route and status class.",
+    );
+    for (key, stats) in &routes {
+        let (method, route) = key.split_once(' ').unwrap_or(("", key));
+        for (class, counter) in [
+            ("2xx", &stats.ok),
+            ("4xx", &stats.client_errors),
+            ("5xx", &stats.server_errors),
+        ] {
+            let labels = [("method", method), ("route", route), ("status", class)];
+            e.sample(
+                "hive_http_requests_total",
+                &labels,
+                counter.load(Ordering::Relaxed) as f64,
+            );
+        }
+    }
+    e.family(
+        "hive_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time to answer an API request, by route.",
+    );
+    for (key, stats) in &routes {
+        let (method, route) = key.split_once(' ').unwrap_or(("", key));
+        e.histogram(
+            "hive_http_request_duration_seconds",
+            &[("method", method), ("route", route)],
+            &stats.latency.cumulative(),
+        );
+    }
+    for (name, help, latency) in [
+        (
+            "hive_task_queue_wait_seconds",
+            "Time an attempt waited in its ready queue (1 ms resolution).",
+            &metrics.queue_wait,
+        ),
+        (
+            "hive_task_execution_seconds",
+            "Time from an attempt's start to its end (1 ms resolution).",
+            &metrics.execution,
+        ),
+        (
+            "hive_task_end_to_end_seconds",
+            "Time from a task's creation to its final status (1 ms resolution).",
+            &metrics.end_to_end,
+        ),
+    ] {
+        e.family(name, Kind::Histogram, help)
+            .histogram(name, &[], &latency.cumulative());
+    }
+
+    if let Some(s) = latest {
+        e.family(
+            "hive_queue_depth",
+            Kind::Gauge,
+            "Tasks ready and waiting for an agent, by capability.",
+        );
+        for (capability, n) in &s.queue_depth {
+            e.sample("hive_queue_depth", &[("capability", capability)], *n as f64);
+        }
+        e.family("hive_agents", Kind::Gauge, "Agents by state.");
+        for (state, n) in &s.agents {
+            e.sample("hive_agents", &[("state", state)], *n as f64);
+        }
+        e.family(
+            "hive_memory_bytes",
+            Kind::Gauge,
+            "Memory by component (see docs/observability.md).",
+        );
+        for (component, bytes) in &s.memory_by_component {
+            e.sample(
+                "hive_memory_bytes",
+                &[("component", component)],
+                *bytes as f64,
+            );
+        }
+        e.family(
+            "hive_cpu_core_usage_ratio",
+            Kind::Gauge,
+            "Busy share of each core of the machine over the last interval.",
+        );
+        for (core, usage) in s.cpu_core_usage.iter().enumerate() {
+            e.sample(
+                "hive_cpu_core_usage_ratio",
+                &[("core", &core.to_string())],
+                usage / 100.0,
+            );
+        }
+    }
+
+    if let Some(p) = procfs::sample_self() {
+        e.family(
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "User and system CPU time of the hub.",
+        )
+        .sample("process_cpu_seconds_total", &[], p.cpu_us as f64 / 1e6);
+        e.family(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory of the hub.",
+        )
+        .sample("process_resident_memory_bytes", &[], p.rss_bytes as f64);
+    }
+    e.family(
+        "hive_uptime_seconds",
+        Kind::Gauge,
+        "Time since the hub started.",
+    )
+    .sample(
+        "hive_uptime_seconds",
+        &[],
+        metrics.started.elapsed().as_secs_f64(),
+    );
+    e.finish()
+}
