@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod events;
 pub mod metrics;
 pub mod protocol;
 

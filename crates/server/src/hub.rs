@@ -22,6 +22,7 @@ use crate::actor::effects::Effects;
 use crate::actor::{Actor, Command};
 use crate::config::HubConfig;
 use crate::connections::Connections;
+use crate::events::Events;
 use crate::metrics::HubMetrics;
 use crate::routes;
 use crate::state::AppState;
@@ -90,10 +91,12 @@ impl Hub {
         let connections = Arc::new(Connections::default());
         let waiters = Arc::new(Waiters::default());
         let metrics = Arc::new(HubMetrics::new(config.metrics_enabled));
+        let events = Arc::new(Events::default());
         let effects = Arc::new(Effects::new(
             connections.clone(),
             waiters.clone(),
             metrics.clone(),
+            events.clone(),
         ));
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let actor = Actor::new(
@@ -127,6 +130,7 @@ impl Hub {
             clock,
             metrics,
             snapshots: Arc::default(),
+            events,
             shutdown: stopping.clone(),
         };
         if state.config.metrics_enabled {

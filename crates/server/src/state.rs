@@ -11,6 +11,7 @@ use crate::actor::Command;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::error::ApiError;
+use crate::events::Events;
 use crate::metrics::HubMetrics;
 use crate::metrics::snapshot::Snapshots;
 use crate::swarms::Swarms;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<HubMetrics>,
     pub snapshots: Arc<Snapshots>,
+    pub events: Arc<Events>,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::agent::AgentSnapshot;
 use crate::ids::{AgentId, TaskId};
-use crate::task::{AttemptOutcome, TaskSpec, TaskStatus};
+use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
 /// One decision of the scheduler. The runtime persists changes in the order they were emitted and
@@ -20,7 +20,11 @@ pub enum Change {
         error: Option<String>,
     },
     /// A waiting task whose dependencies all succeeded is now queued.
-    TaskReady { task: TaskId, at: Timestamp },
+    TaskReady {
+        task: TaskId,
+        capability: Capability,
+        at: Timestamp,
+    },
     /// An attempt began on an agent; the runtime sends the assignment.
     AttemptStarted {
         spec: Arc<TaskSpec>,
@@ -34,6 +38,7 @@ pub enum Change {
     /// An attempt ended; `next` says what became of the task.
     AttemptEnded {
         task: TaskId,
+        capability: Capability,
         attempt: u32,
         agent: Option<AgentId>,
         /// When the task was created and when this attempt began, for the hub's measurements.
@@ -49,6 +54,7 @@ pub enum Change {
     /// A task that was not running ended: cancelled, or failed because a dependency did.
     TaskFinished {
         task: TaskId,
+        capability: Capability,
         status: TaskStatus,
         error: Option<String>,
         at: Timestamp,

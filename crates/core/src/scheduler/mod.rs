@@ -702,6 +702,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         self.changes.push(Change::AttemptEnded {
             task: id,
+            capability: task.spec.capability.clone(),
             attempt,
             agent,
             created_at: task.spec.created_at,
@@ -745,6 +746,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         // A backoff timer left behind finds the task gone and does nothing.
         self.changes.push(Change::TaskFinished {
             task: id,
+            capability: task.spec.capability.clone(),
             status,
             error,
             at: now,
@@ -770,6 +772,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 if self.active_status(child) != Some(TaskStatus::Waiting) {
                     continue;
                 }
+                let capability = self.tasks[&child].spec.capability.clone();
                 if status == TaskStatus::Succeeded {
                     let left = self.pending_deps.get_mut(&child).expect("waiting task");
                     *left -= 1;
@@ -777,6 +780,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         self.pending_deps.remove(&child);
                         self.changes.push(Change::TaskReady {
                             task: child,
+                            capability,
                             at: now,
                         });
                         self.make_ready(child, now);
@@ -784,6 +788,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 } else {
                     self.changes.push(Change::TaskFinished {
                         task: child,
+                        capability,
                         status: TaskStatus::Failed,
                         error: Some(dependency_error(id, status)),
                         at: now,

@@ -112,7 +112,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         for id in unblocked {
             if self.active_status(id) == Some(TaskStatus::Waiting) {
-                self.changes.push(Change::TaskReady { task: id, at: now });
+                let capability = self.tasks[&id].spec.capability.clone();
+                self.changes.push(Change::TaskReady {
+                    task: id,
+                    capability,
+                    at: now,
+                });
                 self.make_ready(id, now);
             }
         }

@@ -1,6 +1,6 @@
 //! What happens once a batch is durable, on the writer thread: assignments go out (one frame per
-//! agent per batch), cancels and drains are sent, long-poll waiters wake, and the requests that
-//! waited for the commit get their answers.
+//! agent per batch), cancels and drains are sent, long-poll waiters wake, the metrics count it,
+//! the event stream publishes it, and the requests that waited for the commit get their answers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,7 @@ use hive_proto::protocol::{Assignment, HubMessage};
 use hive_store::StoreError;
 
 use crate::connections::{Connections, Outbound};
+use crate::events::Events;
 use crate::metrics::HubMetrics;
 use crate::waiters::Waiters;
 
@@ -19,6 +20,7 @@ pub struct Effects {
     pub connections: Arc<Connections>,
     pub waiters: Arc<Waiters>,
     pub metrics: Arc<HubMetrics>,
+    pub events: Arc<Events>,
     /// Number of the last batch whose callback ran.
     pub committed_seq: AtomicU64,
 }
@@ -28,11 +30,13 @@ impl Effects {
         connections: Arc<Connections>,
         waiters: Arc<Waiters>,
         metrics: Arc<HubMetrics>,
+        events: Arc<Events>,
     ) -> Self {
         Effects {
             connections,
             waiters,
             metrics,
+            events,
             committed_seq: AtomicU64::new(0),
         }
     }
@@ -49,6 +53,7 @@ impl Effects {
         if outcome.is_ok() {
             self.announce(&changes);
             self.metrics.observe(&changes);
+            self.events.publish(&changes);
         }
         self.committed_seq.fetch_max(seq, Ordering::AcqRel);
         for reply in replies {

@@ -2,6 +2,7 @@
 //! is generated from the handlers' annotations and the wire types.
 
 pub mod agents;
+pub mod events;
 pub mod metrics;
 pub mod swarms;
 pub mod system;
@@ -89,7 +90,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/ws/agent", get(ws_agent::upgrade))
         .route("/metrics", get(metrics::prometheus))
-        .route("/ws/performance", get(metrics::performance));
+        .route("/ws/performance", get(metrics::performance))
+        .route("/ws/events", get(events::stream));
     if state.metrics.enabled() {
         router = router.route_layer(middleware::from_fn_with_state(
             state.clone(),

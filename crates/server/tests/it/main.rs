@@ -5,7 +5,7 @@ mod builtin;
 mod encodings;
 mod errors;
 mod flow;
-mod metrics;
+mod observability;
 mod protocol;
 mod swarm;
 mod throughput;

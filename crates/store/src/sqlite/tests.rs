@@ -46,6 +46,7 @@ fn a_task_and_its_attempts_round_trip() {
             created(1),
             Change::TaskReady {
                 task: id,
+                capability: spec(1).capability.clone(),
                 at: Timestamp(11),
             },
             Change::AttemptStarted {
@@ -66,6 +67,7 @@ fn a_task_and_its_attempts_round_trip() {
     writer
         .apply(&[&[Change::AttemptEnded {
             task: id,
+            capability: spec(1).capability.clone(),
             attempt: 1,
             agent: Some(agent),
             created_at: Timestamp(10),

@@ -200,7 +200,7 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             status,
             error,
         } => insert_task(st, spec, *status, error.as_deref(), None)?,
-        Change::TaskReady { task, at } => {
+        Change::TaskReady { task, at, .. } => {
             st.execute(Sql::TaskReady, params![task.as_bytes(), ts(*at)])?;
         }
         Change::AttemptStarted {
@@ -263,6 +263,7 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             status,
             error,
             at,
+            ..
         } => {
             debug_assert!(status.is_terminal() && *status != TaskStatus::Succeeded);
             st.execute(

@@ -1,5 +1,5 @@
-//! The hub's measurements: the JSON snapshot, the Prometheus text (checked by promtool) and the
-//! live stream count exactly what the hub did.
+//! Observability: the JSON snapshot, the Prometheus text (checked by promtool) and the live
+//! streams count exactly what the hub did; the event stream follows tasks and agents.
 
 use std::time::Duration;
 
@@ -219,4 +219,41 @@ async fn a_hub_with_metrics_off_says_so_and_still_works() {
     let _echo = spawn_worker(&t.url, &["echo"], 1, echo());
     let task = t.client.submit(&NewTask::new("echo")).await.unwrap();
     assert_eq!(finished(&t.client, &task.id).await.status, "succeeded");
+}
+
+#[tokio::test]
+async fn the_event_stream_follows_a_task_and_filters_by_capability() {
+    let t = start_hub().await;
+    let ws = t.url.replace("http://", "ws://") + "/ws/events?capability=watch";
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+    let _watcher = spawn_worker(&t.url, &["watch"], 1, echo());
+    let _other = spawn_worker(&t.url, &["other"], 1, echo());
+    let other = t.client.submit(&NewTask::new("other")).await.unwrap();
+    finished(&t.client, &other.id).await;
+    let task = t.client.submit(&NewTask::new("watch")).await.unwrap();
+    let mut statuses = Vec::new();
+    let mut agents = Vec::new();
+    while statuses.last().map(String::as_str) != Some("succeeded") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = frame else { continue };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(frame["type"], "events", "{frame}");
+        for event in frame["events"].as_array().unwrap() {
+            match event["type"].as_str() {
+                Some("task") => {
+                    assert_eq!(event["capability"], "watch", "filtered: {event}");
+                    assert_eq!(event["task_id"], task.id.as_str());
+                    statuses.push(event["status"].as_str().unwrap().to_string());
+                }
+                Some("agent") => agents.push(event["state"].as_str().unwrap().to_string()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(statuses, ["queued", "running", "succeeded"]);
+    assert_eq!(agents, ["idle"], "only the agent with the capability");
 }

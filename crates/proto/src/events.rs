@@ -1,0 +1,52 @@
+//! `/ws/events`: the hub's state changes as they are committed, in frames of
+//! `{"type":"events","events":[...]}` (one frame per commit, so a busy hub sends fewer, larger
+//! frames), or `{"type":"skipped","count":N}` when the client fell behind by N frames.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A task's status changed: created (`waiting`, `queued` or `failed`), `queued` again (ready,
+    /// or retrying), `running` (an attempt started), or finished.
+    Task {
+        task_id: String,
+        capability: String,
+        status: String,
+        /// The attempt that started or ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
+        /// How the attempt ended: succeeded, failed, lease_expired or cancelled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// RFC 3339.
+        at: String,
+    },
+    /// An agent connected, started draining, or went offline.
+    Agent {
+        agent_id: String,
+        name: String,
+        state: String,
+        capabilities: Vec<String>,
+    },
+}
+
+impl Event {
+    /// Whether a client that asked for `capabilities` (none: all) wants this event. An agent
+    /// event matches when the agent has one of them.
+    pub fn matches(&self, capabilities: &[String]) -> bool {
+        if capabilities.is_empty() {
+            return true;
+        }
+        match self {
+            Event::Task { capability, .. } => capabilities.contains(capability),
+            Event::Agent {
+                capabilities: has, ..
+            } => has.iter().any(|c| capabilities.contains(c)),
+        }
+    }
+}

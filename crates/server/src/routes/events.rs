@@ -1,0 +1,47 @@
+//! `/ws/events?capability=a,b`: task and agent state changes as they are committed, one frame
+//! per commit, filtered by capability (none given: everything). See `hive_proto::events`.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+
+use crate::state::AppState;
+use crate::streams;
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Comma-separated capabilities.
+    capability: Option<String>,
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let capabilities: Vec<String> = query
+        .capability
+        .iter()
+        .flat_map(|c| c.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    ws.on_upgrade(move |socket| forward(state, socket, capabilities))
+}
+
+async fn forward(state: AppState, mut socket: WebSocket, capabilities: Vec<String>) {
+    let receiver = state.events.subscribe();
+    let render = |batch: &Vec<hive_proto::events::Event>| {
+        let events: Vec<_> = batch.iter().filter(|e| e.matches(&capabilities)).collect();
+        (!events.is_empty())
+            .then(|| serde_json::json!({ "type": "events", "events": events }).to_string())
+    };
+    let stop = crate::state::stopped(state.shutdown.clone());
+    tokio::select! {
+        _ = streams::forward::<Vec<_>, _>(receiver, &mut socket, render) => {}
+        _ = stop => {}
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
