@@ -39,6 +39,8 @@ pub enum Command {
     Agents(OutputArgs),
     /// Stop giving an agent new tasks.
     Drain(DrainArgs),
+    /// Alerts pending or firing, and the recent history.
+    Alerts(OutputArgs),
     /// Measure a hub: throughput, latency, memory, CPU; prints the plan's metrics table.
     Bench(BenchArgs),
 }

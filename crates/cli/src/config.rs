@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use hive_server::alerts::AlertConfig;
+use hive_server::alerts::rules::{Direction, Gate, Metric, Rule};
 use hive_server::{Durability, HubConfig};
 use serde::Deserialize;
 
@@ -26,6 +28,8 @@ pub struct RawConfig {
     executors: ExecutorsSection,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    alerts: AlertsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +71,106 @@ struct ExecutorsSection {
 struct MetricsSection {
     interval_ms: Option<u64>,
     enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsSection {
+    webhook_url: Option<String>,
+    /// Keep the built-in rules (default true); a rule of the same name replaces one.
+    defaults: Option<bool>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    metric: String,
+    above: Option<f64>,
+    below: Option<f64>,
+    clear: Option<f64>,
+    #[serde(default)]
+    for_s: u64,
+    severity: Option<String>,
+    when_metric: Option<String>,
+    when_above: Option<f64>,
+    when_below: Option<f64>,
+}
+
+fn metric(name: &str, key: &str) -> anyhow::Result<Metric> {
+    Metric::parse(name).with_context(|| {
+        let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "{key}: unknown metric {name:?}; one of {}",
+            known.join(", ")
+        )
+    })
+}
+
+fn side(above: Option<f64>, below: Option<f64>, key: &str) -> anyhow::Result<(Direction, f64)> {
+    match (above, below) {
+        (Some(t), None) => Ok((Direction::Above, t)),
+        (None, Some(t)) => Ok((Direction::Below, t)),
+        _ => bail!("{key}: give exactly one of above and below"),
+    }
+}
+
+fn alert_rule(raw: RawRule, i: usize) -> anyhow::Result<Rule> {
+    let key = format!("alerts.rules[{i}]");
+    let (direction, threshold) = side(raw.above, raw.below, &key)?;
+    let when = match raw.when_metric {
+        Some(name) => {
+            let (direction, threshold) = side(
+                raw.when_above,
+                raw.when_below,
+                &format!("{key}.when_metric"),
+            )?;
+            Some(Gate {
+                metric: metric(&name, &format!("{key}.when_metric"))?,
+                direction,
+                threshold,
+            })
+        }
+        None if raw.when_above.is_some() || raw.when_below.is_some() => {
+            bail!("{key}: when_above and when_below need when_metric")
+        }
+        None => None,
+    };
+    let rule = Rule {
+        metric: metric(&raw.metric, &format!("{key}.metric"))?,
+        name: raw.name,
+        direction,
+        threshold,
+        clear: raw.clear.unwrap_or(threshold),
+        for_ms: raw.for_s.saturating_mul(1000),
+        severity: raw.severity.unwrap_or_else(|| "warning".into()),
+        when,
+    };
+    rule.validate().map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    Ok(rule)
+}
+
+fn alerts(section: AlertsSection) -> anyhow::Result<AlertConfig> {
+    let mut config = AlertConfig::default();
+    if !section.defaults.unwrap_or(true) {
+        config.rules.clear();
+    }
+    for (i, raw) in section.rules.into_iter().enumerate() {
+        let rule = alert_rule(raw, i)?;
+        config.rules.retain(|r| r.name != rule.name);
+        config.rules.push(rule);
+    }
+    if let Some(url) = section.webhook_url {
+        if !url.starts_with("http://") {
+            bail!(
+                "alerts.webhook_url: {url:?} must be an http:// URL (this hub has no TLS client yet)"
+            );
+        }
+        config.webhook_url = Some(url);
+    }
+    Ok(config)
 }
 
 pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
@@ -143,6 +247,7 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     if let Some(enabled) = file.metrics.enabled {
         config.metrics_enabled = enabled;
     }
+    config.alerts = alerts(file.alerts)?;
     Ok(config)
 }
 
@@ -194,6 +299,73 @@ mod tests {
         assert!(err.to_string().contains("store.durability"), "{err}");
         let err = resolve(&args(), parse("[metrics]\ninterval_ms = 10\n").unwrap()).unwrap_err();
         assert!(err.to_string().contains("metrics.interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn alert_rules_add_to_or_replace_the_defaults_and_bad_ones_are_named() {
+        let file = parse(
+            r#"
+[alerts]
+webhook_url = "http://127.0.0.1:9/hook"
+[[alerts.rules]]
+name = "api_latency_p95"
+metric = "api_p95_ms"
+above = 50.0
+clear = 40.0
+for_s = 5
+[[alerts.rules]]
+name = "backlog"
+metric = "queued_tasks"
+above = 1000.0
+when_metric = "agents_online"
+when_above = 0.0
+"#,
+        )
+        .unwrap();
+        let config = resolve(&args(), file).unwrap();
+        let rules = &config.alerts.rules;
+        let latency = rules.iter().find(|r| r.name == "api_latency_p95").unwrap();
+        assert_eq!(
+            (latency.threshold, latency.clear, latency.for_ms),
+            (50.0, 40.0, 5000)
+        );
+        assert_eq!(
+            rules.iter().filter(|r| r.name == "api_latency_p95").count(),
+            1
+        );
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.name == "backlog" && r.when.is_some())
+        );
+        assert!(
+            rules.iter().any(|r| r.name == "error_rate"),
+            "defaults kept"
+        );
+
+        for (text, key) in [
+            (
+                "[[alerts.rules]]\nname = \"x\"\nmetric = \"nope\"\nabove = 1.0\n",
+                "alerts.rules[0].metric",
+            ),
+            (
+                "[[alerts.rules]]\nname = \"x\"\nmetric = \"load_avg\"\n",
+                "alerts.rules[0]",
+            ),
+            (
+                "[[alerts.rules]]\nname = \"x\"\nmetric = \"load_avg\"\nabove = 1.0\nclear = 2.0\n",
+                "clear",
+            ),
+            (
+                "[alerts]\nwebhook_url = \"https://x\"\n",
+                "alerts.webhook_url",
+            ),
+        ] {
+            let err = resolve(&args(), parse(text).unwrap()).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let none = resolve(&args(), parse("[alerts]\ndefaults = false\n").unwrap()).unwrap();
+        assert!(none.alerts.rules.is_empty());
         let mut a = args();
         a.listen = Some("nowhere".into());
         let err = resolve(&a, RawConfig::default()).unwrap_err();

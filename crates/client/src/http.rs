@@ -198,6 +198,14 @@ impl HubClient {
         Ok(self.call(Method::POST, &path, Some(message), None).await?.1)
     }
 
+    /// Alerts pending or firing, and the recent history.
+    pub async fn alerts(&self) -> Result<hive_proto::alerts::AlertList, ClientError> {
+        Ok(self
+            .call(Method::GET, "/api/v1/alerts", Self::NO_BODY, None)
+            .await?
+            .1)
+    }
+
     pub async fn swarms(&self) -> Result<SwarmList, ClientError> {
         Ok(self
             .call(Method::GET, "/api/v1/swarms", Self::NO_BODY, None)

@@ -33,6 +33,8 @@ pub enum Event {
         state: String,
         capabilities: Vec<String>,
     },
+    /// An alert started or stopped firing (sent to every subscriber, whatever the filter).
+    Alert(crate::alerts::AlertEvent),
 }
 
 impl Event {
@@ -47,6 +49,7 @@ impl Event {
             Event::Agent {
                 capabilities: has, ..
             } => has.iter().any(|c| capabilities.contains(c)),
+            Event::Alert(_) => true,
         }
     }
 }

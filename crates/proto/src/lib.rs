@@ -4,6 +4,7 @@
 //!
 //! No logic lives here beyond (de)serialisation and the shape checks of protocol frames.
 
+pub mod alerts;
 pub mod api;
 pub mod codec;
 pub mod events;

@@ -31,6 +31,8 @@ pub struct HubConfig {
     /// False: nothing is measured (to measure what measuring costs); the metric routes answer
     /// 404.
     pub metrics_enabled: bool,
+    /// Alert rules (the defaults unless configured) and where alerts are posted.
+    pub alerts: crate::alerts::AlertConfig,
 }
 
 impl HubConfig {
@@ -52,6 +54,7 @@ impl HubConfig {
             builtin_threads: 0,
             metrics_interval: crate::metrics::snapshot::DEFAULT_INTERVAL,
             metrics_enabled: true,
+            alerts: crate::alerts::AlertConfig::default(),
         }
     }
 

@@ -32,6 +32,12 @@ impl Events {
         self.stream.subscribe()
     }
 
+    pub fn publish_one(&self, event: Event) {
+        if self.stream.receiver_count() > 0 {
+            let _ = self.stream.send(Arc::new(vec![event]));
+        }
+    }
+
     pub fn publish(&self, changes: &[Change]) {
         if self.stream.receiver_count() == 0 {
             return;

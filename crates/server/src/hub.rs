@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use hive_core::{Clock, LeastLoaded, RoutingPolicy, Scheduler, SystemClock};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
-use hive_store::{BatchWriter, GroupCommit, StoreError, TaskReader};
+use hive_store::{AlertLog, BatchWriter, GroupCommit, StoreError, TaskReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::actor::effects::Effects;
 use crate::actor::{Actor, Command};
+use crate::alerts::Alerts;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::events::Events;
@@ -92,6 +93,8 @@ impl Hub {
         let waiters = Arc::new(Waiters::default());
         let metrics = Arc::new(HubMetrics::new(config.metrics_enabled));
         let events = Arc::new(Events::default());
+        let alert_log: Arc<dyn AlertLog> = Arc::new(store.alert_log().map_err(store_error)?);
+        let alerts = Arc::new(Alerts::new(&config.alerts, alert_log, events.clone()));
         let effects = Arc::new(Effects::new(
             connections.clone(),
             waiters.clone(),
@@ -131,6 +134,7 @@ impl Hub {
             metrics,
             snapshots: Arc::default(),
             events,
+            alerts,
             shutdown: stopping.clone(),
         };
         if state.config.metrics_enabled {

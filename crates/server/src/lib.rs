@@ -14,6 +14,7 @@
 //! - [`swarms`]: swarm membership and broadcast replies (ephemeral, not stored).
 
 pub mod actor;
+pub mod alerts;
 pub mod builtin;
 pub mod config;
 pub mod connections;

@@ -8,6 +8,7 @@ use hive_store::{StoreError, TaskReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::actor::Command;
+use crate::alerts::Alerts;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::error::ApiError;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub metrics: Arc<HubMetrics>,
     pub snapshots: Arc<Snapshots>,
     pub events: Arc<Events>,
+    pub alerts: Arc<Alerts>,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
 }

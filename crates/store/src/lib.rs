@@ -11,7 +11,8 @@
 //! - [`group_commit`]: the writer thread and its batching.
 //! - [`sqlite`]: the embedded SQLite backend (migrations in `migrations/`).
 //!
-//! PostgreSQL comes later behind the same two traits, [`BatchWriter`] and [`TaskReader`].
+//! PostgreSQL comes later behind the same traits, [`BatchWriter`], [`TaskReader`] and
+//! [`AlertLog`].
 
 pub mod group_commit;
 pub mod sqlite;
@@ -84,4 +85,26 @@ pub trait TaskReader: Send + Sync + 'static {
     fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError>;
     /// Every task not yet finished, for recovery after a restart.
     fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError>;
+}
+
+/// One change of an alert's state, as kept in the alert history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub rule: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    pub severity: String,
+    /// The metric's value when the state changed.
+    pub value: Option<f64>,
+    pub threshold: f64,
+    pub message: String,
+    pub at: Timestamp,
+}
+
+/// The alert history. Alerts change state rarely, so these are plain writes on a connection of
+/// their own, not part of the task group commit.
+pub trait AlertLog: Send + Sync + 'static {
+    fn record(&self, record: &AlertRecord) -> Result<(), StoreError>;
+    /// The newest `limit` records, newest first.
+    fn recent(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
 }

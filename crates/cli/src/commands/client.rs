@@ -1,4 +1,4 @@
-//! The client subcommands: submit, task, cancel, status, tasks, agents, drain.
+//! The client subcommands: submit, task, cancel, status, tasks, agents, drain, alerts.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -181,6 +181,56 @@ pub async fn agents(args: OutputArgs, hub: &str) -> Outcome {
             ],
             &rows
         )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn alerts(args: OutputArgs, hub: &str) -> Outcome {
+    let alerts = HubClient::new(hub).alerts().await.map_err(Failure::hub)?;
+    if args.json {
+        print_json(&alerts);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let value = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let active: Vec<_> = alerts
+        .active
+        .iter()
+        .map(|a| {
+            vec![
+                a.rule.clone(),
+                a.state.clone(),
+                a.severity.clone(),
+                value(a.value),
+                a.threshold.to_string(),
+                a.since.clone(),
+            ]
+        })
+        .collect();
+    println!("active:");
+    print!(
+        "{}",
+        table::render(
+            &["RULE", "STATE", "SEVERITY", "VALUE", "THRESHOLD", "SINCE"],
+            &active
+        )
+    );
+    let recent: Vec<_> = alerts
+        .recent
+        .iter()
+        .map(|e| {
+            vec![
+                e.at.clone(),
+                e.rule.clone(),
+                e.state.clone(),
+                e.severity.clone(),
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    println!("\nrecent:");
+    print!(
+        "{}",
+        table::render(&["AT", "RULE", "STATE", "SEVERITY", "MESSAGE"], &recent)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,19 @@ async fn run(args: &[&str], hub: &str) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_worker_and_submit_wait_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(dir.path(), free_port()).await;
+    // An alert rule that fires while anything is queued, checked quickly.
+    let config = dir.path().join("hive.toml");
+    std::fs::write(
+        &config,
+        "[metrics]\ninterval_ms = 100\n[alerts]\ndefaults = false\n[[alerts.rules]]\nname = \"any_queue\"\nmetric = \"queued_tasks\"\nabove = 0.0\n",
+    )
+    .unwrap();
+    let hub = HubProcess::start_with(
+        dir.path(),
+        free_port(),
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
     let url = hub.url.clone();
     let _cat = hive()
         .args([
@@ -134,6 +146,24 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
         (Some(2), Some(1))
     );
     assert_eq!(status["queue_depth"]["later"], 1);
+    // The queued task fires the rule; `hive alerts` shows it.
+    let mut firing = false;
+    for _ in 0..100 {
+        let (code, out, err) = run(&["alerts", "--json"], &url).await;
+        assert_eq!(code, 0, "{err}");
+        let alerts: Value = serde_json::from_str(&out).unwrap();
+        if alerts["active"][0]["state"] == "firing" {
+            assert_eq!(alerts["active"][0]["rule"], "any_queue");
+            assert_eq!(alerts["recent"][0]["state"], "firing");
+            firing = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(firing, "the any_queue alert fired");
+    let (code, out, _) = run(&["alerts"], &url).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("any_queue") && out.contains("firing"), "{out}");
     let (_, out, _) = run(&["agents"], &url).await;
     assert_eq!(
         out.lines().count(),

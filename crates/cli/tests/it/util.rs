@@ -29,6 +29,11 @@ pub struct HubProcess {
 impl HubProcess {
     /// Starts `hive serve` and waits until it answers `/readyz`.
     pub async fn start(dir: &Path, port: u16) -> HubProcess {
+        HubProcess::start_with(dir, port, &[]).await
+    }
+
+    /// The same with more arguments for `serve`.
+    pub async fn start_with(dir: &Path, port: u16, more: &[&str]) -> HubProcess {
         let child = hive()
             .args([
                 "serve",
@@ -37,6 +42,7 @@ impl HubProcess {
                 "--data-dir",
             ])
             .arg(dir)
+            .args(more)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -56,6 +56,11 @@ impl Snapshots {
         (history.iter().cloned().collect(), self.stream.subscribe())
     }
 
+    /// Oldest first.
+    pub fn history(&self) -> Vec<Arc<MetricsSnapshot>> {
+        self.lock().iter().cloned().collect()
+    }
+
     fn push(&self, snapshot: Arc<MetricsSnapshot>) {
         let mut history = self.lock();
         if history.len() == HISTORY {
@@ -124,6 +129,8 @@ async fn publish(state: &AppState, previous: &mut Reading) -> bool {
     };
     let snapshot = take(&state.metrics, &overview, previous);
     state.snapshots.push(Arc::new(snapshot));
+    let history = state.snapshots.history();
+    state.alerts.check(&history, state.clock.now()).await;
     true
 }
 

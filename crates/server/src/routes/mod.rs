@@ -2,6 +2,7 @@
 //! is generated from the handlers' annotations and the wire types.
 
 pub mod agents;
+pub mod alerts;
 pub mod events;
 pub mod metrics;
 pub mod swarms;
@@ -40,6 +41,7 @@ use crate::ws_agent;
         swarms::list,
         swarms::broadcast,
         metrics::snapshot,
+        alerts::list,
     ),
     components(schemas(
         hive_proto::api::NewTask,
@@ -64,6 +66,9 @@ use crate::ws_agent;
         hive_proto::metrics::LatencySummary,
         hive_proto::metrics::RouteMetrics,
         hive_proto::metrics::ProcessMetrics,
+        hive_proto::alerts::Alert,
+        hive_proto::alerts::AlertEvent,
+        hive_proto::alerts::AlertList,
     ))
 )]
 pub struct ApiDoc;
@@ -82,7 +87,8 @@ pub fn app(state: AppState) -> Router {
         .route("/status", get(system::status))
         .route("/swarms", get(swarms::list))
         .route("/swarms/{group}/messages", post(swarms::broadcast))
-        .route("/metrics", get(metrics::snapshot));
+        .route("/metrics", get(metrics::snapshot))
+        .route("/alerts", get(alerts::list));
     let mut router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(system::openapi))

@@ -1,6 +1,7 @@
 //! Integration tests: a real hub on 127.0.0.1:0 with a temporary data dir, driven over HTTP and
 //! WebSocket by the real client and worker library.
 
+mod alerts;
 mod builtin;
 mod encodings;
 mod errors;

@@ -4,6 +4,7 @@
 //! out one writer connection ([`SqliteWriter`], for the group-commit thread) and a reader
 //! ([`SqliteReader`]) with its own small pool of connections.
 
+mod alerts;
 mod checkpoint;
 mod codec;
 mod read;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
+pub use alerts::SqliteAlertLog;
 pub use checkpoint::Checkpointer;
 pub use read::SqliteReader;
 pub use write::SqliteWriter;
@@ -20,7 +22,10 @@ pub use write::SqliteWriter;
 use crate::StoreError;
 
 /// The versioned migrations, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_alerts.sql")),
+];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies
 /// pages off the commit path, but under commits that never pause it never copies the *last*
@@ -117,6 +122,11 @@ impl SqliteStore {
     /// Checkpoints the WAL every `every`, off the commit path.
     pub fn checkpointer(&self, every: std::time::Duration) -> Result<Checkpointer, StoreError> {
         Checkpointer::spawn(self.path.clone(), every)
+    }
+
+    /// The alert history, on a connection of its own.
+    pub fn alert_log(&self) -> Result<SqliteAlertLog, StoreError> {
+        Ok(SqliteAlertLog::new(self.connect()?))
     }
 
     pub fn reader(&self) -> SqliteReader {

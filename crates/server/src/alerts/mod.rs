@@ -1,0 +1,185 @@
+//! Alerting: after each metrics snapshot every rule ([`rules`]) is evaluated; a rule that starts
+//! or stops firing is written to the alert history (the store's [`AlertLog`]), logged, posted to
+//! the webhook if one is set ([`notify`]) and published on `/ws/events`. What is pending or
+//! firing now is kept here, in memory, for `GET /api/v1/alerts`.
+
+pub mod notify;
+pub mod rules;
+
+use std::sync::{Arc, Mutex};
+
+use hive_core::Timestamp;
+use hive_proto::alerts::{Alert, AlertEvent};
+use hive_proto::events::Event;
+use hive_proto::metrics::MetricsSnapshot;
+use hive_store::{AlertLog, AlertRecord};
+
+use crate::events::Events;
+use crate::views::rfc3339;
+use notify::Webhook;
+use rules::{Phase, Rule, Transition};
+
+/// The alerting part of the hub's configuration.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    pub rules: Vec<Rule>,
+    /// `http://` URL the alert events are posted to.
+    pub webhook_url: Option<String>,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            rules: rules::defaults(),
+            webhook_url: None,
+        }
+    }
+}
+
+struct RuleState {
+    phase: Phase,
+    value: Option<f64>,
+}
+
+pub struct Alerts {
+    rules: Vec<Rule>,
+    states: Mutex<Vec<RuleState>>,
+    log: Arc<dyn AlertLog>,
+    webhook: Option<Webhook>,
+    events: Arc<Events>,
+}
+
+impl Alerts {
+    pub fn new(config: &AlertConfig, log: Arc<dyn AlertLog>, events: Arc<Events>) -> Alerts {
+        Alerts {
+            states: Mutex::new(
+                config
+                    .rules
+                    .iter()
+                    .map(|_| RuleState {
+                        phase: Phase::Inactive,
+                        value: None,
+                    })
+                    .collect(),
+            ),
+            rules: config.rules.clone(),
+            log,
+            webhook: config.webhook_url.clone().map(Webhook::spawn),
+            events,
+        }
+    }
+
+    /// Evaluates every rule against the latest snapshot (the last of `history`).
+    pub async fn check(&self, history: &[Arc<MetricsSnapshot>], now: Timestamp) {
+        let Some(latest) = history.last() else {
+            return;
+        };
+        let mut changed = Vec::new();
+        {
+            let mut states = self.lock();
+            for (rule, state) in self.rules.iter().zip(states.iter_mut()) {
+                let value = rule.metric.read(latest, history);
+                let gate = rule.when.is_none_or(|g| {
+                    g.metric
+                        .read(latest, history)
+                        .is_some_and(|v| rules::step_gate(g, v))
+                });
+                let (phase, transition) = rules::step(rule, state.phase, value, gate, now.0);
+                state.phase = phase;
+                state.value = value.or(state.value);
+                if let Some(transition) = transition {
+                    changed.push(self.event(rule, transition, state.value, now));
+                }
+            }
+        }
+        for event in changed {
+            self.announce(event).await;
+        }
+    }
+
+    fn event(
+        &self,
+        rule: &Rule,
+        transition: Transition,
+        value: Option<f64>,
+        now: Timestamp,
+    ) -> AlertEvent {
+        let (state, message) = match transition {
+            Transition::Fired => ("firing", rule.describe(value.unwrap_or(f64::NAN))),
+            Transition::Resolved => (
+                "resolved",
+                format!(
+                    "{} is back to {:.2} (rule {})",
+                    rule.metric.name(),
+                    value.unwrap_or(f64::NAN),
+                    rule.name
+                ),
+            ),
+        };
+        AlertEvent {
+            rule: rule.name.clone(),
+            state: state.into(),
+            severity: rule.severity.clone(),
+            value,
+            threshold: rule.threshold,
+            message,
+            at: rfc3339(now),
+        }
+    }
+
+    async fn announce(&self, event: AlertEvent) {
+        notify::log(&event);
+        let record = AlertRecord {
+            rule: event.rule.clone(),
+            state: event.state.clone(),
+            severity: event.severity.clone(),
+            value: event.value.filter(|v| v.is_finite()),
+            threshold: event.threshold,
+            message: event.message.clone(),
+            at: hive_core::Clock::now(&hive_core::SystemClock),
+        };
+        let log = self.log.clone();
+        match tokio::task::spawn_blocking(move || log.record(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot store an alert event"),
+            Err(e) => tracing::error!(error = %e, "cannot store an alert event"),
+        }
+        if let Some(webhook) = &self.webhook {
+            webhook.send(event.clone());
+        }
+        self.events.publish_one(Event::Alert(event));
+    }
+
+    /// What is pending or firing now.
+    pub fn active(&self) -> Vec<Alert> {
+        let states = self.lock();
+        self.rules
+            .iter()
+            .zip(states.iter())
+            .filter_map(|(rule, state)| {
+                let (name, since) = match state.phase {
+                    Phase::Inactive => return None,
+                    Phase::Pending { since } => ("pending", since),
+                    Phase::Firing { since } => ("firing", since),
+                };
+                Some(Alert {
+                    rule: rule.name.clone(),
+                    state: name.into(),
+                    severity: rule.severity.clone(),
+                    value: state.value,
+                    threshold: rule.threshold,
+                    since: rfc3339(Timestamp(since)),
+                    message: rule.describe(state.value.unwrap_or(f64::NAN)),
+                })
+            })
+            .collect()
+    }
+
+    pub fn history(&self, limit: usize) -> Result<Vec<AlertRecord>, hive_store::StoreError> {
+        self.log.recent(limit)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RuleState>> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
