@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod alerts;
+pub mod dashboard;
 pub mod events;
 pub mod metrics;
 pub mod swarms;
@@ -97,7 +98,9 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/agent", get(ws_agent::upgrade))
         .route("/metrics", get(metrics::prometheus))
         .route("/ws/performance", get(metrics::performance))
-        .route("/ws/events", get(events::stream));
+        .route("/ws/events", get(events::stream))
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::asset));
     if state.metrics.enabled() {
         router = router.route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod builtin;
+mod dashboard;
 mod encodings;
 mod errors;
 mod flow;

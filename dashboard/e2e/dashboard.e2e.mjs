@@ -1,0 +1,143 @@
+// End to end in a real browser: a real hub (`hive serve`) with a real worker (`hive worker
+// --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
+// Checks: the page loads with no console errors, the charts draw, submitting tasks changes the
+// counters and the task list, and an alert that fires appears. Saves a screenshot to
+// target/dashboard-e2e.png (CI keeps it as an artifact).
+//
+// Needs the hive binary (HIVE_BIN, default target/debug/hive) and Chromium (CHROMIUM, default
+// /usr/bin/chromium). Run by .ci/run after `cargo test`.
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const hive = process.env.HIVE_BIN ?? join(root, "target/debug/hive");
+const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const screenshot = join(root, "target/dashboard-e2e.png");
+const LIMIT_MS = 30_000;
+
+const children = [];
+function run(args, env = {}) {
+  const child = spawn(hive, args, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "inherit"] });
+  children.push(child);
+  return child;
+}
+
+function freePort() {
+  return new Promise((done) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
+}
+
+/** Polls `probe` until it returns something truthy; a bound against hanging, not a timing check. */
+async function until(what, probe) {
+  const deadline = Date.now() + LIMIT_MS;
+  for (;;) {
+    const value = await probe().catch(() => null);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const dir = mkdtempSync(join(tmpdir(), "hive-e2e-"));
+const config = join(dir, "hive.toml");
+writeFileSync(
+  config,
+  `[metrics]
+interval_ms = 200
+[alerts]
+defaults = false
+[[alerts.rules]]
+name = "e2e_backlog"
+metric = "queued_tasks"
+above = 4.0
+severity = "critical"
+`,
+);
+const port = await freePort();
+const url = `http://127.0.0.1:${port}`;
+let browser;
+try {
+  run(["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", join(dir, "data"), "--config", config], { HIVE_LOG: "warn" });
+  await until("the hub", async () => (await fetch(`${url}/readyz`)).ok);
+  run(["worker", "--capability", "echo", "--slots", "4", "--exec", "cat", "--name", "e2e-worker"], { HIVE_HUB: url, HIVE_LOG: "warn" });
+
+  browser = await chromium.launch({
+    executablePath: browserPath,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const errors = [];
+  page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
+  page.on("pageerror", (e) => errors.push(`page: ${e.message}`));
+
+  await page.goto(`${url}/#/overview`);
+  await until("the live connection", async () => (await page.textContent("[data-testid=live-status]")) === "live");
+  await until("the agents online", async () => (await page.textContent("[data-testid=agents-online]")) === "2");
+
+  // The charts draw: six uPlot canvases, with pixels on them.
+  await until("six charts", async () => (await page.locator(".uplot canvas").count()) === 6);
+  const drawn = await page.evaluate(() =>
+    [...document.querySelectorAll(".uplot canvas")].every((c) => {
+      const { data } = c.getContext("2d").getImageData(0, 0, c.width, c.height);
+      return data.some((v, i) => i % 4 === 3 && v > 0);
+    }),
+  );
+  check(drawn, "every chart drew something");
+
+  // Submitting tasks moves the counters.
+  const before = Number(await page.textContent("[data-testid=submitted]"));
+  const tasks = Array.from({ length: 20 }, (_, n) => ({ capability: "echo", payload: { n } }));
+  const created = await fetch(`${url}/api/v1/tasks/batch`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ tasks }),
+  });
+  check(created.status === 201, `batch submit: ${created.status}`);
+  await until("20 more tasks submitted", async () => Number(await page.textContent("[data-testid=submitted]")) === before + 20);
+  await until("20 succeeded", async () => Number(await page.textContent("[data-testid=succeeded]")) >= 20);
+
+  // The task list shows them; a task opens with its attempts.
+  await page.click("nav a[href='#/tasks']");
+  await until("the task list", async () => (await page.locator("[data-testid=tasks] tbody tr").count()) >= 20);
+  check((await page.textContent("[data-testid=tasks]")).includes("succeeded"), "the list shows succeeded tasks");
+  await page.locator("[data-testid=tasks] tbody tr").first().click();
+  await until("a task's detail", async () => (await page.textContent("[data-testid=task-detail]"))?.includes("attempts"));
+
+  // An alert that fires appears: five tasks no agent can take.
+  const stuck = Array.from({ length: 5 }, () => ({ capability: "nobody" }));
+  await fetch(`${url}/api/v1/tasks/batch`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ tasks: stuck }),
+  });
+  await page.click("nav a[href='#/alerts']");
+  await until("the alert firing", async () => {
+    const text = await page.textContent("[data-testid=active-alerts]");
+    return text?.includes("e2e_backlog") && text.includes("firing");
+  });
+  check((await page.textContent("[data-testid=alert-history]")).includes("firing"), "the history has it");
+  check((await page.textContent("nav")).includes("1"), "the alerts tab shows a badge");
+
+  await page.click("nav a[href='#/overview']");
+  await until("the queue on the overview", async () => (await page.textContent("[data-testid=queued]")) === "5");
+  await page.screenshot({ path: screenshot, fullPage: true });
+  check(errors.length === 0, `console errors:\n${errors.join("\n")}`);
+  console.log(`dashboard e2e passed; screenshot in ${screenshot}`);
+} finally {
+  await browser?.close();
+  for (const child of children) child.kill("SIGTERM");
+}

@@ -1,0 +1,35 @@
+// REST calls to the hub that serves this page (same origin).
+import type { Agent, Alert, AlertEvent, Task } from "./types";
+
+export class ApiError extends Error {}
+
+async function call<T>(path: string, init?: RequestInit): Promise<T> {
+  const response = await fetch(path, init);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = body?.error?.message ?? `${response.status} ${response.statusText}`;
+    throw new ApiError(message);
+  }
+  return body as T;
+}
+
+export const agents = async () => (await call<{ items: Agent[] }>("/api/v1/agents")).items;
+
+export interface TaskFilter {
+  status?: string;
+  capability?: string;
+}
+
+export function taskQuery(filter: TaskFilter, limit = 100): string {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (filter.status) query.set("status", filter.status);
+  if (filter.capability) query.set("capability", filter.capability);
+  return `/api/v1/tasks?${query}`;
+}
+
+export const tasks = (filter: TaskFilter) =>
+  call<{ items: Task[]; next_cursor: string | null }>(taskQuery(filter));
+export const task = (id: string) => call<Task>(`/api/v1/tasks/${encodeURIComponent(id)}`);
+export const cancel = (id: string) =>
+  call<Task>(`/api/v1/tasks/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+export const alerts = () => call<{ active: Alert[]; recent: AlertEvent[] }>("/api/v1/alerts");

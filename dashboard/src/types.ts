@@ -1,0 +1,99 @@
+// The hub's JSON, as the Rust types in crates/proto define it (api.rs, metrics.rs, alerts.rs,
+// events.rs). Only the fields the dashboard reads.
+
+export interface LatencySummary {
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+  count: number;
+}
+
+export interface MetricsSnapshot {
+  at: string;
+  interval_ms: number;
+  p50_latency_ms: number;
+  p95_latency_ms: number;
+  p99_latency_ms: number;
+  agent_ops_per_sec: number;
+  task_ops_per_sec: number;
+  swarm_ops_per_sec: number;
+  cpu_core_usage: number[];
+  memory_by_component: Record<string, number>;
+  cache_hit_rates: Record<string, number>;
+  error_rate_percent: number;
+  timeout_rate_percent: number;
+  latency_ms: Record<string, LatencySummary>;
+  throughput: Record<string, number>;
+  queue_depth: Record<string, number>;
+  agents: Record<string, number>;
+  totals: Record<string, number>;
+  process: { cpu_percent: number; rss_bytes: number; peak_rss_bytes: number; uptime_s: number };
+  load_avg: number | null;
+}
+
+export interface CapabilityStats {
+  completed: number;
+  failed: number;
+  mean_latency_ms: number | null;
+}
+
+export interface Agent {
+  id: string;
+  name: string;
+  state: string;
+  capabilities: Record<string, number>;
+  slots: number;
+  running: number;
+  connected_at: string;
+  last_heartbeat: string;
+  stats: Record<string, CapabilityStats>;
+}
+
+export interface Attempt {
+  attempt: number;
+  agent_id: string | null;
+  started_at: string;
+  ended_at: string | null;
+  outcome: string | null;
+  error: string | null;
+}
+
+export interface Task {
+  id: string;
+  status: string;
+  capability: string;
+  payload: unknown;
+  priority: number;
+  max_attempts: number;
+  attempts: Attempt[];
+  result: unknown;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface Alert {
+  rule: string;
+  state: string;
+  severity: string;
+  value: number | null;
+  threshold: number;
+  since: string;
+  message: string;
+}
+
+export interface AlertEvent {
+  rule: string;
+  state: string;
+  severity: string;
+  value: number | null;
+  threshold: number;
+  message: string;
+  at: string;
+}
+
+export type HubEvent =
+  | { type: "task"; task_id: string; capability: string; status: string }
+  | { type: "agent"; agent_id: string; name: string; state: string }
+  | ({ type: "alert" } & AlertEvent);

@@ -1,0 +1,135 @@
+// Tasks: a filterable list, newest first, refreshed as task events arrive; a task's attempts,
+// result and error, and a cancel button.
+import { useEffect, useState } from "react";
+import * as api from "../api";
+import * as f from "../format";
+import type { Task } from "../types";
+
+const STATUSES = ["", "waiting", "queued", "running", "succeeded", "failed", "cancelled"];
+
+function Detail({ id, onClose }: { id: string; onClose: () => void }) {
+  const [task, setTask] = useState<Task | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const load = () => api.task(id).then(setTask, (e: Error) => setError(e.message));
+  useEffect(() => {
+    load();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [id]);
+  const cancel = () => api.cancel(id).then(setTask, (e: Error) => setError(e.message));
+  return (
+    <aside className="detail" data-testid="task-detail">
+      <button onClick={onClose}>close</button>
+      {error && <p className="error">{error}</p>}
+      {task && (
+        <>
+          <h3>{task.id}</h3>
+          <p>
+            <b>{task.status}</b> · {task.capability} · priority {task.priority} · created {task.created_at}
+          </p>
+          {!["succeeded", "failed", "cancelled"].includes(task.status) && <button onClick={cancel}>cancel task</button>}
+          <h4>attempts</h4>
+          <table>
+            <thead>
+              <tr>
+                <th>#</th>
+                <th>agent</th>
+                <th>started</th>
+                <th>ended</th>
+                <th>outcome</th>
+                <th>error</th>
+              </tr>
+            </thead>
+            <tbody>
+              {task.attempts.map((a) => (
+                <tr key={a.attempt}>
+                  <td>{a.attempt}</td>
+                  <td>{a.agent_id ? f.shortId(a.agent_id) : "-"}</td>
+                  <td>{a.started_at}</td>
+                  <td>{a.ended_at ?? "-"}</td>
+                  <td>{a.outcome ?? "running"}</td>
+                  <td>{a.error ?? ""}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <h4>payload</h4>
+          <pre>{JSON.stringify(task.payload, null, 2)}</pre>
+          {task.result !== null && task.result !== undefined && (
+            <>
+              <h4>result</h4>
+              <pre>{JSON.stringify(task.result, null, 2)}</pre>
+            </>
+          )}
+          {task.error && <p className="error">{task.error}</p>}
+        </>
+      )}
+    </aside>
+  );
+}
+
+export function Tasks({ changes }: { changes: number }) {
+  const [filter, setFilter] = useState<api.TaskFilter>({});
+  const [tasks, setTasks] = useState<Task[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const [open, setOpen] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    api.tasks(filter).then(
+      (list) => live && (setTasks(list.items), setError(null)),
+      (e: Error) => live && setError(e.message),
+    );
+    return () => {
+      live = false;
+    };
+  }, [filter, changes]);
+  return (
+    <div className="tasks">
+      <div className="filters">
+        <label>
+          status{" "}
+          <select value={filter.status ?? ""} onChange={(e) => setFilter({ ...filter, status: e.target.value || undefined })}>
+            {STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s || "any"}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          capability{" "}
+          <input
+            value={filter.capability ?? ""}
+            placeholder="any"
+            onChange={(e) => setFilter({ ...filter, capability: e.target.value || undefined })}
+          />
+        </label>
+      </div>
+      {error && <p className="error">{error}</p>}
+      <table data-testid="tasks">
+        <thead>
+          <tr>
+            <th>id</th>
+            <th>status</th>
+            <th>capability</th>
+            <th>priority</th>
+            <th>attempts</th>
+            <th>created</th>
+          </tr>
+        </thead>
+        <tbody>
+          {tasks.map((t) => (
+            <tr key={t.id} className="clickable" onClick={() => setOpen(t.id)}>
+              <td title={t.id}>{f.shortId(t.id)}</td>
+              <td className={`status-${t.status}`}>{t.status}</td>
+              <td>{t.capability}</td>
+              <td>{t.priority}</td>
+              <td>{t.attempts.length}</td>
+              <td>{t.created_at}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {open && <Detail key={`${open}-${changes}`} id={open} onClose={() => setOpen(null)} />}
+    </div>
+  );
+}
