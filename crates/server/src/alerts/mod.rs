@@ -36,6 +36,9 @@ impl Default for AlertConfig {
     }
 }
 
+/// RSS samples kept for the memory growth rule: an hour at one a minute.
+const RSS_SAMPLES: usize = 61;
+
 struct RuleState {
     phase: Phase,
     value: Option<f64>,
@@ -44,6 +47,7 @@ struct RuleState {
 pub struct Alerts {
     rules: Vec<Rule>,
     states: Mutex<Vec<RuleState>>,
+    rss_by_minute: Mutex<std::collections::VecDeque<(f64, u64)>>,
     log: Arc<dyn AlertLog>,
     webhook: Option<Webhook>,
     events: Arc<Events>,
@@ -63,6 +67,7 @@ impl Alerts {
                     .collect(),
             ),
             rules: config.rules.clone(),
+            rss_by_minute: Mutex::default(),
             log,
             webhook: config.webhook_url.clone().map(Webhook::spawn),
             events,
@@ -74,14 +79,30 @@ impl Alerts {
         let Some(latest) = history.last() else {
             return;
         };
+        let rss_by_minute: Vec<(f64, u64)> = {
+            let mut samples = self.rss_by_minute.lock().unwrap_or_else(|p| p.into_inner());
+            let (uptime, rss) = (latest.process.uptime_s, latest.process.rss_bytes);
+            if samples.back().is_none_or(|(at, _)| uptime - at >= 60.0) {
+                if samples.len() == RSS_SAMPLES {
+                    samples.pop_front();
+                }
+                samples.push_back((uptime, rss));
+            }
+            samples.iter().copied().collect()
+        };
+        let inputs = rules::Inputs {
+            latest,
+            history,
+            rss_by_minute: &rss_by_minute,
+        };
         let mut changed = Vec::new();
         {
             let mut states = self.lock();
             for (rule, state) in self.rules.iter().zip(states.iter_mut()) {
-                let value = rule.metric.read(latest, history);
+                let value = rule.metric.read(&inputs);
                 let gate = rule.when.is_none_or(|g| {
                     g.metric
-                        .read(latest, history)
+                        .read(&inputs)
                         .is_some_and(|v| rules::step_gate(g, v))
                 });
                 let (phase, transition) = rules::step(rule, state.phase, value, gate, now.0);

@@ -25,8 +25,17 @@ pub enum Metric {
     AgentsOnline,
 }
 
-/// Memory growth needs this much history to be a rate rather than noise.
-const MIN_GROWTH_WINDOW_S: f64 = 60.0;
+/// Memory growth is judged over up to an hour of per-minute RSS samples, and not before half an
+/// hour of them: over minutes, a hub warming its caches would read as gigabytes per hour.
+const MIN_GROWTH_WINDOW_S: f64 = 1800.0;
+
+/// What a metric is read from: the latest snapshot, the snapshots kept (oldest first, ending
+/// with the latest), and the hub's RSS sampled once a minute (uptime in seconds, bytes).
+pub struct Inputs<'a> {
+    pub latest: &'a MetricsSnapshot,
+    pub history: &'a [Arc<MetricsSnapshot>],
+    pub rss_by_minute: &'a [(f64, u64)],
+}
 
 impl Metric {
     pub const ALL: [Metric; 10] = [
@@ -61,9 +70,10 @@ impl Metric {
         Metric::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// The metric now; `history` is oldest first and ends with `latest`. `None` when it cannot
-    /// be known yet (no load average on this system, too short a history for a growth rate).
-    pub fn read(self, latest: &MetricsSnapshot, history: &[Arc<MetricsSnapshot>]) -> Option<f64> {
+    /// The metric now. `None` when it cannot be known yet (no load average on this system, too
+    /// short a history for a growth rate).
+    pub fn read(self, inputs: &Inputs<'_>) -> Option<f64> {
+        let (latest, history) = (inputs.latest, inputs.history);
         let uptime = latest.process.uptime_s;
         // The oldest snapshot within `window_s` of the latest.
         let since = |window_s: f64| {
@@ -77,13 +87,13 @@ impl Metric {
             Metric::TaskOpsPerSec => latest.task_ops_per_sec,
             Metric::QueuedTasks => latest.queue_depth.values().sum::<u64>() as f64,
             Metric::MemoryGrowthMbPerHour => {
-                let first = since(3600.0)?;
-                let span = uptime - first.process.uptime_s;
+                let (&(first_s, first), &(last_s, last)) =
+                    (inputs.rss_by_minute.first()?, inputs.rss_by_minute.last()?);
+                let span = last_s - first_s;
                 if span < MIN_GROWTH_WINDOW_S {
                     return None;
                 }
-                let grown = latest.process.rss_bytes as f64 - first.process.rss_bytes as f64;
-                grown / 1e6 / (span / 3600.0)
+                (last as f64 - first as f64) / 1e6 / (span / 3600.0)
             }
             Metric::ErrorRatePercent => latest.error_rate_percent,
             Metric::TimeoutRatePercent => latest.timeout_rate_percent,
@@ -389,6 +399,58 @@ mod tests {
             step(&no_for, p, Some(10.0), false, 1).1,
             Some(Transition::Resolved)
         );
+    }
+
+    fn snapshot(uptime_s: f64, disconnected: u64) -> Arc<MetricsSnapshot> {
+        let json = serde_json::json!({
+            "at": "2026-01-01T00:00:00Z", "interval_ms": 1000, "p50_latency_ms": 0.0,
+            "p95_latency_ms": 0.0, "p99_latency_ms": 0.0, "agent_ops_per_sec": 0.0,
+            "task_ops_per_sec": 0.0, "swarm_ops_per_sec": 0.0, "cpu_core_usage": [],
+            "memory_by_component": {}, "cache_hit_rates": {}, "error_rate_percent": 0.0,
+            "timeout_rate_percent": 0.0, "latency_ms": {}, "throughput": {}, "routes": {},
+            "queue_depth": {"a": 2, "b": 3}, "agents": {"idle": 1, "offline": 4},
+            "totals": {"agents_disconnected": disconnected},
+            "process": {"cpu_percent": 0.0, "rss_bytes": 0, "peak_rss_bytes": 0, "uptime_s": uptime_s},
+            "load_avg": null
+        });
+        Arc::new(serde_json::from_value(json).unwrap())
+    }
+
+    #[test]
+    fn metrics_read_windows_of_history_and_memory_waits_for_half_an_hour() {
+        let history: Vec<_> = [(0.0, 1), (100.0, 2), (400.0, 7)]
+            .into_iter()
+            .map(|(t, d)| snapshot(t, d))
+            .collect();
+        let latest = history.last().unwrap();
+        let minutes: Vec<(f64, u64)> = (0..=20)
+            .map(|m| (m as f64 * 60.0, 10_000_000 + m * 100_000))
+            .collect();
+        let inputs = Inputs {
+            latest,
+            history: &history,
+            rss_by_minute: &minutes,
+        };
+        assert_eq!(Metric::QueuedTasks.read(&inputs), Some(5.0));
+        assert_eq!(Metric::AgentsOnline.read(&inputs), Some(1.0));
+        // Disconnects within the last 5 minutes: since the snapshot at 100 s.
+        assert_eq!(Metric::AgentsOffline5m.read(&inputs), Some(5.0));
+        assert_eq!(Metric::LoadAvg.read(&inputs), None);
+        assert_eq!(
+            Metric::MemoryGrowthMbPerHour.read(&inputs),
+            None,
+            "20 minutes is too short"
+        );
+        let hour: Vec<(f64, u64)> = (0..=40)
+            .map(|m| (m as f64 * 60.0, 10_000_000 + m * 100_000))
+            .collect();
+        let inputs = Inputs {
+            rss_by_minute: &hour,
+            ..inputs
+        };
+        // 0.1 MB a minute is 6 MB an hour.
+        let growth = Metric::MemoryGrowthMbPerHour.read(&inputs).unwrap();
+        assert!((growth - 6.0).abs() < 1e-9, "{growth}");
     }
 
     #[test]
