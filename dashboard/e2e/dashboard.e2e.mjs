@@ -1,7 +1,8 @@
 // End to end in a real browser: a real hub (`hive serve`) with a real worker (`hive worker
 // --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
 // Checks: the page loads with no console errors, the charts draw, submitting tasks changes the
-// counters and the task list, and an alert that fires appears. Saves a screenshot to
+// counters and the task list, an alert that fires appears, and the page reconnects by itself
+// when the hub restarts. Saves a screenshot to
 // target/dashboard-e2e.png (CI keeps it as an artifact).
 //
 // Needs the hive binary (HIVE_BIN, default target/debug/hive) and Chromium (CHROMIUM, default
@@ -71,7 +72,9 @@ const port = await freePort();
 const url = `http://127.0.0.1:${port}`;
 let browser;
 try {
-  run(["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", join(dir, "data"), "--config", config], { HIVE_LOG: "warn" });
+  const serve = () =>
+    run(["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", join(dir, "data"), "--config", config], { HIVE_LOG: "warn" });
+  let hub = serve();
   await until("the hub", async () => (await fetch(`${url}/readyz`)).ok);
   run(["worker", "--capability", "echo", "--slots", "4", "--exec", "cat", "--name", "e2e-worker"], { HIVE_HUB: url, HIVE_LOG: "warn" });
 
@@ -135,6 +138,20 @@ try {
   await page.click("nav a[href='#/overview']");
   await until("the queue on the overview", async () => (await page.textContent("[data-testid=queued]")) === "5");
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // The hub restarts: the page notices, and goes live again by itself.
+  const beforeRestart = errors.length;
+  const stopped = new Promise((done) => hub.once("exit", done));
+  hub.kill("SIGTERM");
+  await stopped;
+  await until("the page to notice", async () => (await page.textContent("[data-testid=live-status]")) !== "live");
+  hub = serve();
+  await until("the page live again", async () => (await page.textContent("[data-testid=live-status]")) === "live");
+  await until("the worker back", async () => (await page.textContent("[data-testid=agents-online]")) === "2");
+  // While the hub was down the browser logs its refused connections; nothing else may appear.
+  const refused = (e) => e.includes("WebSocket connection to") || e.includes("ERR_CONNECTION_REFUSED");
+  const during = errors.splice(beforeRestart).filter((e) => !refused(e));
+  errors.push(...during);
   check(errors.length === 0, `console errors:\n${errors.join("\n")}`);
   console.log(`dashboard e2e passed; screenshot in ${screenshot}`);
 } finally {
