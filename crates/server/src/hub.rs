@@ -26,7 +26,7 @@ use crate::connections::Connections;
 use crate::events::Events;
 use crate::metrics::HubMetrics;
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, HubState};
 use crate::waiters::Waiters;
 
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,7 @@ impl Hub {
             source,
         })?;
         let (shutdown, stopping) = watch::channel(false);
-        let state = AppState {
+        let state = AppState::new(HubState {
             config: Arc::new(config),
             commands: commands.clone(),
             reader,
@@ -136,7 +136,7 @@ impl Hub {
             events,
             alerts,
             shutdown: stopping.clone(),
-        };
+        });
         if state.config.metrics_enabled {
             crate::metrics::snapshot::start(state.clone(), state.config.metrics_interval).await;
         }
