@@ -26,7 +26,8 @@ pub const HISTORY: usize = 300;
 const STREAM_BUFFER: usize = 16;
 
 pub struct Snapshots {
-    history: Mutex<VecDeque<Arc<MetricsSnapshot>>>,
+    /// With each snapshot's size as JSON, which is what it costs to keep (about).
+    history: Mutex<VecDeque<(Arc<MetricsSnapshot>, usize)>>,
     stream: broadcast::Sender<Arc<MetricsSnapshot>>,
 }
 
@@ -41,7 +42,12 @@ impl Default for Snapshots {
 
 impl Snapshots {
     pub fn latest(&self) -> Option<Arc<MetricsSnapshot>> {
-        self.lock().back().cloned()
+        self.lock().back().map(|(s, _)| s.clone())
+    }
+
+    /// Bytes of the snapshots kept, counted as their JSON.
+    pub fn bytes(&self) -> usize {
+        self.lock().iter().map(|(_, n)| n).sum()
     }
 
     /// The history so far and the snapshots after it, with none missed or repeated between the
@@ -53,25 +59,27 @@ impl Snapshots {
         broadcast::Receiver<Arc<MetricsSnapshot>>,
     ) {
         let history = self.lock();
-        (history.iter().cloned().collect(), self.stream.subscribe())
+        let snapshots = history.iter().map(|(s, _)| s.clone()).collect();
+        (snapshots, self.stream.subscribe())
     }
 
     /// Oldest first.
     pub fn history(&self) -> Vec<Arc<MetricsSnapshot>> {
-        self.lock().iter().cloned().collect()
+        self.lock().iter().map(|(s, _)| s.clone()).collect()
     }
 
     fn push(&self, snapshot: Arc<MetricsSnapshot>) {
+        let size = serde_json::to_vec(&*snapshot).map_or(0, |j| j.len());
         let mut history = self.lock();
         if history.len() == HISTORY {
             history.pop_front();
         }
-        history.push_back(snapshot.clone());
+        history.push_back((snapshot.clone(), size));
         // No subscriber is fine.
         let _ = self.stream.send(snapshot);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<MetricsSnapshot>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Arc<MetricsSnapshot>, usize)>> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -127,7 +135,7 @@ async fn publish(state: &AppState, previous: &mut Reading) -> bool {
     let Ok(overview) = state.ask(|reply| Command::Overview { reply }).await else {
         return false;
     };
-    let snapshot = take(&state.metrics, &overview, previous);
+    let snapshot = take(&state.metrics, &overview, state.snapshots.bytes(), previous);
     state.snapshots.push(Arc::new(snapshot));
     let history = state.snapshots.history();
     state.alerts.check(&history, state.clock.now()).await;
@@ -152,7 +160,12 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn take(metrics: &HubMetrics, overview: &Overview, previous: &mut Reading) -> MetricsSnapshot {
+fn take(
+    metrics: &HubMetrics,
+    overview: &Overview,
+    history_bytes: usize,
+    previous: &mut Reading,
+) -> MetricsSnapshot {
     let mut now = Reading::take(metrics);
     let seconds = now.at.duration_since(previous.at).as_secs_f64().max(1e-6);
     let (current, before) = (now.counts, previous.counts);
@@ -200,8 +213,10 @@ fn take(metrics: &HubMetrics, overview: &Overview, previous: &mut Reading) -> Me
     let hits = metrics.count(Count::FinishedCacheHits);
     let lookups = hits + metrics.count(Count::FinishedCacheMisses);
     let process = procfs::sample_self();
-    let mut memory_by_component =
-        BTreeMap::from([("scheduler".to_string(), overview.memory.bytes as u64)]);
+    let mut memory_by_component = BTreeMap::from([
+        ("scheduler".to_string(), overview.memory.bytes as u64),
+        ("metrics_history".to_string(), history_bytes as u64),
+    ]);
     if let Some(p) = process {
         memory_by_component.insert("process_rss".into(), p.rss_bytes);
     }

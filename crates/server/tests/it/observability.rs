@@ -100,6 +100,7 @@ async fn the_metrics_count_exactly_what_the_hub_did() {
     assert_eq!(s.agents.values().sum::<u64>(), 2);
     assert!(s.process.rss_bytes > 0 && !s.cpu_core_usage.is_empty());
     assert!(s.memory_by_component["scheduler"] > 0);
+    assert!(s.memory_by_component["metrics_history"] > 0);
 
     let text = prometheus(&t.url).await;
     assert_eq!(
