@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+pub use hive_metrics::Percentiles;
 
 /// Latencies up to an hour, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
@@ -56,29 +57,6 @@ impl Recorder {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .record(us.max(1));
-        }
-    }
-}
-
-/// p50/p95/p99/max of a histogram of microseconds, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub count: u64,
-}
-
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Percentiles {
-        let ms = |us: u64| us as f64 / 1000.0;
-        Percentiles {
-            p50: ms(h.value_at_quantile(0.50)),
-            p95: ms(h.value_at_quantile(0.95)),
-            p99: ms(h.value_at_quantile(0.99)),
-            max: ms(h.max()),
-            count: h.len(),
         }
     }
 }

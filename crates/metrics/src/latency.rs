@@ -21,7 +21,7 @@ pub const BUCKETS_S: [f64; 18] = [
 /// Longest latency kept exactly: an hour. Longer ones are recorded as an hour.
 const MAX_US: u64 = 3_600_000_000;
 
-/// p50/p95/p99/max of one interval, in milliseconds, and how many samples it had.
+/// p50/p95/p99/max of a histogram of microseconds, in milliseconds, and how many samples it had.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
@@ -29,6 +29,23 @@ pub struct Percentiles {
     pub p99: f64,
     pub max: f64,
     pub count: u64,
+}
+
+impl Percentiles {
+    /// All zeros for an empty histogram.
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            count: h.len(),
+        }
+    }
 }
 
 /// The cumulative view: `counts[i]` samples at or under `BUCKETS_S[i]`, then all of them.
@@ -81,19 +98,7 @@ impl Latency {
     /// Ends the current interval: its percentiles, and an empty interval in its place.
     pub fn roll(&self) -> Percentiles {
         let mut inner = self.lock();
-        let h = &inner.interval;
-        let ms = |us: u64| us as f64 / 1000.0;
-        let p = if h.is_empty() {
-            Percentiles::default()
-        } else {
-            Percentiles {
-                p50: ms(h.value_at_quantile(0.50)),
-                p95: ms(h.value_at_quantile(0.95)),
-                p99: ms(h.value_at_quantile(0.99)),
-                max: ms(h.max()),
-                count: h.len(),
-            }
-        };
+        let p = Percentiles::of(&inner.interval);
         inner.interval.reset();
         p
     }

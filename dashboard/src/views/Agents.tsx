@@ -1,26 +1,12 @@
 // Agents: the registry, refreshed when an agent event arrives and every few seconds for slots.
-import { useEffect, useState } from "react";
 import * as api from "../api";
 import * as f from "../format";
-import type { Agent } from "../types";
+import { usePoll } from "../usePoll";
 
 export function Agents({ changes }: { changes: number }) {
-  const [agents, setAgents] = useState<Agent[]>([]);
-  const [error, setError] = useState<string | null>(null);
-  useEffect(() => {
-    let live = true;
-    const load = () =>
-      api
-        .agents()
-        .then((a) => live && (setAgents(a), setError(null)))
-        .catch((e: Error) => live && setError(e.message));
-    load();
-    const timer = setInterval(load, 3000);
-    return () => {
-      live = false;
-      clearInterval(timer);
-    };
-  }, [changes]);
+  // Slots in use change without an agent event: polled too.
+  const { data, error } = usePoll(api.agents, String(changes), 3000);
+  const agents = data ?? [];
   return (
     <div>
       {error && <p className="error">{error}</p>}

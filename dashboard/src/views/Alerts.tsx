@@ -1,27 +1,12 @@
 // Alerts: what is pending or firing now, and the history, refreshed when an alert event arrives.
-import { useEffect, useState } from "react";
 import * as api from "../api";
-import type { Alert, AlertEvent } from "../types";
+import { usePoll } from "../usePoll";
 
 export function Alerts({ changes }: { changes: number }) {
-  const [active, setActive] = useState<Alert[]>([]);
-  const [recent, setRecent] = useState<AlertEvent[]>([]);
-  const [error, setError] = useState<string | null>(null);
-  useEffect(() => {
-    let live = true;
-    const load = () =>
-      api.alerts().then(
-        (a) => live && (setActive(a.active), setRecent(a.recent), setError(null)),
-        (e: Error) => live && setError(e.message),
-      );
-    load();
-    // Pending alerts change without an event.
-    const timer = setInterval(load, 5000);
-    return () => {
-      live = false;
-      clearInterval(timer);
-    };
-  }, [changes]);
+  // Pending alerts change without an event: polled too.
+  const { data, error } = usePoll(api.alerts, String(changes), 5000);
+  const active = data?.active ?? [];
+  const recent = data?.recent ?? [];
   return (
     <div>
       {error && <p className="error">{error}</p>}

@@ -4,6 +4,7 @@ import { useEffect, useState } from "react";
 import * as api from "../api";
 import * as f from "../format";
 import type { Task } from "../types";
+import { usePoll } from "../usePoll";
 
 const STATUSES = ["", "waiting", "queued", "running", "succeeded", "failed", "cancelled"];
 
@@ -69,19 +70,9 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
 
 export function Tasks({ changes }: { changes: number }) {
   const [filter, setFilter] = useState<api.TaskFilter>({});
-  const [tasks, setTasks] = useState<Task[]>([]);
-  const [error, setError] = useState<string | null>(null);
   const [open, setOpen] = useState<string | null>(null);
-  useEffect(() => {
-    let live = true;
-    api.tasks(filter).then(
-      (list) => live && (setTasks(list.items), setError(null)),
-      (e: Error) => live && setError(e.message),
-    );
-    return () => {
-      live = false;
-    };
-  }, [filter, changes]);
+  const { data, error } = usePoll(() => api.tasks(filter), JSON.stringify([filter, changes]));
+  const tasks = data?.items ?? [];
   return (
     <div className="tasks">
       <div className="filters">
