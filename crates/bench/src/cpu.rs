@@ -57,23 +57,24 @@ async fn latency(
     Ok((result, run.errors + run.timeouts))
 }
 
+/// `None` when the hub has no built-in executors (`executors.threads = 0`): nothing to saturate.
 pub async fn saturated_pool(
     url: &str,
     duration: Duration,
     rate: u64,
     sample: impl Fn() -> Option<ProcessSample>,
     bar: &ProgressBar,
-) -> anyhow::Result<CpuRun> {
+) -> anyhow::Result<Option<CpuRun>> {
     let client = HubClient::new(url);
-    let slots = client
+    let Some(slots) = client
         .agents()
         .await?
         .iter()
         .find(|a| a.name == "builtin" && a.capabilities.contains_key("hive.sha256"))
         .map(|a| a.slots)
-        .ok_or_else(|| {
-            anyhow::anyhow!("the hub has no built-in executors (executors.threads = 0)")
-        })?;
+    else {
+        return Ok(None);
+    };
     let half = duration / 2;
     let (idle_pool, idle_errors) = latency(url, half, rate, bar).await?;
 
@@ -112,7 +113,7 @@ pub async fn saturated_pool(
         handle.await?;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    Ok(CpuRun {
+    Ok(Some(CpuRun {
         pool_slots: slots,
         rounds_per_digest: ROUNDS,
         digests: finished,
@@ -124,5 +125,5 @@ pub async fn saturated_pool(
         result_latency_idle_pool_ms: idle_pool,
         result_latency_saturated_pool_ms: saturated,
         errors: idle_errors + saturated_errors + errors.load(Ordering::Relaxed),
-    })
+    }))
 }
