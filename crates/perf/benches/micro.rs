@@ -191,3 +191,36 @@ fn lz4_assign_frame_of_16(bencher: divan::Bencher) {
         packed.len()
     );
 }
+
+/// A `POST /tasks/batch` body of 100 tasks, as `hive bench`'s batched clients send it.
+fn batch_body() -> Vec<u8> {
+    let tasks: Vec<_> = (0..100)
+        .map(|n| serde_json::json!({"capability": "bench", "payload": {"t": 1_700_000_000_000u64 + n}}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "tasks": tasks })).unwrap()
+}
+
+/// The request body parsed as the hub does on success: plain serde_json.
+#[divan::bench]
+fn api_batch_body_plain(bencher: divan::Bencher) {
+    let body = batch_body();
+    bencher.bench(|| {
+        serde_json::from_slice::<hive_proto::api::NewTaskBatch>(divan::black_box(&body))
+            .unwrap()
+            .tasks
+            .len()
+    });
+}
+
+/// The same with the field path tracked, as every body was parsed before errors alone needed it.
+#[divan::bench]
+fn api_batch_body_path_tracked(bencher: divan::Bencher) {
+    let body = batch_body();
+    bencher.bench(|| {
+        let mut de = serde_json::Deserializer::from_slice(divan::black_box(&body));
+        serde_path_to_error::deserialize::<_, hive_proto::api::NewTaskBatch>(&mut de)
+            .unwrap()
+            .tasks
+            .len()
+    });
+}

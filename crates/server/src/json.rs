@@ -42,7 +42,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON document, naming the field at fault in the error.
+/// Parses a JSON document, naming the field at fault in the error (found by parsing again, with
+/// the path tracked, once the plain parse failed).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde would take `[..]` for a struct, field by position; every body here is an object.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
@@ -53,6 +54,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             field: None,
             message: "the request body must be a JSON object".into(),
         });
+    }
+    // The fast path: tracking the path costs on every field, and only an error needs it.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
