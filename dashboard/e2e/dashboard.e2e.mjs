@@ -1,7 +1,8 @@
 // End to end in a real browser: a real hub (`hive serve`) with a real worker (`hive worker
 // --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
 // Checks: the page loads with no console errors, the charts draw, submitting tasks changes the
-// counters and the task list, an alert that fires appears, and the page reconnects by itself
+// counters and the task list, a task is cancelled from its page, an alert that fires appears,
+// and the page reconnects by itself
 // when the hub restarts. Saves a screenshot to
 // target/dashboard-e2e.png (CI keeps it as an artifact).
 //
@@ -127,6 +128,24 @@ try {
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ tasks: stuck }),
   });
+  // A queued task is cancelled from its detail.
+  const doomed = await (
+    await fetch(`${url}/api/v1/tasks`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ capability: "nobody-either" }),
+    })
+  ).json();
+  await page.fill(".filters input", "nobody-either");
+  await until("the queued task listed", async () => (await page.textContent("[data-testid=tasks]")).includes("queued"));
+  await page.locator("[data-testid=tasks] tbody tr").first().click();
+  await page.click("text=cancel task");
+  await until("the task cancelled", async () => {
+    const task = await (await fetch(`${url}/api/v1/tasks/${doomed.id}`)).json();
+    return task.status === "cancelled";
+  });
+  await until("the detail to say so", async () => (await page.textContent("[data-testid=task-detail]"))?.includes("cancelled"));
+
   await page.click("nav a[href='#/alerts']");
   await until("the alert firing", async () => {
     const text = await page.textContent("[data-testid=active-alerts]");
