@@ -114,7 +114,7 @@ impl Alerts {
             }
         }
         for event in changed {
-            self.announce(event).await;
+            self.announce(event, now).await;
         }
     }
 
@@ -148,7 +148,7 @@ impl Alerts {
         }
     }
 
-    async fn announce(&self, event: AlertEvent) {
+    async fn announce(&self, event: AlertEvent, at: Timestamp) {
         notify::log(&event);
         let record = AlertRecord {
             rule: event.rule.clone(),
@@ -157,7 +157,7 @@ impl Alerts {
             value: event.value.filter(|v| v.is_finite()),
             threshold: event.threshold,
             message: event.message.clone(),
-            at: hive_core::Clock::now(&hive_core::SystemClock),
+            at,
         };
         let log = self.log.clone();
         match tokio::task::spawn_blocking(move || log.record(&record)).await {
