@@ -8,10 +8,14 @@
 //! - [`hub`]: start (recover, spawn, listen) and graceful shutdown.
 //! - [`config`]: the resolved configuration.
 //! - [`actor`]: the single owner of the scheduler; [`actor::effects`] runs after each commit.
-//! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI; [`ws_agent`]: `/ws/agent`.
+//! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI, `/metrics`, the live
+//!   streams and the dashboard's assets; [`ws_agent`]: `/ws/agent`, framed by [`framer`].
 //! - [`json`], [`error`], [`views`]: request parsing, error bodies, wire-type conversions.
 //! - [`connections`], [`waiters`]: where frames and wake-ups are delivered.
 //! - [`swarms`]: swarm membership and broadcast replies (ephemeral, not stored).
+//! - [`builtin`]: the built-in executors and their CPU pool, as the agent `builtin`.
+//! - [`metrics`]: what the hub measures and its snapshots; [`alerts`]: rules evaluated on them;
+//!   [`events`]: committed changes for `/ws/events`; [`streams`]: pushing to slow clients safely.
 
 pub mod actor;
 pub mod alerts;
