@@ -13,108 +13,82 @@ use super::{Count, HubMetrics};
 
 pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String {
     let mut e = Exposition::default();
-    let count = |c: Count| metrics.count(c) as f64;
 
-    e.family(
+    let mut counter = |name: &str, help: &str, label: &str, series: &[(&str, Count)]| {
+        e.family(name, Kind::Counter, help);
+        for (value, c) in series {
+            let labels: &[(&str, &str)] = if label.is_empty() {
+                &[]
+            } else {
+                &[(label, value)]
+            };
+            e.sample(name, labels, metrics.count(*c) as f64);
+        }
+    };
+    counter(
         "hive_tasks_submitted_total",
-        Kind::Counter,
         "Tasks accepted (committed).",
-    )
-    .sample(
-        "hive_tasks_submitted_total",
-        &[],
-        count(Count::TasksSubmitted),
+        "",
+        &[("", Count::TasksSubmitted)],
     );
-    e.family(
+    counter(
         "hive_tasks_total",
-        Kind::Counter,
         "Tasks that reached a final status, by status.",
+        "status",
+        &[
+            ("succeeded", Count::TasksSucceeded),
+            ("failed", Count::TasksFailed),
+            ("cancelled", Count::TasksCancelled),
+        ],
     );
-    for (status, c) in [
-        ("succeeded", Count::TasksSucceeded),
-        ("failed", Count::TasksFailed),
-        ("cancelled", Count::TasksCancelled),
-    ] {
-        e.sample("hive_tasks_total", &[("status", status)], count(c));
-    }
-    e.family(
+    counter(
         "hive_attempts_started_total",
-        Kind::Counter,
         "Attempts started on an agent.",
-    )
-    .sample(
-        "hive_attempts_started_total",
-        &[],
-        count(Count::AttemptsStarted),
+        "",
+        &[("", Count::AttemptsStarted)],
     );
-    e.family(
+    counter(
         "hive_attempts_ended_total",
-        Kind::Counter,
         "Attempts that ended, by outcome.",
+        "outcome",
+        &[
+            ("succeeded", Count::AttemptsSucceeded),
+            ("failed", Count::AttemptsFailed),
+            ("lease_expired", Count::AttemptsLeaseExpired),
+            ("cancelled", Count::AttemptsCancelled),
+        ],
     );
-    for (outcome, c) in [
-        ("succeeded", Count::AttemptsSucceeded),
-        ("failed", Count::AttemptsFailed),
-        ("lease_expired", Count::AttemptsLeaseExpired),
-        ("cancelled", Count::AttemptsCancelled),
-    ] {
-        e.sample(
-            "hive_attempts_ended_total",
-            &[("outcome", outcome)],
-            count(c),
-        );
-    }
-    e.family(
+    counter(
         "hive_agent_operations_total",
-        Kind::Counter,
         "Agent operations, by operation.",
+        "operation",
+        &[
+            ("register", Count::AgentsRegistered),
+            ("heartbeat", Count::Heartbeats),
+            ("drain", Count::AgentsDrained),
+            ("disconnect", Count::AgentsDisconnected),
+        ],
     );
-    for (op, c) in [
-        ("register", Count::AgentsRegistered),
-        ("heartbeat", Count::Heartbeats),
-        ("drain", Count::AgentsDrained),
-        ("disconnect", Count::AgentsDisconnected),
-    ] {
-        e.sample(
-            "hive_agent_operations_total",
-            &[("operation", op)],
-            count(c),
-        );
-    }
-    e.family(
+    counter(
         "hive_swarm_messages_total",
-        Kind::Counter,
         "Swarm broadcasts sent.",
-    )
-    .sample(
-        "hive_swarm_messages_total",
-        &[],
-        count(Count::SwarmMessages),
+        "",
+        &[("", Count::SwarmMessages)],
     );
-    e.family(
+    counter(
         "hive_swarm_deliveries_total",
-        Kind::Counter,
         "Swarm messages delivered and answered.",
-    )
-    .sample(
-        "hive_swarm_deliveries_total",
-        &[],
-        count(Count::SwarmDeliveries),
+        "",
+        &[("", Count::SwarmDeliveries)],
     );
-    e.family(
+    counter(
         "hive_finished_cache_lookups_total",
-        Kind::Counter,
         "Lookups of a finished task's status, by whether the hub's cache answered.",
-    )
-    .sample(
-        "hive_finished_cache_lookups_total",
-        &[("result", "hit")],
-        count(Count::FinishedCacheHits),
-    )
-    .sample(
-        "hive_finished_cache_lookups_total",
-        &[("result", "miss")],
-        count(Count::FinishedCacheMisses),
+        "result",
+        &[
+            ("hit", Count::FinishedCacheHits),
+            ("miss", Count::FinishedCacheMisses),
+        ],
     );
 
     let routes = metrics.routes();

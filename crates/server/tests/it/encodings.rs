@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use hive_client::WorkerOptions;
 use hive_client::worker::run_worker;
 use hive_proto::RawValue;
@@ -116,12 +116,8 @@ async fn broadcasts_reach_members_of_every_format() {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(url: &str, hello: Value) -> Socket {
-    let ws = url.replace("http://", "ws://") + "/ws/agent";
-    let mut socket = tokio_tungstenite::connect_async(ws).await.unwrap().0;
+    let mut socket = ws(url, "/ws/agent").await;
     socket
         .send(Message::Text(hello.to_string().into()))
         .await
@@ -132,12 +128,7 @@ async fn connect(url: &str, hello: Value) -> Socket {
 /// The next data frame, decoded whatever its form; also says whether it came as binary.
 async fn receive(socket: &mut Socket) -> (Value, bool) {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a frame in time")
-            .unwrap()
-            .unwrap();
-        match &frame {
+        match &next_frame(socket).await {
             Message::Text(t) => return (codec::decode(Incoming::Text(t), 1 << 20).unwrap(), false),
             Message::Binary(b) => {
                 return (codec::decode(Incoming::Binary(b), 1 << 20).unwrap(), true);

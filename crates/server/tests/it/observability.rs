@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hive_client::worker::Outcome;
 use hive_proto::api::NewTask;
 use hive_proto::metrics::MetricsSnapshot;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
 
@@ -172,27 +170,14 @@ async fn the_prometheus_text_passes_promtool() {
 #[tokio::test]
 async fn the_performance_stream_starts_with_history_and_follows_live() {
     let t = fast_hub().await;
-    let ws = t.url.replace("http://", "ws://") + "/ws/performance";
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
-    let mut next = async || -> Value {
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-                .await
-                .expect("a frame in time")
-                .unwrap()
-                .unwrap();
-            if let Message::Text(text) = frame {
-                return serde_json::from_str(&text).unwrap();
-            }
-        }
-    };
-    let history = next().await;
+    let mut socket = ws(&t.url, "/ws/performance").await;
+    let history = next_json(&mut socket).await;
     assert_eq!(history["type"], "history");
     assert!(!history["snapshots"].as_array().unwrap().is_empty());
     t.client.submit(&NewTask::new("later")).await.unwrap();
     // Snapshots keep coming; one of them shows the task in its totals.
     for _ in 0..100 {
-        let live = next().await;
+        let live = next_json(&mut socket).await;
         assert_eq!(live["type"], "snapshot");
         if live["snapshot"]["totals"]["tasks_submitted"] == 1 {
             assert_eq!(live["snapshot"]["queue_depth"]["later"], 1);
@@ -225,8 +210,7 @@ async fn a_hub_with_metrics_off_says_so_and_still_works() {
 #[tokio::test]
 async fn the_event_stream_follows_a_task_and_filters_by_capability() {
     let t = start_hub().await;
-    let ws = t.url.replace("http://", "ws://") + "/ws/events?capability=watch";
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+    let mut socket = ws(&t.url, "/ws/events?capability=watch").await;
     let _watcher = spawn_worker(&t.url, &["watch"], 1, echo());
     let _other = spawn_worker(&t.url, &["other"], 1, echo());
     let other = t.client.submit(&NewTask::new("other")).await.unwrap();
@@ -235,13 +219,7 @@ async fn the_event_stream_follows_a_task_and_filters_by_capability() {
     let mut statuses = Vec::new();
     let mut agents = Vec::new();
     while statuses.last().map(String::as_str) != Some("succeeded") {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("events in time")
-            .unwrap()
-            .unwrap();
-        let Message::Text(text) = frame else { continue };
-        let frame: Value = serde_json::from_str(&text).unwrap();
+        let frame = next_json(&mut socket).await;
         assert_eq!(frame["type"], "events", "{frame}");
         for event in frame["events"].as_array().unwrap() {
             match event["type"].as_str() {

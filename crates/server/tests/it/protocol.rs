@@ -1,20 +1,14 @@
 //! The worker protocol spoken by hand over a raw WebSocket, as a worker in another language would.
 
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use hive_proto::api::NewTask;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(url: &str) -> Socket {
-    let ws = url.replace("http://", "ws://") + "/ws/agent";
-    tokio_tungstenite::connect_async(ws).await.unwrap().0
+    ws(url, "/ws/agent").await
 }
 
 async fn send(socket: &mut Socket, value: Value) {
@@ -25,14 +19,7 @@ async fn send(socket: &mut Socket, value: Value) {
 }
 
 async fn receive(socket: &mut Socket) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a frame in time");
-        if let Message::Text(text) = frame.unwrap().unwrap() {
-            return json(&text);
-        }
-    }
+    next_json(socket).await
 }
 
 #[tokio::test]

@@ -112,3 +112,31 @@ pub async fn finished(client: &HubClient, id: &str) -> Task {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).expect("valid JSON")
 }
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `path` of the hub at `url`.
+pub async fn ws(url: &str, path: &str) -> Socket {
+    let address = url.replace("http://", "ws://") + path;
+    tokio_tungstenite::connect_async(address).await.unwrap().0
+}
+
+/// The next frame of `socket`, bounded at 10 s (against hanging, not a timing check).
+pub async fn next_frame(socket: &mut Socket) -> tokio_tungstenite::tungstenite::Message {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("a frame in time")
+        .unwrap()
+        .unwrap()
+}
+
+/// The next text frame, as JSON (control frames are skipped).
+pub async fn next_json(socket: &mut Socket) -> serde_json::Value {
+    loop {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = next_frame(socket).await {
+            return json(&text);
+        }
+    }
+}
