@@ -160,6 +160,10 @@ pub struct WorkerArgs {
     /// reply (HIVE_CAPABILITY is then swarm:NAME).
     #[arg(long = "group")]
     pub groups: Vec<String>,
+    /// On SIGTERM or Ctrl-C: how long running commands may still finish (no new work is taken)
+    /// before their process groups are killed and the tasks handed back for a retry.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
     #[command(flatten)]
     pub frames: FrameArgs,
 }

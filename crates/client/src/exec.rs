@@ -2,7 +2,12 @@
 //!
 //! The payload (JSON) goes to the command's stdin; its stdout is the output, parsed as JSON when
 //! it is JSON and kept as a JSON string otherwise. A non-zero exit is a failure (retryable) whose
-//! error is the command's stderr. The child is killed if the attempt is cancelled or times out.
+//! error is the command's stderr.
+//!
+//! Each command runs in a process group of its own, and the whole group is killed when the attempt
+//! ends in any way: cancelled, timed out, stopped by the worker's shutdown, or finished (what it
+//! left running in the background goes with it). Killing only the `sh -c` would leave its
+//! children running, re-parented to PID 1.
 //! `HIVE_TASK_ID`, `HIVE_ATTEMPT` and `HIVE_CAPABILITY` are set in its environment.
 
 use std::future::Future;
@@ -37,12 +42,14 @@ impl ExecExecutor {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn();
         let mut child = match child {
             Ok(child) => child,
             Err(e) => return Outcome::failure(format!("cannot start {command:?}: {e}"), true),
         };
+        let _group = child.id().and_then(ProcessGroup::of_leader);
         if let Some(mut stdin) = child.stdin.take() {
             // A command that does not read its stdin closes the pipe early; that is fine.
             let _ = stdin.write_all(task.payload.get().as_bytes()).await;
@@ -67,6 +74,22 @@ impl ExecExecutor {
             RawValue::from_string(as_string).expect("a JSON string")
         });
         Outcome::Success(output)
+    }
+}
+
+/// Kills its process group when dropped: when the attempt's future ends or is dropped.
+struct ProcessGroup(rustix::process::Pid);
+
+impl ProcessGroup {
+    fn of_leader(pid: u32) -> Option<Self> {
+        rustix::process::Pid::from_raw(i32::try_from(pid).ok()?).map(ProcessGroup)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // ESRCH (the group is gone already) is the usual answer, and fine.
+        let _ = rustix::process::kill_process_group(self.0, rustix::process::Signal::KILL);
     }
 }
 

@@ -2,9 +2,10 @@
 //! (as many at once as the hub assigns, at most `slots`), report results, send heartbeats, and
 //! reconnect with backoff when the hub goes away.
 //!
-//! When the connection drops, the tasks in flight are aborted (a spawned command is killed): the
-//! hub will not accept their results over a new connection anyway, since fencing ties an attempt
-//! to the connection it was assigned on, and their leases send them back to the queue.
+//! When the connection drops, the tasks in flight keep running. The worker reconnects and names
+//! them in its `hello`; the hub binds those still current to the new connection (fencing follows
+//! the attempt), sends `cancel` for the others, and accepts the results, including any that could
+//! not be sent before the drop.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,11 +13,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{Fuse, FutureExt};
 use futures_util::{SinkExt, StreamExt};
 use hive_proto::RawValue;
 use hive_proto::codec::{self, Encoded, FrameFormat, Incoming};
 use hive_proto::protocol::{
-    Assignment, Capabilities, Hello, HubMessage, TaskResult, WorkerMessage,
+    Assignment, Capabilities, Hello, HubMessage, RunningAttempt, TaskResult, WorkerMessage,
 };
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::tungstenite::Message;
@@ -77,6 +79,8 @@ pub struct WorkerOptions {
     /// Reconnect when the connection drops (otherwise return).
     pub reconnect: bool,
     pub max_reconnect_delay: Duration,
+    /// On shutdown, how long running tasks may still finish before they are stopped.
+    pub grace: Duration,
 }
 
 impl WorkerOptions {
@@ -90,6 +94,7 @@ impl WorkerOptions {
             format: FrameFormat::default(),
             reconnect: true,
             max_reconnect_delay: Duration::from_secs(5),
+            grace: Duration::from_secs(10),
         }
     }
 }
@@ -128,21 +133,41 @@ fn ws_url(hub: &str) -> String {
 
 /// Runs until drained, until `shutdown` resolves, or (without `reconnect`) until the connection
 /// drops.
+///
+/// On `shutdown` while connected, the worker stops taking work (a task assigned meanwhile is
+/// handed back at once as a retryable failure), lets running tasks finish for up to
+/// [`grace`](WorkerOptions::grace), then stops the rest (dropping their futures: a command's
+/// whole process group is killed) and reports each as a retryable failure, so the hub retries
+/// them at once instead of waiting out their leases.
+///
+/// Tasks keep running while the connection is down. The next `hello` names them, and the hub
+/// binds those still current to the new connection, so their results count.
 pub async fn run_worker(
     options: WorkerOptions,
     executor: Arc<dyn Executor>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<WorkerExit, WorkerError> {
     let url = ws_url(&options.hub);
+    let shutdown = shutdown.fuse();
     tokio::pin!(shutdown);
+    let mut work = InFlight::default();
     let mut delay = Duration::from_millis(100);
     loop {
-        let ended = tokio::select! {
-            ended = session(&options, &url, executor.clone()) => ended,
-            _ = &mut shutdown => return Ok(WorkerExit::Shutdown),
-        };
+        let ended = session(
+            &options,
+            &url,
+            executor.clone(),
+            &mut work,
+            shutdown.as_mut(),
+        )
+        .await;
+        if work.stopping {
+            // The connection dropped during the grace period: nothing more can be reported.
+            return Ok(WorkerExit::Shutdown);
+        }
         match ended {
             Ok(Session::Drained) => return Ok(WorkerExit::Drained),
+            Ok(Session::Stopped) => return Ok(WorkerExit::Shutdown),
             Err(WorkerError::Rejected(reason)) => return Err(WorkerError::Rejected(reason)),
             Ok(Session::Lost { reason }) if options.reconnect => {
                 // It had been working: retry soon, not after an earlier run's long backoff.
@@ -168,10 +193,62 @@ pub async fn run_worker(
 
 enum Session {
     Drained,
+    /// Shut down: running tasks finished or were stopped and reported.
+    Stopped,
     /// The connection dropped after the hub had welcomed this worker.
     Lost {
         reason: String,
     },
+}
+
+/// The attempts this worker holds, kept across connections.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<(String, u32, Outcome)>,
+    running: HashMap<(String, u32), AbortHandle>,
+    /// Results that could not be sent before the connection dropped.
+    unsent: Vec<TaskResult>,
+    /// Shutdown was asked for.
+    stopping: bool,
+}
+
+impl InFlight {
+    /// What the next `hello` names.
+    fn held(&self) -> Vec<RunningAttempt> {
+        let running = self
+            .running
+            .keys()
+            .map(|(task_id, attempt)| (task_id, *attempt));
+        let unsent = self.unsent.iter().map(|r| (&r.task_id, r.attempt));
+        running
+            .chain(unsent)
+            .map(|(task_id, attempt)| RunningAttempt {
+                task_id: task_id.clone(),
+                attempt,
+            })
+            .collect()
+    }
+}
+
+fn task_result(task_id: String, attempt: u32, outcome: Outcome) -> TaskResult {
+    match outcome {
+        Outcome::Success(output) => TaskResult {
+            task_id,
+            attempt,
+            ok: true,
+            output: Some(output),
+            error: None,
+            retry: false,
+        },
+        Outcome::Failure { error, retry } => TaskResult {
+            task_id,
+            attempt,
+            ok: false,
+            output: None,
+            error: Some(error),
+            retry,
+        },
+    }
 }
 
 /// What a compressed frame from the hub may expand to.
@@ -201,11 +278,17 @@ fn read(frame: &Message) -> Option<Result<Vec<HubMessage>, String>> {
     )
 }
 
-async fn session(
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+type Stream = futures_util::stream::SplitStream<Socket>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the connection, says hello (naming the attempts held), and waits for the welcome.
+async fn connect(
     options: &WorkerOptions,
     url: &str,
-    executor: Arc<dyn Executor>,
-) -> Result<Session, WorkerError> {
+    running: Vec<RunningAttempt>,
+) -> Result<(Sink, Stream, u64), WorkerError> {
     let (socket, _) =
         tokio_tungstenite::connect_async(url)
             .await
@@ -214,7 +297,6 @@ async fn session(
                 detail: e.to_string(),
             })?;
     let (mut sink, mut stream) = socket.split();
-    let lost = |reason: String| Ok(Session::Lost { reason });
 
     let hello = WorkerMessage::Hello(Hello {
         name: options.name.clone(),
@@ -222,12 +304,13 @@ async fn session(
         slots: options.slots,
         groups: options.groups.clone(),
         format: options.format,
+        running,
     });
     // The hello is JSON text whatever is asked for: the hub reads it before any negotiation.
     sink.send(encode_frame(&hello, FrameFormat::default()))
         .await
         .map_err(|e| WorkerError::Lost(e.to_string()))?;
-    let heartbeat_ms = loop {
+    loop {
         match stream.next().await {
             Some(Ok(Message::Text(frame))) => match serde_json::from_str::<HubMessage>(&frame) {
                 Ok(HubMessage::Welcome {
@@ -237,7 +320,7 @@ async fn session(
                     ..
                 }) => {
                     tracing::info!(%agent_id, ?format, "registered with the hub");
-                    break heartbeat_interval_ms;
+                    return Ok((sink, stream, heartbeat_interval_ms));
                 }
                 Ok(HubMessage::Error { message, .. }) => {
                     return Err(WorkerError::Rejected(message));
@@ -248,30 +331,76 @@ async fn session(
             Some(Err(e)) => return Err(WorkerError::Lost(e.to_string())),
             None => return Err(WorkerError::Lost("closed before welcome".into())),
         }
+    }
+}
+
+async fn session<S: Future<Output = ()>>(
+    options: &WorkerOptions,
+    url: &str,
+    executor: Arc<dyn Executor>,
+    work: &mut InFlight,
+    mut shutdown: Pin<&mut Fuse<S>>,
+) -> Result<Session, WorkerError> {
+    let connecting = connect(options, url, work.held());
+    let (mut sink, mut stream, heartbeat_ms) = tokio::select! {
+        connected = connecting => connected?,
+        // Not connected: nothing can be reported, so there is nothing to wait for.
+        _ = shutdown.as_mut() => {
+            work.stopping = true;
+            return Ok(Session::Stopped);
+        }
     };
+
+    // Sends a result; one that cannot be sent is kept for the next connection.
+    macro_rules! report {
+        ($result:expr) => {{
+            let result: TaskResult = $result;
+            let frame = encode_frame(&WorkerMessage::Result(result.clone()), options.format);
+            if let Err(e) = sink.send(frame).await {
+                work.unsent.push(result);
+                return Ok(Session::Lost {
+                    reason: e.to_string(),
+                });
+            }
+        }};
+    }
+    while let Some(result) = work.unsent.pop() {
+        report!(result);
+    }
 
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(10)));
     heartbeat.tick().await;
-    let mut running: HashMap<(String, u32), AbortHandle> = HashMap::new();
-    let mut tasks: JoinSet<(String, u32, Outcome)> = JoinSet::new();
     let mut messages: JoinSet<(String, Outcome)> = JoinSet::new();
     let mut draining = false;
+    // Set on shutdown: when running tasks are stopped.
+    let mut stop_at: Option<tokio::time::Instant> = None;
     loop {
+        let grace_over = async {
+            match stop_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Close(_))) | None => return lost("the hub closed the connection".into()),
-                Some(Err(e)) => return lost(e.to_string()),
+                Some(Ok(Message::Close(_))) | None => return Ok(Session::Lost { reason: "the hub closed the connection".into() }),
+                Some(Err(e)) => return Ok(Session::Lost { reason: e.to_string() }),
                 Some(Ok(frame)) => match read(&frame) {
                     Some(Ok(received)) => for message in received { match message {
                     HubMessage::Assign { tasks: assigned } => {
                         for task in assigned {
+                            if stop_at.is_some() {
+                                let handed_back = Outcome::failure("the worker is shutting down", true);
+                                report!(task_result(task.task_id, task.attempt, handed_back));
+                                continue;
+                            }
                             let key = (task.task_id.clone(), task.attempt);
-                            let handle = tasks.spawn(run_one(executor.clone(), task));
-                            running.insert(key, handle);
+                            let handle = work.tasks.spawn(run_one(executor.clone(), task));
+                            work.running.insert(key, handle);
                         }
                     }
                     HubMessage::Cancel { task_id, attempt } => {
-                        if let Some(handle) = running.remove(&(task_id, attempt)) {
+                        if let Some(handle) = work.running.remove(&(task_id, attempt)) {
                             handle.abort();
                         }
                     }
@@ -298,17 +427,11 @@ async fn session(
                     None => {}
                 },
             },
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(joined) = work.tasks.join_next(), if !work.tasks.is_empty() => {
                 // A cancelled task was aborted: nothing to report.
                 if let Ok((task_id, attempt, outcome)) = joined {
-                    running.remove(&(task_id.clone(), attempt));
-                    let result = match outcome {
-                        Outcome::Success(output) => TaskResult { task_id, attempt, ok: true, output: Some(output), error: None, retry: false },
-                        Outcome::Failure { error, retry } => TaskResult { task_id, attempt, ok: false, output: None, error: Some(error), retry },
-                    };
-                    if let Err(e) = sink.send(encode_frame(&WorkerMessage::Result(result), options.format)).await {
-                        return lost(e.to_string());
-                    }
+                    work.running.remove(&(task_id.clone(), attempt));
+                    report!(task_result(task_id, attempt, outcome));
                 }
             },
             Some(Ok((message_id, outcome))) = messages.join_next(), if !messages.is_empty() => {
@@ -316,16 +439,41 @@ async fn session(
                 if let Outcome::Success(output) = outcome
                     && let Err(e) = sink.send(encode_frame(&WorkerMessage::Reply { message_id, output }, options.format)).await
                 {
-                    return lost(e.to_string());
+                    return Ok(Session::Lost { reason: e.to_string() });
                 }
             },
             _ = heartbeat.tick() => {
                 if let Err(e) = sink.send(encode_frame(&WorkerMessage::Heartbeat, options.format)).await {
-                    return lost(e.to_string());
+                    return Ok(Session::Lost { reason: e.to_string() });
                 }
             }
+            _ = shutdown.as_mut(), if stop_at.is_none() => {
+                tracing::info!(running = work.running.len(), grace_ms = options.grace.as_millis() as u64,
+                    "shutting down: finishing running tasks");
+                stop_at = Some(tokio::time::Instant::now() + options.grace);
+                work.stopping = true;
+                if let Err(e) = sink.send(encode_frame(&WorkerMessage::Drain, options.format)).await {
+                    return Ok(Session::Lost { reason: e.to_string() });
+                }
+            }
+            _ = grace_over => {
+                // Dropping a task's future stops it (a command's process group is killed);
+                // waiting for the aborted tasks makes sure that happened before the report.
+                work.tasks.abort_all();
+                while work.tasks.join_next().await.is_some() {}
+                for (task_id, attempt) in std::mem::take(&mut work.running).into_keys() {
+                    let stopped = Outcome::failure("stopped: the worker shut down before it finished", true);
+                    report!(task_result(task_id, attempt, stopped));
+                }
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(Session::Stopped);
+            }
         }
-        if draining && tasks.is_empty() {
+        if stop_at.is_some() && work.tasks.is_empty() {
+            let _ = sink.send(Message::Close(None)).await;
+            return Ok(Session::Stopped);
+        }
+        if draining && work.tasks.is_empty() {
             let _ = sink.send(Message::Close(None)).await;
             return Ok(Session::Drained);
         }

@@ -30,8 +30,8 @@ pub use backoff::Backoff;
 pub use ids::{AgentId, IdParseError, TaskId};
 pub use routing::{Candidate, LeastLoaded, RoutingPolicy};
 pub use scheduler::{
-    CancelError, Change, DrainError, NextStatus, RecoveredTask, Report, ReportError, Scheduler,
-    SchedulerConfig, SchedulerMemory, SubmitError,
+    CancelError, Change, DrainError, HeldAttempt, NextStatus, RecoveredTask, Rejoined, Report,
+    ReportError, Scheduler, SchedulerConfig, SchedulerMemory, SubmitError,
 };
 pub use task::{AttemptOutcome, Capability, TaskLimits, TaskSpec, TaskStatus, ValidationError};
 pub use time::{Clock, SystemClock, Timestamp};

@@ -21,6 +21,8 @@ pub enum WorkerMessage {
     Hello(Hello),
     Heartbeat,
     Result(TaskResult),
+    /// The worker takes no more work (it is shutting down); it still reports what it runs.
+    Drain,
     /// The answer to a swarm `message`.
     Reply {
         message_id: String,
@@ -39,6 +41,16 @@ pub struct Hello {
     pub groups: Vec<String>,
     /// The frames this worker can read (JSON text unless it asks for more).
     pub format: FrameFormat,
+    /// Attempts a reconnecting worker still runs, or finished and has not yet reported: the hub
+    /// binds those still current to this connection and sends `cancel` for the others.
+    pub running: Vec<RunningAttempt>,
+}
+
+/// An attempt named in a `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningAttempt {
+    pub task_id: String,
+    pub attempt: u32,
 }
 
 /// Either a list of names (level 1.0 each) or a map of name to level (0.0-1.0).
@@ -153,6 +165,8 @@ struct RawWorkerMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     groups: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    running: Option<Vec<RunningAttempt>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
     // Not `#[serde(flatten)]`: that buffers every frame into a map before reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,8 +225,10 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                 slots: raw.slots.unwrap_or(1),
                 groups: raw.groups.unwrap_or_default(),
                 format: format(raw.encoding, raw.compression, raw.batch),
+                running: raw.running.unwrap_or_default(),
             })),
             "heartbeat" => Ok(WorkerMessage::Heartbeat),
+            "drain" => Ok(WorkerMessage::Drain),
             "result" => {
                 let ok = raw.ok.ok_or_else(|| missing("result", "ok"))?;
                 if ok && raw.output.is_none() {
@@ -237,7 +253,7 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                 matches!(m, WorkerMessage::Batch(_))
             })?)),
             other => Err(FrameError(format!(
-                "unknown message type {other:?}; expected hello, heartbeat, result, reply or batch"
+                "unknown message type {other:?}; expected hello, heartbeat, result, reply, drain or batch"
             ))),
         }
     }
@@ -254,6 +270,7 @@ impl From<WorkerMessage> for RawWorkerMessage {
                     capabilities: Some(hello.capabilities),
                     slots: Some(hello.slots),
                     groups: (!hello.groups.is_empty()).then_some(hello.groups),
+                    running: (!hello.running.is_empty()).then_some(hello.running),
                     encoding,
                     compression,
                     batch,
@@ -262,6 +279,10 @@ impl From<WorkerMessage> for RawWorkerMessage {
             }
             WorkerMessage::Heartbeat => RawWorkerMessage {
                 kind: "heartbeat".into(),
+                ..Default::default()
+            },
+            WorkerMessage::Drain => RawWorkerMessage {
+                kind: "drain".into(),
                 ..Default::default()
             },
             WorkerMessage::Result(result) => RawWorkerMessage {

@@ -37,6 +37,11 @@ pub enum ApiError {
     ShuttingDown,
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
+    /// A commit failed a moment ago: new work is refused at once for a while.
+    #[error(
+        "the store refused a recent commit (is the disk full?); try again in {retry_after_s} s"
+    )]
+    StoreRefusing { retry_after_s: u64 },
 }
 
 impl ApiError {
@@ -94,7 +99,18 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
-            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None),
+            ApiError::Store(_) | ApiError::StoreRefusing { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+            }
+        }
+    }
+
+    /// Seconds for the `Retry-After` header of an answer the client should repeat later.
+    fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ApiError::StoreRefusing { retry_after_s } => Some(*retry_after_s),
+            ApiError::Store(_) | ApiError::ShuttingDown => Some(1),
+            _ => None,
         }
     }
 }
@@ -117,6 +133,12 @@ impl IntoResponse for ApiError {
                 field,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_s() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

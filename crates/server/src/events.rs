@@ -155,7 +155,10 @@ fn event(change: &Change) -> Option<Event> {
                     .collect(),
             });
         }
-        Change::SendCancel { .. } | Change::SendDrain { .. } | Change::CloseAgent { .. } => {
+        Change::AttemptReattached { .. }
+        | Change::SendCancel { .. }
+        | Change::SendDrain { .. }
+        | Change::CloseAgent { .. } => {
             return None;
         }
     };

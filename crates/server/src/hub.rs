@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_core::{Clock, LeastLoaded, RoutingPolicy, Scheduler, SystemClock};
+use hive_core::{Clock, LeastLoaded, SystemClock};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
 use hive_store::{AlertLog, BatchWriter, GroupCommit, StoreError, TaskReader};
 use tokio::net::TcpListener;
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::actor::effects::Effects;
+use crate::actor::rebuild::SchedulerSetup;
 use crate::actor::{Actor, Command};
 use crate::alerts::Alerts;
 use crate::config::HubConfig;
@@ -71,14 +72,11 @@ impl Hub {
         let store = SqliteStore::open(&config.data_dir, config.durability).map_err(store_error)?;
         let reader: Arc<dyn TaskReader> = Arc::new(store.reader());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let policy: Box<dyn RoutingPolicy> = Box::new(LeastLoaded);
-        let mut scheduler = Scheduler::new(config.scheduler, policy);
-
-        let active = reader.load_active().map_err(store_error)?;
-        let recovered = active.len();
-        let now = clock.now();
-        scheduler.restore(active, now, &mut |id| reader.task_status(id).ok().flatten());
-        scheduler.advance(now);
+        let setup = SchedulerSetup {
+            config: config.scheduler,
+            policy: || Box::new(LeastLoaded),
+        };
+        let (mut scheduler, recovered) = setup.load(&*reader, clock.now()).map_err(store_error)?;
         let mut writer = store.writer().map_err(store_error)?;
         writer
             .apply(&[&scheduler.take_changes()])
@@ -104,6 +102,7 @@ impl Hub {
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let actor = Actor::new(
             scheduler,
+            setup,
             reader.clone(),
             commit.sender(),
             effects,

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use hive_core::{AgentId, AgentSpec, Capability, Report, TaskId};
+use hive_core::{AgentId, AgentSpec, Capability, HeldAttempt, Report, TaskId};
 use hive_proto::codec::{self, FrameFormat, Incoming};
 use hive_proto::protocol::{Hello, HubMessage, PROTOCOL_VERSION, TaskResult, WorkerMessage};
 use tokio::sync::mpsc;
@@ -61,7 +61,12 @@ async fn session(state: AppState, mut socket: WebSocket) {
         Ok(_) => Err("expected a hello frame".into()),
         Err(_) => Err("no hello within 10 s".into()),
     };
-    let (spec, groups, format) = match hello {
+    let Joining {
+        spec,
+        groups,
+        format,
+        held,
+    } = match hello {
         Ok(accepted) => accepted,
         Err(message) => {
             let _ = socket.send(error_frame("invalid_hello", message)).await;
@@ -78,6 +83,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
     let register = Command::Register {
         agent,
         spec,
+        held,
         registered,
     };
     let welcome = HubMessage::Welcome {
@@ -124,10 +130,17 @@ async fn session(state: AppState, mut socket: WebSocket) {
     let stop = crate::state::stopped(state.shutdown.clone());
     tokio::pin!(stop);
     let mut writer_done = false;
+    // A worker that closes the connection itself (drained, or shut down) is not lost; one whose
+    // connection breaks or that the hub closes for missed heartbeats is.
+    let mut lost = true;
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    lost = false;
+                    break;
+                }
+                Some(Err(_)) | None => break,
                 Some(Ok(frame)) => match decode(&frame, limit) {
                     Some(Ok(WorkerMessage::Batch(messages))) => {
                         for message in messages {
@@ -143,8 +156,14 @@ async fn session(state: AppState, mut socket: WebSocket) {
                 writer_done = true;
                 break;
             }
-            _ = &mut stop => break,
+            _ = &mut stop => {
+                lost = false;
+                break;
+            }
         }
+    }
+    if lost && !*state.shutdown.borrow() {
+        state.metrics.add(crate::metrics::Count::AgentsLost, 1);
     }
     state.swarms.leave(agent, &groups);
     state.connections.remove(agent);
@@ -168,6 +187,11 @@ fn send_error(state: &AppState, agent: AgentId, code: &str, message: String) {
 async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage) {
     let command = match message {
         WorkerMessage::Heartbeat => Ok(Command::Heartbeat { agent }),
+        WorkerMessage::Drain => {
+            // Answered to the worker by the hub's own `drain` frame.
+            let (reply, _) = tokio::sync::oneshot::channel();
+            Ok(Command::Drain { agent, reply })
+        }
         WorkerMessage::Result(result) => report(agent, result),
         WorkerMessage::Reply { message_id, output } => {
             state.swarms.reply(&message_id, agent, output);
@@ -214,8 +238,18 @@ fn report(agent: AgentId, result: TaskResult) -> Result<Command, (&'static str, 
     })
 }
 
-/// The agent's spec, the swarms it joins and the frames it reads.
-fn agent_spec(hello: Hello) -> Result<(AgentSpec, Vec<String>, FrameFormat), String> {
+/// What a `hello` asks for.
+struct Joining {
+    spec: AgentSpec,
+    /// The swarms it joins.
+    groups: Vec<String>,
+    /// The frames it reads.
+    format: FrameFormat,
+    /// The attempts it still holds from an earlier connection.
+    held: Vec<HeldAttempt>,
+}
+
+fn agent_spec(hello: Hello) -> Result<Joining, String> {
     for group in &hello.groups {
         Capability::parse(group, "groups").map_err(|e| e.to_string())?;
     }
@@ -235,5 +269,31 @@ fn agent_spec(hello: Hello) -> Result<(AgentSpec, Vec<String>, FrameFormat), Str
         slots: hello.slots,
     };
     spec.validate().map_err(|e| e.to_string())?;
-    Ok((spec, hello.groups, hello.format))
+    if hello.running.len() > spec.slots as usize {
+        return Err(format!(
+            "running: {} attempts named, more than the {} slots",
+            hello.running.len(),
+            spec.slots
+        ));
+    }
+    let held = hello
+        .running
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.task_id
+                .parse()
+                .map(|task| HeldAttempt {
+                    task,
+                    attempt: r.attempt,
+                })
+                .map_err(|e| format!("running[{i}].task_id: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Joining {
+        spec,
+        groups: hello.groups,
+        format: hello.format,
+        held,
+    })
 }

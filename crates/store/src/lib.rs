@@ -29,6 +29,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    /// Not written: an earlier commit failed, and this batch may have built on it.
+    #[error("not written: an earlier commit failed")]
+    EarlierCommitFailed,
     #[error("another hub is using the data directory {0}")]
     Locked(String),
 }

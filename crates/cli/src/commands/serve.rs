@@ -25,31 +25,8 @@ pub async fn run(args: ServeArgs) -> Outcome {
         data_dir.display(),
         hub.recovered()
     );
-    wait_for_signal().await;
+    super::stop_signal().await;
     eprintln!("shutting down: finishing commits");
     hub.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }

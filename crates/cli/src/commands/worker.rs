@@ -40,11 +40,9 @@ pub async fn run(args: WorkerArgs, hub: &str) -> Outcome {
     if let Some(name) = args.name {
         options.name = name;
     }
+    options.grace = args.grace;
     let executor = Arc::new(ExecExecutor::new(args.exec));
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match run_worker(options, executor, shutdown).await {
+    match run_worker(options, executor, super::stop_signal()).await {
         Ok(WorkerExit::Drained) => {
             eprintln!("drained by the hub; all tasks finished");
             Ok(ExitCode::SUCCESS)

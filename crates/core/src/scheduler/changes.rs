@@ -51,6 +51,13 @@ pub enum Change {
         error: Option<String>,
         next: NextStatus,
     },
+    /// A running attempt whose agent was lost (a hub restart, a dropped connection) is bound to
+    /// the agent that reconnected holding it: its result counts, and it runs nowhere else.
+    AttemptReattached {
+        task: TaskId,
+        attempt: u32,
+        agent: AgentId,
+    },
     /// A task that was not running ended: cancelled, or failed because a dependency did.
     TaskFinished {
         task: TaskId,

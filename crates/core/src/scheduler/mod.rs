@@ -17,6 +17,7 @@ mod changes;
 #[cfg(test)]
 mod proptests;
 mod recovery;
+mod rejoin;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportError, SubmitError};
 pub use recovery::RecoveredTask;
+pub use rejoin::{HeldAttempt, Rejoined};
 
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
 use crate::ids::{AgentId, TaskId};
@@ -299,6 +301,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     pub fn register_agent(&mut self, id: AgentId, spec: AgentSpec, now: Timestamp) {
+        self.add_agent(id, spec, now);
+        self.emit_agent(id);
+        self.fill_agent(id, now);
+    }
+
+    /// Adds a connected agent with nothing running; announcing it and offering it work are the
+    /// caller's.
+    fn add_agent(&mut self, id: AgentId, spec: AgentSpec, now: Timestamp) {
         for (capability, _) in &spec.capabilities {
             self.agents_by_capability
                 .entry(capability.clone())
@@ -321,8 +331,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
             now.plus_ms(self.config.heartbeat_timeout_ms),
             Timer::Heartbeat(id),
         ));
-        self.emit_agent(id);
-        self.fill_agent(id, now);
     }
 
     /// Records that the agent is alive. Returns false for an unknown or offline agent.
@@ -455,6 +463,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         matches!(t.phase, Phase::Running { .. }) && t.attempt == attempt
                     });
                     if live {
+                        let running_on = match self.tasks[&task].phase {
+                            Phase::Running { agent, .. } => agent,
+                            _ => None,
+                        };
                         let timeout = self.tasks[&task].spec.timeout_ms;
                         let error = format!("lease of {timeout} ms expired");
                         self.end_attempt(
@@ -465,6 +477,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
                             true,
                             now,
                         );
+                        // The agent may still be at it: tell it to stop, since its slot is
+                        // given to other work now.
+                        if let Some(agent) = running_on {
+                            self.changes.push(Change::SendCancel {
+                                agent,
+                                task,
+                                attempt,
+                            });
+                        }
                     }
                 }
                 Timer::Backoff(task) => {

@@ -23,6 +23,9 @@ enum Event {
         slots: u32,
     },
     Disconnect(usize),
+    /// The n-th agent's connection drops and its worker reconnects at once as a new agent,
+    /// naming the attempts it holds plus one stale claim.
+    Reconnect(usize),
     Heartbeat(usize),
     /// A result for the n-th open attempt, possibly with a wrong attempt number.
     Report {
@@ -41,6 +44,7 @@ fn event() -> impl Strategy<Value = Event> {
         4 => (0u8..3, 0u8..10, any::<bool>()).prop_map(|(capability, priority, depends_on_previous)| Event::Submit { capability, priority, depends_on_previous }),
         1 => (1u8..8, 1u32..4).prop_map(|(capabilities, slots)| Event::Connect { capabilities, slots }),
         1 => any::<usize>().prop_map(Event::Disconnect),
+        1 => any::<usize>().prop_map(Event::Reconnect),
         1 => any::<usize>().prop_map(Event::Heartbeat),
         5 => (any::<usize>(), any::<bool>(), any::<bool>(), -1i8..=1).prop_map(|(pick, ok, retryable, skew)| Event::Report { pick, ok, retryable, skew }),
         1 => any::<usize>().prop_map(Event::Cancel),
@@ -90,6 +94,27 @@ proptest! {
                     agents.push(id);
                 }
                 Event::Disconnect(i) if !agents.is_empty() => s.disconnect_agent(agents[i % agents.len()]),
+                Event::Reconnect(i) if !agents.is_empty() => {
+                    let old = agents[i % agents.len()];
+                    s.disconnect_agent(old);
+                    let mut claims: Vec<HeldAttempt> = open.iter()
+                        .filter(|(_, (_, agent))| *agent == old)
+                        .map(|(task, (attempt, _))| HeldAttempt { task: *task, attempt: *attempt })
+                        .collect();
+                    claims.sort_by_key(|c| c.task);
+                    if let Some(first) = claims.first().copied() {
+                        claims.push(HeldAttempt { task: first.task, attempt: first.attempt + 1 });
+                    }
+                    let id = AgentId(Uuid::from_u128(1 << 64 | next));
+                    next += 1;
+                    let caps = CAPS.iter().map(|c| (Capability::parse(c, "c").unwrap(), 0.5)).collect();
+                    let rejoined = s.rejoin_agent(id, AgentSpec { name: "p".into(), capabilities: caps, slots: 3 }, &claims, now);
+                    prop_assert_eq!(rejoined.kept.len() + rejoined.refused.len(), claims.len());
+                    if let Some(stale) = claims.last().filter(|_| claims.len() > 1) {
+                        prop_assert!(rejoined.refused.contains(stale), "a stale attempt was re-bound");
+                    }
+                    agents.push(id);
+                }
                 Event::Heartbeat(i) if !agents.is_empty() => { s.heartbeat(agents[i % agents.len()], now); }
                 Event::Drain(i) if !agents.is_empty() => { let _ = s.drain(agents[i % agents.len()]); }
                 Event::Report { pick, ok, retryable, skew } if !open.is_empty() => {
@@ -110,6 +135,11 @@ proptest! {
                 match &change {
                     Change::AttemptStarted { spec, attempt, agent, .. } => {
                         prop_assert!(open.insert(spec.id, (*attempt, *agent)).is_none(), "task assigned twice at once");
+                    }
+                    Change::AttemptReattached { task, attempt, agent } => {
+                        let held = open.get_mut(task);
+                        prop_assert_eq!(held.as_ref().map(|h| h.0), Some(*attempt), "re-bound an attempt not open");
+                        if let Some(held) = held { held.1 = *agent; }
                     }
                     Change::AttemptEnded { task, attempt, .. } => {
                         prop_assert_eq!(open.remove(task).map(|o| o.0), Some(*attempt));

@@ -530,3 +530,150 @@ fn memory_counts_active_tasks_and_their_payloads_and_lets_go_of_finished_ones() 
         "the payload is gone: {one:?}"
     );
 }
+
+fn held(task: u128, attempt: u32) -> HeldAttempt {
+    HeldAttempt {
+        task: task_id(task),
+        attempt,
+    }
+}
+
+fn cancels(changes: &[Change]) -> Vec<(AgentId, TaskId, u32)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::SendCancel {
+                agent,
+                task,
+                attempt,
+            } => Some((*agent, *task, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_recovered_attempt_is_bound_to_the_agent_that_reconnects_holding_it() {
+    let mut s = sched();
+    let running = |n| RecoveredTask {
+        spec: spec(n, "a"),
+        status: TaskStatus::Running,
+        attempt: 1,
+        lease_until: Some(Timestamp(5_000)),
+        not_before: None,
+    };
+    s.restore(vec![running(1), running(2)], Timestamp(100), &mut none);
+    s.take_changes();
+    let rejoined = s.rejoin_agent(
+        agent_id(1),
+        agent_spec(&[("a", 1.0)], 4),
+        // Task 2's attempt 2 never existed; task 3 is unknown.
+        &[held(1, 1), held(2, 2), held(3, 1)],
+        Timestamp(200),
+    );
+    assert_eq!(rejoined.kept, vec![held(1, 1)]);
+    assert_eq!(rejoined.refused, vec![held(2, 2), held(3, 1)]);
+    let changes = s.take_changes();
+    assert!(changes.contains(&Change::AttemptReattached {
+        task: task_id(1),
+        attempt: 1,
+        agent: agent_id(1),
+    }));
+    assert_eq!(
+        cancels(&changes),
+        vec![(agent_id(1), task_id(2), 2), (agent_id(1), task_id(3), 1)]
+    );
+    // Task 2 keeps its unknown agent: only its lease ends it.
+    assert!(started(&changes).is_empty());
+    s.check_invariants().unwrap();
+    assert_eq!(s.snapshot(agent_id(1)).unwrap().running, 1);
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(300))
+        .unwrap();
+    assert_eq!(
+        terminal(&s.take_changes()),
+        vec![(task_id(1), TaskStatus::Succeeded)]
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_reconnecting_worker_takes_back_its_attempts_but_never_a_live_agents() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    let mut other = agent_spec(&[("a", 1.0)], 1);
+    other.name = "other".into();
+    s.register_agent(agent_id(2), other, Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    s.submit(spec(2, "a"), Timestamp(0), &mut none).unwrap();
+    let first = started(&s.take_changes());
+    let on_one = first.iter().find(|s| s.2 == agent_id(1)).unwrap().0;
+    let on_two = first.iter().find(|s| s.2 == agent_id(2)).unwrap().0;
+
+    s.disconnect_agent(agent_id(1));
+    let claims = [
+        HeldAttempt {
+            task: on_one,
+            attempt: 1,
+        },
+        HeldAttempt {
+            task: on_two,
+            attempt: 1,
+        },
+    ];
+    let rejoined = s.rejoin_agent(
+        agent_id(3),
+        agent_spec(&[("a", 1.0)], 2),
+        &claims,
+        Timestamp(10),
+    );
+    assert_eq!(rejoined.kept, vec![claims[0]]);
+    assert_eq!(rejoined.refused, vec![claims[1]], "agent 2 is live");
+    s.take_changes();
+    s.check_invariants().unwrap();
+    // Fencing follows the attempt: the old connection's result no longer counts.
+    assert!(
+        s.report(agent_id(1), on_one, 1, ok(), Timestamp(20))
+            .is_err()
+    );
+    s.report(agent_id(3), on_one, 1, ok(), Timestamp(20))
+        .unwrap();
+    s.report(agent_id(2), on_two, 1, ok(), Timestamp(20))
+        .unwrap();
+    assert_eq!(terminal(&s.take_changes()).len(), 2);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_rejoining_agent_keeps_no_more_attempts_than_its_slots() {
+    let mut s = sched();
+    let running = |n| RecoveredTask {
+        spec: spec(n, "a"),
+        status: TaskStatus::Running,
+        attempt: 1,
+        lease_until: Some(Timestamp(5_000)),
+        not_before: None,
+    };
+    s.restore(vec![running(1), running(2)], Timestamp(0), &mut none);
+    let rejoined = s.rejoin_agent(
+        agent_id(1),
+        agent_spec(&[("a", 1.0)], 1),
+        &[held(1, 1), held(2, 1)],
+        Timestamp(1),
+    );
+    assert_eq!(rejoined.kept, vec![held(1, 1)]);
+    assert_eq!(rejoined.refused, vec![held(2, 1)]);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn an_expired_lease_tells_its_agent_to_stop() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap(); // timeout 1000 ms
+    s.take_changes();
+    s.advance(Timestamp(1_000));
+    assert_eq!(
+        cancels(&s.take_changes()),
+        vec![(agent_id(1), task_id(1), 1)]
+    );
+}

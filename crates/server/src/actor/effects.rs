@@ -23,6 +23,10 @@ pub struct Effects {
     pub events: Arc<Events>,
     /// Number of the last batch whose callback ran.
     pub committed_seq: AtomicU64,
+    /// The generation of the newest batch whose commit failed (0: none has).
+    failed_generation: AtomicU64,
+    /// Wakes the actor when a commit fails.
+    pub commit_failed: tokio::sync::Notify,
 }
 
 impl Effects {
@@ -38,22 +42,34 @@ impl Effects {
             metrics,
             events,
             committed_seq: AtomicU64::new(0),
+            failed_generation: AtomicU64::new(0),
+            commit_failed: tokio::sync::Notify::new(),
         }
+    }
+
+    pub fn failed_generation(&self) -> u64 {
+        self.failed_generation.load(Ordering::Acquire)
     }
 
     pub fn after_commit(
         &self,
         seq: u64,
+        generation: u64,
         outcome: Result<(), StoreError>,
         changes: Vec<Change>,
         replies: Vec<DeferredReply>,
     ) {
-        // On a failed commit nothing is announced: the attempts' leases run out and the tasks are
-        // offered again, and the requests are answered with the error.
+        // On a failed commit nothing is announced, the requests are answered with the error, and
+        // the actor rebuilds its scheduler from the store (`rebuild`), so that nothing the store
+        // refused runs.
         if outcome.is_ok() {
             self.announce(&changes);
             self.metrics.observe(&changes);
             self.events.publish(&changes);
+        } else {
+            self.failed_generation
+                .fetch_max(generation, Ordering::AcqRel);
+            self.commit_failed.notify_one();
         }
         self.committed_seq.fetch_max(seq, Ordering::AcqRel);
         for reply in replies {

@@ -10,8 +10,11 @@
 //! For tasks that have left the scheduler's memory, dependency and idempotency look-ups go to
 //! the store; the actor remembers tasks whose final change is not yet committed
 //! (`recently_finished`, `pending_keys`) so that those look-ups are exact.
+//!
+//! When a commit fails, the actor builds its scheduler again from the store ([`rebuild`]).
 
 pub mod effects;
+pub mod rebuild;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,8 +22,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hive_core::{
-    AgentId, AgentSnapshot, AgentSpec, CancelError, Clock, DrainError, Report, RoutingPolicy,
-    Scheduler, TaskId, TaskSpec, TaskStatus, Timestamp,
+    AgentId, AgentSnapshot, AgentSpec, CancelError, Clock, DrainError, HeldAttempt, Report,
+    RoutingPolicy, Scheduler, TaskId, TaskSpec, TaskStatus, Timestamp,
 };
 use hive_store::{StoreError, TaskReader, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::ApiError;
 use crate::metrics::Count;
 use effects::{DeferredReply, Effects};
+use rebuild::{SchedulerSetup, StoreTrouble};
 
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
@@ -38,10 +42,12 @@ pub enum Command {
         batch: bool,
         reply: Reply<Vec<Submitted>>,
     },
-    /// Answered once the agent is in the registry (so the `welcome` can follow).
+    /// Answered once the agent is in the registry (so the `welcome` can follow). `held`: the
+    /// attempts a reconnecting worker still runs.
     Register {
         agent: AgentId,
         spec: AgentSpec,
+        held: Vec<HeldAttempt>,
         registered: oneshot::Sender<()>,
     },
     Heartbeat {
@@ -72,9 +78,10 @@ pub enum Command {
         agent: AgentId,
         reply: oneshot::Sender<Option<AgentSnapshot>>,
     },
-    /// Answers at once: the actor is alive and keeping up (the readiness probe).
+    /// Answers at once: the actor is alive and keeping up (the readiness probe), and whether it
+    /// accepts work (false while the store refuses commits).
     Ping {
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<bool>,
     },
     Overview {
         reply: oneshot::Sender<Overview>,
@@ -106,6 +113,11 @@ const MAX_COMMANDS_PER_TURN: usize = 4_096;
 
 pub struct Actor {
     scheduler: Scheduler<Box<dyn RoutingPolicy>>,
+    setup: SchedulerSetup,
+    /// Of the scheduler's state: bumped by each rebuild, carried by every batch.
+    generation: u64,
+    /// Set after a failed commit; see [`rebuild`].
+    trouble: Option<StoreTrouble>,
     reader: Arc<dyn TaskReader>,
     writer: mpsc::Sender<WriteBatch>,
     effects: Arc<Effects>,
@@ -124,6 +136,7 @@ pub struct Actor {
 impl Actor {
     pub fn new(
         scheduler: Scheduler<Box<dyn RoutingPolicy>>,
+        setup: SchedulerSetup,
         reader: Arc<dyn TaskReader>,
         writer: mpsc::Sender<WriteBatch>,
         effects: Arc<Effects>,
@@ -131,6 +144,9 @@ impl Actor {
     ) -> Self {
         Actor {
             scheduler,
+            setup,
+            generation: 1,
+            trouble: None,
             reader,
             writer,
             effects,
@@ -145,22 +161,27 @@ impl Actor {
     }
 
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let effects = self.effects.clone();
         loop {
+            if self.commit_failed() {
+                self.rebuild_after_failed_commit(self.clock.now());
+            }
+            self.retry_reload(self.clock.now());
             self.forget_committed();
-            let wake_in = self
-                .scheduler
-                .next_wakeup()
+            let reload_at = self.trouble.filter(|t| t.unloaded).map(|t| t.refuse_until);
+            let wake_in = [self.scheduler.next_wakeup(), reload_at]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|due| Duration::from_millis(due.ms_since(self.clock.now())));
-            let first = match wake_in {
-                Some(delay) => tokio::select! {
-                    command = commands.recv() => command,
-                    _ = tokio::time::sleep(delay) => {
-                        self.scheduler.advance(self.clock.now());
-                        self.flush().await;
-                        continue;
-                    }
-                },
-                None => commands.recv().await,
+            let first = tokio::select! {
+                command = commands.recv() => command,
+                _ = effects.commit_failed.notified() => continue,
+                _ = tokio::time::sleep(wake_in.unwrap_or(Duration::MAX)), if wake_in.is_some() => {
+                    self.scheduler.advance(self.clock.now());
+                    self.flush().await;
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let now = self.clock.now();
@@ -189,15 +210,23 @@ impl Actor {
                 batch,
                 reply,
             } => {
-                let outcome = self.submit(specs, batch, now);
+                let outcome = match self.refusing(now) {
+                    Some(retry_after_s) => Err(ApiError::StoreRefusing { retry_after_s }),
+                    None => self.submit(specs, batch, now),
+                };
                 self.defer(reply, outcome);
             }
             Command::Register {
                 agent,
                 spec,
+                held,
                 registered,
             } => {
-                self.scheduler.register_agent(agent, spec, now);
+                let rejoined = self.scheduler.rejoin_agent(agent, spec, &held, now);
+                if !held.is_empty() {
+                    tracing::info!(%agent, kept = rejoined.kept.len(), refused = rejoined.refused.len(),
+                        "a reconnecting agent named the attempts it holds");
+                }
                 self.effects.metrics.add(Count::AgentsRegistered, 1);
                 let _ = registered.send(());
             }
@@ -255,7 +284,7 @@ impl Actor {
                 let _ = reply.send(self.scheduler.snapshot(agent));
             }
             Command::Ping { reply } => {
-                let _ = reply.send(());
+                let _ = reply.send(self.refusing(now).is_none());
             }
             Command::Overview { reply } => {
                 let _ = reply.send(Overview {
@@ -370,6 +399,13 @@ impl Actor {
         Ok(submitted)
     }
 
+    /// While the store refuses commits: seconds a client should wait before submitting again.
+    fn refusing(&self, now: Timestamp) -> Option<u64> {
+        self.trouble
+            .filter(|t| t.unloaded || now < t.refuse_until)
+            .map(|t| t.retry_after_s(now))
+    }
+
     /// Status of a task not active in the scheduler: ended but not yet committed, or stored.
     fn status_elsewhere(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
         let metrics = &self.effects.metrics;
@@ -409,10 +445,12 @@ impl Actor {
         }
         let replies = std::mem::take(&mut self.replies);
         let effects = self.effects.clone();
+        let generation = self.generation;
         let batch = WriteBatch {
             changes,
+            generation,
             on_commit: Box::new(move |outcome, changes| {
-                effects.after_commit(seq, outcome, changes, replies)
+                effects.after_commit(seq, generation, outcome, changes, replies)
             }),
         };
         if self.writer.send(batch).await.is_err() {

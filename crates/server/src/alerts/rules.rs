@@ -22,6 +22,7 @@ pub enum Metric {
     LoadAvg,
     QueueWaitP95Ms,
     AgentsOffline5m,
+    AgentsLost5m,
     AgentsOnline,
 }
 
@@ -38,7 +39,7 @@ pub struct Inputs<'a> {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 11] = [
         Metric::ApiP95Ms,
         Metric::TaskOpsPerSec,
         Metric::QueuedTasks,
@@ -48,6 +49,7 @@ impl Metric {
         Metric::LoadAvg,
         Metric::QueueWaitP95Ms,
         Metric::AgentsOffline5m,
+        Metric::AgentsLost5m,
         Metric::AgentsOnline,
     ];
 
@@ -62,6 +64,7 @@ impl Metric {
             Metric::LoadAvg => "load_avg",
             Metric::QueueWaitP95Ms => "queue_wait_p95_ms",
             Metric::AgentsOffline5m => "agents_offline_5m",
+            Metric::AgentsLost5m => "agents_lost_5m",
             Metric::AgentsOnline => "agents_online",
         }
     }
@@ -99,8 +102,12 @@ impl Metric {
             Metric::TimeoutRatePercent => latest.timeout_rate_percent,
             Metric::LoadAvg => latest.load_avg?,
             Metric::QueueWaitP95Ms => latest.latency_ms.get("task_queue_wait")?.p95,
-            Metric::AgentsOffline5m => {
-                let gone = |s: &MetricsSnapshot| s.totals.get("agents_disconnected").copied();
+            Metric::AgentsOffline5m | Metric::AgentsLost5m => {
+                let total = match self {
+                    Metric::AgentsLost5m => "agents_lost",
+                    _ => "agents_disconnected",
+                };
+                let gone = |s: &MetricsSnapshot| s.totals.get(total).copied();
                 let then = since(300.0).and_then(gone).unwrap_or(0);
                 gone(latest)?.saturating_sub(then) as f64
             }
@@ -198,7 +205,7 @@ impl Rule {
     }
 }
 
-/// The plan's thresholds, plus queue wait and offline agents.
+/// The plan's thresholds, plus queue wait and lost agents.
 pub fn defaults() -> Vec<Rule> {
     let rule = |name: &str, metric, direction, threshold, clear, for_s: u64, severity: &str| Rule {
         name: name.into(),
@@ -221,11 +228,13 @@ pub fn defaults() -> Vec<Rule> {
             30,
             "warning",
         ),
+        // Low throughput matters only with a real backlog: a few slow tasks waiting for a busy
+        // agent on a quiet hub are not an operator's problem.
         Rule {
             when: Some(Gate {
                 metric: Metric::QueuedTasks,
                 direction: Above,
-                threshold: 0.0,
+                threshold: 1000.0,
             }),
             ..rule(
                 "throughput_low",
@@ -273,9 +282,10 @@ pub fn defaults() -> Vec<Rule> {
             60,
             "warning",
         ),
+        // Agents that vanished (no close, or missed heartbeats), not those that stopped cleanly.
         rule(
-            "agents_offline",
-            Metric::AgentsOffline5m,
+            "agents_lost",
+            Metric::AgentsLost5m,
             Above,
             0.0,
             0.0,
@@ -409,7 +419,7 @@ mod tests {
             "memory_by_component": {}, "cache_hit_rates": {}, "error_rate_percent": 0.0,
             "timeout_rate_percent": 0.0, "latency_ms": {}, "throughput": {}, "routes": {},
             "queue_depth": {"a": 2, "b": 3}, "agents": {"idle": 1, "offline": 4},
-            "totals": {"agents_disconnected": disconnected},
+            "totals": {"agents_disconnected": disconnected, "agents_lost": disconnected / 2},
             "process": {"cpu_percent": 0.0, "rss_bytes": 0, "peak_rss_bytes": 0, "uptime_s": uptime_s},
             "load_avg": null
         });
@@ -435,6 +445,7 @@ mod tests {
         assert_eq!(Metric::AgentsOnline.read(&inputs), Some(1.0));
         // Disconnects within the last 5 minutes: since the snapshot at 100 s.
         assert_eq!(Metric::AgentsOffline5m.read(&inputs), Some(5.0));
+        assert_eq!(Metric::AgentsLost5m.read(&inputs), Some(2.0));
         assert_eq!(Metric::LoadAvg.read(&inputs), None);
         assert_eq!(
             Metric::MemoryGrowthMbPerHour.read(&inputs),

@@ -69,6 +69,7 @@ pub async fn start(state: &AppState, threads: usize) -> Result<AgentId, BuiltinE
     let register = Command::Register {
         agent,
         spec,
+        held: Vec::new(),
         registered,
     };
     if state.commands.send(register).await.is_err() || is_registered.await.is_err() {

@@ -70,6 +70,12 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
         ],
     );
     counter(
+        "hive_agents_lost_total",
+        "Agents disconnected without a clean close (connection broken or heartbeats missed).",
+        "",
+        &[("", Count::AgentsLost)],
+    );
+    counter(
         "hive_swarm_messages_total",
         "Swarm broadcasts sent.",
         "",

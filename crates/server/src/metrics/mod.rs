@@ -38,6 +38,8 @@ pub enum Count {
     Heartbeats,
     AgentsDrained,
     AgentsDisconnected,
+    /// Disconnected without a clean close: the connection broke or heartbeats stopped.
+    AgentsLost,
     SwarmMessages,
     SwarmDeliveries,
     ApiRequests,
@@ -48,7 +50,7 @@ pub enum Count {
 }
 
 impl Count {
-    pub const ALL: [Count; 20] = [
+    pub const ALL: [Count; 21] = [
         Count::TasksSubmitted,
         Count::AttemptsStarted,
         Count::AttemptsSucceeded,
@@ -62,6 +64,7 @@ impl Count {
         Count::Heartbeats,
         Count::AgentsDrained,
         Count::AgentsDisconnected,
+        Count::AgentsLost,
         Count::SwarmMessages,
         Count::SwarmDeliveries,
         Count::ApiRequests,
@@ -87,6 +90,7 @@ impl Count {
             Count::Heartbeats => "heartbeats",
             Count::AgentsDrained => "agents_drained",
             Count::AgentsDisconnected => "agents_disconnected",
+            Count::AgentsLost => "agents_lost",
             Count::SwarmMessages => "swarm_messages",
             Count::SwarmDeliveries => "swarm_deliveries",
             Count::ApiRequests => "api_requests",

@@ -47,11 +47,12 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The hub recovered its state and its scheduler answers; 503 while shutting down.
+/// The hub recovered its state, its scheduler answers and its store takes commits; 503 while
+/// shutting down or while the store refuses commits.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let stopping = *state.shutdown.borrow();
-    let answers = !stopping && state.ask(|reply| Command::Ping { reply }).await.is_ok();
+    let answers = !stopping && matches!(state.ask(|reply| Command::Ping { reply }).await, Ok(true));
     if answers {
         (
             StatusCode::OK,

@@ -40,7 +40,7 @@ async fn a_worker_that_disconnects_mid_task_loses_it_to_another_after_the_lease(
         .await
         .unwrap();
     assert_eq!(got_rx.recv().await.unwrap(), submitted.id);
-    hanging.stop().await;
+    hanging.kill().await;
     let _helper = spawn_worker(&t.url, &["slow"], 1, echo());
 
     let done = finished(&t.client, &submitted.id).await;

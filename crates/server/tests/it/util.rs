@@ -40,16 +40,16 @@ pub async fn start_hub_with(adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
 }
 
 pub struct TestWorker {
-    stop: Option<oneshot::Sender<()>>,
+    /// Dropping it shuts the worker down.
+    _stop: oneshot::Sender<()>,
     pub handle: JoinHandle<Result<WorkerExit, hive_client::worker::WorkerError>>,
 }
 
 impl TestWorker {
-    /// Disconnects the worker (its running tasks are dropped with it).
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    /// Ends the worker abruptly, as a crash would: the connection drops and its running tasks
+    /// are dropped with it.
+    pub async fn kill(self) {
+        self.handle.abort();
         let _ = self.handle.await;
     }
 }
@@ -66,7 +66,7 @@ pub fn spawn_worker(
         let _ = stopped.await;
     }));
     TestWorker {
-        stop: Some(stop),
+        _stop: stop,
         handle,
     }
 }
@@ -138,5 +138,58 @@ pub async fn next_json(socket: &mut Socket) -> serde_json::Value {
         if let tokio_tungstenite::tungstenite::Message::Text(text) = next_frame(socket).await {
             return json(&text);
         }
+    }
+}
+
+/// A small tmpfs mounted for one test, to run a hub out of disk space. Mounting needs root (CI
+/// runs as root): elsewhere the test says so and passes, unless `HIVE_REQUIRE_TMPFS` is set
+/// (as `.ci/run` does), where a failed mount fails it.
+pub struct SmallDisk {
+    dir: TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                std::env::var_os("HIVE_REQUIRE_TMPFS").is_none(),
+                "HIVE_REQUIRE_TMPFS is set but a tmpfs cannot be mounted (not root?)"
+            );
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk is full; removing it gives the space back.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 64 << 10];
+        while file.write_all(&block).is_ok() {}
+        // Single bytes fill the last partial block.
+        while file.write_all(&[0]).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }

@@ -182,6 +182,7 @@ fn group_commit_answers_each_batch_after_its_commit() {
             let reader = reader.clone();
             let batch = WriteBatch {
                 changes: vec![created(n)],
+                generation: 0,
                 on_commit: Box::new(move |outcome, changes| {
                     // Committed means visible to a reader at the moment the callback runs.
                     let id = spec(n).id;

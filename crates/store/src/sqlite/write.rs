@@ -75,10 +75,11 @@ enum Sql {
     TaskAfterAttempt,
     TaskFinished,
     UpsertAgent,
+    AttemptAgent,
 }
 
 impl Sql {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
 
     fn text(self) -> &'static str {
         match self {
@@ -112,6 +113,9 @@ impl Sql {
                 "INSERT OR REPLACE INTO agents
                     (id, name, capabilities, slots, state, connected_at, last_heartbeat, stats)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            }
+            Sql::AttemptAgent => {
+                "UPDATE attempts SET agent_id = ?3 WHERE task_id = ?1 AND attempt = ?2"
             }
         }
     }
@@ -301,6 +305,16 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
                     ts(agent.last_heartbeat),
                     serde_json::Value::Object(stats).to_string(),
                 ],
+            )?;
+        }
+        Change::AttemptReattached {
+            task,
+            attempt,
+            agent,
+        } => {
+            st.execute(
+                Sql::AttemptAgent,
+                params![task.as_bytes(), attempt, agent.as_bytes()],
             )?;
         }
         Change::SendCancel { .. } | Change::SendDrain { .. } | Change::CloseAgent { .. } => {}

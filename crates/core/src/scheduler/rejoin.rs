@@ -1,0 +1,131 @@
+//! Agents that come back holding work: a worker reconnecting after a dropped connection or a hub
+//! restart names the attempts it still runs, and those that are still current are bound to it
+//! again instead of waiting out their leases.
+//!
+//! Fencing stays exact: an attempt is re-bound only if it is the task's current attempt and no
+//! other live agent runs it. The lease is not renewed: it is the attempt's time budget, counted
+//! from when it started. What cannot be re-bound gets a `cancel`, so the worker stops it.
+
+use super::{Change, Phase, Scheduler};
+use crate::agent::AgentSpec;
+use crate::ids::{AgentId, TaskId};
+use crate::routing::RoutingPolicy;
+use crate::time::Timestamp;
+
+/// An attempt a reconnecting agent says it still runs (or has finished and not yet reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldAttempt {
+    pub task: TaskId,
+    pub attempt: u32,
+}
+
+/// What became of the attempts an agent named when it registered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejoined {
+    /// Bound to the agent again: its results for them count.
+    pub kept: Vec<HeldAttempt>,
+    /// Not current, held elsewhere or over the agent's slots: a `cancel` was sent for each.
+    pub refused: Vec<HeldAttempt>,
+}
+
+impl<P: RoutingPolicy> Scheduler<P> {
+    /// Registers an agent that already runs `held` attempts, binds those still current to it, and
+    /// then offers it work for its free slots.
+    ///
+    /// An attempt is kept when it is the task's current running attempt and its agent is unknown
+    /// (recovered after a restart), offline, or another connection of the same name (a
+    /// connection the hub has not yet seen drop). At most `slots` attempts are kept.
+    pub fn rejoin_agent(
+        &mut self,
+        id: AgentId,
+        spec: AgentSpec,
+        held: &[HeldAttempt],
+        now: Timestamp,
+    ) -> Rejoined {
+        let name = spec.name.clone();
+        let slots = spec.slots;
+        self.add_agent(id, spec, now);
+        let mut rejoined = Rejoined::default();
+        for &claim in held {
+            if self.agents[&id].running < slots && self.reattach(id, &name, claim, now) {
+                rejoined.kept.push(claim);
+            } else {
+                self.changes.push(Change::SendCancel {
+                    agent: id,
+                    task: claim.task,
+                    attempt: claim.attempt,
+                });
+                rejoined.refused.push(claim);
+            }
+        }
+        self.emit_agent(id);
+        self.fill_agent(id, now);
+        rejoined
+    }
+
+    /// Running attempts and the agents that run them, for rebuilding the scheduler elsewhere.
+    pub fn running_attempts(&self) -> Vec<(AgentId, HeldAttempt)> {
+        self.tasks
+            .values()
+            .filter_map(|task| match task.phase {
+                Phase::Running {
+                    agent: Some(agent), ..
+                } => Some((
+                    agent,
+                    HeldAttempt {
+                        task: task.spec.id,
+                        attempt: task.attempt,
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reattach(&mut self, id: AgentId, name: &str, claim: HeldAttempt, now: Timestamp) -> bool {
+        let Some(task) = self.tasks.get(&claim.task) else {
+            return false;
+        };
+        let Phase::Running {
+            started_at,
+            lease_until,
+            agent: holder,
+        } = task.phase
+        else {
+            return false;
+        };
+        if task.attempt != claim.attempt {
+            return false;
+        }
+        if let Some(holder) = holder {
+            let free = match self.agents.get(&holder) {
+                None => true,
+                Some(entry) => holder != id && (!entry.connected || entry.spec.name == name),
+            };
+            if !free {
+                return false;
+            }
+            if let Some(entry) = self.agents.get_mut(&holder) {
+                entry.running -= 1;
+                // A live connection of the same name gets its slot back (fill_agent skips an
+                // offline one).
+                self.fill_agent(holder, now);
+            }
+        }
+        let task = self.tasks.get_mut(&claim.task).expect("checked above");
+        task.phase = Phase::Running {
+            started_at,
+            lease_until,
+            agent: Some(id),
+        };
+        if let Some(agent) = self.agents.get_mut(&id) {
+            agent.running += 1;
+        }
+        self.changes.push(Change::AttemptReattached {
+            task: claim.task,
+            attempt: claim.attempt,
+            agent: id,
+        });
+        true
+    }
+}

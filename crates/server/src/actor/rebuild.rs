@@ -1,0 +1,151 @@
+//! Building the scheduler's memory from the store: once at start, and again whenever a commit
+//! fails, so that what the store refused exists nowhere else.
+//!
+//! A failed commit leaves the scheduler ahead of the store (tasks it accepted, attempts it
+//! started, results it recorded) and the batches queued behind it built on that. The writer
+//! refuses those batches (their generation is poisoned, see `hive_store::group_commit`); the actor
+//! drops its scheduler, loads the active tasks again, and re-binds the attempts its connected
+//! agents run, which the store knows (an assignment goes out only after its commit). For a short
+//! while afterwards, doubling while failures recur, new submits are refused at once with 503
+//! instead of being accepted into a store that cannot take them.
+
+use std::time::Duration;
+
+use hive_core::{
+    AgentId, AgentState, HeldAttempt, RoutingPolicy, Scheduler, SchedulerConfig, Timestamp,
+};
+use hive_store::{StoreError, TaskReader};
+
+use super::Actor;
+
+/// What a scheduler is made from, kept so the actor can make a new one.
+#[derive(Clone, Copy)]
+pub struct SchedulerSetup {
+    pub config: SchedulerConfig,
+    pub policy: fn() -> Box<dyn RoutingPolicy>,
+}
+
+impl SchedulerSetup {
+    /// A scheduler holding every active task in the store, with the leases that ran out expired.
+    pub fn load(
+        &self,
+        reader: &dyn TaskReader,
+        now: Timestamp,
+    ) -> Result<(Scheduler<Box<dyn RoutingPolicy>>, usize), StoreError> {
+        let mut scheduler = Scheduler::new(self.config, (self.policy)());
+        let active = reader.load_active()?;
+        let count = active.len();
+        scheduler.restore(active, now, &mut |id| reader.task_status(id).ok().flatten());
+        scheduler.advance(now);
+        Ok((scheduler, count))
+    }
+}
+
+/// How long submits are refused after a failed commit: the first time, and at most.
+const FIRST_REFUSAL: Duration = Duration::from_millis(250);
+const LONGEST_REFUSAL: Duration = Duration::from_secs(5);
+
+/// The actor's account of a store that refused a commit.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreTrouble {
+    /// Submits are refused until then.
+    pub refuse_until: Timestamp,
+    /// The scheduler could not be loaded again; it is tried once more at `refuse_until`.
+    pub unloaded: bool,
+    refusal: Duration,
+}
+
+impl StoreTrouble {
+    /// How long a client should wait before trying again, in whole seconds (at least 1).
+    pub fn retry_after_s(&self, now: Timestamp) -> u64 {
+        self.refuse_until.ms_since(now).div_ceil(1000).max(1)
+    }
+}
+
+impl Actor {
+    /// True when a commit failed since the scheduler was last built.
+    pub(super) fn commit_failed(&self) -> bool {
+        self.effects.failed_generation() >= self.generation
+    }
+
+    /// Starts over from the store after a failed commit (see the module's header).
+    pub(super) fn rebuild_after_failed_commit(&mut self, now: Timestamp) {
+        self.generation = self.effects.failed_generation() + 1;
+        let refusal = match self.trouble {
+            // Still failing shortly after the last time: wait longer before accepting again.
+            Some(t) if now.ms_since(t.refuse_until) < 10_000 => {
+                (t.refusal * 2).min(LONGEST_REFUSAL)
+            }
+            _ => FIRST_REFUSAL,
+        };
+        self.trouble = Some(StoreTrouble {
+            refuse_until: now.plus_ms(refusal.as_millis() as u64),
+            unloaded: true,
+            refusal,
+        });
+        self.reload(now);
+    }
+
+    /// Loads the scheduler again at the end of a refusal that found the store unreadable.
+    pub(super) fn retry_reload(&mut self, now: Timestamp) {
+        if self
+            .trouble
+            .is_some_and(|t| t.unloaded && t.refuse_until <= now)
+        {
+            self.reload(now);
+        }
+    }
+
+    fn reload(&mut self, now: Timestamp) {
+        // Everything remembered about batches in flight is answered by the store from now on
+        // (committed) or never happened (refused).
+        self.recently_finished.clear();
+        self.finishing.clear();
+        self.pending_keys.clear();
+        self.keys_by_seq.clear();
+        let agents: Vec<_> = self
+            .scheduler
+            .agents()
+            .into_iter()
+            .filter(|a| a.state != AgentState::Offline)
+            .collect();
+        let running = self.scheduler.running_attempts();
+        let (mut scheduler, count) = match self.setup.load(&*self.reader, now) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the scheduler from the store; retrying");
+                // Nothing is decided on a state the store does not hold: an empty scheduler
+                // until the next try, and submits are refused meanwhile.
+                self.scheduler = Scheduler::new(self.setup.config, (self.setup.policy)());
+                if let Some(t) = &mut self.trouble {
+                    t.refuse_until = now.plus_ms(t.refusal.as_millis() as u64);
+                }
+                return;
+            }
+        };
+        for agent in agents {
+            let held: Vec<HeldAttempt> = held_by(&running, agent.id);
+            scheduler.rejoin_agent(agent.id, agent.spec, &held, now);
+            if agent.state == AgentState::Draining {
+                let _ = scheduler.drain(agent.id);
+            }
+        }
+        self.scheduler = scheduler;
+        if let Some(t) = &mut self.trouble {
+            t.unloaded = false;
+        }
+        tracing::warn!(
+            active = count,
+            generation = self.generation,
+            "a commit failed: the scheduler was rebuilt from the store"
+        );
+    }
+}
+
+fn held_by(running: &[(AgentId, HeldAttempt)], agent: AgentId) -> Vec<HeldAttempt> {
+    running
+        .iter()
+        .filter(|(a, _)| *a == agent)
+        .map(|(_, held)| *held)
+        .collect()
+}

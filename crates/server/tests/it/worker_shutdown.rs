@@ -1,0 +1,74 @@
+//! A worker shutting down (SIGTERM for `hive worker`): it tells the hub it takes no more work,
+//! finishes what runs within its grace period, and hands back what it cannot finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_client::WorkerOptions;
+use hive_client::worker::{Outcome, WorkerExit, run_worker};
+use hive_proto::api::NewTask;
+use hive_proto::protocol::Assignment;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::util::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_finishes_its_task_takes_no_more_and_hands_back_the_rest() {
+    let t = start_hub().await;
+    let (release, released) = watch::channel(false);
+    let (got, mut got_rx) = mpsc::unbounded_channel();
+    let mut options = WorkerOptions::new(&t.url, &["job"], 2);
+    // Long enough that the quick task is surely released within it; the stuck one waits it out.
+    options.grace = Duration::from_secs(3);
+    let executor = move |task: Assignment| {
+        let mut released = released.clone();
+        let got = got.clone();
+        async move {
+            let _ = got.send(task.payload.get().to_string());
+            if task.payload.get() == "\"quick\"" {
+                let _ = released.wait_for(|r| *r).await;
+                return Outcome::json(&"done");
+            }
+            std::future::pending().await
+        }
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(options, Arc::new(executor), async move {
+        let _ = stopped.await;
+    }));
+    let submit = |payload: &str| NewTask {
+        payload: Some(hive_proto::RawValue::from_string(payload.into()).unwrap()),
+        timeout_ms: Some(600_000),
+        max_attempts: Some(1),
+        ..NewTask::new("job")
+    };
+    let quick = t.client.submit(&submit("\"quick\"")).await.unwrap();
+    let stuck = t.client.submit(&submit("\"stuck\"")).await.unwrap();
+    got_rx.recv().await.unwrap();
+    got_rx.recv().await.unwrap();
+
+    stop.send(()).unwrap();
+    eventually("the agent draining", Duration::from_secs(10), || async {
+        let agents = t.client.agents().await.ok()?;
+        (agents[0].state == "draining").then_some(())
+    })
+    .await;
+    // Not offered to a worker that is stopping.
+    let later = t.client.submit(&submit("\"later\"")).await.unwrap();
+    release.send(true).unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker stops within its grace period")
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, WorkerExit::Shutdown);
+
+    let done = finished(&t.client, &quick.id).await;
+    assert_eq!(done.status, "succeeded", "finished within the grace period");
+    let done = finished(&t.client, &stuck.id).await;
+    assert_eq!(done.status, "failed", "handed back, not left to its lease");
+    assert!(done.error.unwrap().contains("shut down"));
+    let later = t.client.task(&later.id).await.unwrap();
+    assert_eq!(later.status, "queued");
+    assert!(later.attempts.is_empty());
+}
