@@ -28,6 +28,25 @@ pub enum ClientError {
 pub struct HubClient {
     base: String,
     http: reqwest::Client,
+    /// How long one call may spend waiting as `Retry-After` answers ask, in all.
+    busy_budget: Duration,
+}
+
+/// The wait a `429` or `503` answer asks for in its `Retry-After` header (seconds).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let status = response.status();
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// Filters of a task listing.
@@ -49,7 +68,15 @@ impl HubClient {
         HubClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            busy_budget: Duration::from_secs(30),
         }
+    }
+
+    /// How long one call may wait, in all, when the hub answers `429` or `503` with
+    /// `Retry-After` (default 30 s); zero returns those answers as errors at once.
+    pub fn with_busy_budget(mut self, budget: Duration) -> Self {
+        self.busy_budget = budget;
+        self
     }
 
     async fn call<T: DeserializeOwned>(
@@ -60,20 +87,33 @@ impl HubClient {
         timeout: Option<Duration>,
     ) -> Result<(StatusCode, T), ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(timeout) = timeout {
-            request = request.timeout(timeout);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let mut waited = Duration::ZERO;
+        let response = loop {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
+            // 429 and 503 with `Retry-After` mean "not done, try again then": the hub accepted
+            // nothing, so repeating even a submit is safe.
+            match retry_after(&response) {
+                Some(wait) if waited + wait <= self.busy_budget => {
+                    tracing::debug!(%url, wait_ms = wait.as_millis() as u64, "the hub is busy; waiting as it asks");
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                }
+                _ => break response,
+            }
+        };
         let status = response.status();
         let bytes = response
             .bytes()

@@ -16,6 +16,10 @@ pub struct HubConfig {
     pub limits: TaskLimits,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Open connections and how long their request headers may take.
+    pub connections: crate::listener::ConnectionLimits,
+    /// What submits may wait inside the hub before new ones are refused.
+    pub admission: crate::admission::AdmissionLimits,
     pub scheduler: SchedulerConfig,
     /// Longest a `GET /tasks/{id}/wait` may hold.
     pub max_wait: Duration,
@@ -47,6 +51,8 @@ impl HubConfig {
             durability: Durability::Full,
             limits: TaskLimits::default(),
             max_body_bytes: 32 * 1024 * 1024,
+            connections: crate::listener::ConnectionLimits::default(),
+            admission: crate::admission::AdmissionLimits::default(),
             scheduler: SchedulerConfig::default(),
             max_wait: Duration::from_secs(300),
             commit_queue: 1024,

@@ -37,6 +37,12 @@ pub enum ApiError {
     ShuttingDown,
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
+    /// Admission control: the work in flight is at its bound.
+    #[error("the hub is at capacity for {what}; try again in {retry_after_s} s")]
+    Overloaded {
+        what: &'static str,
+        retry_after_s: u64,
+    },
     /// A commit failed a moment ago: new work is refused at once for a while.
     #[error(
         "the store refused a recent commit (is the disk full?); try again in {retry_after_s} s"
@@ -99,6 +105,7 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", None),
             ApiError::Store(_) | ApiError::StoreRefusing { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
             }
@@ -108,7 +115,8 @@ impl ApiError {
     /// Seconds for the `Retry-After` header of an answer the client should repeat later.
     fn retry_after_s(&self) -> Option<u64> {
         match self {
-            ApiError::StoreRefusing { retry_after_s } => Some(*retry_after_s),
+            ApiError::StoreRefusing { retry_after_s }
+            | ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
             ApiError::Store(_) | ApiError::ShuttingDown => Some(1),
             _ => None,
         }

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::actor::effects::Effects;
 use crate::actor::rebuild::SchedulerSetup;
 use crate::actor::{Actor, Command};
+use crate::admission::Admission;
 use crate::alerts::Alerts;
 use crate::config::HubConfig;
 use crate::connections::Connections;
@@ -122,8 +123,8 @@ impl Hub {
             source,
         })?;
         let (shutdown, stopping) = watch::channel(false);
+        let admission = Arc::new(Admission::new(config.admission, metrics.clone()));
         let state = AppState::new(HubState {
-            config: Arc::new(config),
             commands: commands.clone(),
             reader,
             connections: connections.clone(),
@@ -134,6 +135,8 @@ impl Hub {
             snapshots: Arc::default(),
             events,
             alerts,
+            config: Arc::new(config),
+            admission,
             shutdown: stopping.clone(),
         });
         if state.config.metrics_enabled {
@@ -142,16 +145,15 @@ impl Hub {
         if state.config.builtin_threads > 0 {
             crate::builtin::start(&state, state.config.builtin_threads).await?;
         }
-        let mut stop_signal = stopping;
-        let server = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, routes::app(state)).with_graceful_shutdown(async move {
-                    let _ = stop_signal.wait_for(|stop| *stop).await;
-                });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped with an error");
-            }
-        });
+        let limits = state.config.connections;
+        let app = routes::app(state.clone());
+        let server = tokio::spawn(crate::listener::serve(
+            listener,
+            app,
+            limits,
+            state.metrics.clone(),
+            stopping,
+        ));
         tracing::info!(%addr, "hive listening");
         Ok(Hub {
             addr,

@@ -5,7 +5,9 @@
 //! -> group commit (persist) -> effects (answer, send frames, wake waiters).
 //!
 //! # Layout
-//! - [`hub`]: start (recover, spawn, listen) and graceful shutdown.
+//! - [`hub`]: start (recover, spawn, listen) and graceful shutdown; [`listener`]: the HTTP/1.1
+//!   accept loop with its bounds (open connections, header read time); [`admission`]: what
+//!   submits may wait inside the hub before new ones are refused.
 //! - [`config`]: the resolved configuration.
 //! - [`actor`]: the single owner of the scheduler; [`actor::effects`] runs after each commit.
 //! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI, `/metrics`, the live
@@ -18,6 +20,7 @@
 //!   [`events`]: committed changes for `/ws/events`; [`streams`]: pushing to slow clients safely.
 
 pub mod actor;
+pub mod admission;
 pub mod alerts;
 pub mod builtin;
 pub mod config;
@@ -27,6 +30,7 @@ pub mod events;
 pub mod framer;
 pub mod hub;
 pub mod json;
+pub mod listener;
 pub mod metrics;
 pub mod routes;
 pub mod state;

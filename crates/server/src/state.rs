@@ -48,6 +48,7 @@ pub struct HubState {
     pub snapshots: Arc<Snapshots>,
     pub events: Arc<Events>,
     pub alerts: Arc<Alerts>,
+    pub admission: Arc<crate::admission::Admission>,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -70,6 +70,18 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
         ],
     );
     counter(
+        "hive_submits_shed_total",
+        "Submit requests refused at once (503) because the work in flight passed its bound.",
+        "",
+        &[("", Count::SubmitsShed)],
+    );
+    counter(
+        "hive_connections_refused_total",
+        "Connections answered 503 and closed because the hub served all it may.",
+        "",
+        &[("", Count::ConnectionsRefused)],
+    );
+    counter(
         "hive_agents_lost_total",
         "Agents disconnected without a clean close (connection broken or heartbeats missed).",
         "",

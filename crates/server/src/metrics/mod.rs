@@ -45,12 +45,16 @@ pub enum Count {
     ApiRequests,
     ApiClientErrors,
     ApiServerErrors,
+    /// Submits refused at once by admission control (work in flight over its bound).
+    SubmitsShed,
+    /// Connections answered 503 and closed: the hub served all it may.
+    ConnectionsRefused,
     FinishedCacheHits,
     FinishedCacheMisses,
 }
 
 impl Count {
-    pub const ALL: [Count; 21] = [
+    pub const ALL: [Count; 23] = [
         Count::TasksSubmitted,
         Count::AttemptsStarted,
         Count::AttemptsSucceeded,
@@ -70,6 +74,8 @@ impl Count {
         Count::ApiRequests,
         Count::ApiClientErrors,
         Count::ApiServerErrors,
+        Count::SubmitsShed,
+        Count::ConnectionsRefused,
         Count::FinishedCacheHits,
         Count::FinishedCacheMisses,
     ];
@@ -96,6 +102,8 @@ impl Count {
             Count::ApiRequests => "api_requests",
             Count::ApiClientErrors => "api_client_errors",
             Count::ApiServerErrors => "api_server_errors",
+            Count::SubmitsShed => "submits_shed",
+            Count::ConnectionsRefused => "connections_refused",
             Count::FinishedCacheHits => "finished_cache_hits",
             Count::FinishedCacheMisses => "finished_cache_misses",
         }

@@ -57,11 +57,13 @@ async fn submit(
     (status = 200, description = "The idempotency key matched an earlier task, returned as is", body = Task),
     (status = 400, description = "Invalid input; `field` names the culprit", body = ErrorBody),
     (status = 413, description = "Payload or body over the limit", body = ErrorBody),
+    (status = 503, description = "Overloaded or the store refuses commits; `Retry-After` says when to try again", body = ErrorBody),
 ))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewTask>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let _admitted = state.admission.admit(1)?;
     let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, "")?;
     let view = spec.clone();
     let outcome = submit(&state, vec![spec], false).await?;
@@ -81,6 +83,7 @@ pub async fn create(
     (status = 201, description = "All committed; ids in request order", body = BatchCreated),
     (status = 400, description = "Invalid input; `field` is e.g. `tasks[3].priority`", body = ErrorBody),
     (status = 413, description = "Payload or body over the limit", body = ErrorBody),
+    (status = 503, description = "Overloaded or the store refuses commits; `Retry-After` says when to try again", body = ErrorBody),
 ))]
 pub async fn create_batch(
     State(state): State<AppState>,
@@ -95,6 +98,7 @@ pub async fn create_batch(
             format!("at most {MAX_BATCH} tasks per batch"),
         ));
     }
+    let _admitted = state.admission.admit(batch.tasks.len())?;
     let now = state.clock.now();
     let specs = batch
         .tasks

@@ -7,6 +7,7 @@ mod dashboard;
 mod encodings;
 mod errors;
 mod flow;
+mod limits;
 mod observability;
 mod protocol;
 mod reconnect;

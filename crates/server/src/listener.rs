@@ -1,0 +1,213 @@
+//! Accepting connections: the HTTP/1.1 server loop, with the bounds `axum::serve` lacks.
+//!
+//! - **Open connections are bounded** (`max_connections`, WebSockets included: the count lives in
+//!   the connection's IO, which an upgrade carries along). Past the bound a connection is still
+//!   accepted, answered `503` with `Retry-After` in one write, and closed, so clients learn at once
+//!   instead of timing out; the hub keeps file descriptors in reserve for that, for its store and
+//!   for its workers' command pipes ([`raise_fd_limit`]).
+//! - **Request headers must arrive within `header_read_timeout`** (hyper's timer): a slowloris
+//!   client sending a byte a second, or an idle keep-alive connection, is closed.
+//! - A failed `accept` (out of descriptors after all) is retried after a short pause, not the
+//!   second `axum::serve` waits.
+//!
+//! Shutdown: stop accepting, ask every connection to finish its request and close, and wait for
+//! them (bounded).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::metrics::{Count, HubMetrics};
+
+/// Bounds on the connections one hub serves.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections served at once (HTTP and WebSocket); 0: derived from the descriptor
+    /// limit (see [`raise_fd_limit`]).
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 0,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Descriptors kept back from connections: the store's files, log and pipes, and the refusals.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit, and returns how many connections fit
+/// under it with [`FD_RESERVE`] to spare.
+pub fn raise_fd_limit() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let files = limit.current.unwrap_or(1 << 20);
+    files.saturating_sub(FD_RESERVE).clamp(16, 1 << 20) as usize
+}
+
+/// The answer to a connection over the bound: whole, so one write sends it.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 95\r\n\r\n{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the hub serves all the connections it can\"}}";
+
+/// Serves `app` on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<HubMetrics>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let max = match limits.max_connections {
+        0 => raise_fd_limit(),
+        n => n,
+    };
+    let permits = Arc::new(Semaphore::new(max));
+    // Every connection task holds a sender; all gone means all connections closed.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let stop = crate::state::stopped(shutdown.clone());
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.add(Count::ConnectionsRefused, 1);
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(Counted {
+            stream,
+            _permit: permit,
+        });
+        let service = TowerToHyperService::new(app.clone());
+        let stopping = crate::state::stopped(shutdown.clone());
+        let open = open.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(open);
+    // Long-polls and streams end on shutdown by themselves; this only bounds a stuck client.
+    let _ = tokio::time::timeout(Duration::from_secs(10), all_closed.recv()).await;
+}
+
+/// Answers a connection over the bound and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(REFUSAL).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// A connection's socket, holding its place under the bound for as long as it is open.
+struct Counted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REFUSAL;
+
+    #[test]
+    fn the_refusal_is_a_whole_response_with_the_length_it_says() {
+        let text = std::str::from_utf8(REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), length);
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "too_many_connections");
+    }
+}

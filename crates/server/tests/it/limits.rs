@@ -1,0 +1,127 @@
+//! Bounds on what clients control: open connections, how long headers may take, and how much work
+//! may wait inside the hub before new work is refused.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::*;
+
+async fn read_all(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_connection_over_the_bound_is_answered_503_and_room_returns_when_one_closes() {
+    let t = start_hub_with(|c| c.connections.max_connections = 2).await;
+    let addr = t.hub.addr();
+    let first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let answer = read_all(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("too_many_connections"), "{answer}");
+
+    drop(first);
+    eventually(
+        "room for a new connection",
+        Duration::from_secs(10),
+        || async {
+            let mut stream = TcpStream::connect(addr).await.ok()?;
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            read_all(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 200")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_a_byte_at_a_time_is_cut_off() {
+    let t =
+        start_hub_with(|c| c.connections.header_read_timeout = Duration::from_millis(300)).await;
+    let mut slow = TcpStream::connect(t.hub.addr()).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let mut cut_off = false;
+    // Up to 20 s of one header byte every 100 ms: far past the 300 ms allowed.
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow.write_all(b"x").await.is_err() {
+            cut_off = true;
+            break;
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(1), slow.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => {
+                cut_off = true;
+                break;
+            }
+            // A 408 answer before the close is fine too.
+            Ok(Ok(_)) => {
+                cut_off = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(cut_off, "the slow client was never disconnected");
+    // Everyone else is served meanwhile.
+    assert!(t.client.status().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_past_the_bound_in_flight_are_refused_at_once_with_retry_after() {
+    let t = start_hub_with(|c| c.admission.max_requests = 1).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/tasks", t.url);
+    let mut accepted = Vec::new();
+    let mut shed = None;
+    for _ in 0..50 {
+        let requests = (0..64).map(|i| {
+            http.post(&url)
+                .json(&serde_json::json!({"capability": "x", "payload": i}))
+                .send()
+        });
+        for response in futures_util::future::join_all(requests).await {
+            let response = response.unwrap();
+            match response.status().as_u16() {
+                201 => accepted.push(response.json::<serde_json::Value>().await.unwrap()),
+                503 => {
+                    let retry_after = response.headers().get("retry-after").cloned();
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    shed = Some((retry_after, body));
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        if shed.is_some() {
+            break;
+        }
+    }
+    let (retry_after, body) = shed.expect("some submit was refused");
+    assert_eq!(retry_after.unwrap(), "1");
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    // What was accepted is there.
+    for task in accepted {
+        let id = task["id"].as_str().unwrap();
+        assert_eq!(t.client.task(id).await.unwrap().status, "queued");
+    }
+    let metrics = http
+        .get(format!("{}/metrics", t.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hive_submits_shed_total"), "{metrics}");
+}
