@@ -30,6 +30,18 @@ pub struct RawConfig {
     metrics: MetricsSection,
     #[serde(default)]
     alerts: AlertsSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    max_submits_in_flight: Option<usize>,
+    max_tasks_in_flight: Option<usize>,
+    max_body_bytes_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +63,7 @@ struct StoreSection {
 #[serde(deny_unknown_fields)]
 struct TasksSection {
     max_payload_bytes: Option<usize>,
+    max_output_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,9 +224,16 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         }
         config.limits.max_payload_bytes = bytes;
     }
+    if let Some(bytes) = file.tasks.max_output_bytes {
+        if bytes == 0 {
+            bail!("tasks.max_output_bytes must be at least 1");
+        }
+        config.limits.max_output_bytes = bytes;
+    }
     if let Some(bytes) = file.server.max_body_bytes {
         config.max_body_bytes = bytes;
     }
+    limits(&mut config, file.limits)?;
     if config.max_body_bytes < config.limits.max_payload_bytes {
         bail!("server.max_body_bytes must be at least tasks.max_payload_bytes");
     }
@@ -251,6 +271,38 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     Ok(config)
 }
 
+/// `[limits]`: each at least 1 (`max_connections` 0 means: from the open-file limit).
+fn limits(config: &mut HubConfig, file: LimitsSection) -> anyhow::Result<()> {
+    let at_least_one = |value: Option<usize>, key: &str| -> anyhow::Result<Option<usize>> {
+        match value {
+            Some(0) => bail!("limits.{key} must be at least 1"),
+            other => Ok(other),
+        }
+    };
+    if let Some(n) = file.max_connections {
+        config.connections.max_connections = n;
+    }
+    if let Some(ms) = file.header_read_timeout_ms {
+        if ms < 100 {
+            bail!("limits.header_read_timeout_ms must be at least 100");
+        }
+        config.connections.header_read_timeout = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = at_least_one(file.max_submits_in_flight, "max_submits_in_flight")? {
+        config.admission.max_requests = n;
+    }
+    if let Some(n) = at_least_one(file.max_tasks_in_flight, "max_tasks_in_flight")? {
+        config.admission.max_tasks = n;
+    }
+    if let Some(n) = at_least_one(file.max_body_bytes_in_flight, "max_body_bytes_in_flight")? {
+        config.admission.max_body_bytes = n;
+    }
+    if config.admission.max_body_bytes < config.max_body_bytes {
+        bail!("limits.max_body_bytes_in_flight must be at least server.max_body_bytes");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +314,23 @@ mod tests {
             config: None,
             durability: None,
         }
+    }
+
+    #[test]
+    fn limits_are_read_and_checked_by_key() {
+        let text = "[limits]\nmax_connections = 7\nheader_read_timeout_ms = 500\nmax_submits_in_flight = 9\n";
+        let config = resolve(&args(), parse(text).unwrap()).unwrap();
+        assert_eq!(config.connections.max_connections, 7);
+        assert_eq!(config.admission.max_requests, 9);
+        let err = resolve(
+            &args(),
+            parse("[limits]\nmax_tasks_in_flight = 0\n").unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("limits.max_tasks_in_flight"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -87,11 +87,22 @@ pub struct AgentSnapshot {
 impl AgentSpec {
     pub const MAX_SLOTS: u32 = 10_000;
     pub const MAX_NAME_LEN: usize = 128;
+    pub const MAX_CAPABILITIES: usize = 256;
 
     pub fn validate(&self) -> Result<(), crate::task::ValidationError> {
         use crate::task::ValidationError;
         if self.name.is_empty() || self.name.len() > Self::MAX_NAME_LEN {
             return Err(ValidationError::new("name", "must be 1 to 128 bytes long"));
+        }
+        if self.capabilities.len() > Self::MAX_CAPABILITIES {
+            return Err(ValidationError::new(
+                "capabilities",
+                format!(
+                    "{} named, at most {}",
+                    self.capabilities.len(),
+                    Self::MAX_CAPABILITIES
+                ),
+            ));
         }
         if self.capabilities.is_empty() {
             return Err(ValidationError::new(

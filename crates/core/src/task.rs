@@ -179,12 +179,83 @@ impl AttemptOutcome {
 #[derive(Debug, Clone, Copy)]
 pub struct TaskLimits {
     pub max_payload_bytes: usize,
+    /// Largest output a worker may report for a successful attempt.
+    pub max_output_bytes: usize,
 }
 
 impl Default for TaskLimits {
     fn default() -> Self {
         TaskLimits {
             max_payload_bytes: 1024 * 1024,
+            max_output_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Deepest nesting of arrays and objects accepted in a payload or an output: deeper values are
+/// stored fine but crash parsers downstream (Python's `json` gives up near 1,000 levels, serde's
+/// at 128), so they are refused at the door.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Longest error text kept from a worker; the rest is cut.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// How deep arrays and objects nest in a JSON text (0 for a scalar). The text is assumed to be
+/// valid JSON; brackets inside strings do not count.
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+impl TaskLimits {
+    /// Why a worker's output cannot be kept, if it cannot.
+    pub fn check_output(&self, output: &str) -> Result<(), String> {
+        if output.len() > self.max_output_bytes {
+            return Err(format!(
+                "is {} bytes, over the limit of {} bytes",
+                output.len(),
+                self.max_output_bytes
+            ));
+        }
+        let depth = json_depth(output);
+        if depth > MAX_JSON_DEPTH {
+            return Err(format!(
+                "nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cuts an error text to [`MAX_ERROR_BYTES`] (on a character boundary).
+    pub fn truncate_error(&self, error: &mut String) {
+        if error.len() > MAX_ERROR_BYTES {
+            let mut end = MAX_ERROR_BYTES;
+            while !error.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.truncate(end);
+            error.push_str("... (cut)");
         }
     }
 }
@@ -252,6 +323,13 @@ impl TaskSpec {
                 ),
             ));
         }
+        let depth = json_depth(&self.payload);
+        if depth > MAX_JSON_DEPTH {
+            return Err(ValidationError::new(
+                "payload",
+                format!("nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"),
+            ));
+        }
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > Self::MAX_IDEMPOTENCY_KEY_LEN)
         {
@@ -303,6 +381,7 @@ pub(crate) mod tests {
     fn validation_names_the_field() {
         let limits = TaskLimits {
             max_payload_bytes: 10,
+            ..TaskLimits::default()
         };
         let mut s = spec(1, "x");
         s.priority = 10;
@@ -338,5 +417,37 @@ pub(crate) mod tests {
         }
         assert!("done".parse::<TaskStatus>().is_err());
         assert!(TaskStatus::Cancelled.is_terminal() && !TaskStatus::Running.is_terminal());
+    }
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(json_depth(r#"["[[[{{", "\\\"[["]"#), 1);
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        assert_eq!(json_depth(&deep), 100);
+    }
+
+    #[test]
+    fn deep_payloads_and_outputs_are_refused_and_long_errors_cut() {
+        let limits = TaskLimits::default();
+        let mut s = spec(1, "x");
+        s.payload = ("[".repeat(65) + &"]".repeat(65)).into();
+        let e = s.validate(&limits).unwrap_err();
+        assert_eq!(e.field, "payload");
+        assert!(e.reason.contains("65 levels"), "{}", e.reason);
+        s.payload = ("[".repeat(64) + &"]".repeat(64)).into();
+        assert!(s.validate(&limits).is_ok());
+        assert!(limits.check_output(&"[".repeat(70)).is_err());
+        let big = format!("\"{}\"", "x".repeat(limits.max_output_bytes));
+        assert!(
+            limits
+                .check_output(&big)
+                .unwrap_err()
+                .contains("over the limit")
+        );
+        let mut error = "é".repeat(MAX_ERROR_BYTES);
+        limits.truncate_error(&mut error);
+        assert!(error.len() <= MAX_ERROR_BYTES + 16 && error.ends_with("(cut)"));
     }
 }

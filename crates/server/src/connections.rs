@@ -2,8 +2,13 @@
 //!
 //! Shared by the WebSocket handlers (which add and remove themselves) and the after-commit
 //! effects on the writer thread (which send assignments), hence a std Mutex held only for a map
-//! operation. Each connection's queue is unbounded, but what flows through it is bounded by the
-//! agent's slots: one assignment per free slot, plus the odd cancel.
+//! operation.
+//!
+//! Each connection's queue is bounded ([`OUTBOUND_QUEUE`] items). A full queue means the agent
+//! stopped reading (assignments are bounded by its slots; what else could pile up is swarm
+//! broadcasts and error answers): the hub lets go of it instead of buffering without end. Its
+//! sender is dropped, so its writer ends once it has written what is queued (or its write timeout
+//! runs out), and the connection closes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,7 +17,8 @@ use std::sync::Arc;
 
 use hive_core::AgentId;
 use hive_proto::protocol::HubMessage;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{self, Receiver, Sender};
 
 use crate::framer::SharedMessage;
 
@@ -21,17 +27,32 @@ pub enum Outbound {
     Message(HubMessage),
     /// One message for many recipients (swarm broadcasts), serialised once.
     Shared(Arc<SharedMessage>),
-    /// Close the connection (the agent missed its heartbeats).
-    Close,
+    /// Close the connection, with a WebSocket close code and reason when there is one to give.
+    Close(Option<CloseReason>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// 1008: policy violation (too many invalid frames); 1009: a frame over the size limit.
+    pub code: u16,
+    pub reason: String,
+}
+
+/// Frames (or batches of assignments) queued for one connection at most.
+pub const OUTBOUND_QUEUE: usize = 4_096;
+
+/// A connection's queue.
+pub fn outbound() -> (Sender<Outbound>, Receiver<Outbound>) {
+    mpsc::channel(OUTBOUND_QUEUE)
 }
 
 #[derive(Default)]
 pub struct Connections {
-    senders: Mutex<HashMap<AgentId, UnboundedSender<Outbound>>>,
+    senders: Mutex<HashMap<AgentId, Sender<Outbound>>>,
 }
 
 impl Connections {
-    pub fn insert(&self, agent: AgentId, sender: UnboundedSender<Outbound>) {
+    pub fn insert(&self, agent: AgentId, sender: Sender<Outbound>) {
         self.lock().insert(agent, sender);
     }
 
@@ -39,20 +60,31 @@ impl Connections {
         self.lock().remove(&agent);
     }
 
-    /// Returns false when the agent is no longer connected.
+    /// Returns false when the agent is no longer connected, or has stopped reading and is let go
+    /// (see the module's header).
     pub fn send(&self, agent: AgentId, message: Outbound) -> bool {
-        self.lock()
-            .get(&agent)
-            .is_some_and(|sender| sender.send(message).is_ok())
-    }
-
-    pub fn close_all(&self) {
-        for sender in self.lock().values() {
-            let _ = sender.send(Outbound::Close);
+        let mut senders = self.lock();
+        let Some(sender) = senders.get(&agent) else {
+            return false;
+        };
+        match sender.try_send(message) {
+            Ok(()) => true,
+            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Full(_)) => {
+                senders.remove(&agent);
+                tracing::warn!(%agent, queued = OUTBOUND_QUEUE, "agent stopped reading; letting go of it");
+                false
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, UnboundedSender<Outbound>>> {
+    pub fn close_all(&self) {
+        let mut senders = self.lock();
+        // A full queue: dropping the sender closes it just as well.
+        senders.retain(|_, sender| sender.try_send(Outbound::Close(None)).is_ok());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Sender<Outbound>>> {
         self.senders.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

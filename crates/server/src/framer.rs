@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use hive_proto::codec::{self, Compression, Encoded, Encoding, FrameFormat};
 use hive_proto::protocol::HubMessage;
 
@@ -57,20 +57,30 @@ fn message(encoded: Encoded) -> Message {
     }
 }
 
-/// Frames `items` (taken from the queue in order) into `out`; returns true when a `Close` was
-/// among them, after which nothing more is sent.
-pub fn frames(format: FrameFormat, items: &mut Vec<Outbound>, out: &mut Vec<Message>) -> bool {
-    let close = items.iter().position(|i| matches!(i, Outbound::Close));
-    if let Some(at) = close {
-        items.truncate(at);
-    }
+/// Frames `items` (taken from the queue in order) into `out`; returns the close frame when a
+/// `Close` was among them, after which nothing more is sent.
+pub fn frames(
+    format: FrameFormat,
+    items: &mut Vec<Outbound>,
+    out: &mut Vec<Message>,
+) -> Option<Message> {
+    let close = items
+        .iter()
+        .position(|i| matches!(i, Outbound::Close(_)))
+        .map(|at| match items.drain(at..).next() {
+            Some(Outbound::Close(Some(why))) => Message::Close(Some(CloseFrame {
+                code: why.code,
+                reason: why.reason.into(),
+            })),
+            _ => Message::Close(None),
+        });
     if format.batch && items.len() > 1 {
         let bodies: Vec<Bytes> = items
             .drain(..)
             .map(|item| match item {
                 Outbound::Message(m) => codec::body(&m, format.encoding).into(),
                 Outbound::Shared(s) => s.body(format.encoding).clone(),
-                Outbound::Close => unreachable!("truncated above"),
+                Outbound::Close(_) => unreachable!("drained above"),
             })
             .collect();
         let batch = codec::batch_body(bodies.iter().map(|b| b.as_ref()), format.encoding);
@@ -83,10 +93,10 @@ pub fn frames(format: FrameFormat, items: &mut Vec<Outbound>, out: &mut Vec<Mess
         out.extend(items.drain(..).map(|item| match item {
             Outbound::Message(m) => message(codec::encode(&m, format)),
             Outbound::Shared(s) => s.frame(format),
-            Outbound::Close => unreachable!("truncated above"),
+            Outbound::Close(_) => unreachable!("drained above"),
         }));
     }
-    close.is_some()
+    close
 }
 
 /// The `welcome` and early errors go out as JSON text whatever was asked, so that a worker can
@@ -137,7 +147,7 @@ mod tests {
                     broadcast(2),
                 ];
                 let mut out = Vec::new();
-                assert!(!frames(format, &mut items, &mut out));
+                assert!(frames(format, &mut items, &mut out).is_none());
                 let messages: Vec<HubMessage> = if batch {
                     assert_eq!(out.len(), 1, "{format:?}");
                     let HubMessage::Batch(messages) = read(&out[0]) else {
@@ -161,9 +171,14 @@ mod tests {
 
     #[test]
     fn nothing_after_a_close_is_sent() {
-        let mut items = vec![broadcast(1), Outbound::Close, broadcast(2)];
+        let why = crate::connections::CloseReason {
+            code: 1008,
+            reason: "enough".into(),
+        };
+        let mut items = vec![broadcast(1), Outbound::Close(Some(why)), broadcast(2)];
         let mut out = Vec::new();
-        assert!(frames(FrameFormat::default(), &mut items, &mut out));
+        let close = frames(FrameFormat::default(), &mut items, &mut out);
+        assert!(matches!(close, Some(Message::Close(Some(frame))) if frame.code == 1008));
         assert_eq!(out.len(), 1);
         assert!(items.is_empty());
     }

@@ -13,19 +13,24 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use hive_core::{AgentId, AgentSpec, Capability, HeldAttempt, Report, TaskId};
+use hive_core::{AgentId, AgentSpec, Capability, HeldAttempt, Report, TaskId, TaskLimits};
 use hive_proto::codec::{self, FrameFormat, Incoming};
 use hive_proto::protocol::{Hello, HubMessage, PROTOCOL_VERSION, TaskResult, WorkerMessage};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::actor::Command;
-use crate::connections::Outbound;
+use crate::connections::{CloseReason, Outbound};
 use crate::framer;
 use crate::state::AppState;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write to a worker may block before the hub lets go of the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames answered with an error before the hub closes the connection (close code 1008).
+const MAX_INVALID_FRAMES: usize = 100;
+/// Swarms one connection may join.
+const MAX_GROUPS: usize = 64;
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(state.config.max_body_bytes)
@@ -76,7 +81,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
     };
 
     let agent = AgentId(Uuid::now_v7());
-    let (outbound, mut queue) = mpsc::unbounded_channel();
+    let (outbound, mut queue) = crate::connections::outbound();
     state.connections.insert(agent, outbound);
     tracing::info!(%agent, name = %spec.name, slots = spec.slots, "agent connected");
     let (registered, is_registered) = tokio::sync::oneshot::channel();
@@ -110,18 +115,21 @@ async fn session(state: AppState, mut socket: WebSocket) {
         // Reused for every wake-up: what is queued is taken at once, written, flushed once.
         let mut items = Vec::with_capacity(framer::MAX_BATCH);
         let mut frames = Vec::new();
+        // A worker that stops reading fills its socket's buffers and then blocks the writer:
+        // past the timeout the hub lets go of it.
+        let write = |result: Result<Result<(), axum::Error>, _>| matches!(result, Ok(Ok(())));
         while queue.recv_many(&mut items, framer::MAX_BATCH).await > 0 {
             let close = framer::frames(format, &mut items, &mut frames);
             for frame in frames.drain(..) {
-                if sink.feed(frame).await.is_err() {
+                if !write(tokio::time::timeout(WRITE_TIMEOUT, sink.feed(frame)).await) {
                     return;
                 }
             }
-            if close {
-                let _ = sink.send(Message::Close(None)).await;
+            if let Some(close) = close {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close)).await;
                 return;
             }
-            if sink.flush().await.is_err() {
+            if !write(tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await) {
                 return;
             }
         }
@@ -133,6 +141,8 @@ async fn session(state: AppState, mut socket: WebSocket) {
     // A worker that closes the connection itself (drained, or shut down) is not lost; one whose
     // connection breaks or that the hub closes for missed heartbeats is.
     let mut lost = true;
+    // Frames answered with an error; past the budget the connection is closed.
+    let mut invalid = 0;
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
@@ -140,17 +150,39 @@ async fn session(state: AppState, mut socket: WebSocket) {
                     lost = false;
                     break;
                 }
-                Some(Err(_)) | None => break,
-                Some(Ok(frame)) => match decode(&frame, limit) {
-                    Some(Ok(WorkerMessage::Batch(messages))) => {
-                        for message in messages {
-                            handle_message(&state, agent, message).await;
-                        }
+                Some(Err(e)) => {
+                    // A frame over the size limit: say so, with the close code for it.
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") {
+                        send_error(&state, agent, "frame_too_large", format!(
+                            "a frame is over the limit of {limit} bytes"));
+                        close(&state, agent, 1009, "frame over the size limit");
                     }
-                    Some(Ok(message)) => handle_message(&state, agent, message).await,
-                    Some(Err(e)) => send_error(&state, agent, "invalid_message", e),
-                    None => {}
-                },
+                    break;
+                }
+                None => break,
+                Some(Ok(frame)) => {
+                    let answered_error = match decode(&frame, limit) {
+                        Some(Ok(WorkerMessage::Batch(messages))) => {
+                            let mut any = false;
+                            for message in messages {
+                                any |= handle_message(&state, agent, message).await;
+                            }
+                            any
+                        }
+                        Some(Ok(message)) => handle_message(&state, agent, message).await,
+                        Some(Err(e)) => {
+                            send_error(&state, agent, "invalid_message", e);
+                            true
+                        }
+                        None => false,
+                    };
+                    invalid += usize::from(answered_error);
+                    if invalid > MAX_INVALID_FRAMES {
+                        close(&state, agent, 1008, "too many invalid frames");
+                        break;
+                    }
+                }
             },
             _ = &mut writer => {
                 writer_done = true;
@@ -176,6 +208,15 @@ async fn session(state: AppState, mut socket: WebSocket) {
     }
 }
 
+/// Queues a close frame with `code` (after anything queued before it).
+fn close(state: &AppState, agent: AgentId, code: u16, reason: &str) {
+    let why = CloseReason {
+        code,
+        reason: reason.into(),
+    };
+    state.connections.send(agent, Outbound::Close(Some(why)));
+}
+
 fn send_error(state: &AppState, agent: AgentId, code: &str, message: String) {
     let error = HubMessage::Error {
         code: code.into(),
@@ -184,7 +225,8 @@ fn send_error(state: &AppState, agent: AgentId, code: &str, message: String) {
     state.connections.send(agent, Outbound::Message(error));
 }
 
-async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage) {
+/// Returns true when the message was answered with an error.
+async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage) -> bool {
     let command = match message {
         WorkerMessage::Heartbeat => Ok(Command::Heartbeat { agent }),
         WorkerMessage::Drain => {
@@ -192,10 +234,17 @@ async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage
             let (reply, _) = tokio::sync::oneshot::channel();
             Ok(Command::Drain { agent, reply })
         }
-        WorkerMessage::Result(result) => report(agent, result),
+        WorkerMessage::Result(result) => {
+            let (command, refused) = report(agent, result, &state.config.limits);
+            if let Some(why) = refused {
+                // Still a result: the attempt fails at once instead of waiting out its lease.
+                send_error(state, agent, "output_refused", why);
+            }
+            command
+        }
         WorkerMessage::Reply { message_id, output } => {
             state.swarms.reply(&message_id, agent, output);
-            return;
+            return false;
         }
         WorkerMessage::Hello(_) => Err(("protocol_error", "hello was already received".into())),
         // The codec refuses a batch inside a batch.
@@ -204,38 +253,65 @@ async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage
     match command {
         Ok(command) => {
             let _ = state.commands.send(command).await;
+            false
         }
-        Err((code, message)) => send_error(state, agent, code, message),
+        Err((code, message)) => {
+            send_error(state, agent, code, message);
+            true
+        }
     }
 }
 
-fn report(agent: AgentId, result: TaskResult) -> Result<Command, (&'static str, String)> {
-    let task: TaskId = result
-        .task_id
-        .parse()
-        .map_err(|e: hive_core::IdParseError| {
-            ("invalid_message", format!("result.task_id: {e}"))
-        })?;
+/// The command for a result, and why its output was refused when it was (over the size or
+/// nesting limit: the attempt then fails, not retried, since the same output would come again).
+fn report(
+    agent: AgentId,
+    result: TaskResult,
+    limits: &TaskLimits,
+) -> (Result<Command, (&'static str, String)>, Option<String>) {
+    let task: TaskId = match result.task_id.parse() {
+        Ok(task) => task,
+        Err(e) => {
+            let e: hive_core::IdParseError = e;
+            return (
+                Err(("invalid_message", format!("result.task_id: {e}"))),
+                None,
+            );
+        }
+    };
+    let mut refused = None;
     let report = if result.ok {
         let output = result
             .output
             .map(|o| o.get().to_string())
             .unwrap_or_else(|| "null".into());
-        Report::Success { output }
+        match limits.check_output(&output) {
+            Ok(()) => Report::Success { output },
+            Err(why) => {
+                refused = Some(format!("result.output {why}"));
+                Report::Failure {
+                    error: format!("output {why}"),
+                    retryable: false,
+                }
+            }
+        }
     } else {
+        let mut error = result
+            .error
+            .unwrap_or_else(|| "the worker reported a failure".into());
+        limits.truncate_error(&mut error);
         Report::Failure {
-            error: result
-                .error
-                .unwrap_or_else(|| "the worker reported a failure".into()),
+            error,
             retryable: result.retry,
         }
     };
-    Ok(Command::Report {
+    let command = Command::Report {
         agent,
         task,
         attempt: result.attempt,
         report,
-    })
+    };
+    (Ok(command), refused)
 }
 
 /// What a `hello` asks for.
@@ -250,6 +326,12 @@ struct Joining {
 }
 
 fn agent_spec(hello: Hello) -> Result<Joining, String> {
+    if hello.groups.len() > MAX_GROUPS {
+        return Err(format!(
+            "groups: {} named, at most {MAX_GROUPS}",
+            hello.groups.len()
+        ));
+    }
     for group in &hello.groups {
         Capability::parse(group, "groups").map_err(|e| e.to_string())?;
     }

@@ -109,7 +109,7 @@ impl Effects {
                         .send(*agent, Outbound::Message(HubMessage::Drain));
                 }
                 Change::CloseAgent { agent } => {
-                    self.connections.send(*agent, Outbound::Close);
+                    self.connections.send(*agent, Outbound::Close(None));
                 }
                 _ => {}
             }

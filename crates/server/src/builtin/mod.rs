@@ -63,7 +63,7 @@ pub async fn start(state: &AppState, threads: usize) -> Result<AgentId, BuiltinE
             .collect(),
         slots: (pool.size() * 2) as u32,
     };
-    let (outbound, queue) = mpsc::unbounded_channel();
+    let (outbound, queue) = crate::connections::outbound();
     state.connections.insert(agent, outbound);
     let (registered, is_registered) = oneshot::channel();
     let register = Command::Register {
@@ -86,7 +86,7 @@ async fn serve(
     state: AppState,
     agent: AgentId,
     pool: CpuPool,
-    mut queue: mpsc::UnboundedReceiver<Outbound>,
+    mut queue: mpsc::Receiver<Outbound>,
     heartbeat_every: Duration,
 ) {
     let running: Running = Arc::default();
@@ -106,7 +106,7 @@ async fn serve(
                         flag.store(true, Ordering::Relaxed);
                     }
                 }
-                Some(Outbound::Close) | None => break,
+                Some(Outbound::Close(_)) | None => break,
                 // Drain needs nothing (no new assignments come); the agent joins no swarm.
                 Some(_) => {}
             },

@@ -125,3 +125,137 @@ async fn submits_past_the_bound_in_flight_are_refused_at_once_with_retry_after()
         .unwrap();
     assert!(metrics.contains("hive_submits_shed_total"), "{metrics}");
 }
+
+async fn agent(t: &TestHub, hello: serde_json::Value) -> Socket {
+    use futures_util::SinkExt;
+    let mut socket = ws(&t.url, "/ws/agent").await;
+    socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    socket
+}
+
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn a_hello_with_too_many_capabilities_or_groups_is_refused() {
+    let t = start_hub().await;
+    let capabilities: Vec<String> = (0..300).map(|i| format!("c{i}")).collect();
+    let groups: Vec<String> = (0..100).map(|i| format!("g{i}")).collect();
+    for (hello, expected) in [
+        (
+            serde_json::json!({"type": "hello", "name": "w", "capabilities": capabilities}),
+            "at most 256",
+        ),
+        (
+            serde_json::json!({"type": "hello", "name": "w", "capabilities": ["x"], "groups": groups}),
+            "at most 64",
+        ),
+    ] {
+        let mut socket = agent(&t, hello).await;
+        let error = next_json(&mut socket).await;
+        assert_eq!(error["code"], "invalid_hello");
+        assert!(
+            error["message"].as_str().unwrap().contains(expected),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_worker_flooding_invalid_frames_is_closed_with_1008() {
+    use futures_util::SinkExt;
+    let t = start_hub().await;
+    let mut socket = agent(
+        &t,
+        serde_json::json!({"type": "hello", "name": "w", "capabilities": ["x"]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    for _ in 0..200 {
+        if socket.send(Message::Text("{nope".into())).await.is_err() {
+            break;
+        }
+    }
+    let close = loop {
+        match next_frame(&mut socket).await {
+            Message::Close(frame) => break frame,
+            _ => continue,
+        }
+    };
+    assert_eq!(u16::from(close.unwrap().code), 1008);
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_answered_with_close_code_1009() {
+    use futures_util::SinkExt;
+    let t = start_hub_with(|c| c.max_body_bytes = 64 * 1024).await;
+    let mut socket = agent(
+        &t,
+        serde_json::json!({"type": "hello", "name": "w", "capabilities": ["x"]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    let _ = socket
+        .send(Message::Text("x".repeat(100 * 1024).into()))
+        .await;
+    let mut saw_error = false;
+    let close = loop {
+        match next_frame(&mut socket).await {
+            Message::Close(frame) => break frame,
+            Message::Text(text) => saw_error |= text.contains("frame_too_large"),
+            _ => continue,
+        }
+    };
+    assert!(saw_error, "an error frame says why");
+    assert_eq!(u16::from(close.unwrap().code), 1009);
+}
+
+#[tokio::test]
+async fn an_output_over_the_limit_fails_the_attempt_at_once() {
+    use hive_client::worker::Outcome;
+    let t = start_hub_with(|c| c.limits.max_output_bytes = 1_000).await;
+    let _w = spawn_worker(
+        &t.url,
+        &["big"],
+        1,
+        |_task: hive_proto::protocol::Assignment| async { Outcome::json(&"x".repeat(2_000)) },
+    );
+    let task = t
+        .client
+        .submit(&hive_proto::api::NewTask::new("big"))
+        .await
+        .unwrap();
+    let done = finished(&t.client, &task.id).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(
+        done.attempts.len(),
+        1,
+        "not retried: the same output would come again"
+    );
+    assert!(done.error.unwrap().contains("over the limit of 1000 bytes"));
+}
+
+#[tokio::test]
+async fn a_payload_nested_past_the_limit_is_refused_naming_the_field() {
+    let t = start_hub().await;
+    let deep = "[".repeat(100) + &"]".repeat(100);
+    let body = format!(r#"{{"capability":"x","payload":{deep}}}"#);
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/tasks", t.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["field"], "payload");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("levels deep")
+    );
+}
