@@ -30,6 +30,10 @@ export function taskQuery(filter: TaskFilter, limit = 100): string {
 export const tasks = (filter: TaskFilter) =>
   call<{ items: Task[]; next_cursor: string | null }>(taskQuery(filter));
 export const task = (id: string) => call<Task>(`/api/v1/tasks/${encodeURIComponent(id)}`);
+// The hub takes a POST only as JSON, even without a body (its defence against cross-site forms).
 export const cancel = (id: string) =>
-  call<Task>(`/api/v1/tasks/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+  call<Task>(`/api/v1/tasks/${encodeURIComponent(id)}/cancel`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+  });
 export const alerts = () => call<{ active: Alert[]; recent: AlertEvent[] }>("/api/v1/alerts");

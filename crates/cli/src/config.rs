@@ -51,6 +51,8 @@ struct ServerSection {
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     max_wait_ms: Option<u64>,
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +215,11 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         .or(file.server.data_dir)
         .unwrap_or_else(|| PathBuf::from(HubConfig::DEFAULT_DATA_DIR));
     let mut config = HubConfig::new(listen, data_dir);
+    config.browser = hive_server::auth::browser::BrowserPolicy::for_listen(
+        listen,
+        file.server.allowed_hosts,
+        file.server.allowed_origins.unwrap_or_default(),
+    );
     if let Some(text) = args.durability.clone().or(file.store.durability) {
         config.durability = Durability::parse(&text).with_context(|| {
             format!("--durability / store.durability: {text:?} is neither \"full\" nor \"normal\"")

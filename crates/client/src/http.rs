@@ -90,8 +90,13 @@ impl HubClient {
         let mut waited = Duration::ZERO;
         let response = loop {
             let mut request = self.http.request(method.clone(), &url);
-            if let Some(body) = body {
-                request = request.json(body);
+            match body {
+                Some(body) => request = request.json(body),
+                // The hub takes a POST only as JSON, bodiless ones included (a browser defence).
+                None if method == Method::POST => {
+                    request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+                }
+                None => {}
             }
             if let Some(timeout) = timeout {
                 request = request.timeout(timeout);

@@ -129,6 +129,9 @@ pub struct CapabilityStats {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AgentList {
     pub items: Vec<Agent>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

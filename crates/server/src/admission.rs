@@ -101,9 +101,12 @@ impl Admission {
         self.body_kib
             .clone()
             .try_acquire_many_owned(kib.min(u32::MAX as usize) as u32)
-            .map_err(|_| ApiError::Overloaded {
-                what: "request bodies",
-                retry_after_s: 1,
+            .map_err(|_| {
+                self.metrics.add(Count::SubmitsShed, 1);
+                ApiError::Overloaded {
+                    what: "request bodies",
+                    retry_after_s: 1,
+                }
             })
     }
 }

@@ -20,6 +20,8 @@ pub struct HubConfig {
     pub connections: crate::listener::ConnectionLimits,
     /// What submits may wait inside the hub before new ones are refused.
     pub admission: crate::admission::AdmissionLimits,
+    /// Which hosts and origins browsers may use.
+    pub browser: crate::auth::browser::BrowserPolicy,
     pub scheduler: SchedulerConfig,
     /// Longest a `GET /tasks/{id}/wait` may hold.
     pub max_wait: Duration,
@@ -53,6 +55,7 @@ impl HubConfig {
             max_body_bytes: 32 * 1024 * 1024,
             connections: crate::listener::ConnectionLimits::default(),
             admission: crate::admission::AdmissionLimits::default(),
+            browser: crate::auth::browser::BrowserPolicy::for_listen(listen, None, Vec::new()),
             scheduler: SchedulerConfig::default(),
             max_wait: Duration::from_secs(300),
             commit_queue: 1024,

@@ -29,6 +29,9 @@ pub enum ApiError {
     UnsupportedMediaType { message: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// Refused by a browser defence (Host, Origin); `code` says which.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { message: String },
     #[error("{message}")]
@@ -100,6 +103,7 @@ impl ApiError {
                 None,
             ),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, None),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", None),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
@@ -117,7 +121,8 @@ impl ApiError {
         match self {
             ApiError::StoreRefusing { retry_after_s }
             | ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
-            ApiError::Store(_) | ApiError::ShuttingDown => Some(1),
+            // Not `ShuttingDown`: a request cut off by the stop may have been committed.
+            ApiError::Store(_) => Some(1),
             _ => None,
         }
     }

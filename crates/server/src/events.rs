@@ -156,6 +156,7 @@ fn event(change: &Change) -> Option<Event> {
             });
         }
         Change::AttemptReattached { .. }
+        | Change::AgentForgotten { .. }
         | Change::SendCancel { .. }
         | Change::SendDrain { .. }
         | Change::CloseAgent { .. } => {

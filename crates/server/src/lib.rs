@@ -5,6 +5,7 @@
 //! -> group commit (persist) -> effects (answer, send frames, wake waiters).
 //!
 //! # Layout
+//! - [`auth`]: who may do what; today the browser defences (Host, Origin, JSON-only POSTs).
 //! - [`hub`]: start (recover, spawn, listen) and graceful shutdown; [`listener`]: the HTTP/1.1
 //!   accept loop with its bounds (open connections, header read time); [`admission`]: what
 //!   submits may wait inside the hub before new ones are refused.
@@ -22,6 +23,7 @@
 pub mod actor;
 pub mod admission;
 pub mod alerts;
+pub mod auth;
 pub mod builtin;
 pub mod config;
 pub mod connections;

@@ -77,8 +77,10 @@ pub async fn serve(
     metrics: Arc<HubMetrics>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // Raised in any case: a configured bound may be above the soft limit.
+    let fitting = raise_fd_limit();
     let max = match limits.max_connections {
-        0 => raise_fd_limit(),
+        0 => fitting,
         n => n,
     };
     let permits = Arc::new(Semaphore::new(max));

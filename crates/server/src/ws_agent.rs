@@ -33,7 +33,9 @@ const MAX_INVALID_FRAMES: usize = 100;
 const MAX_GROUPS: usize = 64;
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(state.config.max_body_bytes)
+    let limit = state.config.max_body_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| session(state, socket))
 }
 

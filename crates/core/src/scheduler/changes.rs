@@ -68,6 +68,9 @@ pub enum Change {
     },
     /// An agent connected, started draining, or went offline.
     AgentChanged(AgentSnapshot),
+    /// An offline agent no longer remembered (past [`MAX_OFFLINE_AGENTS`](super::MAX_OFFLINE_AGENTS)):
+    /// the store lets go of its row too.
+    AgentForgotten { agent: AgentId },
     /// Tell the agent to stop working on an attempt.
     SendCancel {
         agent: AgentId,

@@ -366,6 +366,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             // Its attempts, if any, still end by their leases; a missing agent is skipped there.
             let oldest = self.offline.pop_front().expect("non-empty");
             self.agents.remove(&oldest);
+            self.changes.push(Change::AgentForgotten { agent: oldest });
         }
     }
 

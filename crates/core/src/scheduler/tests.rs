@@ -454,6 +454,19 @@ fn offline_agents_are_remembered_only_up_to_a_bound() {
         "the oldest offline agent is forgotten"
     );
     assert_eq!(s.snapshot(agent_id(total)).unwrap().state, AgentState::Idle);
+    let forgotten: Vec<_> = s
+        .take_changes()
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::AgentForgotten { agent } => Some(agent),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        forgotten,
+        (0..10).map(agent_id).collect::<Vec<_>>(),
+        "the store lets go too"
+    );
 }
 
 #[test]

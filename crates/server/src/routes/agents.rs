@@ -1,9 +1,11 @@
 //! `/api/v1/agents`: the registry of connected (and recently disconnected) agents.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use hive_core::AgentId;
 use hive_proto::api::{Agent, AgentList, ErrorBody};
+use serde::Deserialize;
 
 use crate::actor::Command;
 use crate::error::ApiError;
@@ -15,12 +17,45 @@ fn parse_agent_id(id: &str) -> Result<AgentId, ApiError> {
         .map_err(|e: hive_core::IdParseError| ApiError::invalid("id", e.to_string()))
 }
 
-/// Every agent seen since the hub started, with live state and counters.
-#[utoipa::path(get, path = "/api/v1/agents", responses((status = 200, body = AgentList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<AgentList>, ApiError> {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AgentParams {
+    /// 1-1000, default 1000.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The connected agents and the most recent offline ones (at most 1,000 are remembered), with
+/// live state and counters, in id order (oldest first) and paged.
+#[utoipa::path(get, path = "/api/v1/agents", params(AgentParams), responses(
+    (status = 200, body = AgentList), (status = 400, body = ErrorBody),
+))]
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<AgentParams>, QueryRejection>,
+) -> Result<Json<AgentList>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidField {
+        field: None,
+        message: e.body_text(),
+    })?;
+    let limit = super::tasks::page_limit(params.limit.as_deref(), super::tasks::MAX_PAGE)?;
+    let after = params
+        .cursor
+        .map(|c| c.parse::<AgentId>())
+        .transpose()
+        .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
     let agents = state.ask(|reply| Command::Agents { reply }).await?;
+    // Sorted by id, so a cursor is a position.
+    let page: Vec<_> = agents
+        .iter()
+        .filter(|a| after.is_none_or(|after| a.id > after))
+        .take(limit + 1)
+        .collect();
+    let next_cursor = (page.len() > limit).then(|| page[limit - 1].id.to_string());
     Ok(Json(AgentList {
-        items: agents.iter().map(views::agent).collect(),
+        items: page.into_iter().take(limit).map(views::agent).collect(),
+        next_cursor,
     }))
 }
 

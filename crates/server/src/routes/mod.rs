@@ -115,6 +115,11 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::admission::bound_bodies,
         ))
+        // Outermost: a request a browser defence refuses costs nothing else.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::browser::guard,
+        ))
         .with_state(state)
 }
 

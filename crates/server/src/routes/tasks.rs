@@ -22,6 +22,18 @@ pub const MAX_BATCH: usize = 10_000;
 /// Most tasks in one page of a listing.
 pub const MAX_PAGE: usize = 1_000;
 
+/// The `limit` query parameter of a listing: 1 to [`MAX_PAGE`], `default` when absent.
+pub fn page_limit(text: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    match text.map(str::parse::<usize>) {
+        None => Ok(default),
+        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be a number from 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
 pub fn parse_task_id(id: &str) -> Result<TaskId, ApiError> {
     id.parse()
         .map_err(|e: hive_core::IdParseError| ApiError::invalid("id", e.to_string()))
@@ -153,18 +165,7 @@ pub async fn list(
         .map(|s| s.parse::<TaskStatus>())
         .transpose()
         .map_err(|e| ApiError::invalid("status", e.reason))?;
-    let limit = match params.limit {
-        None => 100,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("must be a number from 1 to {MAX_PAGE}"),
-                ));
-            }
-        },
-    };
+    let limit = page_limit(params.limit.as_deref(), 100)?;
     let before = params
         .cursor
         .map(|c| c.parse::<TaskId>())

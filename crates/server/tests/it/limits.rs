@@ -33,7 +33,7 @@ async fn a_connection_over_the_bound_is_answered_503_and_room_returns_when_one_c
         || async {
             let mut stream = TcpStream::connect(addr).await.ok()?;
             stream
-                .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
                 .await
                 .ok()?;
             read_all(&mut stream)
@@ -258,4 +258,36 @@ async fn a_payload_nested_past_the_limit_is_refused_naming_the_field() {
             .unwrap()
             .contains("levels deep")
     );
+}
+
+#[tokio::test]
+async fn the_agent_list_is_paged() {
+    let t = start_hub().await;
+    let _workers: Vec<_> = (0..3)
+        .map(|_| spawn_worker(&t.url, &["x"], 1, echo()))
+        .collect();
+    eventually("three agents", Duration::from_secs(10), || async {
+        (t.client.agents().await.ok()?.len() == 3).then_some(())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let page = |query: String| {
+        let http = http.clone();
+        let url = format!("{}/api/v1/agents?{query}", t.url);
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (_, first) = page("limit=2".into()).await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let (_, second) = page(format!("limit=2&cursor={cursor}")).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert!(second.get("next_cursor").is_none());
+    assert!(second["items"][0]["id"].as_str().unwrap() > cursor.as_str());
+    let (status, error) = page("limit=0".into()).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["field"], "limit");
 }

@@ -76,10 +76,11 @@ enum Sql {
     TaskFinished,
     UpsertAgent,
     AttemptAgent,
+    DeleteAgent,
 }
 
 impl Sql {
-    const COUNT: usize = 9;
+    const COUNT: usize = 10;
 
     fn text(self) -> &'static str {
         match self {
@@ -117,6 +118,7 @@ impl Sql {
             Sql::AttemptAgent => {
                 "UPDATE attempts SET agent_id = ?3 WHERE task_id = ?1 AND attempt = ?2"
             }
+            Sql::DeleteAgent => "DELETE FROM agents WHERE id = ?1",
         }
     }
 }
@@ -316,6 +318,9 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
                 Sql::AttemptAgent,
                 params![task.as_bytes(), attempt, agent.as_bytes()],
             )?;
+        }
+        Change::AgentForgotten { agent } => {
+            st.execute(Sql::DeleteAgent, params![agent.as_bytes()])?;
         }
         Change::SendCancel { .. } | Change::SendDrain { .. } | Change::CloseAgent { .. } => {}
     }
