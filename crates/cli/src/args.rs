@@ -15,6 +15,10 @@ pub struct Cli {
     /// measure this hub instead of starting one.
     #[arg(long, global = true, env = "HIVE_HUB")]
     pub hub: Option<String>,
+    /// API token for a hub with authentication on (sent as `Authorization: Bearer`); prefer the
+    /// environment variable, which stays out of the shell history.
+    #[arg(long, global = true, env = "HIVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +45,9 @@ pub enum Command {
     Drain(DrainArgs),
     /// Alerts pending or firing, and the recent history.
     Alerts(OutputArgs),
+    /// API tokens (admin): create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Measure a hub: throughput, latency, memory, CPU; prints the plan's metrics table.
     Bench(BenchArgs),
 }
@@ -140,6 +147,43 @@ pub struct ServeArgs {
     /// [config: store.durability]
     #[arg(long)]
     pub durability: Option<String>,
+    /// Require API tokens (always required on a non-loopback address). [config: auth.enabled]
+    #[arg(long)]
+    pub auth: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (shown this once; the hub keeps only its hash).
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets).
+    List(OutputArgs),
+    /// Revoke a token by name: it stops working at once.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// A unique name: recorded as `submitted_by` on the tasks it submits.
+    #[arg(long)]
+    pub name: String,
+    /// admin, client, agent or read.
+    #[arg(long)]
+    pub role: String,
+    /// Agent tokens: a capability it may offer; repeat for several (default: any).
+    #[arg(long = "capability")]
+    pub capabilities: Vec<String>,
+    /// Agent tokens: a swarm it may join; repeat for several (default: any).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Print the whole answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,15 @@ pub struct RawConfig {
     alerts: AlertsSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    auth: AuthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    enabled: Option<bool>,
+    open_metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +250,13 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         config.max_body_bytes = bytes;
     }
     limits(&mut config, file.limits)?;
+    config.auth.enabled = args.auth || file.auth.enabled.unwrap_or(false);
+    config.auth.open_metrics = file.auth.open_metrics.unwrap_or(false);
+    if !config.auth.enabled && !listen.ip().is_loopback() {
+        bail!(
+            "--listen / server.listen: {listen} is not a loopback address, so authentication must be on (--auth or auth.enabled = true)"
+        );
+    }
     if config.max_body_bytes < config.limits.max_payload_bytes {
         bail!("server.max_body_bytes must be at least tasks.max_payload_bytes");
     }
@@ -320,7 +336,17 @@ mod tests {
             data_dir: None,
             config: None,
             durability: None,
+            auth: false,
         }
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_authentication() {
+        let text = "[server]\nlisten = \"0.0.0.0:7700\"\n";
+        let err = resolve(&args(), parse(text).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("--auth or auth.enabled"), "{err}");
+        let on = format!("{text}[auth]\nenabled = true\n");
+        assert!(resolve(&args(), parse(&on).unwrap()).unwrap().auth.enabled);
     }
 
     #[test]

@@ -73,7 +73,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let hub = cli.hub.clone().unwrap_or_else(|| DEFAULT_HUB.to_string());
+    let hub = commands::Target {
+        url: cli.hub.clone().unwrap_or_else(|| DEFAULT_HUB.to_string()),
+        token: cli.token.clone(),
+    };
     let hub = &hub;
     let outcome = runtime.block_on(async move {
         match cli.command {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             Command::Agents(args) => commands::client::agents(args, hub).await,
             Command::Alerts(args) => commands::client::alerts(args, hub).await,
             Command::Drain(args) => commands::client::drain(args, hub).await,
+            Command::Token(command) => commands::tokens::run(command, hub).await,
             Command::Bench(args) => commands::bench::run(args, cli.hub.as_deref()).await,
         }
     });

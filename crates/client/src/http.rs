@@ -30,6 +30,8 @@ pub struct HubClient {
     http: reqwest::Client,
     /// How long one call may spend waiting as `Retry-After` answers ask, in all.
     busy_budget: Duration,
+    /// Sent as `Authorization: Bearer` when the hub wants tokens.
+    token: Option<String>,
 }
 
 /// The wait a `429` or `503` answer asks for in its `Retry-After` header (seconds).
@@ -69,7 +71,14 @@ impl HubClient {
             base: base.trim_end_matches('/').to_string(),
             http,
             busy_budget: Duration::from_secs(30),
+            token: None,
         }
+    }
+
+    /// Authenticates every call with `token` (see the hub's docs/security.md).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// How long one call may wait, in all, when the hub answers `429` or `503` with
@@ -90,6 +99,9 @@ impl HubClient {
         let mut waited = Duration::ZERO;
         let response = loop {
             let mut request = self.http.request(method.clone(), &url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
             match body {
                 Some(body) => request = request.json(body),
                 // The hub takes a POST only as JSON, bodiless ones included (a browser defence).
@@ -256,6 +268,32 @@ impl HubClient {
             .call(Method::GET, "/api/v1/swarms", Self::NO_BODY, None)
             .await?
             .1)
+    }
+
+    /// Creates an API token (admin).
+    pub async fn create_token(
+        &self,
+        token: &hive_proto::api::NewToken,
+    ) -> Result<hive_proto::api::TokenCreated, ClientError> {
+        Ok(self
+            .call(Method::POST, "/api/v1/tokens", Some(token), None)
+            .await?
+            .1)
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<hive_proto::api::TokenInfo>, ClientError> {
+        let (_, list): (_, hive_proto::api::TokenList) = self
+            .call(Method::GET, "/api/v1/tokens", Self::NO_BODY, None)
+            .await?;
+        Ok(list.items)
+    }
+
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+    ) -> Result<hive_proto::api::TokenInfo, ClientError> {
+        let path = format!("/api/v1/tokens/{name}/revoke");
+        Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
     }
 
     pub async fn status(&self) -> Result<Status, ClientError> {

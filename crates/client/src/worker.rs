@@ -22,6 +22,7 @@ use hive_proto::protocol::{
 };
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// What running one task came to.
 #[derive(Debug, Clone)]
@@ -81,6 +82,8 @@ pub struct WorkerOptions {
     pub max_reconnect_delay: Duration,
     /// On shutdown, how long running tasks may still finish before they are stopped.
     pub grace: Duration,
+    /// An `agent` token, for a hub that wants one.
+    pub token: Option<String>,
 }
 
 impl WorkerOptions {
@@ -95,6 +98,7 @@ impl WorkerOptions {
             reconnect: true,
             max_reconnect_delay: Duration::from_secs(5),
             grace: Duration::from_secs(10),
+            token: None,
         }
     }
 }
@@ -289,13 +293,37 @@ async fn connect(
     url: &str,
     running: Vec<RunningAttempt>,
 ) -> Result<(Sink, Stream, u64), WorkerError> {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| WorkerError::Connect {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| WorkerError::Connect {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+    if let Some(token) = &options.token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            WorkerError::Rejected("the token holds characters a header cannot".into())
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| match e {
+            // 401/403: the token is missing, wrong or not an agent's; retrying cannot help.
+            tokio_tungstenite::tungstenite::Error::Http(response)
+                if matches!(response.status().as_u16(), 401 | 403) =>
+            {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                WorkerError::Rejected(format!("{}: {body}", response.status()))
+            }
+            e => WorkerError::Connect {
                 url: url.to_string(),
                 detail: e.to_string(),
-            })?;
+            },
+        })?;
     let (mut sink, mut stream) = socket.split();
 
     let hello = WorkerMessage::Hello(Hello {

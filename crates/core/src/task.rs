@@ -276,6 +276,8 @@ pub struct TaskSpec {
     pub idempotency_key: Option<String>,
     pub depends_on: Vec<TaskId>,
     pub created_at: Timestamp,
+    /// Who submitted it: the name of the API token (`None` with authentication off).
+    pub submitted_by: Option<Arc<str>>,
 }
 
 impl TaskSpec {
@@ -374,6 +376,7 @@ pub(crate) mod tests {
             idempotency_key: None,
             depends_on: vec![],
             created_at: Timestamp(0),
+            submitted_by: None,
         }
     }
 

@@ -25,6 +25,7 @@ pub fn task(n: u64, capability: &Capability) -> TaskSpec {
         idempotency_key: None,
         depends_on: Vec::new(),
         created_at: Timestamp(n),
+        submitted_by: None,
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Task {
     pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The name of the token it was submitted with (absent with authentication off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -206,4 +209,49 @@ pub struct Swarm {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SwarmList {
     pub items: Vec<Swarm>,
+}
+
+/// A token to create (admin only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// 1-64 letters, digits, `-`, `_` or `.`; unique.
+    #[schema(example = "ci")]
+    pub name: String,
+    /// admin, client, agent or read.
+    #[schema(example = "client")]
+    pub role: String,
+    /// Agent tokens only: the capabilities it may offer (absent: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    /// Agent tokens only: the swarms it may join (absent: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+/// A token just created: `token` is shown this once and kept nowhere.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    pub items: Vec<TokenInfo>,
 }

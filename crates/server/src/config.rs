@@ -22,6 +22,8 @@ pub struct HubConfig {
     pub admission: crate::admission::AdmissionLimits,
     /// Which hosts and origins browsers may use.
     pub browser: crate::auth::browser::BrowserPolicy,
+    /// Tokens required or not; see [`crate::auth`].
+    pub auth: crate::auth::AuthConfig,
     pub scheduler: SchedulerConfig,
     /// Longest a `GET /tasks/{id}/wait` may hold.
     pub max_wait: Duration,
@@ -56,6 +58,7 @@ impl HubConfig {
             connections: crate::listener::ConnectionLimits::default(),
             admission: crate::admission::AdmissionLimits::default(),
             browser: crate::auth::browser::BrowserPolicy::for_listen(listen, None, Vec::new()),
+            auth: crate::auth::AuthConfig::default(),
             scheduler: SchedulerConfig::default(),
             max_wait: Duration::from_secs(300),
             commit_queue: 1024,

@@ -29,7 +29,9 @@ pub enum ApiError {
     UnsupportedMediaType { message: String },
     #[error("{what} not found")]
     NotFound { what: String },
-    /// Refused by a browser defence (Host, Origin); `code` says which.
+    #[error("a valid token is required: Authorization: Bearer <token>")]
+    Unauthorized,
+    /// Refused by a browser defence (Host, Origin) or a token's role; `code` says which.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
@@ -104,6 +106,7 @@ impl ApiError {
             ),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, None),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", None),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hive_core::{Clock, LeastLoaded, SystemClock};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
-use hive_store::{AlertLog, BatchWriter, GroupCommit, StoreError, TaskReader};
+use hive_store::{AlertLog, BatchWriter, GroupCommit, StoreError, TaskReader, TokenStore};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -23,6 +23,8 @@ use crate::actor::rebuild::SchedulerSetup;
 use crate::actor::{Actor, Command};
 use crate::admission::Admission;
 use crate::alerts::Alerts;
+use crate::auth::bootstrap_admin;
+use crate::auth::tokens::Tokens;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::events::Events;
@@ -42,6 +44,12 @@ pub enum StartError {
     },
     #[error("built-in executors: {0}")]
     Builtin(#[from] crate::builtin::BuiltinError),
+    #[error(
+        "{addr} is not a loopback address: turn authentication on (auth.enabled = true, or --auth) so that not everyone who reaches it may use it"
+    )]
+    Unprotected { addr: SocketAddr },
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
 /// Commands that may wait for the actor before senders slow down.
@@ -66,6 +74,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 impl Hub {
     pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
+        if !config.auth.enabled && !config.listen.ip().is_loopback() {
+            return Err(StartError::Unprotected {
+                addr: config.listen,
+            });
+        }
         let store_error = |source| StartError::Store {
             dir: config.data_dir.display().to_string(),
             source,
@@ -124,6 +137,18 @@ impl Hub {
         })?;
         let (shutdown, stopping) = watch::channel(false);
         let admission = Arc::new(Admission::new(config.admission, metrics.clone()));
+        let tokens = if config.auth.enabled {
+            let store: Arc<dyn TokenStore> = Arc::new(store.token_store().map_err(store_error)?);
+            let tokens = Tokens::load(store).map_err(store_error)?;
+            if let Some(path) =
+                bootstrap_admin(&tokens, &config.data_dir, clock.now()).map_err(StartError::Auth)?
+            {
+                tracing::warn!(path = %path.display(), "no admin token existed: one was written to this file (readable by its owner only)");
+            }
+            Some(Arc::new(tokens))
+        } else {
+            None
+        };
         let state = AppState::new(HubState {
             commands: commands.clone(),
             reader,
@@ -137,6 +162,7 @@ impl Hub {
             alerts,
             config: Arc::new(config),
             admission,
+            tokens,
             shutdown: stopping.clone(),
         });
         if state.config.metrics_enabled {

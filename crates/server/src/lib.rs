@@ -5,7 +5,8 @@
 //! -> group commit (persist) -> effects (answer, send frames, wake waiters).
 //!
 //! # Layout
-//! - [`auth`]: who may do what; today the browser defences (Host, Origin, JSON-only POSTs).
+//! - [`auth`]: who may do what: tokens with roles, and the browser defences (Host, Origin,
+//!   JSON-only POSTs).
 //! - [`hub`]: start (recover, spawn, listen) and graceful shutdown; [`listener`]: the HTTP/1.1
 //!   accept loop with its bounds (open connections, header read time); [`admission`]: what
 //!   submits may wait inside the hub before new ones are refused.

@@ -49,6 +49,8 @@ pub struct HubState {
     pub events: Arc<Events>,
     pub alerts: Arc<Alerts>,
     pub admission: Arc<crate::admission::Admission>,
+    /// The API tokens; `None` with authentication off.
+    pub tokens: Option<Arc<crate::auth::tokens::Tokens>>,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -24,6 +24,7 @@ pub fn spec_from_new(
     now: Timestamp,
     limits: &TaskLimits,
     prefix: &str,
+    submitted_by: Option<&std::sync::Arc<str>>,
 ) -> Result<TaskSpec, ApiError> {
     let field = |name: &str| {
         if prefix.is_empty() {
@@ -63,6 +64,7 @@ pub fn spec_from_new(
         idempotency_key: new.idempotency_key,
         depends_on,
         created_at: now,
+        submitted_by: submitted_by.cloned(),
     };
     spec.validate(limits)
         .map_err(|e| ApiError::from_validation(e, prefix))?;
@@ -94,6 +96,7 @@ pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
         error: None,
         created_at: rfc3339(spec.created_at),
         updated_at: rfc3339(spec.created_at),
+        submitted_by: spec.submitted_by.as_deref().map(str::to_string),
     }
 }
 
@@ -144,5 +147,16 @@ pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {
                 (c.to_string(), stats)
             })
             .collect(),
+    }
+}
+
+pub fn token(record: &hive_store::StoredToken) -> api::TokenInfo {
+    api::TokenInfo {
+        name: record.name.clone(),
+        role: record.role.clone(),
+        capabilities: record.capabilities.clone(),
+        groups: record.groups.clone(),
+        created_at: rfc3339(record.created_at),
+        revoked_at: record.revoked_at.map(rfc3339),
     }
 }

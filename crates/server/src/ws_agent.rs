@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -19,6 +20,7 @@ use hive_proto::protocol::{Hello, HubMessage, PROTOCOL_VERSION, TaskResult, Work
 use uuid::Uuid;
 
 use crate::actor::Command;
+use crate::auth::Principal;
 use crate::connections::{CloseReason, Outbound};
 use crate::framer;
 use crate::state::AppState;
@@ -32,11 +34,17 @@ const MAX_INVALID_FRAMES: usize = 100;
 /// Swarms one connection may join.
 const MAX_GROUPS: usize = 64;
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    who: Option<Extension<Principal>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limit = state.config.max_body_bytes;
+    let who = who.map(|Extension(who)| who);
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session(state, socket))
+        .protocols(["hive"])
+        .on_upgrade(move |socket| session(state, socket, who))
 }
 
 fn error_frame(code: &str, message: impl Into<String>) -> Message {
@@ -56,11 +64,14 @@ fn decode(frame: &Message, limit: usize) -> Option<Result<WorkerMessage, String>
     Some(codec::decode(incoming, limit).map_err(|e| e.to_string()))
 }
 
-async fn session(state: AppState, mut socket: WebSocket) {
+/// `who`: the agent token's holder (`None` with authentication off).
+async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>) {
     let limit = state.config.max_body_bytes;
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(frame))) => match decode(&frame, limit) {
-            Some(Ok(WorkerMessage::Hello(hello))) => agent_spec(hello),
+            Some(Ok(WorkerMessage::Hello(hello))) => {
+                agent_spec(hello).and_then(|joining| within_grant(joining, who.as_ref()))
+            }
             Some(Ok(_)) => Err("the first message must be hello".into()),
             Some(Err(e)) => Err(e),
             None => Err("expected a hello frame".into()),
@@ -314,6 +325,34 @@ fn report(
         report,
     };
     (Ok(command), refused)
+}
+
+/// Refuses a hello asking for capabilities or swarms its agent token does not grant.
+fn within_grant(joining: Joining, who: Option<&Principal>) -> Result<Joining, String> {
+    let Some(who) = who else {
+        return Ok(joining);
+    };
+    if let Some(allowed) = &who.capabilities
+        && let Some((c, _)) = joining
+            .spec
+            .capabilities
+            .iter()
+            .find(|(c, _)| !allowed.iter().any(|a| a == c.as_str()))
+    {
+        return Err(format!(
+            "capabilities: the token {:?} may not offer {c:?}",
+            who.name
+        ));
+    }
+    if let Some(allowed) = &who.groups
+        && let Some(g) = joining.groups.iter().find(|g| !allowed.contains(g))
+    {
+        return Err(format!(
+            "groups: the token {:?} may not join {g:?}",
+            who.name
+        ));
+    }
+    Ok(joining)
 }
 
 /// What a `hello` asks for.

@@ -11,8 +11,8 @@
 //! - [`group_commit`]: the writer thread and its batching.
 //! - [`sqlite`]: the embedded SQLite backend (migrations in `migrations/`).
 //!
-//! PostgreSQL comes later behind the same traits, [`BatchWriter`], [`TaskReader`] and
-//! [`AlertLog`].
+//! PostgreSQL comes later behind the same traits, [`BatchWriter`], [`TaskReader`],
+//! [`AlertLog`] and [`TokenStore`].
 
 pub mod group_commit;
 pub mod sqlite;
@@ -34,6 +34,9 @@ pub enum StoreError {
     EarlierCommitFailed,
     #[error("another hub is using the data directory {0}")]
     Locked(String),
+    /// A unique name is taken.
+    #[error("{0} exists already")]
+    Duplicate(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -110,4 +113,32 @@ pub trait AlertLog: Send + Sync + 'static {
     fn record(&self, record: &AlertRecord) -> Result<(), StoreError>;
     /// The newest `limit` records, newest first.
     fn recent(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
+}
+
+/// An API token as kept: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The token's public part (it leads the token text), hex.
+    pub id: String,
+    pub name: String,
+    /// `admin`, `client`, `agent` or `read`.
+    pub role: String,
+    /// For an agent token: the capabilities it may offer (`None`: any).
+    pub capabilities: Option<Vec<String>>,
+    /// For an agent token: the swarms it may join (`None`: any).
+    pub groups: Option<Vec<String>>,
+    pub secret_hash: Vec<u8>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The API tokens. Rare writes on a connection of their own, like [`AlertLog`].
+pub trait TokenStore: Send + Sync + 'static {
+    /// Fails with [`StoreError::Duplicate`] when the name is taken.
+    fn insert(&self, token: &StoredToken) -> Result<(), StoreError>;
+    /// All tokens, revoked ones included, oldest first.
+    fn list(&self) -> Result<Vec<StoredToken>, StoreError>;
+    fn get(&self, id: &str) -> Result<Option<StoredToken>, StoreError>;
+    /// Returns false when no live token has that name.
+    fn revoke(&self, name: &str, at: Timestamp) -> Result<bool, StoreError>;
 }

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use hive_client::HubClient;
 use hive_client::http::ListQuery;
 use hive_proto::RawValue;
 use hive_proto::api::{NewTask, Task};
@@ -13,14 +12,14 @@ use crate::args::{DrainArgs, OutputArgs, SubmitArgs, TaskArgs, TasksArgs};
 use crate::table;
 use crate::{Failure, Outcome};
 
-fn print_json(value: &impl serde::Serialize) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("serialisable")
     );
 }
 
-pub async fn submit(args: SubmitArgs, hub: &str) -> Outcome {
+pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
     let payload = RawValue::from_string(args.payload.clone())
         .map_err(|e| Failure::usage(anyhow!("--payload is not valid JSON: {e}")))?;
     let task = NewTask {
@@ -32,7 +31,7 @@ pub async fn submit(args: SubmitArgs, hub: &str) -> Outcome {
         depends_on: (!args.depends_on.is_empty()).then_some(args.depends_on),
         ..NewTask::new(args.capability)
     };
-    let client = HubClient::new(hub);
+    let client = hub.client();
     let created = client.submit(&task).await.map_err(Failure::hub)?;
     if !args.wait {
         println!("{}", created.id);
@@ -62,28 +61,18 @@ pub async fn submit(args: SubmitArgs, hub: &str) -> Outcome {
     })
 }
 
-pub async fn task(args: TaskArgs, hub: &str) -> Outcome {
-    print_json(
-        &HubClient::new(hub)
-            .task(&args.id)
-            .await
-            .map_err(Failure::hub)?,
-    );
+pub async fn task(args: TaskArgs, hub: &super::Target) -> Outcome {
+    print_json(&hub.client().task(&args.id).await.map_err(Failure::hub)?);
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn cancel(args: TaskArgs, hub: &str) -> Outcome {
-    print_json(
-        &HubClient::new(hub)
-            .cancel(&args.id)
-            .await
-            .map_err(Failure::hub)?,
-    );
+pub async fn cancel(args: TaskArgs, hub: &super::Target) -> Outcome {
+    print_json(&hub.client().cancel(&args.id).await.map_err(Failure::hub)?);
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn status(args: OutputArgs, hub: &str) -> Outcome {
-    let status = HubClient::new(hub).status().await.map_err(Failure::hub)?;
+pub async fn status(args: OutputArgs, hub: &super::Target) -> Outcome {
+    let status = hub.client().status().await.map_err(Failure::hub)?;
     if args.json {
         print_json(&status);
         return Ok(ExitCode::SUCCESS);
@@ -116,20 +105,18 @@ fn task_row(task: &Task) -> Vec<String> {
         task.priority.to_string(),
         task.attempts.len().to_string(),
         task.created_at.clone(),
+        task.submitted_by.clone().unwrap_or_else(|| "-".into()),
     ]
 }
 
-pub async fn tasks(args: TasksArgs, hub: &str) -> Outcome {
+pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
     let query = ListQuery {
         status: args.status,
         capability: args.capability,
         limit: Some(args.limit),
         cursor: None,
     };
-    let list = HubClient::new(hub)
-        .tasks(&query)
-        .await
-        .map_err(Failure::hub)?;
+    let list = hub.client().tasks(&query).await.map_err(Failure::hub)?;
     if args.json {
         print_json(&list);
     } else {
@@ -137,7 +124,15 @@ pub async fn tasks(args: TasksArgs, hub: &str) -> Outcome {
         print!(
             "{}",
             table::render(
-                &["ID", "STATUS", "CAPABILITY", "PRIO", "ATTEMPTS", "CREATED"],
+                &[
+                    "ID",
+                    "STATUS",
+                    "CAPABILITY",
+                    "PRIO",
+                    "ATTEMPTS",
+                    "CREATED",
+                    "BY"
+                ],
                 &rows
             )
         );
@@ -145,8 +140,8 @@ pub async fn tasks(args: TasksArgs, hub: &str) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn agents(args: OutputArgs, hub: &str) -> Outcome {
-    let agents = HubClient::new(hub).agents().await.map_err(Failure::hub)?;
+pub async fn agents(args: OutputArgs, hub: &super::Target) -> Outcome {
+    let agents = hub.client().agents().await.map_err(Failure::hub)?;
     if args.json {
         print_json(&agents);
         return Ok(ExitCode::SUCCESS);
@@ -185,8 +180,8 @@ pub async fn agents(args: OutputArgs, hub: &str) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn alerts(args: OutputArgs, hub: &str) -> Outcome {
-    let alerts = HubClient::new(hub).alerts().await.map_err(Failure::hub)?;
+pub async fn alerts(args: OutputArgs, hub: &super::Target) -> Outcome {
+    let alerts = hub.client().alerts().await.map_err(Failure::hub)?;
     if args.json {
         print_json(&alerts);
         return Ok(ExitCode::SUCCESS);
@@ -235,12 +230,7 @@ pub async fn alerts(args: OutputArgs, hub: &str) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn drain(args: DrainArgs, hub: &str) -> Outcome {
-    print_json(
-        &HubClient::new(hub)
-            .drain(&args.id)
-            .await
-            .map_err(Failure::hub)?,
-    );
+pub async fn drain(args: DrainArgs, hub: &super::Target) -> Outcome {
+    print_json(&hub.client().drain(&args.id).await.map_err(Failure::hub)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,20 @@
 pub mod bench;
 pub mod client;
 pub mod serve;
+pub mod tokens;
 pub mod worker;
+
+/// The hub the client commands talk to, and the token they show it.
+pub struct Target {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Target {
+    pub fn client(&self) -> hive_client::HubClient {
+        hive_client::HubClient::new(&self.url).with_token(self.token.clone())
+    }
+}
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn stop_signal() {

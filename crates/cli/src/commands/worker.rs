@@ -24,7 +24,7 @@ fn parse_capability(text: &str) -> Result<(String, f64), Failure> {
     }
 }
 
-pub async fn run(args: WorkerArgs, hub: &str) -> Outcome {
+pub async fn run(args: WorkerArgs, hub: &super::Target) -> Outcome {
     if args.slots == 0 {
         return Err(Failure::usage(anyhow!("--slots must be at least 1")));
     }
@@ -33,7 +33,8 @@ pub async fn run(args: WorkerArgs, hub: &str) -> Outcome {
         .iter()
         .map(|c| parse_capability(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut options = WorkerOptions::new(hub, &[], args.slots);
+    let mut options = WorkerOptions::new(&hub.url, &[], args.slots);
+    options.token = hub.token.clone();
     options.capabilities = capabilities;
     options.groups = args.groups;
     options.format = args.frames.format();

@@ -326,3 +326,57 @@ async fn a_second_hub_on_the_same_data_directory_is_refused() {
         "the first hub is unaffected"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_the_command_line_and_who_submitted_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start_with(dir.path(), free_port(), &["--auth"]).await;
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let as_admin = |args: &'static [&'static str]| {
+        let url = hub.url.clone();
+        let admin = admin.trim().to_string();
+        async move {
+            let output = hive()
+                .args(args)
+                .env("HIVE_HUB", &url)
+                .env("HIVE_TOKEN", admin)
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.code(),
+                String::from_utf8(output.stdout).unwrap(),
+            )
+        }
+    };
+    let (code, token) = as_admin(&["token", "create", "--role", "client", "--name", "ci"]).await;
+    assert_eq!(code, Some(0));
+    let token = token.trim().to_string();
+    assert!(token.starts_with("hive_"));
+    let submitted = hive()
+        .args(["submit", "--capability", "x", "--payload", "1"])
+        .env("HIVE_HUB", &hub.url)
+        .env("HIVE_TOKEN", &token)
+        .output()
+        .await
+        .unwrap();
+    assert!(submitted.status.success());
+    let (code, listing) = as_admin(&["tasks"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        listing.contains("BY") && listing.contains(" ci"),
+        "{listing}"
+    );
+    let (code, tokens) = as_admin(&["token", "list"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        tokens.contains("ci") && tokens.contains("client"),
+        "{tokens}"
+    );
+    // Without a token: refused, and the error says what is missing.
+    let (code, _, err) = run(&["status"], &hub.url).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("401"), "{err}");
+    assert_eq!(as_admin(&["token", "revoke", "ci"]).await.0, Some(0));
+    hub.terminate().await;
+}

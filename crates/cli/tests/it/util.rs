@@ -27,7 +27,7 @@ pub struct HubProcess {
 }
 
 impl HubProcess {
-    /// Starts `hive serve` and waits until it answers `/readyz`.
+    /// Starts `hive serve` and waits until its API answers.
     pub async fn start(dir: &Path, port: u16) -> HubProcess {
         HubProcess::start_with(dir, port, &[]).await
     }
@@ -50,7 +50,8 @@ impl HubProcess {
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest_lite(&url);
         for _ in 0..300 {
-            if http.status().await.is_ok() {
+            // Any answer from the API will do (a hub with authentication on answers 401).
+            if let Ok(_) | Err(hive_client::http::ClientError::Api { .. }) = http.status().await {
                 return HubProcess { child, url };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

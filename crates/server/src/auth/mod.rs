@@ -1,4 +1,253 @@
-//! Who may do what. Today: the defences against a hostile web page in the operator's browser
-//! ([`browser`]), which hold even on loopback. Tokens and roles come next, here.
+//! Who may do what: API tokens with roles ([`tokens`]), the check every request passes
+//! ([`require`]), and the defences against a hostile web page ([`browser`]), which hold even on
+//! loopback.
+//!
+//! Roles: `admin` (everything, token management, drains), `client` (submit, read, cancel, wait,
+//! broadcast), `agent` (`/ws/agent` only, optionally limited to listed capabilities and swarms),
+//! `read` (the dashboard's data, metrics, lists). `/healthz`, `/readyz`, the OpenAPI document and
+//! the dashboard's static files are open; `/metrics` is open when `auth.open_metrics` says so.
+//!
+//! A token travels in `Authorization: Bearer <token>`. A browser cannot set that header on a
+//! WebSocket, so there it may come as the subprotocol `bearer.<token>` next to `hive` (the hub
+//! answers with `hive`). Never in a query string, which ends up in logs.
 
 pub mod browser;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Client,
+    Agent,
+    Read,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Client, Role::Agent, Role::Read];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Client => "client",
+            Role::Agent => "agent",
+            Role::Read => "read",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    fn allows(self, needed: Permission) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Client => matches!(needed, Permission::Read | Permission::Submit),
+            Role::Read => needed == Permission::Read,
+            Role::Agent => needed == Permission::Work,
+        }
+    }
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Lists, reads, the live streams, metrics.
+    Read,
+    /// Submit, cancel, broadcast.
+    Submit,
+    /// Connect as an agent.
+    Work,
+    /// Tokens, drains.
+    Admin,
+}
+
+/// The holder of a verified token, handed to the handlers as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's name: recorded as a task's `submitted_by`.
+    pub name: Arc<str>,
+    pub role: Role,
+    pub capabilities: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+}
+
+/// The permission `method` on `path` needs; `None`: open to anyone.
+pub fn required(method: &Method, path: &str, open_metrics: bool) -> Option<Permission> {
+    let api = path.strip_prefix("/api/v1");
+    match (method, path, api) {
+        (_, "/healthz" | "/readyz" | "/" | "/api/openapi.json", _) => None,
+        (_, p, _) if p.starts_with("/assets/") => None,
+        (_, "/metrics", _) if open_metrics => None,
+        (_, "/metrics" | "/ws/events" | "/ws/performance", _) => Some(Permission::Read),
+        (_, "/ws/agent", _) => Some(Permission::Work),
+        (_, _, Some(rest)) if rest == "/tokens" || rest.starts_with("/tokens/") => {
+            Some(Permission::Admin)
+        }
+        (&Method::POST, _, Some(rest)) if rest.starts_with("/agents/") => Some(Permission::Admin),
+        (&Method::GET | &Method::HEAD, _, Some(_)) => Some(Permission::Read),
+        (_, _, Some(_)) => Some(Permission::Submit),
+        // Unknown routes: the answer (404) tells nothing, but only to someone with a token.
+        _ => Some(Permission::Read),
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer`, or a WebSocket subprotocol
+/// `bearer.<token>`.
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    bearer.or_else(|| {
+        headers
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())?
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("bearer."))
+    })
+}
+
+/// Middleware: with authentication on, a request reaches its handler only with a token whose
+/// role allows the route; the handler finds the [`Principal`] in the request's extensions.
+pub async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(tokens) = &state.tokens else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    let Some(needed) = required(request.method(), path, state.config.auth.open_metrics) else {
+        return next.run(request).await;
+    };
+    let principal = presented(request.headers()).and_then(|t| tokens.verify(t));
+    match principal {
+        None => {
+            let mut response = ApiError::Unauthorized.into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+            response
+        }
+        Some(who) if !who.role.allows(needed) => ApiError::Forbidden {
+            code: "forbidden_role",
+            message: format!(
+                "the token {:?} has the role {}, which may not do this",
+                who.name,
+                who.role.as_str()
+            ),
+        }
+        .into_response(),
+        Some(who) => {
+            request.extensions_mut().insert(who);
+            next.run(request).await
+        }
+    }
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthConfig {
+    /// Tokens required (always on a non-loopback address).
+    pub enabled: bool,
+    /// `/metrics` readable without a token (for a scraper without one).
+    pub open_metrics: bool,
+}
+
+/// The file, in the data directory, that the first admin token is written to.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// With no live admin token, mints one and writes it to [`ADMIN_TOKEN_FILE`] in `dir`, readable
+/// only by its owner; returns the file's path when it did.
+pub fn bootstrap_admin(
+    tokens: &tokens::Tokens,
+    dir: &std::path::Path,
+    now: hive_core::Timestamp,
+) -> Result<Option<std::path::PathBuf>, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if tokens.has_admin() {
+        return Ok(None);
+    }
+    let name = format!("admin-{}", now.0);
+    let grant = tokens::Grant {
+        name,
+        role: Role::Admin,
+        capabilities: None,
+        groups: None,
+    };
+    let (text, _) = tokens.create(grant, now).map_err(|e| e.to_string())?;
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(file, "{text}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_what_their_role_may_do() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(required(&get, "/healthz", false), None);
+        assert_eq!(required(&get, "/assets/index.js", false), None);
+        assert_eq!(required(&get, "/metrics", true), None);
+        assert_eq!(required(&get, "/metrics", false), Some(Permission::Read));
+        assert_eq!(
+            required(&get, "/api/v1/tasks", false),
+            Some(Permission::Read)
+        );
+        assert_eq!(
+            required(&post, "/api/v1/tasks", false),
+            Some(Permission::Submit)
+        );
+        assert_eq!(
+            required(&post, "/api/v1/tasks/x/cancel", false),
+            Some(Permission::Submit)
+        );
+        assert_eq!(
+            required(&post, "/api/v1/agents/x/drain", false),
+            Some(Permission::Admin)
+        );
+        assert_eq!(
+            required(&get, "/api/v1/tokens", false),
+            Some(Permission::Admin)
+        );
+        assert_eq!(required(&get, "/ws/agent", false), Some(Permission::Work));
+        assert!(Role::Client.allows(Permission::Submit) && !Role::Client.allows(Permission::Work));
+        assert!(!Role::Read.allows(Permission::Submit) && !Role::Agent.allows(Permission::Read));
+    }
+
+    #[test]
+    fn a_token_comes_from_the_header_or_a_websocket_subprotocol() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer hive_a_b".parse().unwrap());
+        assert_eq!(presented(&headers), Some("hive_a_b"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "hive, bearer.hive_c_d".parse().unwrap(),
+        );
+        assert_eq!(presented(&headers), Some("hive_c_d"));
+        assert_eq!(presented(&HeaderMap::new()), None);
+    }
+}

@@ -28,7 +28,9 @@ pub async fn stream(
         .filter(|c| !c.is_empty())
         .map(String::from)
         .collect();
-    ws.on_upgrade(move |socket| forward(state, socket, capabilities))
+    // `hive` answers a browser that sent its token as a subprotocol (see `crate::auth`).
+    ws.protocols(["hive"])
+        .on_upgrade(move |socket| forward(state, socket, capabilities))
 }
 
 async fn forward(state: AppState, mut socket: WebSocket, capabilities: Vec<String>) {

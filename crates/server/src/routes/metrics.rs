@@ -46,7 +46,9 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
 }
 
 pub async fn performance(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| stream_snapshots(state, socket))
+    // `hive` answers a browser that sent its token as a subprotocol (see `crate::auth`).
+    ws.protocols(["hive"])
+        .on_upgrade(move |socket| stream_snapshots(state, socket))
 }
 
 async fn stream_snapshots(state: AppState, mut socket: WebSocket) {

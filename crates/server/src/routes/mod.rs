@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod swarms;
 pub mod system;
 pub mod tasks;
+pub mod tokens;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -43,10 +44,17 @@ use crate::ws_agent;
         swarms::broadcast,
         metrics::snapshot,
         alerts::list,
+        tokens::create,
+        tokens::list,
+        tokens::revoke,
     ),
     components(schemas(
         hive_proto::api::NewTask,
         hive_proto::api::NewTaskBatch,
+        hive_proto::api::NewToken,
+        hive_proto::api::TokenInfo,
+        hive_proto::api::TokenCreated,
+        hive_proto::api::TokenList,
         hive_proto::api::BatchCreated,
         hive_proto::api::Task,
         hive_proto::api::Attempt,
@@ -89,7 +97,9 @@ pub fn app(state: AppState) -> Router {
         .route("/swarms", get(swarms::list))
         .route("/swarms/{group}/messages", post(swarms::broadcast))
         .route("/metrics", get(metrics::snapshot))
-        .route("/alerts", get(alerts::list));
+        .route("/alerts", get(alerts::list))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{name}/revoke", post(tokens::revoke));
     let mut router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(system::openapi))
@@ -114,6 +124,10 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::admission::bound_bodies,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require,
         ))
         // Outermost: a request a browser defence refuses costs nothing else.
         .layer(middleware::from_fn_with_state(

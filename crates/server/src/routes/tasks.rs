@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use hive_core::{TaskId, TaskStatus};
 use hive_proto::api::{BatchCreated, ErrorBody, NewTask, NewTaskBatch, Task, TaskList};
 use hive_store::TaskFilter;
 use serde::Deserialize;
 
 use crate::actor::{Command, Submitted};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
@@ -73,10 +74,12 @@ async fn submit(
 ))]
 pub async fn create(
     State(state): State<AppState>,
+    who: Option<Extension<Principal>>,
     ApiJson(new): ApiJson<NewTask>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let _admitted = state.admission.admit(1)?;
-    let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, "")?;
+    let by = who.as_ref().map(|w| &w.name);
+    let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, "", by)?;
     let view = spec.clone();
     let outcome = submit(&state, vec![spec], false).await?;
     let submitted = &outcome[0];
@@ -99,6 +102,7 @@ pub async fn create(
 ))]
 pub async fn create_batch(
     State(state): State<AppState>,
+    who: Option<Extension<Principal>>,
     ApiJson(batch): ApiJson<NewTaskBatch>,
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
     if batch.tasks.is_empty() {
@@ -117,7 +121,8 @@ pub async fn create_batch(
         .into_iter()
         .enumerate()
         .map(|(i, new)| {
-            views::spec_from_new(new, now, &state.config.limits, &format!("tasks[{i}]"))
+            let by = who.as_ref().map(|w| &w.name);
+            views::spec_from_new(new, now, &state.config.limits, &format!("tasks[{i}]"), by)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let outcome = submit(&state, specs, true).await?;

@@ -2,6 +2,7 @@
 //! WebSocket by the real client and worker library.
 
 mod alerts;
+mod auth;
 mod browser;
 mod builtin;
 mod dashboard;

@@ -8,6 +8,7 @@ mod alerts;
 mod checkpoint;
 mod codec;
 mod read;
+mod tokens;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use rusqlite::Connection;
 pub use alerts::SqliteAlertLog;
 pub use checkpoint::Checkpointer;
 pub use read::SqliteReader;
+pub use tokens::SqliteTokenStore;
 pub use write::SqliteWriter;
 
 use crate::StoreError;
@@ -25,6 +27,7 @@ use crate::StoreError;
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_alerts.sql")),
+    (3, include_str!("../../migrations/0003_tokens.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies
@@ -127,6 +130,11 @@ impl SqliteStore {
     /// The alert history, on a connection of its own.
     pub fn alert_log(&self) -> Result<SqliteAlertLog, StoreError> {
         Ok(SqliteAlertLog::new(self.connect()?))
+    }
+
+    /// The API tokens, on a connection of their own.
+    pub fn token_store(&self) -> Result<SqliteTokenStore, StoreError> {
+        Ok(SqliteTokenStore::new(self.connect()?))
     }
 
     pub fn reader(&self) -> SqliteReader {

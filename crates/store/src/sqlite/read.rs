@@ -12,7 +12,7 @@ use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
-    lease_until, not_before, created_at, updated_at";
+    lease_until, not_before, created_at, updated_at, submitted_by";
 
 /// Idle connections kept for reuse; more are opened under load and closed after.
 const POOL_SIZE: usize = 8;
@@ -74,6 +74,7 @@ fn spec_from_row(row: &Row<'_>) -> Result<TaskSpec, StoreError> {
         idempotency_key: row.get(8)?,
         depends_on: split_ids(row.get(9)?)?,
         created_at: from_ts(row.get(16)?),
+        submitted_by: row.get::<_, Option<String>>(18)?.map(Into::into),
     })
 }
 

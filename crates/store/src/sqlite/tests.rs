@@ -23,6 +23,7 @@ fn spec(n: u128) -> Arc<TaskSpec> {
         idempotency_key: Some(format!("key-{n}")),
         depends_on: vec![TaskId(Uuid::from_u128(n + 100))],
         created_at: Timestamp(10),
+        submitted_by: None,
     })
 }
 
@@ -301,4 +302,47 @@ fn the_wal_stays_bounded_under_commits_that_never_pause() {
         size < 40 * 1024 * 1024,
         "the WAL grew to {size} bytes: it never restarted"
     );
+}
+
+#[test]
+fn tokens_keep_only_their_hash_and_survive_a_reopen() {
+    use crate::{StoredToken, TokenStore};
+    let dir = tempfile::tempdir().unwrap();
+    let token = StoredToken {
+        id: "abc".into(),
+        name: "ci".into(),
+        role: "agent".into(),
+        capabilities: Some(vec!["pay".into()]),
+        groups: None,
+        secret_hash: vec![1, 2, 3],
+        created_at: Timestamp(5),
+        revoked_at: None,
+    };
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        let tokens = store.token_store().unwrap();
+        tokens.insert(&token).unwrap();
+        let again = StoredToken {
+            id: "other".into(),
+            ..token.clone()
+        };
+        assert!(matches!(
+            tokens.insert(&again),
+            Err(StoreError::Duplicate(_))
+        ));
+        assert!(tokens.revoke("ci", Timestamp(9)).unwrap());
+        assert!(!tokens.revoke("ci", Timestamp(10)).unwrap());
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let tokens = store.token_store().unwrap();
+    let kept = tokens.get("abc").unwrap().unwrap();
+    assert_eq!(kept.revoked_at, Some(Timestamp(9)));
+    assert_eq!(
+        StoredToken {
+            revoked_at: None,
+            ..kept
+        },
+        token
+    );
+    assert_eq!(tokens.list().unwrap().len(), 1);
 }

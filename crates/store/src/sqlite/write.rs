@@ -87,8 +87,8 @@ impl Sql {
             Sql::InsertTask => {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
             backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
-            attempts, lease_until, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            attempts, lease_until, created_at, updated_at, submitted_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)"
@@ -180,6 +180,7 @@ fn insert_task(
             running.as_ref().map(|r| ts(r.lease_until)),
             ts(spec.created_at),
             ts(running.as_ref().map_or(spec.created_at, |r| r.started_at)),
+            spec.submitted_by.as_deref(),
         ],
     )?;
     Ok(())

@@ -1,0 +1,244 @@
+//! API tokens: minting, checking, revoking. A token reads `hive_<id>_<secret>`: the id finds the
+//! stored record, and the secret's SHA-256 must match the stored hash, compared in constant time.
+//! The store never holds the secret, so its file is no key to the hub.
+//!
+//! The records are kept in memory as well (a std `RwLock`, no await held across it): a request
+//! checks its token without touching SQLite. Creating and revoking write through to the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hive_core::Timestamp;
+use hive_store::{StoreError, StoredToken, TokenStore};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Principal, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a new token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub name: String,
+    pub role: Role,
+    /// Agent tokens: the capabilities it may offer, the swarms it may join (`None`: any).
+    pub capabilities: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+}
+
+pub struct Tokens {
+    store: Arc<dyn TokenStore>,
+    by_id: RwLock<HashMap<String, StoredToken>>,
+}
+
+const PREFIX: &str = "hive_";
+pub const MAX_NAME_LEN: usize = 64;
+
+fn hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Equal bytes, in a time that does not depend on where they first differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Tokens {
+    pub fn load(store: Arc<dyn TokenStore>) -> Result<Tokens, StoreError> {
+        let by_id = store
+            .list()?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        Ok(Tokens {
+            store,
+            by_id: RwLock::new(by_id),
+        })
+    }
+
+    /// Mints a token; the text returned is the only copy of its secret.
+    pub fn create(
+        &self,
+        grant: Grant,
+        now: Timestamp,
+    ) -> Result<(String, StoredToken), TokenError> {
+        let name_ok = !grant.name.is_empty()
+            && grant.name.len() <= MAX_NAME_LEN
+            && grant
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(TokenError::Invalid(format!(
+                "name: 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if grant.role != Role::Agent && (grant.capabilities.is_some() || grant.groups.is_some()) {
+            return Err(TokenError::Invalid(
+                "capabilities and groups limit agent tokens only".into(),
+            ));
+        }
+        let id = Uuid::new_v4().simple().to_string();
+        let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        let record = StoredToken {
+            id: id.clone(),
+            name: grant.name,
+            role: grant.role.as_str().into(),
+            capabilities: grant.capabilities,
+            groups: grant.groups,
+            secret_hash: hash(&secret),
+            created_at: now,
+            revoked_at: None,
+        };
+        self.store.insert(&record)?;
+        self.write().insert(id.clone(), record.clone());
+        Ok((format!("{PREFIX}{id}_{secret}"), record))
+    }
+
+    /// Who holds `token`, if it is a live token of this hub.
+    pub fn verify(&self, token: &str) -> Option<Principal> {
+        let (id, secret) = token.strip_prefix(PREFIX)?.split_once('_')?;
+        let by_id = self.by_id.read().unwrap_or_else(|p| p.into_inner());
+        let record = by_id.get(id)?;
+        if record.revoked_at.is_some() || !same(&hash(secret), &record.secret_hash) {
+            return None;
+        }
+        Some(Principal {
+            name: record.name.as_str().into(),
+            role: Role::parse(&record.role)?,
+            capabilities: record.capabilities.clone(),
+            groups: record.groups.clone(),
+        })
+    }
+
+    pub fn list(&self) -> Vec<StoredToken> {
+        let mut all: Vec<_> = self
+            .by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        all
+    }
+
+    /// Returns false when no live token has that name.
+    pub fn revoke(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        if !self.store.revoke(name, now)? {
+            return Ok(false);
+        }
+        for record in self.write().values_mut() {
+            if record.name == name {
+                record.revoked_at = Some(now);
+            }
+        }
+        Ok(true)
+    }
+
+    /// True when a live admin token exists.
+    pub fn has_admin(&self) -> bool {
+        self.list()
+            .iter()
+            .any(|t| t.role == Role::Admin.as_str() && t.revoked_at.is_none())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StoredToken>> {
+        self.by_id.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// The store's behaviour as far as `Tokens` needs it (the SQLite one is tested in its crate).
+    #[derive(Default)]
+    struct Memory(Mutex<Vec<StoredToken>>);
+
+    impl TokenStore for Memory {
+        fn insert(&self, token: &StoredToken) -> Result<(), StoreError> {
+            let mut all = self.0.lock().unwrap();
+            if all.iter().any(|t| t.name == token.name) {
+                return Err(StoreError::Duplicate(token.name.clone()));
+            }
+            all.push(token.clone());
+            Ok(())
+        }
+        fn list(&self) -> Result<Vec<StoredToken>, StoreError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn get(&self, id: &str) -> Result<Option<StoredToken>, StoreError> {
+            Ok(self.0.lock().unwrap().iter().find(|t| t.id == id).cloned())
+        }
+        fn revoke(&self, name: &str, at: Timestamp) -> Result<bool, StoreError> {
+            let mut all = self.0.lock().unwrap();
+            let live = all
+                .iter_mut()
+                .find(|t| t.name == name && t.revoked_at.is_none());
+            Ok(live.map(|t| t.revoked_at = Some(at)).is_some())
+        }
+    }
+
+    fn grant(name: &str, role: Role) -> Grant {
+        Grant {
+            name: name.into(),
+            role,
+            capabilities: None,
+            groups: None,
+        }
+    }
+
+    #[test]
+    fn a_token_verifies_until_revoked_and_a_guess_never_does() {
+        let tokens = Tokens::load(Arc::new(Memory::default())).unwrap();
+        let (text, record) = tokens
+            .create(grant("ci", Role::Client), Timestamp(1))
+            .unwrap();
+        assert!(text.starts_with("hive_") && !record.secret_hash.is_empty());
+        let who = tokens.verify(&text).unwrap();
+        assert_eq!((&*who.name, who.role), ("ci", Role::Client));
+        let forged = format!("{}0", &text[..text.len() - 1]);
+        assert!(tokens.verify(&forged).is_none());
+        assert!(tokens.verify("hive_nope_nope").is_none());
+        assert!(tokens.verify("").is_none());
+        assert!(tokens.revoke("ci", Timestamp(2)).unwrap());
+        assert!(tokens.verify(&text).is_none());
+        assert!(
+            !tokens.revoke("ci", Timestamp(3)).unwrap(),
+            "already revoked"
+        );
+    }
+
+    #[test]
+    fn names_are_checked_and_unique_and_scopes_are_for_agents() {
+        let tokens = Tokens::load(Arc::new(Memory::default())).unwrap();
+        assert!(matches!(
+            tokens.create(grant("no spaces", Role::Read), Timestamp(1)),
+            Err(TokenError::Invalid(_))
+        ));
+        tokens.create(grant("a", Role::Read), Timestamp(1)).unwrap();
+        assert!(matches!(
+            tokens.create(grant("a", Role::Admin), Timestamp(1)),
+            Err(TokenError::Store(StoreError::Duplicate(_)))
+        ));
+        let scoped = Grant {
+            capabilities: Some(vec!["x".into()]),
+            ..grant("b", Role::Client)
+        };
+        assert!(matches!(
+            tokens.create(scoped, Timestamp(1)),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(!tokens.has_admin());
+    }
+}

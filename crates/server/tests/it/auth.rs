@@ -1,0 +1,202 @@
+//! Authentication on: tokens with roles, the first admin token, agent tokens limited to listed
+//! capabilities, tokens on WebSockets, revocation, and who submitted what.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use futures_util::SinkExt;
+use hive_client::{HubClient, WorkerOptions};
+use hive_proto::api::{NewTask, NewToken};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::util::*;
+
+async fn start_with_auth() -> (TestHub, HubClient) {
+    let t = start_hub_with(|c| c.auth.enabled = true).await;
+    let file = t.dir.path().join("admin.token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only its owner may read the admin token"
+    );
+    let admin_token = std::fs::read_to_string(file).unwrap().trim().to_string();
+    let admin = HubClient::new(&t.url).with_token(Some(admin_token));
+    (t, admin)
+}
+
+fn new_token(name: &str, role: &str) -> NewToken {
+    NewToken {
+        name: name.into(),
+        role: role.into(),
+        capabilities: None,
+        groups: None,
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_only_the_probes_and_the_page_answer() {
+    let (t, admin) = start_with_auth().await;
+    let http = reqwest::Client::new();
+    for (path, expected) in [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/api/openapi.json", 200),
+        ("/api/v1/status", 401),
+        ("/api/v1/tasks", 401),
+        ("/metrics", 401),
+    ] {
+        let response = http.get(format!("{}{path}", t.url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{path}");
+        if expected == 401 {
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+    let wrong = HubClient::new(&t.url).with_token(Some("hive_abc_def".into()));
+    assert!(wrong.status().await.is_err());
+    assert!(admin.status().await.is_ok());
+}
+
+#[tokio::test]
+async fn each_role_does_what_it_may_and_tasks_record_their_submitter() {
+    let (t, admin) = start_with_auth().await;
+    let client_token = admin
+        .create_token(&new_token("ci", "client"))
+        .await
+        .unwrap();
+    let read_token = admin
+        .create_token(&new_token("viewer", "read"))
+        .await
+        .unwrap();
+    assert!(client_token.token.starts_with("hive_"));
+    let client = HubClient::new(&t.url).with_token(Some(client_token.token.clone()));
+    let viewer = HubClient::new(&t.url).with_token(Some(read_token.token));
+
+    let task = client.submit(&NewTask::new("x")).await.unwrap();
+    assert_eq!(task.submitted_by.as_deref(), Some("ci"));
+    assert_eq!(
+        viewer.task(&task.id).await.unwrap().submitted_by.as_deref(),
+        Some("ci")
+    );
+    let refused = viewer.submit(&NewTask::new("x")).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    assert!(
+        client.tokens().await.is_err(),
+        "only an admin manages tokens"
+    );
+    let names: Vec<_> = admin
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(names.contains(&"ci".to_string()) && names.contains(&"viewer".to_string()));
+    let taken = admin
+        .create_token(&new_token("ci", "read"))
+        .await
+        .unwrap_err();
+    assert!(taken.to_string().contains("409"), "{taken}");
+
+    admin.revoke_token("ci").await.unwrap();
+    assert!(
+        client.status().await.is_err(),
+        "a revoked token stops working"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_token_connects_only_for_its_capabilities() {
+    let (t, admin) = start_with_auth().await;
+    let grant = NewToken {
+        capabilities: Some(vec!["pay".into()]),
+        ..new_token("payments-worker", "agent")
+    };
+    let agent_token = admin.create_token(&grant).await.unwrap().token;
+    let client_token = admin
+        .create_token(&new_token("ci", "client"))
+        .await
+        .unwrap()
+        .token;
+
+    let hello = |capability: &str| {
+        serde_json::json!({"type": "hello", "name": "w", "capabilities": [capability]}).to_string()
+    };
+    let connect = |token: String| {
+        let address = t.url.replace("http://", "ws://") + "/ws/agent";
+        async move {
+            let mut request = address.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(request).await
+        }
+    };
+    // No token, or a client's: no handshake.
+    assert!(ws_refused(&t.url, "/ws/agent").await);
+    assert!(connect(client_token).await.is_err());
+    // The agent token, asking for more than it may offer.
+    let (mut socket, _) = connect(agent_token.clone()).await.unwrap();
+    socket
+        .send(Message::Text(hello("payroll").into()))
+        .await
+        .unwrap();
+    let error = next_json(&mut socket).await;
+    assert_eq!(error["code"], "invalid_hello");
+    assert!(
+        error["message"].as_str().unwrap().contains("may not offer"),
+        "{error}"
+    );
+    // And for what it may: a real worker with the token runs a task.
+    let mut options = WorkerOptions::new(&t.url, &["pay"], 1);
+    options.token = Some(agent_token);
+    let worker = tokio::spawn(hive_client::worker::run_worker(
+        options,
+        Arc::new(echo()),
+        std::future::pending(),
+    ));
+    let task = admin.submit(&NewTask::new("pay")).await.unwrap();
+    assert_eq!(finished(&admin, &task.id).await.status, "succeeded");
+    worker.abort();
+}
+
+#[tokio::test]
+async fn a_browser_sends_its_token_as_a_websocket_subprotocol() {
+    let (t, admin) = start_with_auth().await;
+    let token = admin
+        .create_token(&new_token("dash", "read"))
+        .await
+        .unwrap()
+        .token;
+    let address = t.url.replace("http://", "ws://") + "/ws/events";
+    let mut request = address.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("hive, bearer.{token}").parse().unwrap(),
+    );
+    let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "hive");
+    assert!(ws_refused(&t.url, "/ws/events").await);
+}
+
+#[tokio::test]
+async fn a_hub_on_a_public_address_will_not_start_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hive_server::HubConfig::new("0.0.0.0:0".parse().unwrap(), dir.path().into());
+    let refused = hive_server::Hub::start(config).await.err().unwrap();
+    assert!(refused.to_string().contains("auth.enabled"), "{refused}");
+}
+
+/// True when the WebSocket handshake without a token is refused with 401.
+async fn ws_refused(url: &str, path: &str) -> bool {
+    let address = url.replace("http://", "ws://") + path;
+    match tokio_tungstenite::connect_async(address).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            response.status().as_u16() == 401
+        }
+        _ => false,
+    }
+}
