@@ -2,14 +2,14 @@
 // --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
 // Checks: the page loads with no console errors, the charts draw, submitting tasks changes the
 // counters and the task list, a task is cancelled from its page, an alert that fires appears,
-// and the page reconnects by itself
-// when the hub restarts. Saves a screenshot to
+// the page reconnects by itself when the hub restarts, and a hub with authentication on makes the
+// page ask for a token, with which it then works. Saves a screenshot to
 // target/dashboard-e2e.png (CI keeps it as an artifact).
 //
 // Needs the hive binary (HIVE_BIN, default target/debug/hive) and Chromium (CHROMIUM, default
 // /usr/bin/chromium). Run by .ci/run after `cargo test`.
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -172,6 +172,30 @@ try {
   const during = errors.splice(beforeRestart).filter((e) => !refused(e));
   errors.push(...during);
   check(errors.length === 0, `console errors:\n${errors.join("\n")}`);
+
+  // A hub with authentication on: the page asks for a token, then works with it.
+  const authPort = await freePort();
+  const authUrl = `http://127.0.0.1:${authPort}`;
+  const authDir = join(dir, "auth-data");
+  run(["serve", "--listen", `127.0.0.1:${authPort}`, "--data-dir", authDir, "--auth"], { HIVE_LOG: "warn" });
+  await until("the hub with authentication", async () => (await fetch(`${authUrl}/readyz`)).ok);
+  const admin = readFileSync(join(authDir, "admin.token"), "utf8").trim();
+  const asAdmin = { "content-type": "application/json", authorization: `Bearer ${admin}` };
+  const viewer = await (
+    await fetch(`${authUrl}/api/v1/tokens`, { method: "POST", headers: asAdmin, body: JSON.stringify({ name: "viewer", role: "read" }) })
+  ).json();
+  const submitted = await fetch(`${authUrl}/api/v1/tasks`, { method: "POST", headers: asAdmin, body: JSON.stringify({ capability: "later" }) });
+  check(submitted.status === 201, `submit with a token: ${submitted.status}`);
+  const authPage = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await authPage.goto(`${authUrl}/#/tasks`);
+  await until("the token prompt", async () => (await authPage.locator("[data-testid=token-prompt]").count()) === 1);
+  await authPage.fill("[data-testid=token-prompt] input", viewer.token);
+  await authPage.click("[data-testid=token-prompt] button");
+  await until("live with the token", async () => (await authPage.textContent("[data-testid=live-status]")) === "live");
+  check((await authPage.locator("[data-testid=token-prompt]").count()) === 0, "the prompt is gone");
+  await until("the task listed", async () => (await authPage.locator("[data-testid=tasks] tbody tr").count()) === 1);
+  await authPage.locator("[data-testid=tasks] tbody tr").first().click();
+  await until("who submitted it", async () => (await authPage.textContent("[data-testid=task-detail]"))?.includes("by admin"));
   console.log(`dashboard e2e passed; screenshot in ${screenshot}`);
 } finally {
   await browser?.close();

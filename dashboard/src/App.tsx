@@ -1,6 +1,7 @@
 // The page: navigation by URL hash, the two live streams, and the view shown. The streams are
 // held here so that switching views keeps the history and the connection.
 import { useEffect, useState } from "react";
+import { UNAUTHORIZED, setToken } from "./auth";
 import { connect, type Status } from "./live";
 import { append } from "./series";
 import type { HubEvent, MetricsSnapshot } from "./types";
@@ -31,6 +32,13 @@ export function App() {
   // Bumped per kind of event, so each view reloads what it shows only when it changed.
   const [changes, setChanges] = useState({ task: 0, agent: 0, alert: 0 });
   const [firing, setFiring] = useState(0);
+  const [asking, setAsking] = useState(false);
+
+  useEffect(() => {
+    const ask = () => setAsking(true);
+    window.addEventListener(UNAUTHORIZED, ask);
+    return () => window.removeEventListener(UNAUTHORIZED, ask);
+  }, []);
 
   useEffect(() => {
     const onHash = () => setView(currentView());
@@ -89,11 +97,39 @@ export function App() {
         </span>
       </header>
       <main>
+        {asking && <TokenPrompt />}
         {view === "overview" && <Overview history={history} />}
         {view === "agents" && <Agents changes={changes.agent} />}
         {view === "tasks" && <Tasks changes={changes.task} />}
         {view === "alerts" && <Alerts changes={changes.alert} />}
       </main>
     </div>
+  );
+}
+
+/** Shown when the hub answers 401: the token is kept for this browser session, then the page
+ * starts over with it (streams included). */
+function TokenPrompt() {
+  const [value, setValue] = useState("");
+  return (
+    <form
+      className="token-prompt"
+      data-testid="token-prompt"
+      onSubmit={(e) => {
+        e.preventDefault();
+        setToken(value);
+        window.location.reload();
+      }}
+    >
+      <p>This hub wants an API token (a <code>read</code> token is enough to watch).</p>
+      <input
+        type="password"
+        autoComplete="off"
+        placeholder="hive_..."
+        value={value}
+        onChange={(e) => setValue(e.target.value)}
+      />
+      <button type="submit">use token</button>
+    </form>
   );
 }

@@ -1,10 +1,13 @@
 // REST calls to the hub that serves this page (same origin).
+import { authHeaders, refused } from "./auth";
 import type { Agent, Alert, AlertEvent, Task } from "./types";
 
 export class ApiError extends Error {}
 
 async function call<T>(path: string, init?: RequestInit): Promise<T> {
-  const response = await fetch(path, init);
+  const headers = { ...authHeaders(), ...(init?.headers as Record<string, string> | undefined) };
+  const response = await fetch(path, { ...init, headers });
+  if (response.status === 401) refused();
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     const message = body?.error?.message ?? `${response.status} ${response.statusText}`;

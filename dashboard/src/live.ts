@@ -1,4 +1,5 @@
 // A WebSocket to the hub that reconnects by itself, with backoff, for as long as the page wants it.
+import { wsProtocols } from "./auth";
 
 export type Status = "connecting" | "open" | "closed";
 
@@ -23,7 +24,7 @@ export function connect(
   let timer: ReturnType<typeof setTimeout> | undefined;
   const open = () => {
     onStatus("connecting");
-    socket = new WebSocket(wsUrl(path, window.location));
+    socket = new WebSocket(wsUrl(path, window.location), wsProtocols());
     socket.onopen = () => {
       attempt = 0;
       onStatus("open");

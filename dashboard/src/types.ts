@@ -71,6 +71,8 @@ export interface Task {
   error: string | null;
   created_at: string;
   updated_at: string;
+  /** The name of the token it was submitted with (absent with authentication off). */
+  submitted_by?: string;
 }
 
 export interface Alert {

@@ -26,6 +26,7 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
           <h3>{task.id}</h3>
           <p>
             <b>{task.status}</b> · {task.capability} · priority {task.priority} · created {task.created_at}
+            {task.submitted_by && <> · by {task.submitted_by}</>}
           </p>
           {!["succeeded", "failed", "cancelled"].includes(task.status) && <button onClick={cancel}>cancel task</button>}
           <h4>attempts</h4>
