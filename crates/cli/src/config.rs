@@ -41,6 +41,20 @@ pub struct RawConfig {
 struct AuthSection {
     enabled: Option<bool>,
     open_metrics: Option<bool>,
+    #[serde(default)]
+    rate_limits: RateLimitsSection,
+}
+
+/// Requests per second: per role, and per token name under `tokens`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitsSection {
+    admin: Option<f64>,
+    client: Option<f64>,
+    agent: Option<f64>,
+    read: Option<f64>,
+    #[serde(default)]
+    tokens: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +266,7 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     limits(&mut config, file.limits)?;
     config.auth.enabled = args.auth || file.auth.enabled.unwrap_or(false);
     config.auth.open_metrics = file.auth.open_metrics.unwrap_or(false);
+    config.auth.rate_limits = rate_limits(file.auth.rate_limits)?;
     if !config.auth.enabled && !listen.ip().is_loopback() {
         bail!(
             "--listen / server.listen: {listen} is not a loopback address, so authentication must be on (--auth or auth.enabled = true)"
@@ -292,6 +307,35 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     }
     config.alerts = alerts(file.alerts)?;
     Ok(config)
+}
+
+/// `[auth.rate_limits]`: requests per second, not negative (0: no limit).
+fn rate_limits(file: RateLimitsSection) -> anyhow::Result<hive_server::auth::rate::RateLimits> {
+    use hive_server::auth::Role;
+    let check = |key: String, rate: f64| {
+        if !(rate.is_finite() && rate >= 0.0) {
+            bail!("auth.rate_limits.{key} must be a number of requests per second, 0 or more");
+        }
+        Ok(rate)
+    };
+    let mut limits = hive_server::auth::rate::RateLimits::default();
+    for (role, rate) in [
+        (Role::Admin, file.admin),
+        (Role::Client, file.client),
+        (Role::Agent, file.agent),
+        (Role::Read, file.read),
+    ] {
+        if let Some(rate) = rate {
+            limits
+                .by_role
+                .push((role, check(role.as_str().to_string(), rate)?));
+        }
+    }
+    for (name, rate) in file.tokens {
+        let rate = check(format!("tokens.{name}"), rate)?;
+        limits.by_token.push((name, rate));
+    }
+    Ok(limits)
 }
 
 /// `[limits]`: each at least 1 (`max_connections` 0 means: from the open-file limit).
@@ -338,6 +382,21 @@ mod tests {
             durability: None,
             auth: false,
         }
+    }
+
+    #[test]
+    fn rate_limits_are_read_per_role_and_token() {
+        let text = "[auth.rate_limits]\nclient = 50\n[auth.rate_limits.tokens]\nci = 5.5\n";
+        let config = resolve(&args(), parse(text).unwrap()).unwrap();
+        let limits = config.auth.rate_limits;
+        assert_eq!(
+            limits.by_role,
+            vec![(hive_server::auth::Role::Client, 50.0)]
+        );
+        assert_eq!(limits.by_token, vec![("ci".to_string(), 5.5)]);
+        let bad = parse("[auth.rate_limits]\nread = -1\n").unwrap();
+        let err = resolve(&args(), bad).unwrap_err();
+        assert!(err.to_string().contains("auth.rate_limits.read"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum ApiError {
     NotFound { what: String },
     #[error("a valid token is required: Authorization: Bearer <token>")]
     Unauthorized,
+    #[error("the token {name:?} is over its rate limit; try again in {retry_after_s} s")]
+    RateLimited { name: String, retry_after_s: u64 },
     /// Refused by a browser defence (Host, Origin) or a token's role; `code` says which.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
@@ -107,6 +109,7 @@ impl ApiError {
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", None),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
@@ -123,7 +126,8 @@ impl ApiError {
     fn retry_after_s(&self) -> Option<u64> {
         match self {
             ApiError::StoreRefusing { retry_after_s }
-            | ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
+            | ApiError::Overloaded { retry_after_s, .. }
+            | ApiError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             // Not `ShuttingDown`: a request cut off by the stop may have been committed.
             ApiError::Store(_) => Some(1),
             _ => None,

@@ -24,6 +24,7 @@ use crate::actor::{Actor, Command};
 use crate::admission::Admission;
 use crate::alerts::Alerts;
 use crate::auth::bootstrap_admin;
+use crate::auth::rate::RateLimiter;
 use crate::auth::tokens::Tokens;
 use crate::config::HubConfig;
 use crate::connections::Connections;
@@ -149,6 +150,7 @@ impl Hub {
         } else {
             None
         };
+        let rate_limiter = RateLimiter::new(config.auth.rate_limits.clone());
         let state = AppState::new(HubState {
             commands: commands.clone(),
             reader,
@@ -163,6 +165,7 @@ impl Hub {
             config: Arc::new(config),
             admission,
             tokens,
+            rate_limiter,
             shutdown: stopping.clone(),
         });
         if state.config.metrics_enabled {

@@ -51,6 +51,7 @@ pub struct HubState {
     pub admission: Arc<crate::admission::Admission>,
     /// The API tokens; `None` with authentication off.
     pub tokens: Option<Arc<crate::auth::tokens::Tokens>>,
+    pub rate_limiter: crate::auth::rate::RateLimiter,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -1,6 +1,6 @@
 //! Who may do what: API tokens with roles ([`tokens`]), the check every request passes
-//! ([`require`]), and the defences against a hostile web page ([`browser`]), which hold even on
-//! loopback.
+//! ([`require`]), per-token rate limits ([`rate`]), and the defences against a hostile web page
+//! ([`browser`]), which hold even on loopback.
 //!
 //! Roles: `admin` (everything, token management, drains), `client` (submit, read, cancel, wait,
 //! broadcast), `agent` (`/ws/agent` only, optionally limited to listed capabilities and swarms),
@@ -12,6 +12,7 @@
 //! answers with `hive`). Never in a query string, which ends up in logs.
 
 pub mod browser;
+pub mod rate;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -150,6 +151,13 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
         }
         .into_response(),
         Some(who) => {
+            if let Err(wait_ms) = state.rate_limiter.take(&who, state.clock.now().0) {
+                return ApiError::RateLimited {
+                    name: who.name.to_string(),
+                    retry_after_s: wait_ms.div_ceil(1000).max(1),
+                }
+                .into_response();
+            }
             request.extensions_mut().insert(who);
             next.run(request).await
         }
@@ -157,12 +165,14 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
 }
 
 /// Authentication settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuthConfig {
     /// Tokens required (always on a non-loopback address).
     pub enabled: bool,
     /// `/metrics` readable without a token (for a scraper without one).
     pub open_metrics: bool,
+    /// Requests per second per token, by role and by name (none by default).
+    pub rate_limits: rate::RateLimits,
 }
 
 /// The file, in the data directory, that the first admin token is written to.

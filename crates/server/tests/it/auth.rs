@@ -200,3 +200,42 @@ async fn ws_refused(url: &str, path: &str) -> bool {
         _ => false,
     }
 }
+
+#[tokio::test]
+async fn a_token_over_its_rate_limit_is_answered_429_with_retry_after() {
+    let t = start_hub_with(|c| {
+        c.auth.enabled = true;
+        // One request per 100 s: a burst of one, then refused however slow this machine is.
+        c.auth.rate_limits.by_token = vec![("limited".into(), 0.01)];
+    })
+    .await;
+    let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
+    let admin = HubClient::new(&t.url).with_token(Some(admin_token.trim().into()));
+    let token = admin
+        .create_token(&new_token("limited", "read"))
+        .await
+        .unwrap()
+        .token;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..3 {
+        let response = http
+            .get(format!("{}/api/v1/status", t.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        retry_after = response
+            .headers()
+            .get("retry-after")
+            .cloned()
+            .or(retry_after);
+    }
+    assert_eq!(statuses, vec![200, 429, 429]);
+    let wait: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((2..=100).contains(&wait), "Retry-After {wait}");
+    // Other tokens are not held back.
+    assert!(admin.status().await.is_ok());
+}
