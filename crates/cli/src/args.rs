@@ -251,6 +251,9 @@ pub struct TaskArgs {
 pub struct DrainArgs {
     /// The agent id.
     pub id: String,
+    /// Undo an earlier drain: the agent takes work again.
+    #[arg(long)]
+    pub undo: bool,
 }
 
 #[derive(Debug, Args)]

@@ -245,6 +245,12 @@ impl HubClient {
         Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
     }
 
+    /// Undoes a drain (admin): the agent takes work again.
+    pub async fn undrain(&self, id: &str) -> Result<Agent, ClientError> {
+        let path = format!("/api/v1/agents/{id}/undrain");
+        Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
+    }
+
     /// Sends a message to every agent of a swarm; answers with the replies that came in time.
     pub async fn broadcast(
         &self,

@@ -436,6 +436,10 @@ async fn session<S: Future<Output = ()>>(
                         draining = true;
                         tracing::info!("drained by the hub: finishing running tasks");
                     }
+                    HubMessage::Resume => {
+                        draining = false;
+                        tracing::info!("the drain was undone: taking work again");
+                    }
                     HubMessage::Error { code, message } => tracing::warn!(%code, %message, "hub reported an error"),
                     HubMessage::Message { message_id, group, payload } => {
                         let task = Assignment {

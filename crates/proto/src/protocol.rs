@@ -101,6 +101,8 @@ pub enum HubMessage {
         attempt: u32,
     },
     Drain,
+    /// A drain was undone: take work again.
+    Resume,
     Error {
         code: String,
         message: String,
@@ -372,6 +374,7 @@ impl TryFrom<RawHubMessage> for HubMessage {
                 attempt: raw.attempt.ok_or_else(|| missing("cancel", "attempt"))?,
             }),
             "drain" => Ok(HubMessage::Drain),
+            "resume" => Ok(HubMessage::Resume),
             "message" => Ok(HubMessage::Message {
                 message_id: raw
                     .message_id
@@ -427,6 +430,10 @@ impl From<HubMessage> for RawHubMessage {
             },
             HubMessage::Drain => RawHubMessage {
                 kind: "drain".into(),
+                ..Default::default()
+            },
+            HubMessage::Resume => RawHubMessage {
+                kind: "resume".into(),
                 ..Default::default()
             },
             HubMessage::Error { code, message } => RawHubMessage {

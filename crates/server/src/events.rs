@@ -159,6 +159,7 @@ fn event(change: &Change) -> Option<Event> {
         | Change::AgentForgotten { .. }
         | Change::SendCancel { .. }
         | Change::SendDrain { .. }
+        | Change::SendResume { .. }
         | Change::CloseAgent { .. } => {
             return None;
         }

@@ -245,7 +245,11 @@ async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage
         WorkerMessage::Drain => {
             // Answered to the worker by the hub's own `drain` frame.
             let (reply, _) = tokio::sync::oneshot::channel();
-            Ok(Command::Drain { agent, reply })
+            Ok(Command::Drain {
+                agent,
+                undo: false,
+                reply,
+            })
         }
         WorkerMessage::Result(result) => {
             let (command, refused) = report(agent, result, &state.config.limits);

@@ -231,6 +231,12 @@ pub async fn alerts(args: OutputArgs, hub: &super::Target) -> Outcome {
 }
 
 pub async fn drain(args: DrainArgs, hub: &super::Target) -> Outcome {
-    print_json(&hub.client().drain(&args.id).await.map_err(Failure::hub)?);
+    let client = hub.client();
+    let agent = if args.undo {
+        client.undrain(&args.id).await
+    } else {
+        client.drain(&args.id).await
+    };
+    print_json(&agent.map_err(Failure::hub)?);
     Ok(ExitCode::SUCCESS)
 }

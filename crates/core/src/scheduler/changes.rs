@@ -79,6 +79,8 @@ pub enum Change {
     },
     /// Tell the agent to take no more work.
     SendDrain { agent: AgentId },
+    /// Tell the agent its drain was undone: it takes work again.
+    SendResume { agent: AgentId },
     /// Close the agent's connection: it missed its heartbeats.
     CloseAgent { agent: AgentId },
 }

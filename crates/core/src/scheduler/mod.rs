@@ -386,6 +386,24 @@ impl<P: RoutingPolicy> Scheduler<P> {
         Ok(self.snapshot(id).expect("agent exists"))
     }
 
+    /// Undoes a drain: the agent takes work again (and is told so).
+    pub fn undrain(&mut self, id: AgentId, now: Timestamp) -> Result<AgentSnapshot, DrainError> {
+        let agent = self
+            .agents
+            .get_mut(&id)
+            .ok_or(DrainError::UnknownAgent(id))?;
+        if !agent.connected {
+            return Err(DrainError::Offline(id));
+        }
+        if agent.draining {
+            agent.draining = false;
+            self.emit_agent(id);
+            self.changes.push(Change::SendResume { agent: id });
+            self.fill_agent(id, now);
+        }
+        Ok(self.snapshot(id).expect("agent exists"))
+    }
+
     /// An agent's result for an attempt. Rejected unless it names the current attempt and comes
     /// from the agent running it (fencing): a task is never completed twice.
     pub fn report(

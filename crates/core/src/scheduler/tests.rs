@@ -404,6 +404,15 @@ fn a_draining_agent_takes_no_new_work() {
         Err(DrainError::UnknownAgent(agent_id(9)))
     );
     s.check_invariants().unwrap();
+    // Undone: told so, and the queued task starts at once.
+    assert_eq!(
+        s.undrain(agent_id(1), Timestamp(2)).unwrap().state,
+        AgentState::Busy
+    );
+    let changes = s.take_changes();
+    assert!(changes.contains(&Change::SendResume { agent: agent_id(1) }));
+    assert_eq!(started(&changes), vec![(task_id(2), 1, agent_id(1))]);
+    s.check_invariants().unwrap();
 }
 
 #[test]

@@ -108,6 +108,10 @@ impl Effects {
                     self.connections
                         .send(*agent, Outbound::Message(HubMessage::Drain));
                 }
+                Change::SendResume { agent } => {
+                    self.connections
+                        .send(*agent, Outbound::Message(HubMessage::Resume));
+                }
                 Change::CloseAgent { agent } => {
                     self.connections.send(*agent, Outbound::Close(None));
                 }

@@ -66,8 +66,10 @@ pub enum Command {
         task: TaskId,
         reply: Reply<()>,
     },
+    /// Drains an agent, or with `undo` takes it back into service.
     Drain {
         agent: AgentId,
+        undo: bool,
         reply: Reply<AgentSnapshot>,
     },
     Agents {
@@ -263,8 +265,13 @@ impl Actor {
                 };
                 self.defer(reply, outcome);
             }
-            Command::Drain { agent, reply } => {
-                let outcome = self.scheduler.drain(agent).map_err(|e| match e {
+            Command::Drain { agent, undo, reply } => {
+                let outcome = if undo {
+                    self.scheduler.undrain(agent, now)
+                } else {
+                    self.scheduler.drain(agent)
+                };
+                let outcome = outcome.map_err(|e| match e {
                     DrainError::UnknownAgent(_) => ApiError::NotFound {
                         what: format!("agent {agent}"),
                     },
@@ -272,7 +279,7 @@ impl Actor {
                         message: format!("agent {agent} is offline"),
                     },
                 });
-                if outcome.is_ok() {
+                if outcome.is_ok() && !undo {
                     self.effects.metrics.add(Count::AgentsDrained, 1);
                 }
                 self.defer(reply, outcome);

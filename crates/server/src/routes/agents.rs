@@ -86,6 +86,32 @@ pub async fn drain(
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
     let agent = parse_agent_id(&id)?;
-    let snapshot = state.ask(|reply| Command::Drain { agent, reply }).await??;
+    let snapshot = state
+        .ask(|reply| Command::Drain {
+            agent,
+            undo: false,
+            reply,
+        })
+        .await??;
+    Ok(Json(views::agent(&snapshot)))
+}
+
+/// Undo a drain: the agent takes work again, and is told so (`resume`).
+#[utoipa::path(post, path = "/api/v1/agents/{id}/undrain", params(("id" = String, Path)), responses(
+    (status = 200, body = Agent), (status = 404, body = ErrorBody),
+    (status = 409, description = "The agent is offline", body = ErrorBody),
+))]
+pub async fn undrain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    let agent = parse_agent_id(&id)?;
+    let snapshot = state
+        .ask(|reply| Command::Drain {
+            agent,
+            undo: true,
+            reply,
+        })
+        .await??;
     Ok(Json(views::agent(&snapshot)))
 }

@@ -37,6 +37,7 @@ use crate::ws_agent;
         agents::list,
         agents::get_one,
         agents::drain,
+        agents::undrain,
         system::status,
         system::healthz,
         system::readyz,
@@ -93,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .route("/agents", get(agents::list))
         .route("/agents/{id}", get(agents::get_one))
         .route("/agents/{id}/drain", post(agents::drain))
+        .route("/agents/{id}/undrain", post(agents::undrain))
         .route("/status", get(system::status))
         .route("/swarms", get(swarms::list))
         .route("/swarms/{group}/messages", post(swarms::broadcast))

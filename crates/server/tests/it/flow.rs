@@ -314,3 +314,32 @@ async fn the_least_loaded_agent_gets_the_task() {
         "4 tasks over two 2-slot agents: 2 each"
     );
 }
+
+#[tokio::test]
+async fn an_undone_drain_puts_the_agent_back_to_work() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let t = start_hub().await;
+    let mut socket = ws(&t.url, "/ws/agent").await;
+    let hello = serde_json::json!({"type": "hello", "name": "u", "capabilities": ["u"]});
+    socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    let welcome = next_json(&mut socket).await;
+    let id = welcome["agent_id"].as_str().unwrap().to_string();
+    assert_eq!(t.client.drain(&id).await.unwrap().state, "draining");
+    assert_eq!(next_json(&mut socket).await["type"], "drain");
+    let queued = t.client.submit(&NewTask::new("u")).await.unwrap();
+    assert_eq!(queued.status, "queued");
+    assert_eq!(t.client.undrain(&id).await.unwrap().state, "busy");
+    assert_eq!(next_json(&mut socket).await["type"], "resume");
+    let assign = next_json(&mut socket).await;
+    assert_eq!(assign["tasks"][0]["task_id"], queued.id.as_str());
+    let unknown = t
+        .client
+        .undrain("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("404"), "{unknown}");
+}

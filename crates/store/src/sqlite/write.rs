@@ -323,7 +323,10 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
         Change::AgentForgotten { agent } => {
             st.execute(Sql::DeleteAgent, params![agent.as_bytes()])?;
         }
-        Change::SendCancel { .. } | Change::SendDrain { .. } | Change::CloseAgent { .. } => {}
+        Change::SendCancel { .. }
+        | Change::SendResume { .. }
+        | Change::SendDrain { .. }
+        | Change::CloseAgent { .. } => {}
     }
     Ok(())
 }
