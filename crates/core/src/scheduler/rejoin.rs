@@ -32,7 +32,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// Registers an agent that already runs `held` attempts, binds those still current to it, and
     /// then offers it work for its free slots.
     ///
-    /// An attempt is kept when it is the task's current running attempt and its agent is unknown
+    /// An attempt is kept when it is the task's current running attempt, of a capability the agent
+    /// has, and its agent is unknown
     /// (recovered after a restart), offline, or another connection of the same name (a
     /// connection the hub has not yet seen drop). At most `slots` attempts are kept.
     pub fn rejoin_agent(
@@ -94,7 +95,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
         else {
             return false;
         };
-        if task.attempt != claim.attempt {
+        // Only work it could have been given: a claim outside its capabilities is someone
+        // else's attempt (and an agent token limited to capabilities must not reach past them).
+        let capable = self.agents[&id]
+            .spec
+            .capabilities
+            .iter()
+            .any(|(c, _)| *c == task.spec.capability);
+        if task.attempt != claim.attempt || !capable {
             return false;
         }
         if let Some(holder) = holder {

@@ -676,6 +676,17 @@ fn a_rejoining_agent_keeps_no_more_attempts_than_its_slots() {
         not_before: None,
     };
     s.restore(vec![running(1), running(2)], Timestamp(0), &mut none);
+    let elsewhere = s.rejoin_agent(
+        agent_id(2),
+        agent_spec(&[("b", 1.0)], 4),
+        &[held(1, 1)],
+        Timestamp(1),
+    );
+    assert_eq!(
+        elsewhere.refused,
+        vec![held(1, 1)],
+        "not a capability it has"
+    );
     let rejoined = s.rejoin_agent(
         agent_id(1),
         agent_spec(&[("a", 1.0)], 1),

@@ -17,8 +17,11 @@ use super::{Principal, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -76,14 +79,21 @@ impl Tokens {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !name_ok {
-            return Err(TokenError::Invalid(format!(
-                "name: 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
-            )));
+            return Err(TokenError::Invalid {
+                field: "name",
+                message: format!("1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'"),
+            });
         }
         if grant.role != Role::Agent && (grant.capabilities.is_some() || grant.groups.is_some()) {
-            return Err(TokenError::Invalid(
-                "capabilities and groups limit agent tokens only".into(),
-            ));
+            let field = if grant.capabilities.is_some() {
+                "capabilities"
+            } else {
+                "groups"
+            };
+            return Err(TokenError::Invalid {
+                field,
+                message: "only an agent token is limited to capabilities and groups".into(),
+            });
         }
         let id = Uuid::new_v4().simple().to_string();
         let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
@@ -224,7 +234,7 @@ mod tests {
         let tokens = Tokens::load(Arc::new(Memory::default())).unwrap();
         assert!(matches!(
             tokens.create(grant("no spaces", Role::Read), Timestamp(1)),
-            Err(TokenError::Invalid(_))
+            Err(TokenError::Invalid { field: "name", .. })
         ));
         tokens.create(grant("a", Role::Read), Timestamp(1)).unwrap();
         assert!(matches!(
@@ -237,7 +247,10 @@ mod tests {
         };
         assert!(matches!(
             tokens.create(scoped, Timestamp(1)),
-            Err(TokenError::Invalid(_))
+            Err(TokenError::Invalid {
+                field: "capabilities",
+                ..
+            })
         ));
         assert!(!tokens.has_admin());
     }

@@ -41,7 +41,7 @@ pub async fn create(
     let (token, record) = tokens
         .create(grant, state.clock.now())
         .map_err(|e| match e {
-            TokenError::Invalid(message) => ApiError::invalid("name", message),
+            TokenError::Invalid { field, message } => ApiError::invalid(field, message),
             TokenError::Store(StoreError::Duplicate(what)) => ApiError::Conflict {
                 message: format!("{what} exists already"),
             },
