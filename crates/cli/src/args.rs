@@ -19,6 +19,10 @@ pub struct Cli {
     /// environment variable, which stays out of the shell history.
     #[arg(long, global = true, env = "HIVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust the certificates in this PEM file (besides the system's) for an https:// hub, e.g.
+    /// one with a self-signed certificate.
+    #[arg(long, global = true, env = "HIVE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -150,6 +154,12 @@ pub struct ServeArgs {
     /// Require API tokens (always required on a non-loopback address). [config: auth.enabled]
     #[arg(long)]
     pub auth: bool,
+    /// Serve HTTPS and WSS with this certificate chain (PEM). [config: server.tls_cert]
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM). [config: server.tls_key]
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -74,6 +74,8 @@ struct ServerSection {
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     max_wait_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
 }
@@ -201,10 +203,8 @@ fn alerts(section: AlertsSection) -> anyhow::Result<AlertConfig> {
         config.rules.push(rule);
     }
     if let Some(url) = section.webhook_url {
-        if !url.starts_with("http://") {
-            bail!(
-                "alerts.webhook_url: {url:?} must be an http:// URL (this hub has no TLS client yet)"
-            );
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("alerts.webhook_url: {url:?} must be an http:// or https:// URL");
         }
         config.webhook_url = Some(url);
     }
@@ -264,6 +264,13 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         config.max_body_bytes = bytes;
     }
     limits(&mut config, file.limits)?;
+    let cert = args.tls_cert.clone().or(file.server.tls_cert);
+    let key = args.tls_key.clone().or(file.server.tls_key);
+    config.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(hive_server::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key (server.tls_cert, server.tls_key) go together"),
+    };
     config.auth.enabled = args.auth || file.auth.enabled.unwrap_or(false);
     config.auth.open_metrics = file.auth.open_metrics.unwrap_or(false);
     config.auth.rate_limits = rate_limits(file.auth.rate_limits)?;
@@ -381,6 +388,8 @@ mod tests {
             config: None,
             durability: None,
             auth: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -518,7 +527,7 @@ when_above = 0.0
                 "clear",
             ),
             (
-                "[alerts]\nwebhook_url = \"https://x\"\n",
+                "[alerts]\nwebhook_url = \"ftp://x\"\n",
                 "alerts.webhook_url",
             ),
         ] {

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
     let hub = commands::Target {
         url: cli.hub.clone().unwrap_or_else(|| DEFAULT_HUB.to_string()),
         token: cli.token.clone(),
+        ca_file: cli.ca_file.clone(),
     };
     let hub = &hub;
     let outcome = runtime.block_on(async move {

@@ -61,12 +61,31 @@ pub struct ListQuery {
 }
 
 impl HubClient {
-    /// `base` is the hub's URL, e.g. `http://127.0.0.1:7700`.
+    /// `base` is the hub's URL, e.g. `http://127.0.0.1:7700`; an `https://` hub's certificate is
+    /// checked against the system's trusted roots.
     pub fn new(base: &str) -> Self {
+        let tls = hive_tls::client_config(None).expect("a TLS client config with ring builds");
+        Self::with_tls_config(base, tls)
+    }
+
+    /// For an `https://` hub whose certificate is signed by the CA in `ca_file` (PEM), e.g. a
+    /// self-signed one, besides the system's trusted roots.
+    pub fn with_ca_file(
+        base: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, hive_tls::TlsError> {
+        Ok(Self::with_tls_config(
+            base,
+            hive_tls::client_config(ca_file)?,
+        ))
+    }
+
+    fn with_tls_config(base: &str, tls: rustls::ClientConfig) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            .tls_backend_preconfigured(tls)
             .build()
-            .expect("a plain HTTP client builds");
+            .expect("an HTTP client builds");
         HubClient {
             base: base.trim_end_matches('/').to_string(),
             http,

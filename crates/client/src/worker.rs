@@ -84,6 +84,8 @@ pub struct WorkerOptions {
     pub grace: Duration,
     /// An `agent` token, for a hub that wants one.
     pub token: Option<String>,
+    /// For a `wss://` hub: trust the certificates in this PEM file besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerOptions {
@@ -99,6 +101,7 @@ impl WorkerOptions {
             max_reconnect_delay: Duration::from_secs(5),
             grace: Duration::from_secs(10),
             token: None,
+            ca_file: None,
         }
     }
 }
@@ -305,25 +308,30 @@ async fn connect(
         })?;
         request.headers_mut().insert("authorization", value);
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| match e {
-            // 401/403: the token is missing, wrong or not an agent's; retrying cannot help.
-            tokio_tungstenite::tungstenite::Error::Http(response)
-                if matches!(response.status().as_u16(), 401 | 403) =>
-            {
-                let body = response
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                WorkerError::Rejected(format!("{}: {body}", response.status()))
-            }
-            e => WorkerError::Connect {
-                url: url.to_string(),
-                detail: e.to_string(),
-            },
-        })?;
+    // TLS for a wss:// hub: the system's roots and the configured CA file, with ring.
+    let tls = hive_tls::client_config(options.ca_file.as_deref())
+        .map_err(|e| WorkerError::Rejected(e.to_string()))?;
+    let connector = tokio_tungstenite::Connector::Rustls(Arc::new(tls));
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+            .await
+            .map_err(|e| match e {
+                // 401/403: the token is missing, wrong or not an agent's; retrying cannot help.
+                tokio_tungstenite::tungstenite::Error::Http(response)
+                    if matches!(response.status().as_u16(), 401 | 403) =>
+                {
+                    let body = response
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    WorkerError::Rejected(format!("{}: {body}", response.status()))
+                }
+                e => WorkerError::Connect {
+                    url: url.to_string(),
+                    detail: e.to_string(),
+                },
+            })?;
     let (mut sink, mut stream) = socket.split();
 
     let hello = WorkerMessage::Hello(Hello {

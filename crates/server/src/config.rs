@@ -24,6 +24,8 @@ pub struct HubConfig {
     pub browser: crate::auth::browser::BrowserPolicy,
     /// Tokens required or not; see [`crate::auth`].
     pub auth: crate::auth::AuthConfig,
+    /// Serve HTTPS and WSS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
     pub scheduler: SchedulerConfig,
     /// Longest a `GET /tasks/{id}/wait` may hold.
     pub max_wait: Duration,
@@ -43,6 +45,13 @@ pub struct HubConfig {
     pub alerts: crate::alerts::AlertConfig,
 }
 
+/// The hub's certificate chain and private key, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl HubConfig {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:7700";
     pub const DEFAULT_DATA_DIR: &'static str = "./hive-data";
@@ -59,6 +68,7 @@ impl HubConfig {
             admission: crate::admission::AdmissionLimits::default(),
             browser: crate::auth::browser::BrowserPolicy::for_listen(listen, None, Vec::new()),
             auth: crate::auth::AuthConfig::default(),
+            tls: None,
             scheduler: SchedulerConfig::default(),
             max_wait: Duration::from_secs(300),
             commit_queue: 1024,

@@ -51,6 +51,8 @@ pub enum StartError {
     Unprotected { addr: SocketAddr },
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("TLS (--tls-cert / --tls-key): {0}")]
+    Tls(#[from] hive_tls::TlsError),
 }
 
 /// Commands that may wait for the actor before senders slow down.
@@ -80,6 +82,13 @@ impl Hub {
                 addr: config.listen,
             });
         }
+        // Read before anything else starts: a bad certificate is a start-up error.
+        let tls = match &config.tls {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                hive_tls::server_config(&files.cert, &files.key)?,
+            ))),
+            None => None,
+        };
         let store_error = |source| StartError::Store {
             dir: config.data_dir.display().to_string(),
             source,
@@ -180,6 +189,7 @@ impl Hub {
             listener,
             app,
             limits,
+            tls,
             state.metrics.clone(),
             stopping,
         ));

@@ -43,6 +43,6 @@ pub mod views;
 pub mod waiters;
 pub mod ws_agent;
 
-pub use config::HubConfig;
+pub use config::{HubConfig, TlsFiles};
 pub use hive_store::sqlite::Durability;
 pub use hub::{Hub, StartError};

@@ -9,6 +9,8 @@
 //!   client sending a byte a second, or an idle keep-alive connection, is closed.
 //! - A failed `accept` (out of descriptors after all) is retried after a short pause, not the
 //!   second `axum::serve` waits.
+//! - **TLS** when the hub has a certificate: the handshake, too, must finish within
+//!   `header_read_timeout`.
 //!
 //! Shutdown: stop accepting, ask every connection to finish its request and close, and wait for
 //! them (bounded).
@@ -25,6 +27,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::{Count, HubMetrics};
 
@@ -74,6 +77,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     metrics: Arc<HubMetrics>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -106,29 +110,25 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Counted {
+        let counted = Counted {
             stream,
             _permit: permit,
-        });
-        let service = TowerToHyperService::new(app.clone());
+        };
+        let app = app.clone();
         let stopping = crate::state::stopped(shutdown.clone());
         let open = open.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(counted, app, limits, stopping).await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, tls.accept(counted));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, limits, stopping).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
-                }
-                _ = stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
             drop(open);
@@ -137,6 +137,37 @@ pub async fn serve(
     drop(open);
     // Long-polls and streams end on shutdown by themselves; this only bounds a stuck client.
     let _ = tokio::time::timeout(Duration::from_secs(10), all_closed.recv()).await;
+}
+
+/// Serves HTTP/1.1 (and WebSocket upgrades) on one connection until it closes or the hub stops.
+async fn serve_connection<S>(
+    io: S,
+    app: Router,
+    limits: ConnectionLimits,
+    stopping: impl std::future::Future<Output = ()>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let service = TowerToHyperService::new(app);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stopping => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Answers a connection over the bound and closes it.

@@ -31,7 +31,7 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
         depends_on: (!args.depends_on.is_empty()).then_some(args.depends_on),
         ..NewTask::new(args.capability)
     };
-    let client = hub.client();
+    let client = hub.client()?;
     let created = client.submit(&task).await.map_err(Failure::hub)?;
     if !args.wait {
         println!("{}", created.id);
@@ -62,17 +62,17 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
 }
 
 pub async fn task(args: TaskArgs, hub: &super::Target) -> Outcome {
-    print_json(&hub.client().task(&args.id).await.map_err(Failure::hub)?);
+    print_json(&hub.client()?.task(&args.id).await.map_err(Failure::hub)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn cancel(args: TaskArgs, hub: &super::Target) -> Outcome {
-    print_json(&hub.client().cancel(&args.id).await.map_err(Failure::hub)?);
+    print_json(&hub.client()?.cancel(&args.id).await.map_err(Failure::hub)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn status(args: OutputArgs, hub: &super::Target) -> Outcome {
-    let status = hub.client().status().await.map_err(Failure::hub)?;
+    let status = hub.client()?.status().await.map_err(Failure::hub)?;
     if args.json {
         print_json(&status);
         return Ok(ExitCode::SUCCESS);
@@ -116,7 +116,7 @@ pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
         limit: Some(args.limit),
         cursor: None,
     };
-    let list = hub.client().tasks(&query).await.map_err(Failure::hub)?;
+    let list = hub.client()?.tasks(&query).await.map_err(Failure::hub)?;
     if args.json {
         print_json(&list);
     } else {
@@ -141,7 +141,7 @@ pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
 }
 
 pub async fn agents(args: OutputArgs, hub: &super::Target) -> Outcome {
-    let agents = hub.client().agents().await.map_err(Failure::hub)?;
+    let agents = hub.client()?.agents().await.map_err(Failure::hub)?;
     if args.json {
         print_json(&agents);
         return Ok(ExitCode::SUCCESS);
@@ -181,7 +181,7 @@ pub async fn agents(args: OutputArgs, hub: &super::Target) -> Outcome {
 }
 
 pub async fn alerts(args: OutputArgs, hub: &super::Target) -> Outcome {
-    let alerts = hub.client().alerts().await.map_err(Failure::hub)?;
+    let alerts = hub.client()?.alerts().await.map_err(Failure::hub)?;
     if args.json {
         print_json(&alerts);
         return Ok(ExitCode::SUCCESS);
@@ -231,7 +231,7 @@ pub async fn alerts(args: OutputArgs, hub: &super::Target) -> Outcome {
 }
 
 pub async fn drain(args: DrainArgs, hub: &super::Target) -> Outcome {
-    let client = hub.client();
+    let client = hub.client()?;
     let agent = if args.undo {
         client.undrain(&args.id).await
     } else {

@@ -6,15 +6,18 @@ pub mod serve;
 pub mod tokens;
 pub mod worker;
 
-/// The hub the client commands talk to, and the token they show it.
+/// The hub the client commands talk to, the token they show it, and the CA they trust for it.
 pub struct Target {
     pub url: String,
     pub token: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Target {
-    pub fn client(&self) -> hive_client::HubClient {
-        hive_client::HubClient::new(&self.url).with_token(self.token.clone())
+    pub fn client(&self) -> Result<hive_client::HubClient, crate::Failure> {
+        let client = hive_client::HubClient::with_ca_file(&self.url, self.ca_file.as_deref())
+            .map_err(|e| crate::Failure::usage(anyhow::anyhow!("--ca-file: {e}")))?;
+        Ok(client.with_token(self.token.clone()))
     }
 }
 

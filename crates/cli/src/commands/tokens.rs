@@ -11,7 +11,7 @@ use crate::table;
 use crate::{Failure, Outcome};
 
 pub async fn run(command: TokenCommand, hub: &Target) -> Outcome {
-    let client = hub.client();
+    let client = hub.client()?;
     match command {
         TokenCommand::Create(args) => {
             let some = |list: Vec<String>| (!list.is_empty()).then_some(list);

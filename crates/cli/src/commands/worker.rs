@@ -35,6 +35,7 @@ pub async fn run(args: WorkerArgs, hub: &super::Target) -> Outcome {
         .collect::<Result<Vec<_>, _>>()?;
     let mut options = WorkerOptions::new(&hub.url, &[], args.slots);
     options.token = hub.token.clone();
+    options.ca_file = hub.ca_file.clone();
     options.capabilities = capabilities;
     options.groups = args.groups;
     options.format = args.frames.format();

@@ -35,10 +35,13 @@ impl Webhook {
     /// Starts the task that posts to `url`; it ends when the last `Webhook` is dropped.
     pub fn spawn(url: String) -> Webhook {
         let (queue, mut calls) = mpsc::channel::<AlertEvent>(QUEUE);
+        // https webhooks: the system's trusted roots.
+        let tls = hive_tls::client_config(None).expect("a TLS client config with ring builds");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .tls_backend_preconfigured(tls)
             .build()
-            .expect("a plain HTTP client builds");
+            .expect("an HTTP client builds");
         tokio::spawn(async move {
             while let Some(event) = calls.recv().await {
                 deliver(&client, &url, &event).await;

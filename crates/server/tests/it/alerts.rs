@@ -45,7 +45,9 @@ async fn receiver() -> (String, Calls) {
 }
 
 async fn alerts(url: &str) -> AlertList {
-    reqwest::get(format!("{url}/api/v1/alerts"))
+    http()
+        .get(format!("{url}/api/v1/alerts"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -133,7 +135,9 @@ async fn an_alert_fires_reaches_the_webhook_after_a_failure_and_resolves() {
 async fn a_bad_alerts_limit_is_a_400_naming_it() {
     let t = start_hub().await;
     for query in ["limit=0", "limit=x"] {
-        let response = reqwest::get(format!("{}/api/v1/alerts?{query}", t.url))
+        let response = http()
+            .get(format!("{}/api/v1/alerts?{query}", t.url))
+            .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 400, "{query}");

@@ -38,7 +38,7 @@ fn new_token(name: &str, role: &str) -> NewToken {
 #[tokio::test]
 async fn without_a_token_only_the_probes_and_the_page_answer() {
     let (t, admin) = start_with_auth().await;
-    let http = reqwest::Client::new();
+    let http = http();
     for (path, expected) in [
         ("/healthz", 200),
         ("/readyz", 200),
@@ -216,7 +216,7 @@ async fn a_token_over_its_rate_limit_is_answered_429_with_retry_after() {
         .await
         .unwrap()
         .token;
-    let http = reqwest::Client::new();
+    let http = http();
     let mut statuses = Vec::new();
     let mut retry_after = None;
     for _ in 0..3 {

@@ -8,7 +8,7 @@ use crate::util::*;
 #[tokio::test]
 async fn a_foreign_host_is_refused_on_every_route() {
     let t = start_hub().await;
-    let http = reqwest::Client::new();
+    let http = http();
     for path in ["/api/v1/status", "/healthz", "/"] {
         let response = http
             .get(format!("{}{path}", t.url))
@@ -63,7 +63,7 @@ async fn a_post_that_is_not_json_is_refused_so_a_page_cannot_forge_one() {
         .submit(&hive_proto::api::NewTask::new("x"))
         .await
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = http();
     let cancel = format!("{}/api/v1/tasks/{}/cancel", t.url, task.id);
     for content_type in [
         None,

@@ -5,7 +5,7 @@ use crate::util::*;
 #[tokio::test]
 async fn the_page_and_its_assets_are_served_from_the_binary() {
     let t = start_hub().await;
-    let page = reqwest::get(format!("{}/", t.url)).await.unwrap();
+    let page = http().get(format!("{}/", t.url)).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(
         page.headers()["content-type"]
@@ -21,7 +21,11 @@ async fn the_page_and_its_assets_are_served_from_the_binary() {
         .collect();
     assert!(assets.iter().any(|a| a.ends_with(".js")), "{html}");
     for asset in assets {
-        let response = reqwest::get(format!("{}{asset}", t.url)).await.unwrap();
+        let response = http()
+            .get(format!("{}{asset}", t.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{asset}");
         let kind = response.headers()["content-type"]
             .to_str()
@@ -33,7 +37,9 @@ async fn the_page_and_its_assets_are_served_from_the_binary() {
         );
         assert!(!response.bytes().await.unwrap().is_empty());
     }
-    let missing = reqwest::get(format!("{}/assets/nope.js", t.url))
+    let missing = http()
+        .get(format!("{}/assets/nope.js", t.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);

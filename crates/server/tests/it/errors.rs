@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::util::*;
 
 async fn post(url: &str, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
+    let response = http()
         .post(format!("{url}{path}"))
         .header("content-type", "application/json")
         .body(body)
@@ -22,7 +22,7 @@ async fn post(url: &str, path: &str, body: impl Into<reqwest::Body>) -> (StatusC
 }
 
 async fn get(url: &str, path: &str) -> (StatusCode, Value) {
-    let response = reqwest::get(format!("{url}{path}")).await.unwrap();
+    let response = http().get(format!("{url}{path}")).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap())
 }
@@ -170,7 +170,7 @@ async fn each_bad_input_gets_its_status_and_names_the_field() {
         "no bad request stored anything"
     );
 
-    let response = reqwest::Client::new()
+    let response = http()
         .post(format!("{u}/api/v1/tasks"))
         .header("content-type", "text/plain")
         .body("{}")
@@ -242,7 +242,7 @@ async fn a_thousand_random_or_truncated_bodies_never_get_a_5xx() {
     ];
     let alphabet = br#"{}[]":,0123456789.-+eE truefalsnul\abcdefxyz"#;
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let http = reqwest::Client::new();
+    let http = http();
     let mut accepted = 0;
     for i in 0..1_000 {
         let base = valid[rng.below(valid.len())].as_bytes();

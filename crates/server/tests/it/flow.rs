@@ -186,7 +186,7 @@ async fn an_idempotency_key_returns_the_first_task() {
     assert_eq!(ids[0], first.id);
     assert_ne!(ids[1], first.id);
     // Over raw HTTP: 201 the first time, 200 after.
-    let http = reqwest::Client::new();
+    let http = http();
     let body = r#"{"capability":"pay","idempotency_key":"k2"}"#;
     let post = || {
         http.post(format!("{}/api/v1/tasks", t.url))

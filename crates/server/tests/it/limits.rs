@@ -81,7 +81,7 @@ async fn a_client_that_sends_its_headers_a_byte_at_a_time_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submits_past_the_bound_in_flight_are_refused_at_once_with_retry_after() {
     let t = start_hub_with(|c| c.admission.max_requests = 1).await;
-    let http = reqwest::Client::new();
+    let http = http();
     let url = format!("{}/api/v1/tasks", t.url);
     let mut accepted = Vec::new();
     let mut shed = None;
@@ -242,7 +242,7 @@ async fn a_payload_nested_past_the_limit_is_refused_naming_the_field() {
     let t = start_hub().await;
     let deep = "[".repeat(100) + &"]".repeat(100);
     let body = format!(r#"{{"capability":"x","payload":{deep}}}"#);
-    let response = reqwest::Client::new()
+    let response = http()
         .post(format!("{}/api/v1/tasks", t.url))
         .header("content-type", "application/json")
         .body(body)
@@ -270,7 +270,7 @@ async fn the_agent_list_is_paged() {
         (t.client.agents().await.ok()?.len() == 3).then_some(())
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = http();
     let page = |query: String| {
         let http = http.clone();
         let url = format!("{}/api/v1/agents?{query}", t.url);

@@ -16,5 +16,6 @@ mod reconnect;
 mod store_failure;
 mod swarm;
 mod throughput;
+mod tls;
 mod util;
 mod worker_shutdown;

@@ -15,7 +15,9 @@ async fn fast_hub() -> TestHub {
 }
 
 async fn snapshot(url: &str) -> MetricsSnapshot {
-    reqwest::get(format!("{url}/api/v1/metrics"))
+    http()
+        .get(format!("{url}/api/v1/metrics"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -24,7 +26,7 @@ async fn snapshot(url: &str) -> MetricsSnapshot {
 }
 
 async fn prometheus(url: &str) -> String {
-    let response = reqwest::get(format!("{url}/metrics")).await.unwrap();
+    let response = http().get(format!("{url}/metrics")).send().await.unwrap();
     assert!(
         response.headers()["content-type"]
             .to_str()
@@ -71,7 +73,7 @@ async fn the_metrics_count_exactly_what_the_hub_did() {
         t.client.submit(&NewTask::new("nobody")).await.unwrap();
     }
     // A client error, counted as one.
-    let bad = reqwest::Client::new()
+    let bad = http()
         .post(format!("{}/api/v1/tasks", t.url))
         .json(&serde_json::json!({"capability": ""}))
         .send()
@@ -191,7 +193,7 @@ async fn the_performance_stream_starts_with_history_and_follows_live() {
 async fn a_hub_with_metrics_off_says_so_and_still_works() {
     let t = start_hub_with(|c| c.metrics_enabled = false).await;
     for path in ["/api/v1/metrics", "/metrics"] {
-        let response = reqwest::get(format!("{}{path}", t.url)).await.unwrap();
+        let response = http().get(format!("{}{path}", t.url)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
         let body: Value = response.json().await.unwrap();
         assert!(

@@ -105,7 +105,9 @@ async fn a_bad_hello_is_refused_with_a_reason() {
 #[tokio::test]
 async fn the_openapi_document_describes_the_api() {
     let t = start_hub().await;
-    let doc: Value = reqwest::get(format!("{}/api/openapi.json", t.url))
+    let doc: Value = http()
+        .get(format!("{}/api/openapi.json", t.url))
+        .send()
         .await
         .unwrap()
         .json()
@@ -122,6 +124,10 @@ async fn the_openapi_document_describes_the_api() {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
     assert!(doc["components"]["schemas"]["NewTask"]["properties"]["capability"].is_object());
-    let health = reqwest::get(format!("{}/readyz", t.url)).await.unwrap();
+    let health = http()
+        .get(format!("{}/readyz", t.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 }

@@ -38,7 +38,7 @@ async fn work_a_full_disk_refused_never_runs_and_the_hub_recovers_when_space_ret
             Outcome::json(&payload["n"])
         }
     });
-    let http = reqwest::Client::new();
+    let http = http();
     let post = |from: u64| {
         http.post(format!("{}/api/v1/tasks/batch", t.url))
             .json(&batch(from))

@@ -193,3 +193,13 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// A plain HTTP client for raw requests, with TLS configured the way the hub's clients have it
+/// (the ring provider; reqwest has no default provider here).
+pub fn http() -> reqwest::Client {
+    let tls = hive_tls::client_config(None).expect("TLS config");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("an HTTP client")
+}
