@@ -9,13 +9,14 @@
 //! # Layout
 //! - [`hub`]: the hub under test, read through `hive_metrics::procfs`.
 //! - [`load`]: no-op workers and task bodies; [`recorder`]: histograms and counters.
-//! - [`workloads`], [`swarm`], [`cpu`]: the measured runs; [`timeline`]: throughput and latency
-//!   over time.
+//! - [`workloads`], [`swarm`], [`cpu`], [`overload`]: the measured runs; [`timeline`]: throughput
+//!   and latency over time.
 //! - [`report`]: the table and the JSON; [`plot`]: the SVG.
 
 pub mod cpu;
 pub mod hub;
 pub mod load;
+pub mod overload;
 pub mod plot;
 pub mod recorder;
 pub mod report;
@@ -47,8 +48,9 @@ pub struct BenchOptions {
     pub workers: usize,
     pub slots: u32,
     pub batch: usize,
-    /// Offered rate of the open-loop latency workload, tasks per second.
-    pub rate: u64,
+    /// Offered rate of the open-loop latency workloads, tasks per second; `None`: a quarter of the
+    /// single-task capacity measured in the same run.
+    pub rate: Option<u64>,
     /// Tasks left queued by the `queued` workload (memory per queued task).
     pub queued_tasks: u64,
     /// Tasks processed by the `soak` workload (memory growth under steady load).
@@ -75,10 +77,12 @@ pub enum Workload {
     Soak,
     /// API latency while the built-in executors saturate the CPU pool.
     Cpu,
+    /// Not in the default set: open loop at 50-300% of the measured capacity, four durations.
+    Overload,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Batched,
         Workload::Single,
         Workload::Agents,
@@ -87,6 +91,7 @@ impl Workload {
         Workload::Queued,
         Workload::Soak,
         Workload::Cpu,
+        Workload::Overload,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +104,7 @@ impl Workload {
             Workload::Queued => "queued",
             Workload::Soak => "soak",
             Workload::Cpu => "cpu",
+            Workload::Overload => "overload",
         }
     }
 
@@ -214,12 +220,32 @@ async fn measure(
         swarm = Some(r);
     }
 
+    // The single-task capacity on this machine: the open-loop rates are shares of it.
+    let needs_capacity = options.rate.is_none() && (run(Workload::Latency) || run(Workload::Cpu))
+        || run(Workload::Overload);
+    let capacity = match (single, needs_capacity) {
+        (Some(r), _) => Some(r.end_to_end_per_sec),
+        (None, true) => {
+            timeline.phase("capacity");
+            let bar = phase_bar("capacity");
+            let r = workloads::tasks_end_to_end(url, recorder, short, 1, 64, &bar).await?;
+            bar.finish_with_message(format!("{:.0} tasks/s single", r.end_to_end_per_sec));
+            Some(r.end_to_end_per_sec)
+        }
+        (None, false) => None,
+    };
+    let rate = options
+        .rate
+        .or_else(|| capacity.map(|c| (c * LATENCY_SHARE).round() as u64))
+        .unwrap_or(1)
+        .max(1);
+
     let mut open = None;
     if run(Workload::Latency) {
         timeline.phase("open-loop");
         let bar = phase_bar("open loop");
-        let r = workloads::open_loop(url, recorder, duration, options.rate, 50, &bar).await?;
-        bar.finish_with_message(format!("{} tasks offered at {}/s", r.sent, options.rate));
+        let r = workloads::open_loop(url, recorder, duration, rate, 50, &bar).await?;
+        bar.finish_with_message(format!("{} tasks offered at {rate}/s", r.sent));
         open = Some(r);
     }
     let load_avg = process::load_avg();
@@ -228,7 +254,7 @@ async fn measure(
     if run(Workload::Cpu) {
         timeline.phase("cpu");
         let bar = phase_bar("cpu pool");
-        cpu = cpu::saturated_pool(url, duration, options.rate, || hub.sample(), &bar).await?;
+        cpu = cpu::saturated_pool(url, duration, rate, || hub.sample(), &bar).await?;
         bar.finish_with_message(match &cpu {
             Some(r) => format!(
                 "result p99 {:.2} ms idle pool, {:.2} ms saturated ({:.0} digests/s)",
@@ -258,6 +284,20 @@ async fn measure(
         soak = Some(r);
     }
 
+    let mut overload = None;
+    if let (true, Some(capacity)) = (run(Workload::Overload), capacity) {
+        timeline.phase("overload");
+        let bar = phase_bar("overload");
+        let r = overload::overload(url, capacity, duration, || hub.sample(), &bar).await?;
+        let last = r.steps.last();
+        bar.finish_with_message(format!(
+            "at {:.0}% of {capacity:.0}/s: goodput {:.0}/s",
+            last.map_or(0.0, |s| s.share * 100.0),
+            last.map_or(0.0, |s| s.goodput_per_sec)
+        ));
+        overload = Some(r);
+    }
+
     // Last: it leaves its tasks queued in the hub.
     let mut queued = None;
     if run(Workload::Queued) {
@@ -273,7 +313,13 @@ async fn measure(
         + single.map_or(0, |r| r.tasks)
         + agents.map_or(0, |r| r.ops)
         + swarm.map_or(0, |r| r.messages)
-        + open.map_or(0, |r| r.sent);
+        + open.map_or(0, |r| r.sent)
+        + overload.as_ref().map_or(0, |r| {
+            r.steps
+                .iter()
+                .map(|s| s.accepted + s.rejected + s.failed)
+                .sum()
+        });
     let errors = batched.map_or(0, |r| r.errors)
         + single.map_or(0, |r| r.errors)
         + agents.map_or(0, |r| r.errors)
@@ -281,7 +327,10 @@ async fn measure(
         + open.map_or(0, |r| r.errors)
         + queued.map_or(0, |r| r.errors)
         + cpu.map_or(0, |r| r.errors)
-        + soak.as_ref().map_or(0, |r| r.errors);
+        + soak.as_ref().map_or(0, |r| r.errors)
+        + overload
+            .as_ref()
+            .map_or(0, |r| r.steps.iter().map(|s| s.failed).sum());
     let percentiles = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
         open.map(|_| Percentiles::of(&h.lock().unwrap_or_else(|p| p.into_inner())))
     };
@@ -316,11 +365,16 @@ async fn measure(
         soak,
         queued,
         cpu,
-        settings: report::Settings::from(options),
+        overload,
+        settings: report::Settings::new(options, rate),
         machine: report::Machine::read(),
         timeline: Vec::new(),
     })
 }
+
+/// The open-loop latency workloads offer this share of the measured single-task capacity by
+/// default: loaded, but with room, so the latency is the hub's and not a queue's.
+pub const LATENCY_SHARE: f64 = 0.25;
 
 fn cpu_per_task(
     before: Option<process::ProcessSample>,

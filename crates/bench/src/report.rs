@@ -5,6 +5,7 @@ use hive_proto::codec::FrameFormat;
 
 use crate::BenchOptions;
 use crate::cpu::CpuRun;
+use crate::overload::OverloadRun;
 use crate::recorder::Percentiles;
 use crate::swarm::SwarmRun;
 use crate::timeline::Point;
@@ -43,6 +44,8 @@ pub struct Report {
     pub soak: Option<SoakRun>,
     /// The open-loop latency with the CPU pool idle and saturated (the `cpu` workload).
     pub cpu: Option<CpuRun>,
+    /// Offered load at shares of the measured capacity (the `overload` workload).
+    pub overload: Option<OverloadRun>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
@@ -54,7 +57,10 @@ pub struct Settings {
     pub workers: usize,
     pub slots: u32,
     pub batch: usize,
+    /// The open-loop rate used, tasks per second.
     pub rate: u64,
+    /// True when `rate` was a share of the capacity measured in this run (no `--rate`).
+    pub rate_from_capacity: bool,
     pub queued_tasks: u64,
     pub soak_tasks: u64,
     pub external_hub: bool,
@@ -64,14 +70,15 @@ pub struct Settings {
     pub hub_config: Option<String>,
 }
 
-impl From<&BenchOptions> for Settings {
-    fn from(o: &BenchOptions) -> Self {
+impl Settings {
+    pub fn new(o: &BenchOptions, rate: u64) -> Self {
         Settings {
             duration_s: o.duration.as_secs_f64(),
             workers: o.workers,
             slots: o.slots,
             batch: o.batch,
-            rate: o.rate,
+            rate,
+            rate_from_capacity: o.rate.is_none(),
             queued_tasks: o.queued_tasks,
             soak_tasks: o.soak_tasks,
             external_hub: o.hub.is_some(),
@@ -262,6 +269,10 @@ impl Report {
                 format!("{:.3}%", self.timeout_rate * 100.0),
             ],
         ];
+        let mut rows = rows;
+        if let Some(run) = &self.overload {
+            rows.extend(overload_rows(run));
+        }
         let headers = ["metric", "plan target", "our target", "measured"];
         let mut widths = headers.map(str::len);
         for row in &rows {
@@ -293,4 +304,56 @@ impl Report {
         ));
         out
     }
+}
+
+/// One row per offered share; the targets apply at 300% (`our target`), RSS against 100%.
+fn overload_rows(run: &OverloadRun) -> Vec<[String; 4]> {
+    let at_capacity = run
+        .steps
+        .iter()
+        .find(|s| s.share == 1.0)
+        .and_then(|s| s.rss_bytes);
+    let mut rows = vec![[
+        "overload: capacity (single, closed loop)".into(),
+        "-".into(),
+        "-".into(),
+        format!("{:.0}/s", run.capacity_per_sec),
+    ]];
+    for s in &run.steps {
+        let target = if s.share >= 3.0 {
+            "goodput >= 90%, p99 <= 50 ms, refusals < 5 ms, RSS < 2x, 0 lost"
+        } else {
+            "0 lost"
+        };
+        let rejected = s
+            .rejected_latency_ms
+            .map_or("-".into(), |p| format!("{:.2} ms", p.p99));
+        let rss = match (s.rss_bytes, at_capacity) {
+            (Some(now), Some(base)) => format!(
+                "{:.1} MB ({:.2}x)",
+                now as f64 / 1e6,
+                now as f64 / base.max(1) as f64
+            ),
+            (Some(now), None) => format!("{:.1} MB", now as f64 / 1e6),
+            _ => "n/a".into(),
+        };
+        rows.push([
+            format!(
+                "overload {:.0}% (sent {:.0}/s): goodput, accepted p99, refused {} p99, RSS, lost",
+                s.share * 100.0,
+                s.sent_per_sec,
+                s.rejected
+            ),
+            "-".into(),
+            target.into(),
+            format!(
+                "{:.0}/s ({:.0}%), {:.2} ms, {rejected}, {rss}, {}",
+                s.goodput_per_sec,
+                s.goodput_per_sec / run.capacity_per_sec.max(1.0) * 100.0,
+                s.accepted_latency_ms.p99,
+                s.lost
+            ),
+        ]);
+    }
+    rows
 }

@@ -70,9 +70,10 @@ pub struct BenchArgs {
     /// Tasks per request in the batched workload.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// Offered rate of the open-loop latency workload, tasks per second.
-    #[arg(long, default_value_t = 10_000)]
-    pub rate: u64,
+    /// Offered rate of the open-loop latency workloads (latency, cpu), tasks per second
+    /// [default: a quarter of the single-task capacity measured in the same run].
+    #[arg(long)]
+    pub rate: Option<u64>,
     /// A config file for the hub the bench starts (`hive serve --config FILE`), e.g. to compare
     /// `[metrics] enabled = false`.
     #[arg(long)]
@@ -86,8 +87,9 @@ pub struct BenchArgs {
     /// Tasks the `queued` workload leaves queued, to measure memory per queued task.
     #[arg(long, default_value_t = 1_000_000)]
     pub queued_tasks: u64,
-    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, cpu, queued, soak
-    /// (default: all but soak, which processes --soak-tasks tasks and takes minutes).
+    /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, cpu, queued,
+    /// soak, overload (default: all but soak, which processes --soak-tasks tasks and takes
+    /// minutes, and overload, which offers 50-300% of the capacity for four durations).
     #[arg(
         long,
         value_delimiter = ',',

@@ -64,7 +64,11 @@ impl HubClient {
     /// `base` is the hub's URL, e.g. `http://127.0.0.1:7700`; an `https://` hub's certificate is
     /// checked against the system's trusted roots.
     pub fn new(base: &str) -> Self {
-        let tls = hive_tls::client_config(None).expect("a TLS client config with ring builds");
+        let tls = if base.starts_with("https://") {
+            hive_tls::client_config(None).expect("a TLS client config with ring builds")
+        } else {
+            hive_tls::plain_client_config()
+        };
         Self::with_tls_config(base, tls)
     }
 

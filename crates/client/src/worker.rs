@@ -309,9 +309,13 @@ async fn connect(
         request.headers_mut().insert("authorization", value);
     }
     // TLS for a wss:// hub: the system's roots and the configured CA file, with ring.
-    let tls = hive_tls::client_config(options.ca_file.as_deref())
-        .map_err(|e| WorkerError::Rejected(e.to_string()))?;
-    let connector = tokio_tungstenite::Connector::Rustls(Arc::new(tls));
+    let connector = if url.starts_with("wss://") {
+        let tls = hive_tls::client_config(options.ca_file.as_deref())
+            .map_err(|e| WorkerError::Rejected(e.to_string()))?;
+        tokio_tungstenite::Connector::Rustls(Arc::new(tls))
+    } else {
+        tokio_tungstenite::Connector::Plain
+    };
     let (socket, _) =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
             .await

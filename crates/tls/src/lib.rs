@@ -65,6 +65,16 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
     Ok(config)
 }
 
+/// For a client that never speaks TLS (an `http://` hub): no roots to load. reqwest still needs a
+/// configuration (it has no provider of its own here), and a TLS connection with this one fails.
+pub fn plain_client_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// A client's side: the system's roots, and the certificates in `ca_file` when given.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();

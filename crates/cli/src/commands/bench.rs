@@ -10,7 +10,7 @@ use crate::args::BenchArgs;
 use crate::{Failure, Outcome};
 
 pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
-    if args.workers == 0 || args.slots == 0 || args.batch == 0 || args.rate == 0 {
+    if args.workers == 0 || args.slots == 0 || args.batch == 0 || args.rate == Some(0) {
         return Err(Failure::usage(anyhow!(
             "--workers, --slots, --batch and --rate must be at least 1"
         )));
@@ -21,7 +21,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         .map(|name| {
             Workload::parse(name).ok_or_else(|| {
                 Failure::usage(anyhow!(
-                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, cpu, queued or soak"
+                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, cpu, queued, soak or overload"
                 ))
             })
         })

@@ -15,12 +15,17 @@ pub async fn run(args: ServeArgs) -> Outcome {
     };
     let config = config::resolve(&args, file).map_err(Failure::usage)?;
     let data_dir = config.data_dir.clone();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let hub = Hub::start(config).await.map_err(|e| Failure {
         code: 1,
         error: e.into(),
     })?;
     eprintln!(
-        "hive listening on http://{} (data in {}, {} unfinished tasks recovered)",
+        "hive listening on {scheme}://{} (data in {}, {} unfinished tasks recovered)",
         hub.addr(),
         data_dir.display(),
         hub.recovered()

@@ -380,3 +380,48 @@ async fn tokens_from_the_command_line_and_who_submitted_what() {
     assert_eq!(as_admin(&["token", "revoke", "ci"]).await.0, Some(0));
     hub.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_overload_offers_shares_of_the_measured_capacity_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("overload.json");
+    let output = hive()
+        .args([
+            "bench",
+            "--duration",
+            "1s",
+            "--workers",
+            "2",
+            "--slots",
+            "8",
+            "--workloads",
+            "latency,overload",
+            "--json",
+        ])
+        .arg(&json_path)
+        .env_remove("HIVE_HUB")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let capacity = report["overload"]["capacity_per_sec"].as_f64().unwrap();
+    assert!(capacity > 0.0);
+    // No --rate: the latency workload offered a quarter of the measured capacity.
+    assert_eq!(report["settings"]["rate_from_capacity"], true);
+    assert_eq!(
+        report["settings"]["rate"].as_u64().unwrap(),
+        (capacity * 0.25).round() as u64
+    );
+    let steps = report["overload"]["steps"].as_array().unwrap();
+    let shares: Vec<f64> = steps.iter().map(|s| s["share"].as_f64().unwrap()).collect();
+    assert_eq!(shares, vec![0.5, 1.0, 1.5, 3.0]);
+    for step in steps {
+        assert_eq!(step["lost"], 0, "an accepted task was lost: {step}");
+        assert!(step["accepted"].as_u64().unwrap() > 0, "{step}");
+    }
+}

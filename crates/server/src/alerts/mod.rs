@@ -23,7 +23,7 @@ use rules::{Phase, Rule, Transition};
 #[derive(Debug, Clone)]
 pub struct AlertConfig {
     pub rules: Vec<Rule>,
-    /// `http://` URL the alert events are posted to.
+    /// `http://` or `https://` URL the alert events are posted to.
     pub webhook_url: Option<String>,
 }
 
