@@ -398,4 +398,111 @@ mod tests {
         let err = decode::<WorkerMessage>(Incoming::Binary(&frame), 1 << 20).unwrap_err();
         assert!(err.to_string().contains("not JSON"), "{err}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::protocol::{HubMessage, TaskResult, WorkerMessage};
+
+        fn any_format() -> impl Strategy<Value = FrameFormat> {
+            (0..2u8, 0..2u8, any::<bool>()).prop_map(|(e, c, batch)| FrameFormat {
+                encoding: if e == 0 {
+                    Encoding::Json
+                } else {
+                    Encoding::Msgpack
+                },
+                compression: if c == 0 {
+                    Compression::None
+                } else {
+                    Compression::Lz4
+                },
+                batch,
+            })
+        }
+
+        fn any_json() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("null".to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                ".{0,40}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+                prop::collection::vec(any::<u32>(), 0..8)
+                    .prop_map(|v| serde_json::to_string(&v).unwrap()),
+            ]
+        }
+
+        fn any_result() -> impl Strategy<Value = WorkerMessage> {
+            (
+                ".{0,40}",
+                any::<u32>(),
+                any::<bool>(),
+                any_json(),
+                ".{0,60}",
+                any::<bool>(),
+            )
+                .prop_map(|(task_id, attempt, ok, output, error, retry)| {
+                    WorkerMessage::Result(TaskResult {
+                        task_id,
+                        attempt,
+                        ok,
+                        output: ok.then(|| RawValue::from_string(output).unwrap()),
+                        error: (!ok).then_some(error),
+                        retry: !ok && retry,
+                    })
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// Whatever arrives, the decoders answer with a message or an error, never a panic,
+            /// and a compressed frame never expands past the limit.
+            #[test]
+            fn arbitrary_bytes_never_panic_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512), text in ".{0,256}") {
+                let _ = decode::<WorkerMessage>(Incoming::Binary(&bytes), 4096);
+                let _ = decode::<HubMessage>(Incoming::Binary(&bytes), 4096);
+                let _ = decode::<WorkerMessage>(Incoming::Text(&text), 4096);
+                if let Some(rest) = bytes.get(1..5) {
+                    let size = u32::from_le_bytes(rest.try_into().unwrap()) as usize;
+                    let mut framed = vec![TAG_JSON_LZ4];
+                    framed.extend_from_slice(&bytes[1..]);
+                    if size > 4096 {
+                        let too_large = matches!(decode::<WorkerMessage>(Incoming::Binary(&framed), 4096), Err(DecodeError::TooLarge { .. }));
+                        prop_assert!(too_large);
+                    }
+                }
+            }
+
+            /// Arbitrary JSON-shaped worker frames: parsed or refused, never a panic.
+            #[test]
+            fn arbitrary_worker_frames_never_panic(kind in prop_oneof![Just("hello".to_string()), Just("result".to_string()), Just("heartbeat".to_string()), Just("batch".to_string()), Just("drain".to_string()), ".{0,8}"], fields in prop::collection::btree_map("[a-z_]{1,12}", any_json(), 0..6)) {
+                let mut object: serde_json::Map<String, serde_json::Value> = fields
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
+                    .collect();
+                object.insert("type".into(), kind.into());
+                let text = serde_json::Value::Object(object).to_string();
+                let _ = decode::<WorkerMessage>(Incoming::Text(&text), 1 << 20);
+            }
+
+            /// What a worker sends comes back whole in every frame format.
+            #[test]
+            fn results_round_trip_in_every_format(message in any_result(), format in any_format()) {
+                let decoded: WorkerMessage = match encode(&message, format) {
+                    Encoded::Text(text) => decode(Incoming::Text(&text), 1 << 20),
+                    Encoded::Binary(bytes) => decode(Incoming::Binary(&bytes), 1 << 20),
+                }
+                .unwrap();
+                let (WorkerMessage::Result(a), WorkerMessage::Result(b)) = (&message, &decoded) else {
+                    panic!("{decoded:?}");
+                };
+                prop_assert_eq!(&a.task_id, &b.task_id);
+                prop_assert_eq!(a.attempt, b.attempt);
+                prop_assert_eq!(a.ok, b.ok);
+                prop_assert_eq!(a.output.as_ref().map(|o| o.get()), b.output.as_ref().map(|o| o.get()));
+                prop_assert_eq!(&a.error, &b.error);
+                prop_assert_eq!(a.retry, b.retry);
+            }
+        }
+    }
 }

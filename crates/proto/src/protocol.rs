@@ -242,7 +242,8 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                     ok,
                     output: raw.output,
                     error: raw.error,
-                    retry: raw.retry.unwrap_or(true),
+                    // Only a failure may be retried; unless it says otherwise, it may.
+                    retry: raw.retry.unwrap_or(!ok),
                 }))
             }
             "reply" => Ok(WorkerMessage::Reply {

@@ -143,4 +143,54 @@ mod tests {
         let t: NewTask = parse(br#"{"capability":"a","payload":{"x": [1, 2.50]}}"#).unwrap();
         assert_eq!(t.payload.unwrap().get(), r#"{"x": [1, 2.50]}"#);
     }
+
+    mod properties {
+        use axum::response::IntoResponse;
+        use hive_proto::api::{NewTask, NewTaskBatch};
+        use proptest::prelude::*;
+
+        use super::super::parse;
+
+        /// A body is parsed, or refused with a 4xx naming what is wrong: never a panic, never
+        /// a 5xx.
+        fn client_error_or_ok<T: serde::de::DeserializeOwned>(
+            bytes: &[u8],
+        ) -> Result<(), TestCaseError> {
+            if let Err(e) = parse::<T>(bytes) {
+                let status = e.into_response().status();
+                prop_assert!(
+                    status.is_client_error(),
+                    "{status} for {:?}",
+                    String::from_utf8_lossy(bytes)
+                );
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn arbitrary_bytes_are_parsed_or_refused_with_a_4xx(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                client_error_or_ok::<NewTask>(&bytes)?;
+                client_error_or_ok::<NewTaskBatch>(&bytes)?;
+            }
+
+            #[test]
+            fn task_shaped_objects_are_parsed_or_refused_with_a_4xx(
+                capability in prop_oneof![Just(serde_json::json!("x")), Just(serde_json::json!(5)), Just(serde_json::json!(null))],
+                priority in prop_oneof![Just(serde_json::json!(3)), Just(serde_json::json!(-1)), Just(serde_json::json!(1e40)), Just(serde_json::json!("high"))],
+                extra in prop::option::of("[a-z]{1,8}"),
+            ) {
+                let mut body = serde_json::json!({"capability": capability, "priority": priority});
+                if let Some(key) = extra {
+                    body[key] = serde_json::json!(true);
+                }
+                let text = body.to_string();
+                client_error_or_ok::<NewTask>(text.as_bytes())?;
+                let batch = format!("{{\"tasks\":[{text},{text}]}}");
+                client_error_or_ok::<NewTaskBatch>(batch.as_bytes())?;
+            }
+        }
+    }
 }

@@ -408,7 +408,8 @@ async fn bench_overload_offers_shares_of_the_measured_capacity_and_loses_nothing
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let capacity = report["overload"]["capacity_per_sec"].as_f64().unwrap();
     assert!(capacity > 0.0);
     // No --rate: the latency workload offered a quarter of the measured capacity.
