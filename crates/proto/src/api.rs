@@ -13,21 +13,27 @@ pub struct NewTask {
     /// The capability an agent needs to run this task.
     #[schema(example = "summarize")]
     pub capability: String,
-    /// Any JSON value, handed to the agent as is (default `null`; at most 1 MiB by default).
+    /// Any JSON value, `null` included, handed to the agent as is (default `null`; at most 1 MiB
+    /// and 64 levels of nesting by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Box<RawValue>>,
     /// 0-9, 9 most urgent (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<u8>,
     /// Attempts before the task fails for good, 1-100 (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
-    /// Lease of one attempt in milliseconds (default 30000).
+    /// Lease of one attempt in milliseconds, 1 ms to 7 days (default 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604_800_000)]
     pub timeout_ms: Option<u64>,
-    /// Base retry delay in milliseconds, doubled per attempt, with jitter (default 1000).
+    /// Base retry delay in milliseconds, doubled per attempt, with jitter; at most 24 hours
+    /// (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86_400_000)]
     pub backoff_ms: Option<u64>,
     /// A second submit with the same key returns the first task instead of creating one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,7 @@ fn parse_agent_id(id: &str) -> Result<AgentId, ApiError> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AgentParams {
     /// 1-1000, default 1000.

@@ -12,6 +12,7 @@ use crate::state::AppState;
 use crate::views::rfc3339;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     /// History entries, newest first (1-1000, default 100).
     limit: Option<usize>,

@@ -142,6 +142,7 @@ pub async fn get_one(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// waiting, queued, running, succeeded, failed or cancelled.
@@ -204,6 +205,7 @@ pub async fn cancel(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitParams {
     /// How long to wait for the task to finish, in ms (default 30000, at most the hub's max_wait).

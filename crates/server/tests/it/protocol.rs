@@ -124,6 +124,21 @@ async fn the_openapi_document_describes_the_api() {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
     assert!(doc["components"]["schemas"]["NewTask"]["properties"]["capability"].is_object());
+    // What the hub checks, the document says (found by schemathesis before).
+    let new_task = &doc["components"]["schemas"]["NewTask"]["properties"];
+    assert_eq!(new_task["max_attempts"]["minimum"], 1);
+    assert_eq!(new_task["max_attempts"]["maximum"], 100);
+    assert_eq!(new_task["timeout_ms"]["maximum"], 604_800_000);
+    for (path, name) in [
+        ("/api/v1/alerts", "limit"),
+        ("/api/v1/tasks", "cursor"),
+        ("/api/v1/agents", "limit"),
+    ] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let param = params.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(param["in"], "query", "{path} {name}");
+        assert_ne!(param["required"], true, "{path} {name}");
+    }
     let health = http()
         .get(format!("{}/readyz", t.url))
         .send()
