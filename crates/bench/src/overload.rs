@@ -23,6 +23,7 @@ use indicatif::ProgressBar;
 
 use crate::load;
 use crate::recorder::{Percentiles, histogram};
+use crate::workloads::succeeded;
 
 /// The shares of capacity offered, in order.
 pub const SHARES: [f64; 4] = [0.5, 1.0, 1.5, 3.0];
@@ -52,16 +53,6 @@ pub struct OverloadStep {
 pub struct OverloadRun {
     pub capacity_per_sec: f64,
     pub steps: Vec<OverloadStep>,
-}
-
-async fn succeeded(client: &HubClient) -> anyhow::Result<u64> {
-    Ok(client
-        .status()
-        .await?
-        .tasks
-        .get("succeeded")
-        .copied()
-        .unwrap_or(0))
 }
 
 pub async fn overload(

@@ -31,7 +31,8 @@ pub struct TaskRun {
     pub errors: u64,
 }
 
-async fn succeeded(client: &HubClient) -> anyhow::Result<u64> {
+/// Tasks the hub has seen succeed, all told.
+pub(crate) async fn succeeded(client: &HubClient) -> anyhow::Result<u64> {
     Ok(client
         .status()
         .await?

@@ -145,7 +145,8 @@ impl HubClient {
                 })?;
             // 429 and 503 with `Retry-After` mean "not done, try again then": the hub accepted
             // nothing, so repeating even a submit is safe.
-            match retry_after(&response) {
+            // At least 100 ms: a `Retry-After: 0` must not turn into a busy loop.
+            match retry_after(&response).map(|w| w.max(Duration::from_millis(100))) {
                 Some(wait) if waited + wait <= self.busy_budget => {
                     tracing::debug!(%url, wait_ms = wait.as_millis() as u64, "the hub is busy; waiting as it asks");
                     tokio::time::sleep(wait).await;

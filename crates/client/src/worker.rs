@@ -448,6 +448,12 @@ async fn session<S: Future<Output = ()>>(
                         draining = true;
                         tracing::info!("drained by the hub: finishing running tasks");
                     }
+                    HubMessage::Resume if stop_at.is_some() => {
+                        // Shutting down: the undrain cannot stand; say so again.
+                        if let Err(e) = sink.send(encode_frame(&WorkerMessage::Drain, options.format)).await {
+                            return Ok(Session::Lost { reason: e.to_string() });
+                        }
+                    }
                     HubMessage::Resume => {
                         draining = false;
                         tracing::info!("the drain was undone: taking work again");
@@ -504,7 +510,13 @@ async fn session<S: Future<Output = ()>>(
                 // Dropping a task's future stops it (a command's process group is killed);
                 // waiting for the aborted tasks makes sure that happened before the report.
                 work.tasks.abort_all();
-                while work.tasks.join_next().await.is_some() {}
+                // A task that finished meanwhile is reported as it came out.
+                while let Some(joined) = work.tasks.join_next().await {
+                    if let Ok((task_id, attempt, outcome)) = joined {
+                        work.running.remove(&(task_id.clone(), attempt));
+                        report!(task_result(task_id, attempt, outcome));
+                    }
+                }
                 for (task_id, attempt) in std::mem::take(&mut work.running).into_keys() {
                     let stopped = Outcome::failure("stopped: the worker shut down before it finished", true);
                     report!(task_result(task_id, attempt, stopped));

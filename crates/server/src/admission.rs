@@ -97,7 +97,7 @@ impl Admission {
     fn admit_body(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
         let kib = bytes
             .div_ceil(KIB)
-            .clamp(1, self.limits.max_body_bytes / KIB);
+            .clamp(1, (self.limits.max_body_bytes / KIB).max(1));
         self.body_kib
             .clone()
             .try_acquire_many_owned(kib.min(u32::MAX as usize) as u32)

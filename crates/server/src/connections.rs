@@ -70,6 +70,9 @@ impl Connections {
         match sender.try_send(message) {
             Ok(()) => true,
             Err(TrySendError::Closed(_)) => false,
+            // A broadcast finds it busy: it misses this one (and is listed as silent), but a
+            // flood of broadcasts must not cost a worker its connection.
+            Err(TrySendError::Full(Outbound::Shared(_))) => false,
             Err(TrySendError::Full(_)) => {
                 senders.remove(&agent);
                 tracing::warn!(%agent, queued = OUTBOUND_QUEUE, "agent stopped reading; letting go of it");

@@ -88,6 +88,7 @@ pub async fn serve(
         n => n,
     };
     let permits = Arc::new(Semaphore::new(max));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     // Every connection task holds a sender; all gone means all connections closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     let stop = crate::state::stopped(shutdown.clone());
@@ -106,7 +107,13 @@ pub async fn serve(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.add(Count::ConnectionsRefused, 1);
-            tokio::spawn(refuse(stream));
+            // Refusals are bounded too: past the bound a connection is just closed.
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(refusing);
+                });
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -170,11 +177,20 @@ async fn serve_connection<S>(
     }
 }
 
-/// Answers a connection over the bound and closes it.
+/// Refusals answered at once; each holds a descriptor for up to a second (within the reserve).
+const MAX_REFUSALS: usize = 64;
+
+/// Answers a connection over the bound and closes it. The request is read (briefly) before the
+/// close: closing with unread bytes makes the kernel reset the connection, which can destroy the
+/// answer before the client reads it.
 async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(REFUSAL).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
     })
     .await;
 }

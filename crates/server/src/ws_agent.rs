@@ -1,8 +1,10 @@
 //! `/ws/agent`: one worker connection, speaking the protocol in `docs/protocol.md`.
 //!
-//! The first frame must be `hello`; the hub answers `welcome` with the agent's id. Then the
-//! worker sends `heartbeat` and `result` frames, and the hub sends `assign` (batches), `cancel`,
-//! `drain`, `error` and swarm `message`s. Frames to the worker go through the connection's queue
+//! The first frame must be `hello` (naming, for a reconnecting worker, the attempts it still
+//! holds); the hub answers `welcome` with the agent's id. Then the worker sends `heartbeat`,
+//! `result`, `reply` (to swarm messages) and `drain` frames, and the hub sends `assign`
+//! (batches), `cancel`, `drain`, `resume`, `error` and swarm `message`s. Limits: see
+//! `docs/security.md` (frame size, invalid frames, hello sizes, outputs, slow readers). Frames to the worker go through the connection's queue
 //! in [`Connections`](crate::connections::Connections), written by a task of their own so a slow
 //! socket never holds up the hub; that task frames them in the format the worker asked for
 //! ([`framer`](crate::framer)), and the hub reads every format whatever was negotiated.
@@ -403,8 +405,10 @@ fn agent_spec(hello: Hello) -> Result<Joining, String> {
             spec.slots
         ));
     }
-    let held = hello
-        .running
+    let mut running = hello.running.clone();
+    running.sort_by(|a, b| (&a.task_id, a.attempt).cmp(&(&b.task_id, b.attempt)));
+    running.dedup();
+    let held = running
         .iter()
         .enumerate()
         .map(|(i, r)| {

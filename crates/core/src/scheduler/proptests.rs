@@ -108,7 +108,7 @@ proptest! {
                     let id = AgentId(Uuid::from_u128(1 << 64 | next));
                     next += 1;
                     let caps = CAPS.iter().map(|c| (Capability::parse(c, "c").unwrap(), 0.5)).collect();
-                    let rejoined = s.rejoin_agent(id, AgentSpec { name: "p".into(), capabilities: caps, slots: 3 }, &claims, now);
+                    let rejoined = s.rejoin_agent(id, AgentSpec { name: "p".into(), capabilities: caps, slots: 3 }, &claims, false, now);
                     prop_assert_eq!(rejoined.kept.len() + rejoined.refused.len(), claims.len());
                     if let Some(stale) = claims.last().filter(|_| claims.len() > 1) {
                         prop_assert!(rejoined.refused.contains(stale), "a stale attempt was re-bound");

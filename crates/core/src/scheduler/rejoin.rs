@@ -32,6 +32,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// Registers an agent that already runs `held` attempts, binds those still current to it, and
     /// then offers it work for its free slots.
     ///
+    /// `draining`: the agent was draining before (a rebuild after a failed commit): it stays so,
+    /// and is offered nothing.
+    ///
     /// An attempt is kept when it is the task's current running attempt, of a capability the agent
     /// has, and its agent is unknown
     /// (recovered after a restart), offline, or another connection of the same name (a
@@ -41,11 +44,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
         id: AgentId,
         spec: AgentSpec,
         held: &[HeldAttempt],
+        draining: bool,
         now: Timestamp,
     ) -> Rejoined {
         let name = spec.name.clone();
         let slots = spec.slots;
         self.add_agent(id, spec, now);
+        if let Some(agent) = self.agents.get_mut(&id) {
+            agent.draining = draining;
+        }
         let mut rejoined = Rejoined::default();
         for &claim in held {
             if self.agents[&id].running < slots && self.reattach(id, &name, claim, now) {
@@ -115,8 +122,16 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
             if let Some(entry) = self.agents.get_mut(&holder) {
                 entry.running -= 1;
-                // A live connection of the same name gets its slot back (fill_agent skips an
-                // offline one).
+                if entry.connected {
+                    // A live connection of the same name: if it really still runs the attempt,
+                    // it must stop, or the task would run twice at once.
+                    self.changes.push(Change::SendCancel {
+                        agent: holder,
+                        task: claim.task,
+                        attempt: claim.attempt,
+                    });
+                }
+                // It gets its slot back (fill_agent skips an offline one).
                 self.fill_agent(holder, now);
             }
         }

@@ -553,6 +553,17 @@ fn memory_counts_active_tasks_and_their_payloads_and_lets_go_of_finished_ones() 
     );
 }
 
+/// Task `n` as a restart finds it: running its first attempt, on an agent no longer known.
+fn running(n: u128) -> RecoveredTask {
+    RecoveredTask {
+        spec: spec(n, "a"),
+        status: TaskStatus::Running,
+        attempt: 1,
+        lease_until: Some(Timestamp(5_000)),
+        not_before: None,
+    }
+}
+
 fn held(task: u128, attempt: u32) -> HeldAttempt {
     HeldAttempt {
         task: task_id(task),
@@ -577,13 +588,6 @@ fn cancels(changes: &[Change]) -> Vec<(AgentId, TaskId, u32)> {
 #[test]
 fn a_recovered_attempt_is_bound_to_the_agent_that_reconnects_holding_it() {
     let mut s = sched();
-    let running = |n| RecoveredTask {
-        spec: spec(n, "a"),
-        status: TaskStatus::Running,
-        attempt: 1,
-        lease_until: Some(Timestamp(5_000)),
-        not_before: None,
-    };
     s.restore(vec![running(1), running(2)], Timestamp(100), &mut none);
     s.take_changes();
     let rejoined = s.rejoin_agent(
@@ -591,6 +595,7 @@ fn a_recovered_attempt_is_bound_to_the_agent_that_reconnects_holding_it() {
         agent_spec(&[("a", 1.0)], 4),
         // Task 2's attempt 2 never existed; task 3 is unknown.
         &[held(1, 1), held(2, 2), held(3, 1)],
+        false,
         Timestamp(200),
     );
     assert_eq!(rejoined.kept, vec![held(1, 1)]);
@@ -646,6 +651,7 @@ fn a_reconnecting_worker_takes_back_its_attempts_but_never_a_live_agents() {
         agent_id(3),
         agent_spec(&[("a", 1.0)], 2),
         &claims,
+        false,
         Timestamp(10),
     );
     assert_eq!(rejoined.kept, vec![claims[0]]);
@@ -668,18 +674,12 @@ fn a_reconnecting_worker_takes_back_its_attempts_but_never_a_live_agents() {
 #[test]
 fn a_rejoining_agent_keeps_no_more_attempts_than_its_slots() {
     let mut s = sched();
-    let running = |n| RecoveredTask {
-        spec: spec(n, "a"),
-        status: TaskStatus::Running,
-        attempt: 1,
-        lease_until: Some(Timestamp(5_000)),
-        not_before: None,
-    };
     s.restore(vec![running(1), running(2)], Timestamp(0), &mut none);
     let elsewhere = s.rejoin_agent(
         agent_id(2),
         agent_spec(&[("b", 1.0)], 4),
         &[held(1, 1)],
+        false,
         Timestamp(1),
     );
     assert_eq!(
@@ -691,6 +691,7 @@ fn a_rejoining_agent_keeps_no_more_attempts_than_its_slots() {
         agent_id(1),
         agent_spec(&[("a", 1.0)], 1),
         &[held(1, 1), held(2, 1)],
+        false,
         Timestamp(1),
     );
     assert_eq!(rejoined.kept, vec![held(1, 1)]);
@@ -709,4 +710,44 @@ fn an_expired_lease_tells_its_agent_to_stop() {
         cancels(&s.take_changes()),
         vec![(agent_id(1), task_id(1), 1)]
     );
+}
+
+#[test]
+fn taking_an_attempt_from_a_live_connection_of_the_same_name_tells_that_one_to_stop() {
+    let mut s = sched();
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    s.take_changes();
+    // The same worker back on a new connection before the hub saw the old one drop.
+    let rejoined = s.rejoin_agent(
+        agent_id(2),
+        agent_spec(&[("a", 1.0)], 1),
+        &[held(1, 1)],
+        false,
+        Timestamp(5),
+    );
+    assert_eq!(rejoined.kept, vec![held(1, 1)]);
+    assert_eq!(
+        cancels(&s.take_changes()),
+        vec![(agent_id(1), task_id(1), 1)],
+        "never twice at once"
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn an_agent_rejoining_as_draining_is_offered_nothing() {
+    let mut s = sched();
+    s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+    s.take_changes();
+    s.rejoin_agent(
+        agent_id(1),
+        agent_spec(&[("a", 1.0)], 2),
+        &[],
+        true,
+        Timestamp(1),
+    );
+    assert!(started(&s.take_changes()).is_empty());
+    assert_eq!(s.snapshot(agent_id(1)).unwrap().state, AgentState::Draining);
+    s.check_invariants().unwrap();
 }

@@ -25,6 +25,8 @@ pub struct Effects {
     pub committed_seq: AtomicU64,
     /// The generation of the newest batch whose commit failed (0: none has).
     failed_generation: AtomicU64,
+    /// The generation of the newest batch committed.
+    last_ok_generation: AtomicU64,
     /// Wakes the actor when a commit fails.
     pub commit_failed: tokio::sync::Notify,
 }
@@ -43,12 +45,17 @@ impl Effects {
             events,
             committed_seq: AtomicU64::new(0),
             failed_generation: AtomicU64::new(0),
+            last_ok_generation: AtomicU64::new(0),
             commit_failed: tokio::sync::Notify::new(),
         }
     }
 
     pub fn failed_generation(&self) -> u64 {
         self.failed_generation.load(Ordering::Acquire)
+    }
+
+    pub fn last_ok_generation(&self) -> u64 {
+        self.last_ok_generation.load(Ordering::Acquire)
     }
 
     pub fn after_commit(
@@ -63,6 +70,8 @@ impl Effects {
         // the actor rebuilds its scheduler from the store (`rebuild`), so that nothing the store
         // refused runs.
         if outcome.is_ok() {
+            self.last_ok_generation
+                .fetch_max(generation, Ordering::AcqRel);
             self.announce(&changes);
             self.metrics.observe(&changes);
             self.events.publish(&changes);

@@ -120,6 +120,8 @@ pub struct Actor {
     generation: u64,
     /// Set after a failed commit; see [`rebuild`].
     trouble: Option<StoreTrouble>,
+    /// Agents and attempts of a scheduler that could not be loaded again; see [`rebuild`].
+    kept_aside: Option<rebuild::KeptAside>,
     reader: Arc<dyn TaskReader>,
     writer: mpsc::Sender<WriteBatch>,
     effects: Arc<Effects>,
@@ -149,6 +151,7 @@ impl Actor {
             setup,
             generation: 1,
             trouble: None,
+            kept_aside: None,
             reader,
             writer,
             effects,
@@ -167,8 +170,13 @@ impl Actor {
         loop {
             if self.commit_failed() {
                 self.rebuild_after_failed_commit(self.clock.now());
+                // What the rebuild decided (expired leases, assignments) goes out now.
+                self.flush().await;
             }
             self.retry_reload(self.clock.now());
+            if self.trouble.is_some_and(|t| !t.unloaded) && self.recovered() {
+                self.trouble = None;
+            }
             self.forget_committed();
             let reload_at = self.trouble.filter(|t| t.unloaded).map(|t| t.refuse_until);
             let wake_in = [self.scheduler.next_wakeup(), reload_at]
@@ -224,7 +232,12 @@ impl Actor {
                 held,
                 registered,
             } => {
-                let rejoined = self.scheduler.rejoin_agent(agent, spec, &held, now);
+                if self.unloaded() {
+                    // Its attempts cannot be checked against an empty scheduler: it comes back
+                    // once the store is readable (dropping `registered` closes its connection).
+                    return false;
+                }
+                let rejoined = self.scheduler.rejoin_agent(agent, spec, &held, false, now);
                 if !held.is_empty() {
                     tracing::info!(%agent, kept = rejoined.kept.len(), refused = rejoined.refused.len(),
                         "a reconnecting agent named the attempts it holds");
@@ -249,6 +262,14 @@ impl Actor {
             Command::Disconnected { agent } => {
                 self.scheduler.disconnect_agent(agent);
                 self.effects.metrics.add(Count::AgentsDisconnected, 1);
+            }
+            Command::Cancel { reply, .. } if self.unloaded() => {
+                let retry_after_s = self.refusing(now).unwrap_or(1);
+                let _ = reply.send(Err(ApiError::StoreRefusing { retry_after_s }));
+            }
+            Command::Drain { reply, .. } if self.unloaded() => {
+                let retry_after_s = self.refusing(now).unwrap_or(1);
+                let _ = reply.send(Err(ApiError::StoreRefusing { retry_after_s }));
             }
             Command::Cancel { task, reply } => {
                 let outcome = match self.scheduler.cancel(task, now) {
@@ -291,7 +312,7 @@ impl Actor {
                 let _ = reply.send(self.scheduler.snapshot(agent));
             }
             Command::Ping { reply } => {
-                let _ = reply.send(self.refusing(now).is_none());
+                let _ = reply.send(self.trouble.is_none());
             }
             Command::Overview { reply } => {
                 let _ = reply.send(Overview {
@@ -404,6 +425,11 @@ impl Actor {
             });
         }
         Ok(submitted)
+    }
+
+    /// The store could not be read after a failed commit: the scheduler is empty for now.
+    fn unloaded(&self) -> bool {
+        self.trouble.is_some_and(|t| t.unloaded)
     }
 
     /// While the store refuses commits: seconds a client should wait before submitting again.

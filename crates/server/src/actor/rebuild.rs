@@ -4,10 +4,16 @@
 //! A failed commit leaves the scheduler ahead of the store (tasks it accepted, attempts it
 //! started, results it recorded) and the batches queued behind it built on that. The writer
 //! refuses those batches (their generation is poisoned, see `hive_store::group_commit`); the actor
-//! drops its scheduler, loads the active tasks again, and re-binds the attempts its connected
-//! agents run, which the store knows (an assignment goes out only after its commit). For a short
-//! while afterwards, doubling while failures recur, new submits are refused at once with 503
-//! instead of being accepted into a store that cannot take them.
+//! drops its scheduler, loads the active tasks again, and offers its connected agents back the
+//! attempts it believed they run: those the store knows are re-bound (an assignment goes out only
+//! after its commit), the others (started in a refused batch, never sent) are cancelled, which
+//! the agent never ran anyway. For a short while afterwards, doubling while failures recur, new
+//! submits are refused at once with 503 instead of being accepted into a store that cannot take
+//! them, and the hub reads as not ready until a commit succeeds again.
+//!
+//! Should the store not even be readable, the scheduler stays empty (nothing is decided on a
+//! state the store does not hold), the agents and attempts are kept aside for the next try, and
+//! registrations, cancels and drains are refused until it succeeds.
 
 use std::time::Duration;
 
@@ -86,6 +92,11 @@ impl Actor {
         self.reload(now);
     }
 
+    /// True once a commit of the current generation succeeded: the store takes writes again.
+    pub(super) fn recovered(&self) -> bool {
+        self.effects.last_ok_generation() >= self.generation
+    }
+
     /// Loads the scheduler again at the end of a refusal that found the store unreadable.
     pub(super) fn retry_reload(&mut self, now: Timestamp) {
         if self
@@ -103,32 +114,32 @@ impl Actor {
         self.finishing.clear();
         self.pending_keys.clear();
         self.keys_by_seq.clear();
-        let agents: Vec<_> = self
-            .scheduler
-            .agents()
-            .into_iter()
-            .filter(|a| a.state != AgentState::Offline)
-            .collect();
-        let running = self.scheduler.running_attempts();
+        // After a failed try the scheduler is empty: what it knew was kept aside.
+        let kept = self.kept_aside.take().unwrap_or_else(|| KeptAside {
+            agents: self
+                .scheduler
+                .agents()
+                .into_iter()
+                .filter(|a| a.state != AgentState::Offline)
+                .collect(),
+            running: self.scheduler.running_attempts(),
+        });
         let (mut scheduler, count) = match self.setup.load(&*self.reader, now) {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load the scheduler from the store; retrying");
-                // Nothing is decided on a state the store does not hold: an empty scheduler
-                // until the next try, and submits are refused meanwhile.
                 self.scheduler = Scheduler::new(self.setup.config, (self.setup.policy)());
+                self.kept_aside = Some(kept);
                 if let Some(t) = &mut self.trouble {
                     t.refuse_until = now.plus_ms(t.refusal.as_millis() as u64);
                 }
                 return;
             }
         };
-        for agent in agents {
-            let held: Vec<HeldAttempt> = held_by(&running, agent.id);
-            scheduler.rejoin_agent(agent.id, agent.spec, &held, now);
-            if agent.state == AgentState::Draining {
-                let _ = scheduler.drain(agent.id);
-            }
+        for agent in kept.agents {
+            let held: Vec<HeldAttempt> = held_by(&kept.running, agent.id);
+            let draining = agent.state == AgentState::Draining;
+            scheduler.rejoin_agent(agent.id, agent.spec, &held, draining, now);
         }
         self.scheduler = scheduler;
         if let Some(t) = &mut self.trouble {
@@ -140,6 +151,12 @@ impl Actor {
             "a commit failed: the scheduler was rebuilt from the store"
         );
     }
+}
+
+/// What a scheduler that could not be loaded again knew of its agents, for the next try.
+pub struct KeptAside {
+    agents: Vec<hive_core::AgentSnapshot>,
+    running: Vec<(AgentId, HeldAttempt)>,
 }
 
 fn held_by(running: &[(AgentId, HeldAttempt)], agent: AgentId) -> Vec<HeldAttempt> {

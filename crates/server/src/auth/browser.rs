@@ -6,8 +6,9 @@
 //!   answered (plus `server.allowed_hosts`); on another address any name is, unless
 //!   `server.allowed_hosts` lists them. A request with no `Host` (not from a browser) passes.
 //! - **Origin** on WebSocket upgrades and on every request that changes something: a browser
-//!   always sends it there, and it must be the hub itself (same host as `Host`), an allowed host,
-//!   or listed in `server.allowed_origins`. No `Origin` (not a browser) passes.
+//!   always sends it there, and it must be the hub itself (its scheme, and the host and port the
+//!   request was sent to), or listed in `server.allowed_origins`. A page on another port of the
+//!   same machine is another origin. No `Origin` (not a browser) passes.
 //! - **JSON on every POST**: a cross-site form can post `text/plain` or a form encoding without
 //!   asking first, but not `application/json` (that needs a CORS preflight, which the hub never
 //!   grants). So a POST must say `Content-Type: application/json`, with or without a body.
@@ -98,11 +99,15 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     if (upgrade || changes)
         && let Some(origin) = header_text(headers, header::ORIGIN)
     {
-        let origin_host = origin.split_once("://").map(|(_, rest)| host_name(rest));
-        let same_site = origin_host.as_ref().is_some_and(|o| {
-            Some(o) == host.as_ref() || policy.allowed_hosts.as_ref().is_some_and(|h| h.contains(o))
+        let scheme = if state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let itself = header_text(headers, header::HOST).is_some_and(|authority| {
+            origin.eq_ignore_ascii_case(&format!("{scheme}://{authority}"))
         });
-        if !same_site && !policy.allowed_origins.iter().any(|o| o == origin) {
+        if !itself && !policy.allowed_origins.iter().any(|o| o == origin) {
             return forbidden(
                 "forbidden_origin",
                 format!(

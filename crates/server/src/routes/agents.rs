@@ -86,15 +86,7 @@ pub async fn drain(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    let agent = parse_agent_id(&id)?;
-    let snapshot = state
-        .ask(|reply| Command::Drain {
-            agent,
-            undo: false,
-            reply,
-        })
-        .await??;
-    Ok(Json(views::agent(&snapshot)))
+    set_draining(&state, &id, false).await
 }
 
 /// Undo a drain: the agent takes work again, and is told so (`resume`).
@@ -106,13 +98,13 @@ pub async fn undrain(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    let agent = parse_agent_id(&id)?;
+    set_draining(&state, &id, true).await
+}
+
+async fn set_draining(state: &AppState, id: &str, undo: bool) -> Result<Json<Agent>, ApiError> {
+    let agent = parse_agent_id(id)?;
     let snapshot = state
-        .ask(|reply| Command::Drain {
-            agent,
-            undo: true,
-            reply,
-        })
+        .ask(|reply| Command::Drain { agent, undo, reply })
         .await??;
     Ok(Json(views::agent(&snapshot)))
 }

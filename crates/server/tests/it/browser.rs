@@ -43,6 +43,16 @@ async fn a_websocket_handshake_from_a_foreign_origin_is_refused() {
             panic!("{path}: {refused}");
         };
         assert_eq!(response.status().as_u16(), 403, "{path}");
+        // A page on another port of the same machine is another origin.
+        let mut request = address.as_str().into_client_request().unwrap();
+        let other_port = format!("http://127.0.0.1:{}", t.hub.addr().port() + 1);
+        request
+            .headers_mut()
+            .insert("origin", other_port.parse().unwrap());
+        assert!(
+            tokio_tungstenite::connect_async(request).await.is_err(),
+            "{path}"
+        );
         // The hub's own page may connect.
         let mut request = address.as_str().into_client_request().unwrap();
         request
