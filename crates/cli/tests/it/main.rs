@@ -1,5 +1,6 @@
 //! End-to-end tests of the `hive` binary: real processes, real signals, a real `kill -9`.
 
+mod chaos;
 mod cli;
 mod crash;
 mod util;
