@@ -75,7 +75,7 @@ pub struct Task {
     /// waiting, queued, running, succeeded, failed or cancelled.
     pub status: String,
     pub capability: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     pub priority: u8,
     pub max_attempts: u32,
@@ -85,7 +85,7 @@ pub struct Task {
     pub depends_on: Vec<String>,
     pub attempts: Vec<Attempt>,
     /// The output of the successful attempt.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Box<RawValue>>,
     /// The last error, when the task failed or an attempt did.
     pub error: Option<String>,
@@ -181,7 +181,7 @@ pub struct ErrorDetail {
 pub struct NewSwarmMessage {
     /// Any JSON value (default `null`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Option<Box<RawValue>>,
     /// How long to collect replies, in ms (default 5000, at most 60000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,7 +191,7 @@ pub struct NewSwarmMessage {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SwarmReply {
     pub agent_id: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub output: Box<RawValue>,
 }
 

@@ -80,7 +80,8 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
-/// Middleware applying the three checks of the module's header.
+/// Middleware applying the Host and Origin checks of the module's header (the JSON check is
+/// [`json_posts`], a route layer).
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let policy = &state.config.browser;
     let headers = request.headers();
@@ -116,8 +117,14 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             );
         }
     }
-    if method == Method::POST {
-        let json = header_text(headers, header::CONTENT_TYPE).is_some_and(|t| {
+    next.run(request).await
+}
+
+/// Route middleware (after routing, so that a POST to a route without one is answered 405): a
+/// POST must say it is JSON.
+pub async fn json_posts(request: Request, next: Next) -> Response {
+    if request.method() == Method::POST {
+        let json = header_text(request.headers(), header::CONTENT_TYPE).is_some_and(|t| {
             t.split(';')
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))

@@ -113,6 +113,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/events", get(events::stream))
         .route("/", get(dashboard::index))
         .route("/assets/{*path}", get(dashboard::asset));
+    router = router.route_layer(middleware::from_fn(crate::auth::browser::json_posts));
     if state.metrics.enabled() {
         router = router.route_layer(middleware::from_fn_with_state(
             state.clone(),

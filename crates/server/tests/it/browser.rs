@@ -88,6 +88,9 @@ async fn a_post_that_is_not_json_is_refused_so_a_page_cannot_forge_one() {
         assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
     }
     assert_eq!(t.client.task(&task.id).await.unwrap().status, "queued");
+    // A POST to a route that takes none is told so (405), whatever its content type.
+    let wrong_method = http.post(format!("{}/readyz", t.url)).send().await.unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
     // A cross-site POST, even as JSON, is refused by its Origin.
     let forged = http
         .post(&cancel)
