@@ -3,12 +3,10 @@
 //! few hundred milliseconds. Every task that got a 2xx must finish exactly once (one successful
 //! attempt on record) with the right output, and none may be left stuck.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hive_client::http::ListQuery;
 use hive_client::worker::{Outcome, run_worker};
 use hive_client::{HubClient, WorkerOptions};
 use hive_proto::RawValue;
@@ -16,6 +14,7 @@ use hive_proto::api::NewTask;
 use hive_proto::protocol::Assignment;
 use tokio::task::JoinHandle;
 
+use crate::survival::{Acked, each_succeeded_once, submitters, until_idle};
 use crate::util::*;
 
 const TOTAL: usize = 30_000;
@@ -79,34 +78,8 @@ async fn every_acknowledged_task_finishes_once_through_hub_and_worker_kills() {
         })
     };
 
-    let acked: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let mut submitters = Vec::new();
-    for s in 0..4usize {
-        let acked = acked.clone();
-        let client = HubClient::new(&url);
-        submitters.push(tokio::spawn(async move {
-            let mut next = s * 1_000_000;
-            while acked.lock().unwrap().len() < TOTAL {
-                let numbers: Vec<usize> = (next..next + if s == 0 { 1 } else { 100 }).collect();
-                next += numbers.len();
-                let outcome = if s == 0 {
-                    client
-                        .submit(&new_task(numbers[0]))
-                        .await
-                        .map(|t| vec![t.id])
-                } else {
-                    client
-                        .submit_batch(numbers.iter().map(|n| new_task(*n)).collect())
-                        .await
-                };
-                match outcome {
-                    Ok(ids) => acked.lock().unwrap().extend(ids.into_iter().zip(numbers)),
-                    // The hub is down: not acknowledged; try more later.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }));
-    }
+    let acked = Acked::default();
+    let submitters = submitters(&url, &acked, TOTAL, new_task);
 
     for kill_at in KILLS_AT {
         while acked.lock().unwrap().len() < kill_at {
@@ -120,61 +93,11 @@ async fn every_acknowledged_task_finishes_once_through_hub_and_worker_kills() {
     }
 
     let client = HubClient::new(&hub.url);
-    let limit = Duration::from_secs(240);
-    let started = std::time::Instant::now();
-    loop {
-        let status = client.status().await.unwrap();
-        let active = status.tasks["waiting"] + status.tasks["queued"] + status.tasks["running"];
-        if active == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "tasks stuck after {limit:?}: {:?}",
-            status.tasks
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_idle(&client, Duration::from_secs(240)).await;
     done.store(true, Ordering::Relaxed);
     let killed = churn.await.unwrap();
     assert!(killed >= 3, "workers were killed along the way ({killed})");
 
-    let mut stored = HashMap::new();
-    let mut cursor = None;
-    loop {
-        let page = client
-            .tasks(&ListQuery {
-                limit: Some(1000),
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        for task in page.items {
-            stored.insert(task.id.clone(), task);
-        }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(acked.len() >= TOTAL);
-    for (id, n) in acked.iter() {
-        let task = stored
-            .get(id)
-            .unwrap_or_else(|| panic!("acknowledged task {id} is lost"));
-        assert_eq!(task.status, "succeeded", "task {id}: {:?}", task.error);
-        let successes = task
-            .attempts
-            .iter()
-            .filter(|a| a.outcome.as_deref() == Some("succeeded"))
-            .count();
-        assert_eq!(successes, 1, "task {id} completed {successes} times");
-        assert_eq!(
-            task.result.as_ref().unwrap().get(),
-            format!(r#"{{"n":{n}}}"#)
-        );
-    }
+    each_succeeded_once(&client, &acked, TOTAL).await;
     assert!(hub.terminate().await.success());
 }

@@ -3,5 +3,6 @@
 mod chaos;
 mod cli;
 mod crash;
+mod survival;
 mod util;
 mod worker_stop;
