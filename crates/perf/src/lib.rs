@@ -5,6 +5,9 @@
 //!   completed at once, until all tasks succeeded: submit -> offer -> assign -> result.
 //! - [`codec_round_trip`]: the worker protocol's frames, encoded and decoded as on the wire.
 
+pub mod callgrind;
+pub mod size_classes;
+
 use hive_core::{
     AgentId, AgentSpec, Backoff, Capability, Change, LeastLoaded, Report, Scheduler,
     SchedulerConfig, TaskId, TaskSpec, TaskStatus, Timestamp,
