@@ -288,6 +288,7 @@ impl TaskSpec {
     pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
     pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
     pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
+    /// In characters, as JSON Schema's `maxLength` counts them.
     pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
     pub const MAX_DEPENDENCIES: usize = 1_000;
 
@@ -333,11 +334,11 @@ impl TaskSpec {
             ));
         }
         if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > Self::MAX_IDEMPOTENCY_KEY_LEN)
+            && (key.is_empty() || key.chars().count() > Self::MAX_IDEMPOTENCY_KEY_LEN)
         {
             return Err(ValidationError::new(
                 "idempotency_key",
-                "must be 1 to 256 bytes long",
+                "must be 1 to 256 characters long",
             ));
         }
         if self.depends_on.len() > Self::MAX_DEPENDENCIES {

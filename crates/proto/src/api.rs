@@ -10,8 +10,13 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
-    /// The capability an agent needs to run this task.
-    #[schema(example = "summarize")]
+    /// The capability an agent needs to run this task: 1-128 ASCII letters, digits and `_ - . : /`.
+    #[schema(
+        example = "summarize",
+        pattern = r"^[A-Za-z0-9_.:/-]+$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub capability: String,
     /// Any JSON value, `null` included, handed to the agent as is (default `null`; at most 1 MiB
     /// and 64 levels of nesting by default).
@@ -19,27 +24,46 @@ pub struct NewTask {
     #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Box<RawValue>>,
     /// 0-9, 9 most urgent (default 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integral::optional"
+    )]
     #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<u8>,
     /// Attempts before the task fails for good, 1-100 (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integral::optional"
+    )]
     #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Lease of one attempt in milliseconds, 1 ms to 7 days (default 30000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integral::optional"
+    )]
     #[schema(minimum = 1, maximum = 604_800_000)]
     pub timeout_ms: Option<u64>,
     /// Base retry delay in milliseconds, doubled per attempt, with jitter; at most 24 hours
     /// (default 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integral::optional"
+    )]
     #[schema(maximum = 86_400_000)]
     pub backoff_ms: Option<u64>,
-    /// A second submit with the same key returns the first task instead of creating one.
+    /// A second submit with the same key returns the first task instead of creating one (1-256
+    /// characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
-    /// Ids of tasks that must succeed before this one runs.
+    /// Ids of tasks that must succeed before this one runs (at most 1000; each must exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 1000)]
     pub depends_on: Option<Vec<String>>,
 }
 
@@ -61,6 +85,8 @@ impl NewTask {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTaskBatch {
+    /// 1 to 10,000 tasks, all accepted or none.
+    #[schema(min_items = 1, max_items = 10_000)]
     pub tasks: Vec<NewTask>,
 }
 
@@ -184,7 +210,12 @@ pub struct NewSwarmMessage {
     #[schema(value_type = serde_json::Value)]
     pub payload: Option<Box<RawValue>>,
     /// How long to collect replies, in ms (default 5000, at most 60000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integral::optional"
+    )]
+    #[schema(maximum = 60_000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -222,10 +253,15 @@ pub struct SwarmList {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// 1-64 letters, digits, `-`, `_` or `.`; unique.
-    #[schema(example = "ci")]
+    #[schema(
+        example = "ci",
+        pattern = r"^[A-Za-z0-9_.-]+$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub name: String,
     /// admin, client, agent or read.
-    #[schema(example = "client")]
+    #[schema(example = "client", pattern = "^(admin|client|agent|read)$")]
     pub role: String,
     /// Agent tokens only: the capabilities it may offer (absent: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]

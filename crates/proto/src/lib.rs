@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod api;
 pub mod codec;
 pub mod events;
+pub mod integral;
 pub mod metrics;
 pub mod protocol;
 

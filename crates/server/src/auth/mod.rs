@@ -97,7 +97,8 @@ pub fn required(method: &Method, path: &str, open_metrics: bool) -> Option<Permi
         (&Method::POST, _, Some(rest)) if rest.starts_with("/agents/") => Some(Permission::Admin),
         (&Method::GET | &Method::HEAD, _, Some(_)) => Some(Permission::Read),
         (_, _, Some(_)) => Some(Permission::Submit),
-        // Unknown routes: the answer (404) tells nothing, but only to someone with a token.
+        // Routes outside /api/v1 not named above: read access. (Unknown routes and methods
+        // never get here: `require` is a route layer, and the router answers them 404 or 405.)
         _ => Some(Permission::Read),
     }
 }

@@ -22,6 +22,7 @@ fn parse_agent_id(id: &str) -> Result<AgentId, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct AgentParams {
     /// 1-1000, default 1000.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -15,6 +15,7 @@ use crate::views::rfc3339;
 #[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     /// History entries, newest first (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

@@ -1,11 +1,12 @@
 //! The HTTP surface: `app(state)` builds the router. One file per resource; the OpenAPI document
-//! is generated from the handlers' annotations and the wire types.
+//! is generated from the handlers' annotations and the wire types (`openapi`).
 
 pub mod agents;
 pub mod alerts;
 pub mod dashboard;
 pub mod events;
 pub mod metrics;
+pub mod openapi;
 pub mod swarms;
 pub mod system;
 pub mod tasks;
@@ -15,73 +16,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
-use utoipa::OpenApi;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::ws_agent;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Hive",
-        description = "AI orchestrator hub: agents, tasks, routing."
-    ),
-    paths(
-        tasks::create,
-        tasks::create_batch,
-        tasks::get_one,
-        tasks::list,
-        tasks::cancel,
-        tasks::wait,
-        agents::list,
-        agents::get_one,
-        agents::drain,
-        agents::undrain,
-        system::status,
-        system::healthz,
-        system::readyz,
-        swarms::list,
-        swarms::broadcast,
-        metrics::snapshot,
-        alerts::list,
-        tokens::create,
-        tokens::list,
-        tokens::revoke,
-    ),
-    components(schemas(
-        hive_proto::api::NewTask,
-        hive_proto::api::NewTaskBatch,
-        hive_proto::api::NewToken,
-        hive_proto::api::TokenInfo,
-        hive_proto::api::TokenCreated,
-        hive_proto::api::TokenList,
-        hive_proto::api::BatchCreated,
-        hive_proto::api::Task,
-        hive_proto::api::Attempt,
-        hive_proto::api::TaskList,
-        hive_proto::api::Agent,
-        hive_proto::api::AgentList,
-        hive_proto::api::CapabilityStats,
-        hive_proto::api::Status,
-        hive_proto::api::Health,
-        hive_proto::api::ErrorBody,
-        hive_proto::api::ErrorDetail,
-        hive_proto::api::NewSwarmMessage,
-        hive_proto::api::SwarmReply,
-        hive_proto::api::SwarmMessageOutcome,
-        hive_proto::api::Swarm,
-        hive_proto::api::SwarmList,
-        hive_proto::metrics::MetricsSnapshot,
-        hive_proto::metrics::LatencySummary,
-        hive_proto::metrics::RouteMetrics,
-        hive_proto::metrics::ProcessMetrics,
-        hive_proto::alerts::Alert,
-        hive_proto::alerts::AlertEvent,
-        hive_proto::alerts::AlertList,
-    ))
-)]
-pub struct ApiDoc;
 
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -113,6 +51,9 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/events", get(events::stream))
         .route("/", get(dashboard::index))
         .route("/assets/{*path}", get(dashboard::asset));
+    // Route layers run only for a route and method that exist: anything else is answered 404 or
+    // 405 by the fallbacks below, with no token needed to learn that (the routes are public in
+    // the OpenAPI document anyway). The last added runs first.
     router = router.route_layer(middleware::from_fn(crate::auth::browser::json_posts));
     if state.metrics.enabled() {
         router = router.route_layer(middleware::from_fn_with_state(
@@ -121,17 +62,17 @@ pub fn app(state: AppState) -> Router {
         ));
     }
     router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::admission::bound_bodies,
         ))
-        .layer(middleware::from_fn_with_state(
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require,
         ))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
         // Outermost: a request a browser defence refuses costs nothing else.
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -5,11 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use hive_core::{AgentState, TaskStatus};
 use hive_proto::api::{Health, Status};
-use utoipa::OpenApi;
 
 use crate::actor::Command;
 use crate::error::ApiError;
-use crate::routes::ApiDoc;
 use crate::state::AppState;
 
 /// Tasks by status, agents by state, queue depth per capability.
@@ -70,6 +68,6 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     }
 }
 
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(crate::routes::openapi::for_hub(&state.config))
 }

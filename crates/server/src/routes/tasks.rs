@@ -146,9 +146,12 @@ pub async fn get_one(
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// waiting, queued, running, succeeded, failed or cancelled.
+    #[param(pattern = "^(waiting|queued|running|succeeded|failed|cancelled)$")]
     status: Option<String>,
+    #[param(pattern = r"^[A-Za-z0-9_.:/-]+$", min_length = 1, max_length = 128)]
     capability: Option<String>,
     /// 1-1000, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -172,6 +175,10 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::invalid("status", e.reason))?;
     let limit = page_limit(params.limit.as_deref(), 100)?;
+    if let Some(capability) = &params.capability {
+        hive_core::Capability::parse(capability, "capability")
+            .map_err(|e| ApiError::from_validation(e, ""))?;
+    }
     let before = params
         .cursor
         .map(|c| c.parse::<TaskId>())
@@ -208,7 +215,9 @@ pub async fn cancel(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitParams {
-    /// How long to wait for the task to finish, in ms (default 30000, at most the hub's max_wait).
+    /// How long to wait for the task to finish, in ms (default 30000, at most the hub's
+    /// `max_wait`, 300000 unless configured).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 300_000)]
     timeout_ms: Option<String>,
 }
 

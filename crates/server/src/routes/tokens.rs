@@ -51,7 +51,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(TokenCreated { token, info })))
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = TokenList)))]
+#[utoipa::path(get, path = "/api/v1/tokens", responses(
+    (status = 200, body = TokenList),
+    (status = 409, description = "Authentication is off: there are no tokens", body = ErrorBody),
+))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let items = tokens(&state)?.list().iter().map(views::token).collect();
     Ok(Json(TokenList { items }))
@@ -60,6 +63,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiE
 /// Revoke a token: it stops working at once.
 #[utoipa::path(post, path = "/api/v1/tokens/{name}/revoke", params(("name" = String, Path)), responses(
     (status = 200, body = TokenInfo), (status = 404, body = ErrorBody),
+    (status = 409, description = "Authentication is off: there are no tokens", body = ErrorBody),
 ))]
 pub async fn revoke(
     State(state): State<AppState>,

@@ -55,6 +55,19 @@ async fn without_a_token_only_the_probes_and_the_page_answer() {
             assert_eq!(body["error"]["code"], "unauthorized");
         }
     }
+    // A method or route that does not exist is answered as such: nothing runs, nothing to guard.
+    let trace = http
+        .request(reqwest::Method::TRACE, format!("{}/api/v1/tasks", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trace.status().as_u16(), 405);
+    let nowhere = http
+        .get(format!("{}/api/v1/nowhere", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status().as_u16(), 404);
     let wrong = HubClient::new(&t.url).with_token(Some("hive_abc_def".into()));
     assert!(wrong.status().await.is_err());
     assert!(admin.status().await.is_ok());

@@ -1,0 +1,274 @@
+//! The OpenAPI document at `/api/openapi.json`: what utoipa generates from the handlers'
+//! annotations and the wire types ([`ApiDoc`]), then the answers and rules that every route
+//! shares, added here once ([`amend`]) rather than repeated on twenty handlers where one would
+//! be forgotten. Schemathesis checks the result against the running hub in `.ci/run`.
+
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hive",
+        description = "AI orchestrator hub: agents, tasks, routing."
+    ),
+    paths(
+        super::tasks::create,
+        super::tasks::create_batch,
+        super::tasks::get_one,
+        super::tasks::list,
+        super::tasks::cancel,
+        super::tasks::wait,
+        super::agents::list,
+        super::agents::get_one,
+        super::agents::drain,
+        super::agents::undrain,
+        super::system::status,
+        super::system::healthz,
+        super::system::readyz,
+        super::swarms::list,
+        super::swarms::broadcast,
+        super::metrics::snapshot,
+        super::alerts::list,
+        super::tokens::create,
+        super::tokens::list,
+        super::tokens::revoke,
+    ),
+    components(schemas(
+        hive_proto::api::NewTask,
+        hive_proto::api::NewTaskBatch,
+        hive_proto::api::NewToken,
+        hive_proto::api::TokenInfo,
+        hive_proto::api::TokenCreated,
+        hive_proto::api::TokenList,
+        hive_proto::api::BatchCreated,
+        hive_proto::api::Task,
+        hive_proto::api::Attempt,
+        hive_proto::api::TaskList,
+        hive_proto::api::Agent,
+        hive_proto::api::AgentList,
+        hive_proto::api::CapabilityStats,
+        hive_proto::api::Status,
+        hive_proto::api::Health,
+        hive_proto::api::ErrorBody,
+        hive_proto::api::ErrorDetail,
+        hive_proto::api::NewSwarmMessage,
+        hive_proto::api::SwarmReply,
+        hive_proto::api::SwarmMessageOutcome,
+        hive_proto::api::Swarm,
+        hive_proto::api::SwarmList,
+        hive_proto::metrics::MetricsSnapshot,
+        hive_proto::metrics::LatencySummary,
+        hive_proto::metrics::RouteMetrics,
+        hive_proto::metrics::ProcessMetrics,
+        hive_proto::alerts::Alert,
+        hive_proto::alerts::AlertEvent,
+        hive_proto::alerts::AlertList,
+    ))
+)]
+pub struct ApiDoc;
+
+/// The document as served, built once.
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document is JSON");
+        amend(&mut doc);
+        doc
+    })
+}
+
+/// The document with this hub's configured limits where the generated one states the defaults.
+pub fn for_hub(config: &crate::config::HubConfig) -> Value {
+    let mut doc = document().clone();
+    let wait = &mut doc["paths"]["/api/v1/tasks/{id}/wait"]["get"]["parameters"];
+    if let Some(timeout) = wait
+        .as_array_mut()
+        .and_then(|parameters| parameters.iter_mut().find(|p| p["name"] == "timeout_ms"))
+    {
+        timeout["schema"]["maximum"] = json!(config.max_wait.as_millis() as u64);
+    }
+    doc
+}
+
+/// What a path parameter, or a query parameter that holds an id, must look like, as the
+/// handlers check it.
+fn parameter_schema(location: &str, name: &str) -> Option<Value> {
+    match (location, name) {
+        ("path", "id") | ("query", "cursor") => Some(json!({"type": "string", "format": "uuid"})),
+        // Capability::parse: swarm groups follow the capability rules.
+        ("path", "group") => Some(json!({
+            "type": "string", "pattern": "^[A-Za-z0-9_.:/-]+$", "minLength": 1, "maxLength": 128
+        })),
+        // auth::tokens: token names.
+        ("path", "name") => Some(json!({
+            "type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "minLength": 1, "maxLength": 64
+        })),
+        _ => None,
+    }
+}
+
+/// The answers a route may give without saying so in its own annotation.
+fn shared_answers(
+    path: &str,
+    method: &str,
+    has_parameters: bool,
+) -> Vec<(&'static str, &'static str)> {
+    let mut answers = vec![(
+        "503",
+        "Overloaded (connections or work in flight over their bounds) or the store refuses \
+         commits; `Retry-After` says when to try again",
+    )];
+    if path.starts_with("/api/v1/") {
+        answers.extend([
+            ("401", "Authentication is on and no valid token was given"),
+            ("403", "The token's role may not do this"),
+            (
+                "429",
+                "The token is over its rate limit; `Retry-After` says when to try again",
+            ),
+        ]);
+    }
+    if has_parameters {
+        answers.push(("400", "A parameter is invalid; `field` names it"));
+    }
+    if method == "post" {
+        answers.extend([
+            ("413", "The body is over the limit"),
+            ("415", "A POST must carry `Content-Type: application/json`"),
+        ]);
+    }
+    answers
+}
+
+/// Adds the shared answers, a description where utoipa left one out, the id parameters' formats, a JSON body on POSTs that take none
+/// (the hub requires one so that a web page cannot forge the request: docs/security.md), and
+/// the format of a dependency's id and of an agent token's capabilities and swarms.
+fn amend(doc: &mut Value) {
+    let error_body =
+        json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, operation) in item.iter_mut() {
+                let mut has_parameters = false;
+                // `get_mut`, not indexing: an index would insert `null` where there is nothing.
+                if let Some(parameters) = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                {
+                    has_parameters = !parameters.is_empty();
+                    for parameter in parameters {
+                        let location = parameter["in"].as_str().unwrap_or_default().to_owned();
+                        if let Some(schema) = parameter["name"]
+                            .as_str()
+                            .and_then(|name| parameter_schema(&location, name))
+                        {
+                            parameter["schema"] = schema;
+                        }
+                    }
+                }
+                if method == "post" && operation.get("requestBody").is_none() {
+                    operation["requestBody"] = json!({
+                        "required": true,
+                        "description": "Any JSON value, ignored: this route takes no input, but a \
+                                        POST must be JSON",
+                        "content": {"application/json": {"schema": {}}},
+                    });
+                }
+                let Some(responses) = operation
+                    .get_mut("responses")
+                    .and_then(Value::as_object_mut)
+                else {
+                    continue;
+                };
+                for (status, response) in responses.iter_mut() {
+                    // utoipa leaves out an empty description; OpenAPI requires one.
+                    if response.get("description").is_none() {
+                        let reason = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
+                            .and_then(|code| code.canonical_reason())
+                            .unwrap_or("Answer");
+                        response["description"] = json!(reason);
+                    }
+                }
+                for (status, description) in shared_answers(path, method, has_parameters) {
+                    responses.entry(status).or_insert_with(
+                        || json!({"description": description, "content": error_body.clone()}),
+                    );
+                }
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    let depends_on = &mut schemas["NewTask"]["properties"]["depends_on"];
+    if depends_on.is_object() {
+        depends_on["items"]["format"] = json!("uuid");
+    }
+    // An agent token's capabilities and swarms follow the capability rules.
+    for list in ["capabilities", "groups"] {
+        let property = &mut schemas["NewToken"]["properties"][list];
+        if property.is_object() {
+            property["items"] = parameter_schema("path", "group").expect("a known parameter");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_documents_the_shared_answers_and_posts_take_json() {
+        let doc = document();
+        let cancel = &doc["paths"]["/api/v1/tasks/{id}/cancel"]["post"];
+        for status in [
+            "400", "401", "403", "404", "409", "413", "415", "429", "503",
+        ] {
+            assert!(
+                cancel["responses"][status].is_object(),
+                "cancel lacks {status}"
+            );
+        }
+        assert_eq!(cancel["requestBody"]["required"], true);
+        assert_eq!(cancel["parameters"][0]["schema"]["format"], "uuid");
+        assert_eq!(cancel["responses"]["404"]["description"], "Not Found");
+        let health = &doc["paths"]["/healthz"]["get"]["responses"];
+        assert!(health["401"].is_null() && health["503"].is_object());
+        let status = &doc["paths"]["/api/v1/status"]["get"];
+        assert!(
+            status.get("parameters").is_none(),
+            "no null where nothing was"
+        );
+        let submit = &doc["paths"]["/api/v1/tasks"]["post"];
+        assert_eq!(
+            submit["responses"]["201"]["description"],
+            "Created and committed"
+        );
+        let task = &doc["components"]["schemas"]["NewTask"]["properties"];
+        assert_eq!(task["depends_on"]["items"]["format"], "uuid");
+        assert_eq!(task["capability"]["maxLength"], 128);
+        let token = &doc["components"]["schemas"]["NewToken"]["properties"];
+        assert_eq!(token["groups"]["items"]["maxLength"], 128);
+    }
+
+    #[test]
+    fn the_served_document_states_this_hubs_longest_wait() {
+        let mut config = crate::config::HubConfig::new(([127, 0, 0, 1], 0).into(), "unused".into());
+        config.max_wait = std::time::Duration::from_millis(1500);
+        let doc = for_hub(&config);
+        let wait = &doc["paths"]["/api/v1/tasks/{id}/wait"]["get"]["parameters"];
+        let timeout = wait
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "timeout_ms");
+        assert_eq!(timeout.unwrap()["schema"]["maximum"], 1500);
+    }
+}
