@@ -339,7 +339,8 @@ fn overload_rows(run: &OverloadRun) -> Vec<[String; 4]> {
         };
         rows.push([
             format!(
-                "overload {:.0}% (sent {:.0}/s): goodput, accepted p99, refused {} p99, RSS, lost",
+                "overload {:.0}% (sent {:.0}/s): goodput, accepted p99, refused {} p99, RSS, lost, \
+                 generator wait p99",
                 s.share * 100.0,
                 s.sent_per_sec,
                 s.rejected
@@ -347,11 +348,12 @@ fn overload_rows(run: &OverloadRun) -> Vec<[String; 4]> {
             "-".into(),
             target.into(),
             format!(
-                "{:.0}/s ({:.0}%), {:.2} ms, {rejected}, {rss}, {}",
+                "{:.0}/s ({:.0}%), {:.2} ms, {rejected}, {rss}, {}, {:.1} ms",
                 s.goodput_per_sec,
                 s.goodput_per_sec / run.capacity_per_sec.max(1.0) * 100.0,
                 s.accepted_latency_ms.p99,
-                s.lost
+                s.lost,
+                s.generator_wait_ms.p99
             ),
         ]);
     }
