@@ -424,5 +424,6 @@ async fn bench_overload_offers_shares_of_the_measured_capacity_and_loses_nothing
     for step in steps {
         assert_eq!(step["lost"], 0, "an accepted task was lost: {step}");
         assert!(step["accepted"].as_u64().unwrap() > 0, "{step}");
+        assert!(step["generator_wait_ms"]["p99"].is_number(), "{step}");
     }
 }
