@@ -29,8 +29,9 @@ use crate::workloads::succeeded;
 pub const SHARES: [f64; 4] = [0.5, 1.0, 1.5, 3.0];
 
 /// Requests the generator keeps open at once: four times the closed-loop clients that measure
-/// the capacity, and more than the hub admits by default, so that its admission control (not
-/// this bound) decides what is refused.
+/// the capacity. Fewer than the hub admits by default (1,024 submits in flight), so with default
+/// bounds this, not the hub, limits what reaches it; a hub configured with a lower bound (BENCHMARKS.md
+/// runs one with 128) shows its admission control at work.
 pub const CONNECTIONS: usize = 256;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -38,7 +39,8 @@ pub struct OverloadStep {
     /// Offered load as a share of the capacity.
     pub share: f64,
     pub offered_per_sec: f64,
-    /// What the generator actually sent.
+    /// What the generator actually sent during the step (a request due while all its
+    /// connections were busy is sent later, or after the step).
     pub sent_per_sec: f64,
     pub accepted: u64,
     /// Answered 503 or 429 (refused at once, nothing accepted).
@@ -53,6 +55,8 @@ pub struct OverloadStep {
     /// From when a request was due to when it was sent: the generator's own wait for one of
     /// its [`CONNECTIONS`] (it shares the cores with the hub). Counted apart, not hidden.
     pub generator_wait_ms: Percentiles,
+    /// The hub's RSS, the larger of its value at the step's end and once every request due in
+    /// the step was answered.
     pub rss_bytes: Option<u64>,
     /// Accepted tasks that had not succeeded when the backlog stopped draining (60 s at most).
     pub lost: u64,
@@ -110,7 +114,7 @@ async fn step(
     let start = Instant::now();
     let end = start + duration;
     let mut next = start;
-    let mut sent = 0u64;
+    let sent = Arc::new(AtomicU64::new(0));
     let mut handles = tokio::task::JoinSet::new();
     while next < end {
         tokio::time::sleep_until(next.into()).await;
@@ -118,8 +122,8 @@ async fn step(
         // Open loop: everything due by now goes, however slowly the answers come back.
         while next <= now && next < end {
             next += interval;
-            sent += 1;
             let due = next - interval;
+            let sent = sent.clone();
             let client = client.clone();
             let connections = connections.clone();
             let (accepted_us, rejected_us) = (accepted_us.clone(), rejected_us.clone());
@@ -128,6 +132,9 @@ async fn step(
             handles.spawn(async move {
                 let _connection = connections.acquire_owned().await;
                 let t0 = Instant::now();
+                if t0 < end {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
                 let record = |h: &Mutex<Histogram<u64>>, us: u64| {
                     let _ = h
                         .lock()
@@ -158,8 +165,9 @@ async fn step(
     }
     let window = start.elapsed().as_secs_f64();
     let done_in_window = succeeded(&client).await?.saturating_sub(before);
-    let rss_bytes = sample().map(|s| s.rss_bytes);
+    let rss_at_end = sample().map(|s| s.rss_bytes);
     while handles.join_next().await.is_some() {}
+    let rss_bytes = rss_at_end.max(sample().map(|s| s.rss_bytes));
     let accepted = accepted.load(Ordering::Relaxed);
     // The backlog drains before the next step; what never succeeds is lost.
     let drain_until = Instant::now() + Duration::from_secs(60);
@@ -174,7 +182,7 @@ async fn step(
     Ok(OverloadStep {
         share,
         offered_per_sec: rate,
-        sent_per_sec: sent as f64 / window,
+        sent_per_sec: sent.load(Ordering::Relaxed) as f64 / window,
         accepted,
         rejected,
         failed: failed.load(Ordering::Relaxed),

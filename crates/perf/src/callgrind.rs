@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 /// Instructions of the profile `text` (callgrind's format, one event: `Ir`) that ran in the
-/// object whose file name ends with `object`; and the profile's total.
+/// object whose file name ends with `object`; and the profile's total. `None` when the profile
+/// has no total or nothing ran in that object (a gate must not pass on a count of nothing).
 pub fn instructions_in(text: &str, object: &str) -> Option<(u64, u64)> {
     let mut names: HashMap<&str, &str> = HashMap::new();
     let mut in_object = false;
@@ -38,7 +39,7 @@ pub fn instructions_in(text: &str, object: &str) -> Option<(u64, u64)> {
             }
         }
     }
-    Some((own, total?))
+    (own > 0).then_some((own, total?))
 }
 
 /// `(7) /path` defines id 7 as `/path`; `(7)` refers to it; a plain name is itself.
@@ -105,5 +106,6 @@ fn=(4) other
         assert_eq!(instructions_in(PROFILE, "libc.so.6"), Some((300, 1000)));
         assert_eq!(instructions_in(PROFILE, "ld.so"), Some((7, 1000)));
         assert_eq!(instructions_in("events: Ir\n", "x"), None);
+        assert_eq!(instructions_in(PROFILE, "not-there"), None);
     }
 }

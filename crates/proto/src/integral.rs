@@ -18,7 +18,7 @@ where
     let whole = match number.as_u64() {
         Some(n) => n,
         None => match number.as_f64() {
-            Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => f as u64,
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => f as u64,
             _ => {
                 return Err(D::Error::custom(format!(
                     "{number} is not a non-negative integer"

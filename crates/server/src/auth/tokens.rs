@@ -95,6 +95,19 @@ impl Tokens {
                 message: "only an agent token is limited to capabilities and groups".into(),
             });
         }
+        for (field, list) in [
+            ("capabilities", &grant.capabilities),
+            ("groups", &grant.groups),
+        ] {
+            for (i, item) in list.iter().flatten().enumerate() {
+                if let Err(e) = hive_core::Capability::parse(item, field) {
+                    return Err(TokenError::Invalid {
+                        field,
+                        message: format!("item {i}: {}", e.reason),
+                    });
+                }
+            }
+        }
         let id = Uuid::new_v4().simple().to_string();
         let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let record = StoredToken {
@@ -254,6 +267,17 @@ mod tests {
                 ..
             })
         ));
+        let bad_group = Grant {
+            groups: Some(vec!["ok".into(), "not ok!".into()]),
+            ..grant("c", Role::Agent)
+        };
+        match tokens.create(bad_group, Timestamp(1)) {
+            Err(TokenError::Invalid { field, message }) => {
+                assert_eq!(field, "groups");
+                assert!(message.starts_with("item 1: "), "{message}");
+            }
+            other => panic!("a group outside the capability rules was taken: {other:?}"),
+        }
         assert!(!tokens.has_admin());
     }
 }

@@ -143,8 +143,9 @@ fn shared_answers(
     answers
 }
 
-/// Adds the shared answers, a description where utoipa left one out, the id parameters' formats, a JSON body on POSTs that take none
-/// (the hub requires one so that a web page cannot forge the request: docs/security.md), and
+/// Adds the shared answers, a description where utoipa left one out, the id parameters' formats,
+/// a JSON body on POSTs that take no input (the hub requires their `Content-Type` to be JSON, so
+/// that a web page cannot forge them: docs/security.md; a JSON body is how a client says so), and
 /// the format of a dependency's id and of an agent token's capabilities and swarms.
 fn amend(doc: &mut Value) {
     let error_body =
