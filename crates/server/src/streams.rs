@@ -8,6 +8,14 @@ use axum::extract::ws::Message;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::broadcast;
 
+/// The close frame for a stream whose token was revoked while it was open.
+pub fn token_revoked() -> axum::extract::ws::CloseFrame {
+    axum::extract::ws::CloseFrame {
+        code: 1008,
+        reason: "token revoked".into(),
+    }
+}
+
 /// A write that takes longer than this means the client stopped reading: it is cut off.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -152,6 +152,8 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
 
     let stop = crate::state::stopped(state.shutdown.clone());
     tokio::pin!(stop);
+    let revoked = crate::auth::revoked(&state, who.as_ref());
+    tokio::pin!(revoked);
     let mut writer_done = false;
     // A worker that closes the connection itself (drained, or shut down) is not lost; one whose
     // connection breaks or that the hub closes for missed heartbeats is.
@@ -204,6 +206,13 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
                 break;
             }
             _ = &mut stop => {
+                lost = false;
+                break;
+            }
+            _ = &mut revoked => {
+                send_error(&state, agent, "token_revoked", "the token this agent connected with \
+                    was revoked".into());
+                close(&state, agent, 1008, "token revoked");
                 lost = false;
                 break;
             }

@@ -165,6 +165,22 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
     }
 }
 
+/// Completes when the token `who` connected with is revoked, so that a WebSocket opened with it
+/// is closed then, as the token's next request would be refused. Never completes for a
+/// connection made without a token (authentication off).
+pub async fn revoked(state: &AppState, who: Option<&Principal>) {
+    let (Some(tokens), Some(who)) = (&state.tokens, who) else {
+        return std::future::pending().await;
+    };
+    // Subscribed before the first look, so a revocation in between is not missed.
+    let mut revocations = tokens.revocations();
+    while tokens.is_live(&who.name) {
+        if revocations.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Authentication settings.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuthConfig {

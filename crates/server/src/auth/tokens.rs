@@ -39,6 +39,8 @@ pub struct Grant {
 pub struct Tokens {
     store: Arc<dyn TokenStore>,
     by_id: RwLock<HashMap<String, StoredToken>>,
+    /// Bumped by every revocation, so connections opened with a token can look again.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 const PREFIX: &str = "hive_";
@@ -63,6 +65,7 @@ impl Tokens {
         Ok(Tokens {
             store,
             by_id: RwLock::new(by_id),
+            revocations: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -163,7 +166,22 @@ impl Tokens {
                 record.revoked_at = Some(now);
             }
         }
+        self.revocations.send_modify(|n| *n += 1);
         Ok(true)
+    }
+
+    /// True while a token of this name exists and is not revoked.
+    pub fn is_live(&self, name: &str) -> bool {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|t| t.name == name && t.revoked_at.is_none())
+    }
+
+    /// Changes after each revocation.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// True when a live admin token exists.

@@ -1,11 +1,13 @@
 //! `/ws/events?capability=a,b`: task and agent state changes as they are committed, one frame
 //! per commit, filtered by capability (none given: everything). See `hive_proto::events`.
 
+use axum::Extension;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::streams;
 
@@ -18,6 +20,7 @@ pub struct EventsQuery {
 pub async fn stream(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
+    who: Option<Extension<Principal>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let capabilities: Vec<String> = query
@@ -30,10 +33,15 @@ pub async fn stream(
         .collect();
     // `hive` answers a browser that sent its token as a subprotocol (see `crate::auth`).
     ws.protocols(["hive"])
-        .on_upgrade(move |socket| forward(state, socket, capabilities))
+        .on_upgrade(move |socket| forward(state, socket, capabilities, who.map(|w| w.0)))
 }
 
-async fn forward(state: AppState, mut socket: WebSocket, capabilities: Vec<String>) {
+async fn forward(
+    state: AppState,
+    mut socket: WebSocket,
+    capabilities: Vec<String>,
+    who: Option<Principal>,
+) {
     let receiver = state.events.subscribe();
     let render = |batch: &Vec<hive_proto::events::Event>| {
         let events: Vec<_> = batch.iter().filter(|e| e.matches(&capabilities)).collect();
@@ -41,9 +49,10 @@ async fn forward(state: AppState, mut socket: WebSocket, capabilities: Vec<Strin
             .then(|| serde_json::json!({ "type": "events", "events": events }).to_string())
     };
     let stop = crate::state::stopped(state.shutdown.clone());
-    tokio::select! {
-        _ = streams::forward::<Vec<_>, _>(receiver, &mut socket, render) => {}
-        _ = stop => {}
-    }
-    let _ = socket.send(Message::Close(None)).await;
+    let close = tokio::select! {
+        _ = streams::forward::<Vec<_>, _>(receiver, &mut socket, render) => None,
+        _ = stop => None,
+        _ = crate::auth::revoked(&state, who.as_ref()) => Some(streams::token_revoked()),
+    };
+    let _ = socket.send(Message::Close(close)).await;
 }

@@ -45,13 +45,21 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-pub async fn performance(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn performance(
+    State(state): State<AppState>,
+    who: Option<axum::Extension<crate::auth::Principal>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     // `hive` answers a browser that sent its token as a subprotocol (see `crate::auth`).
     ws.protocols(["hive"])
-        .on_upgrade(move |socket| stream_snapshots(state, socket))
+        .on_upgrade(move |socket| stream_snapshots(state, socket, who.map(|w| w.0)))
 }
 
-async fn stream_snapshots(state: AppState, mut socket: WebSocket) {
+async fn stream_snapshots(
+    state: AppState,
+    mut socket: WebSocket,
+    who: Option<crate::auth::Principal>,
+) {
     let (history, receiver) = state.snapshots.subscribe();
     let history: Vec<&MetricsSnapshot> = history.iter().map(|s| &**s).collect();
     let first = serde_json::json!({ "type": "history", "snapshots": history });
@@ -62,9 +70,10 @@ async fn stream_snapshots(state: AppState, mut socket: WebSocket) {
     let render = |snapshot: &MetricsSnapshot| {
         Some(serde_json::json!({ "type": "snapshot", "snapshot": snapshot }).to_string())
     };
-    tokio::select! {
-        _ = streams::forward(receiver, &mut socket, render) => {}
-        _ = stop => {}
-    }
-    let _ = socket.send(Message::Close(None)).await;
+    let close = tokio::select! {
+        _ = streams::forward(receiver, &mut socket, render) => None,
+        _ = stop => None,
+        _ = crate::auth::revoked(&state, who.as_ref()) => Some(streams::token_revoked()),
+    };
+    let _ = socket.send(Message::Close(close)).await;
 }

@@ -252,3 +252,70 @@ async fn a_token_over_its_rate_limit_is_answered_429_with_retry_after() {
     // Other tokens are not held back.
     assert!(admin.status().await.is_ok());
 }
+
+#[tokio::test]
+async fn revoking_a_token_closes_the_websockets_opened_with_it() {
+    let (t, admin) = start_with_auth().await;
+    let agent_token = admin
+        .create_token(&new_token("w1", "agent"))
+        .await
+        .unwrap()
+        .token;
+    let read_token = admin
+        .create_token(&new_token("viewer", "read"))
+        .await
+        .unwrap()
+        .token;
+    let connect = |path: &str, token: String| {
+        let address = t.url.replace("http://", "ws://") + path;
+        async move {
+            let mut request = address.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(request).await.unwrap().0
+        }
+    };
+    let mut agent = connect("/ws/agent", agent_token).await;
+    let hello = serde_json::json!({"type": "hello", "name": "w1", "capabilities": ["x"]});
+    agent
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut agent).await["type"], "welcome");
+    let mut events = connect("/ws/events", read_token).await;
+
+    admin.revoke_token("w1").await.unwrap();
+    let error = next_json(&mut agent).await;
+    assert_eq!(error["code"], "token_revoked", "{error}");
+    let closed_with = |frame: Message| match frame {
+        Message::Close(Some(close)) => u16::from(close.code),
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    assert_eq!(closed_with(next_frame(&mut agent).await), 1008);
+    // The other token's stream is untouched: it still gets the next commit's events.
+    admin.submit(&NewTask::new("x")).await.unwrap();
+    assert!(matches!(next_frame(&mut events).await, Message::Text(_)));
+    admin.revoke_token("viewer").await.unwrap();
+    loop {
+        match next_frame(&mut events).await {
+            Message::Text(_) => continue,
+            frame => {
+                assert_eq!(closed_with(frame), 1008);
+                break;
+            }
+        }
+    }
+    // And the agent goes offline in the registry, not left behind as connected.
+    for _ in 0..200 {
+        let agents = admin.agents().await.unwrap();
+        if agents
+            .iter()
+            .all(|a| a.name != "w1" || a.state == "offline")
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the revoked agent is still listed as connected");
+}
