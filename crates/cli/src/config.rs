@@ -62,6 +62,7 @@ struct RateLimitsSection {
 struct LimitsSection {
     max_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
     max_submits_in_flight: Option<usize>,
     max_tasks_in_flight: Option<usize>,
     max_body_bytes_in_flight: Option<usize>,
@@ -362,6 +363,12 @@ fn limits(config: &mut HubConfig, file: LimitsSection) -> anyhow::Result<()> {
         }
         config.connections.header_read_timeout = std::time::Duration::from_millis(ms);
     }
+    if let Some(ms) = file.body_read_timeout_ms {
+        if ms < 100 {
+            bail!("limits.body_read_timeout_ms must be at least 100");
+        }
+        config.connections.body_read_timeout = std::time::Duration::from_millis(ms);
+    }
     if let Some(n) = at_least_one(file.max_submits_in_flight, "max_submits_in_flight")? {
         config.admission.max_requests = n;
     }
@@ -419,9 +426,14 @@ mod tests {
 
     #[test]
     fn limits_are_read_and_checked_by_key() {
-        let text = "[limits]\nmax_connections = 7\nheader_read_timeout_ms = 500\nmax_submits_in_flight = 9\n";
+        let text = "[limits]\nmax_connections = 7\nheader_read_timeout_ms = 500\n\
+                    body_read_timeout_ms = 2500\nmax_submits_in_flight = 9\n";
         let config = resolve(&args(), parse(text).unwrap()).unwrap();
         assert_eq!(config.connections.max_connections, 7);
+        assert_eq!(
+            config.connections.body_read_timeout,
+            std::time::Duration::from_millis(2500)
+        );
         assert_eq!(config.admission.max_requests, 9);
         let err = resolve(
             &args(),
@@ -430,6 +442,15 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().contains("limits.max_tasks_in_flight"),
+            "{err}"
+        );
+        let err = resolve(
+            &args(),
+            parse("[limits]\nbody_read_timeout_ms = 5\n").unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("limits.body_read_timeout_ms"),
             "{err}"
         );
     }

@@ -27,6 +27,8 @@ pub enum ApiError {
     },
     #[error("{message}")]
     UnsupportedMediaType { message: String },
+    #[error("the request body did not arrive within {seconds} s")]
+    BodyTimeout { seconds: u64 },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("a valid token is required: Authorization: Bearer <token>")]
@@ -106,6 +108,7 @@ impl ApiError {
                 "unsupported_media_type",
                 None,
             ),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout", None),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),

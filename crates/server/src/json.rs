@@ -1,6 +1,7 @@
 //! `ApiJson<T>`: the JSON body extractor. Unlike axum's `Json`, every rejection is an
 //! [`ApiError`] with a JSON body that names the offending field (as a path such as
-//! `tasks[3].priority`), found with `serde_path_to_error`.
+//! `tasks[3].priority`), found with `serde_path_to_error`. The body must arrive within
+//! `limits.body_read_timeout_ms` (`408 body_timeout`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -8,13 +9,14 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -26,7 +28,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 message: format!("expected Content-Type: application/json, got {content_type:?}"),
             });
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let limit = state.config.connections.body_read_timeout;
+        let read = tokio::time::timeout(limit, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::BodyTimeout {
+                seconds: limit.as_secs_f64().ceil() as u64,
+            })?;
+        let bytes = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge {
                     field: None,

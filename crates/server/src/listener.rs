@@ -39,6 +39,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Longest a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Longest a client may take to send a JSON request body, once its headers are in (a body
+    /// that trickles in would hold its connection and its room among the body bytes in flight).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -46,6 +49,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 0,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -136,6 +136,10 @@ fn shared_answers(
     }
     if method == "post" {
         answers.extend([
+            (
+                "408",
+                "The body did not arrive within `limits.body_read_timeout_ms`",
+            ),
             ("413", "The body is over the limit"),
             ("415", "A POST must carry `Content-Type: application/json`"),
         ]);

@@ -78,6 +78,54 @@ async fn a_client_that_sends_its_headers_a_byte_at_a_time_is_cut_off() {
     assert!(t.client.status().await.is_ok());
 }
 
+#[tokio::test]
+async fn a_body_that_trickles_in_is_answered_408_and_frees_its_room() {
+    let t = start_hub_with(|c| {
+        c.connections.body_read_timeout = Duration::from_millis(300);
+        // Room for one 1,000-byte body at a time.
+        c.admission.max_body_bytes = 1500;
+    })
+    .await;
+    let mut slow = TcpStream::connect(t.hub.addr()).await.unwrap();
+    let head = "POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                Content-Length: 1000\r\n\r\n{\"capability\": \"";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // One byte of the 1,000 every 100 ms, for up to 20 s; the answer must come long before.
+    let mut answer = Vec::new();
+    for _ in 0..200 {
+        let mut buffer = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buffer[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = slow.write_all(b"a").await;
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    // Its room is free again: a whole 1,000-byte body is taken.
+    let padded = format!("{:<1000}", r#"{"capability": "x"}"#);
+    let response = http()
+        .post(format!("{}/api/v1/tasks", t.url))
+        .header("content-type", "application/json")
+        .body(padded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(
+        t.client.status().await.unwrap().tasks.values().sum::<u64>(),
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submits_past_the_bound_in_flight_are_refused_at_once_with_retry_after() {
     let t = start_hub_with(|c| c.admission.max_requests = 1).await;
