@@ -27,8 +27,8 @@ pub enum ApiError {
     },
     #[error("{message}")]
     UnsupportedMediaType { message: String },
-    #[error("the request body did not arrive within {seconds} s")]
-    BodyTimeout { seconds: u64 },
+    #[error("the request body did not arrive within {ms} ms")]
+    BodyTimeout { ms: u64 },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("a valid token is required: Authorization: Bearer <token>")]
@@ -157,6 +157,13 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::BodyTimeout { .. }) {
+            // The rest of the body is not read: the connection cannot carry another request.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if let Some(seconds) = self.retry_after_s() {
             response
                 .headers_mut()

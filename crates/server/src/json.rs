@@ -32,7 +32,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let read = tokio::time::timeout(limit, Bytes::from_request(req, state))
             .await
             .map_err(|_| ApiError::BodyTimeout {
-                seconds: limit.as_secs_f64().ceil() as u64,
+                ms: limit.as_millis() as u64,
             })?;
         let bytes = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -75,6 +75,8 @@ pub enum Permission {
 /// The holder of a verified token, handed to the handlers as a request extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The token's id (the part of its text before the secret), to look it up again.
+    pub token_id: Arc<str>,
     /// The token's name: recorded as a task's `submitted_by`.
     pub name: Arc<str>,
     pub role: Role,
@@ -174,7 +176,7 @@ pub async fn revoked(state: &AppState, who: Option<&Principal>) {
     };
     // Subscribed before the first look, so a revocation in between is not missed.
     let mut revocations = tokens.revocations();
-    while tokens.is_live(&who.name) {
+    while tokens.is_live(&who.token_id) {
         if revocations.changed().await.is_err() {
             return std::future::pending().await;
         }

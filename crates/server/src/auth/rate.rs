@@ -84,6 +84,7 @@ mod tests {
 
     fn who(name: &str, role: Role) -> Principal {
         Principal {
+            token_id: name.into(),
             name: name.into(),
             role,
             capabilities: None,

@@ -137,6 +137,7 @@ impl Tokens {
             return None;
         }
         Some(Principal {
+            token_id: id.into(),
             name: record.name.as_str().into(),
             role: Role::parse(&record.role)?,
             capabilities: record.capabilities.clone(),
@@ -170,13 +171,13 @@ impl Tokens {
         Ok(true)
     }
 
-    /// True while a token of this name exists and is not revoked.
-    pub fn is_live(&self, name: &str) -> bool {
+    /// True while the token with this id exists and is not revoked.
+    pub fn is_live(&self, id: &str) -> bool {
         self.by_id
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .any(|t| t.name == name && t.revoked_at.is_none())
+            .get(id)
+            .is_some_and(|t| t.revoked_at.is_none())
     }
 
     /// Changes after each revocation.

@@ -54,5 +54,6 @@ async fn forward(
         _ = stop => None,
         _ = crate::auth::revoked(&state, who.as_ref()) => Some(streams::token_revoked()),
     };
-    let _ = socket.send(Message::Close(close)).await;
+    // Bounded: a client that stopped reading must not hold the socket and this task forever.
+    let _ = tokio::time::timeout(streams::SEND_TIMEOUT, socket.send(Message::Close(close))).await;
 }

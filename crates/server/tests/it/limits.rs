@@ -110,6 +110,10 @@ async fn a_body_that_trickles_in_is_answered_408_and_frees_its_room() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"body_timeout\""), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
     // Its room is free again: a whole 1,000-byte body is taken.
     let padded = format!("{:<1000}", r#"{"capability": "x"}"#);
     let response = http()
