@@ -63,6 +63,15 @@ pub async fn send<S: Sink<Message> + Unpin>(sink: &mut S, text: String) -> Resul
     }
 }
 
+/// Sends the closing frame (`None`: no code), bounded like every send: a client that stopped
+/// reading must not hold the socket and its task forever.
+pub async fn close<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    frame: Option<axum::extract::ws::CloseFrame>,
+) {
+    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(frame))).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! per commit, filtered by capability (none given: everything). See `hive_proto::events`.
 
 use axum::Extension;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
@@ -54,6 +54,5 @@ async fn forward(
         _ = stop => None,
         _ = crate::auth::revoked(&state, who.as_ref()) => Some(streams::token_revoked()),
     };
-    // Bounded: a client that stopped reading must not hold the socket and this task forever.
-    let _ = tokio::time::timeout(streams::SEND_TIMEOUT, socket.send(Message::Close(close))).await;
+    streams::close(&mut socket, close).await;
 }

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
@@ -75,6 +75,5 @@ async fn stream_snapshots(
         _ = stop => None,
         _ = crate::auth::revoked(&state, who.as_ref()) => Some(streams::token_revoked()),
     };
-    // Bounded: a client that stopped reading must not hold the socket and this task forever.
-    let _ = tokio::time::timeout(streams::SEND_TIMEOUT, socket.send(Message::Close(close))).await;
+    streams::close(&mut socket, close).await;
 }
