@@ -162,6 +162,9 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM). [config: server.tls_key]
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Routing policy: least_loaded, p2c_ewma or learned. [config: routing.policy]
+    #[arg(long)]
+    pub routing: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,6 +25,8 @@ pub struct RawConfig {
     #[serde(default)]
     scheduler: SchedulerSection,
     #[serde(default)]
+    routing: RoutingSection,
+    #[serde(default)]
     executors: ExecutorsSection,
     #[serde(default)]
     metrics: MetricsSection,
@@ -99,6 +101,16 @@ struct TasksSection {
 struct SchedulerSection {
     aging_ms: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingSection {
+    policy: Option<String>,
+    exploration: Option<f64>,
+    decay_ms: Option<u64>,
+    memory_ms: Option<u64>,
+    seed: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +307,7 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         }
         config.scheduler.heartbeat_timeout_ms = ms;
     }
+    routing(&mut config, args.routing.clone(), file.routing)?;
     // Built-in executors on by default, one pool thread per core.
     config.builtin_threads = file
         .executors
@@ -315,6 +328,44 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     }
     config.alerts = alerts(file.alerts)?;
     Ok(config)
+}
+
+/// `[routing]` and `--routing`.
+fn routing(
+    config: &mut HubConfig,
+    flag: Option<String>,
+    file: RoutingSection,
+) -> anyhow::Result<()> {
+    use hive_server::PolicyKind;
+    if let Some(name) = flag.or(file.policy) {
+        let names: Vec<_> = PolicyKind::ALL.iter().map(|p| p.as_str()).collect();
+        config.routing.policy = PolicyKind::parse(&name).with_context(|| {
+            format!(
+                "--routing / routing.policy: {name:?} is not one of {}",
+                names.join(", ")
+            )
+        })?;
+    }
+    if let Some(share) = file.exploration {
+        if !(0.0..=1.0).contains(&share) {
+            bail!("routing.exploration must be a share between 0 and 1");
+        }
+        config.routing.exploration = share;
+    }
+    let learning = &mut config.scheduler.learning;
+    for (key, value, target) in [
+        ("decay_ms", file.decay_ms, &mut learning.decay_ms),
+        ("memory_ms", file.memory_ms, &mut learning.memory_ms),
+    ] {
+        if let Some(ms) = value {
+            if ms < 100 {
+                bail!("routing.{key} must be at least 100");
+            }
+            *target = ms;
+        }
+    }
+    config.routing.seed = file.seed;
+    Ok(())
 }
 
 /// `[auth.rate_limits]`: requests per second, not negative (0: no limit).
@@ -397,7 +448,44 @@ mod tests {
             auth: false,
             tls_cert: None,
             tls_key: None,
+            routing: None,
         }
+    }
+
+    #[test]
+    fn routing_is_read_and_a_bad_policy_or_share_is_named() {
+        let text =
+            "[routing]\npolicy = \"p2c_ewma\"\nexploration = 0.2\ndecay_ms = 2000\nseed = 7\n";
+        let config = resolve(&args(), parse(text).unwrap()).unwrap();
+        assert_eq!(config.routing.policy, hive_server::PolicyKind::P2cEwma);
+        assert_eq!(
+            (config.routing.exploration, config.routing.seed),
+            (0.2, Some(7))
+        );
+        assert_eq!(config.scheduler.learning.decay_ms, 2_000);
+        let flag = ServeArgs {
+            routing: Some("learned".into()),
+            ..args()
+        };
+        let config = resolve(&flag, parse(text).unwrap()).unwrap();
+        assert_eq!(
+            config.routing.policy,
+            hive_server::PolicyKind::Learned,
+            "the flag wins"
+        );
+        let bad = ServeArgs {
+            routing: Some("fastest".into()),
+            ..args()
+        };
+        let err = resolve(&bad, RawConfig::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("--routing") && err.contains("p2c_ewma"),
+            "{err}"
+        );
+        let err = resolve(&args(), parse("[routing]\nexploration = 2\n").unwrap());
+        assert!(err.unwrap_err().to_string().contains("routing.exploration"));
+        let err = resolve(&args(), parse("[routing]\nmemory_ms = 5\n").unwrap());
+        assert!(err.unwrap_err().to_string().contains("routing.memory_ms"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::estimate::RoutingView;
 use crate::ids::AgentId;
 use crate::task::Capability;
 use crate::time::Timestamp;
@@ -82,6 +83,8 @@ pub struct AgentSnapshot {
     pub connected_at: Timestamp,
     pub last_heartbeat: Timestamp,
     pub stats: Vec<(Capability, CapabilityStats)>,
+    /// What routing believes of the agent's identity on each of its capabilities.
+    pub routing: Vec<(Capability, RoutingView)>,
 }
 
 impl AgentSpec {

@@ -13,13 +13,17 @@
 //! - [`agent`]: the agent model, its states and per-capability counters.
 //! - [`backoff`]: exponential backoff with deterministic jitter.
 //! - [`queue`]: the per-capability ready queue with priority aging.
-//! - [`routing`]: the `RoutingPolicy` trait and the least-loaded policy.
+//! - [`estimate`]: what routing learns of an agent identity on a capability.
+//! - [`random`]: seeded randomness for the policies.
+//! - [`routing`]: the `RoutingPolicy` trait and the policies: least-loaded, p2c-EWMA, learned.
 //! - [`scheduler`]: the `Scheduler` itself and the `Change`s it emits.
 
 pub mod agent;
 pub mod backoff;
+pub mod estimate;
 pub mod ids;
 pub mod queue;
+pub mod random;
 pub mod routing;
 pub mod scheduler;
 pub mod task;
@@ -27,11 +31,12 @@ pub mod time;
 
 pub use agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
 pub use backoff::Backoff;
+pub use estimate::{Estimate, LearningConfig, RoutingView};
 pub use ids::{AgentId, IdParseError, TaskId};
-pub use routing::{Candidate, LeastLoaded, RoutingPolicy};
+pub use routing::{Candidate, Learned, LeastLoaded, P2cEwma, PolicyKind, Route, RoutingPolicy};
 pub use scheduler::{
-    CancelError, Change, DrainError, HeldAttempt, NextStatus, RecoveredTask, Rejoined, Report,
-    ReportError, Scheduler, SchedulerConfig, SchedulerMemory, SubmitError,
+    CancelError, Change, DrainError, HeldAttempt, LearnedEstimate, NextStatus, RecoveredTask,
+    Rejoined, Report, ReportError, Scheduler, SchedulerConfig, SchedulerMemory, SubmitError,
 };
 pub use task::{AttemptOutcome, Capability, TaskLimits, TaskSpec, TaskStatus, ValidationError};
 pub use time::{Clock, SystemClock, Timestamp};

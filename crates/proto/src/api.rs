@@ -152,6 +152,27 @@ pub struct Agent {
     pub connected_at: String,
     pub last_heartbeat: String,
     pub stats: BTreeMap<String, CapabilityStats>,
+    /// What routing believes of the agent's identity (its name) on each of its capabilities,
+    /// learned from outcomes and kept across reconnects and restarts.
+    #[serde(default)]
+    pub routing: BTreeMap<String, RoutingEstimate>,
+}
+
+/// What routing believes of an agent identity on one capability (docs/routing.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RoutingEstimate {
+    /// Posterior mean of the probability that an attempt succeeds.
+    #[schema(minimum = 0, maximum = 1)]
+    pub success_probability: f64,
+    /// Latency estimate (peak-sensitive EWMA), ms; absent until an attempt was measured.
+    pub latency_ms: Option<f64>,
+    /// Tail estimate, ms: the latency plus twice the mean absolute deviation.
+    pub tail_ms: Option<f64>,
+    /// Attempts measured, ever.
+    pub samples: u64,
+    /// Share of the capability's recent assignments that went to this identity.
+    #[schema(minimum = 0, maximum = 1)]
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

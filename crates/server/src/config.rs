@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_core::{SchedulerConfig, TaskLimits};
+use hive_core::{PolicyKind, RoutingPolicy, SchedulerConfig, TaskLimits};
 use hive_store::sqlite::Durability;
 
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct HubConfig {
     /// Serve HTTPS and WSS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
     pub scheduler: SchedulerConfig,
+    /// Which routing policy places tasks, and its knobs.
+    pub routing: RoutingConfig,
     /// Longest a `GET /tasks/{id}/wait` may hold.
     pub max_wait: Duration,
     /// Write batches that may queue for the writer thread before producers wait.
@@ -43,6 +45,34 @@ pub struct HubConfig {
     pub metrics_enabled: bool,
     /// Alert rules (the defaults unless configured) and where alerts are posted.
     pub alerts: crate::alerts::AlertConfig,
+}
+
+/// `[routing]`: the policy and how much it may explore.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingConfig {
+    pub policy: PolicyKind,
+    /// The learned policy's long-run share of exploring choices, 0-1.
+    pub exploration: f64,
+    /// Seed of the policies' random choices; `None`: taken from the clock at start.
+    pub seed: Option<u64>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            policy: PolicyKind::LeastLoaded,
+            exploration: 0.05,
+            seed: None,
+        }
+    }
+}
+
+impl RoutingConfig {
+    /// The configured policy; `seed` is used when none is configured.
+    pub fn build(&self, seed: u64) -> Box<dyn RoutingPolicy> {
+        self.policy
+            .build(self.seed.unwrap_or(seed), self.exploration)
+    }
 }
 
 /// The hub's certificate chain and private key, PEM.
@@ -70,6 +100,7 @@ impl HubConfig {
             auth: crate::auth::AuthConfig::default(),
             tls: None,
             scheduler: SchedulerConfig::default(),
+            routing: RoutingConfig::default(),
             max_wait: Duration::from_secs(300),
             commit_queue: 1024,
             max_changes_per_commit: 20_000,

@@ -157,6 +157,7 @@ fn event(change: &Change) -> Option<Event> {
         }
         Change::AttemptReattached { .. }
         | Change::AgentForgotten { .. }
+        | Change::Learned(_)
         | Change::SendCancel { .. }
         | Change::SendDrain { .. }
         | Change::SendResume { .. }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_core::{Clock, LeastLoaded, SystemClock};
+use hive_core::{Clock, SystemClock};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
 use hive_store::{AlertLog, BatchWriter, GroupCommit, StoreError, TaskReader, TokenStore};
 use tokio::net::TcpListener;
@@ -98,7 +98,8 @@ impl Hub {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let setup = SchedulerSetup {
             config: config.scheduler,
-            policy: || Box::new(LeastLoaded),
+            routing: config.routing,
+            seed: clock.now().0,
         };
         let (mut scheduler, recovered) = setup.load(&*reader, clock.now()).map_err(store_error)?;
         let mut writer = store.writer().map_err(store_error)?;

@@ -43,6 +43,7 @@ pub mod views;
 pub mod waiters;
 pub mod ws_agent;
 
-pub use config::{HubConfig, TlsFiles};
+pub use config::{HubConfig, RoutingConfig, TlsFiles};
+pub use hive_core::PolicyKind;
 pub use hive_store::sqlite::Durability;
 pub use hub::{Hub, StartError};

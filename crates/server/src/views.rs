@@ -147,6 +147,20 @@ pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {
                 (c.to_string(), stats)
             })
             .collect(),
+        routing: snapshot
+            .routing
+            .iter()
+            .map(|(c, r)| {
+                let estimate = api::RoutingEstimate {
+                    success_probability: r.success_probability,
+                    latency_ms: r.latency_ms,
+                    tail_ms: r.tail_ms,
+                    samples: r.samples,
+                    share: r.share,
+                };
+                (c.to_string(), estimate)
+            })
+            .collect(),
     }
 }
 

@@ -17,7 +17,7 @@
 pub mod group_commit;
 pub mod sqlite;
 
-use hive_core::{Change, RecoveredTask, TaskId, TaskSpec, TaskStatus, Timestamp};
+use hive_core::{Change, LearnedEstimate, RecoveredTask, TaskId, TaskSpec, TaskStatus, Timestamp};
 
 pub use group_commit::{CommitStats, GroupCommit, WriteBatch};
 
@@ -91,6 +91,8 @@ pub trait TaskReader: Send + Sync + 'static {
     fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError>;
     /// Every task not yet finished, for recovery after a restart.
     fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError>;
+    /// What routing learned (the latest estimate of each identity and capability).
+    fn load_learned(&self) -> Result<Vec<LearnedEstimate>, StoreError>;
 }
 
 /// One change of an alert's state, as kept in the alert history.

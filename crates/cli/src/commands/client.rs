@@ -159,6 +159,7 @@ pub async fn agents(args: OutputArgs, hub: &super::Target) -> Outcome {
                 a.capabilities.keys().cloned().collect::<Vec<_>>().join(","),
                 done.to_string(),
                 failed.to_string(),
+                routing_beliefs(a),
             ]
         })
         .collect();
@@ -172,12 +173,30 @@ pub async fn agents(args: OutputArgs, hub: &super::Target) -> Outcome {
                 "RUNNING",
                 "CAPABILITIES",
                 "DONE",
-                "FAILED"
+                "FAILED",
+                "ROUTING (success, latency, share)"
             ],
             &rows
         )
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What routing believes of an agent, per capability: `echo 98% 12.3ms 31%`.
+fn routing_beliefs(agent: &hive_proto::api::Agent) -> String {
+    agent
+        .routing
+        .iter()
+        .map(|(capability, r)| {
+            let latency = r.latency_ms.map_or("-".into(), |l| format!("{l:.1}ms"));
+            format!(
+                "{capability} {:.0}% {latency} {:.0}%",
+                r.success_probability * 100.0,
+                r.share * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub async fn alerts(args: OutputArgs, hub: &super::Target) -> Outcome {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::LearnedEstimate;
 use crate::agent::AgentSnapshot;
 use crate::ids::{AgentId, TaskId};
 use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
@@ -68,6 +69,9 @@ pub enum Change {
     },
     /// An agent connected, started draining, or went offline.
     AgentChanged(AgentSnapshot),
+    /// What routing believes of an agent identity on a capability changed (once per turn at
+    /// most); the store keeps the latest, so it survives reconnects and restarts.
+    Learned(LearnedEstimate),
     /// An offline agent no longer remembered (past [`MAX_OFFLINE_AGENTS`](super::MAX_OFFLINE_AGENTS)):
     /// the store lets go of its row too.
     AgentForgotten { agent: AgentId },

@@ -14,6 +14,9 @@
 //! idempotency look-ups for them through the `resolve` callbacks.
 
 mod changes;
+mod knowledge;
+#[cfg(test)]
+mod learning_tests;
 #[cfg(test)]
 mod proptests;
 mod recovery;
@@ -29,13 +32,15 @@ use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportError, SubmitError};
+pub use knowledge::LearnedEstimate;
 pub use recovery::RecoveredTask;
 pub use rejoin::{HeldAttempt, Rejoined};
 
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
+use crate::estimate::{LearningConfig, RoutingView};
 use crate::ids::{AgentId, TaskId};
 use crate::queue::{QueueKey, ReadyQueue, queue_key};
-use crate::routing::{Candidate, RoutingPolicy};
+use crate::routing::{Candidate, Route, RoutingPolicy};
 use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
@@ -45,6 +50,8 @@ pub struct SchedulerConfig {
     pub aging_ms: u64,
     /// An agent silent for this long goes offline.
     pub heartbeat_timeout_ms: u64,
+    /// How fast what routing learned fades.
+    pub learning: LearningConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -52,6 +59,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             aging_ms: 5_000,
             heartbeat_timeout_ms: 15_000,
+            learning: LearningConfig::default(),
         }
     }
 }
@@ -129,6 +137,9 @@ impl ActiveTask {
 #[derive(Debug)]
 struct AgentEntry {
     spec: AgentSpec,
+    /// Slab index in [`Knowledge`](knowledge::Knowledge) of each capability's estimate, in the
+    /// order of `spec.capabilities`.
+    learned: Vec<usize>,
     connected: bool,
     draining: bool,
     running: u32,
@@ -151,12 +162,14 @@ impl AgentEntry {
         }
     }
 
-    fn level(&self, capability: &Capability) -> f64 {
-        self.spec
+    /// The agent's level and estimate slot for a capability it has.
+    fn capability(&self, capability: &Capability) -> Option<(f64, usize)> {
+        let i = self
+            .spec
             .capabilities
             .iter()
-            .find(|(c, _)| c == capability)
-            .map_or(0.0, |(_, level)| *level)
+            .position(|(c, _)| c == capability)?;
+        Some((self.spec.capabilities[i].1, self.learned[i]))
     }
 }
 
@@ -189,6 +202,9 @@ pub struct Scheduler<P> {
     changes: Vec<Change>,
     /// Bytes of the active tasks' payloads, for [`Scheduler::memory`].
     payload_bytes: usize,
+    knowledge: knowledge::Knowledge,
+    /// The latest moment seen by [`Scheduler::advance`], for reading estimates in snapshots.
+    now: Timestamp,
 }
 
 /// What the scheduler holds, as [`Scheduler::memory`] counts it.
@@ -221,6 +237,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
             offline: VecDeque::new(),
             changes: Vec::new(),
             payload_bytes: 0,
+            knowledge: knowledge::Knowledge::new(),
+            now: Timestamp::default(),
         }
     }
 
@@ -228,9 +246,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.policy.name()
     }
 
-    /// The changes decided since the last call, in order.
+    /// The changes decided since the last call, in order, then the estimates learned since.
     pub fn take_changes(&mut self) -> Vec<Change> {
+        self.knowledge.take_dirty(&mut self.changes);
         std::mem::take(&mut self.changes)
+    }
+
+    /// Puts back what was learned before a restart (from the store).
+    pub fn restore_learned(&mut self, learned: Vec<LearnedEstimate>) {
+        self.knowledge.restore(learned);
     }
 
     /// Status of a task still in memory (waiting, queued or running).
@@ -309,16 +333,20 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// Adds a connected agent with nothing running; announcing it and offering it work are the
     /// caller's.
     fn add_agent(&mut self, id: AgentId, spec: AgentSpec, now: Timestamp) {
+        let identity: Arc<str> = spec.name.as_str().into();
+        let mut learned = Vec::with_capacity(spec.capabilities.len());
         for (capability, _) in &spec.capabilities {
             self.agents_by_capability
                 .entry(capability.clone())
                 .or_default()
                 .push(id);
+            learned.push(self.knowledge.slot(&identity, capability));
         }
         self.agents.insert(
             id,
             AgentEntry {
                 spec,
+                learned,
                 connected: true,
                 draining: false,
                 running: 0,
@@ -471,6 +499,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     /// Fires every timer due at `now`: expired leases, ended backoffs, silent agents.
     pub fn advance(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
         while let Some(&(due, timer)) = self.timers.first() {
             if due > now {
                 break;
@@ -527,19 +556,49 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     pub fn agents(&self) -> Vec<AgentSnapshot> {
+        let mut totals = HashMap::new();
         let mut all: Vec<_> = self
             .agents
             .keys()
-            .filter_map(|id| self.snapshot(*id))
+            .filter_map(|id| self.snapshot_with(*id, &mut totals))
             .collect();
         all.sort_by_key(|a| a.id);
         all
     }
 
     pub fn snapshot(&self, id: AgentId) -> Option<AgentSnapshot> {
+        self.snapshot_with(id, &mut HashMap::new())
+    }
+
+    /// `totals`: the assignments of every identity per capability, faded to now, filled as
+    /// needed so that a list of agents sums each capability once.
+    fn snapshot_with(
+        &self,
+        id: AgentId,
+        totals: &mut HashMap<Capability, f64>,
+    ) -> Option<AgentSnapshot> {
         let agent = self.agents.get(&id)?;
         let mut stats: Vec<_> = agent.stats.iter().map(|(c, s)| (c.clone(), *s)).collect();
         stats.sort_by(|a, b| a.0.cmp(&b.0));
+        let learning = &self.config.learning;
+        let mut routing: Vec<_> = agent
+            .spec
+            .capabilities
+            .iter()
+            .zip(&agent.learned)
+            .map(|((capability, _), slot)| {
+                let total = *totals.entry(capability.clone()).or_insert_with(|| {
+                    self.knowledge
+                        .of_capability(capability)
+                        .map(|e| e.assigned_at_time(self.now, learning))
+                        .sum()
+                });
+                let estimate = self.knowledge.get(*slot);
+                let view = RoutingView::of(estimate, self.now, agent.running, learning, total);
+                (capability.clone(), view)
+            })
+            .collect();
+        routing.sort_by(|a, b| a.0.cmp(&b.0));
         Some(AgentSnapshot {
             id,
             spec: agent.spec.clone(),
@@ -548,6 +607,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             connected_at: agent.connected_at,
             last_heartbeat: agent.last_heartbeat,
             stats,
+            routing,
         })
     }
 
@@ -597,7 +657,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let agent = if saturated {
             None
         } else {
-            self.pick_agent(&capability)
+            let penalty = self.tasks[&id].spec.backoff.delay_ms(id, 1);
+            self.pick_agent(&capability, penalty, now)
         };
         match agent {
             Some(agent) => self.start_attempt(id, agent, now),
@@ -611,25 +672,41 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
     }
 
-    fn pick_agent(&mut self, capability: &Capability) -> Option<AgentId> {
+    fn pick_agent(
+        &mut self,
+        capability: &Capability,
+        retry_penalty_ms: u64,
+        now: Timestamp,
+    ) -> Option<AgentId> {
         let ids = self.agents_by_capability.get(capability)?;
         let candidates: Vec<Candidate<'_>> = ids
             .iter()
             .filter_map(|id| {
                 let agent = &self.agents[id];
-                agent.accepting().then(|| Candidate {
+                if !agent.accepting() {
+                    return None;
+                }
+                let (level, slot) = agent.capability(capability)?;
+                Some(Candidate {
                     agent: *id,
                     running: agent.running,
                     slots: agent.spec.slots,
-                    level: agent.level(capability),
+                    level,
                     stats: agent.stats.get(capability).unwrap_or(&NO_STATS),
+                    estimate: self.knowledge.get(slot),
                 })
             })
             .collect();
         if candidates.is_empty() {
             return None;
         }
-        let chosen = self.policy.choose(capability.as_str(), &candidates);
+        let route = Route {
+            capability: capability.as_str(),
+            now,
+            retry_penalty_ms,
+            learning: &self.config.learning,
+        };
+        let chosen = self.policy.choose(&route, &candidates);
         Some(candidates[chosen.min(candidates.len() - 1)].agent)
     }
 
@@ -683,7 +760,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let attempt = task.attempt;
         self.timers
             .insert((lease_until, Timer::Lease { task: id, attempt }));
-        self.agents.get_mut(&agent).expect("agent").running += 1;
+        let entry = self.agents.get_mut(&agent).expect("agent");
+        entry.running += 1;
+        if let Some((_, slot)) = entry.capability(&task.spec.capability) {
+            let learning = &self.config.learning;
+            self.knowledge.update(slot, |e| e.assign(now, learning));
+        }
         self.changes.push(Change::AttemptStarted {
             spec: task.spec.clone(),
             attempt,
@@ -730,6 +812,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
         };
         if let Some(entry) = agent.and_then(|a| self.agents.get_mut(&a)) {
             entry.running -= 1;
+            if let Some((_, slot)) = entry.capability(&task.spec.capability) {
+                let (run_ms, learning) = (now.ms_since(started_at), &self.config.learning);
+                self.knowledge
+                    .update(slot, |e| e.observe(outcome, run_ms, now, learning));
+            }
             let stats = entry.stats.entry(task.spec.capability.clone()).or_default();
             match outcome {
                 AttemptOutcome::Succeeded => {

@@ -59,7 +59,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
     fn no_task_is_lost_or_assigned_twice_at_once(events in prop::collection::vec(event(), 1..200)) {
-        let mut s = Scheduler::new(SchedulerConfig { aging_ms: 100, heartbeat_timeout_ms: 2_000 }, LeastLoaded);
+        let mut s = Scheduler::new(SchedulerConfig { aging_ms: 100, heartbeat_timeout_ms: 2_000, ..SchedulerConfig::default() }, LeastLoaded);
         let mut now = Timestamp(0);
         let mut submitted: Vec<TaskId> = Vec::new();
         let mut ended: HashSet<TaskId> = HashSet::new();

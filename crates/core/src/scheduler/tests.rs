@@ -12,20 +12,21 @@ fn sched() -> Scheduler<LeastLoaded> {
         SchedulerConfig {
             aging_ms: 1_000,
             heartbeat_timeout_ms: 5_000,
+            ..SchedulerConfig::default()
         },
         LeastLoaded,
     )
 }
 
-fn agent_id(n: u128) -> AgentId {
+pub(super) fn agent_id(n: u128) -> AgentId {
     AgentId(Uuid::from_u128(1_000_000 + n))
 }
 
-fn task_id(n: u128) -> TaskId {
+pub(super) fn task_id(n: u128) -> TaskId {
     TaskId(Uuid::from_u128(n))
 }
 
-fn agent_spec(caps: &[(&str, f64)], slots: u32) -> AgentSpec {
+pub(super) fn agent_spec(caps: &[(&str, f64)], slots: u32) -> AgentSpec {
     AgentSpec {
         name: "w".into(),
         capabilities: caps
@@ -36,12 +37,12 @@ fn agent_spec(caps: &[(&str, f64)], slots: u32) -> AgentSpec {
     }
 }
 
-fn none(_: TaskId) -> Option<TaskStatus> {
+pub(super) fn none(_: TaskId) -> Option<TaskStatus> {
     None
 }
 
 /// (task, attempt, agent) of every attempt started in `changes`.
-fn started(changes: &[Change]) -> Vec<(TaskId, u32, AgentId)> {
+pub(super) fn started(changes: &[Change]) -> Vec<(TaskId, u32, AgentId)> {
     changes
         .iter()
         .filter_map(|c| match c {
@@ -60,13 +61,13 @@ fn terminal(changes: &[Change]) -> Vec<(TaskId, TaskStatus)> {
     changes.iter().filter_map(Change::terminal).collect()
 }
 
-fn ok() -> Report {
+pub(super) fn ok() -> Report {
     Report::Success {
         output: "{}".into(),
     }
 }
 
-fn fail(retryable: bool) -> Report {
+pub(super) fn fail(retryable: bool) -> Report {
     Report::Failure {
         error: "boom".into(),
         retryable,

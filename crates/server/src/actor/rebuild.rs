@@ -22,23 +22,34 @@ use hive_core::{
 };
 use hive_store::{StoreError, TaskReader};
 
+use crate::config::RoutingConfig;
+
 use super::Actor;
 
 /// What a scheduler is made from, kept so the actor can make a new one.
 #[derive(Clone, Copy)]
 pub struct SchedulerSetup {
     pub config: SchedulerConfig,
-    pub policy: fn() -> Box<dyn RoutingPolicy>,
+    pub routing: RoutingConfig,
+    /// Seeds the policy's random choices unless the configuration names a seed.
+    pub seed: u64,
 }
 
 impl SchedulerSetup {
-    /// A scheduler holding every active task in the store, with the leases that ran out expired.
+    /// An empty scheduler with the configured policy.
+    pub fn empty(&self) -> Scheduler<Box<dyn RoutingPolicy>> {
+        Scheduler::new(self.config, self.routing.build(self.seed))
+    }
+
+    /// A scheduler holding every active task in the store, with the leases that ran out expired,
+    /// and what routing learned before.
     pub fn load(
         &self,
         reader: &dyn TaskReader,
         now: Timestamp,
     ) -> Result<(Scheduler<Box<dyn RoutingPolicy>>, usize), StoreError> {
-        let mut scheduler = Scheduler::new(self.config, (self.policy)());
+        let mut scheduler = self.empty();
+        scheduler.restore_learned(reader.load_learned()?);
         let active = reader.load_active()?;
         let count = active.len();
         scheduler.restore(active, now, &mut |id| reader.task_status(id).ok().flatten());
@@ -128,7 +139,7 @@ impl Actor {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load the scheduler from the store; retrying");
-                self.scheduler = Scheduler::new(self.setup.config, (self.setup.policy)());
+                self.scheduler = self.setup.empty();
                 self.kept_aside = Some(kept);
                 if let Some(t) = &mut self.trouble {
                     t.refuse_until = now.plus_ms(t.refusal.as_millis() as u64);

@@ -50,6 +50,7 @@ use utoipa::OpenApi;
         hive_proto::api::Agent,
         hive_proto::api::AgentList,
         hive_proto::api::CapabilityStats,
+        hive_proto::api::RoutingEstimate,
         hive_proto::api::Status,
         hive_proto::api::Health,
         hive_proto::api::ErrorBody,

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_alerts.sql")),
     (3, include_str!("../../migrations/0003_tokens.sql")),
+    (4, include_str!("../../migrations/0004_estimates.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use hive_core::{AttemptOutcome, Backoff, Capability, RecoveredTask, TaskId, TaskSpec, TaskStatus};
+use hive_core::{
+    AttemptOutcome, Backoff, Capability, Estimate, LearnedEstimate, RecoveredTask, TaskId,
+    TaskSpec, TaskStatus,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::codec::{agent_id, from_ts, split_ids, status, task_id};
@@ -216,6 +219,38 @@ impl TaskReader for SqliteReader {
                     attempt: task.attempts,
                     lease_until: task.lease_until,
                     not_before: task.not_before,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn load_learned(&self) -> Result<Vec<LearnedEstimate>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT identity, capability, successes, failures, latency_ms, deviation_ms,
+                    samples, updated_at, assigned, assigned_at FROM estimates",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let identity: String = row.get(0)?;
+                let capability: String = row.get(1)?;
+                let capability = Capability::parse(&capability, "capability")
+                    .map_err(|e| StoreError::Corrupt(format!("estimate capability: {e}")))?;
+                out.push(LearnedEstimate {
+                    identity: identity.into(),
+                    capability,
+                    estimate: Estimate {
+                        successes: row.get(2)?,
+                        failures: row.get(3)?,
+                        latency_ms: row.get(4)?,
+                        deviation_ms: row.get(5)?,
+                        samples: row.get::<_, i64>(6)?.max(0) as u64,
+                        updated_at: from_ts(row.get(7)?),
+                        assigned: row.get(8)?,
+                        assigned_at: from_ts(row.get(9)?),
+                    },
                 });
             }
             Ok(out)

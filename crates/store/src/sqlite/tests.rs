@@ -346,3 +346,42 @@ fn tokens_keep_only_their_hash_and_survive_a_reopen() {
     );
     assert_eq!(tokens.list().unwrap().len(), 1);
 }
+
+#[test]
+fn learned_estimates_are_kept_latest_first_and_read_back_after_reopening() {
+    use hive_core::{Estimate, LearnedEstimate};
+    let dir = tempfile::tempdir().unwrap();
+    let learned = |latency_ms: f64, samples: u64| {
+        Change::Learned(LearnedEstimate {
+            identity: "gpu-box".into(),
+            capability: Capability::parse("echo", "capability").unwrap(),
+            estimate: Estimate {
+                successes: 9.5,
+                failures: 0.5,
+                latency_ms,
+                deviation_ms: 1.25,
+                samples,
+                updated_at: Timestamp(1_000),
+                assigned: 3.0,
+                assigned_at: Timestamp(900),
+            },
+        })
+    };
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+        let mut writer = store.writer().unwrap();
+        writer
+            .apply(&[&[learned(40.0, 9)], &[learned(12.5, 10)]])
+            .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let back = store.reader().load_learned().unwrap();
+    let Change::Learned(want) = learned(12.5, 10) else {
+        unreachable!()
+    };
+    assert_eq!(
+        back,
+        vec![want],
+        "one row per identity and capability, the latest"
+    );
+}

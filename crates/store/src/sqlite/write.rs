@@ -77,10 +77,11 @@ enum Sql {
     UpsertAgent,
     AttemptAgent,
     DeleteAgent,
+    UpsertEstimate,
 }
 
 impl Sql {
-    const COUNT: usize = 10;
+    const COUNT: usize = 11;
 
     fn text(self) -> &'static str {
         match self {
@@ -119,6 +120,11 @@ impl Sql {
                 "UPDATE attempts SET agent_id = ?3 WHERE task_id = ?1 AND attempt = ?2"
             }
             Sql::DeleteAgent => "DELETE FROM agents WHERE id = ?1",
+            Sql::UpsertEstimate => {
+                "INSERT OR REPLACE INTO estimates (identity, capability, successes, failures,
+                    latency_ms, deviation_ms, samples, updated_at, assigned, assigned_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            }
         }
     }
 }
@@ -322,6 +328,24 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
         }
         Change::AgentForgotten { agent } => {
             st.execute(Sql::DeleteAgent, params![agent.as_bytes()])?;
+        }
+        Change::Learned(learned) => {
+            let e = &learned.estimate;
+            st.execute(
+                Sql::UpsertEstimate,
+                params![
+                    &*learned.identity,
+                    learned.capability.as_str(),
+                    e.successes,
+                    e.failures,
+                    e.latency_ms,
+                    e.deviation_ms,
+                    e.samples as i64,
+                    ts(e.updated_at),
+                    e.assigned,
+                    ts(e.assigned_at),
+                ],
+            )?;
         }
         Change::SendCancel { .. }
         | Change::SendResume { .. }

@@ -1,0 +1,297 @@
+//! What routing believes of one agent identity on one capability, learned from the outcomes of
+//! its attempts: how likely an attempt succeeds, how long one takes, and how much of the recent
+//! traffic it got.
+//!
+//! - Success: a Beta posterior, Beta(1 + successes, 1 + failures), over counts that fade with
+//!   time (time constant [`LearningConfig::memory_ms`]), so an agent that recovers is believed
+//!   again and one that starts failing is believed less within a minute.
+//! - Latency: an EWMA that is *peak sensitive* like Finagle's and Linkerd's peak-EWMA: a sample
+//!   above the estimate moves it half way at once (a 20x slow-down shows in one attempt), a sample
+//!   below moves it a tenth of the way, more when the samples are far apart in time. While an
+//!   agent runs nothing, its estimate decays toward zero (time constant
+//!   [`LearningConfig::decay_ms`], as tower's and Finagle's do), so an agent the policies stopped
+//!   using is tried again and can show that it recovered.
+//! - Tail: the decayed mean absolute deviation of the samples from the estimate; `latency +
+//!   2 x deviation` is reported as the tail estimate.
+//! - Share: a decayed count of assignments, for "share of recent assignments".
+//!
+//! Every finished attempt is evidence: a success or a failure counts for the success rate (a
+//! lease that ran out is a failure), and each attempt's run time is a latency sample. A cancelled
+//! attempt says nothing about success; its run time counts only when it is above the estimate (it
+//! took at least that long).
+
+use crate::task::AttemptOutcome;
+use crate::time::Timestamp;
+
+/// How fast what was learned fades.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearningConfig {
+    /// Time constant of an idle agent's latency decay and of the assignment share, ms.
+    pub decay_ms: u64,
+    /// Time constant with which success and failure counts fade, ms.
+    pub memory_ms: u64,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        LearningConfig {
+            decay_ms: 10_000,
+            memory_ms: 60_000,
+        }
+    }
+}
+
+/// Share of the distance a latency sample above the estimate moves it.
+const RISE: f64 = 0.5;
+/// Share of the distance a sample below the estimate moves it (at least; more when the last
+/// sample is old, see [`Estimate::observe`]).
+const FALL: f64 = 0.1;
+/// Share of the distance a sample moves the deviation.
+const DEVIATION_GAIN: f64 = 0.1;
+
+/// The learned state; plain data so the store can keep it and give it back after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Estimate {
+    /// Faded counts of successful and failed attempts, as of `updated_at`.
+    pub successes: f64,
+    pub failures: f64,
+    /// Latency estimate and mean absolute deviation, ms, as of `updated_at`.
+    pub latency_ms: f64,
+    pub deviation_ms: f64,
+    /// Latency samples taken, ever (0: never measured).
+    pub samples: u64,
+    /// When the last outcome was observed.
+    pub updated_at: Timestamp,
+    /// Faded count of assignments, as of `assigned_at`.
+    pub assigned: f64,
+    pub assigned_at: Timestamp,
+}
+
+/// An [`Estimate`] read at a moment: what the policies weigh.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Belief {
+    /// Parameters of the Beta posterior of the success probability.
+    pub alpha: f64,
+    pub beta: f64,
+    /// `None` until a first sample.
+    pub latency_ms: Option<f64>,
+    pub deviation_ms: f64,
+    /// Latency samples taken, faded like the success counts: how sure the latency is.
+    pub weight: f64,
+}
+
+impl Belief {
+    /// The posterior mean of the success probability.
+    pub fn success_probability(&self) -> f64 {
+        self.alpha / (self.alpha + self.beta)
+    }
+}
+
+/// What routing believes of an agent on one capability, for people (the API, `hive agents`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingView {
+    /// Posterior mean of the success probability.
+    pub success_probability: f64,
+    /// Latency estimate and tail estimate (`latency + 2 x deviation`), ms; `None` until measured.
+    pub latency_ms: Option<f64>,
+    pub tail_ms: Option<f64>,
+    /// Latency samples taken, ever.
+    pub samples: u64,
+    /// Share of the capability's recent assignments that went to this identity, 0-1.
+    pub share: f64,
+}
+
+impl RoutingView {
+    /// `total_assigned`: every identity's [`Estimate::assigned_at_time`] on the capability.
+    pub fn of(
+        estimate: &Estimate,
+        now: Timestamp,
+        running: u32,
+        config: &LearningConfig,
+        total_assigned: f64,
+    ) -> RoutingView {
+        let belief = estimate.belief(now, running, config);
+        let assigned = estimate.assigned_at_time(now, config);
+        RoutingView {
+            success_probability: belief.success_probability(),
+            latency_ms: belief.latency_ms,
+            tail_ms: belief.latency_ms.map(|l| l + 2.0 * belief.deviation_ms),
+            samples: estimate.samples,
+            share: if total_assigned > 0.0 {
+                assigned / total_assigned
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+fn fade(elapsed_ms: u64, time_constant_ms: u64) -> f64 {
+    (-(elapsed_ms as f64) / time_constant_ms.max(1) as f64).exp()
+}
+
+impl Estimate {
+    /// Takes in the outcome of an attempt that ran `run_ms`.
+    pub fn observe(
+        &mut self,
+        outcome: AttemptOutcome,
+        run_ms: u64,
+        now: Timestamp,
+        config: &LearningConfig,
+    ) {
+        let elapsed = now.ms_since(self.updated_at);
+        let kept = fade(elapsed, config.memory_ms);
+        self.successes *= kept;
+        self.failures *= kept;
+        match outcome {
+            AttemptOutcome::Succeeded => self.successes += 1.0,
+            AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => self.failures += 1.0,
+            AttemptOutcome::Cancelled => {}
+        }
+        let sample = run_ms as f64;
+        let censored = outcome == AttemptOutcome::Cancelled;
+        if self.samples == 0 {
+            if !censored {
+                self.latency_ms = sample;
+                self.deviation_ms = 0.0;
+                self.samples = 1;
+            }
+        } else if sample > self.latency_ms {
+            self.deviation_ms += DEVIATION_GAIN * ((sample - self.latency_ms) - self.deviation_ms);
+            self.latency_ms += RISE * (sample - self.latency_ms);
+            self.samples += 1;
+        } else if !censored {
+            // Samples far apart in time each say more about the present than a burst does.
+            let gain = FALL.max(1.0 - fade(elapsed, config.decay_ms));
+            self.deviation_ms += DEVIATION_GAIN * ((self.latency_ms - sample) - self.deviation_ms);
+            self.latency_ms += gain * (sample - self.latency_ms);
+            self.samples += 1;
+        }
+        self.updated_at = now;
+    }
+
+    /// Counts one assignment, for the share of recent traffic.
+    pub fn assign(&mut self, now: Timestamp, config: &LearningConfig) {
+        self.assigned = self.assigned_at_time(now, config) + 1.0;
+        self.assigned_at = now;
+    }
+
+    /// The faded assignment count at `now`; comparable between estimates read at the same `now`.
+    pub fn assigned_at_time(&self, now: Timestamp, config: &LearningConfig) -> f64 {
+        self.assigned * fade(now.ms_since(self.assigned_at), config.decay_ms)
+    }
+
+    /// What is believed at `now` of an agent running `running` attempts of the capability.
+    pub fn belief(&self, now: Timestamp, running: u32, config: &LearningConfig) -> Belief {
+        let elapsed = now.ms_since(self.updated_at);
+        let kept = fade(elapsed, config.memory_ms);
+        let idle_decay = if running == 0 {
+            fade(elapsed, config.decay_ms)
+        } else {
+            1.0
+        };
+        Belief {
+            alpha: 1.0 + self.successes * kept,
+            beta: 1.0 + self.failures * kept,
+            latency_ms: (self.samples > 0).then_some(self.latency_ms * idle_decay),
+            deviation_ms: self.deviation_ms * idle_decay,
+            weight: (self.successes + self.failures) * kept,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: LearningConfig = LearningConfig {
+        decay_ms: 10_000,
+        memory_ms: 60_000,
+    };
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp(1_000_000 + ms)
+    }
+
+    #[test]
+    fn a_slow_down_shows_at_once_and_a_recovery_over_a_few_samples() {
+        let mut e = Estimate::default();
+        for i in 0..50 {
+            e.observe(AttemptOutcome::Succeeded, 1, at(i), &CONFIG);
+        }
+        assert_eq!(e.belief(at(50), 1, &CONFIG).latency_ms, Some(1.0));
+        e.observe(AttemptOutcome::Succeeded, 20, at(50), &CONFIG);
+        let slowed = e.belief(at(50), 1, &CONFIG).latency_ms.unwrap();
+        assert!(
+            slowed >= 10.0,
+            "one slow sample moves it half way: {slowed}"
+        );
+        for i in 0..30 {
+            e.observe(AttemptOutcome::Succeeded, 1, at(51 + i), &CONFIG);
+        }
+        let back = e.belief(at(81), 1, &CONFIG).latency_ms.unwrap();
+        assert!(back < 1.5, "thirty fast samples bring it back: {back}");
+        assert!(e.deviation_ms > 0.0);
+    }
+
+    #[test]
+    fn an_idle_agent_decays_toward_zero_but_a_busy_one_keeps_its_estimate() {
+        let mut e = Estimate::default();
+        e.observe(AttemptOutcome::Succeeded, 20, at(0), &CONFIG);
+        let idle = e.belief(at(30_000), 0, &CONFIG).latency_ms.unwrap();
+        assert!((idle - 20.0 * (-3.0f64).exp()).abs() < 1e-9, "{idle}");
+        assert_eq!(e.belief(at(30_000), 2, &CONFIG).latency_ms, Some(20.0));
+    }
+
+    #[test]
+    fn success_counts_form_a_posterior_that_fades() {
+        let mut e = Estimate::default();
+        assert_eq!(e.belief(at(0), 0, &CONFIG).success_probability(), 0.5);
+        for i in 0..80 {
+            e.observe(AttemptOutcome::Succeeded, 5, at(i), &CONFIG);
+        }
+        for i in 0..20 {
+            e.observe(AttemptOutcome::Failed, 5, at(80 + i), &CONFIG);
+        }
+        let now = e.belief(at(100), 0, &CONFIG);
+        assert!((now.success_probability() - 81.0 / 102.0).abs() < 0.01);
+        let later = e.belief(at(100 + 600_000), 0, &CONFIG);
+        assert!(later.weight < 0.01 && (later.success_probability() - 0.5).abs() < 0.01);
+        e.observe(AttemptOutcome::LeaseExpired, 30_000, at(101), &CONFIG);
+        assert!(e.failures > 20.0, "a lease that ran out is a failure");
+    }
+
+    #[test]
+    fn a_cancel_only_raises_the_latency() {
+        let mut e = Estimate::default();
+        e.observe(AttemptOutcome::Cancelled, 50, at(0), &CONFIG);
+        assert_eq!(e.samples, 0, "nothing known yet: a cancel sets no estimate");
+        e.observe(AttemptOutcome::Succeeded, 10, at(1), &CONFIG);
+        e.observe(AttemptOutcome::Cancelled, 2, at(2), &CONFIG);
+        assert_eq!(e.latency_ms, 10.0);
+        assert!(
+            (e.successes + e.failures - 1.0).abs() < 1e-3,
+            "a cancel is no outcome"
+        );
+        e.observe(AttemptOutcome::Cancelled, 30, at(3), &CONFIG);
+        assert_eq!(e.latency_ms, 20.0);
+    }
+
+    #[test]
+    fn assignments_fade_into_a_share() {
+        let mut a = Estimate::default();
+        let mut b = Estimate::default();
+        for i in 0..30 {
+            a.assign(at(i), &CONFIG);
+        }
+        for i in 0..10 {
+            b.assign(at(i), &CONFIG);
+        }
+        let (wa, wb) = (
+            a.assigned_at_time(at(40), &CONFIG),
+            b.assigned_at_time(at(40), &CONFIG),
+        );
+        assert!((wa / (wa + wb) - 0.75).abs() < 0.01, "{wa} {wb}");
+        assert!(a.assigned_at_time(at(100_000), &CONFIG) < 0.01);
+    }
+}

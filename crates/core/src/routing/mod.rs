@@ -1,0 +1,164 @@
+//! Routing: which of the agents able to run a task gets it.
+//!
+//! The scheduler hands a policy only agents that have the capability, accept work and have a free
+//! slot; the policy picks one. Three policies, chosen by `[routing] policy`:
+//! - [`LeastLoaded`]: the smallest share of slots in use (what a plain job queue does);
+//! - [`P2cEwma`]: power of two random choices by latency x outstanding work, as Finagle and
+//!   Linkerd balance load;
+//! - [`Learned`]: the lowest expected time to a *successful* result, by Thompson sampling over
+//!   what was learned of each agent ([`crate::estimate`]).
+//!
+//! Each looks at every candidate at most once: O(candidates) per assignment.
+
+mod learned;
+mod least_loaded;
+mod p2c;
+
+use crate::agent::CapabilityStats;
+use crate::estimate::{Belief, Estimate, LearningConfig};
+use crate::ids::AgentId;
+use crate::time::Timestamp;
+
+pub use learned::Learned;
+pub use least_loaded::LeastLoaded;
+pub use p2c::P2cEwma;
+
+/// One agent that could take the task now.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub agent: AgentId,
+    /// Attempts it runs now, of any capability.
+    pub running: u32,
+    pub slots: u32,
+    /// The agent's level for the task's capability, 0.0-1.0.
+    pub level: f64,
+    pub stats: &'a CapabilityStats,
+    /// What was learned of the agent's identity (its name) on the task's capability.
+    pub estimate: &'a Estimate,
+}
+
+/// The task being placed and the moment, as the policies need them.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    pub capability: &'a str,
+    pub now: Timestamp,
+    /// What a failed attempt costs the task besides its run time: the delay before its retry.
+    pub retry_penalty_ms: u64,
+    pub learning: &'a LearningConfig,
+}
+
+impl Route<'_> {
+    pub fn belief(&self, candidate: &Candidate<'_>) -> Belief {
+        candidate
+            .estimate
+            .belief(self.now, candidate.running, self.learning)
+    }
+}
+
+pub trait RoutingPolicy: Send {
+    /// Index into `candidates` of the agent to run the task; `candidates` is never empty.
+    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> usize;
+
+    fn name(&self) -> &'static str;
+}
+
+impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
+    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> usize {
+        (**self).choose(route, candidates)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
+/// The policies by name, as `[routing] policy` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    LeastLoaded,
+    P2cEwma,
+    Learned,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 3] = [
+        PolicyKind::LeastLoaded,
+        PolicyKind::P2cEwma,
+        PolicyKind::Learned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::LeastLoaded => "least_loaded",
+            PolicyKind::P2cEwma => "p2c_ewma",
+            PolicyKind::Learned => "learned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PolicyKind> {
+        PolicyKind::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// A policy of this kind; `seed` drives its random choices, `exploration` bounds
+    /// [`Learned`]'s (see there).
+    pub fn build(self, seed: u64, exploration: f64) -> Box<dyn RoutingPolicy> {
+        match self {
+            PolicyKind::LeastLoaded => Box::new(LeastLoaded),
+            PolicyKind::P2cEwma => Box::new(P2cEwma::seeded(seed)),
+            PolicyKind::Learned => Box::new(Learned::new(seed, exploration)),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use uuid::Uuid;
+
+    pub const LEARNING: LearningConfig = LearningConfig {
+        decay_ms: 10_000,
+        memory_ms: 60_000,
+    };
+
+    pub fn route() -> Route<'static> {
+        Route {
+            capability: "x",
+            now: Timestamp(1_000),
+            retry_penalty_ms: 1_000,
+            learning: &LEARNING,
+        }
+    }
+
+    pub fn cand<'a>(
+        n: u128,
+        running: u32,
+        slots: u32,
+        level: f64,
+        stats: &'a CapabilityStats,
+        estimate: &'a Estimate,
+    ) -> Candidate<'a> {
+        Candidate {
+            agent: AgentId(Uuid::from_u128(n)),
+            running,
+            slots,
+            level,
+            stats,
+            estimate,
+        }
+    }
+
+    /// An estimate from `n` attempts of `latency_ms` ending just before [`route`]'s moment,
+    /// `failures` of them failed.
+    pub fn learned(latency_ms: u64, n: u32, failures: u32) -> Estimate {
+        let mut e = Estimate::default();
+        for i in 0..n {
+            let outcome = if i < failures {
+                crate::task::AttemptOutcome::Failed
+            } else {
+                crate::task::AttemptOutcome::Succeeded
+            };
+            e.observe(outcome, latency_ms, Timestamp(999), &LEARNING);
+        }
+        e
+    }
+}
