@@ -11,6 +11,7 @@
 //! - [`load`]: no-op workers and task bodies; [`recorder`]: histograms and counters.
 //! - [`workloads`], [`swarm`], [`cpu`], [`overload`]: the measured runs; [`timeline`]: throughput
 //!   and latency over time.
+//! - [`routing`]: the routing policies compared on one simulated swarm, a hub per policy.
 //! - [`report`]: the table and the JSON; [`plot`]: the SVG.
 
 pub mod cpu;
@@ -20,6 +21,7 @@ pub mod overload;
 pub mod plot;
 pub mod recorder;
 pub mod report;
+pub mod routing;
 pub mod swarm;
 pub mod timeline;
 pub mod workloads;
@@ -63,6 +65,10 @@ pub struct BenchOptions {
     pub broadcasters: usize,
     /// Passed to the spawned hub as `--config`.
     pub hub_config: Option<PathBuf>,
+    /// Seeds the routing workload's arrivals, failures, join order and policies.
+    pub seed: u64,
+    /// Slots of each agent in the routing workload's pool.
+    pub routing_slots: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,10 +85,12 @@ pub enum Workload {
     Cpu,
     /// Not in the default set: open loop at 50-300% of the measured capacity, four durations.
     Overload,
+    /// Not in the default set: the routing policies on a simulated swarm, a hub per policy.
+    Routing,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Batched,
         Workload::Single,
         Workload::Agents,
@@ -92,6 +100,7 @@ impl Workload {
         Workload::Soak,
         Workload::Cpu,
         Workload::Overload,
+        Workload::Routing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +114,7 @@ impl Workload {
             Workload::Soak => "soak",
             Workload::Cpu => "cpu",
             Workload::Overload => "overload",
+            Workload::Routing => "routing",
         }
     }
 
@@ -125,6 +135,41 @@ fn phase_bar(name: &str) -> ProgressBar {
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
+    // The routing workload starts a hub of its own per policy; it runs first, apart.
+    let routing = if options.workloads.contains(&Workload::Routing) {
+        if options.hub.is_some() {
+            anyhow::bail!(
+                "the routing workload starts its own hubs (one per policy): leave out --hub"
+            );
+        }
+        let bar = phase_bar("routing");
+        let run = routing::compare(
+            &routing::RoutingOptions {
+                hive: &options.hive,
+                duration: options.duration,
+                slots: options.routing_slots,
+                seed: options.seed,
+            },
+            &bar,
+        )
+        .await?;
+        bar.finish_and_clear();
+        Some(run)
+    } else {
+        None
+    };
+    if options.workloads.iter().all(|w| *w == Workload::Routing) {
+        return Ok(Report {
+            routing,
+            ..Report::empty(&options)
+        });
+    }
+    let mut report = run_on_one_hub(&options).await?;
+    report.routing = routing;
+    Ok(report)
+}
+
+async fn run_on_one_hub(options: &BenchOptions) -> anyhow::Result<Report> {
     let hub = match &options.hub {
         Some(url) => HubUnderTest::external(url),
         None => HubUnderTest::spawn(&options.hive, options.hub_config.as_deref()).await?,
@@ -140,7 +185,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         options.format,
         recorder.clone(),
     );
-    let outcome = measure(&options, &hub, &recorder, &timeline).await;
+    let outcome = measure(options, &hub, &recorder, &timeline).await;
     workers.stop().await;
     let points = timeline.stop().await;
     hub.stop().await;
@@ -366,6 +411,7 @@ async fn measure(
         queued,
         cpu,
         overload,
+        routing: None,
         settings: report::Settings::new(options, rate),
         machine: report::Machine::read(),
         timeline: Vec::new(),

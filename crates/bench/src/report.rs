@@ -7,6 +7,7 @@ use crate::BenchOptions;
 use crate::cpu::CpuRun;
 use crate::overload::OverloadRun;
 use crate::recorder::Percentiles;
+use crate::routing::RoutingRun;
 use crate::swarm::SwarmRun;
 use crate::timeline::Point;
 use crate::workloads::{AgentRun, OpenLoopRun, QueuedRun, SoakRun, TaskRun};
@@ -46,9 +47,49 @@ pub struct Report {
     pub cpu: Option<CpuRun>,
     /// Offered load at shares of the measured capacity (the `overload` workload).
     pub overload: Option<OverloadRun>,
+    /// The routing policies compared (the `routing` workload).
+    pub routing: Option<RoutingRun>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
+}
+
+impl Report {
+    /// Nothing measured yet: the start of a report of workloads that need no shared hub.
+    pub fn empty(options: &BenchOptions) -> Report {
+        Report {
+            task_ops_per_sec: None,
+            task_ops_single_per_sec: None,
+            agent_ops_per_sec: None,
+            swarm_deliveries_per_sec: None,
+            assign_latency_ms: None,
+            result_latency_ms: None,
+            schedule_lag_ms: None,
+            idle_rss_bytes: None,
+            peak_rss_bytes: None,
+            rss_growth_bytes_per_million_tasks: None,
+            cpu_us_per_task: None,
+            cpu_us_per_task_single: None,
+            load_avg: None,
+            error_rate: 0.0,
+            timeout_rate: 0.0,
+            batched: None,
+            single: None,
+            agents: None,
+            swarm: None,
+            open_loop: None,
+            rss_per_queued_task_bytes: None,
+            queued: None,
+            rss_growth_bytes_over_soak: None,
+            soak: None,
+            cpu: None,
+            overload: None,
+            routing: None,
+            settings: Settings::new(options, 0),
+            machine: Machine::read(),
+            timeline: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -137,7 +178,9 @@ fn opt(v: Option<f64>, unit: &str) -> String {
 impl Report {
     /// The plan's success metrics with its target, ours, and the measured value.
     pub fn table(&self) -> String {
-        let rows: Vec<[String; 4]> = vec![
+        // The plan's rows need the shared hub; a routing-only run has none.
+        let routing_only = self.settings.workloads == ["routing"];
+        let plan: Vec<[String; 4]> = vec![
             [
                 "task ops, batched, end to end".into(),
                 "800/s".into(),
@@ -269,9 +312,12 @@ impl Report {
                 format!("{:.3}%", self.timeout_rate * 100.0),
             ],
         ];
-        let mut rows = rows;
+        let mut rows = if routing_only { Vec::new() } else { plan };
         if let Some(run) = &self.overload {
             rows.extend(overload_rows(run));
+        }
+        if let Some(run) = &self.routing {
+            rows.extend(crate::routing::table::rows(run));
         }
         let headers = ["metric", "plan target", "our target", "measured"];
         let mut widths = headers.map(str::len);

@@ -87,9 +87,16 @@ pub struct BenchArgs {
     /// Tasks the `queued` workload leaves queued, to measure memory per queued task.
     #[arg(long, default_value_t = 1_000_000)]
     pub queued_tasks: u64,
+    /// Seeds the routing workload: arrivals, failures, the agents' join order, the policies.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Slots of each agent in the routing workload's pool of twelve.
+    #[arg(long, default_value_t = 1)]
+    pub routing_slots: u32,
     /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, cpu, queued,
-    /// soak, overload (default: all but soak, which processes --soak-tasks tasks and takes
-    /// minutes, and overload, which offers 50-300% of the capacity for four durations).
+    /// soak, overload, routing (default: all but soak, which processes --soak-tasks tasks and
+    /// takes minutes, overload, which offers 50-300% of the capacity for four durations, and
+    /// routing, which runs a hub per routing policy for three durations).
     #[arg(
         long,
         value_delimiter = ',',
@@ -99,7 +106,8 @@ pub struct BenchArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Draw throughput and latency over time into this SVG file.
+    /// Draw throughput and latency over time into this SVG file; with the routing workload, the
+    /// share of traffic per agent into FILE-routing.svg beside it.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// The frames the bench's workers and swarm members ask the hub for.

@@ -60,7 +60,7 @@ pub struct RoutingConfig {
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
-            policy: PolicyKind::LeastLoaded,
+            policy: PolicyKind::Learned,
             exploration: 0.05,
             seed: None,
         }

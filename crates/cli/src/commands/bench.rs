@@ -10,9 +10,14 @@ use crate::args::BenchArgs;
 use crate::{Failure, Outcome};
 
 pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
-    if args.workers == 0 || args.slots == 0 || args.batch == 0 || args.rate == Some(0) {
+    if args.workers == 0
+        || args.slots == 0
+        || args.batch == 0
+        || args.rate == Some(0)
+        || args.routing_slots == 0
+    {
         return Err(Failure::usage(anyhow!(
-            "--workers, --slots, --batch and --rate must be at least 1"
+            "--workers, --slots, --batch, --rate and --routing-slots must be at least 1"
         )));
     }
     let workloads = args
@@ -21,7 +26,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         .map(|name| {
             Workload::parse(name).ok_or_else(|| {
                 Failure::usage(anyhow!(
-                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, cpu, queued, soak or overload"
+                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, cpu, queued, soak, overload or routing"
                 ))
             })
         })
@@ -43,6 +48,8 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         format: args.frames.format(),
         broadcasters: args.broadcasters,
         hub_config: args.hub_config.clone(),
+        seed: args.seed,
+        routing_slots: args.routing_slots,
     };
     let report = hive_bench::run(options)
         .await
@@ -58,6 +65,15 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         std::fs::write(path, hive_bench::plot::svg(&report.timeline))
             .with_context(|| format!("--plot {}", path.display()))
             .map_err(Failure::usage)?;
+        if let Some(routing) = &report.routing {
+            let beside = path.with_file_name(format!(
+                "{}-routing.svg",
+                path.file_stem().unwrap_or_default().to_string_lossy()
+            ));
+            std::fs::write(&beside, hive_bench::routing::plot::svg(routing))
+                .with_context(|| format!("--plot {}", beside.display()))
+                .map_err(Failure::usage)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

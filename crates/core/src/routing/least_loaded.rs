@@ -21,10 +21,8 @@ impl LeastLoaded {
 }
 
 impl RoutingPolicy for LeastLoaded {
-    fn choose(&mut self, _route: &Route<'_>, candidates: &[Candidate<'_>]) -> usize {
-        (0..candidates.len())
-            .min_by(|&i, &j| Self::compare(&candidates[i], &candidates[j]))
-            .unwrap_or(0)
+    fn choose(&mut self, _route: &Route<'_>, candidates: &[Candidate<'_>]) -> Option<usize> {
+        (0..candidates.len()).min_by(|&i, &j| Self::compare(&candidates[i], &candidates[j]))
     }
 
     fn name(&self) -> &'static str {
@@ -48,11 +46,15 @@ mod tests {
             cand(2, 1, 4, 0.1, &s, &e),
             cand(3, 2, 4, 0.9, &s, &e),
         ];
-        assert_eq!(p.choose(&route(), &c), 1, "1/4 loaded beats 1/2 and 2/4");
+        assert_eq!(
+            p.choose(&route(), &c),
+            Some(1),
+            "1/4 loaded beats 1/2 and 2/4"
+        );
         let c = [cand(1, 0, 2, 0.5, &s, &e), cand(2, 0, 2, 0.9, &s, &e)];
         assert_eq!(
             p.choose(&route(), &c),
-            1,
+            Some(1),
             "equal load: the higher level wins"
         );
     }

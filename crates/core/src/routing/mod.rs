@@ -1,7 +1,9 @@
 //! Routing: which of the agents able to run a task gets it.
 //!
-//! The scheduler hands a policy only agents that have the capability, accept work and have a free
-//! slot; the policy picks one. Three policies, chosen by `[routing] policy`:
+//! The scheduler hands a policy the agents that have the capability and accept work with a free
+//! slot, and, if the policy weighs them ([`RoutingPolicy::weighs_busy_agents`]), those busy
+//! with their slots full; the policy picks a free one, or holds the task in its queue for a busy
+//! one (see `scheduler::placement`). Three policies, chosen by `[routing] policy`:
 //! - [`LeastLoaded`]: the smallest share of slots in use (what a plain job queue does);
 //! - [`P2cEwma`]: power of two random choices by latency x outstanding work, as Finagle and
 //!   Linkerd balance load;
@@ -23,11 +25,11 @@ pub use learned::Learned;
 pub use least_loaded::LeastLoaded;
 pub use p2c::P2cEwma;
 
-/// One agent that could take the task now.
+/// One agent that could take the task: now if it has a free slot, else once one frees up.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
     pub agent: AgentId,
-    /// Attempts it runs now, of any capability.
+    /// Attempts it runs now, of any capability; below `slots` when it is free.
     pub running: u32,
     pub slots: u32,
     /// The agent's level for the task's capability, 0.0-1.0.
@@ -37,6 +39,12 @@ pub struct Candidate<'a> {
     pub estimate: &'a Estimate,
 }
 
+impl Candidate<'_> {
+    pub fn free(&self) -> bool {
+        self.running < self.slots
+    }
+}
+
 /// The task being placed and the moment, as the policies need them.
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'a> {
@@ -44,6 +52,8 @@ pub struct Route<'a> {
     pub now: Timestamp,
     /// What a failed attempt costs the task besides its run time: the delay before its retry.
     pub retry_penalty_ms: u64,
+    /// Other tasks of the capability waiting in its ready queue.
+    pub queued: usize,
     pub learning: &'a LearningConfig,
 }
 
@@ -56,15 +66,26 @@ impl Route<'_> {
 }
 
 pub trait RoutingPolicy: Send {
-    /// Index into `candidates` of the agent to run the task; `candidates` is never empty.
-    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> usize;
+    /// Index into `candidates` of a free agent to run the task now, or `None` to hold the task
+    /// in its queue for a busy candidate. At least one candidate is free; a policy that does not
+    /// weigh busy agents is given only free ones and must pick one.
+    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> Option<usize>;
+
+    /// True if busy agents are candidates too, and the policy may hold a task for one.
+    fn weighs_busy_agents(&self) -> bool {
+        false
+    }
 
     fn name(&self) -> &'static str;
 }
 
 impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
-    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> usize {
+    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> Option<usize> {
         (**self).choose(route, candidates)
+    }
+
+    fn weighs_busy_agents(&self) -> bool {
+        (**self).weighs_busy_agents()
     }
 
     fn name(&self) -> &'static str {
@@ -125,6 +146,7 @@ pub(crate) mod testing {
             capability: "x",
             now: Timestamp(1_000),
             retry_penalty_ms: 1_000,
+            queued: 0,
             learning: &LEARNING,
         }
     }

@@ -28,10 +28,10 @@ impl P2cEwma {
 }
 
 impl RoutingPolicy for P2cEwma {
-    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> usize {
+    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> Option<usize> {
         let n = candidates.len();
         if n < 2 {
-            return 0;
+            return Some(0);
         }
         let a = self.rng.below(n);
         let mut b = self.rng.below(n - 1);
@@ -43,7 +43,7 @@ impl RoutingPolicy for P2cEwma {
             Self::cost(route, &candidates[b]),
         );
         let a_wins = ca < cb || (ca == cb && candidates[a].running <= candidates[b].running);
-        if a_wins { a } else { b }
+        Some(if a_wins { a } else { b })
     }
 
     fn name(&self) -> &'static str {
@@ -69,7 +69,7 @@ mod tests {
         let mut p = P2cEwma::seeded(3);
         let mut picks = [0; 3];
         for _ in 0..3_000 {
-            picks[p.choose(&route(), &c)] += 1;
+            picks[p.choose(&route(), &c).unwrap()] += 1;
         }
         assert_eq!(picks[2], 0, "the slowest loses every pair it is drawn into");
         // The fastest wins both pairs it is in (2/3 of draws), the medium one the last third.
@@ -79,6 +79,6 @@ mod tests {
             cand(1, 9, 16, 1.0, &s, &fast),
             cand(2, 0, 4, 1.0, &s, &medium),
         ];
-        assert_eq!(p.choose(&route(), &c), 1);
+        assert_eq!(p.choose(&route(), &c), Some(1));
     }
 }

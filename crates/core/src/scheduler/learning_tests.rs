@@ -92,3 +92,54 @@ fn restored_estimates_steer_the_learned_policy_after_a_restart() {
     // Without what was learned, least-loaded would have alternated between them.
     second.check_invariants().unwrap();
 }
+
+#[test]
+fn the_learned_policy_holds_tasks_for_a_busy_fast_agent_rather_than_a_free_flaky_one() {
+    let estimate = |latency_ms, failures| {
+        let mut e = crate::estimate::Estimate::default();
+        for i in 0..100 {
+            let outcome = if i < failures {
+                crate::task::AttemptOutcome::Failed
+            } else {
+                crate::task::AttemptOutcome::Succeeded
+            };
+            e.observe(outcome, latency_ms, Timestamp(0), &Default::default());
+        }
+        e
+    };
+    let learned = |name: &str, e| LearnedEstimate {
+        identity: name.into(),
+        capability: Capability::parse("a", "c").unwrap(),
+        estimate: e,
+    };
+    let mut s = Scheduler::new(SchedulerConfig::default(), Learned::new(5, 0.0));
+    s.restore_learned(vec![
+        learned("fast", estimate(2, 0)),
+        learned("flaky", estimate(2, 30)),
+    ]);
+    s.register_agent(agent_id(1), named("fast", 1), Timestamp(10));
+    s.register_agent(agent_id(2), named("flaky", 1), Timestamp(10));
+    for n in 1..=3 {
+        s.submit(spec(n, "a"), Timestamp(10), &mut none).unwrap();
+    }
+    let first = started(&s.take_changes());
+    assert_eq!(
+        first,
+        vec![(task_id(1), 1, agent_id(1))],
+        "two held, the flaky one idle"
+    );
+    s.check_invariants().unwrap();
+    s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(12))
+        .unwrap();
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(2), 1, agent_id(1))]
+    );
+    // The fast agent leaves: nothing is held for it any more, so the flaky one takes the rest.
+    s.disconnect_agent(agent_id(1));
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(3), 1, agent_id(2))]
+    );
+    s.check_invariants().unwrap();
+}

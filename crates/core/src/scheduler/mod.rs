@@ -17,6 +17,7 @@ mod changes;
 mod knowledge;
 #[cfg(test)]
 mod learning_tests;
+mod placement;
 #[cfg(test)]
 mod proptests;
 mod recovery;
@@ -39,8 +40,8 @@ pub use rejoin::{HeldAttempt, Rejoined};
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
 use crate::estimate::{LearningConfig, RoutingView};
 use crate::ids::{AgentId, TaskId};
-use crate::queue::{QueueKey, ReadyQueue, queue_key};
-use crate::routing::{Candidate, Route, RoutingPolicy};
+use crate::queue::{QueueKey, ReadyQueue};
+use crate::routing::RoutingPolicy;
 use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
@@ -389,6 +390,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
         }
         self.emit_agent(id);
+        let capabilities: Vec<Capability> =
+            agent_capabilities(&self.agents[&id]).cloned().collect();
+        self.release_holds(&capabilities);
         self.offline.push_back(id);
         if self.offline.len() > MAX_OFFLINE_AGENTS {
             // Its attempts, if any, still end by their leases; a missing agent is skipped there.
@@ -410,6 +414,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
             agent.draining = true;
             self.emit_agent(id);
             self.changes.push(Change::SendDrain { agent: id });
+            let capabilities: Vec<Capability> =
+                agent_capabilities(&self.agents[&id]).cloned().collect();
+            self.release_holds(&capabilities);
         }
         Ok(self.snapshot(id).expect("agent exists"))
     }
@@ -648,92 +655,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
         );
     }
 
-    /// A task may run now: give it to a free agent or queue it.
-    fn make_ready(&mut self, id: TaskId, now: Timestamp) {
-        let capability = self.tasks[&id].spec.capability.clone();
-        // By the invariant, tasks queue for a capability only while none of its agents has a free
-        // slot: then there is no agent to look for, and the (O(agents)) search is skipped.
-        let saturated = self.queues.get(&capability).is_some_and(|q| !q.is_empty());
-        let agent = if saturated {
-            None
-        } else {
-            let penalty = self.tasks[&id].spec.backoff.delay_ms(id, 1);
-            self.pick_agent(&capability, penalty, now)
-        };
-        match agent {
-            Some(agent) => self.start_attempt(id, agent, now),
-            None => {
-                let task = self.tasks.get_mut(&id).expect("active task");
-                let key = queue_key(now, task.spec.priority, self.config.aging_ms, id);
-                count_queued(&mut self.queued, &capability, task.phase.queued(), true);
-                task.phase = Phase::Ready { rank: key.0 };
-                self.queues.entry(capability).or_default().push(key);
-            }
-        }
-    }
-
-    fn pick_agent(
-        &mut self,
-        capability: &Capability,
-        retry_penalty_ms: u64,
-        now: Timestamp,
-    ) -> Option<AgentId> {
-        let ids = self.agents_by_capability.get(capability)?;
-        let candidates: Vec<Candidate<'_>> = ids
-            .iter()
-            .filter_map(|id| {
-                let agent = &self.agents[id];
-                if !agent.accepting() {
-                    return None;
-                }
-                let (level, slot) = agent.capability(capability)?;
-                Some(Candidate {
-                    agent: *id,
-                    running: agent.running,
-                    slots: agent.spec.slots,
-                    level,
-                    stats: agent.stats.get(capability).unwrap_or(&NO_STATS),
-                    estimate: self.knowledge.get(slot),
-                })
-            })
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let route = Route {
-            capability: capability.as_str(),
-            now,
-            retry_penalty_ms,
-            learning: &self.config.learning,
-        };
-        let chosen = self.policy.choose(&route, &candidates);
-        Some(candidates[chosen.min(candidates.len() - 1)].agent)
-    }
-
-    /// Gives a free agent the most urgent queued tasks it can run, until its slots are full.
-    fn fill_agent(&mut self, id: AgentId, now: Timestamp) {
-        while self.agents.get(&id).is_some_and(AgentEntry::accepting) {
-            let best = self.agents[&id]
-                .spec
-                .capabilities
-                .iter()
-                .filter_map(|(capability, _)| {
-                    let head = self.queues.get(capability)?.peek()?;
-                    Some((*head, capability))
-                })
-                .min_by_key(|(key, _)| *key)
-                .map(|(key, capability)| (key, capability.clone()));
-            let Some((key, capability)) = best else {
-                return;
-            };
-            self.queues
-                .get_mut(&capability)
-                .expect("non-empty queue")
-                .pop();
-            self.start_attempt(key.1, id, now);
-        }
-    }
-
     fn start_attempt(&mut self, id: TaskId, agent: AgentId, now: Timestamp) {
         let task = self.tasks.get_mut(&id).expect("active task");
         let lease_until = now.plus_ms(task.spec.timeout_ms);
@@ -948,6 +869,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
             self.changes.push(Change::AgentChanged(snapshot));
         }
     }
+}
+
+fn agent_capabilities(agent: &AgentEntry) -> impl Iterator<Item = &Capability> {
+    agent.spec.capabilities.iter().map(|(c, _)| c)
 }
 
 fn dependency_error(dep: TaskId, status: TaskStatus) -> String {

@@ -1,5 +1,6 @@
 //! Property test: over random sequences of events, no task is lost, none is assigned twice at
-//! once, none ends twice, and the scheduler's internal invariants hold after every step.
+//! once, none ends twice, and the scheduler's internal invariants hold after every step; with the
+//! least-loaded policy and with the learned one, which may hold tasks for busy agents.
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,7 +9,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::backoff::Backoff;
-use crate::routing::LeastLoaded;
+use crate::routing::{Learned, LeastLoaded};
 use crate::task::tests::spec;
 
 #[derive(Debug, Clone)]
@@ -59,102 +60,214 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
     fn no_task_is_lost_or_assigned_twice_at_once(events in prop::collection::vec(event(), 1..200)) {
-        let mut s = Scheduler::new(SchedulerConfig { aging_ms: 100, heartbeat_timeout_ms: 2_000, ..SchedulerConfig::default() }, LeastLoaded);
-        let mut now = Timestamp(0);
-        let mut submitted: Vec<TaskId> = Vec::new();
-        let mut ended: HashSet<TaskId> = HashSet::new();
-        let mut open: HashMap<TaskId, (u32, AgentId)> = HashMap::new();
-        let mut agents: Vec<AgentId> = Vec::new();
-        let mut next = 1u128;
+        run(events, LeastLoaded)?;
+    }
 
-        for event in events {
-            match event {
-                Event::Submit { capability, priority, depends_on_previous } => {
-                    let mut t = spec(next, CAPS[capability as usize]);
-                    next += 1;
-                    t.priority = priority;
-                    t.backoff = Backoff { base_ms: 10, max_ms: 100 };
-                    t.created_at = now;
-                    if depends_on_previous {
-                        t.depends_on = submitted.last().copied().into_iter().collect();
+    #[test]
+    fn no_task_is_lost_or_assigned_twice_at_once_when_held(
+        events in prop::collection::vec(event(), 1..200),
+        seed in any::<u64>(),
+    ) {
+        run(events, Learned::new(seed, 0.05))?;
+    }
+}
+
+fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseError> {
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            aging_ms: 100,
+            heartbeat_timeout_ms: 2_000,
+            ..SchedulerConfig::default()
+        },
+        policy,
+    );
+    let mut now = Timestamp(0);
+    let mut submitted: Vec<TaskId> = Vec::new();
+    let mut ended: HashSet<TaskId> = HashSet::new();
+    let mut open: HashMap<TaskId, (u32, AgentId)> = HashMap::new();
+    let mut agents: Vec<AgentId> = Vec::new();
+    let mut next = 1u128;
+
+    for event in events {
+        match event {
+            Event::Submit {
+                capability,
+                priority,
+                depends_on_previous,
+            } => {
+                let mut t = spec(next, CAPS[capability as usize]);
+                next += 1;
+                t.priority = priority;
+                t.backoff = Backoff {
+                    base_ms: 10,
+                    max_ms: 100,
+                };
+                t.created_at = now;
+                if depends_on_previous {
+                    t.depends_on = submitted.last().copied().into_iter().collect();
+                }
+                let id = t.id;
+                let mut resolve = |dep| ended.contains(&dep).then_some(TaskStatus::Succeeded);
+                s.submit(t, now, &mut resolve).unwrap();
+                submitted.push(id);
+            }
+            Event::Connect {
+                capabilities,
+                slots,
+            } => {
+                let caps = (0..3)
+                    .filter(|i| capabilities & (1 << i) != 0)
+                    .map(|i| (Capability::parse(CAPS[i], "c").unwrap(), 0.5))
+                    .collect();
+                let id = AgentId(Uuid::from_u128(1 << 64 | next));
+                next += 1;
+                // Three identities, so what is learned differs between agents.
+                let name = format!("p{}", next % 3);
+                s.register_agent(
+                    id,
+                    AgentSpec {
+                        name,
+                        capabilities: caps,
+                        slots,
+                    },
+                    now,
+                );
+                agents.push(id);
+            }
+            Event::Disconnect(i) if !agents.is_empty() => {
+                s.disconnect_agent(agents[i % agents.len()])
+            }
+            Event::Reconnect(i) if !agents.is_empty() => {
+                let old = agents[i % agents.len()];
+                s.disconnect_agent(old);
+                let mut claims: Vec<HeldAttempt> = open
+                    .iter()
+                    .filter(|(_, (_, agent))| *agent == old)
+                    .map(|(task, (attempt, _))| HeldAttempt {
+                        task: *task,
+                        attempt: *attempt,
+                    })
+                    .collect();
+                claims.sort_by_key(|c| c.task);
+                if let Some(first) = claims.first().copied() {
+                    claims.push(HeldAttempt {
+                        task: first.task,
+                        attempt: first.attempt + 1,
+                    });
+                }
+                let id = AgentId(Uuid::from_u128(1 << 64 | next));
+                next += 1;
+                let caps = CAPS
+                    .iter()
+                    .map(|c| (Capability::parse(c, "c").unwrap(), 0.5))
+                    .collect();
+                let rejoined = s.rejoin_agent(
+                    id,
+                    AgentSpec {
+                        name: "p".into(),
+                        capabilities: caps,
+                        slots: 3,
+                    },
+                    &claims,
+                    false,
+                    now,
+                );
+                prop_assert_eq!(rejoined.kept.len() + rejoined.refused.len(), claims.len());
+                if let Some(stale) = claims.last().filter(|_| claims.len() > 1) {
+                    prop_assert!(
+                        rejoined.refused.contains(stale),
+                        "a stale attempt was re-bound"
+                    );
+                }
+                agents.push(id);
+            }
+            Event::Heartbeat(i) if !agents.is_empty() => {
+                s.heartbeat(agents[i % agents.len()], now);
+            }
+            Event::Drain(i) if !agents.is_empty() => {
+                let _ = s.drain(agents[i % agents.len()]);
+            }
+            Event::Report {
+                pick,
+                ok,
+                retryable,
+                skew,
+            } if !open.is_empty() => {
+                let mut keys: Vec<_> = open.keys().copied().collect();
+                keys.sort();
+                let task = keys[pick % keys.len()];
+                let (attempt, agent) = open[&task];
+                let attempt = attempt.saturating_add_signed(i32::from(skew));
+                let report = if ok {
+                    Report::Success { output: "1".into() }
+                } else {
+                    Report::Failure {
+                        error: "x".into(),
+                        retryable,
                     }
-                    let id = t.id;
-                    let mut resolve = |dep| ended.contains(&dep).then_some(TaskStatus::Succeeded);
-                    s.submit(t, now, &mut resolve).unwrap();
-                    submitted.push(id);
+                };
+                let accepted = s.report(agent, task, attempt, report, now).is_ok();
+                prop_assert_eq!(
+                    accepted,
+                    skew == 0,
+                    "fencing accepted a wrong attempt or refused the right one"
+                );
+            }
+            Event::Cancel(i) if !submitted.is_empty() => {
+                let _ = s.cancel(submitted[i % submitted.len()], now);
+            }
+            Event::Advance(ms) => {
+                now = now.plus_ms(ms);
+                s.advance(now);
+            }
+            _ => {}
+        }
+        for change in s.take_changes() {
+            match &change {
+                Change::AttemptStarted {
+                    spec,
+                    attempt,
+                    agent,
+                    ..
+                } => {
+                    prop_assert!(
+                        open.insert(spec.id, (*attempt, *agent)).is_none(),
+                        "task assigned twice at once"
+                    );
                 }
-                Event::Connect { capabilities, slots } => {
-                    let caps = (0..3)
-                        .filter(|i| capabilities & (1 << i) != 0)
-                        .map(|i| (Capability::parse(CAPS[i], "c").unwrap(), 0.5))
-                        .collect();
-                    let id = AgentId(Uuid::from_u128(1 << 64 | next));
-                    next += 1;
-                    s.register_agent(id, AgentSpec { name: "p".into(), capabilities: caps, slots }, now);
-                    agents.push(id);
-                }
-                Event::Disconnect(i) if !agents.is_empty() => s.disconnect_agent(agents[i % agents.len()]),
-                Event::Reconnect(i) if !agents.is_empty() => {
-                    let old = agents[i % agents.len()];
-                    s.disconnect_agent(old);
-                    let mut claims: Vec<HeldAttempt> = open.iter()
-                        .filter(|(_, (_, agent))| *agent == old)
-                        .map(|(task, (attempt, _))| HeldAttempt { task: *task, attempt: *attempt })
-                        .collect();
-                    claims.sort_by_key(|c| c.task);
-                    if let Some(first) = claims.first().copied() {
-                        claims.push(HeldAttempt { task: first.task, attempt: first.attempt + 1 });
+                Change::AttemptReattached {
+                    task,
+                    attempt,
+                    agent,
+                } => {
+                    let held = open.get_mut(task);
+                    prop_assert_eq!(
+                        held.as_ref().map(|h| h.0),
+                        Some(*attempt),
+                        "re-bound an attempt not open"
+                    );
+                    if let Some(held) = held {
+                        held.1 = *agent;
                     }
-                    let id = AgentId(Uuid::from_u128(1 << 64 | next));
-                    next += 1;
-                    let caps = CAPS.iter().map(|c| (Capability::parse(c, "c").unwrap(), 0.5)).collect();
-                    let rejoined = s.rejoin_agent(id, AgentSpec { name: "p".into(), capabilities: caps, slots: 3 }, &claims, false, now);
-                    prop_assert_eq!(rejoined.kept.len() + rejoined.refused.len(), claims.len());
-                    if let Some(stale) = claims.last().filter(|_| claims.len() > 1) {
-                        prop_assert!(rejoined.refused.contains(stale), "a stale attempt was re-bound");
-                    }
-                    agents.push(id);
                 }
-                Event::Heartbeat(i) if !agents.is_empty() => { s.heartbeat(agents[i % agents.len()], now); }
-                Event::Drain(i) if !agents.is_empty() => { let _ = s.drain(agents[i % agents.len()]); }
-                Event::Report { pick, ok, retryable, skew } if !open.is_empty() => {
-                    let mut keys: Vec<_> = open.keys().copied().collect();
-                    keys.sort();
-                    let task = keys[pick % keys.len()];
-                    let (attempt, agent) = open[&task];
-                    let attempt = attempt.saturating_add_signed(i32::from(skew));
-                    let report = if ok { Report::Success { output: "1".into() } } else { Report::Failure { error: "x".into(), retryable } };
-                    let accepted = s.report(agent, task, attempt, report, now).is_ok();
-                    prop_assert_eq!(accepted, skew == 0, "fencing accepted a wrong attempt or refused the right one");
+                Change::AttemptEnded { task, attempt, .. } => {
+                    prop_assert_eq!(open.remove(task).map(|o| o.0), Some(*attempt));
                 }
-                Event::Cancel(i) if !submitted.is_empty() => { let _ = s.cancel(submitted[i % submitted.len()], now); }
-                Event::Advance(ms) => { now = now.plus_ms(ms); s.advance(now); }
                 _ => {}
             }
-            for change in s.take_changes() {
-                match &change {
-                    Change::AttemptStarted { spec, attempt, agent, .. } => {
-                        prop_assert!(open.insert(spec.id, (*attempt, *agent)).is_none(), "task assigned twice at once");
-                    }
-                    Change::AttemptReattached { task, attempt, agent } => {
-                        let held = open.get_mut(task);
-                        prop_assert_eq!(held.as_ref().map(|h| h.0), Some(*attempt), "re-bound an attempt not open");
-                        if let Some(held) = held { held.1 = *agent; }
-                    }
-                    Change::AttemptEnded { task, attempt, .. } => {
-                        prop_assert_eq!(open.remove(task).map(|o| o.0), Some(*attempt));
-                    }
-                    _ => {}
-                }
-                if let Some((task, _)) = change.terminal() {
-                    prop_assert!(ended.insert(task), "task ended twice");
-                }
+            if let Some((task, _)) = change.terminal() {
+                prop_assert!(ended.insert(task), "task ended twice");
             }
-            prop_assert_eq!(s.check_invariants(), Ok(()));
         }
-        // Nothing lost: every task is still active or ended exactly once.
-        for id in &submitted {
-            prop_assert!(ended.contains(id) != s.active_status(*id).is_some(), "task {} lost", id);
-        }
+        prop_assert_eq!(s.check_invariants(), Ok(()));
     }
+    // Nothing lost: every task is still active or ended exactly once.
+    for id in &submitted {
+        prop_assert!(
+            ended.contains(id) != s.active_status(*id).is_some(),
+            "task {} lost",
+            id
+        );
+    }
+    Ok(())
 }

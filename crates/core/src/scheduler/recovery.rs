@@ -200,7 +200,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
             if agent.accepting() {
                 for (capability, _) in &agent.spec.capabilities {
-                    if self.queues.get(capability).is_some_and(|q| !q.is_empty()) {
+                    let queued = self.queues.get(capability).is_some_and(|q| !q.is_empty());
+                    // A holding policy may keep tasks queued for a busy agent (placement.rs).
+                    let held_for_busy = self.policy.weighs_busy_agents()
+                        && self.agents_by_capability[capability].iter().any(|a| {
+                            let other = &self.agents[a];
+                            other.connected && !other.draining && !other.accepting()
+                        });
+                    if queued && !held_for_busy {
                         return Err(format!("agent {id} is free while {capability} tasks queue"));
                     }
                 }

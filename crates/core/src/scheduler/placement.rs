@@ -1,0 +1,163 @@
+//! Placement: which agent runs a ready task, and when a queued task leaves its queue.
+//!
+//! A ready task goes to the agent the [`RoutingPolicy`] picks among those with a free slot, or
+//! joins its capability's ready queue; a freed slot takes the head of its agent's queues.
+//!
+//! A policy that weighs busy agents too (the learned one) may also *hold* a task: leave it queued
+//! while an agent is free, because a busy one is expected to finish it sooner (a flaky or slow
+//! agent is free exactly because it is not worth using). So the invariant of a plain job queue
+//! ("a task queues only while no agent of its capability has a free slot") holds only for the
+//! other policies; for a holding one it reads "a task queues while an agent has a free slot only
+//! if another agent of its capability is busy", the one the task is held for. Whatever could make
+//! a held task worth giving to a free agent re-offers the queue's head: a task queued behind it
+//! (the queue grew), a slot freed, a busy agent leaving or draining.
+
+use super::{AgentEntry, NO_STATS, Phase, Scheduler, count_queued};
+use crate::ids::{AgentId, TaskId};
+use crate::queue::queue_key;
+use crate::routing::{Candidate, Route, RoutingPolicy};
+use crate::task::Capability;
+use crate::time::Timestamp;
+
+impl<P: RoutingPolicy> Scheduler<P> {
+    /// A task may run now: give it to an agent or queue it.
+    pub(super) fn make_ready(&mut self, id: TaskId, now: Timestamp) {
+        let capability = self.tasks[&id].spec.capability.clone();
+        // Tasks queue for a capability only while none of its agents will take them (no free
+        // slot, or held): a new task goes behind them, and the (O(agents)) search is skipped.
+        let saturated = self.queues.get(&capability).is_some_and(|q| !q.is_empty());
+        let agent = if saturated {
+            None
+        } else {
+            self.pick_agent(&capability, id, now)
+        };
+        match agent {
+            Some(agent) => self.start_attempt(id, agent, now),
+            None => {
+                let task = self.tasks.get_mut(&id).expect("active task");
+                let key = queue_key(now, task.spec.priority, self.config.aging_ms, id);
+                count_queued(&mut self.queued, &capability, task.phase.queued(), true);
+                task.phase = Phase::Ready { rank: key.0 };
+                self.queues.entry(capability.clone()).or_default().push(key);
+                if saturated && self.policy.weighs_busy_agents() {
+                    // A longer queue may make a held head worth a free agent now.
+                    self.offer_queued(&capability, now);
+                }
+            }
+        }
+    }
+
+    /// The agent to run `task` now, or `None`: no free agent, or the policy holds the task.
+    fn pick_agent(
+        &mut self,
+        capability: &Capability,
+        task: TaskId,
+        now: Timestamp,
+    ) -> Option<AgentId> {
+        let ids = self.agents_by_capability.get(capability)?;
+        let busy_too = self.policy.weighs_busy_agents();
+        let mut any_free = false;
+        let candidates: Vec<Candidate<'_>> = ids
+            .iter()
+            .filter_map(|id| {
+                let agent = &self.agents[id];
+                let free = agent.accepting();
+                let busy = busy_too && agent.connected && !agent.draining;
+                if !(free || busy) {
+                    return None;
+                }
+                any_free |= free;
+                let (level, slot) = agent.capability(capability)?;
+                Some(Candidate {
+                    agent: *id,
+                    running: agent.running,
+                    slots: agent.spec.slots,
+                    level,
+                    stats: agent.stats.get(capability).unwrap_or(&NO_STATS),
+                    estimate: self.knowledge.get(slot),
+                })
+            })
+            .collect();
+        if !any_free {
+            return None;
+        }
+        let routed = &self.tasks[&task];
+        // A queued task is in the queue itself: count only the others.
+        let in_queue = matches!(routed.phase, Phase::Ready { .. });
+        let queued = self.queues.get(capability).map_or(0, |q| q.len()) - usize::from(in_queue);
+        let route = Route {
+            capability: capability.as_str(),
+            now,
+            retry_penalty_ms: routed.spec.backoff.delay_ms(task, 1),
+            queued,
+            learning: &self.config.learning,
+        };
+        match self.policy.choose(&route, &candidates) {
+            Some(i) if candidates.get(i).is_some_and(Candidate::free) => Some(candidates[i].agent),
+            // Held for a busy agent; without one (a policy breaking its contract) nothing would
+            // ever take the task, so the first free agent does.
+            None if candidates.iter().any(|c| !c.free()) => None,
+            _ => candidates.iter().find(|c| c.free()).map(|c| c.agent),
+        }
+    }
+
+    /// Gives a free agent the most urgent queued tasks it can run, until its slots are full. With
+    /// a holding policy, each queue's head goes where the policy says, perhaps to another free
+    /// agent, and a held head leaves the next capability's head to try.
+    pub(super) fn fill_agent(&mut self, id: AgentId, now: Timestamp) {
+        while self.agents.get(&id).is_some_and(AgentEntry::accepting) {
+            let mut heads: Vec<_> = self.agents[&id]
+                .spec
+                .capabilities
+                .iter()
+                .filter_map(|(capability, _)| {
+                    let head = self.queues.get(capability)?.peek()?;
+                    Some((*head, capability.clone()))
+                })
+                .collect();
+            heads.sort_unstable_by_key(|(key, _)| *key);
+            let holding = self.policy.weighs_busy_agents();
+            let placed = heads.into_iter().find_map(|(key, capability)| {
+                let agent = if holding {
+                    self.pick_agent(&capability, key.1, now)?
+                } else {
+                    id
+                };
+                Some((key, capability, agent))
+            });
+            let Some((key, capability, agent)) = placed else {
+                return;
+            };
+            self.queues
+                .get_mut(&capability)
+                .expect("non-empty queue")
+                .pop();
+            self.start_attempt(key.1, agent, now);
+        }
+    }
+
+    /// A busy agent a task may be held for is leaving or draining: its capabilities' queues are
+    /// offered again.
+    pub(super) fn release_holds(&mut self, capabilities: &[Capability]) {
+        if self.policy.weighs_busy_agents() {
+            for capability in capabilities {
+                self.offer_queued(capability, self.now);
+            }
+        }
+    }
+
+    /// Offers the capability's queue, head first, to whichever agents the policy picks, until it
+    /// holds the head or no agent is free.
+    pub(super) fn offer_queued(&mut self, capability: &Capability, now: Timestamp) {
+        while let Some(key) = self.queues.get(capability).and_then(|q| q.peek()).copied() {
+            let Some(agent) = self.pick_agent(capability, key.1, now) else {
+                return;
+            };
+            self.queues
+                .get_mut(capability)
+                .expect("non-empty queue")
+                .pop();
+            self.start_attempt(key.1, agent, now);
+        }
+    }
+}
