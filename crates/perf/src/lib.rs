@@ -2,15 +2,16 @@
 //! (`benches/micro.rs`, timing) and the instruction-count check (`hive-perf check`, counting).
 //!
 //! - [`scheduler_round_trip`]: agents register, tasks are submitted, every assignment is
-//!   completed at once, until all tasks succeeded: submit -> offer -> assign -> result.
+//!   completed at once, until all tasks succeeded: submit -> offer -> assign -> result; with the
+//!   least-loaded policy, or with the learned one ([`learned_round_trip`]).
 //! - [`codec_round_trip`]: the worker protocol's frames, encoded and decoded as on the wire.
 
 pub mod callgrind;
 pub mod size_classes;
 
 use hive_core::{
-    AgentId, AgentSpec, Backoff, Capability, Change, LeastLoaded, Report, Scheduler,
-    SchedulerConfig, TaskId, TaskSpec, TaskStatus, Timestamp,
+    AgentId, AgentSpec, Backoff, Capability, Change, Learned, LeastLoaded, Report, RoutingPolicy,
+    Scheduler, SchedulerConfig, TaskId, TaskSpec, TaskStatus, Timestamp,
 };
 use hive_proto::RawValue;
 use hive_proto::protocol::{Assignment, HubMessage, TaskResult, WorkerMessage};
@@ -46,8 +47,8 @@ fn no_dependencies(_: TaskId) -> Option<TaskStatus> {
 }
 
 /// Completes every attempt in `changes`; returns how many tasks ended.
-pub fn complete_all(
-    scheduler: &mut Scheduler<LeastLoaded>,
+pub fn complete_all<P: RoutingPolicy>(
+    scheduler: &mut Scheduler<P>,
     changes: Vec<Change>,
     now: Timestamp,
 ) -> usize {
@@ -74,8 +75,18 @@ pub fn complete_all(
 
 /// `tasks` tasks through `agents` agents of `slots` slots; returns how many succeeded.
 pub fn scheduler_round_trip(agents: u64, slots: u32, tasks: u64) -> usize {
+    round_trip(LeastLoaded, agents, slots, tasks)
+}
+
+/// [`scheduler_round_trip`] with the learned policy (a fixed seed): estimates updated by every
+/// result, expected times weighed, busy agents included, tasks held.
+pub fn learned_round_trip(agents: u64, slots: u32, tasks: u64) -> usize {
+    round_trip(Learned::new(7, 0.05), agents, slots, tasks)
+}
+
+fn round_trip<P: RoutingPolicy>(policy: P, agents: u64, slots: u32, tasks: u64) -> usize {
     let capability = Capability::parse("work", "capability").expect("valid");
-    let mut scheduler = Scheduler::new(SchedulerConfig::default(), LeastLoaded);
+    let mut scheduler = Scheduler::new(SchedulerConfig::default(), policy);
     for n in 0..agents {
         let (id, spec) = agent(n, &capability, slots);
         scheduler.register_agent(id, spec, Timestamp(0));
@@ -142,6 +153,7 @@ mod tests {
     #[test]
     fn the_workloads_do_their_work() {
         assert_eq!(super::scheduler_round_trip(4, 2, 100), 100);
+        assert_eq!(super::learned_round_trip(4, 2, 100), 100);
         assert!(super::codec_round_trip(2) > 2 * 16 * 100);
     }
 }

@@ -26,6 +26,9 @@ const WORKLOADS: &[Workload] = &[
     ("scheduler", || {
         hive_perf::scheduler_round_trip(100, 10, 20_000)
     }),
+    ("scheduler_learned", || {
+        hive_perf::learned_round_trip(100, 10, 20_000)
+    }),
     ("codec", || hive_perf::codec_round_trip(1_000)),
 ];
 

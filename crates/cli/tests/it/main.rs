@@ -3,6 +3,7 @@
 mod chaos;
 mod cli;
 mod crash;
+mod learning;
 mod survival;
 mod util;
 mod worker_stop;

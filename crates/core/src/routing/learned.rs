@@ -66,6 +66,9 @@ impl RoutingPolicy for Learned {
     fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> Option<usize> {
         let penalty = route.retry_penalty_ms as f64;
         self.scratch.clear();
+        self.tokens = (self.tokens + self.exploration).min(BURST.max(1.0));
+        // Without a token to spend the greedy choice is taken: the draws are skipped.
+        let explore = self.tokens >= 1.0;
         let (mut greedy, mut greedy_cost) = (None, f64::INFINITY);
         let (mut drawn, mut drawn_cost) = (None, f64::INFINITY);
         for (i, candidate) in candidates.iter().enumerate() {
@@ -91,6 +94,9 @@ impl RoutingPolicy for Learned {
             if mean < greedy_cost || (mean == greedy_cost && greedy.is_some_and(less_loaded)) {
                 (greedy, greedy_cost) = (Some(i), mean);
             }
+            if !explore {
+                continue;
+            }
             let spread = 1.0 / (1.0 + belief.weight).sqrt();
             let latency_draw = latency * (spread * self.rng.normal()).exp();
             let success_draw = self.rng.beta(belief.alpha, belief.beta);
@@ -100,8 +106,7 @@ impl RoutingPolicy for Learned {
             }
         }
         let greedy = greedy?;
-        self.tokens = (self.tokens + self.exploration).min(BURST.max(1.0));
-        if drawn != Some(greedy) && self.tokens >= 1.0 {
+        if explore && drawn != Some(greedy) {
             self.tokens -= 1.0;
             return drawn;
         }
@@ -133,7 +138,6 @@ impl RoutingPolicy for Learned {
 mod tests {
     use super::super::testing::{cand, learned, route};
     use super::*;
-    use crate::agent::CapabilityStats;
     use crate::estimate::Estimate;
 
     #[test]
@@ -145,14 +149,13 @@ mod tests {
 
     #[test]
     fn the_fastest_reliable_agent_wins_and_the_flaky_one_is_avoided() {
-        let s = CapabilityStats::default();
         let fast = learned(1, 200, 0);
         let medium = learned(5, 200, 0);
         let flaky = learned(2, 200, 40);
         let c = [
-            cand(1, 0, 1, 1.0, &s, &medium),
-            cand(2, 0, 1, 1.0, &s, &flaky),
-            cand(3, 0, 1, 1.0, &s, &fast),
+            cand(1, 0, 1, 1.0, &medium),
+            cand(2, 0, 1, 1.0, &flaky),
+            cand(3, 0, 1, 1.0, &fast),
         ];
         let mut p = Learned::new(1, 0.1);
         let mut picks = [0; 3];
@@ -174,10 +177,9 @@ mod tests {
 
     #[test]
     fn exploration_is_bounded_and_tries_a_new_agent() {
-        let s = CapabilityStats::default();
         let known = learned(5, 50, 0);
         let new = Estimate::default();
-        let c = [cand(1, 0, 1, 1.0, &s, &known), cand(2, 0, 1, 1.0, &s, &new)];
+        let c = [cand(1, 0, 1, 1.0, &known), cand(2, 0, 1, 1.0, &new)];
         for (exploration, most) in [(0.0, 0), (0.05, 60)] {
             let mut p = Learned::new(9, exploration);
             let tried = (0..1_000)
@@ -192,15 +194,14 @@ mod tests {
 
     #[test]
     fn a_task_is_held_for_a_busy_fast_agent_until_the_queue_makes_waiting_dearer() {
-        let s = CapabilityStats::default();
         let fast = learned(1, 200, 0);
         let slow = learned(25, 200, 0);
         let flaky = learned(5, 200, 40);
         // The fast agent's one slot is taken; the slow and the flaky agents are free.
         let c = [
-            cand(1, 1, 1, 1.0, &s, &fast),
-            cand(2, 0, 1, 1.0, &s, &slow),
-            cand(3, 0, 1, 1.0, &s, &flaky),
+            cand(1, 1, 1, 1.0, &fast),
+            cand(2, 0, 1, 1.0, &slow),
+            cand(3, 0, 1, 1.0, &flaky),
         ];
         let mut p = Learned::new(1, 0.0);
         let at = |queued| Route { queued, ..route() };
@@ -220,26 +221,22 @@ mod tests {
             "31 ms of queue: the slow one takes it"
         );
         // Only the flaky agent free: its failures cost a second of backoff a fifth of the time.
-        let c = [
-            cand(1, 1, 1, 1.0, &s, &fast),
-            cand(3, 0, 1, 1.0, &s, &flaky),
-        ];
+        let c = [cand(1, 1, 1, 1.0, &fast), cand(3, 0, 1, 1.0, &flaky)];
         assert_eq!(p.choose(&at(100), &c), None);
         assert_eq!(p.choose(&at(400), &c), Some(1));
         // A busy agent never measured is no reason to hold.
         let new = Estimate::default();
-        let c = [cand(1, 1, 1, 1.0, &s, &new), cand(2, 0, 1, 1.0, &s, &slow)];
+        let c = [cand(1, 1, 1, 1.0, &new), cand(2, 0, 1, 1.0, &slow)];
         assert_eq!(p.choose(&at(0), &c), Some(1));
     }
 
     #[test]
     fn equal_expectations_go_to_the_less_loaded() {
-        let s = CapabilityStats::default();
         let same = learned(3, 50, 0);
         let c = [
-            cand(1, 3, 4, 1.0, &s, &same),
-            cand(2, 1, 4, 1.0, &s, &same),
-            cand(3, 2, 4, 1.0, &s, &same),
+            cand(1, 3, 4, 1.0, &same),
+            cand(2, 1, 4, 1.0, &same),
+            cand(3, 2, 4, 1.0, &same),
         ];
         assert_eq!(Learned::new(1, 0.0).choose(&route(), &c), Some(1));
     }

@@ -34,24 +34,23 @@ impl RoutingPolicy for LeastLoaded {
 mod tests {
     use super::super::testing::{cand, route};
     use super::*;
-    use crate::agent::CapabilityStats;
     use crate::estimate::Estimate;
 
     #[test]
     fn picks_least_loaded_then_best_level() {
-        let (s, e) = (CapabilityStats::default(), Estimate::default());
+        let e = Estimate::default();
         let mut p = LeastLoaded;
         let c = [
-            cand(1, 1, 2, 1.0, &s, &e),
-            cand(2, 1, 4, 0.1, &s, &e),
-            cand(3, 2, 4, 0.9, &s, &e),
+            cand(1, 1, 2, 1.0, &e),
+            cand(2, 1, 4, 0.1, &e),
+            cand(3, 2, 4, 0.9, &e),
         ];
         assert_eq!(
             p.choose(&route(), &c),
             Some(1),
             "1/4 loaded beats 1/2 and 2/4"
         );
-        let c = [cand(1, 0, 2, 0.5, &s, &e), cand(2, 0, 2, 0.9, &s, &e)];
+        let c = [cand(1, 0, 2, 0.5, &e), cand(2, 0, 2, 0.9, &e)];
         assert_eq!(
             p.choose(&route(), &c),
             Some(1),

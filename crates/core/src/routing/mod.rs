@@ -16,7 +16,6 @@ mod learned;
 mod least_loaded;
 mod p2c;
 
-use crate::agent::CapabilityStats;
 use crate::estimate::{Belief, Estimate, LearningConfig};
 use crate::ids::AgentId;
 use crate::time::Timestamp;
@@ -34,7 +33,6 @@ pub struct Candidate<'a> {
     pub slots: u32,
     /// The agent's level for the task's capability, 0.0-1.0.
     pub level: f64,
-    pub stats: &'a CapabilityStats,
     /// What was learned of the agent's identity (its name) on the task's capability.
     pub estimate: &'a Estimate,
 }
@@ -151,20 +149,18 @@ pub(crate) mod testing {
         }
     }
 
-    pub fn cand<'a>(
+    pub fn cand(
         n: u128,
         running: u32,
         slots: u32,
         level: f64,
-        stats: &'a CapabilityStats,
-        estimate: &'a Estimate,
-    ) -> Candidate<'a> {
+        estimate: &Estimate,
+    ) -> Candidate<'_> {
         Candidate {
             agent: AgentId(Uuid::from_u128(n)),
             running,
             slots,
             level,
-            stats,
             estimate,
         }
     }

@@ -55,16 +55,14 @@ impl RoutingPolicy for P2cEwma {
 mod tests {
     use super::super::testing::{cand, learned, route};
     use super::*;
-    use crate::agent::CapabilityStats;
 
     #[test]
     fn of_two_the_faster_or_less_busy_wins_and_the_slowest_never_does() {
-        let s = CapabilityStats::default();
         let (fast, medium, slow) = (learned(1, 20, 0), learned(5, 20, 0), learned(25, 20, 0));
         let c = [
-            cand(1, 0, 4, 1.0, &s, &fast),
-            cand(2, 0, 4, 1.0, &s, &medium),
-            cand(3, 0, 4, 1.0, &s, &slow),
+            cand(1, 0, 4, 1.0, &fast),
+            cand(2, 0, 4, 1.0, &medium),
+            cand(3, 0, 4, 1.0, &slow),
         ];
         let mut p = P2cEwma::seeded(3);
         let mut picks = [0; 3];
@@ -75,10 +73,7 @@ mod tests {
         // The fastest wins both pairs it is in (2/3 of draws), the medium one the last third.
         assert!((1_900..=2_100).contains(&picks[0]), "{picks:?}");
         // Outstanding work counts: a fast agent running 9 costs 10 ms, more than an idle medium.
-        let c = [
-            cand(1, 9, 16, 1.0, &s, &fast),
-            cand(2, 0, 4, 1.0, &s, &medium),
-        ];
+        let c = [cand(1, 9, 16, 1.0, &fast), cand(2, 0, 4, 1.0, &medium)];
         assert_eq!(p.choose(&route(), &c), Some(1));
     }
 }

@@ -174,12 +174,6 @@ impl AgentEntry {
     }
 }
 
-static NO_STATS: CapabilityStats = CapabilityStats {
-    completed: 0,
-    failed: 0,
-    total_latency_ms: 0,
-};
-
 pub struct Scheduler<P> {
     config: SchedulerConfig,
     policy: P,
@@ -194,7 +188,9 @@ pub struct Scheduler<P> {
     timers: BTreeSet<(Timestamp, Timer)>,
     agents: HashMap<AgentId, AgentEntry>,
     /// Connected agents by capability.
-    agents_by_capability: HashMap<Capability, Vec<AgentId>>,
+    /// With the capability's index in the agent's `spec.capabilities`, so routing reads its level
+    /// and estimate without searching.
+    agents_by_capability: HashMap<Capability, Vec<(AgentId, usize)>>,
     /// Queued tasks (ready or backing off) by capability, kept as phases change so that
     /// `queue_depths` does not walk a million tasks inside the scheduler's turn.
     queued: HashMap<Capability, usize>,
@@ -336,11 +332,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
     fn add_agent(&mut self, id: AgentId, spec: AgentSpec, now: Timestamp) {
         let identity: Arc<str> = spec.name.as_str().into();
         let mut learned = Vec::with_capacity(spec.capabilities.len());
-        for (capability, _) in &spec.capabilities {
+        for (i, (capability, _)) in spec.capabilities.iter().enumerate() {
             self.agents_by_capability
                 .entry(capability.clone())
                 .or_default()
-                .push(id);
+                .push((id, i));
             learned.push(self.knowledge.slot(&identity, capability));
         }
         self.agents.insert(
@@ -386,7 +382,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         agent.connected = false;
         for (capability, _) in &agent.spec.capabilities {
             if let Some(ids) = self.agents_by_capability.get_mut(capability) {
-                ids.retain(|a| *a != id);
+                ids.retain(|(a, _)| *a != id);
             }
         }
         self.emit_agent(id);

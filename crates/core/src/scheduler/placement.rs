@@ -12,7 +12,7 @@
 //! a held task worth giving to a free agent re-offers the queue's head: a task queued behind it
 //! (the queue grew), a slot freed, a busy agent leaving or draining.
 
-use super::{AgentEntry, NO_STATS, Phase, Scheduler, count_queued};
+use super::{AgentEntry, Phase, Scheduler, count_queued};
 use crate::ids::{AgentId, TaskId};
 use crate::queue::queue_key;
 use crate::routing::{Candidate, Route, RoutingPolicy};
@@ -55,31 +55,25 @@ impl<P: RoutingPolicy> Scheduler<P> {
         now: Timestamp,
     ) -> Option<AgentId> {
         let ids = self.agents_by_capability.get(capability)?;
+        // Nothing to decide without a free agent (a saturated capability): skip the candidates.
+        if !ids.iter().any(|(id, _)| self.agents[id].accepting()) {
+            return None;
+        }
         let busy_too = self.policy.weighs_busy_agents();
-        let mut any_free = false;
-        let candidates: Vec<Candidate<'_>> = ids
-            .iter()
-            .filter_map(|id| {
-                let agent = &self.agents[id];
-                let free = agent.accepting();
-                let busy = busy_too && agent.connected && !agent.draining;
-                if !(free || busy) {
-                    return None;
-                }
-                any_free |= free;
-                let (level, slot) = agent.capability(capability)?;
-                Some(Candidate {
-                    agent: *id,
+        let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(ids.len());
+        for &(id, i) in ids {
+            let agent = &self.agents[&id];
+            let free = agent.accepting();
+            let busy = busy_too && agent.connected && !agent.draining;
+            if free || busy {
+                candidates.push(Candidate {
+                    agent: id,
                     running: agent.running,
                     slots: agent.spec.slots,
-                    level,
-                    stats: agent.stats.get(capability).unwrap_or(&NO_STATS),
-                    estimate: self.knowledge.get(slot),
-                })
-            })
-            .collect();
-        if !any_free {
-            return None;
+                    level: agent.spec.capabilities[i].1,
+                    estimate: self.knowledge.get(agent.learned[i]),
+                });
+            }
         }
         let routed = &self.tasks[&task];
         // A queued task is in the queue itself: count only the others.
@@ -106,25 +100,26 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// agent, and a held head leaves the next capability's head to try.
     pub(super) fn fill_agent(&mut self, id: AgentId, now: Timestamp) {
         while self.agents.get(&id).is_some_and(AgentEntry::accepting) {
-            let mut heads: Vec<_> = self.agents[&id]
+            let heads = self.agents[&id]
                 .spec
                 .capabilities
                 .iter()
                 .filter_map(|(capability, _)| {
                     let head = self.queues.get(capability)?.peek()?;
-                    Some((*head, capability.clone()))
+                    Some((*head, capability))
+                });
+            let placed = if self.policy.weighs_busy_agents() {
+                let mut heads: Vec<_> = heads.map(|(key, c)| (key, c.clone())).collect();
+                heads.sort_unstable_by_key(|(key, _)| *key);
+                heads.into_iter().find_map(|(key, capability)| {
+                    let agent = self.pick_agent(&capability, key.1, now)?;
+                    Some((key, capability, agent))
                 })
-                .collect();
-            heads.sort_unstable_by_key(|(key, _)| *key);
-            let holding = self.policy.weighs_busy_agents();
-            let placed = heads.into_iter().find_map(|(key, capability)| {
-                let agent = if holding {
-                    self.pick_agent(&capability, key.1, now)?
-                } else {
-                    id
-                };
-                Some((key, capability, agent))
-            });
+            } else {
+                heads
+                    .min_by_key(|(key, _)| *key)
+                    .map(|(key, capability)| (key, capability.clone(), id))
+            };
             let Some((key, capability, agent)) = placed else {
                 return;
             };

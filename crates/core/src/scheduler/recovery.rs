@@ -203,7 +203,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     let queued = self.queues.get(capability).is_some_and(|q| !q.is_empty());
                     // A holding policy may keep tasks queued for a busy agent (placement.rs).
                     let held_for_busy = self.policy.weighs_busy_agents()
-                        && self.agents_by_capability[capability].iter().any(|a| {
+                        && self.agents_by_capability[capability].iter().any(|(a, _)| {
                             let other = &self.agents[a];
                             other.connected && !other.draining && !other.accepting()
                         });
