@@ -126,6 +126,31 @@ impl RoutingView {
     }
 }
 
+/// A decayed count of events (time constant `time_constant_ms`): for a steady stream its count
+/// is the rate times the time constant, so it reads as a rate that follows changes within a
+/// few time constants.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rate {
+    count: f64,
+    at: Timestamp,
+}
+
+impl Rate {
+    pub fn add(&mut self, now: Timestamp, time_constant_ms: u64) {
+        self.count = self.count_at(now, time_constant_ms) + 1.0;
+        self.at = self.at.max(now);
+    }
+
+    fn count_at(&self, now: Timestamp, time_constant_ms: u64) -> f64 {
+        self.count * fade(now.ms_since(self.at), time_constant_ms)
+    }
+
+    /// Events per millisecond.
+    pub fn per_ms(&self, now: Timestamp, time_constant_ms: u64) -> f64 {
+        self.count_at(now, time_constant_ms) / time_constant_ms.max(1) as f64
+    }
+}
+
 /// `exp(-elapsed / time_constant)`. Routing reads an estimate per candidate per decision, mostly
 /// moments after its last update: for those the Taylor series to the cubic term (error below
 /// 1e-9) spares the `exp` call that was most of the learned policy's instructions.
@@ -294,6 +319,20 @@ mod tests {
         );
         e.observe(AttemptOutcome::Cancelled, 30, at(3), &CONFIG);
         assert_eq!(e.latency_ms, 20.0);
+    }
+
+    #[test]
+    fn a_steady_stream_reads_as_its_rate() {
+        let mut r = Rate::default();
+        for i in 0..5_000 {
+            r.add(at(i * 2), 1_000); // one per 2 ms
+        }
+        let rate = r.per_ms(at(10_000), 1_000);
+        assert!((rate - 0.5).abs() < 0.01, "{rate}");
+        assert!(
+            r.per_ms(at(20_000), 1_000) < 0.001,
+            "it fades when the stream stops"
+        );
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! The pool ([`pool`]) is twelve agents of one capability; tasks arrive open loop (Poisson, from
 //! the seed) at [`LOAD_SHARE`] of the pool's capacity, measured first on a hub of its own: the
-//! rate of successful results while a backlog keeps every slot busy. (Its nominal capacity, from
-//! the latencies alone, is higher: each attempt also waits for its assignment and its result to
-//! travel and be committed, which for the 1 ms agents is as long as the work.) Halfway through, the first fast
+//! rate of successful results while tasks are offered at the nominal capacity, so that every slot
+//! is busy. (The nominal capacity, from the latencies alone, is higher: each attempt also waits
+//! for its assignment and its result to travel and be committed, which for the 1 ms agents is as
+//! long as the work.) Halfway through, the first fast
 //! agent becomes [`SLOWDOWN`] times slower; at three quarters it recovers. Per policy: completion
 //! time (submit to the end of the successful attempt, retries and their backoff included; the
 //! result's trip back to the hub, the same for every policy, is not), failed attempts,
@@ -70,7 +71,8 @@ pub struct PolicyRun {
     /// the traffic back (see [`adaptation`]); `None`: not within the run.
     pub moved_away_ms: Option<f64>,
     pub moved_back_ms: Option<f64>,
-    /// Share of assignments per agent (pool order) per [`pool::BUCKET_MS`] bucket.
+    /// Share of assignments per agent (pool order) per [`pool::BUCKET_MS`] bucket, from the
+    /// pool's start to the end of the offered period.
     pub shares: Vec<Vec<f64>>,
 }
 
@@ -128,8 +130,9 @@ pub async fn compare(
     })
 }
 
-/// Successful results per second while a backlog of [`BACKLOG_S`] of nominal work keeps every
-/// slot busy, counted over [`CAPACITY_WINDOW`] after a second of warm-up.
+/// Successful results per second while tasks are offered open loop at the nominal capacity, the
+/// way the comparison offers them (one request each): every slot stays busy, and the hub carries
+/// its request load too. Counted over [`CAPACITY_WINDOW`] after [`CAPACITY_WARM_UP`].
 async fn measure_capacity(
     url: &str,
     profiles: &[Profile],
@@ -138,27 +141,80 @@ async fn measure_capacity(
     options: &RoutingOptions<'_>,
 ) -> anyhow::Result<f64> {
     let pool = Pool::connect(url, profiles, order, options.slots, options.seed).await?;
-    let client = HubClient::new(url);
-    let backlog = (nominal * BACKLOG_S) as usize;
-    let task = NewTask::new(pool::CAPABILITY);
-    for start in (0..backlog).step_by(10_000) {
-        let chunk = vec![task.clone(); (backlog - start).min(10_000)];
-        client.submit_batch(chunk).await?;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = pool.observed.succeeded.load(Ordering::Relaxed);
-    tokio::time::sleep(CAPACITY_WINDOW).await;
-    let done = pool.observed.succeeded.load(Ordering::Relaxed) - before;
+    let observed = pool.observed.clone();
+    let measure = async {
+        tokio::time::sleep(CAPACITY_WARM_UP).await;
+        let before = observed.succeeded.load(Ordering::Relaxed);
+        tokio::time::sleep(CAPACITY_WINDOW).await;
+        observed.succeeded.load(Ordering::Relaxed) - before
+    };
+    let offered = Offer {
+        rate: nominal,
+        start_us: observed.now_us(),
+        duration_us: (CAPACITY_WARM_UP + CAPACITY_WINDOW).as_micros() as u64,
+        seed: options.seed,
+    };
+    let (done, _) = tokio::join!(measure, offered.run(url, &observed, |_| {}));
     pool.stop().await;
-    if done as f64 >= backlog as f64 * 0.9 {
-        anyhow::bail!("the capacity backlog ran out: the pool is faster than its nominal capacity");
-    }
     Ok(done as f64 / CAPACITY_WINDOW.as_secs_f64())
 }
 
-/// Seconds of nominal work queued to measure the capacity; counted over the window after one.
-const BACKLOG_S: f64 = 5.0;
-const CAPACITY_WINDOW: Duration = Duration::from_secs(3);
+const CAPACITY_WARM_UP: Duration = Duration::from_secs(2);
+const CAPACITY_WINDOW: Duration = Duration::from_secs(5);
+
+/// Single tasks submitted open loop: Poisson arrivals at `rate` per second (gaps drawn from
+/// `seed`) from `start_us` (on the pool's clock) for `duration_us`.
+struct Offer {
+    rate: f64,
+    start_us: u64,
+    duration_us: u64,
+    seed: u64,
+}
+
+impl Offer {
+    /// Calls `tick` with the time before each round of sends; returns (submitted, refused).
+    async fn run(
+        &self,
+        url: &str,
+        observed: &Arc<pool::Observed>,
+        mut tick: impl FnMut(u64),
+    ) -> (u64, u64) {
+        let client = HubClient::new(url);
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut arrivals = Rng::seeded(self.seed.wrapping_add(1));
+        let end_us = self.start_us + self.duration_us;
+        let mut next_us = self.start_us as f64;
+        let mut submitted = 0u64;
+        let mut handles = tokio::task::JoinSet::new();
+        while (next_us as u64) < end_us {
+            tokio::time::sleep_until(
+                (observed.origin + Duration::from_micros(next_us as u64)).into(),
+            )
+            .await;
+            let now = observed.now_us();
+            tick(now);
+            while next_us as u64 <= now && (next_us as u64) < end_us {
+                // Exponential gaps with mean 1/rate.
+                next_us += -(1.0 - arrivals.uniform()).ln() / self.rate * 1e6;
+                submitted += 1;
+                let (client, errors, observed) = (client.clone(), errors.clone(), observed.clone());
+                handles.spawn(async move {
+                    let task = NewTask {
+                        payload: RawValue::from_string(format!(r#"{{"t":{}}}"#, observed.now_us()))
+                            .ok(),
+                        ..NewTask::new(pool::CAPABILITY)
+                    };
+                    if client.submit(&task).await.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            while handles.try_join_next().is_some() {}
+        }
+        while handles.join_next().await.is_some() {}
+        (submitted, errors.load(Ordering::Relaxed))
+    }
+}
 
 async fn run_policy(
     url: &str,
@@ -171,54 +227,36 @@ async fn run_policy(
 ) -> anyhow::Result<PolicyRun> {
     let pool = Pool::connect(url, profiles, order, options.slots, options.seed).await?;
     let observed = pool.observed.clone();
-    let client = HubClient::new(url);
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut arrivals = Rng::seeded(options.seed.wrapping_add(1));
     let duration_us = options.duration.as_micros() as u64;
     let start_us = observed.now_us() + 10_000;
     let (slow_at, back_at) = (start_us + duration_us / 2, start_us + duration_us * 3 / 4);
     let slowed = 0; // the first fast agent, in pool order
     let normal_latency = profiles[slowed].latency_us;
-    let mut next_us = start_us as f64;
-    let mut submitted = 0u64;
-    let mut handles = tokio::task::JoinSet::new();
+    let offer = Offer {
+        rate,
+        start_us,
+        duration_us,
+        seed: options.seed,
+    };
     let mut phase = 0;
-    while (next_us as u64) < start_us + duration_us {
-        tokio::time::sleep_until((observed.origin + Duration::from_micros(next_us as u64)).into())
-            .await;
-        let now = observed.now_us();
-        if phase == 0 && now >= slow_at {
-            observed.latency_us[slowed].store(normal_latency * SLOWDOWN, Ordering::Relaxed);
-            phase = 1;
-        } else if phase == 1 && now >= back_at {
-            observed.latency_us[slowed].store(normal_latency, Ordering::Relaxed);
-            phase = 2;
-        }
-        while next_us as u64 <= now && (next_us as u64) < start_us + duration_us {
-            // Poisson arrivals: exponential gaps with mean 1/rate.
-            next_us += -(1.0 - arrivals.uniform()).ln() / rate * 1e6;
-            submitted += 1;
-            let (client, errors, observed) = (client.clone(), errors.clone(), observed.clone());
-            handles.spawn(async move {
-                let task = NewTask {
-                    payload: RawValue::from_string(format!(r#"{{"t":{}}}"#, observed.now_us()))
-                        .ok(),
-                    ..NewTask::new(pool::CAPABILITY)
-                };
-                if client.submit(&task).await.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
-        while handles.try_join_next().is_some() {}
-        if submitted.is_multiple_of(500) {
-            bar.set_message(format!(
-                "{policy}: {submitted} tasks offered at {rate:.0}/s"
-            ));
-        }
-    }
-    while handles.join_next().await.is_some() {}
-    let accepted = submitted - errors.load(Ordering::Relaxed);
+    let mut last_shown = 0;
+    let (submitted, errors) = offer
+        .run(url, &observed, |now| {
+            if phase == 0 && now >= slow_at {
+                observed.latency_us[slowed].store(normal_latency * SLOWDOWN, Ordering::Relaxed);
+                phase = 1;
+            } else if phase == 1 && now >= back_at {
+                observed.latency_us[slowed].store(normal_latency, Ordering::Relaxed);
+                phase = 2;
+            }
+            let second = (now - start_us.min(now)) / 1_000_000;
+            if second > last_shown {
+                last_shown = second;
+                bar.set_message(format!("{policy}: {second} s of load at {rate:.0}/s"));
+            }
+        })
+        .await;
+    let accepted = submitted - errors;
     let drained = tokio::time::Instant::now() + DRAIN;
     while observed.succeeded.load(Ordering::Relaxed) < accepted
         && tokio::time::Instant::now() < drained
@@ -246,12 +284,15 @@ async fn run_policy(
         end: bucket(start_us + duration_us),
     };
     let (moved_away_ms, moved_back_ms) = adaptation::times(&shares, &change);
+    // The drain's last retries after the offered period are not traffic worth a share.
+    let mut shares = shares;
+    shares.truncate(change.end);
     let succeeded = observed.succeeded.load(Ordering::Relaxed);
     Ok(PolicyRun {
         policy: policy.to_string(),
         submitted,
         succeeded,
-        errors: errors.load(Ordering::Relaxed),
+        errors,
         failed_attempts: observed.failed_attempts.load(Ordering::Relaxed),
         throughput_per_sec: succeeded as f64 / options.duration.as_secs_f64(),
         completion_mean_ms: completion.mean() / 1e3,

@@ -14,7 +14,10 @@
 //! (slots / latency) at which those agents free slots. When that wait plus the best busy agent's
 //! expected time is below the best free agent's, the task is held (queued); as the queue grows the
 //! wait grows, and slower agents take work. So a free flaky or slow agent gets a task only when
-//! the queue is long enough that waiting would cost more than its failures or its slowness.
+//! the queue is long enough that waiting would cost more than its failures or its slowness. And
+//! only while those busy agents keep up with the capability's arrivals (below
+//! [`HOLD_UTILIZATION`] of their rate): past that, holding would only build a standing queue that
+//! every task waits in, so in an overload every agent works, as under the other policies.
 //!
 //! Among free agents expected to do equally well (instances of one identity, agents never
 //! measured) the least loaded is chosen, as [`LeastLoaded`](super::LeastLoaded) would.
@@ -29,6 +32,10 @@ use crate::random::Rng;
 
 /// Exploration tokens kept at most: how many exploring choices may come in a row.
 pub const BURST: f64 = 10.0;
+
+/// A task is held only while the arrivals are below this share of the rate at which the busy
+/// agents it would wait for free slots.
+pub const HOLD_UTILIZATION: f64 = 0.9;
 
 /// Success probabilities are floored here, so an agent that always failed costs a lot, not
 /// infinity (and two such agents still compare by latency).
@@ -119,7 +126,10 @@ impl RoutingPolicy for Learned {
                 best_busy = best_busy.min(mean);
             }
         }
-        if rate > 0.0 && (route.queued + 1) as f64 / rate + best_busy < greedy_cost {
+        // Only while those agents keep up with the arrivals: else the queue would grow until
+        // waiting cost more anyway, and meanwhile the free agent's work would be lost.
+        let keeps_up = route.arrivals_per_ms < HOLD_UTILIZATION * rate;
+        if keeps_up && (route.queued + 1) as f64 / rate + best_busy < greedy_cost {
             return None;
         }
         Some(greedy)
@@ -224,6 +234,17 @@ mod tests {
         let c = [cand(1, 1, 1, 1.0, &fast), cand(3, 0, 1, 1.0, &flaky)];
         assert_eq!(p.choose(&at(100), &c), None);
         assert_eq!(p.choose(&at(400), &c), Some(1));
+        // Arrivals faster than the fast agent's one slot frees: no holding, the slow one works.
+        let overloaded = Route {
+            arrivals_per_ms: 0.95,
+            ..at(0)
+        };
+        let c = [
+            cand(1, 1, 1, 1.0, &fast),
+            cand(2, 0, 1, 1.0, &slow),
+            cand(3, 0, 1, 1.0, &flaky),
+        ];
+        assert_eq!(p.choose(&overloaded, &c), Some(1));
         // A busy agent never measured is no reason to hold.
         let new = Estimate::default();
         let c = [cand(1, 1, 1, 1.0, &new), cand(2, 0, 1, 1.0, &slow)];

@@ -52,6 +52,9 @@ pub struct Route<'a> {
     pub retry_penalty_ms: u64,
     /// Other tasks of the capability waiting in its ready queue.
     pub queued: usize,
+    /// Tasks of the capability made ready per millisecond, lately (retries included); measured
+    /// only for a policy that weighs busy agents, else 0.
+    pub arrivals_per_ms: f64,
     pub learning: &'a LearningConfig,
 }
 
@@ -145,6 +148,7 @@ pub(crate) mod testing {
             now: Timestamp(1_000),
             retry_penalty_ms: 1_000,
             queued: 0,
+            arrivals_per_ms: 0.0,
             learning: &LEARNING,
         }
     }

@@ -38,7 +38,7 @@ pub use recovery::RecoveredTask;
 pub use rejoin::{HeldAttempt, Rejoined};
 
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
-use crate::estimate::{LearningConfig, RoutingView};
+use crate::estimate::{LearningConfig, Rate, RoutingView};
 use crate::ids::{AgentId, TaskId};
 use crate::queue::{QueueKey, ReadyQueue};
 use crate::routing::RoutingPolicy;
@@ -194,6 +194,8 @@ pub struct Scheduler<P> {
     /// Queued tasks (ready or backing off) by capability, kept as phases change so that
     /// `queue_depths` does not walk a million tasks inside the scheduler's turn.
     queued: HashMap<Capability, usize>,
+    /// Tasks made ready per capability, for a policy that weighs busy agents (placement.rs).
+    arrivals: HashMap<Capability, Rate>,
     /// Offline agents, oldest first; kept for the agent list up to [`MAX_OFFLINE_AGENTS`].
     offline: VecDeque<AgentId>,
     changes: Vec<Change>,
@@ -231,6 +233,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             agents: HashMap::new(),
             agents_by_capability: HashMap::new(),
             queued: HashMap::new(),
+            arrivals: HashMap::new(),
             offline: VecDeque::new(),
             changes: Vec::new(),
             payload_bytes: 0,

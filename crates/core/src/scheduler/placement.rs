@@ -19,10 +19,20 @@ use crate::routing::{Candidate, Route, RoutingPolicy};
 use crate::task::Capability;
 use crate::time::Timestamp;
 
+/// Time constant of the arrival rate a holding policy weighs: a second, so that a burst shows
+/// within it and an overload is seen before the queue it builds.
+const ARRIVALS_MS: u64 = 1_000;
+
 impl<P: RoutingPolicy> Scheduler<P> {
     /// A task may run now: give it to an agent or queue it.
     pub(super) fn make_ready(&mut self, id: TaskId, now: Timestamp) {
         let capability = self.tasks[&id].spec.capability.clone();
+        if self.policy.weighs_busy_agents() {
+            self.arrivals
+                .entry(capability.clone())
+                .or_default()
+                .add(now, ARRIVALS_MS);
+        }
         // Tasks queue for a capability only while none of its agents will take them (no free
         // slot, or held): a new task goes behind them, and the (O(agents)) search is skipped.
         let saturated = self.queues.get(&capability).is_some_and(|q| !q.is_empty());
@@ -84,6 +94,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
             now,
             retry_penalty_ms: routed.spec.backoff.delay_ms(task, 1),
             queued,
+            arrivals_per_ms: self
+                .arrivals
+                .get(capability)
+                .map_or(0.0, |r| r.per_ms(now, ARRIVALS_MS)),
             learning: &self.config.learning,
         };
         match self.policy.choose(&route, &candidates) {
