@@ -121,6 +121,16 @@ try {
   await page.locator("[data-testid=tasks] tbody tr").first().click();
   await until("a task's detail", async () => (await page.textContent("[data-testid=task-detail]"))?.includes("attempts"));
 
+  // The agents view shows what routing learned of the worker's name, and its share of traffic
+  // over time.
+  await page.click("nav a[href='#/agents']");
+  await until("the worker's routing estimate", async () => {
+    const text = await page.textContent("[data-testid=agents]");
+    return text?.includes("e2e-worker") && /echo: [\d.]+% ok, [\d.]+ m?s, [\d.]+% of traffic/.test(text);
+  });
+  await until("the share chart", async () => (await page.locator("[data-chart^='share of recent assignments'] canvas").count()) > 0);
+  await page.click("nav a[href='#/tasks']");
+
   // An alert that fires appears: five tasks no agent can take.
   const stuck = Array.from({ length: 5 }, () => ({ capability: "nobody" }));
   await fetch(`${url}/api/v1/tasks/batch`, {

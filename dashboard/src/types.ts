@@ -48,6 +48,16 @@ export interface Agent {
   connected_at: string;
   last_heartbeat: string;
   stats: Record<string, CapabilityStats>;
+  /** What routing believes of the agent's name per capability (docs/routing.md). */
+  routing: Record<string, RoutingEstimate>;
+}
+
+export interface RoutingEstimate {
+  success_probability: number;
+  latency_ms: number | null;
+  tail_ms: number | null;
+  samples: number;
+  share: number;
 }
 
 export interface Attempt {

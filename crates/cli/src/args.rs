@@ -220,7 +220,8 @@ pub struct WorkerArgs {
     /// Shell command run per task: payload JSON on stdin, output on stdout.
     #[arg(long)]
     pub exec: String,
-    /// Name shown in the agent list (default: worker-PID).
+    /// The worker's identity: shown in the agent list, and what routing learns about (success
+    /// rate, latency; kept across restarts). Default: HOST:CAPABILITIES, e.g. box:shout+echo.
     #[arg(long)]
     pub name: Option<String>,
     /// A swarm to join; repeat for several. Broadcasts to it run CMD too, and its output is the

@@ -88,11 +88,32 @@ pub struct WorkerOptions {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// `HOST:CAPABILITIES` (`gpu-box:summarize+translate`), at most 128 bytes: the worker's identity,
+/// which routing learns about (docs/routing.md), stable across restarts of the worker, shared by
+/// workers of one kind on one host and by no one else.
+pub fn default_name(capabilities: &[&str]) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let mut name = format!("{host}:{}", capabilities.join("+"));
+    if name.len() > 128 {
+        let mut end = 128;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
+}
+
 impl WorkerOptions {
     pub fn new(hub: &str, capabilities: &[&str], slots: u32) -> Self {
         WorkerOptions {
             hub: hub.to_string(),
-            name: format!("worker-{}", std::process::id()),
+            name: default_name(capabilities),
             capabilities: capabilities.iter().map(|c| (c.to_string(), 1.0)).collect(),
             slots,
             groups: Vec::new(),
@@ -549,7 +570,17 @@ async fn run_one(executor: Arc<dyn Executor>, task: Assignment) -> (String, u32,
 
 #[cfg(test)]
 mod tests {
-    use super::ws_url;
+    use super::{default_name, ws_url};
+
+    #[test]
+    fn the_default_name_is_the_host_and_the_capabilities_within_128_bytes() {
+        let name = default_name(&["summarize", "translate"]);
+        assert!(name.ends_with(":summarize+translate"), "{name}");
+        assert_eq!(name, default_name(&["summarize", "translate"]), "stable");
+        let long = "é".repeat(100);
+        let name = default_name(&[long.as_str()]);
+        assert!(name.len() <= 128 && name.ends_with('é'), "{name}");
+    }
 
     #[test]
     fn hub_urls_become_websocket_urls() {

@@ -2,9 +2,11 @@
 //! its attempts: how likely an attempt succeeds, how long one takes, and how much of the recent
 //! traffic it got.
 //!
-//! - Success: a Beta posterior, Beta(1 + successes, 1 + failures), over counts that fade with
-//!   time (time constant [`LearningConfig::memory_ms`]), so an agent that recovers is believed
-//!   again and one that starts failing is believed less within a minute.
+//! - Success: counts of successes and failures, each outcome weighing more than older ones (they
+//!   fade with time constant [`LearningConfig::memory_ms`] between outcomes). The probability
+//!   believed is `(successes + 1) / (successes + failures + 1)` (see [`Belief`]); Thompson
+//!   sampling draws from a Beta posterior whose counts also fade while the agent is idle, so an
+//!   agent that failed is tried again after a while and can show that it recovered.
 //! - Latency: an EWMA that is *peak sensitive* like Finagle's and Linkerd's peak-EWMA: a sample
 //!   above the estimate moves it half way at once (a 20x slow-down shows in one attempt), a sample
 //!   below moves it a tenth of the way, more when the samples are far apart in time. While an
@@ -70,21 +72,21 @@ pub struct Estimate {
 /// An [`Estimate`] read at a moment: what the policies weigh.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Belief {
-    /// Parameters of the Beta posterior of the success probability.
+    /// The success probability believed: `(successes + 1) / (successes + failures + 1)`, with
+    /// the counts as of the last outcome. Optimistic (an agent never seen failing is believed
+    /// to succeed, so a new one is worth trying), and it does not drift while an agent is idle:
+    /// an agent that was reliable stays so until an attempt says otherwise.
+    pub success_probability: f64,
+    /// Parameters of the Beta posterior that Thompson sampling draws from: Beta(1 + successes,
+    /// 1 + failures) over counts faded since (time constant [`LearningConfig::memory_ms`]), so
+    /// the draws widen as the evidence ages and an agent not tried for a while gets tried.
     pub alpha: f64,
     pub beta: f64,
     /// `None` until a first sample.
     pub latency_ms: Option<f64>,
     pub deviation_ms: f64,
-    /// Latency samples taken, faded like the success counts: how sure the latency is.
+    /// Outcomes counted, faded like `alpha` and `beta`: how sure the estimate is.
     pub weight: f64,
-}
-
-impl Belief {
-    /// The posterior mean of the success probability.
-    pub fn success_probability(&self) -> f64 {
-        self.alpha / (self.alpha + self.beta)
-    }
 }
 
 /// What routing believes of an agent on one capability, for people (the API, `hive agents`).
@@ -113,7 +115,7 @@ impl RoutingView {
         let belief = estimate.belief(now, running, config);
         let assigned = estimate.assigned_at_time(now, config);
         RoutingView {
-            success_probability: belief.success_probability(),
+            success_probability: belief.success_probability,
             latency_ms: belief.latency_ms,
             tail_ms: belief.latency_ms.map(|l| l + 2.0 * belief.deviation_ms),
             samples: estimate.samples,
@@ -217,7 +219,7 @@ impl Estimate {
         self.assigned * fade(now.ms_since(self.assigned_at), config.decay_ms)
     }
 
-    /// What is believed at `now` of an agent running `running` attempts of the capability.
+    /// What is believed at `now` of an agent running `running` attempts (of any capability).
     pub fn belief(&self, now: Timestamp, running: u32, config: &LearningConfig) -> Belief {
         let elapsed = now.ms_since(self.updated_at);
         let kept = fade(elapsed, config.memory_ms);
@@ -227,6 +229,7 @@ impl Estimate {
             1.0
         };
         Belief {
+            success_probability: (self.successes + 1.0) / (self.successes + self.failures + 1.0),
             alpha: 1.0 + self.successes * kept,
             beta: 1.0 + self.failures * kept,
             latency_ms: (self.samples > 0).then_some(self.latency_ms * idle_decay),
@@ -290,7 +293,11 @@ mod tests {
     #[test]
     fn success_counts_form_a_posterior_that_fades() {
         let mut e = Estimate::default();
-        assert_eq!(e.belief(at(0), 0, &CONFIG).success_probability(), 0.5);
+        assert_eq!(
+            e.belief(at(0), 0, &CONFIG).success_probability,
+            1.0,
+            "optimistic about a new agent"
+        );
         for i in 0..80 {
             e.observe(AttemptOutcome::Succeeded, 5, at(i), &CONFIG);
         }
@@ -298,9 +305,11 @@ mod tests {
             e.observe(AttemptOutcome::Failed, 5, at(80 + i), &CONFIG);
         }
         let now = e.belief(at(100), 0, &CONFIG);
-        assert!((now.success_probability() - 81.0 / 102.0).abs() < 0.01);
+        assert!((now.success_probability - 81.0 / 101.0).abs() < 0.01);
         let later = e.belief(at(100 + 600_000), 0, &CONFIG);
-        assert!(later.weight < 0.01 && (later.success_probability() - 0.5).abs() < 0.01);
+        // Idle for ten minutes: the belief stands, the draws widen to the uniform prior.
+        assert_eq!(later.success_probability, now.success_probability);
+        assert!(later.weight < 0.01 && (later.alpha - 1.0).abs() < 0.01);
         e.observe(AttemptOutcome::LeaseExpired, 30_000, at(101), &CONFIG);
         assert!(e.failures > 20.0, "a lease that ran out is a failure");
     }

@@ -158,13 +158,15 @@ pub struct Agent {
     pub routing: BTreeMap<String, RoutingEstimate>,
 }
 
-/// What routing believes of an agent identity on one capability (docs/routing.md).
+/// What routing believes of an agent identity on one capability, as it weighs it at the moment
+/// of the answer (docs/routing.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoutingEstimate {
-    /// Posterior mean of the probability that an attempt succeeds.
+    /// The probability believed that an attempt succeeds: (successes + 1) / (attempts + 1).
     #[schema(minimum = 0, maximum = 1)]
     pub success_probability: f64,
-    /// Latency estimate (peak-sensitive EWMA), ms; absent until an attempt was measured.
+    /// Latency estimate (peak-sensitive EWMA), ms, decayed toward 0 while the agent is idle;
+    /// absent until an attempt was measured.
     pub latency_ms: Option<f64>,
     /// Tail estimate, ms: the latency plus twice the mean absolute deviation.
     pub tail_ms: Option<f64>,

@@ -47,7 +47,8 @@ pub struct HubConfig {
     pub alerts: crate::alerts::AlertConfig,
 }
 
-/// `[routing]`: the policy and how much it may explore.
+/// `[routing]`: the policy and how much it may explore. (How fast what it learns fades,
+/// `decay_ms` and `memory_ms`, is the scheduler's: `SchedulerConfig::learning`.)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoutingConfig {
     pub policy: PolicyKind,

@@ -1,11 +1,10 @@
 // Overview: the numbers of the latest snapshot, and charts over the history kept in the page.
 import { useMemo } from "react";
 import { Chart } from "../components/Chart";
+import { palette } from "../palette";
 import * as f from "../format";
 import { agentsOnline, columns, cores, queued, stage } from "../series";
 import type { MetricsSnapshot } from "../types";
-
-const palette = ["#e8a33d", "#4c9be8", "#5fb760", "#d9534f", "#9b6fd6", "#47b8b0", "#c77d4a", "#8a8a8a"];
 
 function Tile({ label, value, testId }: { label: string; value: string; testId: string }) {
   return (

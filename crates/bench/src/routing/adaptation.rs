@@ -49,7 +49,8 @@ pub fn times(shares: &[Vec<f64>], change: &Change) -> (Option<f64>, Option<f64>)
         let total: f64 = buckets.iter().map(|b| b[change.agent]).sum();
         (!buckets.is_empty()).then(|| total / buckets.len() as f64)
     };
-    let Some(before) = share_over(change.before_from, change.slowed) else {
+    // An agent that had no traffic before has none to move.
+    let Some(before) = share_over(change.before_from, change.slowed).filter(|b| *b > 0.0) else {
         return (None, None);
     };
     let first_window = |from: usize, to: usize, done: &dyn Fn(f64) -> bool| {

@@ -38,9 +38,9 @@ fn worker(url: &str, name: &str, succeeds: bool) -> oneshot::Sender<()> {
     stop
 }
 
-/// What routing believes of each connected worker of the capability, by name, once `count` are
-/// connected (the hub's built-in agent has other capabilities).
-async fn beliefs(client: &HubClient, count: usize) -> BTreeMap<String, RoutingEstimate> {
+/// What routing believes of each connected worker of the capability, by name, once exactly
+/// `names` are connected (the hub's built-in agent has other capabilities).
+async fn beliefs(client: &HubClient, names: &[&str]) -> BTreeMap<String, RoutingEstimate> {
     for _ in 0..200 {
         let agents = client.agents().await.unwrap();
         let online: BTreeMap<_, _> = agents
@@ -48,12 +48,12 @@ async fn beliefs(client: &HubClient, count: usize) -> BTreeMap<String, RoutingEs
             .filter(|a| a.state != "offline")
             .filter_map(|a| Some((a.name, a.routing.get(CAPABILITY)?.clone())))
             .collect();
-        if online.len() == count {
+        if online.keys().eq(names.iter()) {
             return online;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{count} workers did not connect");
+    panic!("not exactly {names:?} connected");
 }
 
 async fn run_tasks(client: &HubClient, n: usize) {
@@ -73,14 +73,16 @@ async fn what_routing_learned_of_a_name_survives_kill_9() {
     // One at a time, so each gets all the tasks whatever the policy: a worker that fails every
     // attempt, then one that succeeds.
     let failing = worker(&hub.url, "always-fails", false);
-    beliefs(&client, 1).await;
+    beliefs(&client, &["always-fails"]).await;
     run_tasks(&client, 6).await;
     drop(failing);
+    beliefs(&client, &[]).await;
     let steady = worker(&hub.url, "steady", true);
-    beliefs(&client, 1).await;
+    beliefs(&client, &["steady"]).await;
     run_tasks(&client, 10).await;
     let failing = worker(&hub.url, "always-fails", false);
-    let before = beliefs(&client, 2).await;
+    let both = ["always-fails", "steady"];
+    let before = beliefs(&client, &both).await;
     assert_eq!(before["always-fails"].samples, 6);
     assert_eq!(before["steady"].samples, 10);
     assert!(
@@ -92,11 +94,13 @@ async fn what_routing_learned_of_a_name_survives_kill_9() {
     hub.kill_9().await;
     let hub = HubProcess::start(dir.path(), port).await;
     // The workers reconnect by themselves, as new agents under their old names.
-    let after = beliefs(&client, 2).await;
+    let after = beliefs(&client, &both).await;
     for name in ["always-fails", "steady"] {
         assert_eq!(after[name].samples, before[name].samples, "{name}");
-        let drift = (after[name].success_probability - before[name].success_probability).abs();
-        assert!(drift < 0.05, "{name}: {before:?} then {after:?}");
+        assert_eq!(
+            after[name].success_probability, before[name].success_probability,
+            "{name}"
+        );
         assert!(after[name].latency_ms.is_some(), "{name}");
     }
     drop((failing, steady));

@@ -52,6 +52,8 @@ pub struct Route<'a> {
     pub retry_penalty_ms: u64,
     /// Other tasks of the capability waiting in its ready queue.
     pub queued: usize,
+    /// How long this task has waited in the queue (0 for one not queued yet).
+    pub waited_ms: u64,
     /// Tasks of the capability made ready per millisecond, lately (retries included); measured
     /// only for a policy that weighs busy agents, else 0.
     pub arrivals_per_ms: f64,
@@ -77,6 +79,12 @@ pub trait RoutingPolicy: Send {
         false
     }
 
+    /// After `choose` held a task: the longest it should wait before it is offered again
+    /// (whatever else happens meanwhile), ms.
+    fn hold_limit_ms(&self) -> u64 {
+        0
+    }
+
     fn name(&self) -> &'static str;
 }
 
@@ -87,6 +95,10 @@ impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
 
     fn weighs_busy_agents(&self) -> bool {
         (**self).weighs_busy_agents()
+    }
+
+    fn hold_limit_ms(&self) -> u64 {
+        (**self).hold_limit_ms()
     }
 
     fn name(&self) -> &'static str {
@@ -148,6 +160,7 @@ pub(crate) mod testing {
             now: Timestamp(1_000),
             retry_penalty_ms: 1_000,
             queued: 0,
+            waited_ms: 0,
             arrivals_per_ms: 0.0,
             learning: &LEARNING,
         }

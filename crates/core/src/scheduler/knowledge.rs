@@ -23,7 +23,7 @@ struct Entry {
     dirty: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Knowledge {
     entries: Vec<Entry>,
     index: HashMap<(Arc<str>, Capability), usize>,

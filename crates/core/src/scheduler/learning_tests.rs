@@ -51,7 +51,7 @@ fn outcomes_are_learned_per_name_once_per_turn_and_survive_a_reconnect() {
     let view = s.snapshot(agent_id(2)).unwrap().routing;
     assert_eq!(view.len(), 1);
     assert_eq!(view[0].1.samples, 3);
-    assert!((view[0].1.success_probability - 3.0 / 5.0).abs() < 0.01);
+    assert!((view[0].1.success_probability - 3.0 / 4.0).abs() < 0.01);
     assert_eq!(view[0].1.share, 1.0, "every recent assignment went to gpu");
 }
 
@@ -117,29 +117,71 @@ fn the_learned_policy_holds_tasks_for_a_busy_fast_agent_rather_than_a_free_flaky
         learned("fast", estimate(2, 0)),
         learned("flaky", estimate(2, 30)),
     ]);
-    s.register_agent(agent_id(1), named("fast", 1), Timestamp(10));
+    s.register_agent(agent_id(1), named("fast", 2), Timestamp(10));
     s.register_agent(agent_id(2), named("flaky", 1), Timestamp(10));
-    for n in 1..=3 {
+    for n in 1..=4 {
         s.submit(spec(n, "a"), Timestamp(10), &mut none).unwrap();
     }
     let first = started(&s.take_changes());
+    let fast_two = vec![(task_id(1), 1, agent_id(1)), (task_id(2), 1, agent_id(1))];
     assert_eq!(
-        first,
-        vec![(task_id(1), 1, agent_id(1))],
-        "two held, the flaky one idle"
+        first, fast_two,
+        "two held for the fast agent's slots, the flaky one idle"
     );
     s.check_invariants().unwrap();
     s.report(agent_id(1), task_id(1), 1, ok(), Timestamp(12))
         .unwrap();
     assert_eq!(
         started(&s.take_changes()),
-        vec![(task_id(2), 1, agent_id(1))]
+        vec![(task_id(3), 1, agent_id(1))]
     );
     // The fast agent leaves: nothing is held for it any more, so the flaky one takes the rest.
     s.disconnect_agent(agent_id(1));
     assert_eq!(
         started(&s.take_changes()),
-        vec![(task_id(3), 1, agent_id(2))]
+        vec![(task_id(4), 1, agent_id(2))]
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_task_held_for_a_busy_agent_stuck_on_a_long_attempt_runs_elsewhere_after_the_hold_limit() {
+    let estimate = |latency_ms| {
+        let mut e = crate::estimate::Estimate::default();
+        for _ in 0..100 {
+            let outcome = crate::task::AttemptOutcome::Succeeded;
+            e.observe(outcome, latency_ms, Timestamp(0), &Default::default());
+        }
+        e
+    };
+    let learned = |name: &str, e| LearnedEstimate {
+        identity: name.into(),
+        capability: Capability::parse("a", "c").unwrap(),
+        estimate: e,
+    };
+    let mut s = Scheduler::new(SchedulerConfig::default(), Learned::new(5, 0.0));
+    s.restore_learned(vec![
+        learned("fast", estimate(2)),
+        learned("slow", estimate(30)),
+    ]);
+    s.register_agent(agent_id(1), named("fast", 1), Timestamp(10));
+    s.register_agent(agent_id(2), named("slow", 1), Timestamp(10));
+    // The fast agent takes task 1 and never answers; task 2 is held for it.
+    s.submit(spec(1, "a"), Timestamp(10), &mut none).unwrap();
+    s.submit(spec(2, "a"), Timestamp(10), &mut none).unwrap();
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(1), 1, agent_id(1))]
+    );
+    let limit = s.next_wakeup().expect("a re-offer is due");
+    assert!(
+        limit <= Timestamp(10 + 31),
+        "{limit:?}: at most the slow agent's time"
+    );
+    s.advance(limit);
+    assert_eq!(
+        started(&s.take_changes()),
+        vec![(task_id(2), 1, agent_id(2))]
     );
     s.check_invariants().unwrap();
 }

@@ -6,9 +6,10 @@
 //! backoff, heartbeats); [`Scheduler::next_wakeup`] says when the runtime should call it next.
 //!
 //! Invariant kept by every operation: if a capability's ready queue is not empty, no agent that
-//! has that capability and accepts work has a free slot. So a newly ready task either finds a free
-//! agent (chosen by the [`RoutingPolicy`]) or joins the queue, and a freed slot takes the head of
-//! its agent's queues.
+//! has that capability and accepts work has a free slot, unless the policy holds the queued tasks
+//! for a busy agent of the capability (the learned policy may; see `placement`). So a newly ready
+//! task either goes to an agent (chosen by the [`RoutingPolicy`]) or joins the queue, and a freed
+//! slot takes the head of its agent's queues (or, with a holding policy, offers it around).
 //!
 //! Terminal tasks leave memory: the caller keeps them in its store and answers the dependency and
 //! idempotency look-ups for them through the `resolve` callbacks.
@@ -67,9 +68,14 @@ impl Default for SchedulerConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Lease { task: TaskId, attempt: u32 },
+    Lease {
+        task: TaskId,
+        attempt: u32,
+    },
     Backoff(TaskId),
     Heartbeat(AgentId),
+    /// A task held for a busy agent is offered again (placement.rs).
+    Reoffer(TaskId),
 }
 
 #[derive(Debug)]
@@ -140,7 +146,7 @@ struct AgentEntry {
     spec: AgentSpec,
     /// Slab index in [`Knowledge`](knowledge::Knowledge) of each capability's estimate, in the
     /// order of `spec.capabilities`.
-    learned: Vec<usize>,
+    estimate_slots: Vec<usize>,
     connected: bool,
     draining: bool,
     running: u32,
@@ -170,7 +176,7 @@ impl AgentEntry {
             .capabilities
             .iter()
             .position(|(c, _)| c == capability)?;
-        Some((self.spec.capabilities[i].1, self.learned[i]))
+        Some((self.spec.capabilities[i].1, self.estimate_slots[i]))
     }
 }
 
@@ -196,6 +202,8 @@ pub struct Scheduler<P> {
     queued: HashMap<Capability, usize>,
     /// Tasks made ready per capability, for a policy that weighs busy agents (placement.rs).
     arrivals: HashMap<Capability, Rate>,
+    /// Held tasks with a [`Timer::Reoffer`] pending.
+    reoffers: foldhash::HashSet<TaskId>,
     /// Offline agents, oldest first; kept for the agent list up to [`MAX_OFFLINE_AGENTS`].
     offline: VecDeque<AgentId>,
     changes: Vec<Change>,
@@ -234,6 +242,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             agents_by_capability: HashMap::new(),
             queued: HashMap::new(),
             arrivals: HashMap::new(),
+            reoffers: foldhash::HashSet::default(),
             offline: VecDeque::new(),
             changes: Vec::new(),
             payload_bytes: 0,
@@ -346,7 +355,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             id,
             AgentEntry {
                 spec,
-                learned,
+                estimate_slots: learned,
                 connected: true,
                 draining: false,
                 running: 0,
@@ -389,9 +398,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
         }
         self.emit_agent(id);
-        let capabilities: Vec<Capability> =
-            agent_capabilities(&self.agents[&id]).cloned().collect();
-        self.release_holds(&capabilities);
+        self.release_holds_of(id);
         self.offline.push_back(id);
         if self.offline.len() > MAX_OFFLINE_AGENTS {
             // Its attempts, if any, still end by their leases; a missing agent is skipped there.
@@ -413,9 +420,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             agent.draining = true;
             self.emit_agent(id);
             self.changes.push(Change::SendDrain { agent: id });
-            let capabilities: Vec<Capability> =
-                agent_capabilities(&self.agents[&id]).cloned().collect();
-            self.release_holds(&capabilities);
+            self.release_holds_of(id);
         }
         Ok(self.snapshot(id).expect("agent exists"))
     }
@@ -552,6 +557,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     }
                 }
                 Timer::Heartbeat(agent) => self.check_heartbeat(agent, now),
+                Timer::Reoffer(task) => self.reoffer(task, now),
             }
         }
     }
@@ -591,7 +597,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .spec
             .capabilities
             .iter()
-            .zip(&agent.learned)
+            .zip(&agent.estimate_slots)
             .map(|((capability, _), slot)| {
                 let total = *totals.entry(capability.clone()).or_insert_with(|| {
                     self.knowledge
@@ -868,10 +874,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
             self.changes.push(Change::AgentChanged(snapshot));
         }
     }
-}
-
-fn agent_capabilities(agent: &AgentEntry) -> impl Iterator<Item = &Capability> {
-    agent.spec.capabilities.iter().map(|(c, _)| c)
 }
 
 fn dependency_error(dep: TaskId, status: TaskStatus) -> String {

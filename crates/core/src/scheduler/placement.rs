@@ -8,13 +8,15 @@
 //! agent is free exactly because it is not worth using). So the invariant of a plain job queue
 //! ("a task queues only while no agent of its capability has a free slot") holds only for the
 //! other policies; for a holding one it reads "a task queues while an agent has a free slot only
-//! if another agent of its capability is busy", the one the task is held for. Whatever could make
-//! a held task worth giving to a free agent re-offers the queue's head: a task queued behind it
-//! (the queue grew), a slot freed, a busy agent leaving or draining.
+//! if another agent of its capability is busy", the one the task is held for. The queue's head is
+//! offered again whenever that could change the answer: a task queued behind it (the queue
+//! grew), a slot freed, a busy agent leaving or draining, and at the latest when the hold's limit
+//! passes ([`RoutingPolicy::hold_limit_ms`], a [`Timer::Reoffer`]): time alone makes waiting
+//! dearer, and the busy agent may be stuck on a long attempt.
 
-use super::{AgentEntry, Phase, Scheduler, count_queued};
+use super::{AgentEntry, Phase, Scheduler, Timer, count_queued};
 use crate::ids::{AgentId, TaskId};
-use crate::queue::queue_key;
+use crate::queue::{queue_key, ready_at};
 use crate::routing::{Candidate, Route, RoutingPolicy};
 use crate::task::Capability;
 use crate::time::Timestamp;
@@ -81,31 +83,54 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     running: agent.running,
                     slots: agent.spec.slots,
                     level: agent.spec.capabilities[i].1,
-                    estimate: self.knowledge.get(agent.learned[i]),
+                    estimate: self.knowledge.get(agent.estimate_slots[i]),
                 });
             }
         }
         let routed = &self.tasks[&task];
         // A queued task is in the queue itself: count only the others.
-        let in_queue = matches!(routed.phase, Phase::Ready { .. });
-        let queued = self.queues.get(capability).map_or(0, |q| q.len()) - usize::from(in_queue);
+        let waited_ms = match routed.phase {
+            Phase::Ready { rank } => {
+                Some(now.ms_since(ready_at(rank, routed.spec.priority, self.config.aging_ms)))
+            }
+            _ => None,
+        };
+        let queued =
+            self.queues.get(capability).map_or(0, |q| q.len()) - usize::from(waited_ms.is_some());
         let route = Route {
             capability: capability.as_str(),
             now,
             retry_penalty_ms: routed.spec.backoff.delay_ms(task, 1),
             queued,
+            waited_ms: waited_ms.unwrap_or(0),
             arrivals_per_ms: self
                 .arrivals
                 .get(capability)
                 .map_or(0.0, |r| r.per_ms(now, ARRIVALS_MS)),
             learning: &self.config.learning,
         };
-        match self.policy.choose(&route, &candidates) {
+        let agent = match self.policy.choose(&route, &candidates) {
             Some(i) if candidates.get(i).is_some_and(Candidate::free) => Some(candidates[i].agent),
             // Held for a busy agent; without one (a policy breaking its contract) nothing would
             // ever take the task, so the first free agent does.
             None if candidates.iter().any(|c| !c.free()) => None,
             _ => candidates.iter().find(|c| c.free()).map(|c| c.agent),
+        };
+        if agent.is_none() && self.reoffers.insert(task) {
+            let due = now.plus_ms(self.policy.hold_limit_ms().max(1));
+            self.timers.insert((due, Timer::Reoffer(task)));
+        }
+        agent
+    }
+
+    /// A held task's [`Timer::Reoffer`] fired: its queue is offered again.
+    pub(super) fn reoffer(&mut self, task: TaskId, now: Timestamp) {
+        self.reoffers.remove(&task);
+        if let Some(t) = self.tasks.get(&task)
+            && matches!(t.phase, Phase::Ready { .. })
+        {
+            let capability = t.spec.capability.clone();
+            self.offer_queued(&capability, now);
         }
     }
 
@@ -146,12 +171,19 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     /// A busy agent a task may be held for is leaving or draining: its capabilities' queues are
-    /// offered again.
-    pub(super) fn release_holds(&mut self, capabilities: &[Capability]) {
-        if self.policy.weighs_busy_agents() {
-            for capability in capabilities {
-                self.offer_queued(capability, self.now);
-            }
+    /// offered again (at the latest moment seen: leaving and draining carry no time).
+    pub(super) fn release_holds_of(&mut self, agent: AgentId) {
+        if !self.policy.weighs_busy_agents() {
+            return;
+        }
+        let capabilities: Vec<Capability> = self.agents[&agent]
+            .spec
+            .capabilities
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
+        for capability in &capabilities {
+            self.offer_queued(capability, self.now);
         }
     }
 

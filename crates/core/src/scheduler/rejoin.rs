@@ -50,12 +50,16 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let name = spec.name.clone();
         let slots = spec.slots;
         self.add_agent(id, spec, now);
+        // Taking no work while its claims are bound: a holder's freed slot is offered around
+        // (with a holding policy, to any agent), and must not fill this one's slots before its
+        // own attempts are back.
         if let Some(agent) = self.agents.get_mut(&id) {
-            agent.draining = draining;
+            agent.draining = true;
         }
+        let mut holders = Vec::new();
         let mut rejoined = Rejoined::default();
         for &claim in held {
-            if self.agents[&id].running < slots && self.reattach(id, &name, claim, now) {
+            if self.agents[&id].running < slots && self.reattach(id, &name, claim, &mut holders) {
                 rejoined.kept.push(claim);
             } else {
                 self.changes.push(Change::SendCancel {
@@ -66,7 +70,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 rejoined.refused.push(claim);
             }
         }
+        if let Some(agent) = self.agents.get_mut(&id) {
+            agent.draining = draining;
+        }
         self.emit_agent(id);
+        for holder in holders {
+            // Its slot is back (fill_agent skips an offline one).
+            self.fill_agent(holder, now);
+        }
         self.fill_agent(id, now);
         rejoined
     }
@@ -90,7 +101,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .collect()
     }
 
-    fn reattach(&mut self, id: AgentId, name: &str, claim: HeldAttempt, now: Timestamp) -> bool {
+    fn reattach(
+        &mut self,
+        id: AgentId,
+        name: &str,
+        claim: HeldAttempt,
+        holders: &mut Vec<AgentId>,
+    ) -> bool {
         let Some(task) = self.tasks.get(&claim.task) else {
             return false;
         };
@@ -131,8 +148,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         attempt: claim.attempt,
                     });
                 }
-                // It gets its slot back (fill_agent skips an offline one).
-                self.fill_agent(holder, now);
+                holders.push(holder);
             }
         }
         let task = self.tasks.get_mut(&claim.task).expect("checked above");

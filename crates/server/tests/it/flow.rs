@@ -282,7 +282,9 @@ async fn tasks_accepted_before_a_restart_run_after_it() {
 }
 
 #[tokio::test]
-async fn the_least_loaded_agent_gets_the_task() {
+/// Under the default (learned) policy, agents expected to do equally well (here two of one
+/// name, nothing learned yet) get the work by load, as under least-loaded.
+async fn equal_agents_share_the_tasks_by_load() {
     let t = start_hub().await;
     let (got, mut got_rx) = mpsc::unbounded_channel();
     let hold = |got: mpsc::UnboundedSender<String>, name: &'static str| {
