@@ -15,6 +15,25 @@ fn learned_estimates(changes: &[Change]) -> Vec<&LearnedEstimate> {
         .collect()
 }
 
+/// What a store would give back for `name` on capability `a`: 100 attempts of `latency_ms`, the
+/// first `failures` of them failed.
+fn learned(name: &str, latency_ms: u64, failures: u32) -> LearnedEstimate {
+    let mut estimate = crate::estimate::Estimate::default();
+    for i in 0..100 {
+        let outcome = if i < failures {
+            crate::task::AttemptOutcome::Failed
+        } else {
+            crate::task::AttemptOutcome::Succeeded
+        };
+        estimate.observe(outcome, latency_ms, Timestamp(0), &Default::default());
+    }
+    LearnedEstimate {
+        identity: name.into(),
+        capability: Capability::parse("a", "c").unwrap(),
+        estimate,
+    }
+}
+
 fn named(name: &str, slots: u32) -> AgentSpec {
     AgentSpec {
         name: name.into(),
@@ -95,28 +114,8 @@ fn restored_estimates_steer_the_learned_policy_after_a_restart() {
 
 #[test]
 fn the_learned_policy_holds_tasks_for_a_busy_fast_agent_rather_than_a_free_flaky_one() {
-    let estimate = |latency_ms, failures| {
-        let mut e = crate::estimate::Estimate::default();
-        for i in 0..100 {
-            let outcome = if i < failures {
-                crate::task::AttemptOutcome::Failed
-            } else {
-                crate::task::AttemptOutcome::Succeeded
-            };
-            e.observe(outcome, latency_ms, Timestamp(0), &Default::default());
-        }
-        e
-    };
-    let learned = |name: &str, e| LearnedEstimate {
-        identity: name.into(),
-        capability: Capability::parse("a", "c").unwrap(),
-        estimate: e,
-    };
     let mut s = Scheduler::new(SchedulerConfig::default(), Learned::new(5, 0.0));
-    s.restore_learned(vec![
-        learned("fast", estimate(2, 0)),
-        learned("flaky", estimate(2, 30)),
-    ]);
+    s.restore_learned(vec![learned("fast", 2, 0), learned("flaky", 2, 30)]);
     s.register_agent(agent_id(1), named("fast", 2), Timestamp(10));
     s.register_agent(agent_id(2), named("flaky", 1), Timestamp(10));
     for n in 1..=4 {
@@ -146,24 +145,8 @@ fn the_learned_policy_holds_tasks_for_a_busy_fast_agent_rather_than_a_free_flaky
 
 #[test]
 fn a_task_held_for_a_busy_agent_stuck_on_a_long_attempt_runs_elsewhere_after_the_hold_limit() {
-    let estimate = |latency_ms| {
-        let mut e = crate::estimate::Estimate::default();
-        for _ in 0..100 {
-            let outcome = crate::task::AttemptOutcome::Succeeded;
-            e.observe(outcome, latency_ms, Timestamp(0), &Default::default());
-        }
-        e
-    };
-    let learned = |name: &str, e| LearnedEstimate {
-        identity: name.into(),
-        capability: Capability::parse("a", "c").unwrap(),
-        estimate: e,
-    };
     let mut s = Scheduler::new(SchedulerConfig::default(), Learned::new(5, 0.0));
-    s.restore_learned(vec![
-        learned("fast", estimate(2)),
-        learned("slow", estimate(30)),
-    ]);
+    s.restore_learned(vec![learned("fast", 2, 0), learned("slow", 30, 0)]);
     s.register_agent(agent_id(1), named("fast", 1), Timestamp(10));
     s.register_agent(agent_id(2), named("slow", 1), Timestamp(10));
     // The fast agent takes task 1 and never answers; task 2 is held for it.
