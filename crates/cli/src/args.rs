@@ -254,9 +254,14 @@ pub struct SubmitArgs {
     pub timeout_ms: Option<u64>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Id of a task that must succeed first; repeat for several.
+    /// Id of a task that must succeed first; repeat for several. The task's assignment carries
+    /// their results as `inputs` (`hive worker --exec` puts them in HIVE_INPUTS).
     #[arg(long = "depends-on")]
     pub depends_on: Vec<String>,
+    /// When a parent fails or is cancelled: `fail` this task too (the default), or `run` it with
+    /// the parent's error among its inputs.
+    #[arg(long, value_parser = ["fail", "run"])]
+    pub on_parent_failure: Option<String>,
     /// Wait for the task to finish and print it as JSON; exit 0 only if it succeeded.
     #[arg(long)]
     pub wait: bool,

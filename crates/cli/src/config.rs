@@ -94,6 +94,7 @@ struct StoreSection {
 struct TasksSection {
     max_payload_bytes: Option<usize>,
     max_output_bytes: Option<usize>,
+    max_inputs_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +273,12 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
             bail!("tasks.max_output_bytes must be at least 1");
         }
         config.limits.max_output_bytes = bytes;
+    }
+    if let Some(bytes) = file.tasks.max_inputs_bytes {
+        if bytes == 0 {
+            bail!("tasks.max_inputs_bytes must be at least 1");
+        }
+        config.scheduler.max_inputs_bytes = bytes;
     }
     if let Some(bytes) = file.server.max_body_bytes {
         config.max_body_bytes = bytes;
@@ -486,6 +493,21 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("routing.exploration"));
         let err = resolve(&args(), parse("[routing]\nmemory_ms = 5\n").unwrap());
         assert!(err.unwrap_err().to_string().contains("routing.memory_ms"));
+    }
+
+    #[test]
+    fn the_inputs_limit_is_read_and_zero_is_named() {
+        let config = resolve(
+            &args(),
+            parse("[tasks]\nmax_inputs_bytes = 4096\n").unwrap(),
+        );
+        assert_eq!(config.unwrap().scheduler.max_inputs_bytes, 4096);
+        let err = resolve(&args(), parse("[tasks]\nmax_inputs_bytes = 0\n").unwrap());
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("tasks.max_inputs_bytes")
+        );
     }
 
     #[test]

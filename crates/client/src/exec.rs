@@ -8,7 +8,12 @@
 //! ends in any way: cancelled, timed out, stopped by the worker's shutdown, or finished (what it
 //! left running in the background goes with it). Killing only the `sh -c` would leave its
 //! children running, re-parented to PID 1.
-//! `HIVE_TASK_ID`, `HIVE_ATTEMPT` and `HIVE_CAPABILITY` are set in its environment.
+//! `HIVE_TASK_ID`, `HIVE_ATTEMPT` and `HIVE_CAPABILITY` are set in its environment. A task with
+//! parents (`depends_on`) also gets their results: `HIVE_INPUTS` holds the assignment's `inputs`
+//! object, or, when that is over [`MAX_INPUTS_IN_ENV`] bytes (past what Linux lets one variable
+//! hold), `HIVE_INPUTS_FILE` names a file holding it, removed when the command ends.
+//! `HIVE_FAILED_INPUTS` lists, comma-separated, the parents that did not succeed (a task with
+//! `on_parent_failure: "run"`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,12 +38,18 @@ impl ExecExecutor {
     }
 
     async fn run(command: String, task: Assignment) -> Outcome {
-        let child = Command::new("sh")
+        let mut child = Command::new("sh");
+        child
             .arg("-c")
             .arg(&command)
             .env("HIVE_TASK_ID", &task.task_id)
             .env("HIVE_ATTEMPT", task.attempt.to_string())
-            .env("HIVE_CAPABILITY", &task.capability)
+            .env("HIVE_CAPABILITY", &task.capability);
+        let _inputs_file = match pass_inputs(&mut child, &task) {
+            Ok(file) => file,
+            Err(e) => return Outcome::failure(format!("cannot write the inputs file: {e}"), true),
+        };
+        let child = child
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -77,6 +88,47 @@ impl ExecExecutor {
     }
 }
 
+/// The most bytes of inputs passed in `HIVE_INPUTS`; Linux refuses a variable over 128 KiB.
+pub const MAX_INPUTS_IN_ENV: usize = 64 * 1024;
+
+/// Puts the task's inputs in the command's environment, or in a file it names; the file (if any)
+/// is removed when the returned guard drops.
+fn pass_inputs(command: &mut Command, task: &Assignment) -> std::io::Result<Option<RemoveOnDrop>> {
+    if !task.failed_inputs.is_empty() {
+        command.env("HIVE_FAILED_INPUTS", task.failed_inputs.join(","));
+    }
+    let Some(inputs) = &task.inputs else {
+        return Ok(None);
+    };
+    if inputs.get().len() <= MAX_INPUTS_IN_ENV {
+        command.env("HIVE_INPUTS", inputs.get());
+        return Ok(None);
+    }
+    // The id comes from the hub: only its safe characters go into a path.
+    let id: String = task
+        .task_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let name = format!(
+        "hive-inputs-{id}-{}-{}.json",
+        task.attempt,
+        std::process::id()
+    );
+    let path = std::env::temp_dir().join(name);
+    std::fs::write(&path, inputs.get())?;
+    command.env("HIVE_INPUTS_FILE", &path);
+    Ok(Some(RemoveOnDrop(path)))
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Kills its process group when dropped: when the attempt's future ends or is dropped.
 struct ProcessGroup(rustix::process::Pid);
 
@@ -96,5 +148,58 @@ impl Drop for ProcessGroup {
 impl Executor for ExecExecutor {
     fn execute(&self, task: Assignment) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         Box::pin(Self::run(self.command.clone(), task))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(inputs: Option<String>, failed: &[&str]) -> Assignment {
+        Assignment {
+            task_id: "t-1".into(),
+            attempt: 2,
+            capability: "reduce".into(),
+            payload: RawValue::from_string("null".into()).unwrap(),
+            priority: 5,
+            timeout_ms: 10_000,
+            inputs: inputs.map(|text| RawValue::from_string(text).unwrap()),
+            failed_inputs: failed.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    async fn output_of(command: &str, task: Assignment) -> String {
+        match ExecExecutor::run(command.into(), task).await {
+            Outcome::Success(output) => output.get().to_string(),
+            Outcome::Failure { error, .. } => panic!("{command}: {error}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn inputs_reach_the_command_in_its_environment() {
+        let inputs = r#"{"a":[1,2],"b":{"status":"failed","error":"boom"}}"#;
+        let command =
+            r#"printf '{"inputs":%s,"failed":"%s"}' "$HIVE_INPUTS" "$HIVE_FAILED_INPUTS""#;
+        let output = output_of(command, task(Some(inputs.into()), &["b"])).await;
+        assert_eq!(output, format!(r#"{{"inputs":{inputs},"failed":"b"}}"#));
+        let unset = r#"printf '"%s%s"' "${HIVE_INPUTS-unset}" "${HIVE_INPUTS_FILE-}""#;
+        assert_eq!(output_of(unset, task(None, &[])).await, r#""unset""#);
+    }
+
+    #[tokio::test]
+    async fn inputs_too_large_for_the_environment_come_in_a_file_removed_after() {
+        let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_INPUTS_IN_ENV));
+        let command = r#"f="$HIVE_INPUTS_FILE"; printf '{"env":"%s","path":"%s","bytes":%s,"head":"%s"}' "${HIVE_INPUTS-unset}" "$f" "$(wc -c < "$f")" "$(head -c 8 "$f" | tr -d '"{:')""#;
+        let output = output_of(command, task(Some(big.clone()), &[])).await;
+        let written: serde_json::Value = serde_json::from_str(&output).unwrap();
+        assert_eq!(written["env"], "unset");
+        assert_eq!(written["bytes"], big.len());
+        assert_eq!(written["head"], "axx", "the file holds the inputs");
+        let path = written["path"].as_str().unwrap();
+        assert!(path.contains("hive-inputs-t-1-2-"), "{path}");
+        assert!(
+            !std::path::Path::new(path).exists(),
+            "removed after the command ended"
+        );
     }
 }

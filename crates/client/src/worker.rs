@@ -488,6 +488,8 @@ async fn session<S: Future<Output = ()>>(
                             payload,
                             priority: 5,
                             timeout_ms: 30_000,
+                            inputs: None,
+                            failed_inputs: Vec::new(),
                         };
                         let executor = executor.clone();
                         messages.spawn(async move { (message_id, executor.execute(task).await) });

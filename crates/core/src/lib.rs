@@ -38,5 +38,8 @@ pub use scheduler::{
     CancelError, Change, DrainError, HeldAttempt, LearnedEstimate, NextStatus, RecoveredTask,
     Rejoined, Report, ReportError, Scheduler, SchedulerConfig, SchedulerMemory, SubmitError,
 };
-pub use task::{AttemptOutcome, Capability, TaskLimits, TaskSpec, TaskStatus, ValidationError};
+pub use task::{
+    AttemptOutcome, Capability, OnParentFailure, TaskEnd, TaskLimits, TaskSpec, TaskStatus,
+    ValidationError,
+};
 pub use time::{Clock, SystemClock, Timestamp};

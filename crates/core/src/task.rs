@@ -260,6 +260,64 @@ impl TaskLimits {
     }
 }
 
+/// What a task with dependencies does when one of them fails or is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnParentFailure {
+    /// It fails too, with an error naming the parent (the default).
+    #[default]
+    Fail,
+    /// It runs once every parent has ended, the failed parents' errors among its inputs: a
+    /// reducer that makes do with partial results.
+    Run,
+}
+
+impl OnParentFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnParentFailure::Fail => "fail",
+            OnParentFailure::Run => "run",
+        }
+    }
+
+    pub fn parse(text: &str, field: &str) -> Result<Self, ValidationError> {
+        match text {
+            "fail" => Ok(OnParentFailure::Fail),
+            "run" => Ok(OnParentFailure::Run),
+            _ => Err(ValidationError::new(
+                field,
+                format!("must be \"fail\" or \"run\", not {text:?}"),
+            )),
+        }
+    }
+}
+
+/// How a task ended, as the tasks that depend on it see it: what their assignments carry as
+/// `inputs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// It succeeded with this output (JSON text).
+    Succeeded(Arc<str>),
+    /// It failed or was cancelled, with this error.
+    Unsuccessful { status: TaskStatus, error: Arc<str> },
+}
+
+impl TaskEnd {
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            TaskEnd::Succeeded(_) => TaskStatus::Succeeded,
+            TaskEnd::Unsuccessful { status, .. } => *status,
+        }
+    }
+
+    /// Bytes of text it holds, for the scheduler's memory count.
+    pub fn text_len(&self) -> usize {
+        match self {
+            TaskEnd::Succeeded(output) => output.len(),
+            TaskEnd::Unsuccessful { error, .. } => error.len(),
+        }
+    }
+}
+
 /// The immutable part of a task: what was submitted, with defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSpec {
@@ -275,6 +333,8 @@ pub struct TaskSpec {
     pub backoff: Backoff,
     pub idempotency_key: Option<String>,
     pub depends_on: Vec<TaskId>,
+    /// Whether it runs when a parent fails or is cancelled.
+    pub on_parent_failure: OnParentFailure,
     pub created_at: Timestamp,
     /// Who submitted it: the name of the API token (`None` with authentication off).
     pub submitted_by: Option<Arc<str>>,
@@ -376,6 +436,7 @@ pub(crate) mod tests {
             },
             idempotency_key: None,
             depends_on: vec![],
+            on_parent_failure: OnParentFailure::Fail,
             created_at: Timestamp(0),
             submitted_by: None,
         }

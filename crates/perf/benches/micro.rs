@@ -176,6 +176,8 @@ fn lz4_assign_frame_of_16(bencher: divan::Bencher) {
             .unwrap(),
             priority: 5,
             timeout_ms: 30_000,
+            inputs: None,
+            failed_inputs: Vec::new(),
         })
         .collect();
     let frame = serde_json::to_string(&HubMessage::Assign { tasks }).unwrap();

@@ -11,7 +11,7 @@ pub mod size_classes;
 
 use hive_core::{
     AgentId, AgentSpec, Backoff, Capability, Change, Learned, LeastLoaded, Report, RoutingPolicy,
-    Scheduler, SchedulerConfig, TaskId, TaskSpec, TaskStatus, Timestamp,
+    Scheduler, SchedulerConfig, TaskEnd, TaskId, TaskSpec, Timestamp,
 };
 use hive_proto::RawValue;
 use hive_proto::protocol::{Assignment, HubMessage, TaskResult, WorkerMessage};
@@ -29,6 +29,7 @@ pub fn task(n: u64, capability: &Capability) -> TaskSpec {
         idempotency_key: None,
         depends_on: Vec::new(),
         created_at: Timestamp(n),
+        on_parent_failure: hive_core::OnParentFailure::Fail,
         submitted_by: None,
     }
 }
@@ -42,7 +43,7 @@ pub fn agent(n: u64, capability: &Capability, slots: u32) -> (AgentId, AgentSpec
     (AgentId(Uuid::from_u64_pair(2, n)), spec)
 }
 
-fn no_dependencies(_: TaskId) -> Option<TaskStatus> {
+fn no_dependencies(_: TaskId) -> Option<TaskEnd> {
     None
 }
 
@@ -124,6 +125,8 @@ pub fn codec_round_trip(frames: u64) -> usize {
                 .expect("JSON"),
                 priority: 5,
                 timeout_ms: 30_000,
+                inputs: None,
+                failed_inputs: Vec::new(),
             })
             .collect();
         let text = serde_json::to_string(&HubMessage::Assign { tasks }).expect("serialisable");

@@ -65,6 +65,18 @@ pub struct NewTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 1000)]
     pub depends_on: Option<Vec<String>>,
+    /// What this task does when a parent (`depends_on`) fails or is cancelled (default `fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_parent_failure: Option<OnParentFailure>,
+}
+
+/// `fail`: the task fails too, with an error naming the parent. `run`: it runs once every parent
+/// has ended, the failed parents' errors in its inputs (a reducer of partial results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnParentFailure {
+    Fail,
+    Run,
 }
 
 impl NewTask {
@@ -78,6 +90,7 @@ impl NewTask {
             backoff_ms: None,
             idempotency_key: None,
             depends_on: None,
+            on_parent_failure: None,
         }
     }
 }
@@ -109,6 +122,7 @@ pub struct Task {
     pub backoff_ms: u64,
     pub idempotency_key: Option<String>,
     pub depends_on: Vec<String>,
+    pub on_parent_failure: OnParentFailure,
     pub attempts: Vec<Attempt>,
     /// The output of the successful attempt.
     #[schema(value_type = Option<serde_json::Value>)]

@@ -259,6 +259,8 @@ mod tests {
                 payload: RawValue::from_string(payload.into()).unwrap(),
                 priority: 5,
                 timeout_ms: 1000,
+                inputs: Some(RawValue::from_string(format!(r#"{{"p":{payload}}}"#)).unwrap()),
+                failed_inputs: vec!["q".into()],
             }],
         }
     }
@@ -294,6 +296,9 @@ mod tests {
                     panic!("{format:?}")
                 };
                 assert_eq!(tasks[0].payload.get(), payload, "{format:?}");
+                let inputs = tasks[0].inputs.as_ref().expect("inputs kept");
+                assert_eq!(inputs.get(), format!(r#"{{"p":{payload}}}"#), "{format:?}");
+                assert_eq!(tasks[0].failed_inputs, ["q"], "{format:?}");
                 assert_eq!(tasks[0].attempt, 2);
                 let compressed = matches!(&frame, Encoded::Binary(b) if b[0] != TAG_MSGPACK);
                 assert_eq!(

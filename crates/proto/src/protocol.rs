@@ -127,6 +127,18 @@ pub struct Assignment {
     pub priority: u8,
     /// The attempt's lease: past this many milliseconds the hub gives the attempt up.
     pub timeout_ms: u64,
+    /// For a task with `depends_on`: each parent's id mapped to its result. A parent that
+    /// failed or was cancelled (only a task with `on_parent_failure: "run"` runs after one) maps
+    /// to `{"status": ..., "error": ...}` and is listed in `failed_inputs`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::codec::json_value::present"
+    )]
+    pub inputs: Option<Box<RawValue>>,
+    /// The parents in `inputs` that failed or were cancelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_inputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -543,6 +555,8 @@ mod tests {
                 payload: RawValue::from_string("[1,2]".into()).unwrap(),
                 priority: 5,
                 timeout_ms: 100,
+                inputs: None,
+                failed_inputs: vec![],
             }],
         };
         let text = serde_json::to_string(&assign).unwrap();
@@ -555,5 +569,6 @@ mod tests {
             panic!()
         };
         assert_eq!(tasks[0].payload.get(), "[1,2]");
+        assert!(!text.contains("inputs"), "absent without parents: {text}");
     }
 }

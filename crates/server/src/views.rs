@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use hive_core::{
-    AgentSnapshot, Backoff, Capability, TaskId, TaskLimits, TaskSpec, TaskStatus, Timestamp,
+    AgentSnapshot, Backoff, Capability, OnParentFailure, TaskId, TaskLimits, TaskSpec, TaskStatus,
+    Timestamp,
 };
 use hive_proto::RawValue;
 use hive_proto::api;
@@ -63,6 +64,10 @@ pub fn spec_from_new(
         },
         idempotency_key: new.idempotency_key,
         depends_on,
+        on_parent_failure: match new.on_parent_failure {
+            Some(api::OnParentFailure::Run) => OnParentFailure::Run,
+            Some(api::OnParentFailure::Fail) | None => OnParentFailure::Fail,
+        },
         created_at: now,
         submitted_by: submitted_by.cloned(),
     };
@@ -91,6 +96,10 @@ pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
         backoff_ms: spec.backoff.base_ms,
         idempotency_key: spec.idempotency_key.clone(),
         depends_on: spec.depends_on.iter().map(ToString::to_string).collect(),
+        on_parent_failure: match spec.on_parent_failure {
+            OnParentFailure::Run => api::OnParentFailure::Run,
+            OnParentFailure::Fail => api::OnParentFailure::Fail,
+        },
         attempts: Vec::new(),
         result: None,
         error: None,

@@ -17,7 +17,9 @@
 pub mod group_commit;
 pub mod sqlite;
 
-use hive_core::{Change, LearnedEstimate, RecoveredTask, TaskId, TaskSpec, TaskStatus, Timestamp};
+use hive_core::{
+    Change, LearnedEstimate, RecoveredTask, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
+};
 
 pub use group_commit::{CommitStats, GroupCommit, WriteBatch};
 
@@ -88,6 +90,8 @@ pub trait TaskReader: Send + Sync + 'static {
     fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<StoredTask>, StoreError>;
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError>;
     fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError>;
+    /// How a task ended (its result or error); `None` for an unknown or unfinished task.
+    fn task_end(&self, id: TaskId) -> Result<Option<TaskEnd>, StoreError>;
     fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError>;
     /// Every task not yet finished, for recovery after a restart.
     fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError>;

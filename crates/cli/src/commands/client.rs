@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use hive_client::http::ListQuery;
 use hive_proto::RawValue;
-use hive_proto::api::{NewTask, Task};
+use hive_proto::api::{NewTask, OnParentFailure, Task};
 
 use crate::args::{DrainArgs, OutputArgs, SubmitArgs, TaskArgs, TasksArgs};
 use crate::table;
@@ -29,6 +29,10 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
         timeout_ms: args.timeout_ms,
         idempotency_key: args.idempotency_key,
         depends_on: (!args.depends_on.is_empty()).then_some(args.depends_on),
+        on_parent_failure: args.on_parent_failure.as_deref().map(|when| match when {
+            "run" => OnParentFailure::Run,
+            _ => OnParentFailure::Fail,
+        }),
         ..NewTask::new(args.capability)
     };
     let client = hub.client()?;

@@ -3,6 +3,7 @@
 mod chaos;
 mod cli;
 mod crash;
+mod graphs;
 mod learning;
 mod survival;
 mod util;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::LearnedEstimate;
 use crate::agent::AgentSnapshot;
 use crate::ids::{AgentId, TaskId};
-use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
+use crate::task::{AttemptOutcome, Capability, TaskEnd, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
 /// One decision of the scheduler. The runtime persists changes in the order they were emitted and
@@ -35,6 +35,8 @@ pub enum Change {
         lease_until: Timestamp,
         /// How long the task waited in its ready queue for this attempt (0: an agent was free).
         queued_ms: u64,
+        /// How its parents (`depends_on`) ended, in the order they ended; empty without any.
+        inputs: Vec<(TaskId, TaskEnd)>,
     },
     /// An attempt ended; `next` says what became of the task.
     AttemptEnded {
@@ -48,7 +50,7 @@ pub enum Change {
         ended_at: Timestamp,
         outcome: AttemptOutcome,
         /// The output (JSON text) of a successful attempt.
-        output: Option<String>,
+        output: Option<Arc<str>>,
         error: Option<String>,
         next: NextStatus,
     },
@@ -100,6 +102,24 @@ impl Change {
             Change::TaskFinished { task, status, .. } => Some((*task, *status)),
             _ => None,
         }
+    }
+
+    /// The task and how it ended, when this change ends a task: what its dependents are told.
+    pub fn ended(&self) -> Option<(TaskId, TaskEnd)> {
+        let (task, status) = self.terminal()?;
+        let end = match self {
+            Change::AttemptEnded { output, .. } if status == TaskStatus::Succeeded => {
+                TaskEnd::Succeeded(output.clone().unwrap_or_else(|| "null".into()))
+            }
+            Change::TaskCreated { error, .. }
+            | Change::AttemptEnded { error, .. }
+            | Change::TaskFinished { error, .. } => TaskEnd::Unsuccessful {
+                status,
+                error: error.as_deref().unwrap_or(status.as_str()).into(),
+            },
+            _ => return None,
+        };
+        Some((task, end))
     }
 }
 

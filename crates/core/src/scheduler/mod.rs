@@ -15,6 +15,8 @@
 //! idempotency look-ups for them through the `resolve` callbacks.
 
 mod changes;
+#[cfg(test)]
+mod inputs_tests;
 mod knowledge;
 #[cfg(test)]
 mod learning_tests;
@@ -43,7 +45,7 @@ use crate::estimate::{LearningConfig, Rate, RoutingView};
 use crate::ids::{AgentId, TaskId};
 use crate::queue::{QueueKey, ReadyQueue};
 use crate::routing::RoutingPolicy;
-use crate::task::{AttemptOutcome, Capability, TaskSpec, TaskStatus};
+use crate::task::{AttemptOutcome, Capability, OnParentFailure, TaskEnd, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +56,9 @@ pub struct SchedulerConfig {
     pub heartbeat_timeout_ms: u64,
     /// How fast what routing learned fades.
     pub learning: LearningConfig,
+    /// The most bytes of parents' results one task may receive as inputs; a task whose parents
+    /// produced more fails (its assignment would be one frame that large).
+    pub max_inputs_bytes: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -62,6 +67,7 @@ impl Default for SchedulerConfig {
             aging_ms: 5_000,
             heartbeat_timeout_ms: 15_000,
             learning: LearningConfig::default(),
+            max_inputs_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -191,6 +197,8 @@ pub struct Scheduler<P> {
     dependents: HashMap<TaskId, Vec<TaskId>>,
     /// Unmet dependencies of each waiting task.
     pending_deps: HashMap<TaskId, usize>,
+    /// How the ended parents of each active task ended: its assignment's inputs.
+    inputs: HashMap<TaskId, Vec<(TaskId, TaskEnd)>>,
     timers: BTreeSet<(Timestamp, Timer)>,
     agents: HashMap<AgentId, AgentEntry>,
     /// Connected agents by capability.
@@ -207,7 +215,7 @@ pub struct Scheduler<P> {
     /// Offline agents, oldest first; kept for the agent list up to [`MAX_OFFLINE_AGENTS`].
     offline: VecDeque<AgentId>,
     changes: Vec<Change>,
-    /// Bytes of the active tasks' payloads, for [`Scheduler::memory`].
+    /// Bytes of the active tasks' payloads and inputs, for [`Scheduler::memory`].
     payload_bytes: usize,
     knowledge: knowledge::Knowledge,
     /// The latest moment seen by [`Scheduler::advance`], for reading estimates in snapshots.
@@ -237,6 +245,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             queues: HashMap::new(),
             dependents: HashMap::new(),
             pending_deps: HashMap::new(),
+            inputs: HashMap::new(),
             timers: BTreeSet::new(),
             agents: HashMap::new(),
             agents_by_capability: HashMap::new(),
@@ -271,42 +280,46 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.tasks.get(&id).map(|t| t.status())
     }
 
-    /// Accepts a validated task. `resolve` answers the status of a dependency that is not active
-    /// here (a finished task), or `None` if no such task exists.
+    /// Accepts a validated task. `resolve` answers how a dependency that is not active here (a
+    /// finished task) ended, or `None` if no such task exists.
     pub fn submit(
         &mut self,
         spec: TaskSpec,
         now: Timestamp,
-        resolve: &mut dyn FnMut(TaskId) -> Option<TaskStatus>,
+        resolve: &mut dyn FnMut(TaskId) -> Option<TaskEnd>,
     ) -> Result<TaskStatus, SubmitError> {
         if self.tasks.contains_key(&spec.id) {
             return Err(SubmitError::DuplicateId(spec.id));
         }
-        let mut deps = spec.depends_on.clone();
-        deps.sort_unstable();
-        deps.dedup();
+        let deps = distinct(&spec.depends_on);
         let mut pending = Vec::new();
         let mut failed_dep = None;
+        let mut inputs = Vec::new();
         for dep in deps {
             if self.tasks.contains_key(&dep) {
                 pending.push(dep);
                 continue;
             }
             match resolve(dep) {
-                Some(TaskStatus::Succeeded) => {}
-                Some(status @ (TaskStatus::Failed | TaskStatus::Cancelled)) => {
-                    failed_dep.get_or_insert((dep, status));
+                Some(end) if runs_after(&spec, &end) => inputs.push((dep, end)),
+                Some(end) => {
+                    failed_dep.get_or_insert((dep, end.status()));
                 }
-                _ => return Err(SubmitError::UnknownDependency(dep)),
+                None => return Err(SubmitError::UnknownDependency(dep)),
             }
         }
         let spec = Arc::new(spec);
         let id = spec.id;
-        if let Some((dep, status)) = failed_dep {
+        let refusal = match failed_dep {
+            Some((dep, status)) => Some(dependency_error(dep, status)),
+            None if pending.is_empty() => self.inputs_refusal(&inputs),
+            None => None,
+        };
+        if let Some(error) = refusal {
             self.changes.push(Change::TaskCreated {
                 spec,
                 status: TaskStatus::Failed,
-                error: Some(dependency_error(dep, status)),
+                error: Some(error),
             });
             return Ok(TaskStatus::Failed);
         }
@@ -322,6 +335,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
         });
         // A queued task is made ready just below, which sets its phase.
         self.insert_task(spec, 0, Phase::Waiting);
+        for (dep, end) in inputs {
+            self.add_input(id, dep, end);
+        }
         if pending.is_empty() {
             self.make_ready(id, now);
         } else {
@@ -473,7 +489,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             Report::Success { output } => self.end_attempt(
                 task,
                 AttemptOutcome::Succeeded,
-                Some(output),
+                Some(output.into()),
                 None,
                 false,
                 now,
@@ -699,6 +715,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
             started_at: now,
             lease_until,
             queued_ms,
+            inputs: if task.spec.depends_on.is_empty() {
+                Vec::new()
+            } else {
+                self.inputs.get(&id).cloned().unwrap_or_default()
+            },
         });
     }
 
@@ -706,7 +727,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         &mut self,
         id: TaskId,
         outcome: AttemptOutcome,
-        output: Option<String>,
+        output: Option<Arc<str>>,
         error: Option<String>,
         retryable: bool,
         now: Timestamp,
@@ -753,6 +774,19 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 AttemptOutcome::Cancelled => {}
             }
         }
+        let end = match (next, &output) {
+            (NextStatus::Succeeded, output) => Some(TaskEnd::Succeeded(
+                output.clone().unwrap_or_else(|| "null".into()),
+            )),
+            (NextStatus::Retry { .. }, _) => None,
+            (terminal, _) => Some(TaskEnd::Unsuccessful {
+                status: terminal.status(),
+                error: error
+                    .as_deref()
+                    .unwrap_or(terminal.status().as_str())
+                    .into(),
+            }),
+        };
         self.changes.push(Change::AttemptEnded {
             task: id,
             capability: task.spec.capability.clone(),
@@ -766,14 +800,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
             error,
             next,
         });
-        match next {
-            NextStatus::Retry { not_before } if not_before > now => {
+        match (next, end) {
+            (NextStatus::Retry { not_before }, _) if not_before > now => {
                 count_queued(&mut self.queued, &task.spec.capability, false, true);
                 task.phase = Phase::Backoff { until: not_before };
                 self.timers.insert((not_before, Timer::Backoff(id)));
             }
-            NextStatus::Retry { .. } => self.make_ready(id, now),
-            terminal => self.settle(id, terminal.status(), now),
+            (_, Some(end)) => self.settle(id, end, now),
+            (_, None) => self.make_ready(id, now),
         }
         if let Some(agent) = agent {
             self.fill_agent(agent, now);
@@ -797,6 +831,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
             queue.remove(&(rank, id));
         }
         // A backoff timer left behind finds the task gone and does nothing.
+        let end = TaskEnd::Unsuccessful {
+            status,
+            error: error.as_deref().unwrap_or(status.as_str()).into(),
+        };
         self.changes.push(Change::TaskFinished {
             task: id,
             capability: task.spec.capability.clone(),
@@ -804,13 +842,31 @@ impl<P: RoutingPolicy> Scheduler<P> {
             error,
             at: now,
         });
-        self.settle(id, status, now);
+        self.settle(id, end, now);
     }
 
-    /// Removes a task that reached `status` and carries the outcome to the tasks waiting on it.
-    fn settle(&mut self, id: TaskId, status: TaskStatus, now: Timestamp) {
-        let mut ended = vec![(id, status)];
-        while let Some((id, status)) = ended.pop() {
+    /// Why a task cannot run on these inputs, if it cannot: they are over the limit.
+    fn inputs_refusal(&self, inputs: &[(TaskId, TaskEnd)]) -> Option<String> {
+        let bytes: usize = inputs.iter().map(|(_, end)| end.text_len()).sum();
+        let limit = self.config.max_inputs_bytes;
+        (bytes > limit).then(|| {
+            format!(
+                "its parents' results total {bytes} bytes, over the limit of {limit} bytes \
+                 (tasks.max_inputs_bytes)"
+            )
+        })
+    }
+
+    /// Records how a parent of an active task ended.
+    fn add_input(&mut self, task: TaskId, parent: TaskId, end: TaskEnd) {
+        self.payload_bytes += end.text_len();
+        self.inputs.entry(task).or_default().push((parent, end));
+    }
+
+    /// Removes a task that ended and carries how it ended to the tasks waiting on it.
+    fn settle(&mut self, id: TaskId, end: TaskEnd, now: Timestamp) {
+        let mut ended = vec![(id, end)];
+        while let Some((id, end)) = ended.pop() {
             if let Some(task) = self.tasks.remove(&id) {
                 self.payload_bytes -= task.spec.payload.len();
                 count_queued(
@@ -819,34 +875,53 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     task.phase.queued(),
                     false,
                 );
+                if !task.spec.depends_on.is_empty()
+                    && let Some(inputs) = self.inputs.remove(&id)
+                {
+                    self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
+                }
             }
             self.pending_deps.remove(&id);
             for child in self.dependents.remove(&id).unwrap_or_default() {
                 if self.active_status(child) != Some(TaskStatus::Waiting) {
                     continue;
                 }
-                let capability = self.tasks[&child].spec.capability.clone();
-                if status == TaskStatus::Succeeded {
+                let spec = &self.tasks[&child].spec;
+                let capability = spec.capability.clone();
+                let refusal = if runs_after(spec, &end) {
+                    self.add_input(child, id, end.clone());
                     let left = self.pending_deps.get_mut(&child).expect("waiting task");
                     *left -= 1;
-                    if *left == 0 {
+                    let ready = *left == 0;
+                    let refusal = ready
+                        .then(|| self.inputs_refusal(&self.inputs[&child]))
+                        .flatten();
+                    if ready && refusal.is_none() {
                         self.pending_deps.remove(&child);
                         self.changes.push(Change::TaskReady {
                             task: child,
-                            capability,
+                            capability: capability.clone(),
                             at: now,
                         });
                         self.make_ready(child, now);
                     }
+                    refusal
                 } else {
+                    Some(dependency_error(id, end.status()))
+                };
+                if let Some(error) = refusal {
+                    let child_end = TaskEnd::Unsuccessful {
+                        status: TaskStatus::Failed,
+                        error: error.as_str().into(),
+                    };
                     self.changes.push(Change::TaskFinished {
                         task: child,
                         capability,
                         status: TaskStatus::Failed,
-                        error: Some(dependency_error(id, status)),
+                        error: Some(error),
                         at: now,
                     });
-                    ended.push((child, TaskStatus::Failed));
+                    ended.push((child, child_end));
                 }
             }
         }
@@ -878,4 +953,17 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
 fn dependency_error(dep: TaskId, status: TaskStatus) -> String {
     format!("dependency {dep} {status}")
+}
+
+/// A task's dependencies, each once, in order of id.
+fn distinct(depends_on: &[TaskId]) -> Vec<TaskId> {
+    let mut deps = depends_on.to_vec();
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
+/// Whether a task still runs after its parent ended this way (and receives it as an input).
+fn runs_after(spec: &TaskSpec, parent: &TaskEnd) -> bool {
+    matches!(parent, TaskEnd::Succeeded(_)) || spec.on_parent_failure == OnParentFailure::Run
 }

@@ -107,7 +107,8 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                     t.depends_on = submitted.last().copied().into_iter().collect();
                 }
                 let id = t.id;
-                let mut resolve = |dep| ended.contains(&dep).then_some(TaskStatus::Succeeded);
+                let mut resolve =
+                    |dep| ended.contains(&dep).then(|| TaskEnd::Succeeded("1".into()));
                 s.submit(t, now, &mut resolve).unwrap();
                 submitted.push(id);
             }

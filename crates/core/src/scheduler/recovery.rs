@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use super::{Change, Phase, Scheduler, Timer, dependency_error};
+use foldhash::HashMap;
+
+use super::{Change, Phase, Scheduler, Timer, dependency_error, distinct, runs_after};
 use crate::ids::TaskId;
 use crate::routing::RoutingPolicy;
-use crate::task::{TaskSpec, TaskStatus};
+use crate::task::{TaskEnd, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
 /// An active task as the store last saw it.
@@ -26,13 +28,18 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// Loads the active tasks found in the store. Emits no `TaskCreated` (they are stored
     /// already). A running task keeps its lease, since its agent may still be at work; call
     /// [`advance`](Scheduler::advance) afterwards to re-queue those whose lease has expired. A
-    /// waiting task whose dependency failed or is missing fails now.
+    /// waiting task whose dependency failed or is missing fails now. `resolve` answers how a
+    /// dependency that is not active ended (each is asked once), for the inputs of its dependents.
     pub fn restore(
         &mut self,
         tasks: Vec<RecoveredTask>,
         now: Timestamp,
-        resolve: &mut dyn FnMut(TaskId) -> Option<TaskStatus>,
+        resolve: &mut dyn FnMut(TaskId) -> Option<TaskEnd>,
     ) {
+        // One answer per parent, shared by all its children (a fan-out shares one output).
+        let mut ended: HashMap<TaskId, Option<TaskEnd>> = HashMap::default();
+        let mut resolve = |dep: TaskId| ended.entry(dep).or_insert_with(|| resolve(dep)).clone();
+        let mut started = Vec::new();
         let mut waiting = Vec::new();
         let mut ready = Vec::new();
         for recovered in tasks {
@@ -70,7 +77,21 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     Phase::Waiting
                 }
             };
+            if recovered.status != TaskStatus::Waiting {
+                started.push(id);
+            }
             self.insert_task(spec, attempt, phase);
+        }
+
+        // Tasks past waiting had every parent ended: they get their inputs back.
+        for id in started {
+            for dep in distinct(&self.tasks[&id].spec.depends_on) {
+                if let Some(end) = resolve(dep)
+                    && runs_after(&self.tasks[&id].spec, &end)
+                {
+                    self.add_input(id, dep, end);
+                }
+            }
         }
 
         // Link every waiting task to its active dependencies before failing any, so a failure
@@ -78,9 +99,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let mut failed = Vec::new();
         let mut unblocked = Vec::new();
         for id in waiting {
-            let mut deps = self.tasks[&id].spec.depends_on.clone();
-            deps.sort_unstable();
-            deps.dedup();
+            let deps = distinct(&self.tasks[&id].spec.depends_on);
             let mut pending = 0;
             let mut failed_dep = None;
             for dep in deps {
@@ -90,11 +109,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     continue;
                 }
                 match resolve(dep) {
-                    Some(TaskStatus::Succeeded) => {}
-                    Some(status @ (TaskStatus::Failed | TaskStatus::Cancelled)) => {
-                        failed_dep.get_or_insert(dependency_error(dep, status));
+                    Some(end) if runs_after(&self.tasks[&id].spec, &end) => {
+                        self.add_input(id, dep, end);
                     }
-                    _ => {
+                    Some(end) => {
+                        failed_dep.get_or_insert(dependency_error(dep, end.status()));
+                    }
+                    None => {
                         failed_dep.get_or_insert(format!("dependency {dep} is missing"));
                     }
                 }
@@ -111,6 +132,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
             self.finish_unstarted(id, TaskStatus::Failed, Some(error), now);
         }
         for id in unblocked {
+            let inputs = self.inputs.get(&id).map_or(&[][..], Vec::as_slice);
+            if let Some(error) = self.inputs_refusal(inputs) {
+                self.finish_unstarted(id, TaskStatus::Failed, Some(error), now);
+                continue;
+            }
             if self.active_status(id) == Some(TaskStatus::Waiting) {
                 let capability = self.tasks[&id].spec.capability.clone();
                 self.changes.push(Change::TaskReady {
@@ -162,6 +188,26 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     }
                 }
             }
+        }
+        if let Some(id) = self.inputs.keys().find(|id| !self.tasks.contains_key(id)) {
+            return Err(format!("inputs kept for task {id}, which is not active"));
+        }
+        let bytes: usize = self
+            .tasks
+            .values()
+            .map(|t| t.spec.payload.len())
+            .sum::<usize>()
+            + self
+                .inputs
+                .values()
+                .flatten()
+                .map(|(_, e)| e.text_len())
+                .sum::<usize>();
+        if bytes != self.payload_bytes {
+            return Err(format!(
+                "{} payload bytes counted, {bytes} held",
+                self.payload_bytes
+            ));
         }
         let mut queued_by_capability: std::collections::HashMap<&crate::task::Capability, usize> =
             std::collections::HashMap::new();

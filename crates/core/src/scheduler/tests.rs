@@ -37,8 +37,15 @@ pub(super) fn agent_spec(caps: &[(&str, f64)], slots: u32) -> AgentSpec {
     }
 }
 
-pub(super) fn none(_: TaskId) -> Option<TaskStatus> {
+pub(super) fn none(_: TaskId) -> Option<TaskEnd> {
     None
+}
+
+pub(super) fn ended_failed(_: TaskId) -> Option<TaskEnd> {
+    Some(TaskEnd::Unsuccessful {
+        status: TaskStatus::Failed,
+        error: "boom".into(),
+    })
 }
 
 /// (task, attempt, agent) of every attempt started in `changes`.
@@ -298,15 +305,14 @@ fn a_dependency_is_resolved_from_outside_when_it_already_finished() {
     let mut s = sched();
     let mut b = spec(2, "a");
     b.depends_on = vec![task_id(1)];
-    let mut done = |_| Some(TaskStatus::Succeeded);
+    let mut done = |_| Some(TaskEnd::Succeeded("1".into()));
     assert_eq!(
         s.submit(b.clone(), Timestamp(0), &mut done),
         Ok(TaskStatus::Queued)
     );
-    let mut failed = |_| Some(TaskStatus::Failed);
     b.id = task_id(3);
     assert_eq!(
-        s.submit(b.clone(), Timestamp(0), &mut failed),
+        s.submit(b.clone(), Timestamp(0), &mut ended_failed),
         Ok(TaskStatus::Failed)
     );
     b.id = task_id(4);
@@ -436,7 +442,7 @@ fn recovery_requeues_expired_leases_and_keeps_live_ones() {
             waiting,
         ],
         Timestamp(1_000),
-        &mut |_| Some(TaskStatus::Failed),
+        &mut ended_failed,
     );
     s.advance(Timestamp(1_000));
     let changes = s.take_changes();

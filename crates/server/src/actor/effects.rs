@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hive_core::{AgentId, Change, TaskSpec};
+use std::collections::HashMap;
+
+use hive_core::{AgentId, Change, TaskEnd, TaskId, TaskSpec};
+use hive_proto::RawValue;
 use hive_proto::protocol::{Assignment, HubMessage};
 use hive_store::StoreError;
 
@@ -94,9 +97,10 @@ impl Effects {
                     spec,
                     attempt,
                     agent,
+                    inputs,
                     ..
                 } => {
-                    let assignment = assignment(spec, *attempt);
+                    let assignment = assignment(spec, *attempt, inputs);
                     match assignments.iter_mut().find(|(a, _)| a == agent) {
                         Some((_, list)) => list.push(assignment),
                         None => assignments.push((*agent, vec![assignment])),
@@ -138,7 +142,13 @@ impl Effects {
     }
 }
 
-fn assignment(spec: &Arc<TaskSpec>, attempt: u32) -> Assignment {
+fn assignment(spec: &Arc<TaskSpec>, attempt: u32, inputs: &[(TaskId, TaskEnd)]) -> Assignment {
+    let (inputs, failed_inputs) = if spec.depends_on.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (inputs, failed) = render_inputs(&spec.depends_on, inputs);
+        (Some(inputs), failed)
+    };
     Assignment {
         task_id: spec.id.to_string(),
         attempt,
@@ -146,5 +156,55 @@ fn assignment(spec: &Arc<TaskSpec>, attempt: u32) -> Assignment {
         payload: crate::views::raw(&spec.payload),
         priority: spec.priority,
         timeout_ms: spec.timeout_ms,
+        inputs,
+        failed_inputs,
     }
+}
+
+/// The `inputs` object (parent id -> result, or `{"status", "error"}` for a parent that did not
+/// succeed), in the order of `depends_on`, and the ids of the parents that did not succeed.
+fn render_inputs(
+    depends_on: &[TaskId],
+    inputs: &[(TaskId, TaskEnd)],
+) -> (Box<RawValue>, Vec<String>) {
+    let position: HashMap<TaskId, usize> = depends_on
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, id)| (*id, i))
+        .collect();
+    let mut ordered: Vec<&(TaskId, TaskEnd)> = inputs.iter().collect();
+    ordered.sort_by_key(|(id, _)| position.get(id).copied().unwrap_or(usize::MAX));
+    let failed = ordered
+        .iter()
+        .filter(|(_, end)| matches!(end, TaskEnd::Unsuccessful { .. }))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let object = |value: &dyn Fn(&str) -> String| {
+        let mut text = String::from("{");
+        for (i, (parent, end)) in ordered.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push('"');
+            text.push_str(&parent.to_string());
+            text.push_str("\":");
+            match end {
+                TaskEnd::Succeeded(output) => text.push_str(&value(output)),
+                TaskEnd::Unsuccessful { status, error } => text.push_str(
+                    &serde_json::json!({ "status": status.as_str(), "error": &**error })
+                        .to_string(),
+                ),
+            }
+        }
+        text.push('}');
+        text
+    };
+    // Outputs were checked to be JSON when they arrived, so one parse of the whole suffices;
+    // should the store have handed back something else, that output alone reads `null`.
+    let inputs = RawValue::from_string(object(&|output| output.to_string())).unwrap_or_else(|_| {
+        let checked = object(&|output| crate::views::raw(output).get().to_string());
+        RawValue::from_string(checked).expect("an object of JSON values is JSON")
+    });
+    (inputs, failed)
 }

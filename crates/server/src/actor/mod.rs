@@ -22,8 +22,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hive_core::{
-    AgentId, AgentSnapshot, AgentSpec, CancelError, Clock, DrainError, HeldAttempt, Report,
-    RoutingPolicy, Scheduler, TaskId, TaskSpec, TaskStatus, Timestamp,
+    AgentId, AgentSnapshot, AgentSpec, CancelError, Change, Clock, DrainError, HeldAttempt, Report,
+    RoutingPolicy, Scheduler, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
 };
 use hive_store::{StoreError, TaskReader, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
@@ -129,8 +129,9 @@ pub struct Actor {
     /// Number of the next batch flushed.
     seq: u64,
     replies: Vec<DeferredReply>,
-    /// Tasks ended in a batch not yet committed, with the batch number.
-    recently_finished: HashMap<TaskId, TaskStatus>,
+    /// Tasks ended in a batch not yet committed (how, for the inputs of their dependents), with
+    /// the batch number.
+    recently_finished: HashMap<TaskId, TaskEnd>,
     finishing: VecDeque<(u64, TaskId)>,
     /// Idempotency keys of tasks whose creation is not yet committed.
     pending_keys: HashMap<String, TaskId>,
@@ -401,13 +402,13 @@ impl Actor {
             let recent = &self.recently_finished;
             let metrics = &self.effects.metrics;
             let mut resolve = |dep: TaskId| match recent.get(&dep) {
-                Some(status) => {
+                Some(end) => {
                     metrics.add(Count::FinishedCacheHits, 1);
-                    Some(*status)
+                    Some(end.clone())
                 }
                 None => {
                     metrics.add(Count::FinishedCacheMisses, 1);
-                    reader.task_status(dep).ok().flatten()
+                    reader.task_end(dep).ok().flatten()
                 }
             };
             // The checks above make both errors unreachable: dependencies were found, and ids
@@ -443,9 +444,9 @@ impl Actor {
     fn status_elsewhere(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
         let metrics = &self.effects.metrics;
         match self.recently_finished.get(&id) {
-            Some(status) => {
+            Some(end) => {
                 metrics.add(Count::FinishedCacheHits, 1);
-                Ok(Some(*status))
+                Ok(Some(end.status()))
             }
             None => {
                 metrics.add(Count::FinishedCacheMisses, 1);
@@ -472,8 +473,8 @@ impl Actor {
         }
         let seq = self.seq;
         self.seq += 1;
-        for (task, status) in changes.iter().filter_map(|c| c.terminal()) {
-            self.recently_finished.insert(task, status);
+        for (task, end) in changes.iter().filter_map(Change::ended) {
+            self.recently_finished.insert(task, end);
             self.finishing.push_back((seq, task));
         }
         let replies = std::mem::take(&mut self.replies);

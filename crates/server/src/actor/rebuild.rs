@@ -52,7 +52,7 @@ impl SchedulerSetup {
         scheduler.restore_learned(reader.load_learned()?);
         let active = reader.load_active()?;
         let count = active.len();
-        scheduler.restore(active, now, &mut |id| reader.task_status(id).ok().flatten());
+        scheduler.restore(active, now, &mut |id| reader.task_end(id).ok().flatten());
         scheduler.advance(now);
         Ok((scheduler, count))
     }

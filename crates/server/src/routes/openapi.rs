@@ -39,6 +39,7 @@ use utoipa::OpenApi;
     components(schemas(
         hive_proto::api::NewTask,
         hive_proto::api::NewTaskBatch,
+        hive_proto::api::OnParentFailure,
         hive_proto::api::NewToken,
         hive_proto::api::TokenInfo,
         hive_proto::api::TokenCreated,

@@ -262,23 +262,15 @@ async fn tasks_accepted_before_a_restart_run_after_it() {
         .submit_batch((0..50).map(|i| task("later", &i.to_string())).collect())
         .await
         .unwrap();
-    let dir = t.dir;
-    t.hub.shutdown().await;
-
-    let mut config =
-        hive_server::HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    config.durability = hive_server::Durability::Normal;
-    let hub = hive_server::Hub::start(config).await.unwrap();
-    assert_eq!(hub.recovered(), 50);
-    let url = format!("http://{}", hub.addr());
-    let client = hive_client::HubClient::new(&url);
-    let _w = spawn_worker(&url, &["later"], 8, echo());
+    let t = restart(t).await;
+    assert_eq!(t.hub.recovered(), 50);
+    let _w = spawn_worker(&t.url, &["later"], 8, echo());
     for (i, id) in ids.iter().enumerate() {
-        let done = finished(&client, id).await;
+        let done = finished(&t.client, id).await;
         assert_eq!(done.status, "succeeded");
         assert_eq!(done.result.unwrap().get(), i.to_string());
     }
-    hub.shutdown().await;
+    t.hub.shutdown().await;
 }
 
 #[tokio::test]

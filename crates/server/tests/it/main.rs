@@ -9,6 +9,7 @@ mod dashboard;
 mod encodings;
 mod errors;
 mod flow;
+mod graphs;
 mod limits;
 mod observability;
 mod protocol;

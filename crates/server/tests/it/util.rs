@@ -39,6 +39,22 @@ pub async fn start_hub_with(adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
     }
 }
 
+/// Shuts the hub down and starts another on its data directory, as a restart would.
+pub async fn restart(t: TestHub) -> TestHub {
+    let dir = t.dir;
+    t.hub.shutdown().await;
+    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    config.durability = Durability::Normal;
+    let hub = Hub::start(config).await.expect("hub restarts");
+    let url = format!("http://{}", hub.addr());
+    TestHub {
+        client: HubClient::new(&url),
+        url,
+        hub,
+        dir,
+    }
+}
+
 pub struct TestWorker {
     /// Dropping it shuts the worker down.
     _stop: oneshot::Sender<()>,

@@ -29,6 +29,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../migrations/0002_alerts.sql")),
     (3, include_str!("../../migrations/0003_tokens.sql")),
     (4, include_str!("../../migrations/0004_estimates.sql")),
+    (
+        5,
+        include_str!("../../migrations/0005_on_parent_failure.sql"),
+    ),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

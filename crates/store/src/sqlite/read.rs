@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use hive_core::{
-    AttemptOutcome, Backoff, Capability, Estimate, LearnedEstimate, RecoveredTask, TaskId,
-    TaskSpec, TaskStatus,
+    AttemptOutcome, Backoff, Capability, Estimate, LearnedEstimate, OnParentFailure, RecoveredTask,
+    TaskEnd, TaskId, TaskSpec, TaskStatus,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
@@ -15,7 +15,7 @@ use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
-    lease_until, not_before, created_at, updated_at, submitted_by";
+    lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure";
 
 /// Idle connections kept for reuse; more are opened under load and closed after.
 const POOL_SIZE: usize = 8;
@@ -76,6 +76,11 @@ fn spec_from_row(row: &Row<'_>) -> Result<TaskSpec, StoreError> {
         },
         idempotency_key: row.get(8)?,
         depends_on: split_ids(row.get(9)?)?,
+        on_parent_failure: match row.get::<_, Option<String>>(19)? {
+            Some(text) => OnParentFailure::parse(&text, "on_parent_failure")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => OnParentFailure::Fail,
+        },
         created_at: from_ts(row.get(16)?),
         submitted_by: row.get::<_, Option<String>>(18)?.map(Into::into),
     })
@@ -189,6 +194,30 @@ impl TaskReader for SqliteReader {
                 .query_row(params![id.as_bytes()], |row| row.get(0))
                 .optional()?;
             found.map(|s| status(&s)).transpose()
+        })
+    }
+
+    fn task_end(&self, id: TaskId) -> Result<Option<TaskEnd>, StoreError> {
+        self.with_conn(|conn| {
+            let found: Option<(String, Option<String>, Option<String>)> = conn
+                .prepare_cached("SELECT status, result, error FROM tasks WHERE id = ?1")?
+                .query_row(params![id.as_bytes()], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()?;
+            let Some((text, result, error)) = found else {
+                return Ok(None);
+            };
+            Ok(match status(&text)? {
+                TaskStatus::Succeeded => Some(TaskEnd::Succeeded(
+                    result.as_deref().unwrap_or("null").into(),
+                )),
+                status if status.is_terminal() => Some(TaskEnd::Unsuccessful {
+                    status,
+                    error: error.as_deref().unwrap_or(status.as_str()).into(),
+                }),
+                _ => None,
+            })
         })
     }
 

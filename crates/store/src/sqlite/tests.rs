@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use hive_core::{
-    AgentId, AttemptOutcome, Backoff, Capability, Change, NextStatus, TaskId, TaskSpec, TaskStatus,
-    Timestamp,
+    AgentId, AttemptOutcome, Backoff, Capability, Change, NextStatus, OnParentFailure, TaskEnd,
+    TaskId, TaskSpec, TaskStatus, Timestamp,
 };
 use uuid::Uuid;
 
@@ -22,6 +22,12 @@ fn spec(n: u128) -> Arc<TaskSpec> {
         backoff: Backoff::default(),
         idempotency_key: Some(format!("key-{n}")),
         depends_on: vec![TaskId(Uuid::from_u128(n + 100))],
+        // Both kinds, so that a round trip covers the column.
+        on_parent_failure: if n % 2 == 1 {
+            OnParentFailure::Run
+        } else {
+            OnParentFailure::Fail
+        },
         created_at: Timestamp(10),
         submitted_by: None,
     })
@@ -57,6 +63,7 @@ fn a_task_and_its_attempts_round_trip() {
                 started_at: Timestamp(12),
                 lease_until: Timestamp(1_012),
                 queued_ms: 1,
+                inputs: vec![],
             },
         ]])
         .unwrap();
@@ -89,6 +96,35 @@ fn a_task_and_its_attempts_round_trip() {
     assert_eq!(reader.find_by_idempotency_key("key-1").unwrap(), Some(id));
     assert_eq!(reader.task_status(id).unwrap(), Some(TaskStatus::Succeeded));
     assert_eq!(reader.task_status(spec(2).id).unwrap(), None);
+    assert_eq!(
+        reader.task_end(id).unwrap(),
+        Some(TaskEnd::Succeeded("[42]".into()))
+    );
+    assert_eq!(reader.task_end(spec(2).id).unwrap(), None);
+}
+
+#[test]
+fn how_a_task_ended_is_read_for_its_dependents() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    let failed = Change::TaskCreated {
+        spec: spec(2),
+        status: TaskStatus::Failed,
+        error: Some("dependency x failed".into()),
+    };
+    writer.apply(&[&[created(1), failed]]).unwrap();
+    let reader = store.reader();
+    assert_eq!(reader.task_end(spec(1).id).unwrap(), None, "still waiting");
+    assert_eq!(
+        reader.task_end(spec(2).id).unwrap(),
+        Some(TaskEnd::Unsuccessful {
+            status: TaskStatus::Failed,
+            error: "dependency x failed".into()
+        })
+    );
+    let stored = reader.get_task(spec(2).id).unwrap().unwrap();
+    assert_eq!(stored.spec.on_parent_failure, OnParentFailure::Fail);
 }
 
 #[test]
@@ -234,6 +270,7 @@ fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps(
         started_at: Timestamp(15),
         lease_until: Timestamp(1_015),
         queued_ms: 0,
+        inputs: vec![],
     };
     let queued = |n: u128| Change::TaskCreated {
         spec: spec(n),

@@ -3,7 +3,7 @@
 //! every row ([`Statements`]): a cache lookup hashes and compares the whole SQL text, which per
 //! row showed in the profile (BENCHMARKS.md).
 
-use hive_core::{AgentId, Change, NextStatus, TaskId, TaskSpec, TaskStatus};
+use hive_core::{AgentId, Change, NextStatus, OnParentFailure, TaskId, TaskSpec, TaskStatus};
 use rusqlite::{CachedStatement, Connection, Params, params};
 
 use super::codec::{join_ids, ts};
@@ -88,8 +88,8 @@ impl Sql {
             Sql::InsertTask => {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
             backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
-            attempts, lease_until, created_at, updated_at, submitted_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)"
@@ -187,6 +187,9 @@ fn insert_task(
             ts(spec.created_at),
             ts(running.as_ref().map_or(spec.created_at, |r| r.started_at)),
             spec.submitted_by.as_deref(),
+            // NULL for the default keeps the common row as small as before.
+            (spec.on_parent_failure != OnParentFailure::Fail)
+                .then_some(spec.on_parent_failure.as_str()),
         ],
     )?;
     Ok(())
@@ -264,7 +267,7 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
                 params![
                     task.as_bytes(),
                     next.status().as_str(),
-                    output,
+                    output.as_deref(),
                     error,
                     not_before,
                     ts(*ended_at)
