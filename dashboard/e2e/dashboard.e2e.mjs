@@ -1,7 +1,8 @@
 // End to end in a real browser: a real hub (`hive serve`) with a real worker (`hive worker
 // --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
 // Checks: the page loads with no console errors, the charts draw, submitting tasks changes the
-// counters and the task list, a task is cancelled from its page, an alert that fires appears,
+// counters and the task list, a task is cancelled from its page, a consensus task shows its
+// votes, an alert that fires appears,
 // the page reconnects by itself when the hub restarts, and a hub with authentication on makes the
 // page ask for a token, with which it then works. Saves a screenshot to
 // target/dashboard-e2e.png (CI keeps it as an artifact).
@@ -163,6 +164,29 @@ try {
   });
   check((await page.textContent("[data-testid=alert-history]")).includes("firing"), "the history has it");
   check((await page.textContent("nav")).includes("1"), "the alerts tab shows a badge");
+
+  // A consensus task: a second worker of another name, both answer alike; the detail shows the
+  // votes. The second worker leaves again before the restart below.
+  const second = run(["worker", "--capability", "echo", "--exec", "cat", "--name", "e2e-second"], { HIVE_HUB: url, HIVE_LOG: "warn" });
+  const agreed = await (
+    await fetch(`${url}/api/v1/tasks`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ capability: "echo", payload: { q: "agree?" }, replicas: 2, quorum: 2 }),
+    })
+  ).json();
+  await until("the consensus task decided", async () => {
+    const task = await (await fetch(`${url}/api/v1/tasks/${agreed.id}`)).json();
+    return task.status === "succeeded";
+  });
+  await page.click("nav a[href='#/tasks']");
+  await page.fill(".filters input", "echo");
+  await until("the consensus task listed", async () => (await page.textContent("[data-testid=tasks] tbody tr")).includes(agreed.id.slice(0, 8)));
+  await page.locator("[data-testid=tasks] tbody tr").first().click();
+  await until("its votes", async () => (await page.textContent("[data-testid=votes]"))?.includes("2 of 2 votes agree"));
+  const secondGone = new Promise((done) => second.once("exit", done));
+  second.kill("SIGTERM");
+  await secondGone;
 
   await page.click("nav a[href='#/overview']");
   await until("the queue on the overview", async () => (await page.textContent("[data-testid=queued]")) === "5");

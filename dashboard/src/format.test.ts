@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bytes, ms, percent, rate, shortId, successRate } from "./format";
+import { bytes, consensusSummary, ms, percent, rate, shortId, successRate } from "./format";
 
 describe("format", () => {
   it("scales bytes by thousands", () => {
@@ -26,5 +26,20 @@ describe("format", () => {
   it("shortens ids but keeps their ends", () => {
     expect(shortId("0192f0c4-6d1b-7c8e-9a41-5b2d7e0f3a10")).toBe("0192f0c4…3a10");
     expect(shortId("short")).toBe("short");
+  });
+});
+
+describe("consensusSummary", () => {
+  it("says what was asked and how the votes stand", () => {
+    const votes = [{ agreed: true }, { agreed: false }, { agreed: true }];
+    expect(consensusSummary({ replicas: 3, quorum: 2, vote: "/answer", votes })).toBe(
+      "3 replicas, quorum 2, voting on /answer: 2 of 3 votes agree",
+    );
+    expect(consensusSummary({ replicas: 3, quorum: 3, votes: [{ agreed: false }] })).toBe(
+      "3 replicas, quorum 3, voting on the whole result: 1 vote, none agreed yet",
+    );
+  });
+  it("is null for a plain task", () => {
+    expect(consensusSummary({})).toBeNull();
   });
 });

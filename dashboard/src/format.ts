@@ -36,3 +36,20 @@ export function successRate(completed: number, failed: number): number | null {
 export function shortId(id: string): string {
   return id.length > 13 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id;
 }
+
+/** What a consensus task asked for and how its votes stand: "3 replicas, quorum 2, voting on
+ * /answer: 2 of 3 votes agree". `null` for a plain task. */
+export function consensusSummary(task: {
+  replicas?: number;
+  quorum?: number;
+  vote?: string;
+  votes?: { agreed: boolean }[];
+}): string | null {
+  if (task.replicas === undefined || task.quorum === undefined) return null;
+  const on = task.vote === undefined ? "the whole result" : task.vote || "the whole result";
+  const votes = task.votes ?? [];
+  const agreed = votes.filter((v) => v.agreed).length;
+  const count = `${votes.length} vote${votes.length === 1 ? "" : "s"}`;
+  const tally = agreed > 0 ? `${agreed} of ${count} agree` : `${count}, none agreed yet`;
+  return `${task.replicas} replicas, quorum ${task.quorum}, voting on ${on}: ${tally}`;
+}

@@ -67,6 +67,16 @@ export interface Attempt {
   ended_at: string | null;
   outcome: string | null;
   error: string | null;
+  /** A consensus task's replica: the result it returned. */
+  output?: unknown;
+}
+
+/** One replica's vote in a consensus task. */
+export interface Vote {
+  attempt: number;
+  agent_id: string | null;
+  value: unknown;
+  agreed: boolean;
 }
 
 export interface Task {
@@ -83,6 +93,14 @@ export interface Task {
   updated_at: string;
   /** The name of the token it was submitted with (absent with authentication off). */
   submitted_by?: string;
+  depends_on: string[];
+  on_parent_failure: string;
+  /** A consensus task's request and votes (absent for a plain task). */
+  replicas?: number;
+  quorum?: number;
+  vote?: string;
+  votes?: Vote[];
+  dissenters?: string[];
 }
 
 export interface Alert {

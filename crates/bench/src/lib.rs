@@ -14,6 +14,7 @@
 //! - [`routing`]: the routing policies compared on one simulated swarm, a hub per policy.
 //! - [`report`]: the table and the JSON; [`plot`]: the SVG.
 
+pub mod consensus;
 pub mod cpu;
 pub mod hub;
 pub mod load;
@@ -87,10 +88,12 @@ pub enum Workload {
     Overload,
     /// Not in the default set: the routing policies on a simulated swarm, a hub per policy.
     Routing,
+    /// Not in the default set: plain against 3-replica consensus tasks, on a hub of its own.
+    Consensus,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Batched,
         Workload::Single,
         Workload::Agents,
@@ -101,6 +104,7 @@ impl Workload {
         Workload::Cpu,
         Workload::Overload,
         Workload::Routing,
+        Workload::Consensus,
     ];
 
     pub fn name(self) -> &'static str {
@@ -115,11 +119,17 @@ impl Workload {
             Workload::Cpu => "cpu",
             Workload::Overload => "overload",
             Workload::Routing => "routing",
+            Workload::Consensus => "consensus",
         }
     }
 
     pub fn parse(name: &str) -> Option<Workload> {
         Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// Runs on hubs of its own, not the shared one.
+    pub fn own_hub(self) -> bool {
+        matches!(self, Workload::Routing | Workload::Consensus)
     }
 }
 
@@ -158,14 +168,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     } else {
         None
     };
-    if options.workloads.iter().all(|w| *w == Workload::Routing) {
+    // So does the consensus workload (its agents must be the only ones of their capability).
+    let consensus = if options.workloads.contains(&Workload::Consensus) {
+        if options.hub.is_some() {
+            anyhow::bail!("the consensus workload starts its own hub: leave out --hub");
+        }
+        let bar = phase_bar("consensus");
+        let run = consensus::measure(&options.hive, options.duration, &bar).await?;
+        bar.finish_and_clear();
+        Some(run)
+    } else {
+        None
+    };
+    if options.workloads.iter().all(|w| w.own_hub()) {
         return Ok(Report {
             routing,
+            consensus,
             ..Report::empty(&options)
         });
     }
     let mut report = run_on_one_hub(&options).await?;
     report.routing = routing;
+    report.consensus = consensus;
     Ok(report)
 }
 
@@ -412,6 +436,7 @@ async fn measure(
         cpu,
         overload,
         routing: None,
+        consensus: None,
         settings: report::Settings::new(options, rate),
         machine: report::Machine::read(),
         timeline: Vec::new(),

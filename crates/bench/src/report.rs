@@ -4,6 +4,7 @@
 use hive_proto::codec::FrameFormat;
 
 use crate::BenchOptions;
+use crate::consensus::ConsensusRun;
 use crate::cpu::CpuRun;
 use crate::overload::OverloadRun;
 use crate::recorder::Percentiles;
@@ -49,6 +50,8 @@ pub struct Report {
     pub overload: Option<OverloadRun>,
     /// The routing policies compared (the `routing` workload).
     pub routing: Option<RoutingRun>,
+    /// Plain and consensus tasks compared (the `consensus` workload).
+    pub consensus: Option<ConsensusRun>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
@@ -85,6 +88,7 @@ impl Report {
             cpu: None,
             overload: None,
             routing: None,
+            consensus: None,
             settings: Settings::new(options, 0),
             machine: Machine::read(),
             timeline: Vec::new(),
@@ -178,8 +182,12 @@ fn opt(v: Option<f64>, unit: &str) -> String {
 impl Report {
     /// The plan's success metrics with its target, ours, and the measured value.
     pub fn table(&self) -> String {
-        // The plan's rows need the shared hub; a routing-only run has none.
-        let routing_only = self.settings.workloads == ["routing"];
+        // The plan's rows need the shared hub; a run of workloads with hubs of their own has none.
+        let own_hubs_only = self
+            .settings
+            .workloads
+            .iter()
+            .all(|w| crate::Workload::parse(w).is_some_and(crate::Workload::own_hub));
         let plan: Vec<[String; 4]> = vec![
             [
                 "task ops, batched, end to end".into(),
@@ -312,12 +320,15 @@ impl Report {
                 format!("{:.3}%", self.timeout_rate * 100.0),
             ],
         ];
-        let mut rows = if routing_only { Vec::new() } else { plan };
+        let mut rows = if own_hubs_only { Vec::new() } else { plan };
         if let Some(run) = &self.overload {
             rows.extend(overload_rows(run));
         }
         if let Some(run) = &self.routing {
             rows.extend(crate::routing::table::rows(run));
+        }
+        if let Some(run) = &self.consensus {
+            rows.extend(crate::consensus::rows(run));
         }
         let headers = ["metric", "plan target", "our target", "measured"];
         let mut widths = headers.map(str::len);

@@ -94,9 +94,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub routing_slots: u32,
     /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, cpu, queued,
-    /// soak, overload, routing (default: all but soak, which processes --soak-tasks tasks and
-    /// takes minutes, overload, which offers 50-300% of the capacity for four durations, and
-    /// routing, which runs a hub per routing policy for three durations).
+    /// soak, overload, routing, consensus (default: all but soak, which processes --soak-tasks
+    /// tasks and takes minutes, overload, which offers 50-300% of the capacity for four
+    /// durations, routing, which runs a hub per routing policy for three durations, and
+    /// consensus, which compares plain and 3-replica tasks on a hub of its own for two).
     #[arg(
         long,
         value_delimiter = ',',
@@ -254,14 +255,25 @@ pub struct SubmitArgs {
     pub timeout_ms: Option<u64>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Id of a task that must succeed first; repeat for several. The task's assignment carries
-    /// their results as `inputs` (`hive worker --exec` puts them in HIVE_INPUTS).
+    /// Id of a task that must end first (and succeed, unless --on-parent-failure run); repeat
+    /// for several. The task's assignment carries their results as `inputs` (`hive worker
+    /// --exec` puts them in HIVE_INPUTS).
     #[arg(long = "depends-on")]
     pub depends_on: Vec<String>,
     /// When a parent fails or is cancelled: `fail` this task too (the default), or `run` it with
     /// the parent's error among its inputs.
     #[arg(long, value_parser = ["fail", "run"])]
     pub on_parent_failure: Option<String>,
+    /// Consensus: run this many attempts at once on agents of distinct names (1-16).
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Consensus: succeed once this many results agree (default: a majority of --replicas).
+    #[arg(long)]
+    pub quorum: Option<u32>,
+    /// Consensus: vote with the value at this JSON pointer of each result (e.g. /answer), not
+    /// the whole result.
+    #[arg(long)]
+    pub vote: Option<String>,
     /// Wait for the task to finish and print it as JSON; exit 0 only if it succeeded.
     #[arg(long)]
     pub wait: bool,

@@ -275,8 +275,9 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         config.limits.max_output_bytes = bytes;
     }
     if let Some(bytes) = file.tasks.max_inputs_bytes {
-        if bytes == 0 {
-            bail!("tasks.max_inputs_bytes must be at least 1");
+        // An assignment is one frame, and the Rust worker reads frames up to 64 MiB.
+        if !(1..=32 << 20).contains(&bytes) {
+            bail!("tasks.max_inputs_bytes must be between 1 and 33554432 (32 MiB)");
         }
         config.scheduler.max_inputs_bytes = bytes;
     }

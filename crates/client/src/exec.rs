@@ -21,6 +21,9 @@ use std::process::Stdio;
 
 use hive_proto::RawValue;
 use hive_proto::protocol::Assignment;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -116,9 +119,17 @@ fn pass_inputs(command: &mut Command, task: &Assignment) -> std::io::Result<Opti
         std::process::id()
     );
     let path = std::env::temp_dir().join(name);
-    std::fs::write(&path, inputs.get())?;
-    command.env("HIVE_INPUTS_FILE", &path);
-    Ok(Some(RemoveOnDrop(path)))
+    // Readable by this user only, and never another file at that path (no following a link
+    // someone else placed there).
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    let guard = RemoveOnDrop(path);
+    file.write_all(inputs.get().as_bytes())?;
+    command.env("HIVE_INPUTS_FILE", &guard.0);
+    Ok(Some(guard))
 }
 
 struct RemoveOnDrop(std::path::PathBuf);

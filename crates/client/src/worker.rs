@@ -279,7 +279,9 @@ fn task_result(task_id: String, attempt: u32, outcome: Outcome) -> TaskResult {
     }
 }
 
-/// What a compressed frame from the hub may expand to.
+/// The largest frame from the hub, as sent and as a compressed one expands to (the hub keeps its
+/// assign frames far below: tungstenite's default of 16 MiB is too small for a task with large
+/// inputs).
 const MAX_FRAME_BYTES: usize = 64 << 20;
 
 fn encode_frame(message: &WorkerMessage, format: FrameFormat) -> Message {
@@ -337,26 +339,33 @@ async fn connect(
     } else {
         tokio_tungstenite::Connector::Plain
     };
-    let (socket, _) =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
-            .await
-            .map_err(|e| match e {
-                // 401/403: the token is missing, wrong or not an agent's; retrying cannot help.
-                tokio_tungstenite::tungstenite::Error::Http(response)
-                    if matches!(response.status().as_u16(), 401 | 403) =>
-                {
-                    let body = response
-                        .body()
-                        .as_ref()
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default();
-                    WorkerError::Rejected(format!("{}: {body}", response.status()))
-                }
-                e => WorkerError::Connect {
-                    url: url.to_string(),
-                    detail: e.to_string(),
-                },
-            })?;
+    let frames = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(frames),
+        false,
+        Some(connector),
+    )
+    .await
+    .map_err(|e| match e {
+        // 401/403: the token is missing, wrong or not an agent's; retrying cannot help.
+        tokio_tungstenite::tungstenite::Error::Http(response)
+            if matches!(response.status().as_u16(), 401 | 403) =>
+        {
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            WorkerError::Rejected(format!("{}: {body}", response.status()))
+        }
+        e => WorkerError::Connect {
+            url: url.to_string(),
+            detail: e.to_string(),
+        },
+    })?;
     let (mut sink, mut stream) = socket.split();
 
     let hello = WorkerMessage::Hello(Hello {

@@ -18,7 +18,8 @@
 //! - Share: a decayed count of assignments, for "share of recent assignments".
 //!
 //! Every finished attempt is evidence: a success or a failure counts for the success rate (a
-//! lease that ran out is a failure), and each attempt's run time is a latency sample. A cancelled
+//! lease that ran out is a failure, and so is an answer that lost a consensus vote), and each
+//! attempt's run time is a latency sample. A cancelled
 //! attempt says nothing about success; its run time counts only when it is above the estimate (it
 //! took at least that long).
 
@@ -205,6 +206,15 @@ impl Estimate {
             self.latency_ms += gain * (sample - self.latency_ms);
             self.samples += 1;
         }
+        self.updated_at = now;
+    }
+
+    /// An answer that lost a consensus vote: the success it was counted as becomes a failure
+    /// (its latency stands: the agent did answer in that time).
+    pub fn overrule(&mut self, now: Timestamp, config: &LearningConfig) {
+        let kept = fade(now.ms_since(self.updated_at), config.memory_ms);
+        self.successes = (self.successes * kept - 1.0).max(0.0);
+        self.failures = self.failures * kept + 1.0;
         self.updated_at = now;
     }
 

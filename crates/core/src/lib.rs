@@ -12,6 +12,7 @@
 //! - [`task`]: the task model, its validation and status state machine.
 //! - [`agent`]: the agent model, its states and per-capability counters.
 //! - [`backoff`]: exponential backoff with deterministic jitter.
+//! - [`consensus`]: what a consensus task asks for and what counts as agreeing.
 //! - [`queue`]: the per-capability ready queue with priority aging.
 //! - [`estimate`]: what routing learns of an agent identity on a capability.
 //! - [`random`]: seeded randomness for the policies.
@@ -20,6 +21,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod consensus;
 pub mod estimate;
 pub mod ids;
 pub mod queue;
@@ -31,12 +33,14 @@ pub mod time;
 
 pub use agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
 pub use backoff::Backoff;
+pub use consensus::ConsensusSpec;
 pub use estimate::{Estimate, LearningConfig, RoutingView};
 pub use ids::{AgentId, IdParseError, TaskId};
 pub use routing::{Candidate, Learned, LeastLoaded, P2cEwma, PolicyKind, Route, RoutingPolicy};
 pub use scheduler::{
-    CancelError, Change, DrainError, HeldAttempt, LearnedEstimate, NextStatus, RecoveredTask,
-    Rejoined, Report, ReportError, Scheduler, SchedulerConfig, SchedulerMemory, SubmitError,
+    CancelError, Change, DrainError, HeldAttempt, LearnedEstimate, NextStatus, RecoveredReplica,
+    RecoveredTask, Rejoined, Report, ReportError, Scheduler, SchedulerConfig, SchedulerMemory,
+    SubmitError,
 };
 pub use task::{
     AttemptOutcome, Capability, OnParentFailure, TaskEnd, TaskLimits, TaskSpec, TaskStatus,

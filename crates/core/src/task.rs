@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::backoff::Backoff;
+use crate::consensus::ConsensusSpec;
 use crate::ids::TaskId;
 use crate::time::Timestamp;
 
@@ -335,6 +336,9 @@ pub struct TaskSpec {
     pub depends_on: Vec<TaskId>,
     /// Whether it runs when a parent fails or is cancelled.
     pub on_parent_failure: OnParentFailure,
+    /// Several agents must agree on its result (boxed: most tasks have none, and a million
+    /// queued tasks carry this field).
+    pub consensus: Option<Box<ConsensusSpec>>,
     pub created_at: Timestamp,
     /// Who submitted it: the name of the API token (`None` with authentication off).
     pub submitted_by: Option<Arc<str>>,
@@ -437,6 +441,7 @@ pub(crate) mod tests {
             idempotency_key: None,
             depends_on: vec![],
             on_parent_failure: OnParentFailure::Fail,
+            consensus: None,
             created_at: Timestamp(0),
             submitted_by: None,
         }

@@ -30,6 +30,7 @@ pub fn task(n: u64, capability: &Capability) -> TaskSpec {
         depends_on: Vec::new(),
         created_at: Timestamp(n),
         on_parent_failure: hive_core::OnParentFailure::Fail,
+        consensus: None,
         submitted_by: None,
     }
 }

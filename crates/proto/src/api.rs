@@ -68,6 +68,28 @@ pub struct NewTask {
     /// What this task does when a parent (`depends_on`) fails or is cancelled (default `fail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_parent_failure: Option<OnParentFailure>,
+    /// Consensus: run this many attempts at once, on agents of distinct names (1-16; default 1).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integral::optional"
+    )]
+    #[schema(minimum = 1, maximum = 16)]
+    pub replicas: Option<u32>,
+    /// Consensus: the task succeeds once this many results agree (1 to `replicas`; default a
+    /// majority of the replicas).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integral::optional"
+    )]
+    #[schema(minimum = 1, maximum = 16)]
+    pub quorum: Option<u32>,
+    /// Consensus: a JSON pointer (such as `/answer`) to the part of each result that is voted on;
+    /// without it, whole results must be equal (as canonical JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256, pattern = "^(/.*)?$")]
+    pub vote: Option<String>,
 }
 
 /// `fail`: the task fails too, with an error naming the parent. `run`: it runs once every parent
@@ -91,6 +113,9 @@ impl NewTask {
             idempotency_key: None,
             depends_on: None,
             on_parent_failure: None,
+            replicas: None,
+            quorum: None,
+            vote: None,
         }
     }
 }
@@ -134,6 +159,33 @@ pub struct Task {
     /// The name of the token it was submitted with (absent with authentication off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_by: Option<String>,
+    /// A consensus task's replicas, quorum and pointer voted on (absent for a plain task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote: Option<String>,
+    /// A consensus task's results so far, one per replica that answered, and whether each agreed
+    /// with the decided `result` (absent for a plain task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub votes: Option<Vec<Vote>>,
+    /// The agents whose results disagreed with the agreed one (a consensus task that
+    /// succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dissenters: Option<Vec<String>>,
+}
+
+/// One replica's vote: the value its result voted for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Vote {
+    pub attempt: u32,
+    pub agent_id: Option<String>,
+    /// The value at the task's `vote` pointer, or the whole result.
+    #[schema(value_type = serde_json::Value)]
+    pub value: Box<RawValue>,
+    /// Whether it is the task's agreed result (false while undecided or when no quorum agreed).
+    pub agreed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -145,6 +197,10 @@ pub struct Attempt {
     /// succeeded, failed, lease_expired or cancelled; absent while running.
     pub outcome: Option<String>,
     pub error: Option<String>,
+    /// A consensus task's replica: the result it returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -138,6 +138,7 @@ fn event(change: &Change) -> Option<Event> {
             status,
             error,
             at,
+            ..
         } => TaskChange {
             error: error.as_deref(),
             ..TaskChange::new(*task, capability, *status, *at)

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use hive_core::consensus::vote_of;
 use hive_core::{
-    AgentSnapshot, Backoff, Capability, OnParentFailure, TaskId, TaskLimits, TaskSpec, TaskStatus,
-    Timestamp,
+    AgentSnapshot, AttemptOutcome, Backoff, Capability, ConsensusSpec, OnParentFailure, TaskId,
+    TaskLimits, TaskSpec, TaskStatus, Timestamp,
 };
 use hive_proto::RawValue;
 use hive_proto::api;
@@ -68,6 +69,9 @@ pub fn spec_from_new(
             Some(api::OnParentFailure::Run) => OnParentFailure::Run,
             Some(api::OnParentFailure::Fail) | None => OnParentFailure::Fail,
         },
+        consensus: ConsensusSpec::from_fields(new.replicas, new.quorum, new.vote.as_deref())
+            .map_err(|e| ApiError::from_validation(e, prefix))?
+            .map(Box::new),
         created_at: now,
         submitted_by: submitted_by.cloned(),
     };
@@ -106,6 +110,14 @@ pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
         created_at: rfc3339(spec.created_at),
         updated_at: rfc3339(spec.created_at),
         submitted_by: spec.submitted_by.as_deref().map(str::to_string),
+        replicas: spec.consensus.as_ref().map(|c| u32::from(c.replicas)),
+        quorum: spec.consensus.as_ref().map(|c| u32::from(c.quorum)),
+        vote: spec
+            .consensus
+            .as_ref()
+            .and_then(|c| c.vote.as_deref().map(str::to_string)),
+        votes: spec.consensus.as_ref().map(|_| Vec::new()),
+        dissenters: None,
     }
 }
 
@@ -124,9 +136,43 @@ pub fn stored_task(task: StoredTask) -> api::Task {
             ended_at: a.ended_at.map(rfc3339),
             outcome: a.outcome.map(|o| o.as_str().to_string()),
             error: a.error,
+            output: a.output.as_deref().map(raw),
         })
         .collect();
+    if let Some(consensus) = &task.spec.consensus {
+        let agreed = (task.status == TaskStatus::Succeeded)
+            .then(|| task.result.as_deref().and_then(|r| vote_of(r, None).ok()))
+            .flatten();
+        let votes = votes(&view.attempts, consensus, agreed.as_deref());
+        if agreed.is_some() {
+            let dissenters = votes.iter().filter(|v| !v.agreed);
+            view.dissenters = Some(dissenters.filter_map(|v| v.agent_id.clone()).collect());
+        }
+        view.votes = Some(votes);
+    }
     view
+}
+
+/// The votes of a consensus task's replicas: each successful attempt's value, and whether it is
+/// the agreed one (canonical JSON, as the scheduler compared them).
+fn votes(
+    attempts: &[api::Attempt],
+    consensus: &ConsensusSpec,
+    agreed: Option<&str>,
+) -> Vec<api::Vote> {
+    attempts
+        .iter()
+        .filter(|a| a.outcome.as_deref() == Some(AttemptOutcome::Succeeded.as_str()))
+        .filter_map(|a| {
+            let value = vote_of(a.output.as_ref()?.get(), consensus.vote.as_deref()).ok()?;
+            Some(api::Vote {
+                attempt: a.attempt,
+                agent_id: a.agent_id.clone(),
+                agreed: agreed == Some(value.as_str()),
+                value: raw(&value),
+            })
+        })
+        .collect()
 }
 
 pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {

@@ -74,6 +74,8 @@ pub struct StoredAttempt {
     pub ended_at: Option<Timestamp>,
     pub outcome: Option<hive_core::AttemptOutcome>,
     pub error: Option<String>,
+    /// A consensus task's replica: its result.
+    pub output: Option<String>,
 }
 
 /// Which tasks to list: newest first, after `before` (the cursor) when given.

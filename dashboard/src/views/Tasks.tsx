@@ -63,9 +63,49 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
             </>
           )}
           {task.error && <p className="error">{task.error}</p>}
+          {task.depends_on.length > 0 && (
+            <p>
+              after {task.depends_on.length} parent task(s); on a parent's failure: {task.on_parent_failure}
+            </p>
+          )}
+          {task.replicas !== undefined && <Votes task={task} />}
         </>
       )}
     </aside>
+  );
+}
+
+/** A consensus task's votes: who voted for what, and who was outvoted. */
+function Votes({ task }: { task: Task }) {
+  const dissenters = task.dissenters ?? [];
+  return (
+    <div data-testid="votes">
+      <h4>consensus</h4>
+      <p>{f.consensusSummary(task)}</p>
+      <table>
+        <thead>
+          <tr>
+            <th>attempt</th>
+            <th>agent</th>
+            <th>voted for</th>
+            <th>agreed</th>
+          </tr>
+        </thead>
+        <tbody>
+          {(task.votes ?? []).map((v) => (
+            <tr key={v.attempt}>
+              <td>{v.attempt}</td>
+              <td>{v.agent_id ? f.shortId(v.agent_id) : "-"}</td>
+              <td>
+                <code>{JSON.stringify(v.value)}</code>
+              </td>
+              <td>{v.agreed ? "agreed" : "dissent"}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {dissenters.length > 0 && <p>outvoted: {dissenters.map(f.shortId).join(", ")}</p>}
+    </div>
   );
 }
 

@@ -33,6 +33,9 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
             "run" => OnParentFailure::Run,
             _ => OnParentFailure::Fail,
         }),
+        replicas: args.replicas,
+        quorum: args.quorum,
+        vote: args.vote,
         ..NewTask::new(args.capability)
     };
     let client = hub.client()?;

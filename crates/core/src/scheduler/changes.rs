@@ -61,12 +61,16 @@ pub enum Change {
         attempt: u32,
         agent: AgentId,
     },
-    /// A task that was not running ended: cancelled, or failed because a dependency did.
+    /// A task ended other than by an attempt of its own: cancelled, failed because a dependency
+    /// did (or its inputs are too large), or a consensus task decided (agreed, or agreement
+    /// became impossible).
     TaskFinished {
         task: TaskId,
         capability: Capability,
         status: TaskStatus,
         error: Option<String>,
+        /// The agreed value of a consensus task that succeeded.
+        result: Option<Arc<str>>,
         at: Timestamp,
     },
     /// An agent connected, started draining, or went offline.
@@ -108,7 +112,9 @@ impl Change {
     pub fn ended(&self) -> Option<(TaskId, TaskEnd)> {
         let (task, status) = self.terminal()?;
         let end = match self {
-            Change::AttemptEnded { output, .. } if status == TaskStatus::Succeeded => {
+            Change::AttemptEnded { output, .. } | Change::TaskFinished { result: output, .. }
+                if status == TaskStatus::Succeeded =>
+            {
                 TaskEnd::Succeeded(output.clone().unwrap_or_else(|| "null".into()))
             }
             Change::TaskCreated { error, .. }
@@ -130,6 +136,8 @@ pub enum NextStatus {
     Retry {
         not_before: Timestamp,
     },
+    /// A replica of a consensus task ended; the task still counts its votes (running).
+    Voting,
     Succeeded,
     Failed,
     Cancelled,
@@ -139,6 +147,7 @@ impl NextStatus {
     pub fn status(self) -> TaskStatus {
         match self {
             NextStatus::Retry { .. } => TaskStatus::Queued,
+            NextStatus::Voting => TaskStatus::Running,
             NextStatus::Succeeded => TaskStatus::Succeeded,
             NextStatus::Failed => TaskStatus::Failed,
             NextStatus::Cancelled => TaskStatus::Cancelled,

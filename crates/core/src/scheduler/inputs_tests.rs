@@ -180,6 +180,7 @@ fn a_restart_gives_recovered_tasks_their_inputs_back() {
         attempt: 0,
         lease_until: None,
         not_before: None,
+        replicas: vec![],
     };
     let mut asked = Vec::new();
     let mut resolve = |dep: TaskId| {
@@ -278,5 +279,72 @@ fn a_task_whose_inputs_are_over_the_limit_fails_instead_of_running() {
         &mut big,
     );
     assert_eq!(status, Ok(TaskStatus::Failed));
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_restart_fails_a_run_child_with_a_missing_parent_without_tripping_over_it() {
+    let mut s = sched();
+    let recovered = |spec, status| RecoveredTask {
+        spec,
+        status,
+        attempt: 0,
+        lease_until: None,
+        not_before: None,
+        replicas: vec![],
+    };
+    // Task 2 waits for 8, which the store lost; task 3 runs after failures and waits for 2 and
+    // for 9, lost too. Task 2 fails first, and must not find 3 waiting on nothing.
+    s.restore(
+        vec![
+            recovered(
+                child_of(2, &[8], OnParentFailure::Fail),
+                TaskStatus::Waiting,
+            ),
+            recovered(
+                child_of(3, &[2, 9], OnParentFailure::Run),
+                TaskStatus::Waiting,
+            ),
+        ],
+        Timestamp(0),
+        &mut none,
+    );
+    let changes = s.take_changes();
+    let failed: Vec<_> = changes.iter().filter_map(Change::terminal).collect();
+    assert_eq!(failed.len(), 2, "{changes:?}");
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_waiting_task_fails_as_soon_as_its_inputs_pass_the_limit() {
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            max_inputs_bytes: 100,
+            ..SchedulerConfig::default()
+        },
+        LeastLoaded,
+    );
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 4), Timestamp(0));
+    for n in 1..=2 {
+        s.submit(spec(n, "a"), Timestamp(0), &mut none).unwrap();
+    }
+    s.submit(
+        child_of(3, &[1, 2], OnParentFailure::Fail),
+        Timestamp(0),
+        &mut none,
+    )
+    .unwrap();
+    s.take_changes();
+    let big = format!("\"{}\"", "x".repeat(200));
+    s.report(agent_id(1), task_id(1), 1, output(&big), Timestamp(1))
+        .unwrap();
+    assert_eq!(
+        s.active_status(task_id(3)),
+        None,
+        "failed before task 2 ended"
+    );
+    s.check_invariants().unwrap();
+    s.report(agent_id(1), task_id(2), 1, output("1"), Timestamp(2))
+        .unwrap();
     s.check_invariants().unwrap();
 }

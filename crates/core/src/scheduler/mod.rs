@@ -15,6 +15,9 @@
 //! idempotency look-ups for them through the `resolve` callbacks.
 
 mod changes;
+mod consensus;
+#[cfg(test)]
+mod consensus_tests;
 #[cfg(test)]
 mod inputs_tests;
 mod knowledge;
@@ -37,7 +40,7 @@ use std::sync::Arc;
 
 pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportError, SubmitError};
 pub use knowledge::LearnedEstimate;
-pub use recovery::RecoveredTask;
+pub use recovery::{RecoveredReplica, RecoveredTask};
 pub use rejoin::{HeldAttempt, Rejoined};
 
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
@@ -108,6 +111,9 @@ enum Phase {
         lease_until: Timestamp,
         agent: Option<AgentId>,
     },
+    /// A consensus task counting votes: its replicas run, or wait for agents, as its
+    /// [`Ballot`](consensus::Ballot) says.
+    Voting,
 }
 
 impl Phase {
@@ -142,7 +148,7 @@ impl ActiveTask {
         match self.phase {
             Phase::Waiting => TaskStatus::Waiting,
             Phase::Ready { .. } | Phase::Backoff { .. } => TaskStatus::Queued,
-            Phase::Running { .. } => TaskStatus::Running,
+            Phase::Running { .. } | Phase::Voting => TaskStatus::Running,
         }
     }
 }
@@ -212,6 +218,12 @@ pub struct Scheduler<P> {
     arrivals: HashMap<Capability, Rate>,
     /// Held tasks with a [`Timer::Reoffer`] pending.
     reoffers: foldhash::HashSet<TaskId>,
+    /// The replicas and votes of each consensus task past waiting (its phase `Voting`).
+    ballots: HashMap<TaskId, Box<consensus::Ballot>>,
+    /// Consensus tasks that need more replicas placed, by capability, ranked like ready tasks.
+    /// Apart from the ready queues because not every agent may take them (one identity
+    /// answers once per task).
+    ballot_queue: HashMap<Capability, BTreeSet<QueueKey>>,
     /// Offline agents, oldest first; kept for the agent list up to [`MAX_OFFLINE_AGENTS`].
     offline: VecDeque<AgentId>,
     changes: Vec<Change>,
@@ -227,8 +239,9 @@ pub struct Scheduler<P> {
 pub struct SchedulerMemory {
     pub active_tasks: usize,
     /// The task table (its allocated buckets), each task's record and spec, the ready-queue
-    /// entries and the payloads. Not counted: allocator overhead, the strings of capabilities
-    /// and idempotency keys, agents, timers.
+    /// entries, the payloads and the inputs kept for dependents (a parent's result shared by
+    /// several children counted once per child). Not counted: allocator overhead, the strings of
+    /// capabilities and idempotency keys, agents, timers, consensus tasks' ballots.
     pub bytes: usize,
 }
 
@@ -252,6 +265,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
             queued: HashMap::new(),
             arrivals: HashMap::new(),
             reoffers: foldhash::HashSet::default(),
+            ballots: HashMap::new(),
+            ballot_queue: HashMap::new(),
             offline: VecDeque::new(),
             changes: Vec::new(),
             payload_bytes: 0,
@@ -277,7 +292,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     /// Status of a task still in memory (waiting, queued or running).
     pub fn active_status(&self, id: TaskId) -> Option<TaskStatus> {
-        self.tasks.get(&id).map(|t| t.status())
+        let task = self.tasks.get(&id)?;
+        match task.phase {
+            Phase::Voting => Some(self.ballots[&id].status()),
+            _ => Some(task.status()),
+        }
     }
 
     /// Accepts a validated task. `resolve` answers how a dependency that is not active here (a
@@ -310,10 +329,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         let spec = Arc::new(spec);
         let id = spec.id;
+        // Inputs only grow while it waits: past the limit now, it fails now.
         let refusal = match failed_dep {
             Some((dep, status)) => Some(dependency_error(dep, status)),
-            None if pending.is_empty() => self.inputs_refusal(&inputs),
-            None => None,
+            None => self.inputs_refusal(&inputs),
         };
         if let Some(error) = refusal {
             self.changes.push(Change::TaskCreated {
@@ -473,6 +492,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .tasks
             .get(&task)
             .ok_or(ReportError::UnknownTask(task))?;
+        if current.phase == Phase::Voting {
+            return self.report_replica(agent, task, attempt, report, now);
+        }
         let runs_here =
             matches!(current.phase, Phase::Running { agent: Some(a), .. } if a == agent);
         if !runs_here || current.attempt != attempt {
@@ -508,7 +530,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     pub fn cancel(&mut self, id: TaskId, now: Timestamp) -> Result<(), CancelError> {
         let task = self.tasks.get(&id).ok_or(CancelError::NotActive(id))?;
-        if let Phase::Running { agent, .. } = task.phase {
+        if task.phase == Phase::Voting {
+            self.decide(id, consensus::Verdict::Cancelled, now);
+        } else if let Phase::Running { agent, .. } = task.phase {
             if let Some(agent) = agent {
                 self.changes.push(Change::SendCancel {
                     agent,
@@ -533,6 +557,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
             self.timers.pop_first();
             match timer {
+                Timer::Lease { task, attempt }
+                    if self
+                        .tasks
+                        .get(&task)
+                        .is_some_and(|t| t.phase == Phase::Voting) =>
+                {
+                    self.replica_lease_expired(task, attempt, now);
+                }
                 Timer::Lease { task, attempt } => {
                     let live = self.tasks.get(&task).is_some_and(|t| {
                         matches!(t.phase, Phase::Running { .. }) && t.attempt == attempt
@@ -715,11 +747,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             started_at: now,
             lease_until,
             queued_ms,
-            inputs: if task.spec.depends_on.is_empty() {
-                Vec::new()
-            } else {
-                self.inputs.get(&id).cloned().unwrap_or_default()
-            },
+            inputs: inputs_of(&self.inputs, &task.spec),
         });
     }
 
@@ -757,23 +785,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
             AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => NextStatus::Failed,
         };
-        if let Some(entry) = agent.and_then(|a| self.agents.get_mut(&a)) {
-            entry.running -= 1;
-            if let Some((_, slot)) = entry.capability(&task.spec.capability) {
-                let (run_ms, learning) = (now.ms_since(started_at), &self.config.learning);
-                self.knowledge
-                    .update(slot, |e| e.observe(outcome, run_ms, now, learning));
-            }
-            let stats = entry.stats.entry(task.spec.capability.clone()).or_default();
-            match outcome {
-                AttemptOutcome::Succeeded => {
-                    stats.completed += 1;
-                    stats.total_latency_ms += now.ms_since(started_at);
-                }
-                AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => stats.failed += 1,
-                AttemptOutcome::Cancelled => {}
-            }
-        }
+        let learning = &self.config.learning;
+        let ended = AttemptEnd {
+            agent,
+            capability: &task.spec.capability,
+            outcome,
+            started_at,
+            now,
+        };
+        ended.count(&mut self.agents, &mut self.knowledge, learning);
         let end = match (next, &output) {
             (NextStatus::Succeeded, output) => Some(TaskEnd::Succeeded(
                 output.clone().unwrap_or_else(|| "null".into()),
@@ -840,6 +860,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             capability: task.spec.capability.clone(),
             status,
             error,
+            result: None,
             at: now,
         });
         self.settle(id, end, now);
@@ -893,9 +914,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     let left = self.pending_deps.get_mut(&child).expect("waiting task");
                     *left -= 1;
                     let ready = *left == 0;
-                    let refusal = ready
-                        .then(|| self.inputs_refusal(&self.inputs[&child]))
-                        .flatten();
+                    // Inputs only grow while it waits: past the limit now, it fails now.
+                    let refusal = self.inputs_refusal(&self.inputs[&child]);
                     if ready && refusal.is_none() {
                         self.pending_deps.remove(&child);
                         self.changes.push(Change::TaskReady {
@@ -919,6 +939,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         capability,
                         status: TaskStatus::Failed,
                         error: Some(error),
+                        result: None,
                         at: now,
                     });
                     ended.push((child, child_end));
@@ -951,8 +972,57 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 }
 
+/// An attempt that ended, as its agent's counters and routing's estimates take it in.
+struct AttemptEnd<'a> {
+    agent: Option<AgentId>,
+    capability: &'a Capability,
+    outcome: AttemptOutcome,
+    started_at: Timestamp,
+    now: Timestamp,
+}
+
+impl AttemptEnd<'_> {
+    /// Frees the agent's slot and counts the outcome (an agent forgotten meanwhile is skipped).
+    fn count(
+        &self,
+        agents: &mut HashMap<AgentId, AgentEntry>,
+        knowledge: &mut knowledge::Knowledge,
+        learning: &LearningConfig,
+    ) {
+        let Some(entry) = self.agent.and_then(|a| agents.get_mut(&a)) else {
+            return;
+        };
+        let (outcome, now) = (self.outcome, self.now);
+        let run_ms = now.ms_since(self.started_at);
+        entry.running -= 1;
+        if let Some((_, slot)) = entry.capability(self.capability) {
+            knowledge.update(slot, |e| e.observe(outcome, run_ms, now, learning));
+        }
+        let stats = entry.stats.entry(self.capability.clone()).or_default();
+        match outcome {
+            AttemptOutcome::Succeeded => {
+                stats.completed += 1;
+                stats.total_latency_ms += run_ms;
+            }
+            AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => stats.failed += 1,
+            AttemptOutcome::Cancelled => {}
+        }
+    }
+}
+
 fn dependency_error(dep: TaskId, status: TaskStatus) -> String {
     format!("dependency {dep} {status}")
+}
+
+/// What an attempt of the task is given of its parents.
+fn inputs_of(
+    inputs: &HashMap<TaskId, Vec<(TaskId, TaskEnd)>>,
+    spec: &TaskSpec,
+) -> Vec<(TaskId, TaskEnd)> {
+    if spec.depends_on.is_empty() {
+        return Vec::new();
+    }
+    inputs.get(&spec.id).cloned().unwrap_or_default()
 }
 
 /// A task's dependencies, each once, in order of id.

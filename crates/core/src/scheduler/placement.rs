@@ -28,6 +28,10 @@ const ARRIVALS_MS: u64 = 1_000;
 impl<P: RoutingPolicy> Scheduler<P> {
     /// A task may run now: give it to an agent or queue it.
     pub(super) fn make_ready(&mut self, id: TaskId, now: Timestamp) {
+        if self.tasks[&id].spec.consensus.is_some() {
+            self.ask_replicas(id, now);
+            return;
+        }
         let capability = self.tasks[&id].spec.capability.clone();
         if self.policy.weighs_busy_agents() {
             self.arrivals
@@ -139,6 +143,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// agent, and a held head leaves the next capability's head to try.
     pub(super) fn fill_agent(&mut self, id: AgentId, now: Timestamp) {
         while self.agents.get(&id).is_some_and(AgentEntry::accepting) {
+            if !self.ballot_queue.is_empty() && self.place_ballot_on(id, false, now) {
+                continue;
+            }
             let heads = self.agents[&id]
                 .spec
                 .capabilities
@@ -160,6 +167,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     .map(|(key, capability)| (key, capability.clone(), id))
             };
             let Some((key, capability, agent)) = placed else {
+                // Nothing ready for it (or all held for busy agents): a replica may still be.
+                if !self.ballot_queue.is_empty() && self.place_ballot_on(id, true, now) {
+                    continue;
+                }
                 return;
             };
             self.queues

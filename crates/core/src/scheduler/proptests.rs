@@ -1,14 +1,17 @@
 //! Property test: over random sequences of events, no task is lost, none is assigned twice at
-//! once, none ends twice, and the scheduler's internal invariants hold after every step; with the
-//! least-loaded policy and with the learned one, which may hold tasks for busy agents.
+//! once (a consensus task: no two replicas on one identity, at most `replicas` at once), none
+//! ends twice, and the scheduler's internal invariants hold after every step; with the
+//! least-loaded policy and with the learned one, which may hold tasks for busy agents. Tasks
+//! may depend on the previous one, run after a failed parent, or ask for consensus.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
 use crate::backoff::Backoff;
+use crate::consensus::ConsensusSpec;
 use crate::routing::{Learned, LeastLoaded};
 use crate::task::tests::spec;
 
@@ -18,6 +21,9 @@ enum Event {
         capability: u8,
         priority: u8,
         depends_on_previous: bool,
+        run_on_parent_failure: bool,
+        /// 0 or 1: a plain task; more: a consensus task with a majority quorum.
+        replicas: u8,
     },
     Connect {
         capabilities: u8,
@@ -34,6 +40,8 @@ enum Event {
         ok: bool,
         retryable: bool,
         skew: i8,
+        /// Which of two outputs a success reports, so that replicas may disagree.
+        second_answer: bool,
     },
     Cancel(usize),
     Drain(usize),
@@ -42,12 +50,12 @@ enum Event {
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        4 => (0u8..3, 0u8..10, any::<bool>()).prop_map(|(capability, priority, depends_on_previous)| Event::Submit { capability, priority, depends_on_previous }),
+        4 => (0u8..3, 0u8..10, any::<bool>(), any::<bool>(), 0u8..4).prop_map(|(capability, priority, depends_on_previous, run_on_parent_failure, replicas)| Event::Submit { capability, priority, depends_on_previous, run_on_parent_failure, replicas }),
         1 => (1u8..8, 1u32..4).prop_map(|(capabilities, slots)| Event::Connect { capabilities, slots }),
         1 => any::<usize>().prop_map(Event::Disconnect),
         1 => any::<usize>().prop_map(Event::Reconnect),
         1 => any::<usize>().prop_map(Event::Heartbeat),
-        5 => (any::<usize>(), any::<bool>(), any::<bool>(), -1i8..=1).prop_map(|(pick, ok, retryable, skew)| Event::Report { pick, ok, retryable, skew }),
+        5 => (any::<usize>(), any::<bool>(), any::<bool>(), -1i8..=1, any::<bool>()).prop_map(|(pick, ok, retryable, skew, second_answer)| Event::Report { pick, ok, retryable, skew, second_answer }),
         1 => any::<usize>().prop_map(Event::Cancel),
         1 => any::<usize>().prop_map(Event::Drain),
         3 => (0u64..3_000).prop_map(Event::Advance),
@@ -83,9 +91,12 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
     );
     let mut now = Timestamp(0);
     let mut submitted: Vec<TaskId> = Vec::new();
-    let mut ended: HashSet<TaskId> = HashSet::new();
-    let mut open: HashMap<TaskId, (u32, AgentId)> = HashMap::new();
+    let mut ended: HashMap<TaskId, TaskEnd> = HashMap::new();
+    // Open attempts: (task, attempt) -> agent.
+    let mut open: BTreeMap<(TaskId, u32), AgentId> = BTreeMap::new();
+    let mut replicas: HashMap<TaskId, usize> = HashMap::new();
     let mut agents: Vec<AgentId> = Vec::new();
+    let mut names: HashMap<AgentId, String> = HashMap::new();
     let mut next = 1u128;
 
     for event in events {
@@ -94,8 +105,18 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                 capability,
                 priority,
                 depends_on_previous,
+                run_on_parent_failure,
+                replicas: asked,
             } => {
                 let mut t = spec(next, CAPS[capability as usize]);
+                if run_on_parent_failure {
+                    t.on_parent_failure = OnParentFailure::Run;
+                }
+                if asked > 1 {
+                    let consensus = ConsensusSpec::from_fields(Some(u32::from(asked)), None, None);
+                    t.consensus = consensus.unwrap().map(Box::new);
+                    replicas.insert(t.id, usize::from(asked));
+                }
                 next += 1;
                 t.priority = priority;
                 t.backoff = Backoff {
@@ -107,8 +128,7 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                     t.depends_on = submitted.last().copied().into_iter().collect();
                 }
                 let id = t.id;
-                let mut resolve =
-                    |dep| ended.contains(&dep).then(|| TaskEnd::Succeeded("1".into()));
+                let mut resolve = |dep| ended.get(&dep).cloned();
                 s.submit(t, now, &mut resolve).unwrap();
                 submitted.push(id);
             }
@@ -124,6 +144,7 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                 next += 1;
                 // Three identities, so what is learned differs between agents.
                 let name = format!("p{}", next % 3);
+                names.insert(id, name.clone());
                 s.register_agent(
                     id,
                     AgentSpec {
@@ -143,17 +164,19 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                 s.disconnect_agent(old);
                 let mut claims: Vec<HeldAttempt> = open
                     .iter()
-                    .filter(|(_, (_, agent))| *agent == old)
-                    .map(|(task, (attempt, _))| HeldAttempt {
+                    .filter(|(_, agent)| **agent == old)
+                    .map(|((task, attempt), _)| HeldAttempt {
                         task: *task,
                         attempt: *attempt,
                     })
                     .collect();
                 claims.sort_by_key(|c| c.task);
                 if let Some(first) = claims.first().copied() {
+                    // One past the newest attempt of the task, so that it is stale.
+                    let newest = open.range((first.task, 0)..=(first.task, u32::MAX)).last();
                     claims.push(HeldAttempt {
                         task: first.task,
-                        attempt: first.attempt + 1,
+                        attempt: newest.map_or(first.attempt, |((_, a), _)| *a) + 1,
                     });
                 }
                 let id = AgentId(Uuid::from_u128(1 << 64 | next));
@@ -162,10 +185,13 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                     .iter()
                     .map(|c| (Capability::parse(c, "c").unwrap(), 0.5))
                     .collect();
+                // The name of the agent it replaces: a reconnection is the same identity.
+                let name = names[&old].clone();
+                names.insert(id, name.clone());
                 let rejoined = s.rejoin_agent(
                     id,
                     AgentSpec {
-                        name: "p".into(),
+                        name,
                         capabilities: caps,
                         slots: 3,
                     },
@@ -193,14 +219,17 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                 ok,
                 retryable,
                 skew,
+                second_answer,
             } if !open.is_empty() => {
-                let mut keys: Vec<_> = open.keys().copied().collect();
-                keys.sort();
-                let task = keys[pick % keys.len()];
-                let (attempt, agent) = open[&task];
+                let keys: Vec<_> = open.keys().copied().collect();
+                let (task, attempt) = keys[pick % keys.len()];
+                let agent = open[&(task, attempt)];
                 let attempt = attempt.saturating_add_signed(i32::from(skew));
                 let report = if ok {
-                    Report::Success { output: "1".into() }
+                    let output = if second_answer { "2" } else { "1" };
+                    Report::Success {
+                        output: output.into(),
+                    }
                 } else {
                     Report::Failure {
                         error: "x".into(),
@@ -231,33 +260,40 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                     agent,
                     ..
                 } => {
+                    let running: Vec<AgentId> = open
+                        .range((spec.id, 0)..=(spec.id, u32::MAX))
+                        .map(|(_, a)| *a)
+                        .collect();
+                    let at_once = replicas.get(&spec.id).copied().unwrap_or(1);
+                    prop_assert!(running.len() < at_once, "task assigned twice at once");
                     prop_assert!(
-                        open.insert(spec.id, (*attempt, *agent)).is_none(),
-                        "task assigned twice at once"
+                        running.iter().all(|a| names[a] != names[agent]),
+                        "two replicas on one identity"
                     );
+                    prop_assert!(open.insert((spec.id, *attempt), *agent).is_none());
                 }
                 Change::AttemptReattached {
                     task,
                     attempt,
                     agent,
                 } => {
-                    let held = open.get_mut(task);
-                    prop_assert_eq!(
-                        held.as_ref().map(|h| h.0),
-                        Some(*attempt),
-                        "re-bound an attempt not open"
-                    );
+                    let held = open.get_mut(&(*task, *attempt));
+                    prop_assert!(held.is_some(), "re-bound an attempt not open");
                     if let Some(held) = held {
-                        held.1 = *agent;
+                        *held = *agent;
                     }
                 }
                 Change::AttemptEnded { task, attempt, .. } => {
-                    prop_assert_eq!(open.remove(task).map(|o| o.0), Some(*attempt));
+                    prop_assert!(open.remove(&(*task, *attempt)).is_some());
                 }
                 _ => {}
             }
-            if let Some((task, _)) = change.terminal() {
-                prop_assert!(ended.insert(task), "task ended twice");
+            if let Some((task, end)) = change.ended() {
+                prop_assert!(ended.insert(task, end).is_none(), "task ended twice");
+                prop_assert!(
+                    !open.keys().any(|(t, _)| *t == task),
+                    "a task ended with attempts open"
+                );
             }
         }
         prop_assert_eq!(s.check_invariants(), Ok(()));
@@ -265,7 +301,7 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
     // Nothing lost: every task is still active or ended exactly once.
     for id in &submitted {
         prop_assert!(
-            ended.contains(id) != s.active_status(*id).is_some(),
+            ended.contains_key(id) != s.active_status(*id).is_some(),
             "task {} lost",
             id
         );

@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 
+use super::consensus::{Ballot, ReplicaRun, Vote};
 use super::{Change, Phase, Scheduler, Timer, dependency_error, distinct, runs_after};
+use crate::consensus::vote_of;
 use crate::ids::TaskId;
 use crate::routing::RoutingPolicy;
+use crate::task::AttemptOutcome;
 use crate::task::{TaskEnd, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
@@ -22,6 +25,21 @@ pub struct RecoveredTask {
     pub lease_until: Option<Timestamp>,
     /// For a queued task backing off: when it may run.
     pub not_before: Option<Timestamp>,
+    /// For a consensus task: the attempts of its replicas so far.
+    pub replicas: Vec<RecoveredReplica>,
+}
+
+/// A replica's attempt as the store last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredReplica {
+    pub attempt: u32,
+    /// The name of the agent it ran on: the identity that was asked.
+    pub identity: Arc<str>,
+    pub started_at: Timestamp,
+    /// `None` while it runs.
+    pub outcome: Option<AttemptOutcome>,
+    pub output: Option<Arc<str>>,
+    pub error: Option<String>,
 }
 
 impl<P: RoutingPolicy> Scheduler<P> {
@@ -42,6 +60,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let mut started = Vec::new();
         let mut waiting = Vec::new();
         let mut ready = Vec::new();
+        let mut voting = Vec::new();
         for recovered in tasks {
             if recovered.status.is_terminal() {
                 continue;
@@ -50,6 +69,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
             let id = spec.id;
             let attempt = recovered.attempt;
             let phase = match recovered.status {
+                TaskStatus::Queued | TaskStatus::Running if spec.consensus.is_some() => {
+                    let ballot = self.recover_ballot(&spec, attempt, recovered.replicas);
+                    self.ballots.insert(id, Box::new(ballot));
+                    voting.push(id);
+                    Phase::Voting
+                }
                 TaskStatus::Running => {
                     // Its agent is unknown now: no result can match it, only the lease ends it.
                     let lease_until = recovered.lease_until.unwrap_or(now);
@@ -95,17 +120,17 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
 
         // Link every waiting task to its active dependencies before failing any, so a failure
-        // reaches tasks further down the chain.
+        // reaches tasks further down the chain. A task that fails here is not linked: a parent
+        // failed before it would otherwise find a waiting child with nothing pending.
         let mut failed = Vec::new();
         let mut unblocked = Vec::new();
         for id in waiting {
             let deps = distinct(&self.tasks[&id].spec.depends_on);
-            let mut pending = 0;
+            let mut active = Vec::new();
             let mut failed_dep = None;
             for dep in deps {
                 if self.tasks.contains_key(&dep) {
-                    pending += 1;
-                    self.dependents.entry(dep).or_default().push(id);
+                    active.push(dep);
                     continue;
                 }
                 match resolve(dep) {
@@ -120,11 +145,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     }
                 }
             }
-            match failed_dep {
+            let inputs = self.inputs.get(&id).map_or(&[][..], Vec::as_slice);
+            match failed_dep.or_else(|| self.inputs_refusal(inputs)) {
                 Some(error) => failed.push((id, error)),
-                None if pending == 0 => unblocked.push(id),
+                None if active.is_empty() => unblocked.push(id),
                 None => {
-                    self.pending_deps.insert(id, pending);
+                    self.pending_deps.insert(id, active.len());
+                    for dep in active {
+                        self.dependents.entry(dep).or_default().push(id);
+                    }
                 }
             }
         }
@@ -132,11 +161,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
             self.finish_unstarted(id, TaskStatus::Failed, Some(error), now);
         }
         for id in unblocked {
-            let inputs = self.inputs.get(&id).map_or(&[][..], Vec::as_slice);
-            if let Some(error) = self.inputs_refusal(inputs) {
-                self.finish_unstarted(id, TaskStatus::Failed, Some(error), now);
-                continue;
-            }
             if self.active_status(id) == Some(TaskStatus::Waiting) {
                 let capability = self.tasks[&id].spec.capability.clone();
                 self.changes.push(Change::TaskReady {
@@ -150,6 +174,63 @@ impl<P: RoutingPolicy> Scheduler<P> {
         for id in ready {
             self.make_ready(id, now);
         }
+        // Decided if the votes already allow it, else its missing replicas are asked for.
+        for id in voting {
+            if self.ballots.contains_key(&id) {
+                self.tally(id, now);
+            }
+        }
+    }
+
+    /// A consensus task's ballot from its replicas' attempts: running ones keep their leases
+    /// (counted from their start), results count as votes again.
+    fn recover_ballot(
+        &mut self,
+        spec: &TaskSpec,
+        attempt: u32,
+        replicas: Vec<RecoveredReplica>,
+    ) -> Ballot {
+        let vote = spec.consensus.as_deref().and_then(|c| c.vote.as_deref());
+        let mut ballot = Ballot {
+            started: attempt,
+            ..Ballot::default()
+        };
+        for replica in replicas {
+            ballot.started = ballot.started.max(replica.attempt);
+            ballot.asked.push(replica.identity.clone());
+            let voted = match (replica.outcome, &replica.output) {
+                (None, _) => {
+                    let lease_until = replica.started_at.plus_ms(spec.timeout_ms);
+                    let timer = Timer::Lease {
+                        task: spec.id,
+                        attempt: replica.attempt,
+                    };
+                    self.timers.insert((lease_until, timer));
+                    ballot.runs.push(ReplicaRun {
+                        attempt: replica.attempt,
+                        agent: None,
+                        identity: replica.identity,
+                        started_at: replica.started_at,
+                        lease_until,
+                    });
+                    continue;
+                }
+                (Some(AttemptOutcome::Succeeded), Some(output)) => vote_of(output, vote).ok(),
+                _ => None,
+            };
+            match voted {
+                Some(value) => ballot.votes.push(Vote {
+                    identity: replica.identity,
+                    value,
+                }),
+                None if replica.outcome != Some(AttemptOutcome::Cancelled) => {
+                    ballot.failed += 1;
+                    ballot.last_error = replica.error;
+                }
+                None => {}
+            }
+        }
+        ballot
     }
 
     /// Checks the scheduler's internal consistency; for tests.
@@ -187,7 +268,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         return Err(format!("waiting task {id} waits for nothing"));
                     }
                 }
+                Phase::Voting => {
+                    self.check_ballot(*id, &mut running_per_agent)?;
+                }
             }
+        }
+        let voting = self.tasks.values().filter(|t| t.phase == Phase::Voting);
+        if voting.count() != self.ballots.len() {
+            return Err(format!("{} ballots for other tasks", self.ballots.len()));
         }
         if let Some(id) = self.inputs.keys().find(|id| !self.tasks.contains_key(id)) {
             return Err(format!("inputs kept for task {id}, which is not active"));
@@ -211,10 +299,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         let mut queued_by_capability: std::collections::HashMap<&crate::task::Capability, usize> =
             std::collections::HashMap::new();
-        for task in self.tasks.values().filter(|t| t.phase.queued()) {
-            *queued_by_capability
-                .entry(&task.spec.capability)
-                .or_default() += 1;
+        for task in self.tasks.values() {
+            let ballot_queued =
+                task.phase == Phase::Voting && self.ballots[&task.spec.id].queued.is_some();
+            if task.phase.queued() || ballot_queued {
+                *queued_by_capability
+                    .entry(&task.spec.capability)
+                    .or_default() += 1;
+            }
         }
         if queued_by_capability.len() != self.queued.len()
             || queued_by_capability

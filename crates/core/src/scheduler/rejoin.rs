@@ -84,6 +84,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     /// Running attempts and the agents that run them, for rebuilding the scheduler elsewhere.
     pub fn running_attempts(&self) -> Vec<(AgentId, HeldAttempt)> {
+        let replicas = self.ballots.iter().flat_map(|(task, ballot)| {
+            ballot.runs.iter().filter_map(|run| {
+                let held = HeldAttempt {
+                    task: *task,
+                    attempt: run.attempt,
+                };
+                Some((run.agent?, held))
+            })
+        });
         self.tasks
             .values()
             .filter_map(|task| match task.phase {
@@ -98,7 +107,30 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 )),
                 _ => None,
             })
+            .chain(replicas)
             .collect()
+    }
+
+    /// The agent that held an attempt now bound to another gives up its slot; if it is still
+    /// connected (a connection of the same name the hub has not yet seen drop) it is told to
+    /// stop, or the attempt would run twice at once.
+    pub(super) fn unbind(
+        &mut self,
+        holder: AgentId,
+        claim: HeldAttempt,
+        holders: &mut Vec<AgentId>,
+    ) {
+        if let Some(entry) = self.agents.get_mut(&holder) {
+            entry.running -= 1;
+            if entry.connected {
+                self.changes.push(Change::SendCancel {
+                    agent: holder,
+                    task: claim.task,
+                    attempt: claim.attempt,
+                });
+            }
+            holders.push(holder);
+        }
     }
 
     fn reattach(
@@ -111,6 +143,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let Some(task) = self.tasks.get(&claim.task) else {
             return false;
         };
+        if task.phase == Phase::Voting {
+            return self.reattach_replica(id, name, claim, holders);
+        }
         let Phase::Running {
             started_at,
             lease_until,
@@ -137,19 +172,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             if !free {
                 return false;
             }
-            if let Some(entry) = self.agents.get_mut(&holder) {
-                entry.running -= 1;
-                if entry.connected {
-                    // A live connection of the same name: if it really still runs the attempt,
-                    // it must stop, or the task would run twice at once.
-                    self.changes.push(Change::SendCancel {
-                        agent: holder,
-                        task: claim.task,
-                        attempt: claim.attempt,
-                    });
-                }
-                holders.push(holder);
-            }
+            self.unbind(holder, claim, holders);
         }
         let task = self.tasks.get_mut(&claim.task).expect("checked above");
         task.phase = Phase::Running {

@@ -431,6 +431,7 @@ fn recovery_requeues_expired_leases_and_keeps_live_ones() {
         attempt: u32::from(status == TaskStatus::Running),
         lease_until: lease.map(Timestamp),
         not_before: None,
+        replicas: vec![],
     };
     let mut waiting = recovered(4, TaskStatus::Waiting, None);
     waiting.spec.depends_on = vec![task_id(9)];
@@ -568,6 +569,7 @@ fn running(n: u128) -> RecoveredTask {
         attempt: 1,
         lease_until: Some(Timestamp(5_000)),
         not_before: None,
+        replicas: vec![],
     }
 }
 

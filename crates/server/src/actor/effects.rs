@@ -90,7 +90,7 @@ impl Effects {
     }
 
     fn announce(&self, changes: &[Change]) {
-        let mut assignments: Vec<(AgentId, Vec<Assignment>)> = Vec::new();
+        let mut assignments: Vec<(AgentId, AssignFrames)> = Vec::new();
         for change in changes {
             match change {
                 Change::AttemptStarted {
@@ -102,8 +102,12 @@ impl Effects {
                 } => {
                     let assignment = assignment(spec, *attempt, inputs);
                     match assignments.iter_mut().find(|(a, _)| a == agent) {
-                        Some((_, list)) => list.push(assignment),
-                        None => assignments.push((*agent, vec![assignment])),
+                        Some((_, frames)) => frames.push(assignment),
+                        None => {
+                            let mut frames = AssignFrames::default();
+                            frames.push(assignment);
+                            assignments.push((*agent, frames));
+                        }
                     }
                 }
                 Change::SendCancel {
@@ -134,11 +138,42 @@ impl Effects {
                 self.waiters.notify(task);
             }
         }
-        for (agent, tasks) in assignments {
-            // An agent gone meanwhile is fine: the lease runs out and the task is offered again.
-            self.connections
-                .send(agent, Outbound::Message(HubMessage::Assign { tasks }));
+        for (agent, frames) in assignments {
+            for tasks in frames.done {
+                // An agent gone meanwhile is fine: the lease runs out and the task is offered
+                // again.
+                self.connections
+                    .send(agent, Outbound::Message(HubMessage::Assign { tasks }));
+            }
         }
+    }
+}
+
+/// The bytes of assignments one `assign` frame carries before the next begins, so that a batch
+/// of large payloads or inputs stays far below what a worker reads (64 MiB for the Rust worker;
+/// one assignment larger than this goes alone).
+const ASSIGN_FRAME_BYTES: usize = 8 << 20;
+
+/// One agent's assignments of a batch, cut into frames of at most [`ASSIGN_FRAME_BYTES`].
+#[derive(Default)]
+struct AssignFrames {
+    done: Vec<Vec<Assignment>>,
+    bytes: usize,
+}
+
+impl AssignFrames {
+    fn push(&mut self, assignment: Assignment) {
+        let size = assignment.payload.get().len()
+            + assignment.inputs.as_ref().map_or(0, |i| i.get().len())
+            + 256;
+        match self.done.last_mut() {
+            Some(frame) if self.bytes + size <= ASSIGN_FRAME_BYTES => frame.push(assignment),
+            _ => {
+                self.done.push(vec![assignment]);
+                self.bytes = 0;
+            }
+        }
+        self.bytes += size;
     }
 }
 
@@ -207,4 +242,43 @@ fn render_inputs(
         RawValue::from_string(checked).expect("an object of JSON values is JSON")
     });
     (inputs, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(bytes: usize) -> Assignment {
+        let payload = format!("\"{}\"", "x".repeat(bytes));
+        Assignment {
+            task_id: "t".into(),
+            attempt: 1,
+            capability: "c".into(),
+            payload: RawValue::from_string(payload).unwrap(),
+            priority: 5,
+            timeout_ms: 1_000,
+            inputs: None,
+            failed_inputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn large_assignments_are_cut_into_frames_small_ones_share_one() {
+        let mut frames = AssignFrames::default();
+        for _ in 0..100 {
+            frames.push(sized(10));
+        }
+        assert_eq!(frames.done.len(), 1);
+        let mut frames = AssignFrames::default();
+        for _ in 0..3 {
+            frames.push(sized(5 << 20));
+        }
+        frames.push(sized(10));
+        let sizes: Vec<usize> = frames.done.iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            vec![1, 1, 2],
+            "each large one alone, a small one joins the last"
+        );
+    }
 }

@@ -352,6 +352,9 @@ impl Actor {
             }
         };
         // Check everything before changing anything: a batch is accepted whole or not at all.
+        // How the parents that are no longer active ended, read once per request (a batch of
+        // children of one parent shares its result).
+        let mut ended: HashMap<TaskId, TaskEnd> = HashMap::new();
         let mut existing: Vec<Option<TaskId>> = Vec::with_capacity(specs.len());
         let mut keys_in_request: HashMap<&str, TaskId> = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
@@ -367,13 +370,19 @@ impl Actor {
                 keys_in_request.insert(key, spec.id);
             }
             for dep in &spec.depends_on {
-                if self.scheduler.active_status(*dep).is_none()
-                    && self.status_elsewhere(*dep)?.is_none()
-                {
-                    return Err(ApiError::UnknownDependency {
-                        field: format!("{}depends_on", prefix(i)),
-                        message: format!("dependency {dep} does not exist"),
-                    });
+                if self.scheduler.active_status(*dep).is_some() || ended.contains_key(dep) {
+                    continue;
+                }
+                match self.end_elsewhere(*dep)? {
+                    Some(end) => {
+                        ended.insert(*dep, end);
+                    }
+                    None => {
+                        return Err(ApiError::UnknownDependency {
+                            field: format!("{}depends_on", prefix(i)),
+                            message: format!("dependency {dep} does not exist"),
+                        });
+                    }
                 }
             }
             existing.push(None);
@@ -398,21 +407,10 @@ impl Actor {
                 self.pending_keys.insert(key.clone(), id);
                 self.keys_by_seq.push_back((self.seq, key.clone()));
             }
-            let reader = &self.reader;
-            let recent = &self.recently_finished;
-            let metrics = &self.effects.metrics;
-            let mut resolve = |dep: TaskId| match recent.get(&dep) {
-                Some(end) => {
-                    metrics.add(Count::FinishedCacheHits, 1);
-                    Some(end.clone())
-                }
-                None => {
-                    metrics.add(Count::FinishedCacheMisses, 1);
-                    reader.task_end(dep).ok().flatten()
-                }
-            };
-            // The checks above make both errors unreachable: dependencies were found, and ids
-            // are fresh UUIDv7s.
+            let mut resolve = |dep: TaskId| ended.get(&dep).cloned();
+            // The checks above make both errors unreachable: dependencies were found (and a
+            // dependency active then is active or in `recently_finished` now, the same turn),
+            // and ids are fresh UUIDv7s.
             let status = self
                 .scheduler
                 .submit(spec, now, &mut resolve)
@@ -451,6 +449,22 @@ impl Actor {
             None => {
                 metrics.add(Count::FinishedCacheMisses, 1);
                 self.reader.task_status(id)
+            }
+        }
+    }
+
+    /// How a task not active in the scheduler ended: not yet committed, or stored. `None` for
+    /// an unknown task (or one the store holds unfinished).
+    fn end_elsewhere(&self, id: TaskId) -> Result<Option<TaskEnd>, StoreError> {
+        let metrics = &self.effects.metrics;
+        match self.recently_finished.get(&id) {
+            Some(end) => {
+                metrics.add(Count::FinishedCacheHits, 1);
+                Ok(Some(end.clone()))
+            }
+            None => {
+                metrics.add(Count::FinishedCacheMisses, 1);
+                self.reader.task_end(id)
             }
         }
     }

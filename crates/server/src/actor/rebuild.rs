@@ -52,7 +52,19 @@ impl SchedulerSetup {
         scheduler.restore_learned(reader.load_learned()?);
         let active = reader.load_active()?;
         let count = active.len();
-        scheduler.restore(active, now, &mut |id| reader.task_end(id).ok().flatten());
+        // A parent that cannot be read is not a missing one: the load fails (and is retried)
+        // rather than fail its children or drop it from their inputs.
+        let mut unreadable = None;
+        scheduler.restore(active, now, &mut |id| match reader.task_end(id) {
+            Ok(end) => end,
+            Err(e) => {
+                unreadable.get_or_insert(e);
+                None
+            }
+        });
+        if let Some(e) = unreadable {
+            return Err(e);
+        }
         scheduler.advance(now);
         Ok((scheduler, count))
     }

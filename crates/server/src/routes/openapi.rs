@@ -47,6 +47,7 @@ use utoipa::OpenApi;
         hive_proto::api::BatchCreated,
         hive_proto::api::Task,
         hive_proto::api::Attempt,
+        hive_proto::api::Vote,
         hive_proto::api::TaskList,
         hive_proto::api::Agent,
         hive_proto::api::AgentList,

@@ -5,6 +5,7 @@ mod alerts;
 mod auth;
 mod browser;
 mod builtin;
+mod consensus;
 mod dashboard;
 mod encodings;
 mod errors;

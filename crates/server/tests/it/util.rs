@@ -76,7 +76,22 @@ pub fn spawn_worker(
     slots: u32,
     executor: impl Executor,
 ) -> TestWorker {
-    let options = WorkerOptions::new(url, capabilities, slots);
+    spawn_worker_with(WorkerOptions::new(url, capabilities, slots), executor)
+}
+
+/// A worker of its own identity (`name`), for consensus tasks: replicas go to distinct names.
+pub fn spawn_named_worker(
+    url: &str,
+    name: &str,
+    capabilities: &[&str],
+    executor: impl Executor,
+) -> TestWorker {
+    let mut options = WorkerOptions::new(url, capabilities, 1);
+    options.name = name.to_string();
+    spawn_worker_with(options, executor)
+}
+
+pub fn spawn_worker_with(options: WorkerOptions, executor: impl Executor) -> TestWorker {
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(run_worker(options, Arc::new(executor), async move {
         let _ = stopped.await;

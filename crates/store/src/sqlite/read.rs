@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use hive_core::{
-    AttemptOutcome, Backoff, Capability, Estimate, LearnedEstimate, OnParentFailure, RecoveredTask,
-    TaskEnd, TaskId, TaskSpec, TaskStatus,
+    AttemptOutcome, Backoff, Capability, ConsensusSpec, Estimate, LearnedEstimate, OnParentFailure,
+    RecoveredReplica, RecoveredTask, TaskEnd, TaskId, TaskSpec, TaskStatus,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
@@ -15,7 +15,8 @@ use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
-    lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure";
+    lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure, replicas,
+    quorum, vote";
 
 /// Idle connections kept for reuse; more are opened under load and closed after.
 const POOL_SIZE: usize = 8;
@@ -81,9 +82,19 @@ fn spec_from_row(row: &Row<'_>) -> Result<TaskSpec, StoreError> {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => OnParentFailure::Fail,
         },
+        consensus: consensus_from_row(row)?,
         created_at: from_ts(row.get(16)?),
         submitted_by: row.get::<_, Option<String>>(18)?.map(Into::into),
     })
+}
+
+fn consensus_from_row(row: &Row<'_>) -> Result<Option<Box<ConsensusSpec>>, StoreError> {
+    let replicas: Option<u32> = row.get(20)?;
+    let quorum: Option<u32> = row.get(21)?;
+    let vote: Option<String> = row.get(22)?;
+    ConsensusSpec::from_fields(replicas, quorum, vote.as_deref())
+        .map(|c| c.map(Box::new))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn task_from_row(row: &Row<'_>) -> Result<StoredTask, StoreError> {
@@ -100,9 +111,41 @@ fn task_from_row(row: &Row<'_>) -> Result<StoredTask, StoreError> {
     })
 }
 
+/// A consensus task's attempts with the names of the agents that ran them (the identities
+/// asked; an agent the store lost is its id).
+fn replicas_of(conn: &Connection, id: TaskId) -> Result<Vec<RecoveredReplica>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.attempt, a.agent_id, g.name, a.started_at, a.outcome, a.output, a.error
+         FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id
+         WHERE a.task_id = ?1 ORDER BY a.attempt",
+    )?;
+    let mut rows = stmt.query(params![id.as_bytes()])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let agent: Option<Vec<u8>> = row.get(1)?;
+        let name: Option<String> = row.get(2)?;
+        let identity = match (name, agent) {
+            (Some(name), _) => name,
+            (None, Some(agent)) => agent_id(&agent)?.to_string(),
+            (None, None) => String::new(),
+        };
+        out.push(RecoveredReplica {
+            attempt: row.get(0)?,
+            identity: identity.into(),
+            started_at: from_ts(row.get(3)?),
+            outcome: row
+                .get::<_, Option<String>>(4)?
+                .and_then(|o| AttemptOutcome::parse(&o)),
+            output: row.get::<_, Option<String>>(5)?.map(Into::into),
+            error: row.get(6)?,
+        });
+    }
+    Ok(out)
+}
+
 fn attempts_of(conn: &Connection, id: TaskId) -> Result<Vec<StoredAttempt>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT attempt, agent_id, started_at, ended_at, outcome, error
+        "SELECT attempt, agent_id, started_at, ended_at, outcome, error, output
          FROM attempts WHERE task_id = ?1 ORDER BY attempt",
     )?;
     let mut rows = stmt.query(params![id.as_bytes()])?;
@@ -120,6 +163,7 @@ fn attempts_of(conn: &Connection, id: TaskId) -> Result<Vec<StoredAttempt>, Stor
                 .get::<_, Option<String>>(4)?
                 .and_then(|o| AttemptOutcome::parse(&o)),
             error: row.get(5)?,
+            output: row.get(6)?,
         });
     }
     Ok(out)
@@ -242,12 +286,17 @@ impl TaskReader for SqliteReader {
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 let task = task_from_row(row)?;
+                let replicas = match task.spec.consensus {
+                    Some(_) => replicas_of(conn, task.spec.id)?,
+                    None => Vec::new(),
+                };
                 out.push(RecoveredTask {
                     spec: task.spec,
                     status: task.status,
                     attempt: task.attempts,
                     lease_until: task.lease_until,
                     not_before: task.not_before,
+                    replicas,
                 });
             }
             Ok(out)

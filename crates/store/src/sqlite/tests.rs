@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use hive_core::{
-    AgentId, AttemptOutcome, Backoff, Capability, Change, NextStatus, OnParentFailure, TaskEnd,
-    TaskId, TaskSpec, TaskStatus, Timestamp,
+    AgentId, AttemptOutcome, Backoff, Capability, Change, ConsensusSpec, NextStatus,
+    OnParentFailure, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
 };
 use uuid::Uuid;
 
@@ -28,6 +28,7 @@ fn spec(n: u128) -> Arc<TaskSpec> {
         } else {
             OnParentFailure::Fail
         },
+        consensus: None,
         created_at: Timestamp(10),
         submitted_by: None,
     })
@@ -101,6 +102,80 @@ fn a_task_and_its_attempts_round_trip() {
         Some(TaskEnd::Succeeded("[42]".into()))
     );
     assert_eq!(reader.task_end(spec(2).id).unwrap(), None);
+}
+
+#[test]
+fn a_consensus_task_keeps_its_replicas_results_and_its_agreed_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    let mut task = (*spec(3)).clone();
+    task.depends_on.clear();
+    task.consensus = ConsensusSpec::from_fields(Some(3), Some(2), Some("/a"))
+        .unwrap()
+        .map(Box::new);
+    let task = Arc::new(task);
+    let agent = |n: u128| AgentId(Uuid::from_u128(n));
+    let started = |attempt: u32| Change::AttemptStarted {
+        spec: task.clone(),
+        attempt,
+        agent: agent(u128::from(attempt)),
+        started_at: Timestamp(20),
+        lease_until: Timestamp(1_020),
+        queued_ms: 0,
+        inputs: vec![],
+    };
+    let voted = |attempt: u32, output: &str| Change::AttemptEnded {
+        task: task.id,
+        capability: task.capability.clone(),
+        attempt,
+        agent: Some(agent(u128::from(attempt))),
+        created_at: Timestamp(10),
+        started_at: Timestamp(20),
+        ended_at: Timestamp(30),
+        outcome: AttemptOutcome::Succeeded,
+        output: Some(output.into()),
+        error: None,
+        next: NextStatus::Voting,
+    };
+    let created = Change::TaskCreated {
+        spec: task.clone(),
+        status: TaskStatus::Queued,
+        error: None,
+    };
+    writer
+        .apply(&[&[created, started(1), started(2), voted(1, r#"{"a":1}"#)]])
+        .unwrap();
+    let reader = store.reader();
+    let active = reader.load_active().unwrap();
+    assert_eq!(active[0].spec, *task);
+    let replicas = &active[0].replicas;
+    assert_eq!(replicas.len(), 2);
+    assert_eq!(replicas[0].outcome, Some(AttemptOutcome::Succeeded));
+    assert_eq!(replicas[0].output.as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(replicas[1].outcome, None, "still running");
+    let unknown = AgentId(Uuid::from_u128(1)).to_string();
+    assert_eq!(&*replicas[0].identity, unknown, "no agent row: its id");
+    assert_eq!(reader.get_task(task.id).unwrap().unwrap().result, None);
+
+    let agreed = Change::TaskFinished {
+        task: task.id,
+        capability: task.capability.clone(),
+        status: TaskStatus::Succeeded,
+        error: None,
+        result: Some("1".into()),
+        at: Timestamp(40),
+    };
+    writer.apply(&[&[voted(2, r#"{"a":1}"#), agreed]]).unwrap();
+    let done = reader.get_task(task.id).unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.result.as_deref(), Some("1"));
+    assert_eq!(done.attempt_log[1].output.as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(
+        reader.task_end(task.id).unwrap(),
+        Some(TaskEnd::Succeeded("1".into()))
+    );
+    assert!(reader.load_active().unwrap().is_empty());
 }
 
 #[test]

@@ -72,6 +72,7 @@ enum Sql {
     TaskReady,
     TaskRunning,
     AttemptEnded,
+    ReplicaEnded,
     TaskAfterAttempt,
     TaskFinished,
     UpsertAgent,
@@ -81,15 +82,17 @@ enum Sql {
 }
 
 impl Sql {
-    const COUNT: usize = 11;
+    const COUNT: usize = 12;
 
     fn text(self) -> &'static str {
         match self {
             Sql::InsertTask => {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
             backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
-            attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+            attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
+            replicas, quorum, vote)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            ?19, ?20, ?21)"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)"
@@ -103,13 +106,17 @@ impl Sql {
                 "UPDATE attempts SET ended_at = ?3, outcome = ?4, error = ?5
                  WHERE task_id = ?1 AND attempt = ?2"
             }
+            Sql::ReplicaEnded => {
+                "UPDATE attempts SET ended_at = ?3, outcome = ?4, error = ?5, output = ?6
+                 WHERE task_id = ?1 AND attempt = ?2"
+            }
             Sql::TaskAfterAttempt => {
                 "UPDATE tasks SET status = ?2, result = ?3, error = ?4, not_before = ?5,
                     lease_until = NULL, updated_at = ?6 WHERE id = ?1"
             }
             Sql::TaskFinished => {
-                "UPDATE tasks SET status = ?2, error = ?3, not_before = NULL, updated_at = ?4
-                 WHERE id = ?1"
+                "UPDATE tasks SET status = ?2, error = ?3, result = ?5, not_before = NULL,
+                    lease_until = NULL, updated_at = ?4 WHERE id = ?1"
             }
             Sql::UpsertAgent => {
                 "INSERT OR REPLACE INTO agents
@@ -190,6 +197,9 @@ fn insert_task(
             // NULL for the default keeps the common row as small as before.
             (spec.on_parent_failure != OnParentFailure::Fail)
                 .then_some(spec.on_parent_failure.as_str()),
+            spec.consensus.as_ref().map(|c| c.replicas),
+            spec.consensus.as_ref().map(|c| c.quorum),
+            spec.consensus.as_ref().and_then(|c| c.vote.as_deref()),
         ],
     )?;
     Ok(())
@@ -248,6 +258,21 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             next,
             ..
         } => {
+            if *next == NextStatus::Voting {
+                // A replica: its result is kept on the attempt; the task runs on.
+                st.execute(
+                    Sql::ReplicaEnded,
+                    params![
+                        task.as_bytes(),
+                        attempt,
+                        ts(*ended_at),
+                        outcome.as_str(),
+                        error,
+                        output.as_deref()
+                    ],
+                )?;
+                return Ok(());
+            }
             st.execute(
                 Sql::AttemptEnded,
                 params![
@@ -278,13 +303,20 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             task,
             status,
             error,
+            result,
             at,
             ..
         } => {
-            debug_assert!(status.is_terminal() && *status != TaskStatus::Succeeded);
+            debug_assert!(status.is_terminal());
             st.execute(
                 Sql::TaskFinished,
-                params![task.as_bytes(), status.as_str(), error, ts(*at)],
+                params![
+                    task.as_bytes(),
+                    status.as_str(),
+                    error,
+                    ts(*at),
+                    result.as_deref()
+                ],
             )?;
         }
         Change::AgentChanged(agent) => {

@@ -1,0 +1,7 @@
+-- Consensus tasks (issue 9): replicas run at once on distinct identities, the agreeing results
+-- that decide, and the JSON pointer voted on; NULL for a plain task. A replica's result is kept
+-- on its attempt (a plain task's is only the task's `result`).
+ALTER TABLE tasks ADD COLUMN replicas INTEGER;
+ALTER TABLE tasks ADD COLUMN quorum INTEGER;
+ALTER TABLE tasks ADD COLUMN vote TEXT;
+ALTER TABLE attempts ADD COLUMN output TEXT;
