@@ -25,7 +25,7 @@ pub struct ConsensusSpec {
 
 impl ConsensusSpec {
     pub const MAX_REPLICAS: u8 = 16;
-    /// In bytes.
+    /// In characters, as JSON Schema's `maxLength` counts them.
     pub const MAX_VOTE_LEN: usize = 256;
 
     /// Builds one from the submitted fields, any of which may be absent: `replicas` defaults to
@@ -56,8 +56,16 @@ impl ConsensusSpec {
                     "must be a JSON pointer: empty or starting with '/', such as \"/answer\"",
                 ));
             }
-            if pointer.len() > Self::MAX_VOTE_LEN {
-                return Err(ValidationError::new("vote", "at most 256 bytes"));
+            // RFC 6901: `~` only as `~0` (a `~`) or `~1` (a `/`).
+            let mut rest = pointer.split('~').skip(1);
+            if rest.any(|after| !(after.starts_with('0') || after.starts_with('1'))) {
+                return Err(ValidationError::new(
+                    "vote",
+                    "a '~' in a JSON pointer must be followed by 0 or 1",
+                ));
+            }
+            if pointer.chars().count() > Self::MAX_VOTE_LEN {
+                return Err(ValidationError::new("vote", "at most 256 characters"));
             }
         }
         Ok(Some(ConsensusSpec {
@@ -130,5 +138,13 @@ mod tests {
             "one replica cannot make two"
         );
         assert_eq!(field(Some(3), None, Some("answer")), "vote");
+        assert_eq!(field(Some(3), None, Some("/a~2")), "vote");
+        let escaped = ConsensusSpec::from_fields(Some(3), None, Some("/a~1b/~0")).unwrap();
+        assert!(escaped.is_some());
+        let long = format!("/{}", "é".repeat(255));
+        assert!(
+            ConsensusSpec::from_fields(Some(3), None, Some(&long)).is_ok(),
+            "characters"
+        );
     }
 }

@@ -88,7 +88,7 @@ pub struct NewTask {
     /// Consensus: a JSON pointer (such as `/answer`) to the part of each result that is voted on;
     /// without it, whole results must be equal (as canonical JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 256, pattern = "^(/.*)?$")]
+    #[schema(max_length = 256, pattern = "^(/([^~]|~[01])*)?$")]
     pub vote: Option<String>,
 }
 
@@ -268,7 +268,8 @@ pub struct Status {
     pub tasks: BTreeMap<String, u64>,
     /// Agents by state (every state present, zero included).
     pub agents: BTreeMap<String, u64>,
-    /// Queued tasks (ready or backing off) per capability.
+    /// Queued tasks per capability: ready, backing off, or consensus tasks waiting for an agent
+    /// for a replica.
     pub queue_depth: BTreeMap<String, u64>,
     pub routing_policy: String,
 }

@@ -37,6 +37,9 @@ pub enum Change {
         queued_ms: u64,
         /// How its parents (`depends_on`) ended, in the order they ended; empty without any.
         inputs: Vec<(TaskId, TaskEnd)>,
+        /// A consensus task's replica: the identity asked (the agent's name), kept with the
+        /// attempt so that a restart knows who voted even if the agent is forgotten.
+        identity: Option<Arc<str>>,
     },
     /// An attempt ended; `next` says what became of the task.
     AttemptEnded {

@@ -3,15 +3,19 @@
 //! become impossible.
 //!
 //! A consensus task past waiting is `Phase::Voting` and has a [`Ballot`]. It keeps `replicas`
-//! attempts going at once until it is decided: each on an agent whose identity (name) has not
-//! run one of its replicas before, so a failed replica is replaced by another identity. Its
-//! attempts are numbered across the replicas (1, 2, 3, ...), so the protocol's fencing by
-//! `(task, attempt)` stays exact, and each keeps its own lease. The attempts it may start in
-//! all are `replicas x max_attempts`.
+//! attempts going at once until it is decided: each on an agent whose identity (name) neither
+//! voted on the task nor runs a replica of it, so that every vote comes from another identity.
+//! An identity whose replica failed may be asked again (it has not voted); routing, which
+//! counted the failure, prefers others. Its attempts are numbered across the replicas (1, 2,
+//! 3, ...), so the protocol's fencing by `(task, attempt)` stays exact, and each keeps its own
+//! lease. The attempts it may start in all are `replicas x max_attempts`.
 //!
 //! A replica that needs an agent and finds no eligible free one waits in the capability's
 //! ballot queue, ranked like a ready task; a freed slot takes it when it ranks before the head
-//! of the ready queue and the agent's identity may answer it.
+//! of the ready queue and the agent's identity may answer it. A freed slot looks at the first
+//! [`BALLOT_LOOKAHEAD`] waiting tasks only: tasks that wait for identities that are not there
+//! gather at the front, and a scan past all of them on every freed slot would cost the hub more
+//! the longer they wait.
 //!
 //! When the task is decided, the replicas still running are cancelled. An agent whose answer
 //! lost the vote has that attempt counted as a failure by routing ([`Estimate::overrule`]):
@@ -37,8 +41,6 @@ pub(super) struct Ballot {
     /// Attempts started so far; the next one is numbered `started + 1`.
     pub(super) started: u32,
     pub(super) runs: Vec<ReplicaRun>,
-    /// Identities that have run a replica of the task: none is asked twice.
-    pub(super) asked: Vec<Arc<str>>,
     pub(super) votes: Vec<Vote>,
     /// Attempts that failed, with the last error, for the message when agreement is impossible.
     pub(super) failed: u32,
@@ -58,17 +60,24 @@ pub(super) struct ReplicaRun {
     pub(super) lease_until: Timestamp,
 }
 
-/// A result counted: the canonical JSON of what it votes for.
+/// A result counted: the canonical JSON of what it votes for, and the result itself.
 #[derive(Debug, Clone)]
 pub(super) struct Vote {
     pub(super) identity: Arc<str>,
     pub(super) value: String,
+    pub(super) output: Arc<str>,
 }
+
+/// Waiting consensus tasks a freed slot looks through for one its identity may answer.
+pub(super) const BALLOT_LOOKAHEAD: usize = 256;
 
 /// How a consensus task is decided.
 pub(super) enum Verdict {
-    /// A quorum agreed on this value (canonical JSON).
-    Agreed(String),
+    /// A quorum agreed on `value` (canonical JSON); `result` is the task's result.
+    Agreed {
+        value: String,
+        result: Arc<str>,
+    },
     /// No quorum can be reached any more.
     Impossible(String),
     Cancelled,
@@ -142,13 +151,16 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.ballots[&id].needed(consensus, spec.max_attempts)
     }
 
-    /// Whether the agent may run a replica of the task: its identity has not answered it.
+    /// Whether the agent may run a replica of the task: its identity neither voted on it nor
+    /// runs a replica of it.
     fn may_answer(&self, id: TaskId, agent: AgentId) -> bool {
         let name = self.agents[&agent].spec.name.as_str();
-        !self.ballots[&id].asked.iter().any(|a| &**a == name)
+        let ballot = &self.ballots[&id];
+        !(ballot.votes.iter().any(|v| &*v.identity == name)
+            || ballot.runs.iter().any(|r| &*r.identity == name))
     }
 
-    /// The free agent of an identity not yet asked that the routing policy prefers.
+    /// The free agent of an identity that may answer that the routing policy prefers.
     fn pick_replica_agent(&mut self, id: TaskId, now: Timestamp) -> Option<AgentId> {
         let spec = self.tasks[&id].spec.clone();
         let ids = self.agents_by_capability.get(&spec.capability)?;
@@ -191,11 +203,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let lease_until = now.plus_ms(task.spec.timeout_ms);
         let entry = self.agents.get_mut(&agent).expect("agent");
         let identity: Arc<str> = entry.spec.name.as_str().into();
-        ballot.asked.push(identity.clone());
         ballot.runs.push(ReplicaRun {
             attempt,
             agent: Some(agent),
-            identity,
+            identity: identity.clone(),
             started_at: now,
             lease_until,
         });
@@ -217,6 +228,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             lease_until,
             queued_ms,
             inputs: inputs_of(&self.inputs, &task.spec),
+            identity: Some(identity),
         });
     }
 
@@ -274,7 +286,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 continue;
             };
             // The first this identity may answer; those before it wait for other identities.
-            if let Some(key) = queue.iter().find(|(_, id)| self.may_answer(*id, agent)) {
+            let mut waiting = queue.iter().take(BALLOT_LOOKAHEAD);
+            if let Some(key) = waiting.find(|(_, id)| self.may_answer(*id, agent)) {
                 best = Some(best.map_or(*key, |b| b.min(*key)));
             }
         }
@@ -378,12 +391,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
             },
             Err((outcome, error)) => (outcome, None, Some(error), None),
         };
-        match vote {
-            Some(value) => ballot.votes.push(Vote {
+        match (vote, &output) {
+            (Some(value), Some(output)) => ballot.votes.push(Vote {
                 identity: run.identity.clone(),
                 value,
+                output: output.clone(),
             }),
-            None => {
+            _ => {
                 ballot.failed += 1;
                 ballot.last_error.clone_from(&error);
             }
@@ -423,8 +437,17 @@ impl<P: RoutingPolicy> Scheduler<P> {
         if let Some((value, count)) = ballot.leader()
             && count >= usize::from(consensus.quorum)
         {
+            // The result is what the first agreeing agent returned (its text as it came), or
+            // the value voted on.
+            let result = match consensus.vote {
+                Some(_) => Arc::from(value),
+                None => {
+                    let first = ballot.votes.iter().find(|v| v.value == value);
+                    first.expect("a vote for it").output.clone()
+                }
+            };
             let value = value.to_string();
-            self.decide(id, Verdict::Agreed(value), now);
+            self.decide(id, Verdict::Agreed { value, result }, now);
         } else if !ballot.can_agree(consensus, spec.max_attempts) {
             let error = no_agreement(ballot, consensus);
             self.decide(id, Verdict::Impossible(error), now);
@@ -481,13 +504,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
             }
         }
         let (status, error, result) = match verdict {
-            Verdict::Agreed(value) => {
+            Verdict::Agreed { value, result } => {
                 for vote in ballot.votes.iter().filter(|v| v.value != value) {
                     let slot = self.knowledge.slot(&vote.identity, &spec.capability);
                     let learning = &self.config.learning;
                     self.knowledge.update(slot, |e| e.overrule(now, learning));
                 }
-                (TaskStatus::Succeeded, None, Some(Arc::<str>::from(value)))
+                (TaskStatus::Succeeded, None, Some(result))
             }
             Verdict::Impossible(error) => (TaskStatus::Failed, Some(error), None),
             Verdict::Cancelled => (TaskStatus::Cancelled, Some("cancelled".to_string()), None),
@@ -574,7 +597,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 "task {id} needs replicas: {needs}, queued: {in_queue}"
             ));
         }
-        if needs {
+        let position = ballot.queued.and_then(|key| {
+            let queue = self.ballot_queue.get(&spec.capability)?;
+            queue.iter().position(|k| *k == key)
+        });
+        // Beyond the lookahead a free agent does not look (see the module's header).
+        if needs && position.is_some_and(|p| p < BALLOT_LOOKAHEAD) {
             for (agent, _) in self
                 .agents_by_capability
                 .get(&spec.capability)
@@ -611,7 +639,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
         else {
             return false;
         };
-        if &*run.identity != name {
+        // Only work it could have been given (as in `reattach`), by the identity that was asked.
+        let capability = &self.tasks[&claim.task].spec.capability;
+        let capable = self.agents[&id]
+            .spec
+            .capabilities
+            .iter()
+            .any(|(c, _)| c == capability);
+        if &*run.identity != name || !capable {
             return false;
         }
         if let Some(holder) = run.agent {

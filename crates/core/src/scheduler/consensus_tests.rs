@@ -178,8 +178,9 @@ fn a_crashed_replica_is_replaced_by_another_identity() {
     let runs = started(&s.take_changes());
     let idle = agent_id(3);
     assert!(!runs.iter().any(|(_, a)| *a == idle));
-    // The first replica's agent goes silent: its lease runs out.
+    // The first replica's agent crashes (its connection drops): its lease runs out.
     let lease = spec(1, "a").timeout_ms;
+    s.disconnect_agent(runs[0].1);
     s.report(runs[1].1, task_id(1), runs[1].0, output("7"), Timestamp(10))
         .unwrap();
     s.report(runs[2].1, task_id(1), runs[2].0, output("7"), Timestamp(10))
@@ -191,7 +192,7 @@ fn a_crashed_replica_is_replaced_by_another_identity() {
     assert_eq!(
         started(&changes),
         vec![(4, idle)],
-        "replaced on the identity not yet asked"
+        "replaced on the identity that is free and has not voted"
     );
     s.check_invariants().unwrap();
     s.report(idle, task_id(1), 4, output("7"), Timestamp(lease + 2))
@@ -368,5 +369,111 @@ fn a_restart_keeps_the_votes_and_the_replicas_running() {
     let changes = s.take_changes();
     assert_eq!(finished(&changes).unwrap().0, TaskStatus::Succeeded);
     assert_eq!(cancels(&changes), vec![(agent_id(3), 3)]);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn an_identity_whose_replica_failed_may_answer_again() {
+    // Exactly three identities for three replicas: a failure must not leave the task waiting.
+    let mut s = with_agents(&["a", "b", "c"]);
+    s.submit(consensus(1, 3, 3, None), Timestamp(0), &mut none)
+        .unwrap();
+    let runs = started(&s.take_changes());
+    let flaky = runs[0];
+    let failure = Report::Failure {
+        error: "model overloaded".into(),
+        retryable: true,
+    };
+    s.report(flaky.1, task_id(1), flaky.0, failure, Timestamp(1))
+        .unwrap();
+    assert_eq!(started(&s.take_changes()), vec![(4, flaky.1)]);
+    for (attempt, agent) in [runs[1], runs[2], (4, flaky.1)] {
+        s.report(agent, task_id(1), attempt, output("0"), Timestamp(2))
+            .unwrap();
+    }
+    let (status, _, result) = finished(&s.take_changes()).unwrap();
+    assert_eq!(
+        (status, result.as_deref()),
+        (TaskStatus::Succeeded, Some("0"))
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn the_result_is_the_first_agreeing_answer_as_it_came() {
+    let mut s = with_agents(&["a", "b"]);
+    s.submit(consensus(1, 2, 2, None), Timestamp(0), &mut none)
+        .unwrap();
+    let runs = started(&s.take_changes());
+    s.report(
+        runs[0].1,
+        task_id(1),
+        runs[0].0,
+        output(r#"{ "b": 1, "a": 2 }"#),
+        Timestamp(1),
+    )
+    .unwrap();
+    s.report(
+        runs[1].1,
+        task_id(1),
+        runs[1].0,
+        output(r#"{"a":2,"b":1}"#),
+        Timestamp(1),
+    )
+    .unwrap();
+    let (_, _, result) = finished(&s.take_changes()).unwrap();
+    assert_eq!(result.as_deref(), Some(r#"{ "b": 1, "a": 2 }"#));
+}
+
+#[test]
+fn a_restart_with_the_quorum_already_reached_decides_at_once() {
+    let mut s = sched();
+    let voted = |attempt, identity: &str| RecoveredReplica {
+        attempt,
+        identity: identity.into(),
+        started_at: Timestamp(0),
+        outcome: Some(AttemptOutcome::Succeeded),
+        output: Some("5".into()),
+        error: None,
+    };
+    s.restore(
+        vec![RecoveredTask {
+            spec: consensus(1, 3, 2, None),
+            status: TaskStatus::Running,
+            attempt: 2,
+            lease_until: None,
+            not_before: None,
+            replicas: vec![voted(1, "a"), voted(2, "b")],
+        }],
+        Timestamp(10),
+        &mut none,
+    );
+    let (status, _, result) = finished(&s.take_changes()).unwrap();
+    assert_eq!(
+        (status, result.as_deref()),
+        (TaskStatus::Succeeded, Some("5"))
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_replica_is_not_rebound_to_a_worker_without_the_capability() {
+    let mut s = with_agents(&["a", "b"]);
+    s.submit(consensus(1, 2, 2, None), Timestamp(0), &mut none)
+        .unwrap();
+    let runs = started(&s.take_changes());
+    s.disconnect_agent(runs[0].1);
+    let name = if runs[0].1 == agent_id(0) { "a" } else { "b" };
+    let other_capability = AgentSpec {
+        name: name.into(),
+        capabilities: vec![(Capability::parse("z", "c").unwrap(), 1.0)],
+        slots: 1,
+    };
+    let held = [HeldAttempt {
+        task: task_id(1),
+        attempt: runs[0].0,
+    }];
+    let rejoined = s.rejoin_agent(agent_id(9), other_capability, &held, false, Timestamp(1));
+    assert!(rejoined.kept.is_empty() && rejoined.refused == held.to_vec());
     s.check_invariants().unwrap();
 }

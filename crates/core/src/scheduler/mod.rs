@@ -671,7 +671,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
         })
     }
 
-    /// Queued tasks per capability (ready and backing off), sorted by capability.
+    /// Queued tasks per capability (ready, backing off, and consensus tasks waiting for an agent
+    /// for a replica), sorted by capability.
     pub fn queue_depths(&self) -> Vec<(Capability, usize)> {
         let mut depths: Vec<_> = self.queued.iter().map(|(c, n)| (c.clone(), *n)).collect();
         depths.sort();
@@ -748,6 +749,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             lease_until,
             queued_ms,
             inputs: inputs_of(&self.inputs, &task.spec),
+            identity: None,
         });
     }
 

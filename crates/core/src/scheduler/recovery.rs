@@ -197,7 +197,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
         };
         for replica in replicas {
             ballot.started = ballot.started.max(replica.attempt);
-            ballot.asked.push(replica.identity.clone());
             let voted = match (replica.outcome, &replica.output) {
                 (None, _) => {
                     let lease_until = replica.started_at.plus_ms(spec.timeout_ms);
@@ -218,16 +217,17 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 (Some(AttemptOutcome::Succeeded), Some(output)) => vote_of(output, vote).ok(),
                 _ => None,
             };
-            match voted {
-                Some(value) => ballot.votes.push(Vote {
+            match (voted, replica.output) {
+                (Some(value), Some(output)) => ballot.votes.push(Vote {
                     identity: replica.identity,
                     value,
+                    output,
                 }),
-                None if replica.outcome != Some(AttemptOutcome::Cancelled) => {
+                _ if replica.outcome != Some(AttemptOutcome::Cancelled) => {
                     ballot.failed += 1;
                     ballot.last_error = replica.error;
                 }
-                None => {}
+                _ => {}
             }
         }
         ballot

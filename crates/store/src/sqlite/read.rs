@@ -112,10 +112,11 @@ fn task_from_row(row: &Row<'_>) -> Result<StoredTask, StoreError> {
 }
 
 /// A consensus task's attempts with the names of the agents that ran them (the identities
-/// asked; an agent the store lost is its id).
+/// asked, kept on the attempt; else the agent's row's, else its id).
 fn replicas_of(conn: &Connection, id: TaskId) -> Result<Vec<RecoveredReplica>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT a.attempt, a.agent_id, g.name, a.started_at, a.outcome, a.output, a.error
+        "SELECT a.attempt, a.agent_id, COALESCE(a.agent_name, g.name), a.started_at, a.outcome,
+                a.output, a.error
          FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id
          WHERE a.task_id = ?1 ORDER BY a.attempt",
     )?;

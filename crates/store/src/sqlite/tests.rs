@@ -65,6 +65,7 @@ fn a_task_and_its_attempts_round_trip() {
                 lease_until: Timestamp(1_012),
                 queued_ms: 1,
                 inputs: vec![],
+                identity: None,
             },
         ]])
         .unwrap();
@@ -124,6 +125,8 @@ fn a_consensus_task_keeps_its_replicas_results_and_its_agreed_value() {
         lease_until: Timestamp(1_020),
         queued_ms: 0,
         inputs: vec![],
+        // The first replica's name is kept on its attempt; the second is an older row's.
+        identity: (attempt == 1).then(|| "voter-a".into()),
     };
     let voted = |attempt: u32, output: &str| Change::AttemptEnded {
         task: task.id,
@@ -154,8 +157,12 @@ fn a_consensus_task_keeps_its_replicas_results_and_its_agreed_value() {
     assert_eq!(replicas[0].outcome, Some(AttemptOutcome::Succeeded));
     assert_eq!(replicas[0].output.as_deref(), Some(r#"{"a":1}"#));
     assert_eq!(replicas[1].outcome, None, "still running");
-    let unknown = AgentId(Uuid::from_u128(1)).to_string();
-    assert_eq!(&*replicas[0].identity, unknown, "no agent row: its id");
+    assert_eq!(&*replicas[0].identity, "voter-a");
+    let unknown = AgentId(Uuid::from_u128(2)).to_string();
+    assert_eq!(
+        &*replicas[1].identity, unknown,
+        "no name, no agent row: its id"
+    );
     assert_eq!(reader.get_task(task.id).unwrap().unwrap().result, None);
 
     let agreed = Change::TaskFinished {
@@ -346,6 +353,7 @@ fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps(
         lease_until: Timestamp(1_015),
         queued_ms: 0,
         inputs: vec![],
+        identity: None,
     };
     let queued = |n: u128| Change::TaskCreated {
         spec: spec(n),

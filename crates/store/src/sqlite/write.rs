@@ -41,6 +41,7 @@ impl BatchWriter for SqliteWriter {
                     agent,
                     started_at,
                     lease_until,
+                    identity,
                     ..
                 }) = changes.next()
                 else {
@@ -52,7 +53,8 @@ impl BatchWriter for SqliteWriter {
                     lease_until: *lease_until,
                 };
                 insert_task(&mut st, spec, TaskStatus::Running, None, Some(running))?;
-                insert_attempt(&mut st, spec.id, *attempt, *agent, *started_at)?;
+                let identity = identity.as_deref();
+                insert_attempt(&mut st, spec.id, *attempt, *agent, *started_at, identity)?;
                 continue;
             }
             apply_one(&mut st, change)?;
@@ -95,7 +97,8 @@ impl Sql {
             ?19, ?20, ?21)"
             }
             Sql::InsertAttempt => {
-                "INSERT INTO attempts (task_id, attempt, agent_id, started_at) VALUES (?1, ?2, ?3, ?4)"
+                "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
             }
             Sql::TaskReady => "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1",
             Sql::TaskRunning => {
@@ -211,10 +214,17 @@ fn insert_attempt(
     attempt: u32,
     agent: AgentId,
     started_at: hive_core::Timestamp,
+    identity: Option<&str>,
 ) -> Result<(), StoreError> {
     st.execute(
         Sql::InsertAttempt,
-        params![task.as_bytes(), attempt, agent.as_bytes(), ts(started_at)],
+        params![
+            task.as_bytes(),
+            attempt,
+            agent.as_bytes(),
+            ts(started_at),
+            identity
+        ],
     )?;
     Ok(())
 }
@@ -235,6 +245,7 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             agent,
             started_at,
             lease_until,
+            identity,
             ..
         } => {
             st.execute(
@@ -246,7 +257,14 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
                     ts(*started_at)
                 ],
             )?;
-            insert_attempt(st, spec.id, *attempt, *agent, *started_at)?;
+            insert_attempt(
+                st,
+                spec.id,
+                *attempt,
+                *agent,
+                *started_at,
+                identity.as_deref(),
+            )?;
         }
         Change::AttemptEnded {
             task,
