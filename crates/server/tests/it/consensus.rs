@@ -210,3 +210,37 @@ async fn bad_consensus_fields_are_named() {
     }
     t.hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn votes_survive_a_restart_and_the_task_is_decided_after_it() {
+    let t = start_hub().await;
+    let a = spawn_named_worker(&t.url, "a", &["oracle"], answering("a", 9));
+    let id = t
+        .client
+        .submit(&ask(2, 2, Some("/answer")))
+        .await
+        .unwrap()
+        .id;
+    eventually("the first vote", Duration::from_secs(30), || async {
+        (votes_in(&t.client, &id).await == 1).then_some(())
+    })
+    .await;
+    a.kill().await;
+    let t = restart(t).await;
+    assert_eq!(t.hub.recovered(), 1);
+    // "a" voted before the restart: only another identity completes the quorum.
+    let _a = spawn_named_worker(&t.url, "a", &["oracle"], answering("a", 9));
+    let _b = spawn_named_worker(&t.url, "b", &["oracle"], answering("b", 9));
+    let done = finished(&t.client, &id).await;
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.result.unwrap().get(), "9");
+    let votes = done.votes.unwrap();
+    assert_eq!(votes.len(), 2);
+    assert_eq!(
+        done.attempts.len(),
+        2,
+        "nothing asked twice: {:?}",
+        done.attempts
+    );
+    t.hub.shutdown().await;
+}
