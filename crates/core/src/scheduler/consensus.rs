@@ -5,8 +5,10 @@
 //! A consensus task past waiting is `Phase::Voting` and has a [`Ballot`]. It keeps `replicas`
 //! attempts going at once until it is decided: each on an agent whose identity (name) neither
 //! voted on the task nor runs a replica of it, so that every vote comes from another identity.
-//! An identity whose replica failed may be asked again (it has not voted); routing, which
-//! counted the failure, prefers others. Its attempts are numbered across the replicas (1, 2,
+//! A failed replica goes to another identity while one that has not failed on the task is
+//! connected (it waits for one that is busy); only when none is left may an identity whose
+//! replica failed be asked again (it has not voted), so that exactly `replicas` workers do not
+//! wait forever after one failure. Its attempts are numbered across the replicas (1, 2,
 //! 3, ...), so the protocol's fencing by `(task, attempt)` stays exact, and each keeps its own
 //! lease. The attempts it may start in all are `replicas x max_attempts`.
 //!
@@ -44,6 +46,8 @@ pub(super) struct Ballot {
     pub(super) votes: Vec<Vote>,
     /// Attempts that failed, with the last error, for the message when agreement is impossible.
     pub(super) failed: u32,
+    /// Identities whose replica failed, asked again only when no other identity is left.
+    pub(super) failed_identities: Vec<Arc<str>>,
     pub(super) last_error: Option<String>,
     /// Its key in the ballot queue while it needs an agent.
     pub(super) queued: Option<QueueKey>,
@@ -152,12 +156,34 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     /// Whether the agent may run a replica of the task: its identity neither voted on it nor
-    /// runs a replica of it.
+    /// runs a replica of it, and, if its replica failed before, no identity that has not failed
+    /// on it is connected for the capability.
     fn may_answer(&self, id: TaskId, agent: AgentId) -> bool {
         let name = self.agents[&agent].spec.name.as_str();
         let ballot = &self.ballots[&id];
-        !(ballot.votes.iter().any(|v| &*v.identity == name)
-            || ballot.runs.iter().any(|r| &*r.identity == name))
+        let asked = |name: &str| {
+            ballot.votes.iter().any(|v| &*v.identity == name)
+                || ballot.runs.iter().any(|r| &*r.identity == name)
+        };
+        if asked(name) {
+            return false;
+        }
+        let failed = |name: &str| ballot.failed_identities.iter().any(|f| &**f == name);
+        if !failed(name) {
+            return true;
+        }
+        let capability = &self.tasks[&id].spec.capability;
+        let fresh_left = self
+            .agents_by_capability
+            .get(capability)
+            .into_iter()
+            .flatten()
+            .map(|(other, _)| &self.agents[other])
+            .any(|other| {
+                let other_name = other.spec.name.as_str();
+                other.connected && !other.draining && !asked(other_name) && !failed(other_name)
+            });
+        !fresh_left
     }
 
     /// The free agent of an identity that may answer that the routing policy prefers.
@@ -294,10 +320,28 @@ impl<P: RoutingPolicy> Scheduler<P> {
         match best {
             Some(key) if any_rank || ready_head.is_none_or(|head| key < head) => {
                 self.start_replica(key.1, agent, now);
-                self.requeue_ballot(key.1, now);
+                // Asking this identity may have left only identities that failed before, and
+                // those may answer now.
+                self.ask_replicas(key.1, now);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// An agent of the capability left or drains: identities whose replica failed may be what
+    /// is left now, so the first waiting consensus tasks ask again.
+    pub(super) fn reoffer_ballots(&mut self, capability: &Capability, now: Timestamp) {
+        let waiting: Vec<TaskId> = match self.ballot_queue.get(capability) {
+            Some(queue) => queue
+                .iter()
+                .take(BALLOT_LOOKAHEAD)
+                .map(|(_, id)| *id)
+                .collect(),
+            None => return,
+        };
+        for id in waiting {
+            self.ask_replicas(id, now);
         }
     }
 
@@ -400,6 +444,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
             _ => {
                 ballot.failed += 1;
                 ballot.last_error.clone_from(&error);
+                if !ballot.failed_identities.contains(&run.identity) {
+                    ballot.failed_identities.push(run.identity.clone());
+                }
             }
         }
         let ended = AttemptEnd {

@@ -477,3 +477,46 @@ fn a_replica_is_not_rebound_to_a_worker_without_the_capability() {
     assert!(rejoined.kept.is_empty() && rejoined.refused == held.to_vec());
     s.check_invariants().unwrap();
 }
+
+/// Agents "a" and "b" run the two replicas; "d" is busy with a plain task. "a" fails.
+fn failed_while_another_identity_is_busy() -> (Scheduler<LeastLoaded>, (u32, AgentId)) {
+    let mut s = sched();
+    s.register_agent(agent_id(3), named("d"), Timestamp(0));
+    s.submit(spec(9, "a"), Timestamp(0), &mut none).unwrap();
+    s.register_agent(agent_id(0), named("a"), Timestamp(0));
+    s.register_agent(agent_id(1), named("b"), Timestamp(0));
+    s.submit(consensus(1, 2, 2, None), Timestamp(0), &mut none)
+        .unwrap();
+    let runs = started(&s.take_changes());
+    let on_a = *runs.iter().find(|(_, a)| *a == agent_id(0)).unwrap();
+    let failure = Report::Failure {
+        error: "flaky".into(),
+        retryable: true,
+    };
+    s.report(agent_id(0), task_id(1), on_a.0, failure, Timestamp(1))
+        .unwrap();
+    (s, on_a)
+}
+
+#[test]
+fn a_failed_replica_waits_for_another_identity_while_one_is_connected() {
+    let (mut s, _) = failed_while_another_identity_is_busy();
+    assert!(
+        started(&s.take_changes()).is_empty(),
+        "not back to \"a\" while \"d\" is there"
+    );
+    s.check_invariants().unwrap();
+    s.report(agent_id(3), task_id(9), 1, output("done"), Timestamp(2))
+        .unwrap();
+    assert_eq!(started(&s.take_changes()), vec![(3, agent_id(3))]);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn when_the_other_identities_leave_the_failed_one_is_asked_again() {
+    let (mut s, _) = failed_while_another_identity_is_busy();
+    s.take_changes();
+    s.disconnect_agent(agent_id(3));
+    assert_eq!(started(&s.take_changes()), vec![(3, agent_id(0))]);
+    s.check_invariants().unwrap();
+}

@@ -183,8 +183,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     /// A busy agent a task may be held for is leaving or draining: its capabilities' queues are
     /// offered again (at the latest moment seen: leaving and draining carry no time).
+    ///
+    /// Consensus tasks waiting for an agent are offered again too: the agent leaving may leave
+    /// only identities whose replica failed, which may then answer.
     pub(super) fn release_holds_of(&mut self, agent: AgentId) {
-        if !self.policy.weighs_busy_agents() {
+        let holds = self.policy.weighs_busy_agents();
+        if !holds && self.ballot_queue.is_empty() {
             return;
         }
         let capabilities: Vec<Capability> = self.agents[&agent]
@@ -194,7 +198,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .map(|(c, _)| c.clone())
             .collect();
         for capability in &capabilities {
-            self.offer_queued(capability, self.now);
+            if holds {
+                self.offer_queued(capability, self.now);
+            }
+            self.reoffer_ballots(capability, self.now);
         }
     }
 

@@ -226,6 +226,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 _ if replica.outcome != Some(AttemptOutcome::Cancelled) => {
                     ballot.failed += 1;
                     ballot.last_error = replica.error;
+                    if !ballot.failed_identities.contains(&replica.identity) {
+                        ballot.failed_identities.push(replica.identity);
+                    }
                 }
                 _ => {}
             }
