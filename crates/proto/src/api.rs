@@ -167,7 +167,7 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote: Option<String>,
     /// A consensus task's results so far, one per replica that answered, and whether each agreed
-    /// with the decided `result` (absent for a plain task).
+    /// with the decided `result` (absent for a plain task, and in listings: `GET /tasks/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub votes: Option<Vec<Vote>>,
     /// The agents whose results disagreed with the agreed one (a consensus task that
@@ -197,7 +197,8 @@ pub struct Attempt {
     /// succeeded, failed, lease_expired or cancelled; absent while running.
     pub outcome: Option<String>,
     pub error: Option<String>,
-    /// A consensus task's replica: the result it returned.
+    /// A consensus task's replica: the result it returned (in `GET /tasks/{id}`, not in
+    /// listings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Box<RawValue>>,

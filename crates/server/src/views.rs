@@ -121,7 +121,8 @@ pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
     }
 }
 
-pub fn stored_task(task: StoredTask) -> api::Task {
+/// `detail`: a task's own page, with its replicas' results and votes (left out of listings).
+pub fn stored_task(task: StoredTask, detail: bool) -> api::Task {
     let mut view = new_task(&task.spec, task.status);
     view.result = task.result.as_deref().map(raw);
     view.error = task.error;
@@ -139,7 +140,9 @@ pub fn stored_task(task: StoredTask) -> api::Task {
             output: a.output.as_deref().map(raw),
         })
         .collect();
-    if let Some(consensus) = &task.spec.consensus {
+    if !detail {
+        view.votes = None;
+    } else if let Some(consensus) = &task.spec.consensus {
         let agreed = (task.status == TaskStatus::Succeeded)
             .then(|| task.result.as_deref().and_then(|r| vote_of(r, None).ok()))
             .flatten();

@@ -74,7 +74,7 @@ pub struct StoredAttempt {
     pub ended_at: Option<Timestamp>,
     pub outcome: Option<hive_core::AttemptOutcome>,
     pub error: Option<String>,
-    /// A consensus task's replica: its result.
+    /// A consensus task's replica: its result (read for one task, not in listings).
     pub output: Option<String>,
 }
 

@@ -27,7 +27,7 @@
 
 use std::sync::Arc;
 
-use super::{AttemptEnd, Change, HeldAttempt, NextStatus, Phase, Scheduler, Timer, inputs_of};
+use super::{AttemptEnd, Change, NextStatus, Phase, Scheduler, Timer, inputs_of};
 use crate::consensus::{ConsensusSpec, vote_of};
 use crate::ids::{AgentId, TaskId};
 use crate::queue::{QueueKey, queue_key, ready_at};
@@ -88,6 +88,16 @@ pub(super) enum Verdict {
 }
 
 impl Ballot {
+    /// Whether the identity voted on the task or runs one of its replicas.
+    fn asked(&self, name: &str) -> bool {
+        self.votes.iter().any(|v| &*v.identity == name)
+            || self.runs.iter().any(|r| &*r.identity == name)
+    }
+
+    fn failed(&self, name: &str) -> bool {
+        self.failed_identities.iter().any(|f| &**f == name)
+    }
+
     /// Queued until its first replica starts, then running until it is decided, also while
     /// it waits for an agent to replace a replica (as the store records it).
     pub(super) fn status(&self) -> TaskStatus {
@@ -149,7 +159,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.requeue_ballot(id, now);
     }
 
-    fn replicas_needed(&self, id: TaskId) -> u32 {
+    pub(super) fn replicas_needed(&self, id: TaskId) -> u32 {
         let spec = &self.tasks[&id].spec;
         let consensus = spec.consensus.as_deref().expect("a consensus task");
         self.ballots[&id].needed(consensus, spec.max_attempts)
@@ -158,42 +168,41 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// Whether the agent may run a replica of the task: its identity neither voted on it nor
     /// runs a replica of it, and, if its replica failed before, no identity that has not failed
     /// on it is connected for the capability.
-    fn may_answer(&self, id: TaskId, agent: AgentId) -> bool {
+    pub(super) fn may_answer(&self, id: TaskId, agent: AgentId) -> bool {
         let name = self.agents[&agent].spec.name.as_str();
         let ballot = &self.ballots[&id];
-        let asked = |name: &str| {
-            ballot.votes.iter().any(|v| &*v.identity == name)
-                || ballot.runs.iter().any(|r| &*r.identity == name)
-        };
-        if asked(name) {
-            return false;
-        }
-        let failed = |name: &str| ballot.failed_identities.iter().any(|f| &**f == name);
-        if !failed(name) {
-            return true;
-        }
+        !ballot.asked(name) && (!ballot.failed(name) || !self.fresh_left(id))
+    }
+
+    /// Whether an agent of the capability is connected, not draining, of an identity neither
+    /// asked nor failed on the task.
+    fn fresh_left(&self, id: TaskId) -> bool {
+        let ballot = &self.ballots[&id];
         let capability = &self.tasks[&id].spec.capability;
-        let fresh_left = self
+        let agents = self
             .agents_by_capability
             .get(capability)
             .into_iter()
-            .flatten()
-            .map(|(other, _)| &self.agents[other])
-            .any(|other| {
-                let other_name = other.spec.name.as_str();
-                other.connected && !other.draining && !asked(other_name) && !failed(other_name)
-            });
-        !fresh_left
+            .flatten();
+        agents.map(|(other, _)| &self.agents[other]).any(|other| {
+            let name = other.spec.name.as_str();
+            other.connected && !other.draining && !ballot.asked(name) && !ballot.failed(name)
+        })
     }
 
     /// The free agent of an identity that may answer that the routing policy prefers.
     fn pick_replica_agent(&mut self, id: TaskId, now: Timestamp) -> Option<AgentId> {
         let spec = self.tasks[&id].spec.clone();
         let ids = self.agents_by_capability.get(&spec.capability)?;
+        let ballot = &self.ballots[&id];
+        // Once per decision, not per candidate: it walks the capability's agents.
+        let failed_may = ballot.failed_identities.is_empty() || !self.fresh_left(id);
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for &(agent_id, i) in ids {
             let agent = &self.agents[&agent_id];
-            if agent.accepting() && self.may_answer(id, agent_id) {
+            let name = agent.spec.name.as_str();
+            let eligible = !ballot.asked(name) && (failed_may || !ballot.failed(name));
+            if agent.accepting() && eligible {
                 candidates.push(Candidate {
                     agent: agent_id,
                     running: agent.running,
@@ -337,6 +346,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 .iter()
                 .take(BALLOT_LOOKAHEAD)
                 .map(|(_, id)| *id)
+                // Only those with an identity that failed: for the others nothing changed.
+                .filter(|id| !self.ballots[id].failed_identities.is_empty())
                 .collect(),
             None => return,
         };
@@ -599,126 +610,4 @@ fn no_agreement(ballot: &Ballot, consensus: &ConsensusSpec) -> String {
         message.push_str(&format!(" (the last: {error})"));
     }
     message
-}
-
-impl<P: RoutingPolicy> Scheduler<P> {
-    /// Checks one consensus task's ballot (for `check_invariants`): its runs hold slots and
-    /// leases, it is queued exactly while it needs replicas, and then no free agent could take
-    /// one.
-    pub(super) fn check_ballot(
-        &self,
-        id: TaskId,
-        running_per_agent: &mut std::collections::HashMap<AgentId, u32>,
-    ) -> Result<(), String> {
-        let ballot = self
-            .ballots
-            .get(&id)
-            .ok_or_else(|| format!("voting task {id} has no ballot"))?;
-        for run in &ballot.runs {
-            if let Some(agent) = run.agent {
-                *running_per_agent.entry(agent).or_insert(0) += 1;
-            }
-            let timer = (
-                run.lease_until,
-                Timer::Lease {
-                    task: id,
-                    attempt: run.attempt,
-                },
-            );
-            if !self.timers.contains(&timer) {
-                return Err(format!(
-                    "replica {} of {id} has no lease timer",
-                    run.attempt
-                ));
-            }
-        }
-        let spec = &self.tasks[&id].spec;
-        let needs = self.replicas_needed(id) > 0;
-        let in_queue = ballot.queued.is_some_and(|key| {
-            self.ballot_queue
-                .get(&spec.capability)
-                .is_some_and(|q| q.contains(&key))
-        });
-        if needs != in_queue {
-            return Err(format!(
-                "task {id} needs replicas: {needs}, queued: {in_queue}"
-            ));
-        }
-        let position = ballot.queued.and_then(|key| {
-            let queue = self.ballot_queue.get(&spec.capability)?;
-            queue.iter().position(|k| *k == key)
-        });
-        // Beyond the lookahead a free agent does not look (see the module's header).
-        if needs && position.is_some_and(|p| p < BALLOT_LOOKAHEAD) {
-            for (agent, _) in self
-                .agents_by_capability
-                .get(&spec.capability)
-                .into_iter()
-                .flatten()
-            {
-                if self.agents[agent].accepting() && self.may_answer(id, *agent) {
-                    return Err(format!(
-                        "agent {agent} is free while task {id} needs replicas"
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<P: RoutingPolicy> Scheduler<P> {
-    /// Binds a replica's attempt to the reconnecting agent `id` named `name` (see
-    /// `rejoin_agent`): only an attempt still running, of the same identity (a replica belongs to
-    /// the identity that was asked), whose agent is unknown, offline or another connection of
-    /// that name.
-    pub(super) fn reattach_replica(
-        &mut self,
-        id: AgentId,
-        name: &str,
-        claim: HeldAttempt,
-        holders: &mut Vec<AgentId>,
-    ) -> bool {
-        let Some(run) = self.ballots[&claim.task]
-            .runs
-            .iter()
-            .find(|r| r.attempt == claim.attempt)
-        else {
-            return false;
-        };
-        // Only work it could have been given (as in `reattach`), by the identity that was asked.
-        let capability = &self.tasks[&claim.task].spec.capability;
-        let capable = self.agents[&id]
-            .spec
-            .capabilities
-            .iter()
-            .any(|(c, _)| c == capability);
-        if &*run.identity != name || !capable {
-            return false;
-        }
-        if let Some(holder) = run.agent {
-            // Its holder was of this identity too: gone, offline, or a connection the hub has
-            // not yet seen drop.
-            if holder == id {
-                return false;
-            }
-            self.unbind(holder, claim, holders);
-        }
-        let ballot = self.ballots.get_mut(&claim.task).expect("checked above");
-        let run = ballot
-            .runs
-            .iter_mut()
-            .find(|r| r.attempt == claim.attempt)
-            .expect("checked above");
-        run.agent = Some(id);
-        if let Some(agent) = self.agents.get_mut(&id) {
-            agent.running += 1;
-        }
-        self.changes.push(Change::AttemptReattached {
-            task: claim.task,
-            attempt: claim.attempt,
-            agent: id,
-        });
-        true
-    }
 }

@@ -520,3 +520,12 @@ fn when_the_other_identities_leave_the_failed_one_is_asked_again() {
     assert_eq!(started(&s.take_changes()), vec![(3, agent_id(0))]);
     s.check_invariants().unwrap();
 }
+
+#[test]
+fn when_the_other_identity_drains_the_failed_one_is_asked_again() {
+    let (mut s, _) = failed_while_another_identity_is_busy();
+    s.take_changes();
+    s.drain(agent_id(3)).unwrap();
+    assert_eq!(started(&s.take_changes()), vec![(3, agent_id(0))]);
+    s.check_invariants().unwrap();
+}

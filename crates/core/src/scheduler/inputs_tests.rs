@@ -3,6 +3,7 @@
 use super::tests::{agent_id, agent_spec, ended_failed, fail, none, task_id};
 use super::*;
 use crate::routing::LeastLoaded;
+use crate::task::OnParentFailure;
 use crate::task::tests::spec;
 
 fn sched() -> Scheduler<LeastLoaded> {

@@ -18,8 +18,10 @@ mod changes;
 mod consensus;
 #[cfg(test)]
 mod consensus_tests;
+mod graph;
 #[cfg(test)]
 mod inputs_tests;
+mod invariants;
 mod knowledge;
 #[cfg(test)]
 mod learning_tests;
@@ -43,12 +45,14 @@ pub use knowledge::LearnedEstimate;
 pub use recovery::{RecoveredReplica, RecoveredTask};
 pub use rejoin::{HeldAttempt, Rejoined};
 
+use graph::{dependency_error, distinct, inputs_of, runs_after};
+
 use crate::agent::{AgentSnapshot, AgentSpec, AgentState, CapabilityStats};
 use crate::estimate::{LearningConfig, Rate, RoutingView};
 use crate::ids::{AgentId, TaskId};
 use crate::queue::{QueueKey, ReadyQueue};
 use crate::routing::RoutingPolicy;
-use crate::task::{AttemptOutcome, Capability, OnParentFailure, TaskEnd, TaskSpec, TaskStatus};
+use crate::task::{AttemptOutcome, Capability, TaskEnd, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy)]
@@ -868,88 +872,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.settle(id, end, now);
     }
 
-    /// Why a task cannot run on these inputs, if it cannot: they are over the limit.
-    fn inputs_refusal(&self, inputs: &[(TaskId, TaskEnd)]) -> Option<String> {
-        let bytes: usize = inputs.iter().map(|(_, end)| end.text_len()).sum();
-        let limit = self.config.max_inputs_bytes;
-        (bytes > limit).then(|| {
-            format!(
-                "its parents' results total {bytes} bytes, over the limit of {limit} bytes \
-                 (tasks.max_inputs_bytes)"
-            )
-        })
-    }
-
-    /// Records how a parent of an active task ended.
-    fn add_input(&mut self, task: TaskId, parent: TaskId, end: TaskEnd) {
-        self.payload_bytes += end.text_len();
-        self.inputs.entry(task).or_default().push((parent, end));
-    }
-
-    /// Removes a task that ended and carries how it ended to the tasks waiting on it.
-    fn settle(&mut self, id: TaskId, end: TaskEnd, now: Timestamp) {
-        let mut ended = vec![(id, end)];
-        while let Some((id, end)) = ended.pop() {
-            if let Some(task) = self.tasks.remove(&id) {
-                self.payload_bytes -= task.spec.payload.len();
-                count_queued(
-                    &mut self.queued,
-                    &task.spec.capability,
-                    task.phase.queued(),
-                    false,
-                );
-                if !task.spec.depends_on.is_empty()
-                    && let Some(inputs) = self.inputs.remove(&id)
-                {
-                    self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
-                }
-            }
-            self.pending_deps.remove(&id);
-            for child in self.dependents.remove(&id).unwrap_or_default() {
-                if self.active_status(child) != Some(TaskStatus::Waiting) {
-                    continue;
-                }
-                let spec = &self.tasks[&child].spec;
-                let capability = spec.capability.clone();
-                let refusal = if runs_after(spec, &end) {
-                    self.add_input(child, id, end.clone());
-                    let left = self.pending_deps.get_mut(&child).expect("waiting task");
-                    *left -= 1;
-                    let ready = *left == 0;
-                    // Inputs only grow while it waits: past the limit now, it fails now.
-                    let refusal = self.inputs_refusal(&self.inputs[&child]);
-                    if ready && refusal.is_none() {
-                        self.pending_deps.remove(&child);
-                        self.changes.push(Change::TaskReady {
-                            task: child,
-                            capability: capability.clone(),
-                            at: now,
-                        });
-                        self.make_ready(child, now);
-                    }
-                    refusal
-                } else {
-                    Some(dependency_error(id, end.status()))
-                };
-                if let Some(error) = refusal {
-                    let child_end = TaskEnd::Unsuccessful {
-                        status: TaskStatus::Failed,
-                        error: error.as_str().into(),
-                    };
-                    self.changes.push(Change::TaskFinished {
-                        task: child,
-                        capability,
-                        status: TaskStatus::Failed,
-                        error: Some(error),
-                        result: None,
-                        at: now,
-                    });
-                    ended.push((child, child_end));
-                }
-            }
-        }
-    }
-
     fn check_heartbeat(&mut self, id: AgentId, now: Timestamp) {
         let timeout = self.config.heartbeat_timeout_ms;
         let Some(agent) = self.agents.get(&id) else {
@@ -1010,32 +932,4 @@ impl AttemptEnd<'_> {
             AttemptOutcome::Cancelled => {}
         }
     }
-}
-
-fn dependency_error(dep: TaskId, status: TaskStatus) -> String {
-    format!("dependency {dep} {status}")
-}
-
-/// What an attempt of the task is given of its parents.
-fn inputs_of(
-    inputs: &HashMap<TaskId, Vec<(TaskId, TaskEnd)>>,
-    spec: &TaskSpec,
-) -> Vec<(TaskId, TaskEnd)> {
-    if spec.depends_on.is_empty() {
-        return Vec::new();
-    }
-    inputs.get(&spec.id).cloned().unwrap_or_default()
-}
-
-/// A task's dependencies, each once, in order of id.
-fn distinct(depends_on: &[TaskId]) -> Vec<TaskId> {
-    let mut deps = depends_on.to_vec();
-    deps.sort_unstable();
-    deps.dedup();
-    deps
-}
-
-/// Whether a task still runs after its parent ended this way (and receives it as an input).
-fn runs_after(spec: &TaskSpec, parent: &TaskEnd) -> bool {
-    matches!(parent, TaskEnd::Succeeded(_)) || spec.on_parent_failure == OnParentFailure::Run
 }

@@ -13,6 +13,7 @@ use super::*;
 use crate::backoff::Backoff;
 use crate::consensus::ConsensusSpec;
 use crate::routing::{Learned, LeastLoaded};
+use crate::task::OnParentFailure;
 use crate::task::tests::spec;
 
 #[derive(Debug, Clone)]

@@ -190,4 +190,58 @@ impl<P: RoutingPolicy> Scheduler<P> {
         });
         true
     }
+
+    /// Binds a replica's attempt to the reconnecting agent `id` named `name` (see
+    /// `rejoin_agent`): only an attempt still running, of the same identity (a replica belongs to
+    /// the identity that was asked), whose agent is unknown, offline or another connection of
+    /// that name.
+    pub(super) fn reattach_replica(
+        &mut self,
+        id: AgentId,
+        name: &str,
+        claim: HeldAttempt,
+        holders: &mut Vec<AgentId>,
+    ) -> bool {
+        let Some(run) = self.ballots[&claim.task]
+            .runs
+            .iter()
+            .find(|r| r.attempt == claim.attempt)
+        else {
+            return false;
+        };
+        // Only work it could have been given (as in `reattach`), by the identity that was asked.
+        let capability = &self.tasks[&claim.task].spec.capability;
+        let capable = self.agents[&id]
+            .spec
+            .capabilities
+            .iter()
+            .any(|(c, _)| c == capability);
+        if &*run.identity != name || !capable {
+            return false;
+        }
+        if let Some(holder) = run.agent {
+            // Its holder was of this identity too: gone, offline, or a connection the hub has
+            // not yet seen drop.
+            if holder == id {
+                return false;
+            }
+            self.unbind(holder, claim, holders);
+        }
+        let ballot = self.ballots.get_mut(&claim.task).expect("checked above");
+        let run = ballot
+            .runs
+            .iter_mut()
+            .find(|r| r.attempt == claim.attempt)
+            .expect("checked above");
+        run.agent = Some(id);
+        if let Some(agent) = self.agents.get_mut(&id) {
+            agent.running += 1;
+        }
+        self.changes.push(Change::AttemptReattached {
+            task: claim.task,
+            attempt: claim.attempt,
+            agent: id,
+        });
+        true
+    }
 }

@@ -44,7 +44,7 @@ async fn fetch(state: &AppState, id: TaskId) -> Result<Task, ApiError> {
     state
         .read(move |r| r.get_task(id))
         .await?
-        .map(views::stored_task)
+        .map(|task| views::stored_task(task, true))
         .ok_or_else(|| ApiError::NotFound {
             what: format!("task {id}"),
         })
@@ -192,7 +192,10 @@ pub async fn list(
     };
     let tasks = state.read(move |r| r.list_tasks(&filter)).await?;
     let next_cursor = (tasks.len() == limit).then(|| tasks[limit - 1].spec.id.to_string());
-    let items = tasks.into_iter().map(views::stored_task).collect();
+    let items = tasks
+        .into_iter()
+        .map(|task| views::stored_task(task, false))
+        .collect();
     Ok(Json(TaskList { items, next_cursor }))
 }
 

@@ -144,11 +144,20 @@ fn replicas_of(conn: &Connection, id: TaskId) -> Result<Vec<RecoveredReplica>, S
     Ok(out)
 }
 
-fn attempts_of(conn: &Connection, id: TaskId) -> Result<Vec<StoredAttempt>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+/// A task's attempts; `outputs`: with the replicas' results (a task's page), not in a listing,
+/// where a thousand consensus tasks could carry 16 results of a MiB each.
+fn attempts_of(
+    conn: &Connection,
+    id: TaskId,
+    outputs: bool,
+) -> Result<Vec<StoredAttempt>, StoreError> {
+    let mut stmt = conn.prepare_cached(if outputs {
         "SELECT attempt, agent_id, started_at, ended_at, outcome, error, output
-         FROM attempts WHERE task_id = ?1 ORDER BY attempt",
-    )?;
+         FROM attempts WHERE task_id = ?1 ORDER BY attempt"
+    } else {
+        "SELECT attempt, agent_id, started_at, ended_at, outcome, error, NULL
+         FROM attempts WHERE task_id = ?1 ORDER BY attempt"
+    })?;
     let mut rows = stmt.query(params![id.as_bytes()])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -180,7 +189,7 @@ impl TaskReader for SqliteReader {
                 return Ok(None);
             };
             let mut task = task_from_row(row)?;
-            task.attempt_log = attempts_of(conn, id)?;
+            task.attempt_log = attempts_of(conn, id, true)?;
             Ok(Some(task))
         })
     }
@@ -210,7 +219,7 @@ impl TaskReader for SqliteReader {
                 out.push(task_from_row(row)?);
             }
             for task in &mut out {
-                task.attempt_log = attempts_of(conn, task.spec.id)?;
+                task.attempt_log = attempts_of(conn, task.spec.id, false)?;
             }
             Ok(out)
         })
