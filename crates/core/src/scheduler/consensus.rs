@@ -203,13 +203,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             let name = agent.spec.name.as_str();
             let eligible = !ballot.asked(name) && (failed_may || !ballot.failed(name));
             if agent.accepting() && eligible {
-                candidates.push(Candidate {
-                    agent: agent_id,
-                    running: agent.running,
-                    slots: agent.spec.slots,
-                    level: agent.spec.capabilities[i].1,
-                    estimate: self.knowledge.get(agent.estimate_slots[i]),
-                });
+                candidates.push(agent.candidate(agent_id, i, &self.knowledge));
             }
         }
         if candidates.is_empty() {

@@ -34,6 +34,18 @@ fn child_of(n: u128, parents: &[u128], on_parent_failure: OnParentFailure) -> Ta
     child
 }
 
+/// A task as the store kept it, never started.
+fn recovered(spec: TaskSpec, status: TaskStatus) -> RecoveredTask {
+    RecoveredTask {
+        spec,
+        status,
+        attempt: 0,
+        lease_until: None,
+        not_before: None,
+        replicas: vec![],
+    }
+}
+
 fn succeeded(text: &str) -> TaskEnd {
     TaskEnd::Succeeded(text.into())
 }
@@ -175,14 +187,6 @@ fn a_child_of_a_finished_parent_gets_its_input_at_submit() {
 #[test]
 fn a_restart_gives_recovered_tasks_their_inputs_back() {
     let mut s = sched();
-    let recovered = |spec, status| RecoveredTask {
-        spec,
-        status,
-        attempt: 0,
-        lease_until: None,
-        not_before: None,
-        replicas: vec![],
-    };
     let mut asked = Vec::new();
     let mut resolve = |dep: TaskId| {
         asked.push(dep);
@@ -286,14 +290,6 @@ fn a_task_whose_inputs_are_over_the_limit_fails_instead_of_running() {
 #[test]
 fn a_restart_fails_a_run_child_with_a_missing_parent_without_tripping_over_it() {
     let mut s = sched();
-    let recovered = |spec, status| RecoveredTask {
-        spec,
-        status,
-        attempt: 0,
-        lease_until: None,
-        not_before: None,
-        replicas: vec![],
-    };
     // Task 2 waits for 8, which the store lost; task 3 runs after failures and waits for 2 and
     // for 9, lost too. Task 2 fails first, and must not find 3 waiting on nothing.
     s.restore(

@@ -185,6 +185,22 @@ impl AgentEntry {
         }
     }
 
+    /// The agent as a routing candidate for its `i`-th capability.
+    fn candidate<'a>(
+        &'a self,
+        id: AgentId,
+        i: usize,
+        knowledge: &'a knowledge::Knowledge,
+    ) -> crate::routing::Candidate<'a> {
+        crate::routing::Candidate {
+            agent: id,
+            running: self.running,
+            slots: self.spec.slots,
+            level: self.spec.capabilities[i].1,
+            estimate: knowledge.get(self.estimate_slots[i]),
+        }
+    }
+
     /// The agent's level and estimate slot for a capability it has.
     fn capability(&self, capability: &Capability) -> Option<(f64, usize)> {
         let i = self

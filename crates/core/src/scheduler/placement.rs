@@ -82,13 +82,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             let free = agent.accepting();
             let busy = busy_too && agent.connected && !agent.draining;
             if free || busy {
-                candidates.push(Candidate {
-                    agent: id,
-                    running: agent.running,
-                    slots: agent.spec.slots,
-                    level: agent.spec.capabilities[i].1,
-                    estimate: self.knowledge.get(agent.estimate_slots[i]),
-                });
+                candidates.push(agent.candidate(id, i, &self.knowledge));
             }
         }
         let routed = &self.tasks[&task];

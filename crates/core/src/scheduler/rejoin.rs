@@ -156,11 +156,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         };
         // Only work it could have been given: a claim outside its capabilities is someone
         // else's attempt (and an agent token limited to capabilities must not reach past them).
-        let capable = self.agents[&id]
-            .spec
-            .capabilities
-            .iter()
-            .any(|(c, _)| *c == task.spec.capability);
+        let capable = self.agents[&id].capability(&task.spec.capability).is_some();
         if task.attempt != claim.attempt || !capable {
             return false;
         }
@@ -180,6 +176,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
             lease_until,
             agent: Some(id),
         };
+        self.rebound(id, claim);
+        true
+    }
+
+    /// The agent `id` holds the claimed attempt now: a slot of its, and the store is told.
+    fn rebound(&mut self, id: AgentId, claim: HeldAttempt) {
         if let Some(agent) = self.agents.get_mut(&id) {
             agent.running += 1;
         }
@@ -188,7 +190,6 @@ impl<P: RoutingPolicy> Scheduler<P> {
             attempt: claim.attempt,
             agent: id,
         });
-        true
     }
 
     /// Binds a replica's attempt to the reconnecting agent `id` named `name` (see
@@ -210,12 +211,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
             return false;
         };
         // Only work it could have been given (as in `reattach`), by the identity that was asked.
-        let capability = &self.tasks[&claim.task].spec.capability;
         let capable = self.agents[&id]
-            .spec
-            .capabilities
-            .iter()
-            .any(|(c, _)| c == capability);
+            .capability(&self.tasks[&claim.task].spec.capability)
+            .is_some();
         if &*run.identity != name || !capable {
             return false;
         }
@@ -234,14 +232,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .find(|r| r.attempt == claim.attempt)
             .expect("checked above");
         run.agent = Some(id);
-        if let Some(agent) = self.agents.get_mut(&id) {
-            agent.running += 1;
-        }
-        self.changes.push(Change::AttemptReattached {
-            task: claim.task,
-            attempt: claim.attempt,
-            agent: id,
-        });
+        self.rebound(id, claim);
         true
     }
 }

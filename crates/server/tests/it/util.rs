@@ -24,28 +24,21 @@ pub async fn start_hub() -> TestHub {
 }
 
 pub async fn start_hub_with(adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
-    let dir = tempfile::tempdir().expect("temp dir");
+    hub_on(tempfile::tempdir().expect("temp dir"), adjust).await
+}
+
+/// Shuts the hub down and starts another on its data directory, as a restart would.
+pub async fn restart(t: TestHub) -> TestHub {
+    t.hub.shutdown().await;
+    hub_on(t.dir, |_| {}).await
+}
+
+async fn hub_on(dir: TempDir, adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
     let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
     // Tests survive a killed process, not a power cut: skip the fsync to keep them quick.
     config.durability = Durability::Normal;
     adjust(&mut config);
     let hub = Hub::start(config).await.expect("hub starts");
-    let url = format!("http://{}", hub.addr());
-    TestHub {
-        client: HubClient::new(&url),
-        url,
-        hub,
-        dir,
-    }
-}
-
-/// Shuts the hub down and starts another on its data directory, as a restart would.
-pub async fn restart(t: TestHub) -> TestHub {
-    let dir = t.dir;
-    t.hub.shutdown().await;
-    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    config.durability = Durability::Normal;
-    let hub = Hub::start(config).await.expect("hub restarts");
     let url = format!("http://{}", hub.addr());
     TestHub {
         client: HubClient::new(&url),
