@@ -94,7 +94,11 @@ pub trait TaskReader: Send + Sync + 'static {
     fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError>;
     /// How a task ended (its result or error); `None` for an unknown or unfinished task.
     fn task_end(&self, id: TaskId) -> Result<Option<TaskEnd>, StoreError>;
-    fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError>;
+    /// The task that used an idempotency key, with its status.
+    fn find_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<(TaskId, TaskStatus)>, StoreError>;
     /// Every task not yet finished, for recovery after a restart.
     fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError>;
     /// What routing learned (the latest estimate of each identity and capability).

@@ -8,12 +8,13 @@
 //! announced before it is durable.
 //!
 //! For tasks that have left the scheduler's memory, dependency and idempotency look-ups go to
-//! the store; the actor remembers tasks whose final change is not yet committed
-//! (`recently_finished`, `pending_keys`) so that those look-ups are exact.
+//! the store, off the actor's path ([`lookup`]); the actor remembers tasks whose final change is
+//! not yet committed (`recently_finished`, `pending_keys`) so that those look-ups are exact.
 //!
 //! When a commit fails, the actor builds its scheduler again from the store ([`rebuild`]).
 
 pub mod effects;
+pub mod lookup;
 pub mod rebuild;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,12 +26,13 @@ use hive_core::{
     AgentId, AgentSnapshot, AgentSpec, CancelError, Change, Clock, DrainError, HeldAttempt, Report,
     RoutingPolicy, Scheduler, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
 };
-use hive_store::{StoreError, TaskReader, WriteBatch};
+use hive_store::{TaskReader, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 use crate::metrics::Count;
 use effects::{DeferredReply, Effects};
+use lookup::{Found, LookedUp, Lookups, Missing};
 use rebuild::{SchedulerSetup, StoreTrouble};
 
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -123,6 +125,9 @@ pub struct Actor {
     /// Agents and attempts of a scheduler that could not be loaded again; see [`rebuild`].
     kept_aside: Option<rebuild::KeptAside>,
     reader: Arc<dyn TaskReader>,
+    /// Store reads of submissions in flight.
+    lookups: Lookups,
+    looked_up: Option<mpsc::UnboundedReceiver<LookedUp>>,
     writer: mpsc::Sender<WriteBatch>,
     effects: Arc<Effects>,
     clock: Arc<dyn Clock>,
@@ -147,6 +152,7 @@ impl Actor {
         effects: Arc<Effects>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let (lookups, looked_up) = Lookups::new(reader.clone());
         Actor {
             scheduler,
             setup,
@@ -154,6 +160,8 @@ impl Actor {
             trouble: None,
             kept_aside: None,
             reader,
+            lookups,
+            looked_up: Some(looked_up),
             writer,
             effects,
             clock,
@@ -168,6 +176,7 @@ impl Actor {
 
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let effects = self.effects.clone();
+        let mut looked_up = self.looked_up.take().expect("the actor runs once");
         loop {
             if self.commit_failed() {
                 self.rebuild_after_failed_commit(self.clock.now());
@@ -187,6 +196,11 @@ impl Actor {
                 .map(|due| Duration::from_millis(due.ms_since(self.clock.now())));
             let first = tokio::select! {
                 command = commands.recv() => command,
+                Some(submission) = looked_up.recv() => {
+                    self.resume_submit(submission, self.clock.now());
+                    self.flush().await;
+                    continue;
+                }
                 _ = effects.commit_failed.notified() => continue,
                 _ = tokio::time::sleep(wake_in.unwrap_or(Duration::MAX)), if wake_in.is_some() => {
                     self.scheduler.advance(self.clock.now());
@@ -221,11 +235,7 @@ impl Actor {
                 batch,
                 reply,
             } => {
-                let outcome = match self.refusing(now) {
-                    Some(retry_after_s) => Err(ApiError::StoreRefusing { retry_after_s }),
-                    None => self.submit(specs, batch, now),
-                };
-                self.defer(reply, outcome);
+                self.submit(specs, batch, Found::default(), reply, now);
             }
             Command::Register {
                 agent,
@@ -272,21 +282,10 @@ impl Actor {
                 let retry_after_s = self.refusing(now).unwrap_or(1);
                 let _ = reply.send(Err(ApiError::StoreRefusing { retry_after_s }));
             }
-            Command::Cancel { task, reply } => {
-                let outcome = match self.scheduler.cancel(task, now) {
-                    Ok(()) => Ok(()),
-                    Err(CancelError::NotActive(_)) => Err(match self.status_elsewhere(task) {
-                        Ok(Some(status)) => ApiError::Conflict {
-                            message: format!("task {task} is already {status}"),
-                        },
-                        Ok(None) => ApiError::NotFound {
-                            what: format!("task {task}"),
-                        },
-                        Err(e) => e.into(),
-                    }),
-                };
-                self.defer(reply, outcome);
-            }
+            Command::Cancel { task, reply } => match self.scheduler.cancel(task, now) {
+                Ok(()) => self.defer(reply, Ok(())),
+                Err(CancelError::NotActive(_)) => self.refuse_cancel(task, reply),
+            },
             Command::Drain { agent, undo, reply } => {
                 let outcome = if undo {
                     self.scheduler.undrain(agent, now)
@@ -338,10 +337,86 @@ impl Actor {
         false
     }
 
+    /// Decides a submission, or first reads from the store what the actor misses for it.
     fn submit(
         &mut self,
         specs: Vec<TaskSpec>,
         batch: bool,
+        found: Found,
+        reply: Reply<Vec<Submitted>>,
+        now: Timestamp,
+    ) {
+        if let Some(retry_after_s) = self.refusing(now) {
+            let _ = reply.send(Err(ApiError::StoreRefusing { retry_after_s }));
+            return;
+        }
+        let missing = self.missing(&specs, &found);
+        if missing.is_empty() {
+            let outcome = self.decide_submit(specs, batch, &found, now);
+            self.defer(reply, outcome);
+        } else {
+            let seen = self.effects.committed_seq.load(Ordering::Acquire);
+            self.lookups
+                .start(specs, batch, reply, found, missing, seen);
+        }
+    }
+
+    /// A submission is back from the store (see [`lookup`]).
+    fn resume_submit(&mut self, submission: LookedUp, now: Timestamp) {
+        let LookedUp {
+            specs,
+            batch,
+            reply,
+            found,
+            seen,
+            epoch,
+        } = submission;
+        self.lookups.ended(seen);
+        match found {
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+            // Read before a rebuild forgot what the actor kept for it: read again.
+            Ok(_) if epoch != self.lookups.epoch => {
+                self.submit(specs, batch, Found::default(), reply, now)
+            }
+            Ok(found) => self.submit(specs, batch, found, reply, now),
+        }
+    }
+
+    /// The idempotency keys and parents of a submission that neither the scheduler, nor the
+    /// batches not yet committed, nor an earlier read answer.
+    fn missing(&self, specs: &[TaskSpec], found: &Found) -> Missing {
+        let mut missing = Missing::default();
+        let metrics = &self.effects.metrics;
+        for spec in specs {
+            if let Some(key) = &spec.idempotency_key
+                && !self.pending_keys.contains_key(key)
+                && !found.keys.contains_key(key)
+            {
+                missing.keys.insert(key.clone());
+            }
+            for dep in &spec.depends_on {
+                if self.scheduler.active_status(*dep).is_some() || found.ends.contains_key(dep) {
+                    continue;
+                }
+                if self.recently_finished.contains_key(dep) {
+                    metrics.add(Count::FinishedCacheHits, 1);
+                } else {
+                    metrics.add(Count::FinishedCacheMisses, 1);
+                    missing.parents.insert(*dep);
+                }
+            }
+        }
+        missing
+    }
+
+    /// Decides a submission once nothing is missing for it (see [`Actor::missing`]).
+    fn decide_submit(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        batch: bool,
+        found: &Found,
         now: Timestamp,
     ) -> Result<Vec<Submitted>, ApiError> {
         let prefix = |i: usize| {
@@ -352,16 +427,20 @@ impl Actor {
             }
         };
         // Check everything before changing anything: a batch is accepted whole or not at all.
-        // How the parents that are no longer active ended, read once per request (a batch of
-        // children of one parent shares its result).
         let mut ended: HashMap<TaskId, TaskEnd> = HashMap::new();
-        let mut existing: Vec<Option<TaskId>> = Vec::with_capacity(specs.len());
+        let mut existing: Vec<Option<(TaskId, Option<TaskStatus>)>> =
+            Vec::with_capacity(specs.len());
         let mut keys_in_request: HashMap<&str, TaskId> = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
             if let Some(key) = spec.idempotency_key.as_deref() {
                 let earlier = match keys_in_request.get(key).or(self.pending_keys.get(key)) {
-                    Some(id) => Some(*id),
-                    None => self.reader.find_by_idempotency_key(key)?,
+                    Some(id) => Some((*id, None)),
+                    None => found
+                        .keys
+                        .get(key)
+                        .copied()
+                        .flatten()
+                        .map(|(id, status)| (id, Some(status))),
                 };
                 if earlier.is_some() {
                     existing.push(earlier);
@@ -373,7 +452,11 @@ impl Actor {
                 if self.scheduler.active_status(*dep).is_some() || ended.contains_key(dep) {
                     continue;
                 }
-                match self.end_elsewhere(*dep)? {
+                let end = match self.recently_finished.get(dep) {
+                    Some(end) => Some(end.clone()),
+                    None => found.ends.get(dep).cloned().flatten(),
+                };
+                match end {
                     Some(end) => {
                         ended.insert(*dep, end);
                     }
@@ -390,11 +473,13 @@ impl Actor {
 
         let mut submitted = Vec::with_capacity(specs.len());
         for (spec, earlier) in specs.into_iter().zip(existing) {
-            if let Some(id) = earlier {
-                let status = match self.scheduler.active_status(id) {
-                    Some(status) => status,
-                    None => self.status_elsewhere(id)?.unwrap_or(TaskStatus::Queued),
-                };
+            if let Some((id, stored)) = earlier {
+                let status = self
+                    .scheduler
+                    .active_status(id)
+                    .or_else(|| self.recently_finished.get(&id).map(TaskEnd::status))
+                    .or(stored)
+                    .unwrap_or(TaskStatus::Queued);
                 submitted.push(Submitted {
                     id,
                     status,
@@ -426,6 +511,33 @@ impl Actor {
         Ok(submitted)
     }
 
+    /// Answers a cancel of a task not active in the scheduler: 409 when it ended, 404 when it
+    /// never existed. One not ended in a batch still in flight is read from the store, off the
+    /// actor's path (and exactly: it is no longer in the scheduler, so the store has its end).
+    fn refuse_cancel(&mut self, task: TaskId, reply: Reply<()>) {
+        let conflict = move |status: TaskStatus| ApiError::Conflict {
+            message: format!("task {task} is already {status}"),
+        };
+        if let Some(end) = self.recently_finished.get(&task) {
+            self.effects.metrics.add(Count::FinishedCacheHits, 1);
+            let status = end.status();
+            self.defer(reply, Err(conflict(status)));
+            return;
+        }
+        self.effects.metrics.add(Count::FinishedCacheMisses, 1);
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = match reader.task_status(task) {
+                Ok(Some(status)) => Err(conflict(status)),
+                Ok(None) => Err(ApiError::NotFound {
+                    what: format!("task {task}"),
+                }),
+                Err(e) => Err(e.into()),
+            };
+            let _ = reply.send(outcome);
+        });
+    }
+
     /// The store could not be read after a failed commit: the scheduler is empty for now.
     fn unloaded(&self) -> bool {
         self.trouble.is_some_and(|t| t.unloaded)
@@ -436,37 +548,6 @@ impl Actor {
         self.trouble
             .filter(|t| t.unloaded || now < t.refuse_until)
             .map(|t| t.retry_after_s(now))
-    }
-
-    /// Status of a task not active in the scheduler: ended but not yet committed, or stored.
-    fn status_elsewhere(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
-        let metrics = &self.effects.metrics;
-        match self.recently_finished.get(&id) {
-            Some(end) => {
-                metrics.add(Count::FinishedCacheHits, 1);
-                Ok(Some(end.status()))
-            }
-            None => {
-                metrics.add(Count::FinishedCacheMisses, 1);
-                self.reader.task_status(id)
-            }
-        }
-    }
-
-    /// How a task not active in the scheduler ended: not yet committed, or stored. `None` for
-    /// an unknown task (or one the store holds unfinished).
-    fn end_elsewhere(&self, id: TaskId) -> Result<Option<TaskEnd>, StoreError> {
-        let metrics = &self.effects.metrics;
-        match self.recently_finished.get(&id) {
-            Some(end) => {
-                metrics.add(Count::FinishedCacheHits, 1);
-                Ok(Some(end.clone()))
-            }
-            None => {
-                metrics.add(Count::FinishedCacheMisses, 1);
-                self.reader.task_end(id)
-            }
-        }
     }
 
     /// Answers once this turn's batch is committed.
@@ -509,6 +590,8 @@ impl Actor {
     /// Drops what the store now answers for itself.
     fn forget_committed(&mut self) {
         let committed = self.effects.committed_seq.load(Ordering::Acquire);
+        // Reads in flight may have missed what committed after they began.
+        let committed = self.lookups.forget_through(committed);
         while self
             .finishing
             .front()

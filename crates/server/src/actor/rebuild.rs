@@ -137,6 +137,8 @@ impl Actor {
         self.finishing.clear();
         self.pending_keys.clear();
         self.keys_by_seq.clear();
+        // Reads in flight relied on what was just forgotten: they are made again.
+        self.lookups.epoch += 1;
         // After a failed try the scheduler is empty: what it knew was kept aside.
         let kept = self.kept_aside.take().unwrap_or_else(|| KeptAside {
             agents: self

@@ -200,6 +200,69 @@ async fn an_idempotency_key_returns_the_first_task() {
     assert_eq!(status.tasks["queued"], 3);
 }
 
+/// Keys and parents of tasks that have left the scheduler are read from the store off the
+/// actor's path, concurrently with other submits; each answer is still exact.
+#[tokio::test]
+async fn keys_and_parents_of_finished_tasks_are_read_from_the_store() {
+    let t = start_hub().await;
+    let _w = spawn_worker(&t.url, &["pay"], 4, echo());
+    let keyed = NewTask {
+        idempotency_key: Some("order-7".into()),
+        ..task("pay", "7")
+    };
+    let first = t.client.submit(&keyed).await.unwrap();
+    assert_eq!(finished(&t.client, &first.id).await.status, "succeeded");
+    // The task has left the scheduler: its key, its end and its status come from the store,
+    // while plain submits go on beside them.
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let client = t.client.clone();
+        let (keyed, parent) = (keyed.clone(), first.id.clone());
+        requests.spawn(async move {
+            match n % 3 {
+                0 => {
+                    let again = client.submit(&keyed).await.unwrap();
+                    assert_eq!((again.id, again.status.as_str()), (parent, "succeeded"));
+                    None
+                }
+                1 => {
+                    let child = NewTask {
+                        depends_on: Some(vec![parent]),
+                        ..task("pay", "8")
+                    };
+                    Some(client.submit(&child).await.unwrap().id)
+                }
+                _ => Some(client.submit(&task("pay", "9")).await.unwrap().id),
+            }
+        });
+    }
+    let ids: Vec<String> = requests.join_all().await.into_iter().flatten().collect();
+    for id in &ids {
+        let done = finished(&t.client, id).await;
+        assert_eq!(done.status, "succeeded", "{id}");
+    }
+    let refused = t.client.cancel(&first.id).await.unwrap_err();
+    assert!(
+        matches!(&refused, hive_client::ClientError::Api { status, .. } if status.as_u16() == 409),
+        "{refused}"
+    );
+    let unknown = t
+        .client
+        .cancel("0190f1a2-0000-7000-8000-000000000000")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&unknown, hive_client::ClientError::Api { status, .. } if status.as_u16() == 404),
+        "{unknown}"
+    );
+    let missing = NewTask {
+        depends_on: Some(vec!["0190f1a2-0000-7000-8000-000000000001".into()]),
+        ..task("pay", "1")
+    };
+    let refused = t.client.submit(&missing).await.unwrap_err();
+    assert!(refused.to_string().contains("does not exist"), "{refused}");
+}
+
 #[tokio::test]
 async fn cancelling_stops_a_queued_and_a_running_task() {
     let t = start_hub().await;

@@ -275,13 +275,18 @@ impl TaskReader for SqliteReader {
         })
     }
 
-    fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskId>, StoreError> {
+    fn find_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<(TaskId, TaskStatus)>, StoreError> {
         self.with_conn(|conn| {
-            let found: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
-                .query_row(params![key], |row| row.get(0))
+            let found: Option<(Vec<u8>, String)> = conn
+                .prepare_cached("SELECT id, status FROM tasks WHERE idempotency_key = ?1")?
+                .query_row(params![key], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
-            found.map(|b| task_id(&b)).transpose()
+            found
+                .map(|(id, text)| Ok((task_id(&id)?, status(&text)?)))
+                .transpose()
         })
     }
 

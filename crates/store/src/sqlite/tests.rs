@@ -95,7 +95,10 @@ fn a_task_and_its_attempts_round_trip() {
     assert_eq!(done.attempt_log.len(), 1);
     assert_eq!(done.attempt_log[0].agent, Some(agent));
     assert_eq!(done.attempt_log[0].outcome, Some(AttemptOutcome::Succeeded));
-    assert_eq!(reader.find_by_idempotency_key("key-1").unwrap(), Some(id));
+    assert_eq!(
+        reader.find_by_idempotency_key("key-1").unwrap(),
+        Some((id, TaskStatus::Succeeded))
+    );
     assert_eq!(reader.task_status(id).unwrap(), Some(TaskStatus::Succeeded));
     assert_eq!(reader.task_status(spec(2).id).unwrap(), None);
     assert_eq!(
