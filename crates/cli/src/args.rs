@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// Directory of the SQLite database. [config: server.data_dir; default ./hive-data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep the state in PostgreSQL instead of SQLite: postgres://USER[:PASSWORD]@HOST:PORT/DB.
+    /// [config: store.url; pool bounds store.pool_min (5), store.pool_max (20)]
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// A TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,

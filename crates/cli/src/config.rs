@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use hive_server::alerts::AlertConfig;
 use hive_server::alerts::rules::{Direction, Gate, Metric, Rule};
-use hive_server::{Durability, HubConfig};
+use hive_server::{Durability, HubConfig, PoolBounds, PostgresConfig};
 use serde::Deserialize;
 
 use crate::args::ServeArgs;
@@ -87,6 +87,9 @@ struct ServerSection {
 #[serde(deny_unknown_fields)]
 struct StoreSection {
     durability: Option<String>,
+    url: Option<String>,
+    pool_min: Option<usize>,
+    pool_max: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +240,35 @@ pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
 }
 
 /// Flags win over the file, the file over the defaults.
+/// `--store` / `[store] url` and the pool's bounds: PostgreSQL, or `None` for SQLite.
+fn postgres(flag: Option<String>, store: &StoreSection) -> anyhow::Result<Option<PostgresConfig>> {
+    let Some(url) = flag.or(store.url.clone()) else {
+        if store.pool_min.is_some() || store.pool_max.is_some() {
+            bail!("store.pool_min / store.pool_max: the pool is PostgreSQL's; set store.url too");
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "--store / store.url: {:?} is not a postgres:// URL (SQLite, the default, needs none)",
+            hive_server::redact_url(&url)
+        );
+    }
+    let defaults = PoolBounds::default();
+    let pool = PoolBounds {
+        min: store.pool_min.unwrap_or(defaults.min),
+        max: store.pool_max.unwrap_or(defaults.max),
+    };
+    if pool.max == 0 || pool.min > pool.max {
+        bail!(
+            "store.pool_min / store.pool_max: need 0 <= pool_min <= pool_max and pool_max >= 1 (got {} and {})",
+            pool.min,
+            pool.max
+        );
+    }
+    Ok(Some(PostgresConfig { url, pool }))
+}
+
 pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     let listen_text = args
         .listen
@@ -257,11 +289,12 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         file.server.allowed_hosts,
         file.server.allowed_origins.unwrap_or_default(),
     );
-    if let Some(text) = args.durability.clone().or(file.store.durability) {
+    if let Some(text) = args.durability.clone().or(file.store.durability.clone()) {
         config.durability = Durability::parse(&text).with_context(|| {
             format!("--durability / store.durability: {text:?} is neither \"full\" nor \"normal\"")
         })?;
     }
+    config.postgres = postgres(args.store.clone(), &file.store)?;
     if let Some(bytes) = file.tasks.max_payload_bytes {
         if bytes == 0 {
             bail!("tasks.max_payload_bytes must be at least 1");
@@ -451,6 +484,7 @@ mod tests {
         ServeArgs {
             listen: None,
             data_dir: None,
+            store: None,
             config: None,
             durability: None,
             auth: false,
@@ -593,6 +627,34 @@ mod tests {
         let config = resolve(&a, file).unwrap();
         assert_eq!(config.listen.port(), 9001);
         assert_eq!(config.durability, Durability::Normal);
+    }
+
+    #[test]
+    fn a_postgres_store_is_read_from_the_flag_or_the_file_and_bad_ones_are_named() {
+        let file = "[store]\nurl = \"postgres://hive@db:5432/hive\"\npool_max = 8\n";
+        let config = resolve(&args(), parse(file).unwrap()).unwrap();
+        let pg = config.postgres.unwrap();
+        assert_eq!(pg.url, "postgres://hive@db:5432/hive");
+        assert_eq!((pg.pool.min, pg.pool.max), (5, 8));
+        let mut a = args();
+        a.store = Some("postgresql://other@db/hive".into());
+        let config = resolve(&a, parse(file).unwrap()).unwrap();
+        assert_eq!(config.postgres.unwrap().url, "postgresql://other@db/hive");
+        assert!(
+            resolve(&args(), RawConfig::default())
+                .unwrap()
+                .postgres
+                .is_none()
+        );
+
+        a.store = Some("mysql://root:pw@db/hive".into());
+        let err = resolve(&a, RawConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("--store") && !err.contains("pw@"), "{err}");
+        let err = resolve(&args(), parse("[store]\npool_min = 3\n").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("store.pool_min"), "{err}");
+        let bad = "[store]\nurl = \"postgres://db/hive\"\npool_min = 9\npool_max = 4\n";
+        let err = resolve(&args(), parse(bad).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("store.pool_max"), "{err}");
     }
 
     #[test]

@@ -11,8 +11,11 @@ use hive_store::sqlite::Durability;
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub listen: SocketAddr,
+    /// SQLite's directory, and where the first admin token is written (with either store).
     pub data_dir: PathBuf,
     pub durability: Durability,
+    /// Store in PostgreSQL instead of SQLite.
+    pub postgres: Option<PostgresConfig>,
     pub limits: TaskLimits,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
@@ -45,6 +48,13 @@ pub struct HubConfig {
     pub metrics_enabled: bool,
     /// Alert rules (the defaults unless configured) and where alerts are posted.
     pub alerts: crate::alerts::AlertConfig,
+}
+
+/// `[store] url = "postgres://..."`: the database, and the bounds of the connection pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub pool: hive_store::postgres::PoolBounds,
 }
 
 /// `[routing]`: the policy and how much it may explore. (How fast what it learns fades,
@@ -93,6 +103,7 @@ impl HubConfig {
             listen,
             data_dir,
             durability: Durability::Full,
+            postgres: None,
             limits: TaskLimits::default(),
             max_body_bytes: 32 * 1024 * 1024,
             connections: crate::listener::ConnectionLimits::default(),

@@ -9,11 +9,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hive_core::{Clock, SystemClock};
-use hive_store::sqlite::{Checkpointer, SqliteStore};
-use hive_store::{AlertLog, BatchWriter, GroupCommit, StoreError, TaskReader, TokenStore};
+use hive_store::{BatchWriter, GroupCommit, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -26,6 +24,7 @@ use crate::alerts::Alerts;
 use crate::auth::bootstrap_admin;
 use crate::auth::rate::RateLimiter;
 use crate::auth::tokens::Tokens;
+use crate::backend::Backend;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::events::Events;
@@ -36,8 +35,8 @@ use crate::waiters::Waiters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the store in {dir}: {source}")]
-    Store { dir: String, source: StoreError },
+    #[error("cannot open the store ({place}): {source}")]
+    Store { place: String, source: StoreError },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -66,14 +65,10 @@ pub struct Hub {
     server: JoinHandle<()>,
     actor: JoinHandle<()>,
     commit: GroupCommit,
-    checkpointer: Checkpointer,
-    /// Held for the hub's life: it owns the data directory's lock.
-    store: SqliteStore,
+    /// Held for the hub's life (SQLite's owns the data directory's lock).
+    backend: Backend,
     recovered: usize,
 }
-
-/// How often the WAL is checkpointed (off the commit path, see `hive_store::sqlite::Checkpointer`).
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 impl Hub {
     pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
@@ -89,12 +84,13 @@ impl Hub {
             ))),
             None => None,
         };
+        let place = Backend::describe(&config);
         let store_error = |source| StartError::Store {
-            dir: config.data_dir.display().to_string(),
+            place: place.clone(),
             source,
         };
-        let store = SqliteStore::open(&config.data_dir, config.durability).map_err(store_error)?;
-        let reader: Arc<dyn TaskReader> = Arc::new(store.reader());
+        let backend = Backend::open(&config).map_err(store_error)?;
+        let reader = backend.reader();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let setup = SchedulerSetup {
             config: config.scheduler,
@@ -102,7 +98,7 @@ impl Hub {
             seed: clock.now().0,
         };
         let (mut scheduler, recovered) = setup.load(&*reader, clock.now()).map_err(store_error)?;
-        let mut writer = store.writer().map_err(store_error)?;
+        let mut writer = backend.writer().map_err(store_error)?;
         writer
             .apply(&[&scheduler.take_changes()])
             .map_err(store_error)?;
@@ -111,12 +107,13 @@ impl Hub {
         }
 
         let commit = GroupCommit::spawn(writer, config.commit_queue, config.max_changes_per_commit);
-        let checkpointer = store.checkpointer(CHECKPOINT_EVERY).map_err(store_error)?;
         let connections = Arc::new(Connections::default());
         let waiters = Arc::new(Waiters::default());
-        let metrics = Arc::new(HubMetrics::new(config.metrics_enabled));
+        let mut metrics = HubMetrics::new(config.metrics_enabled);
+        metrics.store_pool = backend.pool_monitor();
+        let metrics = Arc::new(metrics);
         let events = Arc::new(Events::default());
-        let alert_log: Arc<dyn AlertLog> = Arc::new(store.alert_log().map_err(store_error)?);
+        let alert_log = backend.alert_log().map_err(store_error)?;
         let alerts = Arc::new(Alerts::new(&config.alerts, alert_log, events.clone()));
         let effects = Arc::new(Effects::new(
             connections.clone(),
@@ -149,7 +146,7 @@ impl Hub {
         let (shutdown, stopping) = watch::channel(false);
         let admission = Arc::new(Admission::new(config.admission, metrics.clone()));
         let tokens = if config.auth.enabled {
-            let store: Arc<dyn TokenStore> = Arc::new(store.token_store().map_err(store_error)?);
+            let store = backend.token_store().map_err(store_error)?;
             let tokens = Tokens::load(store).map_err(store_error)?;
             if let Some(path) =
                 bootstrap_admin(&tokens, &config.data_dir, clock.now()).map_err(StartError::Auth)?
@@ -203,8 +200,7 @@ impl Hub {
             server,
             actor,
             commit,
-            checkpointer,
-            store,
+            backend,
             recovered,
         })
     }
@@ -234,12 +230,11 @@ impl Hub {
         }
         drop(self.commands);
         let _ = self.actor.await;
-        let (commit, checkpointer, store) = (self.commit, self.checkpointer, self.store);
+        let (commit, backend) = (self.commit, self.backend);
         let _ = tokio::task::spawn_blocking(move || {
             commit.close();
-            checkpointer.stop();
             // Last: releases the data directory's lock.
-            drop(store);
+            backend.close();
         })
         .await;
         tracing::info!("hive stopped");

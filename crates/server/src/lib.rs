@@ -10,7 +10,7 @@
 //! - [`hub`]: start (recover, spawn, listen) and graceful shutdown; [`listener`]: the HTTP/1.1
 //!   accept loop with its bounds (open connections, header read time); [`admission`]: what
 //!   submits may wait inside the hub before new ones are refused.
-//! - [`config`]: the resolved configuration.
+//! - [`config`]: the resolved configuration; [`backend`]: which store (SQLite or PostgreSQL).
 //! - [`actor`]: the single owner of the scheduler; [`actor::effects`] runs after each commit.
 //! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI, `/metrics`, the live
 //!   streams and the dashboard's assets; [`ws_agent`]: `/ws/agent`, framed by [`framer`].
@@ -25,6 +25,7 @@ pub mod actor;
 pub mod admission;
 pub mod alerts;
 pub mod auth;
+pub mod backend;
 pub mod builtin;
 pub mod config;
 pub mod connections;
@@ -43,7 +44,8 @@ pub mod views;
 pub mod waiters;
 pub mod ws_agent;
 
-pub use config::{HubConfig, RoutingConfig, TlsFiles};
+pub use config::{HubConfig, PostgresConfig, RoutingConfig, TlsFiles};
 pub use hive_core::PolicyKind;
+pub use hive_store::postgres::{PoolBounds, redact as redact_url};
 pub use hive_store::sqlite::Durability;
 pub use hub::{Hub, StartError};

@@ -1,4 +1,5 @@
-//! Durable state: the store traits, the group-commit writer, and the SQLite backend.
+//! Durable state: the store traits, the group-commit writer, and the two backends, SQLite
+//! (embedded, the default) and PostgreSQL.
 //!
 //! The store persists the scheduler's [`Change`]s and answers reads. Writes go through one
 //! writer thread ([`GroupCommit`]) that packs every batch waiting into one transaction, so the
@@ -10,12 +11,17 @@
 //! # Layout
 //! - [`group_commit`]: the writer thread and its batching.
 //! - [`sqlite`]: the embedded SQLite backend (migrations in `migrations/`).
+//! - [`postgres`]: the PostgreSQL backend (migrations in `migrations/postgres/`, numbered alike).
 //!
-//! PostgreSQL comes later behind the same traits, [`BatchWriter`], [`TaskReader`],
-//! [`AlertLog`] and [`TokenStore`].
+//! Both implement the same traits, [`BatchWriter`], [`TaskReader`], [`AlertLog`] and
+//! [`TokenStore`], and pass one behaviour suite (`suite.rs`).
 
+mod codec;
 pub mod group_commit;
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use hive_core::{
     Change, LearnedEstimate, RecoveredTask, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
@@ -50,6 +56,12 @@ impl From<rusqlite::Error> for StoreError {
 /// Persists changes; one call is one transaction.
 pub trait BatchWriter: Send + 'static {
     fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError>;
+}
+
+impl BatchWriter for Box<dyn BatchWriter> {
+    fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
+        (**self).apply(batches)
+    }
 }
 
 /// A task as stored, with its attempts.

@@ -203,6 +203,43 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
         }
     }
 
+    if let Some(pool) = &metrics.store_pool {
+        let p = pool.stats();
+        e.family(
+            "hive_store_pool_connections",
+            Kind::Gauge,
+            "PostgreSQL connections of the store's pool, by state.",
+        );
+        let idle = p.open.saturating_sub(p.in_use);
+        for (state, n) in [("in_use", p.in_use), ("idle", idle)] {
+            e.sample("hive_store_pool_connections", &[("state", state)], n as f64);
+        }
+        e.family(
+            "hive_store_pool_max_connections",
+            Kind::Gauge,
+            "The pool's bound (store.pool_max).",
+        )
+        .sample("hive_store_pool_max_connections", &[], p.max as f64);
+        e.family(
+            "hive_store_pool_waiting",
+            Kind::Gauge,
+            "Store requests waiting for a connection now.",
+        )
+        .sample("hive_store_pool_waiting", &[], p.waiting as f64);
+        e.family(
+            "hive_store_pool_acquired_total",
+            Kind::Counter,
+            "Connections handed out by the pool.",
+        )
+        .sample("hive_store_pool_acquired_total", &[], p.acquired as f64);
+        e.family(
+            "hive_store_pool_wait_seconds_total",
+            Kind::Counter,
+            "Time store requests waited for a connection, in all.",
+        )
+        .sample("hive_store_pool_wait_seconds_total", &[], p.wait_seconds);
+    }
+
     if let Some(p) = procfs::sample_self() {
         e.family(
             "process_cpu_seconds_total",

@@ -136,6 +136,8 @@ pub struct HubMetrics {
     pub execution: Latency,
     /// Created to finished, per task that ended with an attempt.
     pub end_to_end: Latency,
+    /// The store's connection pool (PostgreSQL only), read when `/metrics` is scraped.
+    pub store_pool: Option<hive_store::postgres::PoolMonitor>,
 }
 
 impl Default for HubMetrics {
@@ -155,6 +157,7 @@ impl HubMetrics {
             queue_wait: Latency::default(),
             execution: Latency::default(),
             end_to_end: Latency::default(),
+            store_pool: None,
         }
     }
 

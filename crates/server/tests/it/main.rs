@@ -13,6 +13,7 @@ mod flow;
 mod graphs;
 mod limits;
 mod observability;
+mod postgres;
 mod protocol;
 mod reconnect;
 mod store_failure;

@@ -6,7 +6,6 @@
 
 mod alerts;
 mod checkpoint;
-mod codec;
 mod read;
 mod tokens;
 mod write;

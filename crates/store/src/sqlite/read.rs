@@ -10,7 +10,7 @@ use hive_core::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use super::codec::{agent_id, from_ts, split_ids, status, task_id};
+use crate::codec::{agent_id, from_ts, split_ids, status, task_id};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,

@@ -1,266 +1,45 @@
-//! Store tests against a real SQLite file in a temporary directory.
+//! SQLite under the shared suite (`crate::suite`), and what only SQLite has: the data
+//! directory's lock and the WAL's checkpoints.
 
-use std::sync::Arc;
-
-use hive_core::{
-    AgentId, AttemptOutcome, Backoff, Capability, Change, ConsensusSpec, NextStatus,
-    OnParentFailure, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
-};
-use uuid::Uuid;
+use hive_core::{Change, TaskStatus};
 
 use super::*;
-use crate::{BatchWriter, GroupCommit, TaskFilter, TaskReader, WriteBatch};
+use crate::suite::{Backend, created, store_suite};
+use crate::{BatchWriter, TaskReader};
 
-fn spec(n: u128) -> Arc<TaskSpec> {
-    Arc::new(TaskSpec {
-        id: TaskId(Uuid::from_u128(n)),
-        capability: Capability::parse("echo", "capability").unwrap(),
-        payload: r#"{"n":1}"#.into(),
-        priority: 5,
-        max_attempts: 3,
-        timeout_ms: 1_000,
-        backoff: Backoff::default(),
-        idempotency_key: Some(format!("key-{n}")),
-        depends_on: vec![TaskId(Uuid::from_u128(n + 100))],
-        // Both kinds, so that a round trip covers the column.
-        on_parent_failure: if n % 2 == 1 {
-            OnParentFailure::Run
-        } else {
-            OnParentFailure::Fail
-        },
-        consensus: None,
-        created_at: Timestamp(10),
-        submitted_by: None,
-    })
+struct Sqlite {
+    dir: tempfile::TempDir,
+    store: SqliteStore,
 }
 
-fn created(n: u128) -> Change {
-    Change::TaskCreated {
-        spec: spec(n),
-        status: TaskStatus::Waiting,
-        error: None,
+fn sqlite() -> Option<Sqlite> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    Some(Sqlite { dir, store })
+}
+
+impl Backend for Sqlite {
+    fn writer(&self) -> impl BatchWriter {
+        self.store.writer().unwrap()
+    }
+    fn reader(&self) -> impl TaskReader {
+        self.store.reader()
+    }
+    fn tokens(&self) -> impl crate::TokenStore {
+        self.store.token_store().unwrap()
+    }
+    fn alerts(&self) -> impl crate::AlertLog {
+        self.store.alert_log().unwrap()
+    }
+    fn reopen(self) -> Self {
+        let Sqlite { dir, store } = self;
+        drop(store);
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        Sqlite { dir, store }
     }
 }
 
-#[test]
-fn a_task_and_its_attempts_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
-    let mut writer = store.writer().unwrap();
-    let agent = AgentId(Uuid::from_u128(7));
-    let id = spec(1).id;
-    writer
-        .apply(&[&[
-            created(1),
-            Change::TaskReady {
-                task: id,
-                capability: spec(1).capability.clone(),
-                at: Timestamp(11),
-            },
-            Change::AttemptStarted {
-                spec: spec(1),
-                attempt: 1,
-                agent,
-                started_at: Timestamp(12),
-                lease_until: Timestamp(1_012),
-                queued_ms: 1,
-                inputs: vec![],
-                identity: None,
-            },
-        ]])
-        .unwrap();
-    let reader = store.reader();
-    let running = reader.get_task(id).unwrap().unwrap();
-    assert_eq!(running.status, TaskStatus::Running);
-    assert_eq!(running.spec, *spec(1));
-    assert_eq!(running.lease_until, Some(Timestamp(1_012)));
-    writer
-        .apply(&[&[Change::AttemptEnded {
-            task: id,
-            capability: spec(1).capability.clone(),
-            attempt: 1,
-            agent: Some(agent),
-            created_at: Timestamp(10),
-            started_at: Timestamp(12),
-            ended_at: Timestamp(20),
-            outcome: AttemptOutcome::Succeeded,
-            output: Some("[42]".into()),
-            error: None,
-            next: NextStatus::Succeeded,
-        }]])
-        .unwrap();
-    let done = reader.get_task(id).unwrap().unwrap();
-    assert_eq!(done.status, TaskStatus::Succeeded);
-    assert_eq!(done.result.as_deref(), Some("[42]"));
-    assert_eq!(done.attempt_log.len(), 1);
-    assert_eq!(done.attempt_log[0].agent, Some(agent));
-    assert_eq!(done.attempt_log[0].outcome, Some(AttemptOutcome::Succeeded));
-    assert_eq!(
-        reader.find_by_idempotency_key("key-1").unwrap(),
-        Some((id, TaskStatus::Succeeded))
-    );
-    assert_eq!(reader.task_status(id).unwrap(), Some(TaskStatus::Succeeded));
-    assert_eq!(reader.task_status(spec(2).id).unwrap(), None);
-    assert_eq!(
-        reader.task_end(id).unwrap(),
-        Some(TaskEnd::Succeeded("[42]".into()))
-    );
-    assert_eq!(reader.task_end(spec(2).id).unwrap(), None);
-}
-
-#[test]
-fn a_consensus_task_keeps_its_replicas_results_and_its_agreed_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-    let mut writer = store.writer().unwrap();
-    let mut task = (*spec(3)).clone();
-    task.depends_on.clear();
-    task.consensus = ConsensusSpec::from_fields(Some(3), Some(2), Some("/a"))
-        .unwrap()
-        .map(Box::new);
-    let task = Arc::new(task);
-    let agent = |n: u128| AgentId(Uuid::from_u128(n));
-    let started = |attempt: u32| Change::AttemptStarted {
-        spec: task.clone(),
-        attempt,
-        agent: agent(u128::from(attempt)),
-        started_at: Timestamp(20),
-        lease_until: Timestamp(1_020),
-        queued_ms: 0,
-        inputs: vec![],
-        // The first replica's name is kept on its attempt; the second is an older row's.
-        identity: (attempt == 1).then(|| "voter-a".into()),
-    };
-    let voted = |attempt: u32, output: &str| Change::AttemptEnded {
-        task: task.id,
-        capability: task.capability.clone(),
-        attempt,
-        agent: Some(agent(u128::from(attempt))),
-        created_at: Timestamp(10),
-        started_at: Timestamp(20),
-        ended_at: Timestamp(30),
-        outcome: AttemptOutcome::Succeeded,
-        output: Some(output.into()),
-        error: None,
-        next: NextStatus::Voting,
-    };
-    let created = Change::TaskCreated {
-        spec: task.clone(),
-        status: TaskStatus::Queued,
-        error: None,
-    };
-    writer
-        .apply(&[&[created, started(1), started(2), voted(1, r#"{"a":1}"#)]])
-        .unwrap();
-    let reader = store.reader();
-    let active = reader.load_active().unwrap();
-    assert_eq!(active[0].spec, *task);
-    let replicas = &active[0].replicas;
-    assert_eq!(replicas.len(), 2);
-    assert_eq!(replicas[0].outcome, Some(AttemptOutcome::Succeeded));
-    assert_eq!(replicas[0].output.as_deref(), Some(r#"{"a":1}"#));
-    assert_eq!(replicas[1].outcome, None, "still running");
-    assert_eq!(&*replicas[0].identity, "voter-a");
-    let unknown = AgentId(Uuid::from_u128(2)).to_string();
-    assert_eq!(
-        &*replicas[1].identity, unknown,
-        "no name, no agent row: its id"
-    );
-    assert_eq!(reader.get_task(task.id).unwrap().unwrap().result, None);
-
-    let agreed = Change::TaskFinished {
-        task: task.id,
-        capability: task.capability.clone(),
-        status: TaskStatus::Succeeded,
-        error: None,
-        result: Some("1".into()),
-        at: Timestamp(40),
-    };
-    writer.apply(&[&[voted(2, r#"{"a":1}"#), agreed]]).unwrap();
-    let done = reader.get_task(task.id).unwrap().unwrap();
-    assert_eq!(done.status, TaskStatus::Succeeded);
-    assert_eq!(done.result.as_deref(), Some("1"));
-    assert_eq!(done.attempt_log[1].output.as_deref(), Some(r#"{"a":1}"#));
-    assert_eq!(
-        reader.task_end(task.id).unwrap(),
-        Some(TaskEnd::Succeeded("1".into()))
-    );
-    assert!(reader.load_active().unwrap().is_empty());
-}
-
-#[test]
-fn how_a_task_ended_is_read_for_its_dependents() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-    let mut writer = store.writer().unwrap();
-    let failed = Change::TaskCreated {
-        spec: spec(2),
-        status: TaskStatus::Failed,
-        error: Some("dependency x failed".into()),
-    };
-    writer.apply(&[&[created(1), failed]]).unwrap();
-    let reader = store.reader();
-    assert_eq!(reader.task_end(spec(1).id).unwrap(), None, "still waiting");
-    assert_eq!(
-        reader.task_end(spec(2).id).unwrap(),
-        Some(TaskEnd::Unsuccessful {
-            status: TaskStatus::Failed,
-            error: "dependency x failed".into()
-        })
-    );
-    let stored = reader.get_task(spec(2).id).unwrap().unwrap();
-    assert_eq!(stored.spec.on_parent_failure, OnParentFailure::Fail);
-}
-
-#[test]
-fn a_failed_transaction_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-    let mut writer = store.writer().unwrap();
-    writer.apply(&[&[created(1)]]).unwrap();
-    // The second insert of task 1 violates the primary key: task 2 must not be written either.
-    assert!(writer.apply(&[&[created(2)], &[created(1)]]).is_err());
-    assert!(store.reader().get_task(spec(2).id).unwrap().is_none());
-}
-
-#[test]
-fn listing_pages_newest_first_and_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-    let mut writer = store.writer().unwrap();
-    let changes: Vec<Change> = (1..=5).map(created).collect();
-    writer.apply(&[&changes]).unwrap();
-    let reader = store.reader();
-    let page = reader
-        .list_tasks(&TaskFilter {
-            limit: 2,
-            ..Default::default()
-        })
-        .unwrap();
-    let ids: Vec<_> = page.iter().map(|t| t.spec.id).collect();
-    assert_eq!(ids, vec![spec(5).id, spec(4).id]);
-    let next = reader
-        .list_tasks(&TaskFilter {
-            limit: 10,
-            before: Some(spec(4).id),
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(next.len(), 3);
-    let queued = reader
-        .list_tasks(&TaskFilter {
-            limit: 10,
-            status: Some(TaskStatus::Queued),
-            ..Default::default()
-        })
-        .unwrap();
-    assert!(queued.is_empty());
-    assert_eq!(
-        reader.count_by_status().unwrap(),
-        vec![(TaskStatus::Waiting, 5)]
-    );
-    assert_eq!(reader.load_active().unwrap().len(), 5);
-}
+store_suite!(sqlite());
 
 #[test]
 fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
@@ -273,56 +52,6 @@ fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
     );
     drop(first);
     assert!(SqliteStore::open(dir.path(), Durability::Normal).is_ok());
-}
-
-#[test]
-fn reopening_keeps_data_and_does_not_migrate_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
-        store.writer().unwrap().apply(&[&[created(1)]]).unwrap();
-    }
-    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
-    let active = store.reader().load_active().unwrap();
-    assert_eq!(active.len(), 1);
-    assert_eq!(active[0].spec.depends_on, spec(1).depends_on);
-}
-
-#[test]
-fn group_commit_answers_each_batch_after_its_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-    let commit = GroupCommit::spawn(store.writer().unwrap(), 64, 10_000);
-    let reader = Arc::new(store.reader());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    runtime.block_on(async {
-        for n in 1..=50u128 {
-            let tx = tx.clone();
-            let reader = reader.clone();
-            let batch = WriteBatch {
-                changes: vec![created(n)],
-                generation: 0,
-                on_commit: Box::new(move |outcome, changes| {
-                    // Committed means visible to a reader at the moment the callback runs.
-                    let id = spec(n).id;
-                    let seen = reader.get_task(id).unwrap().is_some();
-                    tx.send((outcome.is_ok(), seen, changes.len())).unwrap();
-                }),
-            };
-            commit.submit(batch).await.unwrap();
-        }
-    });
-    drop(tx);
-    let results: Vec<_> = rx.iter().collect();
-    assert_eq!(results.len(), 50);
-    assert!(results.iter().all(|r| *r == (true, true, 1)));
-    let stats = commit.stats();
-    commit.close();
-    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
-    assert!((1..=50).contains(&commits));
 }
 
 #[test]
@@ -343,60 +72,6 @@ fn the_checkpointer_folds_the_wal_back_into_the_database() {
     assert_eq!(
         store.reader().count_by_status().unwrap(),
         vec![(TaskStatus::Waiting, 2_000)]
-    );
-}
-
-#[test]
-fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps() {
-    let started = |n: u128| Change::AttemptStarted {
-        spec: spec(n),
-        attempt: 1,
-        agent: AgentId(Uuid::from_u128(9)),
-        started_at: Timestamp(15),
-        lease_until: Timestamp(1_015),
-        queued_ms: 0,
-        inputs: vec![],
-        identity: None,
-    };
-    let queued = |n: u128| Change::TaskCreated {
-        spec: spec(n),
-        status: TaskStatus::Queued,
-        error: None,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-    let mut writer = store.writer().unwrap();
-    // Task 1: both changes in one batch (merged into one INSERT). Task 2: in two commits.
-    writer.apply(&[&[queued(1), started(1)]]).unwrap();
-    writer.apply(&[&[queued(2)]]).unwrap();
-    writer.apply(&[&[started(2)]]).unwrap();
-    let reader = store.reader();
-    let one = reader.get_task(spec(1).id).unwrap().unwrap();
-    let two = reader.get_task(spec(2).id).unwrap().unwrap();
-    assert_eq!(one.status, TaskStatus::Running);
-    assert_eq!(
-        (
-            one.attempts,
-            one.lease_until,
-            one.updated_at,
-            one.attempt_log.clone()
-        ),
-        (
-            two.attempts,
-            two.lease_until,
-            two.updated_at,
-            two.attempt_log.clone()
-        )
-    );
-    assert_eq!(one.attempt_log.len(), 1);
-    assert_eq!(
-        reader
-            .load_active()
-            .unwrap()
-            .iter()
-            .filter(|t| t.status == TaskStatus::Running)
-            .count(),
-        2
     );
 }
 
@@ -424,87 +99,5 @@ fn the_wal_stays_bounded_under_commits_that_never_pause() {
     assert!(
         size < 40 * 1024 * 1024,
         "the WAL grew to {size} bytes: it never restarted"
-    );
-}
-
-#[test]
-fn tokens_keep_only_their_hash_and_survive_a_reopen() {
-    use crate::{StoredToken, TokenStore};
-    let dir = tempfile::tempdir().unwrap();
-    let token = StoredToken {
-        id: "abc".into(),
-        name: "ci".into(),
-        role: "agent".into(),
-        capabilities: Some(vec!["pay".into()]),
-        groups: None,
-        secret_hash: vec![1, 2, 3],
-        created_at: Timestamp(5),
-        revoked_at: None,
-    };
-    {
-        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-        let tokens = store.token_store().unwrap();
-        tokens.insert(&token).unwrap();
-        let again = StoredToken {
-            id: "other".into(),
-            ..token.clone()
-        };
-        assert!(matches!(
-            tokens.insert(&again),
-            Err(StoreError::Duplicate(_))
-        ));
-        assert!(tokens.revoke("ci", Timestamp(9)).unwrap());
-        assert!(!tokens.revoke("ci", Timestamp(10)).unwrap());
-    }
-    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-    let tokens = store.token_store().unwrap();
-    let kept = tokens.get("abc").unwrap().unwrap();
-    assert_eq!(kept.revoked_at, Some(Timestamp(9)));
-    assert_eq!(
-        StoredToken {
-            revoked_at: None,
-            ..kept
-        },
-        token
-    );
-    assert_eq!(tokens.list().unwrap().len(), 1);
-}
-
-#[test]
-fn learned_estimates_are_kept_latest_first_and_read_back_after_reopening() {
-    use hive_core::{Estimate, LearnedEstimate};
-    let dir = tempfile::tempdir().unwrap();
-    let learned = |latency_ms: f64, samples: u64| {
-        Change::Learned(LearnedEstimate {
-            identity: "gpu-box".into(),
-            capability: Capability::parse("echo", "capability").unwrap(),
-            estimate: Estimate {
-                successes: 9.5,
-                failures: 0.5,
-                latency_ms,
-                deviation_ms: 1.25,
-                samples,
-                updated_at: Timestamp(1_000),
-                assigned: 3.0,
-                assigned_at: Timestamp(900),
-            },
-        })
-    };
-    {
-        let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
-        let mut writer = store.writer().unwrap();
-        writer
-            .apply(&[&[learned(40.0, 9)], &[learned(12.5, 10)]])
-            .unwrap();
-    }
-    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
-    let back = store.reader().load_learned().unwrap();
-    let Change::Learned(want) = learned(12.5, 10) else {
-        unreachable!()
-    };
-    assert_eq!(
-        back,
-        vec![want],
-        "one row per identity and capability, the latest"
     );
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use hive_core::Timestamp;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
+use crate::codec::{list_from_json, list_to_json};
 use crate::{StoreError, StoredToken, TokenStore};
 
 pub struct SqliteTokenStore {
@@ -23,16 +24,6 @@ impl SqliteTokenStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn list_to_json(list: &Option<Vec<String>>) -> Option<String> {
-    list.as_ref()
-        .map(|l| serde_json::to_string(l).expect("strings serialise"))
-}
-
-fn list_from_json(text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()
 }
 
 const COLUMNS: &str = "id, name, role, capabilities, groups, secret_hash, created_at, revoked_at";

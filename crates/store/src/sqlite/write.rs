@@ -6,7 +6,7 @@
 use hive_core::{AgentId, Change, NextStatus, OnParentFailure, TaskId, TaskSpec, TaskStatus};
 use rusqlite::{CachedStatement, Connection, Params, params};
 
-use super::codec::{join_ids, ts};
+use crate::codec::{join_ids, ts};
 use crate::{BatchWriter, StoreError};
 
 pub struct SqliteWriter {

@@ -1,4 +1,4 @@
-//! Column encodings shared by the reader and the writer.
+//! Column encodings shared by both backends' readers and writers.
 
 use hive_core::{AgentId, TaskId, TaskStatus, Timestamp};
 
@@ -48,4 +48,15 @@ pub fn split_ids(text: Option<String>) -> Result<Vec<TaskId>, StoreError> {
             .map(|s| s.parse().map_err(|e| StoreError::Corrupt(format!("{e}"))))
             .collect(),
     }
+}
+
+/// A list of names (an agent token's capabilities or swarms) as kept: JSON, NULL for "any".
+pub fn list_to_json(list: &Option<Vec<String>>) -> Option<String> {
+    list.as_ref()
+        .map(|l| serde_json::to_string(l).expect("strings serialise"))
+}
+
+pub fn list_from_json(text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
 }

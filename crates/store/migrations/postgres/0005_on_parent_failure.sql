@@ -1,0 +1,1 @@
+ALTER TABLE tasks ADD COLUMN on_parent_failure text;

@@ -1,0 +1,323 @@
+//! The PostgreSQL backend: the same traits as SQLite's, over tokio-postgres connections from a
+//! deadpool pool (why these: docs/design.md, "PostgreSQL").
+//!
+//! The store traits are synchronous (the group-commit writer is a thread; reads run on the
+//! blocking pool), while tokio-postgres is asynchronous. The store owns a small runtime of its
+//! own where the connections live; a trait call sends its future there and waits for the answer
+//! ([`PgStore::block`]), which is safe from any thread, runtime worker or not.
+//!
+//! [`PgStore::open`] connects, applies migrations (`migrations/postgres/`, numbered like
+//! SQLite's) under an advisory lock, so that hubs starting together apply each once, and warms
+//! the pool to its minimum.
+
+mod admin;
+mod read;
+pub mod testing;
+mod write;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use admin::{PgAlertLog, PgTokenStore};
+pub use read::PgReader;
+pub use write::PgWriter;
+
+use crate::StoreError;
+
+/// The versioned migrations, applied in order; `hive_schema_version` records the last applied.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_alerts.sql")),
+    (3, include_str!("../../migrations/postgres/0003_tokens.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_estimates.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_on_parent_failure.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_consensus.sql"),
+    ),
+];
+
+/// Any number fixed for Hive: the advisory lock hubs take while they migrate.
+const MIGRATION_LOCK: i64 = 0x4849_5645; // "HIVE"
+
+/// How long a request waits for a connection, and a new connection for the server, before the
+/// store answers that the database is unavailable.
+const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// The pool's size bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolBounds {
+    /// Connections opened at start and kept.
+    pub min: usize,
+    /// Connections at most.
+    pub max: usize,
+}
+
+impl Default for PoolBounds {
+    /// The plan's bounds: 5 to 20.
+    fn default() -> Self {
+        PoolBounds { min: 5, max: 20 }
+    }
+}
+
+/// The pool as seen now, and the time requests waited for a connection since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PoolStats {
+    pub max: usize,
+    /// Connections open.
+    pub open: usize,
+    /// Connections handed out now.
+    pub in_use: usize,
+    /// Requests waiting for one now.
+    pub waiting: usize,
+    /// Connections handed out since start, and the time they were waited for in all.
+    pub acquired: u64,
+    pub wait_seconds: f64,
+}
+
+/// Shared by the store's parts: the pool, the runtime it lives on, the wait counters.
+pub(crate) struct Shared {
+    /// Taken only on drop (see `Drop for Shared`).
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    acquired: AtomicU64,
+    wait_ns: AtomicU64,
+}
+
+impl Shared {
+    /// Runs `work` on the store's runtime and waits for it, from any thread.
+    pub(crate) fn block<T, F>(self: &Arc<Self>, work: impl FnOnce(Arc<Shared>) -> F) -> T
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let future = work(self.clone());
+        let runtime = self.runtime.as_ref().expect("taken only on drop");
+        runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        // A std channel, not tokio's: waiting on it is allowed inside a runtime's worker too.
+        rx.recv()
+            .expect("the store's runtime runs every future it is given")
+    }
+
+    /// A connection from the pool, counting the wait.
+    pub(crate) async fn connection(&self) -> Result<Object, StoreError> {
+        let began = Instant::now();
+        let got = self.pool.get().await;
+        self.wait_ns
+            .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.acquired.fetch_add(1, Ordering::Relaxed);
+        got.map_err(|e| StoreError::Database(format!("no database connection: {e}")))
+    }
+}
+
+pub struct PgStore {
+    shared: Arc<Shared>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user[:password]@host:port/db`), brings
+    /// its schema up to date and opens `bounds.min` connections.
+    pub fn open(url: &str, bounds: PoolBounds) -> Result<PgStore, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            StoreError::Database(format!("not a PostgreSQL URL ({}): {e}", redact(url)))
+        })?;
+        config.connect_timeout(WAIT_LIMIT);
+        config.application_name("hive");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A connection that broke is found out when it is used (the request fails, and
+                // the pool drops it); checking each one before use would cost a round trip.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("hive-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database(format!("cannot start the store's runtime: {e}")))?;
+        let pool = {
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(bounds.max.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(WAIT_LIMIT))
+                .create_timeout(Some(WAIT_LIMIT))
+                .build()
+                .map_err(|e| StoreError::Database(format!("connection pool: {e}")))?
+        };
+        let shared = Arc::new(Shared {
+            runtime: Some(runtime),
+            pool,
+            acquired: AtomicU64::new(0),
+            wait_ns: AtomicU64::new(0),
+        });
+        let min = bounds.min.min(bounds.max);
+        shared.block(|shared| async move {
+            let mut client = shared.connection().await?;
+            migrate(&mut client).await?;
+            // Whoever was connected to the last process is gone: no agent is live in a store
+            // that was just opened. (With several hubs this becomes each hub's own agents.)
+            client
+                .execute(
+                    "UPDATE agents SET state = 'offline' WHERE state != 'offline'",
+                    &[],
+                )
+                .await
+                .map_err(db_error)?;
+            drop(client);
+            // Open the minimum now, so that the first requests do not pay for it.
+            let mut warm = Vec::with_capacity(min);
+            for _ in 0..min {
+                warm.push(shared.connection().await?);
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(PgStore { shared })
+    }
+
+    /// The writer of the group-commit thread.
+    pub fn writer(&self) -> PgWriter {
+        PgWriter::new(self.shared.clone())
+    }
+
+    pub fn reader(&self) -> PgReader {
+        PgReader::new(self.shared.clone())
+    }
+
+    pub fn alert_log(&self) -> PgAlertLog {
+        PgAlertLog::new(self.shared.clone())
+    }
+
+    pub fn token_store(&self) -> PgTokenStore {
+        PgTokenStore::new(self.shared.clone())
+    }
+
+    /// The pool's state now.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool_monitor().stats()
+    }
+
+    /// A handle that reads the pool's state, for metrics.
+    pub fn pool_monitor(&self) -> PoolMonitor {
+        PoolMonitor(self.shared.clone())
+    }
+}
+
+/// Reads the pool's state (see [`PgStore::pool_monitor`]).
+#[derive(Clone)]
+pub struct PoolMonitor(Arc<Shared>);
+
+impl PoolMonitor {
+    pub fn stats(&self) -> PoolStats {
+        let shared = &self.0;
+        let status = shared.pool.status();
+        PoolStats {
+            max: status.max_size,
+            open: status.size,
+            in_use: status.size.saturating_sub(status.available),
+            waiting: status.waiting,
+            acquired: shared.acquired.load(Ordering::Relaxed),
+            wait_seconds: shared.wait_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+impl std::fmt::Debug for PoolMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PoolMonitor").field(&self.stats()).finish()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which a runtime worker may not do: the last
+        // reference can go on one (a handler's state), so the threads are left to end alone.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    // Hubs starting together: one migrates, the others wait here and then find nothing to do.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS hive_schema_version (version integer NOT NULL)")
+        .await
+        .map_err(db_error)?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM hive_schema_version",
+            &[],
+        )
+        .await
+        .map_err(db_error)?
+        .get(0);
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {current} is newer than this hive ({latest})"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql).await.map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO hive_schema_version (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(db_error)?;
+        tracing::info!(version, "applied database migration");
+    }
+    tx.commit().await.map_err(db_error)
+}
+
+/// The server's own words when it refused, else the client's.
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
+        None => StoreError::Database(e.to_string()),
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! The reader side: point look-ups and listings on pooled connections, each statement prepared
+//! once per connection. A listing reads its tasks' attempts in one more query, not one per task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hive_core::{
+    AgentId, AttemptOutcome, Backoff, Capability, ConsensusSpec, Estimate, LearnedEstimate,
+    OnParentFailure, RecoveredReplica, RecoveredTask, TaskEnd, TaskId, TaskSpec, TaskStatus,
+};
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql};
+use uuid::Uuid;
+
+use super::{Shared, db_error};
+use crate::codec::{from_ts, split_ids, status};
+use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
+
+const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
+    backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
+    lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure, replicas,
+    quorum, vote";
+
+pub struct PgReader {
+    shared: Arc<Shared>,
+}
+
+impl PgReader {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        PgReader { shared }
+    }
+
+    /// Runs one query on a pooled connection and turns its rows into values.
+    fn rows<T: Send + 'static>(
+        &self,
+        sql: String,
+        params: Vec<Box<dyn ToSql + Sync + Send>>,
+        each: impl Fn(&Row) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<Vec<T>, StoreError> {
+        self.shared.block(|shared| async move {
+            let client = shared.connection().await?;
+            let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+            let rows = client.query(&statement, &refs).await.map_err(db_error)?;
+            rows.iter().map(each).collect()
+        })
+    }
+
+    fn tasks_with_attempts(
+        &self,
+        sql: String,
+        params: Vec<Box<dyn ToSql + Sync + Send>>,
+        outputs: bool,
+    ) -> Result<Vec<StoredTask>, StoreError> {
+        let mut tasks = self.rows(sql, params, task_from_row)?;
+        if tasks.is_empty() {
+            return Ok(tasks);
+        }
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.spec.id.0).collect();
+        let output = if outputs { "output" } else { "NULL::text" };
+        let attempts = self.rows(
+            format!(
+                "SELECT task_id, attempt, agent_id, started_at, ended_at, outcome, error, {output}
+                 FROM attempts WHERE task_id = ANY($1) ORDER BY task_id, attempt"
+            ),
+            vec![Box::new(ids)],
+            |row| {
+                Ok((
+                    col::<Uuid>(row, 0)?,
+                    StoredAttempt {
+                        attempt: col::<i32>(row, 1)?.max(0) as u32,
+                        agent: col::<Option<Uuid>>(row, 2)?.map(AgentId),
+                        started_at: from_ts(col(row, 3)?),
+                        ended_at: col::<Option<i64>>(row, 4)?.map(from_ts),
+                        outcome: col::<Option<String>>(row, 5)?
+                            .and_then(|o| AttemptOutcome::parse(&o)),
+                        error: col(row, 6)?,
+                        output: col(row, 7)?,
+                    },
+                ))
+            },
+        )?;
+        let mut by_task: HashMap<Uuid, Vec<StoredAttempt>> = HashMap::new();
+        for (task, attempt) in attempts {
+            by_task.entry(task).or_default().push(attempt);
+        }
+        for task in &mut tasks {
+            task.attempt_log = by_task.remove(&task.spec.id.0).unwrap_or_default();
+        }
+        Ok(tasks)
+    }
+}
+
+/// A column, with a decoding failure as a store error.
+fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
+    row.try_get(index).map_err(db_error)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn spec_from_row(row: &Row) -> Result<TaskSpec, StoreError> {
+    let replicas: Option<i32> = col(row, 20)?;
+    let quorum: Option<i32> = col(row, 21)?;
+    let vote: Option<String> = col(row, 22)?;
+    let consensus = ConsensusSpec::from_fields(
+        replicas.map(|n| n.max(0) as u32),
+        quorum.map(|n| n.max(0) as u32),
+        vote.as_deref(),
+    )
+    .map_err(corrupt)?;
+    Ok(TaskSpec {
+        id: TaskId(col(row, 0)?),
+        capability: Capability::parse(&col::<String>(row, 1)?, "capability").map_err(corrupt)?,
+        payload: col::<String>(row, 2)?.into(),
+        priority: u8::try_from(col::<i32>(row, 3)?).map_err(corrupt)?,
+        max_attempts: col::<i32>(row, 4)?.max(0) as u32,
+        timeout_ms: col::<i64>(row, 5)?.max(0) as u64,
+        backoff: Backoff {
+            base_ms: col::<i64>(row, 6)?.max(0) as u64,
+            max_ms: col::<i64>(row, 7)?.max(0) as u64,
+        },
+        idempotency_key: col(row, 8)?,
+        depends_on: split_ids(col(row, 9)?)?,
+        on_parent_failure: match col::<Option<String>>(row, 19)? {
+            Some(text) => OnParentFailure::parse(&text, "on_parent_failure").map_err(corrupt)?,
+            None => OnParentFailure::Fail,
+        },
+        consensus: consensus.map(Box::new),
+        created_at: from_ts(col(row, 16)?),
+        submitted_by: col::<Option<String>>(row, 18)?.map(Into::into),
+    })
+}
+
+fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
+    Ok(StoredTask {
+        spec: spec_from_row(row)?,
+        status: status(&col::<String>(row, 10)?)?,
+        attempts: col::<i32>(row, 11)?.max(0) as u32,
+        result: col(row, 12)?,
+        error: col(row, 13)?,
+        lease_until: col::<Option<i64>>(row, 14)?.map(from_ts),
+        not_before: col::<Option<i64>>(row, 15)?.map(from_ts),
+        updated_at: from_ts(col(row, 17)?),
+        attempt_log: Vec::new(),
+    })
+}
+
+fn end_from(
+    text: &str,
+    result: Option<String>,
+    error: Option<String>,
+) -> Result<Option<TaskEnd>, StoreError> {
+    Ok(match status(text)? {
+        TaskStatus::Succeeded => Some(TaskEnd::Succeeded(
+            result.as_deref().unwrap_or("null").into(),
+        )),
+        status if status.is_terminal() => Some(TaskEnd::Unsuccessful {
+            status,
+            error: error.as_deref().unwrap_or(status.as_str()).into(),
+        }),
+        _ => None,
+    })
+}
+
+impl TaskReader for PgReader {
+    fn get_task(&self, id: TaskId) -> Result<Option<StoredTask>, StoreError> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        Ok(self
+            .tasks_with_attempts(sql, vec![Box::new(id.0)], true)?
+            .pop())
+    }
+
+    fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<StoredTask>, StoreError> {
+        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE true");
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        if let Some(s) = filter.status {
+            params.push(Box::new(s.as_str()));
+            sql.push_str(&format!(" AND status = ${}", params.len()));
+        }
+        if let Some(c) = &filter.capability {
+            params.push(Box::new(c.clone()));
+            sql.push_str(&format!(" AND capability = ${}", params.len()));
+        }
+        if let Some(before) = filter.before {
+            params.push(Box::new(before.0));
+            sql.push_str(&format!(" AND id < ${}", params.len()));
+        }
+        params.push(Box::new(filter.limit as i64));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
+        self.tasks_with_attempts(sql, params, false)
+    }
+
+    fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        self.rows(
+            "SELECT status, count(*) FROM tasks GROUP BY status".into(),
+            Vec::new(),
+            |row| {
+                Ok((
+                    status(&col::<String>(row, 0)?)?,
+                    col::<i64>(row, 1)?.max(0) as u64,
+                ))
+            },
+        )
+    }
+
+    fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
+        let found = self.rows(
+            "SELECT status FROM tasks WHERE id = $1".into(),
+            vec![Box::new(id.0)],
+            |row| status(&col::<String>(row, 0)?),
+        )?;
+        Ok(found.into_iter().next())
+    }
+
+    fn task_end(&self, id: TaskId) -> Result<Option<TaskEnd>, StoreError> {
+        let found = self.rows(
+            "SELECT status, result, error FROM tasks WHERE id = $1".into(),
+            vec![Box::new(id.0)],
+            |row| end_from(&col::<String>(row, 0)?, col(row, 1)?, col(row, 2)?),
+        )?;
+        Ok(found.into_iter().next().flatten())
+    }
+
+    fn find_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<(TaskId, TaskStatus)>, StoreError> {
+        let found = self.rows(
+            "SELECT id, status FROM tasks WHERE idempotency_key = $1".into(),
+            vec![Box::new(key.to_string())],
+            |row| Ok((TaskId(col(row, 0)?), status(&col::<String>(row, 1)?)?)),
+        )?;
+        Ok(found.into_iter().next())
+    }
+
+    fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError> {
+        let tasks = self.rows(
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE status IN ('waiting', 'queued', 'running') ORDER BY id"
+            ),
+            Vec::new(),
+            task_from_row,
+        )?;
+        let consensus: Vec<Uuid> = tasks
+            .iter()
+            .filter(|t| t.spec.consensus.is_some())
+            .map(|t| t.spec.id.0)
+            .collect();
+        let mut replicas: HashMap<Uuid, Vec<RecoveredReplica>> = HashMap::new();
+        if !consensus.is_empty() {
+            // The identity asked is kept on the attempt; else the agent row's name, else its id.
+            let found = self.rows(
+                "SELECT a.task_id, a.attempt, a.agent_id, COALESCE(a.agent_name, g.name),
+                        a.started_at, a.outcome, a.output, a.error
+                 FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id
+                 WHERE a.task_id = ANY($1) ORDER BY a.task_id, a.attempt"
+                    .into(),
+                vec![Box::new(consensus)],
+                |row| {
+                    let agent: Option<Uuid> = col(row, 2)?;
+                    let name: Option<String> = col(row, 3)?;
+                    let identity = match (name, agent) {
+                        (Some(name), _) => name,
+                        (None, Some(agent)) => AgentId(agent).to_string(),
+                        (None, None) => String::new(),
+                    };
+                    Ok((
+                        col::<Uuid>(row, 0)?,
+                        RecoveredReplica {
+                            attempt: col::<i32>(row, 1)?.max(0) as u32,
+                            identity: identity.into(),
+                            started_at: from_ts(col(row, 4)?),
+                            outcome: col::<Option<String>>(row, 5)?
+                                .and_then(|o| AttemptOutcome::parse(&o)),
+                            output: col::<Option<String>>(row, 6)?.map(Into::into),
+                            error: col(row, 7)?,
+                        },
+                    ))
+                },
+            )?;
+            for (task, replica) in found {
+                replicas.entry(task).or_default().push(replica);
+            }
+        }
+        Ok(tasks
+            .into_iter()
+            .map(|task| RecoveredTask {
+                replicas: replicas.remove(&task.spec.id.0).unwrap_or_default(),
+                spec: task.spec,
+                status: task.status,
+                attempt: task.attempts,
+                lease_until: task.lease_until,
+                not_before: task.not_before,
+            })
+            .collect())
+    }
+
+    fn load_learned(&self) -> Result<Vec<LearnedEstimate>, StoreError> {
+        self.rows(
+            "SELECT identity, capability, successes, failures, latency_ms, deviation_ms,
+                samples, updated_at, assigned, assigned_at FROM estimates"
+                .into(),
+            Vec::new(),
+            |row| {
+                let identity: String = col(row, 0)?;
+                let capability = Capability::parse(&col::<String>(row, 1)?, "capability")
+                    .map_err(|e| StoreError::Corrupt(format!("estimate capability: {e}")))?;
+                Ok(LearnedEstimate {
+                    identity: identity.into(),
+                    capability,
+                    estimate: Estimate {
+                        successes: col(row, 2)?,
+                        failures: col(row, 3)?,
+                        latency_ms: col(row, 4)?,
+                        deviation_ms: col(row, 5)?,
+                        samples: col::<i64>(row, 6)?.max(0) as u64,
+                        updated_at: from_ts(col(row, 7)?),
+                        assigned: col(row, 8)?,
+                        assigned_at: from_ts(col(row, 9)?),
+                    },
+                })
+            },
+        )
+    }
+}

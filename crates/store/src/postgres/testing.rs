@@ -1,0 +1,132 @@
+//! For tests: a schema of its own in the PostgreSQL named by `HIVE_TEST_POSTGRES` (`.ci/postgres
+//! start` prints it), dropped when the test ends, so that tests run in parallel on one server.
+//!
+//! Without the variable the PostgreSQL tests are skipped with a message, unless
+//! `HIVE_REQUIRE_POSTGRES=1` (set by `.ci/run`), where a missing database is a failure.
+
+use std::str::FromStr;
+
+/// A schema of its own; [`url`](TestDatabase::url) connects with it first on the search path.
+pub struct TestDatabase {
+    admin: String,
+    schema: String,
+    url: String,
+    /// A role of its own, when [`as_role`](TestDatabase::as_role) made one.
+    role: Option<String>,
+}
+
+impl TestDatabase {
+    /// `None` (after saying so) when no test database is configured and none is required.
+    pub fn create(test: &str) -> Option<TestDatabase> {
+        let admin = match std::env::var("HIVE_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                if std::env::var("HIVE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                    panic!("HIVE_TEST_POSTGRES is not set: run `.ci/postgres start` and export it");
+                }
+                eprintln!(
+                    "skipped {test}: no PostgreSQL (set HIVE_TEST_POSTGRES, see .ci/postgres)"
+                );
+                return None;
+            }
+        };
+        let schema = format!("hive_test_{}", uuid::Uuid::now_v7().simple());
+        run(&admin, format!("CREATE SCHEMA {schema}"));
+        let separator = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{separator}options=-c%20search_path%3D{schema}");
+        Some(TestDatabase {
+            admin,
+            schema,
+            url,
+            role: None,
+        })
+    }
+
+    /// Makes a login role of its own that owns the schema, and from now on [`url`] connects as
+    /// it: a test can then take the database away from the hub (`ALTER ROLE ... NOLOGIN` and
+    /// ending its sessions) without touching other tests.
+    ///
+    /// [`url`]: TestDatabase::url
+    pub fn as_role(&mut self) -> String {
+        let role = format!("{}_role", self.schema);
+        self.execute(&format!(
+            "CREATE ROLE {role} LOGIN; ALTER SCHEMA {} OWNER TO {role}",
+            self.schema
+        ));
+        let config = tokio_postgres::Config::from_str(&self.admin).expect("a URL");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let db = config.get_dbname().unwrap_or("postgres");
+        self.url = format!(
+            "postgres://{role}@{host}:{port}/{db}?options=-c%20search_path%3D{}",
+            self.schema
+        );
+        self.role = Some(role.clone());
+        role
+    }
+
+    /// Refuses the role's logins and ends its sessions: the database is gone for the hub.
+    pub fn take_away(&self) {
+        let role = self.role.as_deref().expect("as_role first");
+        self.execute(&format!(
+            "ALTER ROLE {role} NOLOGIN;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        ));
+    }
+
+    /// Lets the role log in again.
+    pub fn give_back(&self) {
+        let role = self.role.as_deref().expect("as_role first");
+        self.execute(&format!("ALTER ROLE {role} LOGIN"));
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs SQL as the administrator (outside this schema).
+    pub fn execute(&self, sql: &str) {
+        run(&self.admin, sql.to_string());
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        run(&self.admin, format!("DROP SCHEMA {} CASCADE", self.schema));
+        if let Some(role) = &self.role {
+            run(&self.admin, format!("DROP ROLE {role}"));
+        }
+    }
+}
+
+/// Runs one statement on a connection of its own, on a thread of its own (callable from
+/// anywhere, an async test included).
+fn run(url: &str, sql: String) {
+    let config = tokio_postgres::Config::from_str(url).expect("HIVE_TEST_POSTGRES is a URL");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .expect("connect to HIVE_TEST_POSTGRES");
+            tokio::spawn(connection);
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        });
+    })
+    .join()
+    .expect("the statement ran");
+}

@@ -1,0 +1,116 @@
+//! PostgreSQL under the shared suite (`crate::suite`), each test on a schema of its own
+//! ([`TestDatabase`]), and what only a server database has: a schema newer than the binary,
+//! several stores opening one database at once.
+
+use super::testing::TestDatabase;
+use super::*;
+use crate::suite::{Backend, created, store_suite};
+use crate::{BatchWriter, TaskReader};
+
+struct Postgres {
+    database: TestDatabase,
+    store: PgStore,
+}
+
+fn postgres(test: &str) -> Option<Postgres> {
+    let database = TestDatabase::create(test)?;
+    let store = PgStore::open(database.url(), small()).unwrap();
+    Some(Postgres { database, store })
+}
+
+/// Tests run in parallel against one server: keep each store's pool small.
+fn small() -> PoolBounds {
+    PoolBounds { min: 1, max: 4 }
+}
+
+impl Backend for Postgres {
+    fn writer(&self) -> impl BatchWriter {
+        self.store.writer()
+    }
+    fn reader(&self) -> impl TaskReader {
+        self.store.reader()
+    }
+    fn tokens(&self) -> impl crate::TokenStore {
+        self.store.token_store()
+    }
+    fn alerts(&self) -> impl crate::AlertLog {
+        self.store.alert_log()
+    }
+    fn reopen(self) -> Self {
+        let Postgres { database, store } = self;
+        drop(store);
+        let store = PgStore::open(database.url(), small()).unwrap();
+        Postgres { database, store }
+    }
+}
+
+store_suite!(postgres(module_path!()));
+
+#[test]
+fn a_database_newer_than_the_binary_is_refused() {
+    let Some(pg) = postgres("a_database_newer_than_the_binary_is_refused") else {
+        return;
+    };
+    pg.database.execute(&format!(
+        "INSERT INTO {}.hive_schema_version (version) VALUES (999)",
+        pg.database.schema()
+    ));
+    let refused = PgStore::open(pg.database.url(), small()).err().unwrap();
+    assert!(
+        refused.to_string().contains("newer than this hive"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn stores_opening_one_database_together_migrate_it_once() {
+    let Some(database) = TestDatabase::create("stores_opening_one_database_together") else {
+        return;
+    };
+    let url = database.url().to_string();
+    let opened: Vec<PgStore> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PgStore::open(&url, small()).unwrap())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    opened[0].writer().apply(&[&[created(1)]]).unwrap();
+    assert_eq!(opened[3].reader().load_active().unwrap().len(), 1);
+    let stats = opened[0].pool_stats();
+    assert_eq!((stats.max, stats.waiting), (4, 0));
+    assert!(stats.acquired >= 2, "{stats:?}");
+}
+
+#[test]
+fn a_database_that_is_not_there_is_an_error_naming_it_without_its_password() {
+    let refused = PgStore::open(
+        "postgres://hive:s3cret@127.0.0.1:1/hive",
+        PoolBounds { min: 1, max: 1 },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(refused.contains("no database connection"), "{refused}");
+    assert!(!refused.contains("s3cret"), "{refused}");
+    let unparsable = PgStore::open("postgres://hive:s3cret@[::1", small())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(unparsable.contains("not a PostgreSQL URL"), "{unparsable}");
+    assert!(!unparsable.contains("s3cret"), "{unparsable}");
+}
+
+#[test]
+fn a_password_is_never_shown() {
+    assert_eq!(
+        redact("postgres://hive:s3cret@db:5432/hive"),
+        "postgres://hive:***@db:5432/hive"
+    );
+    assert_eq!(
+        redact("postgres://hive@db:5432/hive"),
+        "postgres://hive@db:5432/hive"
+    );
+}

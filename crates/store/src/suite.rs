@@ -1,0 +1,481 @@
+//! The store's behaviour, one suite for both backends: each function is a test that
+//! `sqlite/tests.rs` runs on a SQLite file in a temporary directory and `postgres/tests.rs` on a
+//! schema of its own in a real PostgreSQL ([`store_suite!`]).
+
+use std::sync::Arc;
+
+use hive_core::{
+    AgentId, AttemptOutcome, Backoff, Capability, Change, ConsensusSpec, NextStatus,
+    OnParentFailure, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
+};
+use uuid::Uuid;
+
+use crate::{
+    AlertLog, AlertRecord, BatchWriter, GroupCommit, StoreError, TaskFilter, TaskReader,
+    TokenStore, WriteBatch,
+};
+
+/// A backend under test: a store opened on a database of its own.
+pub trait Backend: Sized {
+    fn writer(&self) -> impl BatchWriter;
+    fn reader(&self) -> impl TaskReader;
+    fn tokens(&self) -> impl TokenStore;
+    fn alerts(&self) -> impl AlertLog;
+    /// Closes the store and opens the same database again.
+    fn reopen(self) -> Self;
+}
+
+/// A `#[test]` per function of the suite, each on a backend from `$open` (an `Option`: `None`
+/// skips, for a PostgreSQL that is not configured).
+macro_rules! store_suite {
+    ($open:expr) => {
+        store_suite!(@tests $open;
+            a_task_and_its_attempts_round_trip,
+            a_consensus_task_keeps_its_replicas_results_and_its_agreed_value,
+            how_a_task_ended_is_read_for_its_dependents,
+            a_failed_transaction_writes_nothing,
+            listing_pages_newest_first_and_filters,
+            reopening_keeps_data_and_does_not_migrate_twice,
+            group_commit_answers_each_batch_after_its_commit,
+            a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps,
+            tokens_keep_only_their_hash_and_survive_a_reopen,
+            learned_estimates_are_kept_latest_first_and_read_back_after_reopening,
+            the_alert_history_is_read_newest_first,
+        );
+    };
+    (@tests $open:expr; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(backend) = $open {
+                    $crate::suite::$name(backend);
+                }
+            }
+        )*
+    };
+}
+pub(crate) use store_suite;
+
+pub fn spec(n: u128) -> Arc<TaskSpec> {
+    Arc::new(TaskSpec {
+        id: TaskId(Uuid::from_u128(n)),
+        capability: Capability::parse("echo", "capability").unwrap(),
+        payload: r#"{"n":1}"#.into(),
+        priority: 5,
+        max_attempts: 3,
+        timeout_ms: 1_000,
+        backoff: Backoff::default(),
+        idempotency_key: Some(format!("key-{n}")),
+        depends_on: vec![TaskId(Uuid::from_u128(n + 100))],
+        // Both kinds, so that a round trip covers the column.
+        on_parent_failure: if n % 2 == 1 {
+            OnParentFailure::Run
+        } else {
+            OnParentFailure::Fail
+        },
+        consensus: None,
+        created_at: Timestamp(10),
+        submitted_by: None,
+    })
+}
+
+pub fn created(n: u128) -> Change {
+    Change::TaskCreated {
+        spec: spec(n),
+        status: TaskStatus::Waiting,
+        error: None,
+    }
+}
+
+pub fn a_task_and_its_attempts_round_trip(b: impl Backend) {
+    let mut writer = b.writer();
+    let agent = AgentId(Uuid::from_u128(7));
+    let id = spec(1).id;
+    writer
+        .apply(&[&[
+            created(1),
+            Change::TaskReady {
+                task: id,
+                capability: spec(1).capability.clone(),
+                at: Timestamp(11),
+            },
+            Change::AttemptStarted {
+                spec: spec(1),
+                attempt: 1,
+                agent,
+                started_at: Timestamp(12),
+                lease_until: Timestamp(1_012),
+                queued_ms: 1,
+                inputs: vec![],
+                identity: None,
+            },
+        ]])
+        .unwrap();
+    let reader = b.reader();
+    let running = reader.get_task(id).unwrap().unwrap();
+    assert_eq!(running.status, TaskStatus::Running);
+    assert_eq!(running.spec, *spec(1));
+    assert_eq!(running.lease_until, Some(Timestamp(1_012)));
+    writer
+        .apply(&[&[Change::AttemptEnded {
+            task: id,
+            capability: spec(1).capability.clone(),
+            attempt: 1,
+            agent: Some(agent),
+            created_at: Timestamp(10),
+            started_at: Timestamp(12),
+            ended_at: Timestamp(20),
+            outcome: AttemptOutcome::Succeeded,
+            output: Some("[42]".into()),
+            error: None,
+            next: NextStatus::Succeeded,
+        }]])
+        .unwrap();
+    let done = reader.get_task(id).unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.result.as_deref(), Some("[42]"));
+    assert_eq!(done.attempt_log.len(), 1);
+    assert_eq!(done.attempt_log[0].agent, Some(agent));
+    assert_eq!(done.attempt_log[0].outcome, Some(AttemptOutcome::Succeeded));
+    assert_eq!(
+        reader.find_by_idempotency_key("key-1").unwrap(),
+        Some((id, TaskStatus::Succeeded))
+    );
+    assert_eq!(reader.task_status(id).unwrap(), Some(TaskStatus::Succeeded));
+    assert_eq!(reader.task_status(spec(2).id).unwrap(), None);
+    assert_eq!(
+        reader.task_end(id).unwrap(),
+        Some(TaskEnd::Succeeded("[42]".into()))
+    );
+    assert_eq!(reader.task_end(spec(2).id).unwrap(), None);
+}
+
+pub fn a_consensus_task_keeps_its_replicas_results_and_its_agreed_value(b: impl Backend) {
+    let mut writer = b.writer();
+    let mut task = (*spec(3)).clone();
+    task.depends_on.clear();
+    task.consensus = ConsensusSpec::from_fields(Some(3), Some(2), Some("/a"))
+        .unwrap()
+        .map(Box::new);
+    let task = Arc::new(task);
+    let agent = |n: u128| AgentId(Uuid::from_u128(n));
+    let started = |attempt: u32| Change::AttemptStarted {
+        spec: task.clone(),
+        attempt,
+        agent: agent(u128::from(attempt)),
+        started_at: Timestamp(20),
+        lease_until: Timestamp(1_020),
+        queued_ms: 0,
+        inputs: vec![],
+        // The first replica's name is kept on its attempt; the second is an older row's.
+        identity: (attempt == 1).then(|| "voter-a".into()),
+    };
+    let voted = |attempt: u32, output: &str| Change::AttemptEnded {
+        task: task.id,
+        capability: task.capability.clone(),
+        attempt,
+        agent: Some(agent(u128::from(attempt))),
+        created_at: Timestamp(10),
+        started_at: Timestamp(20),
+        ended_at: Timestamp(30),
+        outcome: AttemptOutcome::Succeeded,
+        output: Some(output.into()),
+        error: None,
+        next: NextStatus::Voting,
+    };
+    let created = Change::TaskCreated {
+        spec: task.clone(),
+        status: TaskStatus::Queued,
+        error: None,
+    };
+    writer
+        .apply(&[&[created, started(1), started(2), voted(1, r#"{"a":1}"#)]])
+        .unwrap();
+    let reader = b.reader();
+    let active = reader.load_active().unwrap();
+    assert_eq!(active[0].spec, *task);
+    let replicas = &active[0].replicas;
+    assert_eq!(replicas.len(), 2);
+    assert_eq!(replicas[0].outcome, Some(AttemptOutcome::Succeeded));
+    assert_eq!(replicas[0].output.as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(replicas[1].outcome, None, "still running");
+    assert_eq!(&*replicas[0].identity, "voter-a");
+    let unknown = AgentId(Uuid::from_u128(2)).to_string();
+    assert_eq!(
+        &*replicas[1].identity, unknown,
+        "no name, no agent row: its id"
+    );
+    assert_eq!(reader.get_task(task.id).unwrap().unwrap().result, None);
+
+    let agreed = Change::TaskFinished {
+        task: task.id,
+        capability: task.capability.clone(),
+        status: TaskStatus::Succeeded,
+        error: None,
+        result: Some("1".into()),
+        at: Timestamp(40),
+    };
+    writer.apply(&[&[voted(2, r#"{"a":1}"#), agreed]]).unwrap();
+    let done = reader.get_task(task.id).unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.result.as_deref(), Some("1"));
+    assert_eq!(done.attempt_log[1].output.as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(
+        reader.task_end(task.id).unwrap(),
+        Some(TaskEnd::Succeeded("1".into()))
+    );
+    assert!(reader.load_active().unwrap().is_empty());
+}
+
+pub fn how_a_task_ended_is_read_for_its_dependents(b: impl Backend) {
+    let mut writer = b.writer();
+    let failed = Change::TaskCreated {
+        spec: spec(2),
+        status: TaskStatus::Failed,
+        error: Some("dependency x failed".into()),
+    };
+    writer.apply(&[&[created(1), failed]]).unwrap();
+    let reader = b.reader();
+    assert_eq!(reader.task_end(spec(1).id).unwrap(), None, "still waiting");
+    assert_eq!(
+        reader.task_end(spec(2).id).unwrap(),
+        Some(TaskEnd::Unsuccessful {
+            status: TaskStatus::Failed,
+            error: "dependency x failed".into()
+        })
+    );
+    let stored = reader.get_task(spec(2).id).unwrap().unwrap();
+    assert_eq!(stored.spec.on_parent_failure, OnParentFailure::Fail);
+}
+
+pub fn a_failed_transaction_writes_nothing(b: impl Backend) {
+    let mut writer = b.writer();
+    writer.apply(&[&[created(1)]]).unwrap();
+    // The second insert of task 1 violates the primary key: task 2 must not be written either.
+    assert!(writer.apply(&[&[created(2)], &[created(1)]]).is_err());
+    assert!(b.reader().get_task(spec(2).id).unwrap().is_none());
+}
+
+pub fn listing_pages_newest_first_and_filters(b: impl Backend) {
+    let mut writer = b.writer();
+    let changes: Vec<Change> = (1..=5).map(created).collect();
+    writer.apply(&[&changes]).unwrap();
+    let reader = b.reader();
+    let page = reader
+        .list_tasks(&TaskFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    let ids: Vec<_> = page.iter().map(|t| t.spec.id).collect();
+    assert_eq!(ids, vec![spec(5).id, spec(4).id]);
+    let next = reader
+        .list_tasks(&TaskFilter {
+            limit: 10,
+            before: Some(spec(4).id),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(next.len(), 3);
+    let queued = reader
+        .list_tasks(&TaskFilter {
+            limit: 10,
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(queued.is_empty());
+    assert_eq!(
+        reader.count_by_status().unwrap(),
+        vec![(TaskStatus::Waiting, 5)]
+    );
+    assert_eq!(reader.load_active().unwrap().len(), 5);
+}
+
+pub fn reopening_keeps_data_and_does_not_migrate_twice(b: impl Backend) {
+    b.writer().apply(&[&[created(1)]]).unwrap();
+    let b = b.reopen();
+    let active = b.reader().load_active().unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].spec.depends_on, spec(1).depends_on);
+}
+
+pub fn group_commit_answers_each_batch_after_its_commit(b: impl Backend) {
+    let commit = GroupCommit::spawn(b.writer(), 64, 10_000);
+    let reader = Arc::new(b.reader());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime.block_on(async {
+        for n in 1..=50u128 {
+            let tx = tx.clone();
+            let reader = reader.clone();
+            let batch = WriteBatch {
+                changes: vec![created(n)],
+                generation: 0,
+                on_commit: Box::new(move |outcome, changes| {
+                    // Committed means visible to a reader at the moment the callback runs.
+                    let id = spec(n).id;
+                    let seen = reader.get_task(id).unwrap().is_some();
+                    tx.send((outcome.is_ok(), seen, changes.len())).unwrap();
+                }),
+            };
+            commit.submit(batch).await.unwrap();
+        }
+    });
+    drop(tx);
+    let results: Vec<_> = rx.iter().collect();
+    assert_eq!(results.len(), 50);
+    assert!(results.iter().all(|r| *r == (true, true, 1)));
+    let stats = commit.stats();
+    commit.close();
+    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=50).contains(&commits));
+}
+
+pub fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps(
+    b: impl Backend,
+) {
+    let started = |n: u128| Change::AttemptStarted {
+        spec: spec(n),
+        attempt: 1,
+        agent: AgentId(Uuid::from_u128(9)),
+        started_at: Timestamp(15),
+        lease_until: Timestamp(1_015),
+        queued_ms: 0,
+        inputs: vec![],
+        identity: None,
+    };
+    let queued = |n: u128| Change::TaskCreated {
+        spec: spec(n),
+        status: TaskStatus::Queued,
+        error: None,
+    };
+    let mut writer = b.writer();
+    // Task 1: both changes in one batch (merged into one INSERT). Task 2: in two commits.
+    writer.apply(&[&[queued(1), started(1)]]).unwrap();
+    writer.apply(&[&[queued(2)]]).unwrap();
+    writer.apply(&[&[started(2)]]).unwrap();
+    let reader = b.reader();
+    let one = reader.get_task(spec(1).id).unwrap().unwrap();
+    let two = reader.get_task(spec(2).id).unwrap().unwrap();
+    assert_eq!(one.status, TaskStatus::Running);
+    assert_eq!(
+        (
+            one.attempts,
+            one.lease_until,
+            one.updated_at,
+            one.attempt_log.clone()
+        ),
+        (
+            two.attempts,
+            two.lease_until,
+            two.updated_at,
+            two.attempt_log.clone()
+        )
+    );
+    assert_eq!(one.attempt_log.len(), 1);
+    assert_eq!(
+        reader
+            .load_active()
+            .unwrap()
+            .iter()
+            .filter(|t| t.status == TaskStatus::Running)
+            .count(),
+        2
+    );
+}
+
+pub fn tokens_keep_only_their_hash_and_survive_a_reopen(b: impl Backend) {
+    use crate::{StoredToken, TokenStore};
+    let token = StoredToken {
+        id: "abc".into(),
+        name: "ci".into(),
+        role: "agent".into(),
+        capabilities: Some(vec!["pay".into()]),
+        groups: None,
+        secret_hash: vec![1, 2, 3],
+        created_at: Timestamp(5),
+        revoked_at: None,
+    };
+    {
+        let tokens = b.tokens();
+        tokens.insert(&token).unwrap();
+        let again = StoredToken {
+            id: "other".into(),
+            ..token.clone()
+        };
+        assert!(matches!(
+            tokens.insert(&again),
+            Err(StoreError::Duplicate(_))
+        ));
+        assert!(tokens.revoke("ci", Timestamp(9)).unwrap());
+        assert!(!tokens.revoke("ci", Timestamp(10)).unwrap());
+    }
+    let b = b.reopen();
+    let tokens = b.tokens();
+    let kept = tokens.get("abc").unwrap().unwrap();
+    assert_eq!(kept.revoked_at, Some(Timestamp(9)));
+    assert_eq!(
+        StoredToken {
+            revoked_at: None,
+            ..kept
+        },
+        token
+    );
+    assert_eq!(tokens.list().unwrap().len(), 1);
+}
+
+pub fn learned_estimates_are_kept_latest_first_and_read_back_after_reopening(b: impl Backend) {
+    use hive_core::{Estimate, LearnedEstimate};
+    let learned = |latency_ms: f64, samples: u64| {
+        Change::Learned(LearnedEstimate {
+            identity: "gpu-box".into(),
+            capability: Capability::parse("echo", "capability").unwrap(),
+            estimate: Estimate {
+                successes: 9.5,
+                failures: 0.5,
+                latency_ms,
+                deviation_ms: 1.25,
+                samples,
+                updated_at: Timestamp(1_000),
+                assigned: 3.0,
+                assigned_at: Timestamp(900),
+            },
+        })
+    };
+    b.writer()
+        .apply(&[&[learned(40.0, 9)], &[learned(12.5, 10)]])
+        .unwrap();
+    let b = b.reopen();
+    let back = b.reader().load_learned().unwrap();
+    let Change::Learned(want) = learned(12.5, 10) else {
+        unreachable!()
+    };
+    assert_eq!(
+        back,
+        vec![want],
+        "one row per identity and capability, the latest"
+    );
+}
+
+pub fn the_alert_history_is_read_newest_first(b: impl Backend) {
+    let record = |n: u64, state: &str| AlertRecord {
+        rule: "queue_depth".into(),
+        state: state.into(),
+        severity: "warning".into(),
+        value: (n == 1).then_some(120.5),
+        threshold: 100.0,
+        message: format!("change {n}"),
+        at: Timestamp(n),
+    };
+    let alerts = b.alerts();
+    alerts.record(&record(1, "firing")).unwrap();
+    alerts.record(&record(2, "resolved")).unwrap();
+    assert_eq!(
+        alerts.recent(10).unwrap(),
+        vec![record(2, "resolved"), record(1, "firing")]
+    );
+    assert_eq!(alerts.recent(1).unwrap(), vec![record(2, "resolved")]);
+}
