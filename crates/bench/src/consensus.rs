@@ -70,7 +70,7 @@ pub async fn measure(
     duration: Duration,
     bar: &ProgressBar,
 ) -> anyhow::Result<ConsensusRun> {
-    let hub = HubUnderTest::spawn(hive, None).await?;
+    let hub = HubUnderTest::spawn(hive, None, None).await?;
     let outcome = run(&hub.url, duration, bar).await;
     hub.stop().await;
     outcome

@@ -1,6 +1,8 @@
 //! The hub under test: a `hive serve` child process on a free loopback port with a temporary data
 //! directory (so its memory and CPU are measured apart from the load generator), or an external
-//! hub given by URL (then memory and CPU are not measured).
+//! hub given by URL (then memory and CPU are not measured). With `--store postgres://...` the
+//! spawned hub keeps its state in a new schema of that database, dropped when the hub stops
+//! (the database server's own CPU and memory are not measured).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -11,14 +13,22 @@ use hive_client::HubClient;
 use tokio::process::{Child, Command};
 
 use hive_metrics::procfs::{self as process, ProcessSample};
+use hive_store::postgres::scratch::ScratchSchema;
 
 pub struct HubUnderTest {
     pub url: String,
     child: Option<(Child, u32, tempfile::TempDir)>,
+    /// Dropped after the hub stops.
+    _schema: Option<ScratchSchema>,
 }
 
 impl HubUnderTest {
-    pub async fn spawn(hive: &Path, config: Option<&Path>) -> anyhow::Result<HubUnderTest> {
+    /// `store`: a PostgreSQL server (a user that may create schemas); `None`: SQLite.
+    pub async fn spawn(
+        hive: &Path,
+        config: Option<&Path>,
+        store: Option<&str>,
+    ) -> anyhow::Result<HubUnderTest> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -35,6 +45,16 @@ impl HubUnderTest {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        let schema = match store {
+            Some(url) => Some(
+                ScratchSchema::create(url, "hive_bench")
+                    .context("--store: a schema for the hub")?,
+            ),
+            None => None,
+        };
+        if let Some(schema) = &schema {
+            command.arg("--store").arg(schema.url());
+        }
         let child = command
             .env("HIVE_LOG", "warn")
             .stdout(Stdio::null())
@@ -50,6 +70,7 @@ impl HubUnderTest {
                 return Ok(HubUnderTest {
                     url,
                     child: Some((child, pid, dir)),
+                    _schema: schema,
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -61,6 +82,7 @@ impl HubUnderTest {
         HubUnderTest {
             url: url.trim_end_matches('/').to_string(),
             child: None,
+            _schema: None,
         }
     }
 

@@ -66,6 +66,8 @@ pub struct BenchOptions {
     pub broadcasters: usize,
     /// Passed to the spawned hub as `--config`.
     pub hub_config: Option<PathBuf>,
+    /// A PostgreSQL server for the spawned hubs (each on a new schema); `None`: SQLite.
+    pub store: Option<String>,
     /// Seeds the routing workload's arrivals, failures, join order and policies.
     pub seed: u64,
     /// Slots of each agent in the routing workload's pool.
@@ -196,7 +198,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
 async fn run_on_one_hub(options: &BenchOptions) -> anyhow::Result<Report> {
     let hub = match &options.hub {
         Some(url) => HubUnderTest::external(url),
-        None => HubUnderTest::spawn(&options.hive, options.hub_config.as_deref()).await?,
+        None => {
+            HubUnderTest::spawn(
+                &options.hive,
+                options.hub_config.as_deref(),
+                options.store.as_deref(),
+            )
+            .await?
+        }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = hub.sample();

@@ -113,6 +113,8 @@ pub struct Settings {
     pub frames: FrameFormat,
     pub broadcasters: usize,
     pub hub_config: Option<String>,
+    /// `sqlite`, or the PostgreSQL server's URL without its password.
+    pub store: String,
 }
 
 impl Settings {
@@ -131,6 +133,10 @@ impl Settings {
             frames: o.format,
             broadcasters: o.broadcasters,
             hub_config: o.hub_config.as_ref().map(|p| p.display().to_string()),
+            store: o
+                .store
+                .as_deref()
+                .map_or("sqlite".into(), hive_store::postgres::redact),
         }
     }
 }
@@ -353,8 +359,8 @@ impl Report {
             out.push_str(&line(row.each_ref().map(String::as_str)));
         }
         out.push_str(&format!(
-            "\n{} cores ({}); {} workers x {} slots; batch {}; {} s per workload; assign latency from {} tasks, result latency from {} sampled waits\n",
-            self.machine.cores, self.machine.cpu, self.settings.workers, self.settings.slots,
+            "\n{} cores ({}); store {}; {} workers x {} slots; batch {}; {} s per workload; assign latency from {} tasks, result latency from {} sampled waits\n",
+            self.machine.cores, self.machine.cpu, self.settings.store, self.settings.workers, self.settings.slots,
             self.settings.batch, self.settings.duration_s,
             self.assign_latency_ms.map_or(0, |p| p.count),
             self.result_latency_ms.map_or(0, |p| p.count),

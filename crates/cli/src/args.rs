@@ -78,6 +78,11 @@ pub struct BenchArgs {
     /// `[metrics] enabled = false`.
     #[arg(long)]
     pub hub_config: Option<PathBuf>,
+    /// Run the hub the bench starts on PostgreSQL: a server URL whose user may create schemas
+    /// (each hub gets a new schema, dropped after). The routing and consensus workloads' own
+    /// hubs stay on SQLite.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Swarm broadcasts in flight at once (each sender waits for all replies before its next).
     #[arg(long, default_value_t = 128)]
     pub broadcasters: usize,

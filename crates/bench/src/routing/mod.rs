@@ -101,7 +101,7 @@ pub async fn compare(
     // policy under test (saturated, all agents work under any policy).
     let config = tempfile::NamedTempFile::new()?;
     std::fs::write(config.path(), "[routing]\npolicy = \"least_loaded\"\n")?;
-    let hub = HubUnderTest::spawn(options.hive, Some(config.path())).await?;
+    let hub = HubUnderTest::spawn(options.hive, Some(config.path()), None).await?;
     let capacity = measure_capacity(&hub.url, &profiles, &order, nominal, options).await;
     hub.stop().await;
     let capacity = capacity?;
@@ -117,7 +117,7 @@ pub async fn compare(
                 options.seed
             ),
         )?;
-        let hub = HubUnderTest::spawn(options.hive, Some(config.path())).await?;
+        let hub = HubUnderTest::spawn(options.hive, Some(config.path()), None).await?;
         let outcome = run_policy(&hub.url, policy, &profiles, &order, rate, options, bar).await;
         hub.stop().await;
         policies.push(outcome?);

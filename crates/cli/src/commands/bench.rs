@@ -48,6 +48,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         format: args.frames.format(),
         broadcasters: args.broadcasters,
         hub_config: args.hub_config.clone(),
+        store: args.store.clone(),
         seed: args.seed,
         routing_slots: args.routing_slots,
     };

@@ -10,12 +10,12 @@ use hive_client::worker::Outcome;
 use hive_proto::api::NewTask;
 use hive_proto::protocol::Assignment;
 use hive_server::{PoolBounds, PostgresConfig};
-use hive_store::postgres::testing::TestDatabase;
+use hive_store::postgres::scratch::ScratchSchema;
 use serde_json::json;
 
 use crate::util::*;
 
-async fn hub_on_postgres(database: &TestDatabase) -> TestHub {
+async fn hub_on_postgres(database: &ScratchSchema) -> TestHub {
     let url = database.url().to_string();
     start_hub_with(move |c| {
         c.postgres = Some(PostgresConfig {
@@ -35,7 +35,7 @@ fn task(capability: &str, payload: serde_json::Value) -> NewTask {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_on_postgres_runs_tasks_and_keeps_them_across_a_restart() {
-    let Some(database) = TestDatabase::create("a_hub_on_postgres_runs_tasks") else {
+    let Some(database) = ScratchSchema::for_test("a_hub_on_postgres_runs_tasks") else {
         return;
     };
     let t = hub_on_postgres(&database).await;
@@ -120,7 +120,7 @@ async fn a_hub_on_postgres_runs_tasks_and_keeps_them_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_goes_away_answers_503_and_the_hub_comes_back_by_itself() {
-    let Some(mut database) = TestDatabase::create("a_database_that_goes_away") else {
+    let Some(mut database) = ScratchSchema::for_test("a_database_that_goes_away") else {
         return;
     };
     database.as_role();

@@ -12,7 +12,7 @@
 
 mod admin;
 mod read;
-pub mod testing;
+pub mod scratch;
 mod write;
 
 use std::future::Future;

@@ -1,19 +1,19 @@
 //! PostgreSQL under the shared suite (`crate::suite`), each test on a schema of its own
-//! ([`TestDatabase`]), and what only a server database has: a schema newer than the binary,
+//! ([`ScratchSchema`]), and what only a server database has: a schema newer than the binary,
 //! several stores opening one database at once.
 
-use super::testing::TestDatabase;
+use super::scratch::ScratchSchema;
 use super::*;
 use crate::suite::{Backend, created, store_suite};
 use crate::{BatchWriter, TaskReader};
 
 struct Postgres {
-    database: TestDatabase,
+    database: ScratchSchema,
     store: PgStore,
 }
 
 fn postgres(test: &str) -> Option<Postgres> {
-    let database = TestDatabase::create(test)?;
+    let database = ScratchSchema::for_test(test)?;
     let store = PgStore::open(database.url(), small()).unwrap();
     Some(Postgres { database, store })
 }
@@ -64,7 +64,7 @@ fn a_database_newer_than_the_binary_is_refused() {
 
 #[test]
 fn stores_opening_one_database_together_migrate_it_once() {
-    let Some(database) = TestDatabase::create("stores_opening_one_database_together") else {
+    let Some(database) = ScratchSchema::for_test("stores_opening_one_database_together") else {
         return;
     };
     let url = database.url().to_string();

@@ -1,23 +1,27 @@
-//! For tests: a schema of its own in the PostgreSQL named by `HIVE_TEST_POSTGRES` (`.ci/postgres
-//! start` prints it), dropped when the test ends, so that tests run in parallel on one server.
+//! A schema of its own in a PostgreSQL server, dropped when it goes: for tests, which run in
+//! parallel on one server, and for `hive bench --store`, which starts a hub on an empty store.
 //!
-//! Without the variable the PostgreSQL tests are skipped with a message, unless
-//! `HIVE_REQUIRE_POSTGRES=1` (set by `.ci/run`), where a missing database is a failure.
+//! [`ScratchSchema::for_test`] uses the server named by `HIVE_TEST_POSTGRES` (`.ci/postgres
+//! start` prints it); without the variable the PostgreSQL tests are skipped with a message,
+//! unless `HIVE_REQUIRE_POSTGRES=1` (set by `.ci/run`), where a missing database is a failure.
 
 use std::str::FromStr;
 
-/// A schema of its own; [`url`](TestDatabase::url) connects with it first on the search path.
-pub struct TestDatabase {
+use super::{db_error, redact};
+use crate::StoreError;
+
+/// A schema of its own; [`url`](ScratchSchema::url) connects with it first on the search path.
+pub struct ScratchSchema {
     admin: String,
     schema: String,
     url: String,
-    /// A role of its own, when [`as_role`](TestDatabase::as_role) made one.
+    /// A role of its own, when [`as_role`](ScratchSchema::as_role) made one.
     role: Option<String>,
 }
 
-impl TestDatabase {
+impl ScratchSchema {
     /// `None` (after saying so) when no test database is configured and none is required.
-    pub fn create(test: &str) -> Option<TestDatabase> {
+    pub fn for_test(test: &str) -> Option<ScratchSchema> {
         let admin = match std::env::var("HIVE_TEST_POSTGRES") {
             Ok(url) if !url.is_empty() => url,
             _ => {
@@ -30,12 +34,20 @@ impl TestDatabase {
                 return None;
             }
         };
-        let schema = format!("hive_test_{}", uuid::Uuid::now_v7().simple());
-        run(&admin, format!("CREATE SCHEMA {schema}"));
+        let scratch = ScratchSchema::create(&admin, "hive_test")
+            .unwrap_or_else(|e| panic!("HIVE_TEST_POSTGRES: {e}"));
+        Some(scratch)
+    }
+
+    /// A new schema named `PREFIX_<uuid>` on the server at `admin` (a user that may create
+    /// schemas).
+    pub fn create(admin: &str, prefix: &str) -> Result<ScratchSchema, StoreError> {
+        let schema = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+        try_run(admin, format!("CREATE SCHEMA {schema}"))?;
         let separator = if admin.contains('?') { '&' } else { '?' };
         let url = format!("{admin}{separator}options=-c%20search_path%3D{schema}");
-        Some(TestDatabase {
-            admin,
+        Ok(ScratchSchema {
+            admin: admin.to_string(),
             schema,
             url,
             role: None,
@@ -46,7 +58,7 @@ impl TestDatabase {
     /// it: a test can then take the database away from the hub (`ALTER ROLE ... NOLOGIN` and
     /// ending its sessions) without touching other tests.
     ///
-    /// [`url`]: TestDatabase::url
+    /// [`url`]: ScratchSchema::url
     pub fn as_role(&mut self) -> String {
         let role = format!("{}_role", self.schema);
         self.execute(&format!(
@@ -97,36 +109,48 @@ impl TestDatabase {
     }
 }
 
-impl Drop for TestDatabase {
+impl Drop for ScratchSchema {
     fn drop(&mut self) {
-        run(&self.admin, format!("DROP SCHEMA {} CASCADE", self.schema));
+        let mut sql = format!("DROP SCHEMA {} CASCADE", self.schema);
         if let Some(role) = &self.role {
-            run(&self.admin, format!("DROP ROLE {role}"));
+            sql.push_str(&format!("; DROP ROLE {role}"));
         }
+        if let Err(e) = try_run(&self.admin, sql) {
+            eprintln!("could not drop the scratch schema {}: {e}", self.schema);
+        }
+    }
+}
+
+/// Runs one statement; panics when it fails (tests).
+fn run(url: &str, sql: String) {
+    if let Err(e) = try_run(url, sql) {
+        panic!("{e}");
     }
 }
 
 /// Runs one statement on a connection of its own, on a thread of its own (callable from
 /// anywhere, an async test included).
-fn run(url: &str, sql: String) {
-    let config = tokio_postgres::Config::from_str(url).expect("HIVE_TEST_POSTGRES is a URL");
+fn try_run(url: &str, sql: String) -> Result<(), StoreError> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        StoreError::Database(format!("not a PostgreSQL URL ({}): {e}", redact(url)))
+    })?;
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("a runtime");
+            .map_err(|e| StoreError::Database(format!("cannot start a runtime: {e}")))?;
         runtime.block_on(async move {
             let (client, connection) = config
                 .connect(tokio_postgres::NoTls)
                 .await
-                .expect("connect to HIVE_TEST_POSTGRES");
+                .map_err(|e| StoreError::Database(format!("cannot connect: {e}")))?;
             tokio::spawn(connection);
             client
                 .batch_execute(&sql)
                 .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        });
+                .map_err(|e| StoreError::Database(format!("{sql}: {}", db_error(e))))
+        })
     })
     .join()
-    .expect("the statement ran");
+    .map_err(|_| StoreError::Database("the statement's thread panicked".into()))?
 }
