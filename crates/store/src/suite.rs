@@ -38,6 +38,7 @@ macro_rules! store_suite {
             reopening_keeps_data_and_does_not_migrate_twice,
             group_commit_answers_each_batch_after_its_commit,
             a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps,
+            a_task_whose_whole_life_is_one_commit_is_stored_as_if_written_step_by_step,
             tokens_keep_only_their_hash_and_survive_a_reopen,
             learned_estimates_are_kept_latest_first_and_read_back_after_reopening,
             the_alert_history_is_read_newest_first,
@@ -478,4 +479,92 @@ pub fn the_alert_history_is_read_newest_first(b: impl Backend) {
         vec![record(2, "resolved"), record(1, "firing")]
     );
     assert_eq!(alerts.recent(1).unwrap(), vec![record(2, "resolved")]);
+}
+
+pub fn a_task_whose_whole_life_is_one_commit_is_stored_as_if_written_step_by_step(b: impl Backend) {
+    let life = |n: u128| -> Vec<Change> {
+        let task = spec(n);
+        let agent = AgentId(Uuid::from_u128(9));
+        let started = |attempt: u32| Change::AttemptStarted {
+            spec: task.clone(),
+            attempt,
+            agent,
+            started_at: Timestamp(15 + u64::from(attempt)),
+            lease_until: Timestamp(1_015),
+            queued_ms: 0,
+            inputs: vec![],
+            identity: None,
+        };
+        let ended = |attempt: u32, outcome, next, output: Option<&str>| Change::AttemptEnded {
+            task: task.id,
+            capability: task.capability.clone(),
+            attempt,
+            agent: Some(agent),
+            created_at: Timestamp(10),
+            started_at: Timestamp(15),
+            ended_at: Timestamp(20 + u64::from(attempt)),
+            outcome,
+            output: output.map(Into::into),
+            error: (outcome == AttemptOutcome::Failed).then(|| "boom".to_string()),
+            next,
+        };
+        vec![
+            Change::TaskCreated {
+                spec: task.clone(),
+                status: TaskStatus::Queued,
+                error: None,
+            },
+            started(1),
+            ended(
+                1,
+                AttemptOutcome::Failed,
+                NextStatus::Retry {
+                    not_before: Timestamp(25),
+                },
+                None,
+            ),
+            Change::TaskReady {
+                task: task.id,
+                capability: task.capability.clone(),
+                at: Timestamp(25),
+            },
+            started(2),
+            ended(
+                2,
+                AttemptOutcome::Succeeded,
+                NextStatus::Succeeded,
+                Some("[7]"),
+            ),
+        ]
+    };
+    let mut writer = b.writer();
+    // Task 1: its whole life in one commit. Task 2: one commit per change.
+    writer.apply(&[&life(1)]).unwrap();
+    for change in life(2) {
+        writer.apply(&[&[change]]).unwrap();
+    }
+    let reader = b.reader();
+    let one = reader.get_task(spec(1).id).unwrap().unwrap();
+    let two = reader.get_task(spec(2).id).unwrap().unwrap();
+    assert_eq!(one.status, TaskStatus::Succeeded);
+    assert_eq!(one.result.as_deref(), Some("[7]"));
+    assert_eq!(one.attempt_log.len(), 2);
+    assert_eq!(one.attempt_log[0].error.as_deref(), Some("boom"));
+    assert_eq!(
+        (
+            one.attempts,
+            one.error,
+            one.lease_until,
+            one.not_before,
+            one.updated_at
+        ),
+        (
+            two.attempts,
+            two.error,
+            two.lease_until,
+            two.not_before,
+            two.updated_at
+        )
+    );
+    assert_eq!(one.attempt_log, two.attempt_log);
 }

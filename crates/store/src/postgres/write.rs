@@ -1,13 +1,22 @@
 //! The writer side: the scheduler's changes as rows, every batch of a group in one transaction.
 //!
-//! The statements of a transaction are pipelined: all are sent before the first answer is
-//! awaited (tokio-postgres writes them in the order they are polled, which is the changes'
-//! order), so a group costs about one round trip and one commit, not one round trip per row.
-//! Each statement is prepared once per connection (deadpool's statement cache).
+//! A row per statement would cost PostgreSQL a parse-free but still full statement execution per
+//! row (five per task). Instead the changes are cut into *segments* in which no row (a task, an
+//! attempt, an agent, an estimate) is touched twice; a segment's rows of one kind go into one
+//! multi-row statement over `unnest` of arrays, so a group of thousands of changes is a handful
+//! of statements. Touching a row again starts a new segment, so the changes still apply in
+//! their order, except when the row is one the segment inserts: then the change is folded into
+//! the insert (a task created, run and finished within one group is one task row and one attempt
+//! row written once, with no update; under load the group commit gathers exactly that).
+//! Statements are pipelined (all sent before the first answer is awaited, in order) and
+//! prepared once per connection.
+
+use std::collections::HashMap;
 
 use futures_util::future::try_join_all;
-use hive_core::{Change, NextStatus, OnParentFailure, TaskSpec, TaskStatus};
+use hive_core::{Change, NextStatus, OnParentFailure, TaskSpec, TaskStatus, Timestamp};
 use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use super::{Shared, db_error};
 use crate::codec::{join_ids, ts};
@@ -23,43 +32,179 @@ impl PgWriter {
     }
 }
 
-/// A statement's parameters, owned so that the rows outlive the loop that made them.
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
-
 impl BatchWriter for PgWriter {
     fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
-        let mut rows: Vec<(Sql, Params)> = Vec::new();
-        for change in batches.iter().flat_map(|b| b.iter()) {
-            rows_of(change, &mut rows);
-        }
-        if rows.is_empty() {
+        let statements = plan(batches);
+        if statements.is_empty() {
             return Ok(());
         }
         self.shared.block(|shared| async move {
-            let mut client = shared.connection().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+            let client = shared.connection().await?;
             let mut prepared = Vec::with_capacity(Sql::COUNT);
             for sql in Sql::ALL {
-                if rows.iter().any(|(s, _)| *s == sql) {
-                    prepared.push(Some(tx.prepare_cached(sql.text()).await.map_err(db_error)?));
+                if statements.iter().any(|(s, _)| *s == sql) {
+                    let statement = client.prepare_cached(sql.text()).await.map_err(db_error)?;
+                    prepared.push(Some(statement));
                 } else {
                     prepared.push(None);
                 }
             }
-            let sent = rows.iter().map(|(sql, params)| {
+            // BEGIN, the statements and COMMIT in one pipeline: one round trip. Should a
+            // statement fail, the server aborts the transaction and turns the COMMIT into a
+            // rollback; the statement's error is what comes back.
+            let sent = statements.iter().map(|(sql, columns)| {
                 let statement = prepared[*sql as usize].as_ref().expect("prepared above");
-                tx.execute_raw(
+                client.execute_raw(
                     statement,
-                    params.iter().map(|p| &**p as &(dyn ToSql + Sync)),
+                    columns.iter().map(|c| &**c as &(dyn ToSql + Sync)),
                 )
             });
-            try_join_all(sent).await.map_err(db_error)?;
-            tx.commit().await.map_err(db_error)
+            let outcome = futures_util::future::try_join3(
+                client.batch_execute("BEGIN"),
+                try_join_all(sent),
+                client.batch_execute("COMMIT"),
+            )
+            .await;
+            if let Err(e) = outcome {
+                // Answers to the rest of the pipeline may still be on their way: this
+                // connection is not handed out again.
+                let _ = deadpool_postgres::Object::take(client);
+                return Err(db_error(e));
+            }
+            Ok(())
         })
     }
 }
 
-/// The statements the writer runs.
+/// One multi-row statement: its kind and one array per column.
+type Statement = (Sql, Vec<Box<dyn ToSql + Sync + Send>>);
+
+/// The statements that write `batches`, in an order that applies them as written.
+fn plan(batches: &[&[Change]]) -> Vec<Statement> {
+    let mut segment = Segment::default();
+    let mut statements = Vec::new();
+    let mut rows = Vec::new();
+    for change in batches.iter().flat_map(|b| b.iter()) {
+        rows.clear();
+        rows_of(change, &mut rows);
+        for row in rows.drain(..) {
+            if !segment.fold(&row) {
+                if segment.touched.contains_key(&row.key) {
+                    segment.flush(&mut statements);
+                }
+                segment.add(row);
+            }
+        }
+    }
+    segment.flush(&mut statements);
+    statements
+}
+
+/// The row a statement touches, so that no segment touches one twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Task(Uuid),
+    Attempt(Uuid, i32),
+    Agent(Uuid),
+    Estimate(String, String),
+}
+
+/// One parameter of a row, NULL or not; a column's values are all of one variant (arrays of
+/// options bind NOT NULL columns as well).
+#[derive(Debug, Clone)]
+enum Value {
+    Uuid(Option<Uuid>),
+    Text(Option<String>),
+    Int(Option<i32>),
+    Big(Option<i64>),
+    Float(Option<f64>),
+}
+
+struct Row {
+    sql: Sql,
+    key: Key,
+    values: Vec<Value>,
+}
+
+/// Rows that touch distinct rows of the database, by kind.
+#[derive(Default)]
+struct Segment {
+    /// Each row touched, with the statement and the place of its values.
+    touched: HashMap<Key, (Sql, usize)>,
+    rows: [Vec<Vec<Value>>; Sql::COUNT],
+}
+
+impl Segment {
+    fn add(&mut self, row: Row) {
+        let kind = &mut self.rows[row.sql as usize];
+        self.touched.insert(row.key, (row.sql, kind.len()));
+        kind.push(row.values);
+    }
+
+    /// Folds a change of a row this segment inserts into its insert; false when it cannot.
+    fn fold(&mut self, row: &Row) -> bool {
+        let Some(&(sql, at)) = self.touched.get(&row.key) else {
+            return false;
+        };
+        let inserted = &mut self.rows[sql as usize][at];
+        match (sql, row.sql) {
+            (Sql::InsertTask, _) => fold_task(inserted, row),
+            (Sql::InsertAttempt, _) => fold_attempt(inserted, row),
+            _ => false,
+        }
+    }
+
+    /// One statement per kind with rows (their order within a segment does not matter: no row
+    /// is touched twice), then an empty segment.
+    fn flush(&mut self, statements: &mut Vec<Statement>) {
+        for sql in Sql::ALL {
+            let rows = std::mem::take(&mut self.rows[sql as usize]);
+            if !rows.is_empty() {
+                statements.push((sql, columns(rows)));
+            }
+        }
+        self.touched.clear();
+    }
+}
+
+/// Rows into one array per column.
+fn columns(rows: Vec<Vec<Value>>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    let width = rows[0].len();
+    let mut by_column: Vec<Vec<Value>> =
+        (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
+    for row in rows {
+        debug_assert_eq!(row.len(), width);
+        for (column, value) in by_column.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    by_column.into_iter().map(array).collect()
+}
+
+fn array(values: Vec<Value>) -> Box<dyn ToSql + Sync + Send> {
+    macro_rules! collect {
+        ($variant:ident) => {
+            Box::new(
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::$variant(x) => x,
+                        other => unreachable!("a column mixes {other:?} in"),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+    }
+    match values[0] {
+        Value::Uuid(_) => collect!(Uuid),
+        Value::Text(_) => collect!(Text),
+        Value::Int(_) => collect!(Int),
+        Value::Big(_) => collect!(Big),
+        Value::Float(_) => collect!(Float),
+    }
+}
+
+/// The statements the writer runs, each over `unnest` of one array per column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sql {
     InsertTask,
@@ -99,52 +244,79 @@ impl Sql {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
                     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
                     attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
-                    replicas, quorum, vote)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, NULL, $13, $13,
-                    $14, $15, $16, $17, $18)"
+                    replicas, quorum, vote, result, not_before)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[],
+                    $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],
+                    $12::text[], $13::int[], $14::bigint[], $15::bigint[], $16::bigint[],
+                    $17::text[], $18::text[], $19::int[], $20::int[], $21::text[], $22::text[],
+                    $23::bigint[])"
             }
             Sql::InsertAttempt => {
-                "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name)
-                 VALUES ($1, $2, $3, $4, $5)"
+                "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name,
+                    ended_at, outcome, error, output)
+                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::bigint[],
+                    $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])"
             }
-            Sql::TaskReady => "UPDATE tasks SET status = 'queued', updated_at = $2 WHERE id = $1",
+            Sql::TaskReady => {
+                "UPDATE tasks t SET status = 'queued', updated_at = u.at
+                 FROM unnest($1::uuid[], $2::bigint[]) AS u(id, at) WHERE t.id = u.id"
+            }
             Sql::TaskRunning => {
-                "UPDATE tasks SET status = 'running', attempts = $2, lease_until = $3,
-                    not_before = NULL, updated_at = $4 WHERE id = $1"
+                "UPDATE tasks t SET status = 'running', attempts = u.attempt,
+                    lease_until = u.lease_until, not_before = NULL, updated_at = u.at
+                 FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[])
+                    AS u(id, attempt, lease_until, at)
+                 WHERE t.id = u.id"
             }
             Sql::AttemptEnded => {
-                "UPDATE attempts SET ended_at = $3, outcome = $4, error = $5
-                 WHERE task_id = $1 AND attempt = $2"
+                "UPDATE attempts a SET ended_at = u.ended_at, outcome = u.outcome, error = u.error
+                 FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[])
+                    AS u(task_id, attempt, ended_at, outcome, error)
+                 WHERE a.task_id = u.task_id AND a.attempt = u.attempt"
             }
             Sql::ReplicaEnded => {
-                "UPDATE attempts SET ended_at = $3, outcome = $4, error = $5, output = $6
-                 WHERE task_id = $1 AND attempt = $2"
+                "UPDATE attempts a SET ended_at = u.ended_at, outcome = u.outcome, error = u.error,
+                    output = u.output
+                 FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[],
+                    $6::text[]) AS u(task_id, attempt, ended_at, outcome, error, output)
+                 WHERE a.task_id = u.task_id AND a.attempt = u.attempt"
             }
             Sql::TaskAfterAttempt => {
-                "UPDATE tasks SET status = $2, result = $3, error = $4, not_before = $5,
-                    lease_until = NULL, updated_at = $6 WHERE id = $1"
+                "UPDATE tasks t SET status = u.status, result = u.result, error = u.error,
+                    not_before = u.not_before, lease_until = NULL, updated_at = u.at
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                    $6::bigint[]) AS u(id, status, result, error, not_before, at)
+                 WHERE t.id = u.id"
             }
             Sql::TaskFinished => {
-                "UPDATE tasks SET status = $2, error = $3, result = $5, not_before = NULL,
-                    lease_until = NULL, updated_at = $4 WHERE id = $1"
+                "UPDATE tasks t SET status = u.status, error = u.error, result = u.result,
+                    not_before = NULL, lease_until = NULL, updated_at = u.at
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                    AS u(id, status, error, at, result)
+                 WHERE t.id = u.id"
             }
             Sql::UpsertAgent => {
                 "INSERT INTO agents
                     (id, name, capabilities, slots, state, connected_at, last_heartbeat, stats)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
+                    $6::bigint[], $7::bigint[], $8::text[])
                  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
                     capabilities = EXCLUDED.capabilities, slots = EXCLUDED.slots,
                     state = EXCLUDED.state, connected_at = EXCLUDED.connected_at,
                     last_heartbeat = EXCLUDED.last_heartbeat, stats = EXCLUDED.stats"
             }
             Sql::AttemptAgent => {
-                "UPDATE attempts SET agent_id = $3 WHERE task_id = $1 AND attempt = $2"
+                "UPDATE attempts a SET agent_id = u.agent
+                 FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS u(task_id, attempt, agent)
+                 WHERE a.task_id = u.task_id AND a.attempt = u.attempt"
             }
-            Sql::DeleteAgent => "DELETE FROM agents WHERE id = $1",
+            Sql::DeleteAgent => "DELETE FROM agents WHERE id = ANY($1::uuid[])",
             Sql::UpsertEstimate => {
                 "INSERT INTO estimates (identity, capability, successes, failures, latency_ms,
                     deviation_ms, samples, updated_at, assigned, assigned_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[],
+                    $5::float8[], $6::float8[], $7::bigint[], $8::bigint[], $9::float8[],
+                    $10::bigint[])
                  ON CONFLICT (identity, capability) DO UPDATE SET
                     successes = EXCLUDED.successes, failures = EXCLUDED.failures,
                     latency_ms = EXCLUDED.latency_ms, deviation_ms = EXCLUDED.deviation_ms,
@@ -155,56 +327,175 @@ impl Sql {
     }
 }
 
-/// Boxes a parameter.
-fn p(value: impl ToSql + Sync + Send + 'static) -> Box<dyn ToSql + Sync + Send> {
-    Box::new(value)
-}
-
 fn int(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn insert_task(spec: &TaskSpec, status: TaskStatus, error: Option<&str>) -> Params {
-    vec![
-        p(spec.id.0),
-        p(spec.capability.as_str().to_string()),
-        p(spec.payload.to_string()),
-        p(i32::from(spec.priority)),
-        p(int(spec.max_attempts)),
-        p(spec.timeout_ms as i64),
-        p(spec.backoff.base_ms as i64),
-        p(spec.backoff.max_ms as i64),
-        p(spec.idempotency_key.clone()),
-        p(join_ids(&spec.depends_on)),
-        p(status.as_str()),
-        p(error.map(str::to_string)),
-        p(ts(spec.created_at)),
-        p(spec.submitted_by.as_deref().map(str::to_string)),
-        // NULL for the default keeps the common row as small as before.
-        p((spec.on_parent_failure != OnParentFailure::Fail)
-            .then_some(spec.on_parent_failure.as_str())),
-        p(spec.consensus.as_ref().map(|c| i32::from(c.replicas))),
-        p(spec.consensus.as_ref().map(|c| i32::from(c.quorum))),
-        p(spec
-            .consensus
-            .as_ref()
-            .and_then(|c| c.vote.as_deref().map(str::to_string))),
-    ]
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(Some(s.into()))
 }
 
-fn rows_of(change: &Change, rows: &mut Vec<(Sql, Params)>) {
+fn uuid(id: Uuid) -> Value {
+    Value::Uuid(Some(id))
+}
+
+fn int_v(n: i32) -> Value {
+    Value::Int(Some(n))
+}
+
+fn big(n: i64) -> Value {
+    Value::Big(Some(n))
+}
+
+fn float(x: f64) -> Value {
+    Value::Float(Some(x))
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    Value::Text(s.map(str::to_string))
+}
+
+fn insert_task(spec: &TaskSpec, status: TaskStatus, error: Option<&str>) -> Row {
+    let consensus = spec.consensus.as_deref();
+    Row {
+        sql: Sql::InsertTask,
+        key: Key::Task(spec.id.0),
+        values: vec![
+            uuid(spec.id.0),
+            text(spec.capability.as_str()),
+            text(&*spec.payload),
+            int_v(i32::from(spec.priority)),
+            int_v(int(spec.max_attempts)),
+            big(spec.timeout_ms as i64),
+            big(spec.backoff.base_ms as i64),
+            big(spec.backoff.max_ms as i64),
+            opt_text(spec.idempotency_key.as_deref()),
+            Value::Text(join_ids(&spec.depends_on)),
+            text(status.as_str()),
+            opt_text(error),
+            int_v(0),
+            Value::Big(None),
+            big(ts(spec.created_at)),
+            big(ts(spec.created_at)),
+            opt_text(spec.submitted_by.as_deref()),
+            // NULL for the default keeps the common row as small as before.
+            opt_text(
+                (spec.on_parent_failure != OnParentFailure::Fail)
+                    .then_some(spec.on_parent_failure.as_str()),
+            ),
+            Value::Int(consensus.map(|c| i32::from(c.replicas))),
+            Value::Int(consensus.map(|c| i32::from(c.quorum))),
+            opt_text(consensus.and_then(|c| c.vote.as_deref())),
+            Value::Text(None),
+            Value::Big(None),
+        ],
+    }
+}
+
+/// Where `insert_task` puts the columns a later change may set.
+mod task_column {
+    pub const STATUS: usize = 10;
+    pub const ERROR: usize = 11;
+    pub const ATTEMPTS: usize = 12;
+    pub const LEASE_UNTIL: usize = 13;
+    pub const UPDATED_AT: usize = 15;
+    pub const RESULT: usize = 21;
+    pub const NOT_BEFORE: usize = 22;
+}
+
+/// Applies a later change of a task to the values of its insert, as its UPDATE would.
+fn fold_task(inserted: &mut [Value], row: &Row) -> bool {
+    use task_column::*;
+    let v = &row.values;
+    match row.sql {
+        Sql::TaskReady => {
+            inserted[STATUS] = text("queued");
+            inserted[UPDATED_AT] = v[1].clone();
+        }
+        Sql::TaskRunning => {
+            inserted[STATUS] = text("running");
+            inserted[ATTEMPTS] = v[1].clone();
+            inserted[LEASE_UNTIL] = v[2].clone();
+            inserted[NOT_BEFORE] = Value::Big(None);
+            inserted[UPDATED_AT] = v[3].clone();
+        }
+        Sql::TaskAfterAttempt => {
+            inserted[STATUS] = v[1].clone();
+            inserted[RESULT] = v[2].clone();
+            inserted[ERROR] = v[3].clone();
+            inserted[NOT_BEFORE] = v[4].clone();
+            inserted[LEASE_UNTIL] = Value::Big(None);
+            inserted[UPDATED_AT] = v[5].clone();
+        }
+        Sql::TaskFinished => {
+            inserted[STATUS] = v[1].clone();
+            inserted[ERROR] = v[2].clone();
+            inserted[UPDATED_AT] = v[3].clone();
+            inserted[RESULT] = v[4].clone();
+            inserted[NOT_BEFORE] = Value::Big(None);
+            inserted[LEASE_UNTIL] = Value::Big(None);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Applies a later change of an attempt to the values of its insert.
+fn fold_attempt(inserted: &mut [Value], row: &Row) -> bool {
+    const AGENT: usize = 2;
+    const ENDED_AT: usize = 5;
+    let v = &row.values;
+    match row.sql {
+        Sql::AttemptEnded | Sql::ReplicaEnded => {
+            inserted[ENDED_AT] = v[2].clone();
+            inserted[ENDED_AT + 1] = v[3].clone();
+            inserted[ENDED_AT + 2] = v[4].clone();
+            if row.sql == Sql::ReplicaEnded {
+                inserted[ENDED_AT + 3] = v[5].clone();
+            }
+        }
+        Sql::AttemptAgent => inserted[AGENT] = v[2].clone(),
+        _ => return false,
+    }
+    true
+}
+
+fn insert_attempt(
+    task: Uuid,
+    attempt: u32,
+    agent: Uuid,
+    started_at: Timestamp,
+    identity: Option<&str>,
+) -> Row {
+    Row {
+        sql: Sql::InsertAttempt,
+        key: Key::Attempt(task, int(attempt)),
+        values: vec![
+            uuid(task),
+            int_v(int(attempt)),
+            uuid(agent),
+            big(ts(started_at)),
+            opt_text(identity),
+            Value::Big(None),
+            Value::Text(None),
+            Value::Text(None),
+            Value::Text(None),
+        ],
+    }
+}
+
+fn rows_of(change: &Change, rows: &mut Vec<Row>) {
     match change {
         Change::TaskCreated {
             spec,
             status,
             error,
-        } => rows.push((
-            Sql::InsertTask,
-            insert_task(spec, *status, error.as_deref()),
-        )),
-        Change::TaskReady { task, at, .. } => {
-            rows.push((Sql::TaskReady, vec![p(task.0), p(ts(*at))]));
-        }
+        } => rows.push(insert_task(spec, *status, error.as_deref())),
+        Change::TaskReady { task, at, .. } => rows.push(Row {
+            sql: Sql::TaskReady,
+            key: Key::Task(task.0),
+            values: vec![uuid(task.0), big(ts(*at))],
+        }),
         Change::AttemptStarted {
             spec,
             attempt,
@@ -214,24 +505,22 @@ fn rows_of(change: &Change, rows: &mut Vec<(Sql, Params)>) {
             identity,
             ..
         } => {
-            rows.push((
-                Sql::TaskRunning,
-                vec![
-                    p(spec.id.0),
-                    p(int(*attempt)),
-                    p(ts(*lease_until)),
-                    p(ts(*started_at)),
+            rows.push(Row {
+                sql: Sql::TaskRunning,
+                key: Key::Task(spec.id.0),
+                values: vec![
+                    uuid(spec.id.0),
+                    int_v(int(*attempt)),
+                    big(ts(*lease_until)),
+                    big(ts(*started_at)),
                 ],
-            ));
-            rows.push((
-                Sql::InsertAttempt,
-                vec![
-                    p(spec.id.0),
-                    p(int(*attempt)),
-                    p(agent.0),
-                    p(ts(*started_at)),
-                    p(identity.as_deref().map(str::to_string)),
-                ],
+            });
+            rows.push(insert_attempt(
+                spec.id.0,
+                *attempt,
+                agent.0,
+                *started_at,
+                identity.as_deref(),
             ));
         }
         Change::AttemptEnded {
@@ -244,47 +533,45 @@ fn rows_of(change: &Change, rows: &mut Vec<(Sql, Params)>) {
             next,
             ..
         } => {
-            let output = output.as_deref().map(str::to_string);
+            let attempt_key = Key::Attempt(task.0, int(*attempt));
+            let mut ended = vec![
+                uuid(task.0),
+                int_v(int(*attempt)),
+                big(ts(*ended_at)),
+                text(outcome.as_str()),
+                opt_text(error.as_deref()),
+            ];
             if *next == NextStatus::Voting {
                 // A replica: its result is kept on the attempt; the task runs on.
-                rows.push((
-                    Sql::ReplicaEnded,
-                    vec![
-                        p(task.0),
-                        p(int(*attempt)),
-                        p(ts(*ended_at)),
-                        p(outcome.as_str()),
-                        p(error.clone()),
-                        p(output),
-                    ],
-                ));
+                ended.push(opt_text(output.as_deref()));
+                rows.push(Row {
+                    sql: Sql::ReplicaEnded,
+                    key: attempt_key,
+                    values: ended,
+                });
                 return;
             }
-            rows.push((
-                Sql::AttemptEnded,
-                vec![
-                    p(task.0),
-                    p(int(*attempt)),
-                    p(ts(*ended_at)),
-                    p(outcome.as_str()),
-                    p(error.clone()),
-                ],
-            ));
+            rows.push(Row {
+                sql: Sql::AttemptEnded,
+                key: attempt_key,
+                values: ended,
+            });
             let not_before = match next {
                 NextStatus::Retry { not_before } => Some(ts(*not_before)),
                 _ => None,
             };
-            rows.push((
-                Sql::TaskAfterAttempt,
-                vec![
-                    p(task.0),
-                    p(next.status().as_str()),
-                    p(output),
-                    p(error.clone()),
-                    p(not_before),
-                    p(ts(*ended_at)),
+            rows.push(Row {
+                sql: Sql::TaskAfterAttempt,
+                key: Key::Task(task.0),
+                values: vec![
+                    uuid(task.0),
+                    text(next.status().as_str()),
+                    opt_text(output.as_deref()),
+                    opt_text(error.as_deref()),
+                    Value::Big(not_before),
+                    big(ts(*ended_at)),
                 ],
-            ));
+            });
         }
         Change::TaskFinished {
             task,
@@ -295,16 +582,17 @@ fn rows_of(change: &Change, rows: &mut Vec<(Sql, Params)>) {
             ..
         } => {
             debug_assert!(status.is_terminal());
-            rows.push((
-                Sql::TaskFinished,
-                vec![
-                    p(task.0),
-                    p(status.as_str()),
-                    p(error.as_deref().map(str::to_string)),
-                    p(ts(*at)),
-                    p(result.as_deref().map(str::to_string)),
+            rows.push(Row {
+                sql: Sql::TaskFinished,
+                key: Key::Task(task.0),
+                values: vec![
+                    uuid(task.0),
+                    text(status.as_str()),
+                    opt_text(error.as_deref()),
+                    big(ts(*at)),
+                    opt_text(result.as_deref()),
                 ],
-            ));
+            });
         }
         Change::AgentChanged(agent) => {
             let capabilities: serde_json::Map<String, serde_json::Value> = agent
@@ -324,50 +612,159 @@ fn rows_of(change: &Change, rows: &mut Vec<(Sql, Params)>) {
                     (c.to_string(), counters)
                 })
                 .collect();
-            rows.push((
-                Sql::UpsertAgent,
-                vec![
-                    p(agent.id.0),
-                    p(agent.spec.name.clone()),
-                    p(serde_json::Value::Object(capabilities).to_string()),
-                    p(int(agent.spec.slots)),
-                    p(agent.state.as_str()),
-                    p(ts(agent.connected_at)),
-                    p(ts(agent.last_heartbeat)),
-                    p(serde_json::Value::Object(stats).to_string()),
+            rows.push(Row {
+                sql: Sql::UpsertAgent,
+                key: Key::Agent(agent.id.0),
+                values: vec![
+                    uuid(agent.id.0),
+                    text(agent.spec.name.as_str()),
+                    text(serde_json::Value::Object(capabilities).to_string()),
+                    int_v(int(agent.spec.slots)),
+                    text(agent.state.as_str()),
+                    big(ts(agent.connected_at)),
+                    big(ts(agent.last_heartbeat)),
+                    text(serde_json::Value::Object(stats).to_string()),
                 ],
-            ));
+            });
         }
         Change::AttemptReattached {
             task,
             attempt,
             agent,
-        } => rows.push((
-            Sql::AttemptAgent,
-            vec![p(task.0), p(int(*attempt)), p(agent.0)],
-        )),
-        Change::AgentForgotten { agent } => rows.push((Sql::DeleteAgent, vec![p(agent.0)])),
+        } => rows.push(Row {
+            sql: Sql::AttemptAgent,
+            key: Key::Attempt(task.0, int(*attempt)),
+            values: vec![uuid(task.0), int_v(int(*attempt)), uuid(agent.0)],
+        }),
+        Change::AgentForgotten { agent } => rows.push(Row {
+            sql: Sql::DeleteAgent,
+            key: Key::Agent(agent.0),
+            values: vec![uuid(agent.0)],
+        }),
         Change::Learned(learned) => {
             let e = &learned.estimate;
-            rows.push((
-                Sql::UpsertEstimate,
-                vec![
-                    p(learned.identity.to_string()),
-                    p(learned.capability.as_str().to_string()),
-                    p(e.successes),
-                    p(e.failures),
-                    p(e.latency_ms),
-                    p(e.deviation_ms),
-                    p(e.samples as i64),
-                    p(ts(e.updated_at)),
-                    p(e.assigned),
-                    p(ts(e.assigned_at)),
+            rows.push(Row {
+                sql: Sql::UpsertEstimate,
+                key: Key::Estimate(
+                    learned.identity.to_string(),
+                    learned.capability.as_str().to_string(),
+                ),
+                values: vec![
+                    text(&*learned.identity),
+                    text(learned.capability.as_str()),
+                    float(e.successes),
+                    float(e.failures),
+                    float(e.latency_ms),
+                    float(e.deviation_ms),
+                    big(e.samples as i64),
+                    big(ts(e.updated_at)),
+                    float(e.assigned),
+                    big(ts(e.assigned_at)),
                 ],
-            ));
+            });
         }
         Change::SendCancel { .. }
         | Change::SendResume { .. }
         | Change::SendDrain { .. }
         | Change::CloseAgent { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hive_core::{AgentId, AttemptOutcome, TaskId};
+
+    use super::*;
+    use crate::suite::spec;
+
+    fn started(n: u128, attempt: u32) -> Change {
+        Change::AttemptStarted {
+            spec: spec(n),
+            attempt,
+            agent: AgentId(Uuid::from_u128(9)),
+            started_at: Timestamp(15),
+            lease_until: Timestamp(1_015),
+            queued_ms: 0,
+            inputs: vec![],
+            identity: None,
+        }
+    }
+
+    fn failed(n: u128, attempt: u32) -> Change {
+        Change::AttemptEnded {
+            task: TaskId(Uuid::from_u128(n)),
+            capability: spec(n).capability.clone(),
+            attempt,
+            agent: None,
+            created_at: Timestamp(10),
+            started_at: Timestamp(15),
+            ended_at: Timestamp(20),
+            outcome: AttemptOutcome::Failed,
+            output: None,
+            error: Some("no".into()),
+            next: NextStatus::Retry {
+                not_before: Timestamp(30),
+            },
+        }
+    }
+
+    fn kinds(statements: &[Statement]) -> Vec<Sql> {
+        statements.iter().map(|(sql, _)| *sql).collect()
+    }
+
+    #[test]
+    fn rows_of_distinct_tasks_share_one_statement_per_kind() {
+        let created: Vec<Change> = (1..=50)
+            .map(|n| Change::TaskCreated {
+                spec: spec(n),
+                status: TaskStatus::Waiting,
+                error: None,
+            })
+            .collect();
+        let statements = plan(&[&created[..25], &created[25..]]);
+        assert_eq!(kinds(&statements), vec![Sql::InsertTask]);
+        assert_eq!(statements[0].1.len(), 23, "one array per column");
+    }
+
+    #[test]
+    fn changes_of_a_row_inserted_in_the_segment_fold_into_its_insert() {
+        let queued = Change::TaskCreated {
+            spec: Arc::new((*spec(1)).clone()),
+            status: TaskStatus::Queued,
+            error: None,
+        };
+        // Task 1 is created, started, fails and is started again; task 2 starts beside it.
+        let changes = [
+            queued,
+            started(1, 1),
+            started(2, 1),
+            failed(1, 1),
+            started(1, 2),
+        ];
+        let statements = plan(&[&changes]);
+        assert_eq!(
+            kinds(&statements),
+            vec![Sql::InsertTask, Sql::InsertAttempt, Sql::TaskRunning],
+            "task 1 and its first attempt written once, as they end up"
+        );
+    }
+
+    #[test]
+    fn a_row_updated_again_waits_for_the_next_segment_so_changes_apply_in_order() {
+        // Task 1 exists already: its updates cannot fold into an insert.
+        let changes = [started(1, 1), failed(1, 1), started(1, 2)];
+        let statements = plan(&[&changes]);
+        assert_eq!(
+            kinds(&statements),
+            vec![
+                Sql::InsertAttempt,
+                Sql::TaskRunning,
+                Sql::TaskAfterAttempt,
+                Sql::InsertAttempt,
+                Sql::TaskRunning,
+            ]
+        );
     }
 }
