@@ -79,8 +79,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub hub_config: Option<PathBuf>,
     /// Run the hub the bench starts on PostgreSQL: a server URL whose user may create schemas
-    /// (each hub gets a new schema, dropped after). The routing and consensus workloads' own
-    /// hubs stay on SQLite.
+    /// (each hub gets a new schema, dropped after; a password in the URL shows on the hub's
+    /// command line). The routing and consensus workloads' own hubs stay on SQLite.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
     /// Swarm broadcasts in flight at once (each sender waits for all replies before its next).

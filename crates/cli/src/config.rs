@@ -239,7 +239,6 @@ pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
     Ok(toml::from_str(text)?)
 }
 
-/// Flags win over the file, the file over the defaults.
 /// `--store` / `[store] url` and the pool's bounds: PostgreSQL, or `None` for SQLite.
 fn postgres(flag: Option<String>, store: &StoreSection) -> anyhow::Result<Option<PostgresConfig>> {
     let Some(url) = flag.or(store.url.clone()) else {
@@ -269,6 +268,7 @@ fn postgres(flag: Option<String>, store: &StoreSection) -> anyhow::Result<Option
     Ok(Some(PostgresConfig { url, pool }))
 }
 
+/// Flags win over the file, the file over the defaults.
 pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     let listen_text = args
         .listen

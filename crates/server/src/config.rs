@@ -51,10 +51,20 @@ pub struct HubConfig {
 }
 
 /// `[store] url = "postgres://..."`: the database, and the bounds of the connection pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
     pub url: String,
     pub pool: hive_store::postgres::PoolBounds,
+}
+
+/// Without the password: the configuration may be logged.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &hive_store::postgres::redact(&self.url))
+            .field("pool", &self.pool)
+            .finish()
+    }
 }
 
 /// `[routing]`: the policy and how much it may explore. (How fast what it learns fades,

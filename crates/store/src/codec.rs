@@ -1,6 +1,6 @@
 //! Column encodings shared by both backends' readers and writers.
 
-use hive_core::{AgentId, TaskId, TaskStatus, Timestamp};
+use hive_core::{AgentId, TaskEnd, TaskId, TaskStatus, Timestamp};
 
 use crate::StoreError;
 
@@ -59,4 +59,48 @@ pub fn list_to_json(list: &Option<Vec<String>>) -> Option<String> {
 pub fn list_from_json(text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
     text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
         .transpose()
+}
+
+/// How a task ended, from its stored status, result and error; `None` while it is not finished.
+pub fn task_end(
+    status_text: &str,
+    result: Option<String>,
+    error: Option<String>,
+) -> Result<Option<TaskEnd>, StoreError> {
+    Ok(match status(status_text)? {
+        TaskStatus::Succeeded => Some(TaskEnd::Succeeded(
+            result.as_deref().unwrap_or("null").into(),
+        )),
+        status if status.is_terminal() => Some(TaskEnd::Unsuccessful {
+            status,
+            error: error.as_deref().unwrap_or(status.as_str()).into(),
+        }),
+        _ => None,
+    })
+}
+
+/// An agent's capabilities (name -> level) and per-capability counters, as the JSON text kept in
+/// its row.
+pub fn agent_json(agent: &hive_core::AgentSnapshot) -> (String, String) {
+    let capabilities: serde_json::Map<String, serde_json::Value> = agent
+        .spec
+        .capabilities
+        .iter()
+        .map(|(c, l)| (c.to_string(), serde_json::json!(l)))
+        .collect();
+    let stats: serde_json::Map<String, serde_json::Value> = agent
+        .stats
+        .iter()
+        .map(|(c, s)| {
+            let counters = serde_json::json!({
+                "completed": s.completed, "failed": s.failed,
+                "total_latency_ms": s.total_latency_ms,
+            });
+            (c.to_string(), counters)
+        })
+        .collect();
+    (
+        serde_json::Value::Object(capabilities).to_string(),
+        serde_json::Value::Object(stats).to_string(),
+    )
 }

@@ -25,15 +25,16 @@ pub trait Backend: Sized {
     fn reopen(self) -> Self;
 }
 
-/// A `#[test]` per function of the suite, each on a backend from `$open` (an `Option`: `None`
-/// skips, for a PostgreSQL that is not configured).
+/// A `#[test]` per function of the suite, each on a backend from `$open(test_name)` (an
+/// `Option`: `None` skips, for a PostgreSQL that is not configured).
 macro_rules! store_suite {
-    ($open:expr) => {
+    ($open:path) => {
         store_suite!(@tests $open;
             a_task_and_its_attempts_round_trip,
             a_consensus_task_keeps_its_replicas_results_and_its_agreed_value,
             how_a_task_ended_is_read_for_its_dependents,
             a_failed_transaction_writes_nothing,
+            a_long_group_that_fails_at_its_end_writes_nothing,
             listing_pages_newest_first_and_filters,
             reopening_keeps_data_and_does_not_migrate_twice,
             group_commit_answers_each_batch_after_its_commit,
@@ -44,11 +45,11 @@ macro_rules! store_suite {
             the_alert_history_is_read_newest_first,
         );
     };
-    (@tests $open:expr; $($name:ident,)*) => {
+    (@tests $open:path; $($name:ident,)*) => {
         $(
             #[test]
             fn $name() {
-                if let Some(backend) = $open {
+                if let Some(backend) = $open(stringify!($name)) {
                     $crate::suite::$name(backend);
                 }
             }
@@ -567,4 +568,35 @@ pub fn a_task_whose_whole_life_is_one_commit_is_stored_as_if_written_step_by_ste
         )
     );
     assert_eq!(one.attempt_log, two.attempt_log);
+}
+
+/// Forty updates of one row are forty statements on PostgreSQL (each touch of the row a segment
+/// of its own), sent in one pipeline: the last change failing must undo all of them.
+pub fn a_long_group_that_fails_at_its_end_writes_nothing(b: impl Backend) {
+    let mut writer = b.writer();
+    writer.apply(&[&[created(1)]]).unwrap();
+    let ready = |at: u64| Change::TaskReady {
+        task: spec(1).id,
+        capability: spec(1).capability.clone(),
+        at: Timestamp(at),
+    };
+    let mut group: Vec<Change> = (100..140).map(ready).collect();
+    group.push(created(2));
+    // Task 1 again: its primary key is taken.
+    group.push(created(1));
+    assert!(writer.apply(&[&group]).is_err());
+    let reader = b.reader();
+    let one = reader.get_task(spec(1).id).unwrap().unwrap();
+    assert_eq!(
+        (one.status, one.updated_at),
+        (TaskStatus::Waiting, Timestamp(10))
+    );
+    assert!(reader.get_task(spec(2).id).unwrap().is_none());
+    // The writer goes on after the failure.
+    writer.apply(&[&[ready(200)]]).unwrap();
+    let one = reader.get_task(spec(1).id).unwrap().unwrap();
+    assert_eq!(
+        (one.status, one.updated_at),
+        (TaskStatus::Queued, Timestamp(200))
+    );
 }

@@ -15,7 +15,8 @@
 //!   again (`epoch`).
 //!
 //! A key or parent the actor still knew when it sent the read but no longer knows when it comes
-//! back (committed and forgotten meanwhile) is read in one more round.
+//! back (committed and forgotten meanwhile) is read in one more round, which keeps the first
+//! round's `seen` (`Found::since`), so that the first round's answers stay exact through it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub struct Found {
     pub keys: HashMap<String, Option<(TaskId, TaskStatus)>>,
     /// Parent -> how it ended (`None`: unknown, or not finished when read).
     pub ends: HashMap<TaskId, Option<TaskEnd>>,
+    /// When the first round's read began (the last batch committed then). A later round
+    /// registers this, not a newer number: the first round's answers rely on the actor keeping
+    /// everything committed since, until the submission is decided.
+    pub since: Option<u64>,
 }
 
 /// What the actor misses to decide a submission.
@@ -82,6 +87,7 @@ impl Lookups {
     }
 
     /// Reads what is missing on the blocking pool, adding to what an earlier round found.
+    /// `seen`: the last batch committed now (an earlier round's, when there was one, wins).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
@@ -92,6 +98,7 @@ impl Lookups {
         missing: Missing,
         seen: u64,
     ) {
+        let seen = *found.since.get_or_insert(seen);
         *self.in_flight.entry(seen).or_default() += 1;
         let reader = self.reader.clone();
         let back = self.back.clone();
@@ -182,6 +189,30 @@ mod tests {
         fn load_learned(&self) -> Result<Vec<hive_core::LearnedEstimate>, StoreError> {
             Ok(Vec::new())
         }
+    }
+
+    #[tokio::test]
+    async fn a_second_round_keeps_what_the_first_relied_on() {
+        let (mut lookups, mut back) = Lookups::new(Arc::new(Empty));
+        let missing = || Missing {
+            keys: HashSet::from(["k".to_string()]),
+            parents: HashSet::new(),
+        };
+        let (reply, _) = tokio::sync::oneshot::channel();
+        lookups.start(Vec::new(), false, reply, Found::default(), missing(), 3);
+        let first = back.recv().await.unwrap();
+        assert_eq!(first.seen, 3);
+        lookups.ended(first.seen);
+        // More is missing: a second round begins with batch 8 committed, but the first
+        // round's answer about "k" dates from batch 3.
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let found = first.found.unwrap();
+        lookups.start(Vec::new(), false, reply, found, missing(), 8);
+        assert_eq!(lookups.forget_through(9), 3);
+        let second = back.recv().await.unwrap();
+        assert_eq!(second.seen, 3);
+        lookups.ended(second.seen);
+        assert_eq!(lookups.forget_through(9), 9);
     }
 
     #[tokio::test]

@@ -197,7 +197,13 @@ impl Actor {
             let first = tokio::select! {
                 command = commands.recv() => command,
                 Some(submission) = looked_up.recv() => {
-                    self.resume_submit(submission, self.clock.now());
+                    let now = self.clock.now();
+                    self.scheduler.advance(now);
+                    self.resume_submit(submission, now);
+                    // Every submission back by now goes into the same batch.
+                    while let Ok(more) = looked_up.try_recv() {
+                        self.resume_submit(more, now);
+                    }
                     self.flush().await;
                     continue;
                 }

@@ -4,7 +4,8 @@
 //! The store traits are synchronous (the group-commit writer is a thread; reads run on the
 //! blocking pool), while tokio-postgres is asynchronous. The store owns a small runtime of its
 //! own where the connections live; a trait call sends its future there and waits for the answer
-//! ([`PgStore::block`]), which is safe from any thread, runtime worker or not.
+//! (`Shared::block`), which is safe from any thread, runtime worker or not (but the store's
+//! own, which never calls it).
 //!
 //! [`PgStore::open`] connects, applies migrations (`migrations/postgres/`, numbered like
 //! SQLite's) under an advisory lock, so that hubs starting together apply each once, and warms
@@ -55,6 +56,10 @@ const MIGRATION_LOCK: i64 = 0x4849_5645; // "HIVE"
 /// How long a request waits for a connection, and a new connection for the server, before the
 /// store answers that the database is unavailable.
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a connection may go without an answer from the server's machine before it counts
+/// as broken (TCP's own acknowledgements and keepalives, so a slow query is not cut off).
+const DEAD_AFTER: Duration = Duration::from_secs(15);
 
 /// The pool's size bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +143,13 @@ impl PgStore {
         })?;
         config.connect_timeout(WAIT_LIMIT);
         config.application_name("hive");
+        // A database host that vanishes without closing its connections (a crash, a cut
+        // network) must fail the requests waiting on it, not hang them: unacknowledged data is
+        // given up after DEAD_AFTER, an idle connection is probed every few seconds.
+        config.tcp_user_timeout(DEAD_AFTER);
+        config.keepalives_idle(DEAD_AFTER / 3);
+        config.keepalives_interval(DEAD_AFTER / 6);
+        config.keepalives_retries(3);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -300,8 +312,10 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password (in the user part or a `password=` parameter), for messages.
 pub fn redact(url: &str) -> String {
+    let url = redact_parameter(url);
+    let url = url.as_str();
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -317,6 +331,23 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// `password=...` (a URL parameter, or a key=value connection string's) as `password=***`.
+fn redact_parameter(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(at) = rest.find("password=") {
+        let value = at + "password=".len();
+        out.push_str(&rest[..value]);
+        out.push_str("***");
+        let end = rest[value..]
+            .find(['&', ' '])
+            .map_or(rest.len(), |n| value + n);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

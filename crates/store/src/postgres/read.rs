@@ -13,7 +13,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 
 use super::{Shared, db_error};
-use crate::codec::{from_ts, split_ids, status};
+use crate::codec::{from_ts, split_ids, status, task_end};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
@@ -148,23 +148,6 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
     })
 }
 
-fn end_from(
-    text: &str,
-    result: Option<String>,
-    error: Option<String>,
-) -> Result<Option<TaskEnd>, StoreError> {
-    Ok(match status(text)? {
-        TaskStatus::Succeeded => Some(TaskEnd::Succeeded(
-            result.as_deref().unwrap_or("null").into(),
-        )),
-        status if status.is_terminal() => Some(TaskEnd::Unsuccessful {
-            status,
-            error: error.as_deref().unwrap_or(status.as_str()).into(),
-        }),
-        _ => None,
-    })
-}
-
 impl TaskReader for PgReader {
     fn get_task(&self, id: TaskId) -> Result<Option<StoredTask>, StoreError> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
@@ -219,7 +202,7 @@ impl TaskReader for PgReader {
         let found = self.rows(
             "SELECT status, result, error FROM tasks WHERE id = $1".into(),
             vec![Box::new(id.0)],
-            |row| end_from(&col::<String>(row, 0)?, col(row, 1)?, col(row, 2)?),
+            |row| task_end(&col::<String>(row, 0)?, col(row, 1)?, col(row, 2)?),
         )?;
         Ok(found.into_iter().next().flatten())
     }

@@ -44,7 +44,7 @@ impl Backend for Postgres {
     }
 }
 
-store_suite!(postgres(module_path!()));
+store_suite!(postgres);
 
 #[test]
 fn a_database_newer_than_the_binary_is_refused() {
@@ -112,5 +112,13 @@ fn a_password_is_never_shown() {
     assert_eq!(
         redact("postgres://hive@db:5432/hive"),
         "postgres://hive@db:5432/hive"
+    );
+    assert_eq!(
+        redact("postgres://db/hive?user=hive&password=s3cret&sslmode=disable"),
+        "postgres://db/hive?user=hive&password=***&sslmode=disable"
+    );
+    assert_eq!(
+        redact("host=db user=hive password=s3cret dbname=hive"),
+        "host=db user=hive password=*** dbname=hive"
     );
 }

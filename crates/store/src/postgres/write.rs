@@ -13,13 +13,17 @@
 
 use std::collections::HashMap;
 
-use futures_util::future::try_join_all;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_util::future::{MaybeDone, maybe_done};
 use hive_core::{Change, NextStatus, OnParentFailure, TaskSpec, TaskStatus, Timestamp};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{Shared, db_error};
-use crate::codec::{join_ids, ts};
+use crate::codec::{agent_json, join_ids, ts};
 use crate::{BatchWriter, StoreError};
 
 pub struct PgWriter {
@@ -49,25 +53,46 @@ impl BatchWriter for PgWriter {
                     prepared.push(None);
                 }
             }
-            // BEGIN, the statements and COMMIT in one pipeline: one round trip. Should a
+            // BEGIN, the statements and COMMIT in one pipeline: one round trip. Each request is
+            // written to the connection when its future is first polled, so they are polled
+            // once each, in order, before any answer is awaited (a combinator's polling order is
+            // not promised: a statement sent after the COMMIT would run on its own). Should a
             // statement fail, the server aborts the transaction and turns the COMMIT into a
-            // rollback; the statement's error is what comes back.
-            let sent = statements.iter().map(|(sql, columns)| {
-                let statement = prepared[*sql as usize].as_ref().expect("prepared above");
-                client.execute_raw(
-                    statement,
-                    columns.iter().map(|c| &**c as &(dyn ToSql + Sync)),
-                )
-            });
-            let outcome = futures_util::future::try_join3(
+            // rollback; the first error in the pipeline's order is what comes back.
+            let mut pipeline: Vec<Request<'_>> = Vec::with_capacity(statements.len() + 2);
+            pipeline.push(Box::pin(maybe_done(Box::pin(
                 client.batch_execute("BEGIN"),
-                try_join_all(sent),
+            ))));
+            for (sql, columns) in &statements {
+                let statement = prepared[*sql as usize].as_ref().expect("prepared above");
+                let params = columns.iter().map(|c| &**c as &(dyn ToSql + Sync));
+                let execute = client.execute_raw(statement, params);
+                pipeline.push(Box::pin(maybe_done(Box::pin(async move {
+                    execute.await.map(|_| ())
+                }))));
+            }
+            pipeline.push(Box::pin(maybe_done(Box::pin(
                 client.batch_execute("COMMIT"),
-            )
+            ))));
+            std::future::poll_fn(|cx| {
+                for request in &mut pipeline {
+                    let _ = request.as_mut().poll(cx);
+                }
+                Poll::Ready(())
+            })
             .await;
+            let mut outcome = Ok(());
+            for mut request in pipeline {
+                request.as_mut().await;
+                if let Some(Err(e)) = request.as_mut().take_output()
+                    && outcome.is_ok()
+                {
+                    outcome = Err(e);
+                }
+            }
             if let Err(e) = outcome {
-                // Answers to the rest of the pipeline may still be on their way: this
-                // connection is not handed out again.
+                // The connection's state after a failed pipeline is not worth trusting: it is
+                // not handed out again.
                 let _ = deadpool_postgres::Object::take(client);
                 return Err(db_error(e));
             }
@@ -75,6 +100,11 @@ impl BatchWriter for PgWriter {
         })
     }
 }
+
+/// One request of the pipeline, its answer kept once it came.
+type Request<'c> = Pin<
+    Box<MaybeDone<Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'c>>>>,
+>;
 
 /// One multi-row statement: its kind and one array per column.
 type Statement = (Sql, Vec<Box<dyn ToSql + Sync + Send>>);
@@ -595,35 +625,19 @@ fn rows_of(change: &Change, rows: &mut Vec<Row>) {
             });
         }
         Change::AgentChanged(agent) => {
-            let capabilities: serde_json::Map<String, serde_json::Value> = agent
-                .spec
-                .capabilities
-                .iter()
-                .map(|(c, l)| (c.to_string(), serde_json::json!(l)))
-                .collect();
-            let stats: serde_json::Map<String, serde_json::Value> = agent
-                .stats
-                .iter()
-                .map(|(c, s)| {
-                    let counters = serde_json::json!({
-                        "completed": s.completed, "failed": s.failed,
-                        "total_latency_ms": s.total_latency_ms,
-                    });
-                    (c.to_string(), counters)
-                })
-                .collect();
+            let (capabilities, stats) = agent_json(agent);
             rows.push(Row {
                 sql: Sql::UpsertAgent,
                 key: Key::Agent(agent.id.0),
                 values: vec![
                     uuid(agent.id.0),
                     text(agent.spec.name.as_str()),
-                    text(serde_json::Value::Object(capabilities).to_string()),
+                    text(capabilities),
                     int_v(int(agent.spec.slots)),
                     text(agent.state.as_str()),
                     big(ts(agent.connected_at)),
                     big(ts(agent.last_heartbeat)),
-                    text(serde_json::Value::Object(stats).to_string()),
+                    text(stats),
                 ],
             });
         }

@@ -10,7 +10,7 @@ use hive_core::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use crate::codec::{agent_id, from_ts, split_ids, status, task_id};
+use crate::codec::{agent_id, from_ts, split_ids, status, task_end, task_id};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
@@ -262,16 +262,7 @@ impl TaskReader for SqliteReader {
             let Some((text, result, error)) = found else {
                 return Ok(None);
             };
-            Ok(match status(&text)? {
-                TaskStatus::Succeeded => Some(TaskEnd::Succeeded(
-                    result.as_deref().unwrap_or("null").into(),
-                )),
-                status if status.is_terminal() => Some(TaskEnd::Unsuccessful {
-                    status,
-                    error: error.as_deref().unwrap_or(status.as_str()).into(),
-                }),
-                _ => None,
-            })
+            task_end(&text, result, error)
         })
     }
 

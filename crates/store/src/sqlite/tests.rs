@@ -12,7 +12,7 @@ struct Sqlite {
     store: SqliteStore,
 }
 
-fn sqlite() -> Option<Sqlite> {
+fn sqlite(_test: &str) -> Option<Sqlite> {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
     Some(Sqlite { dir, store })
@@ -39,7 +39,7 @@ impl Backend for Sqlite {
     }
 }
 
-store_suite!(sqlite());
+store_suite!(sqlite);
 
 #[test]
 fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {

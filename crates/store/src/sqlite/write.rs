@@ -6,7 +6,7 @@
 use hive_core::{AgentId, Change, NextStatus, OnParentFailure, TaskId, TaskSpec, TaskStatus};
 use rusqlite::{CachedStatement, Connection, Params, params};
 
-use crate::codec::{join_ids, ts};
+use crate::codec::{agent_json, join_ids, ts};
 use crate::{BatchWriter, StoreError};
 
 pub struct SqliteWriter {
@@ -338,34 +338,18 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             )?;
         }
         Change::AgentChanged(agent) => {
-            let capabilities: serde_json::Map<String, serde_json::Value> = agent
-                .spec
-                .capabilities
-                .iter()
-                .map(|(c, l)| (c.to_string(), serde_json::json!(l)))
-                .collect();
-            let stats: serde_json::Map<String, serde_json::Value> = agent
-                .stats
-                .iter()
-                .map(|(c, s)| {
-                    let counters = serde_json::json!({
-                        "completed": s.completed, "failed": s.failed,
-                        "total_latency_ms": s.total_latency_ms,
-                    });
-                    (c.to_string(), counters)
-                })
-                .collect();
+            let (capabilities, stats) = agent_json(agent);
             st.execute(
                 Sql::UpsertAgent,
                 params![
                     agent.id.as_bytes(),
                     agent.spec.name,
-                    serde_json::Value::Object(capabilities).to_string(),
+                    capabilities,
                     agent.spec.slots,
                     agent.state.as_str(),
                     ts(agent.connected_at),
                     ts(agent.last_heartbeat),
-                    serde_json::Value::Object(stats).to_string(),
+                    stats,
                 ],
             )?;
         }
