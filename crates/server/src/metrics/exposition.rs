@@ -238,6 +238,18 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
             "Time store requests waited for a connection, in all.",
         )
         .sample("hive_store_pool_wait_seconds_total", &[], p.wait_seconds);
+        e.family(
+            "hive_store_cache_lookups_total",
+            Kind::Counter,
+            "Reads of task counts by status, by whether the store's cache answered.",
+        );
+        for (result, n) in [("hit", p.count_hits), ("miss", p.count_misses)] {
+            e.sample(
+                "hive_store_cache_lookups_total",
+                &[("query", "status_counts"), ("result", result)],
+                n as f64,
+            );
+        }
     }
 
     if let Some(p) = procfs::sample_self() {

@@ -26,7 +26,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use admin::{PgAlertLog, PgTokenStore};
-pub use read::PgReader;
+pub use read::{COUNTS_FRESH_FOR, PgReader};
 pub use write::PgWriter;
 
 use crate::StoreError;
@@ -90,6 +90,27 @@ pub struct PoolStats {
     /// Connections handed out since start, and the time they were waited for in all.
     pub acquired: u64,
     pub wait_seconds: f64,
+    /// Status counts answered from memory, and read from the database (see
+    /// [`COUNTS_FRESH_FOR`]).
+    pub count_hits: u64,
+    pub count_misses: u64,
+}
+
+/// Hits and misses of a cached query.
+#[derive(Debug, Default)]
+pub(crate) struct Lookups {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl Lookups {
+    pub(crate) fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Shared by the store's parts: the pool, the runtime it lives on, the wait counters.
@@ -99,6 +120,7 @@ pub(crate) struct Shared {
     pool: Pool,
     acquired: AtomicU64,
     wait_ns: AtomicU64,
+    count_lookups: Lookups,
 }
 
 impl Shared {
@@ -180,6 +202,7 @@ impl PgStore {
             pool,
             acquired: AtomicU64::new(0),
             wait_ns: AtomicU64::new(0),
+            count_lookups: Lookups::default(),
         });
         let min = bounds.min.min(bounds.max);
         shared.block(|shared| async move {
@@ -211,7 +234,12 @@ impl PgStore {
     }
 
     pub fn reader(&self) -> PgReader {
-        PgReader::new(self.shared.clone())
+        self.reader_caching_counts_for(COUNTS_FRESH_FOR)
+    }
+
+    /// A reader that answers status counts from memory for `fresh_for` after reading them.
+    pub fn reader_caching_counts_for(&self, fresh_for: Duration) -> PgReader {
+        PgReader::new(self.shared.clone(), fresh_for)
     }
 
     pub fn alert_log(&self) -> PgAlertLog {
@@ -248,6 +276,8 @@ impl PoolMonitor {
             waiting: status.waiting,
             acquired: shared.acquired.load(Ordering::Relaxed),
             wait_seconds: shared.wait_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count_hits: shared.count_lookups.hits.load(Ordering::Relaxed),
+            count_misses: shared.count_lookups.misses.load(Ordering::Relaxed),
         }
     }
 }
