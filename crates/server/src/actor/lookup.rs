@@ -104,7 +104,13 @@ impl Lookups {
         let back = self.back.clone();
         let epoch = self.epoch;
         tokio::task::spawn_blocking(move || {
-            let read = read_missing(&*reader, missing, &mut found).map(|()| found);
+            // A panic must still hand the submission back: a read that never returns would hold
+            // back `forget_through` (and the actor's memory) for good.
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_missing(&*reader, missing, &mut found)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::Database("a store read panicked".into())))
+            .map(|()| found);
             let _ = back.send(LookedUp {
                 specs,
                 batch,

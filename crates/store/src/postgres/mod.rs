@@ -363,17 +363,39 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `password=...` (a URL parameter, or a key=value connection string's) as `password=***`.
+/// `password=...` (a URL parameter, or a key=value connection string's, spaces around `=` and a
+/// quoted value included) as `password=***`.
 fn redact_parameter(url: &str) -> String {
     let mut out = String::with_capacity(url.len());
     let mut rest = url;
-    while let Some(at) = rest.find("password=") {
-        let value = at + "password=".len();
-        out.push_str(&rest[..value]);
+    while let Some(at) = rest.find("password") {
+        let after_key = at + "password".len();
+        let tail = &rest[after_key..];
+        let spaces = tail.len() - tail.trim_start().len();
+        let Some(value) = tail[spaces..].strip_prefix('=') else {
+            out.push_str(&rest[..after_key]);
+            rest = tail;
+            continue;
+        };
+        let value = value.trim_start();
+        let value_at = rest.len() - value.len();
+        let end = match value.strip_prefix('\'') {
+            // A quoted value ends at the first quote not escaped by a backslash.
+            Some(quoted) => {
+                let mut escaped = false;
+                let close = quoted.char_indices().find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                });
+                close.map_or(rest.len(), |(i, _)| value_at + 1 + i + 1)
+            }
+            None => value
+                .find(['&', ' ', '\t', '\n'])
+                .map_or(rest.len(), |n| value_at + n),
+        };
+        out.push_str(&rest[..value_at]);
         out.push_str("***");
-        let end = rest[value..]
-            .find(['&', ' '])
-            .map_or(rest.len(), |n| value + n);
         rest = &rest[end..];
     }
     out.push_str(rest);

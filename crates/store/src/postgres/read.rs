@@ -26,7 +26,7 @@ pub struct PgReader {
     shared: Arc<Shared>,
     /// The last status counts and when they were read, kept for `counts_fresh_for` (see
     /// [`COUNTS_FRESH_FOR`]).
-    counts: Mutex<Option<(Instant, StatusCounts)>>,
+    counts: Mutex<Option<(Instant, Result<StatusCounts, StoreError>)>>,
     counts_fresh_for: Duration,
 }
 
@@ -196,12 +196,14 @@ impl TaskReader for PgReader {
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
         // Held while counting (this runs on a blocking thread, never in a future): callers that
         // come meanwhile wait for the one scan and take its answer.
+        // A failure is kept as long as an answer: while the database is away, callers share one
+        // failed read per period instead of each waiting out the pool in turn.
         let mut cached = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, counts)) = cached.as_ref()
             && at.elapsed() < self.counts_fresh_for
         {
             self.shared.count_lookups.hit();
-            return Ok(counts.clone());
+            return counts.clone();
         }
         self.shared.count_lookups.miss();
         let counts = self.rows(
@@ -213,9 +215,9 @@ impl TaskReader for PgReader {
                     col::<i64>(row, 1)?.max(0) as u64,
                 ))
             },
-        )?;
+        );
         *cached = Some((Instant::now(), counts.clone()));
-        Ok(counts)
+        counts
     }
 
     fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {

@@ -123,6 +123,12 @@ fn a_password_is_never_shown() {
         redact("host=db user=hive password=s3cret dbname=hive"),
         "host=db user=hive password=*** dbname=hive"
     );
+    assert_eq!(
+        redact("host=db password = 's3 \\'cret' dbname=hive"),
+        "host=db password = *** dbname=hive"
+    );
+    assert_eq!(redact("password="), "password=***");
+    assert_eq!(redact("passwords"), "passwords");
 }
 
 #[test]

@@ -56,9 +56,11 @@ impl BatchWriter for PgWriter {
             // BEGIN, the statements and COMMIT in one pipeline: one round trip. Each request is
             // written to the connection when its future is first polled, so they are polled
             // once each, in order, before any answer is awaited (a combinator's polling order is
-            // not promised: a statement sent after the COMMIT would run on its own). Should a
-            // statement fail, the server aborts the transaction and turns the COMMIT into a
-            // rollback; the first error in the pipeline's order is what comes back.
+            // not promised: a statement sent after the COMMIT would run on its own). A request
+            // that fails before it is sent (its parameters cannot be encoded) stops the
+            // pipeline before the COMMIT goes out. Should a statement fail on the server, it
+            // aborts the transaction and turns the COMMIT into a rollback; the first error in
+            // the pipeline's order is what comes back.
             let mut pipeline: Vec<Request<'_>> = Vec::with_capacity(statements.len() + 2);
             pipeline.push(Box::pin(maybe_done(Box::pin(
                 client.batch_execute("BEGIN"),
@@ -71,16 +73,16 @@ impl BatchWriter for PgWriter {
                     execute.await.map(|_| ())
                 }))));
             }
-            pipeline.push(Box::pin(maybe_done(Box::pin(
-                client.batch_execute("COMMIT"),
-            ))));
-            std::future::poll_fn(|cx| {
-                for request in &mut pipeline {
-                    let _ = request.as_mut().poll(cx);
-                }
-                Poll::Ready(())
-            })
-            .await;
+            send_in_order(&mut pipeline).await;
+            let unsent = pipeline
+                .iter_mut()
+                .any(|request| matches!(request.as_mut().output_mut(), Some(Err(_))));
+            if !unsent {
+                pipeline.push(Box::pin(maybe_done(Box::pin(
+                    client.batch_execute("COMMIT"),
+                ))));
+                send_in_order(&mut pipeline).await;
+            }
             let mut outcome = Ok(());
             for mut request in pipeline {
                 request.as_mut().await;
@@ -91,14 +93,25 @@ impl BatchWriter for PgWriter {
                 }
             }
             if let Err(e) = outcome {
-                // The connection's state after a failed pipeline is not worth trusting: it is
-                // not handed out again.
+                // Not handed out again: its state after a failed pipeline is not worth trusting,
+                // and closing it rolls back a transaction left open without its COMMIT.
                 let _ = deadpool_postgres::Object::take(client);
                 return Err(db_error(e));
             }
             Ok(())
         })
     }
+}
+
+/// Polls every request of the pipeline that has not answered yet once, in order, which sends it.
+async fn send_in_order(pipeline: &mut [Request<'_>]) {
+    std::future::poll_fn(|cx| {
+        for request in pipeline.iter_mut() {
+            let _ = request.as_mut().poll(cx);
+        }
+        Poll::Ready(())
+    })
+    .await
 }
 
 /// One request of the pipeline, its answer kept once it came.
