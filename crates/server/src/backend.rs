@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use hive_store::postgres::{PgStore, PoolMonitor};
+use hive_store::postgres::{PgStore, StoreMonitor};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
 use hive_store::{AlertLog, BatchWriter, StoreError, TaskReader, TokenStore};
 
@@ -74,11 +74,11 @@ impl Backend {
         })
     }
 
-    /// Reads the connection pool's state (PostgreSQL only).
-    pub fn pool_monitor(&self) -> Option<PoolMonitor> {
+    /// Reads the store's pool and cache counters (PostgreSQL only).
+    pub fn monitor(&self) -> Option<StoreMonitor> {
         match self {
             Backend::Sqlite { .. } => None,
-            Backend::Postgres(store) => Some(store.pool_monitor()),
+            Backend::Postgres(store) => Some(store.monitor()),
         }
     }
 

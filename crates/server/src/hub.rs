@@ -110,7 +110,7 @@ impl Hub {
         let connections = Arc::new(Connections::default());
         let waiters = Arc::new(Waiters::default());
         let mut metrics = HubMetrics::new(config.metrics_enabled);
-        metrics.store_pool = backend.pool_monitor();
+        metrics.store_stats = backend.monitor();
         let metrics = Arc::new(metrics);
         let events = Arc::new(Events::default());
         let alert_log = backend.alert_log().map_err(store_error)?;

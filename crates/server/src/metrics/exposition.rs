@@ -203,8 +203,8 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
         }
     }
 
-    if let Some(pool) = &metrics.store_pool {
-        let p = pool.stats();
+    if let Some(store) = &metrics.store_stats {
+        let p = store.stats();
         e.family(
             "hive_store_pool_connections",
             Kind::Gauge,

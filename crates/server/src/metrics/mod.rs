@@ -136,8 +136,8 @@ pub struct HubMetrics {
     pub execution: Latency,
     /// Created to finished, per task that ended with an attempt.
     pub end_to_end: Latency,
-    /// The store's connection pool (PostgreSQL only), read when `/metrics` is scraped.
-    pub store_pool: Option<hive_store::postgres::PoolMonitor>,
+    /// The store's pool and cache counters (PostgreSQL only), read when `/metrics` is scraped.
+    pub store_stats: Option<hive_store::postgres::StoreMonitor>,
 }
 
 impl Default for HubMetrics {
@@ -157,7 +157,7 @@ impl HubMetrics {
             queue_wait: Latency::default(),
             execution: Latency::default(),
             end_to_end: Latency::default(),
-            store_pool: None,
+            store_stats: None,
         }
     }
 

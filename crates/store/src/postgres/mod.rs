@@ -77,9 +77,10 @@ impl Default for PoolBounds {
     }
 }
 
-/// The pool as seen now, and the time requests waited for a connection since start.
+/// The store's counters: its connection pool as seen now, the time requests waited for a
+/// connection since start, and its cache of status counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PoolStats {
+pub struct StoreStats {
     pub max: usize,
     /// Connections open.
     pub open: usize,
@@ -98,12 +99,12 @@ pub struct PoolStats {
 
 /// Hits and misses of a cached query.
 #[derive(Debug, Default)]
-pub(crate) struct Lookups {
+pub(crate) struct HitCounts {
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-impl Lookups {
+impl HitCounts {
     pub(crate) fn hit(&self) {
         self.hits.fetch_add(1, Ordering::Relaxed);
     }
@@ -120,7 +121,7 @@ pub(crate) struct Shared {
     pool: Pool,
     acquired: AtomicU64,
     wait_ns: AtomicU64,
-    count_lookups: Lookups,
+    count_cache: HitCounts,
 }
 
 impl Shared {
@@ -202,7 +203,7 @@ impl PgStore {
             pool,
             acquired: AtomicU64::new(0),
             wait_ns: AtomicU64::new(0),
-            count_lookups: Lookups::default(),
+            count_cache: HitCounts::default(),
         });
         let min = bounds.min.min(bounds.max);
         shared.block(|shared| async move {
@@ -250,41 +251,41 @@ impl PgStore {
         PgTokenStore::new(self.shared.clone())
     }
 
-    /// The pool's state now.
-    pub fn pool_stats(&self) -> PoolStats {
-        self.pool_monitor().stats()
+    /// The pool's and the cache's counters now.
+    pub fn stats(&self) -> StoreStats {
+        self.monitor().stats()
     }
 
-    /// A handle that reads the pool's state, for metrics.
-    pub fn pool_monitor(&self) -> PoolMonitor {
-        PoolMonitor(self.shared.clone())
+    /// A handle that reads the store's counters, for metrics.
+    pub fn monitor(&self) -> StoreMonitor {
+        StoreMonitor(self.shared.clone())
     }
 }
 
-/// Reads the pool's state (see [`PgStore::pool_monitor`]).
+/// Reads the store's counters (see [`PgStore::monitor`]).
 #[derive(Clone)]
-pub struct PoolMonitor(Arc<Shared>);
+pub struct StoreMonitor(Arc<Shared>);
 
-impl PoolMonitor {
-    pub fn stats(&self) -> PoolStats {
+impl StoreMonitor {
+    pub fn stats(&self) -> StoreStats {
         let shared = &self.0;
         let status = shared.pool.status();
-        PoolStats {
+        StoreStats {
             max: status.max_size,
             open: status.size,
             in_use: status.size.saturating_sub(status.available),
             waiting: status.waiting,
             acquired: shared.acquired.load(Ordering::Relaxed),
             wait_seconds: shared.wait_ns.load(Ordering::Relaxed) as f64 / 1e9,
-            count_hits: shared.count_lookups.hits.load(Ordering::Relaxed),
-            count_misses: shared.count_lookups.misses.load(Ordering::Relaxed),
+            count_hits: shared.count_cache.hits.load(Ordering::Relaxed),
+            count_misses: shared.count_cache.misses.load(Ordering::Relaxed),
         }
     }
 }
 
-impl std::fmt::Debug for PoolMonitor {
+impl std::fmt::Debug for StoreMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("PoolMonitor").field(&self.stats()).finish()
+        f.debug_tuple("StoreMonitor").field(&self.stats()).finish()
     }
 }
 

@@ -202,10 +202,10 @@ impl TaskReader for PgReader {
         if let Some((at, counts)) = cached.as_ref()
             && at.elapsed() < self.counts_fresh_for
         {
-            self.shared.count_lookups.hit();
+            self.shared.count_cache.hit();
             return counts.clone();
         }
-        self.shared.count_lookups.miss();
+        self.shared.count_cache.miss();
         let counts = self.rows(
             "SELECT status, count(*) FROM tasks GROUP BY status".into(),
             Vec::new(),

@@ -81,7 +81,7 @@ fn stores_opening_one_database_together_migrate_it_once() {
         .collect();
     opened[0].writer().apply(&[&[created(1)]]).unwrap();
     assert_eq!(opened[3].reader().load_active().unwrap().len(), 1);
-    let stats = opened[0].pool_stats();
+    let stats = opened[0].stats();
     assert_eq!((stats.max, stats.waiting), (4, 0));
     assert!(stats.acquired >= 2, "{stats:?}");
 }
@@ -147,6 +147,6 @@ fn status_counts_are_answered_from_memory_while_fresh() {
     writer.apply(&[&[created(2)]]).unwrap();
     assert_eq!(kept.count_by_status().unwrap(), waiting(1), "from memory");
     assert_eq!(always.count_by_status().unwrap(), waiting(2), "read again");
-    let stats = pg.store.pool_stats();
+    let stats = pg.store.stats();
     assert_eq!((stats.count_hits, stats.count_misses), (1, 2));
 }
