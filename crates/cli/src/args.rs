@@ -45,6 +45,8 @@ pub enum Command {
     Tasks(TasksArgs),
     /// List agents.
     Agents(OutputArgs),
+    /// List the hubs sharing the hub's store (several on PostgreSQL), their loads and leases.
+    Hubs(OutputArgs),
     /// Stop giving an agent new tasks.
     Drain(DrainArgs),
     /// Alerts pending or firing, and the recent history.
@@ -164,6 +166,11 @@ pub struct ServeArgs {
     /// [config: store.url; pool bounds store.pool_min (5), store.pool_max (20)]
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// With --store: this hub's name among the hubs sharing the database, unique to it; a hub
+    /// restarted under its name takes its earlier run's tasks over at once.
+    /// [config: store.hub_name; default: made from the hub's id; lease store.hub_lease_s (10)]
+    #[arg(long, value_name = "NAME")]
+    pub hub_name: Option<String>,
     /// A TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,

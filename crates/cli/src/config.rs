@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use hive_server::alerts::AlertConfig;
 use hive_server::alerts::rules::{Direction, Gate, Metric, Rule};
-use hive_server::{Durability, HubConfig, PoolBounds, PostgresConfig};
+use hive_server::{Durability, HubConfig, HubIdentity, PoolBounds, PostgresConfig};
 use serde::Deserialize;
 
 use crate::args::ServeArgs;
@@ -90,6 +90,8 @@ struct StoreSection {
     url: Option<String>,
     pool_min: Option<usize>,
     pool_max: Option<usize>,
+    hub_name: Option<String>,
+    hub_lease_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,11 +241,22 @@ pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
     Ok(toml::from_str(text)?)
 }
 
-/// `--store` / `[store] url` and the pool's bounds: PostgreSQL, or `None` for SQLite.
-fn postgres(flag: Option<String>, store: &StoreSection) -> anyhow::Result<Option<PostgresConfig>> {
+/// `--store` / `[store] url`, the pool's bounds and the hub's name and lease among the hubs of
+/// the database: PostgreSQL, or `None` for SQLite.
+fn postgres(
+    flag: Option<String>,
+    hub_name: Option<String>,
+    store: &StoreSection,
+) -> anyhow::Result<Option<PostgresConfig>> {
+    let hub_name = hub_name.or(store.hub_name.clone());
     let Some(url) = flag.or(store.url.clone()) else {
         if store.pool_min.is_some() || store.pool_max.is_some() {
             bail!("store.pool_min / store.pool_max: the pool is PostgreSQL's; set store.url too");
+        }
+        if hub_name.is_some() || store.hub_lease_s.is_some() {
+            bail!(
+                "--hub-name / store.hub_name / store.hub_lease_s: several hubs share a PostgreSQL database; set --store (store.url) too"
+            );
         }
         return Ok(None);
     };
@@ -265,7 +278,27 @@ fn postgres(flag: Option<String>, store: &StoreSection) -> anyhow::Result<Option
             pool.max
         );
     }
-    Ok(Some(PostgresConfig { url, pool }))
+    let mut hub = HubIdentity::default();
+    if let Some(name) = hub_name {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            bail!(
+                "--hub-name / store.hub_name: {name:?} must be 1-64 letters, digits, '-', '_' or '.'"
+            );
+        }
+        hub.name = Some(name);
+    }
+    if let Some(seconds) = store.hub_lease_s {
+        if !(2..=3_600).contains(&seconds) {
+            bail!("store.hub_lease_s: {seconds} must be between 2 and 3600 seconds");
+        }
+        hub.lease = std::time::Duration::from_secs(seconds);
+    }
+    Ok(Some(PostgresConfig { url, pool, hub }))
 }
 
 /// Flags win over the file, the file over the defaults.
@@ -294,7 +327,7 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
             format!("--durability / store.durability: {text:?} is neither \"full\" nor \"normal\"")
         })?;
     }
-    config.postgres = postgres(args.store.clone(), &file.store)?;
+    config.postgres = postgres(args.store.clone(), args.hub_name.clone(), &file.store)?;
     if let Some(bytes) = file.tasks.max_payload_bytes {
         if bytes == 0 {
             bail!("tasks.max_payload_bytes must be at least 1");
@@ -485,6 +518,7 @@ mod tests {
             listen: None,
             data_dir: None,
             store: None,
+            hub_name: None,
             config: None,
             durability: None,
             auth: false,

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::client::status(args, hub).await,
             Command::Tasks(args) => commands::client::tasks(args, hub).await,
             Command::Agents(args) => commands::client::agents(args, hub).await,
+            Command::Hubs(args) => commands::client::hubs(args, hub).await,
             Command::Alerts(args) => commands::client::alerts(args, hub).await,
             Command::Drain(args) => commands::client::drain(args, hub).await,
             Command::Token(command) => commands::tokens::run(command, hub).await,

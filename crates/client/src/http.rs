@@ -252,6 +252,14 @@ impl HubClient {
         Ok(list.items)
     }
 
+    /// The hubs sharing the hub's store.
+    pub async fn hubs(&self) -> Result<hive_proto::api::HubList, ClientError> {
+        let (_, list) = self
+            .call(Method::GET, "/api/v1/hubs", Self::NO_BODY, None)
+            .await?;
+        Ok(list)
+    }
+
     pub async fn agent(&self, id: &str) -> Result<Agent, ClientError> {
         Ok(self
             .call(

@@ -40,7 +40,7 @@ pub use routing::{Candidate, Learned, LeastLoaded, P2cEwma, PolicyKind, Route, R
 pub use scheduler::{
     CancelError, Change, DrainError, HeldAttempt, LearnedEstimate, NextStatus, RecoveredReplica,
     RecoveredTask, Rejoined, Report, ReportError, Scheduler, SchedulerConfig, SchedulerMemory,
-    SubmitError,
+    SpareSlots, SubmitError,
 };
 pub use task::{
     AttemptOutcome, Capability, OnParentFailure, TaskEnd, TaskLimits, TaskSpec, TaskStatus,

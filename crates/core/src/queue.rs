@@ -56,6 +56,11 @@ impl ReadyQueue {
         self.tasks.pop_first()
     }
 
+    /// From the last to run to the first.
+    pub fn iter_last_first(&self) -> impl Iterator<Item = &QueueKey> {
+        self.tasks.iter().rev()
+    }
+
     pub fn len(&self) -> usize {
         self.tasks.len()
     }

@@ -343,6 +343,40 @@ pub struct SwarmList {
     pub items: Vec<Swarm>,
 }
 
+/// One hub of those sharing the store. Loads are as of the hub's last heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HubView {
+    /// New at each start; `null` for a hub alone in a SQLite data directory.
+    pub id: Option<String>,
+    pub name: String,
+    /// Where it serves (host:port).
+    pub address: String,
+    /// True for the hub that answered.
+    pub this: bool,
+    /// `held` (renewed in time), `expired` (its tasks are about to be taken over), or `none`
+    /// (SQLite: one hub, no lease).
+    pub lease: String,
+    /// Milliseconds since the Unix epoch (the database's clock); `null` without a lease.
+    pub lease_until_ms: Option<u64>,
+    pub heartbeat_at_ms: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    /// Connected agents and their slots.
+    pub agents: u32,
+    pub slots: u32,
+    /// Tasks it holds (waiting, queued, running), and how many of them are queued.
+    pub tasks: u32,
+    pub queued: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HubList {
+    /// `sqlite` or `postgres`.
+    pub store: String,
+    pub items: Vec<HubView>,
+    /// Queued tasks no hub holds, waiting to be claimed (always 0 on SQLite).
+    pub pooled: u64,
+}
+
 /// A token to create (admin only).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

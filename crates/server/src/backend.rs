@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use hive_store::postgres::{PgStore, StoreMonitor};
+use hive_store::postgres::{PgStore, PoolNotice, StoreMonitor};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
-use hive_store::{AlertLog, BatchWriter, StoreError, TaskReader, TokenStore};
+use hive_store::{AlertLog, BatchWriter, Membership, StoreError, TaskReader, TokenStore};
 
 use crate::config::HubConfig;
 
@@ -23,10 +23,31 @@ pub enum Backend {
     Postgres(PgStore),
 }
 
+/// A hub's name when none is configured: the machine's name and the port, the same at every
+/// restart (so a restarted hub takes its earlier run's tasks over at once) and distinct for
+/// hubs on other machines or ports. (Port 0, a test's, gets a name made from the hub's id.)
+fn default_hub_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    let host = if host.is_empty() { "hive".into() } else { host };
+    format!("{host}-{port}")
+}
+
 impl Backend {
     pub fn open(config: &HubConfig) -> Result<Backend, StoreError> {
         match &config.postgres {
-            Some(pg) => Ok(Backend::Postgres(PgStore::open(&pg.url, pg.pool)?)),
+            Some(pg) => {
+                let mut hub = pg.hub.clone();
+                if hub.name.is_none() && config.listen.port() != 0 {
+                    hub.name = Some(default_hub_name(config.listen.port()));
+                }
+                Ok(Backend::Postgres(PgStore::open_as(&pg.url, pg.pool, &hub)?))
+            }
             None => {
                 let store = SqliteStore::open(&config.data_dir, config.durability)?;
                 let checkpointer = store.checkpointer(CHECKPOINT_EVERY)?;
@@ -72,6 +93,20 @@ impl Backend {
             Backend::Sqlite { store, .. } => Arc::new(store.token_store()?),
             Backend::Postgres(store) => Arc::new(store.token_store()),
         })
+    }
+
+    /// This hub's membership among the hubs sharing the store, with the pool's notifications
+    /// (PostgreSQL only: a SQLite data directory has one hub).
+    pub fn membership(
+        &self,
+    ) -> Option<(
+        Arc<dyn Membership>,
+        tokio::sync::mpsc::UnboundedReceiver<PoolNotice>,
+    )> {
+        match self {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres(store) => Some((Arc::new(store.membership()), store.listen())),
+        }
     }
 
     /// Reads the store's pool and cache counters (PostgreSQL only).

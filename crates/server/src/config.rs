@@ -55,6 +55,8 @@ pub struct HubConfig {
 pub struct PostgresConfig {
     pub url: String,
     pub pool: hive_store::postgres::PoolBounds,
+    /// This hub's name and lease among the hubs sharing the database.
+    pub hub: hive_store::postgres::HubIdentity,
 }
 
 /// Without the password: the configuration may be logged.
@@ -63,6 +65,7 @@ impl std::fmt::Debug for PostgresConfig {
         f.debug_struct("PostgresConfig")
             .field("url", &hive_store::postgres::redact(&self.url))
             .field("pool", &self.pool)
+            .field("hub", &self.hub)
             .finish()
     }
 }

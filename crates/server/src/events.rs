@@ -158,6 +158,7 @@ fn event(change: &Change) -> Option<Event> {
         }
         Change::AttemptReattached { .. }
         | Change::AgentForgotten { .. }
+        | Change::TaskReleased { .. }
         | Change::Learned(_)
         | Change::SendCancel { .. }
         | Change::SendDrain { .. }

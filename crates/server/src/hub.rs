@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::actor::effects::Effects;
 use crate::actor::rebuild::SchedulerSetup;
+use crate::actor::sharing::Sharing;
 use crate::actor::{Actor, Command};
 use crate::admission::Admission;
 use crate::alerts::Alerts;
@@ -28,6 +29,7 @@ use crate::backend::Backend;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::events::Events;
+use crate::membership::{self, Membership};
 use crate::metrics::HubMetrics;
 use crate::routes;
 use crate::state::{AppState, HubState};
@@ -67,6 +69,8 @@ pub struct Hub {
     commit: GroupCommit,
     /// Held for the hub's life (SQLite's owns the data directory's lock).
     backend: Backend,
+    /// Among several hubs on PostgreSQL.
+    membership: Option<Membership>,
     recovered: usize,
 }
 
@@ -122,6 +126,14 @@ impl Hub {
             events.clone(),
         ));
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+        let shared_store = backend.membership();
+        let (sharing, claims) = match &shared_store {
+            Some(_) => {
+                let (ask, claims) = membership::claim_channel();
+                (Sharing::with_peers(ask), Some(claims))
+            }
+            None => (Sharing::alone(), None),
+        };
         let actor = Actor::new(
             scheduler,
             setup,
@@ -129,6 +141,7 @@ impl Hub {
             commit.sender(),
             effects,
             clock.clone(),
+            sharing,
         );
         let actor = tokio::spawn(actor.run(inbox));
 
@@ -144,6 +157,18 @@ impl Hub {
             source,
         })?;
         let (shutdown, stopping) = watch::channel(false);
+        let membership = match (shared_store, claims, &config.postgres) {
+            (Some((store, notices)), Some(claims), Some(pg)) => Some(Membership::start(
+                store,
+                notices,
+                claims,
+                commands.clone(),
+                addr.to_string(),
+                pg.hub.lease,
+                stopping.clone(),
+            )),
+            _ => None,
+        };
         let admission = Arc::new(Admission::new(config.admission, metrics.clone()));
         let tokens = if config.auth.enabled {
             let store = backend.token_store().map_err(store_error)?;
@@ -159,6 +184,8 @@ impl Hub {
         };
         let rate_limiter = RateLimiter::new(config.auth.rate_limits.clone());
         let state = AppState::new(HubState {
+            hubs: membership.as_ref().map(|m| m.store().clone()),
+            address: addr,
             commands: commands.clone(),
             reader,
             connections: connections.clone(),
@@ -201,6 +228,7 @@ impl Hub {
             actor,
             commit,
             backend,
+            membership,
             recovered,
         })
     }
@@ -212,6 +240,15 @@ impl Hub {
     /// Unfinished tasks found in the store at start.
     pub fn recovered(&self) -> usize {
         self.recovered
+    }
+
+    /// Resolves if this hub lost its lease among several hubs (see [`crate::membership`]): it
+    /// should then be shut down. Never resolves for a hub alone in its store.
+    pub async fn lease_lost(&self) {
+        match &self.membership {
+            Some(membership) => membership.lease_lost().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Graceful stop: no new requests, connections closed, every accepted change committed.
@@ -231,12 +268,12 @@ impl Hub {
         drop(self.commands);
         let _ = self.actor.await;
         let (commit, backend) = (self.commit, self.backend);
-        let _ = tokio::task::spawn_blocking(move || {
-            commit.close();
-            // Last: releases the data directory's lock.
-            backend.close();
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || commit.close()).await;
+        if let Some(membership) = self.membership {
+            membership.leave().await;
+        }
+        // Last: releases the data directory's lock.
+        let _ = tokio::task::spawn_blocking(move || backend.close()).await;
         tracing::info!("hive stopped");
     }
 }

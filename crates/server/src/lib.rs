@@ -10,7 +10,8 @@
 //! - [`hub`]: start (recover, spawn, listen) and graceful shutdown; [`listener`]: the HTTP/1.1
 //!   accept loop with its bounds (open connections, header read time); [`admission`]: what
 //!   submits may wait inside the hub before new ones are refused.
-//! - [`config`]: the resolved configuration; [`backend`]: which store (SQLite or PostgreSQL).
+//! - [`config`]: the resolved configuration; [`backend`]: which store (SQLite or PostgreSQL);
+//!   [`membership`]: this hub among several sharing a PostgreSQL database (lease, claims).
 //! - [`actor`]: the single owner of the scheduler; [`actor::effects`] runs after each commit.
 //! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI, `/metrics`, the live
 //!   streams and the dashboard's assets; [`ws_agent`]: `/ws/agent`, framed by [`framer`].
@@ -35,6 +36,7 @@ pub mod framer;
 pub mod hub;
 pub mod json;
 pub mod listener;
+pub mod membership;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -46,6 +48,6 @@ pub mod ws_agent;
 
 pub use config::{HubConfig, PostgresConfig, RoutingConfig, TlsFiles};
 pub use hive_core::PolicyKind;
-pub use hive_store::postgres::{PoolBounds, redact as redact_url};
+pub use hive_store::postgres::{HubIdentity, PoolBounds, redact as redact_url};
 pub use hive_store::sqlite::Durability;
 pub use hub::{Hub, StartError};

@@ -54,6 +54,10 @@ pub struct HubState {
     pub rate_limiter: crate::auth::rate::RateLimiter,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Where this hub listens (the bound address: port 0 configured is a real port here).
+    pub address: std::net::SocketAddr,
+    /// The hubs sharing the store, with this one among them; `None` on SQLite (one hub).
+    pub hubs: Option<Arc<dyn hive_store::Membership>>,
 }
 
 impl AppState {

@@ -18,6 +18,7 @@
 
 mod codec;
 pub mod group_commit;
+mod hubs;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use hive_core::{
 };
 
 pub use group_commit::{CommitStats, GroupCommit, WriteBatch};
+pub use hubs::{Adopted, HubLoad, HubRecord, Membership, Renewal};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -42,6 +44,9 @@ pub enum StoreError {
     EarlierCommitFailed,
     #[error("another hub is using the data directory {0}")]
     Locked(String),
+    /// This hub's lease ended and another hub took its tasks over: it may write nothing more.
+    #[error("this hub lost its lease: another hub took its tasks over")]
+    LeaseLost,
     /// A unique name is taken.
     #[error("{0} exists already")]
     Duplicate(String),

@@ -266,3 +266,40 @@ pub async fn drain(args: DrainArgs, hub: &super::Target) -> Outcome {
     print_json(&agent.map_err(Failure::hub)?);
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn hubs(args: OutputArgs, hub: &super::Target) -> Outcome {
+    let hubs = hub.client()?.hubs().await.map_err(Failure::hub)?;
+    if args.json {
+        print_json(&hubs);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<_> = hubs
+        .items
+        .iter()
+        .map(|h| {
+            vec![
+                format!("{}{}", h.name, if h.this { " *" } else { "" }),
+                h.address.clone(),
+                h.lease.clone(),
+                h.agents.to_string(),
+                h.slots.to_string(),
+                h.tasks.to_string(),
+                h.queued.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "HUB", "ADDRESS", "LEASE", "AGENTS", "SLOTS", "TASKS", "QUEUED"
+            ],
+            &rows
+        )
+    );
+    println!(
+        "store: {}; pooled (held by no hub): {}; * = the hub that answered",
+        hubs.store, hubs.pooled
+    );
+    Ok(ExitCode::SUCCESS)
+}

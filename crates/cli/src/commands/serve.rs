@@ -14,7 +14,10 @@ pub async fn run(args: ServeArgs) -> Outcome {
         None => config::RawConfig::default(),
     };
     let config = config::resolve(&args, file).map_err(Failure::usage)?;
-    let data_dir = config.data_dir.clone();
+    let place = match &config.postgres {
+        Some(pg) => hive_server::redact_url(&pg.url),
+        None => config.data_dir.display().to_string(),
+    };
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -25,13 +28,23 @@ pub async fn run(args: ServeArgs) -> Outcome {
         error: e.into(),
     })?;
     eprintln!(
-        "hive listening on {scheme}://{} (data in {}, {} unfinished tasks recovered)",
+        "hive listening on {scheme}://{} (data in {place}, {} unfinished tasks recovered)",
         hub.addr(),
-        data_dir.display(),
         hub.recovered()
     );
-    super::stop_signal().await;
+    let lost = tokio::select! {
+        _ = super::stop_signal() => false,
+        _ = hub.lease_lost() => true,
+    };
     eprintln!("shutting down: finishing commits");
     hub.shutdown().await;
+    if lost {
+        // Another hub took this one's tasks over (its lease ran out): a supervisor starts it
+        // again, as a new member.
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("this hub lost its lease among the hubs of its database"),
+        });
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ mod chaos;
 mod cli;
 mod crash;
 mod graphs;
+mod hubs;
 mod learning;
 mod survival;
 mod util;

@@ -76,6 +76,14 @@ pub enum Change {
         result: Option<Arc<str>>,
         at: Timestamp,
     },
+    /// A queued task handed to the shared pool for another hub to claim (several hubs on one
+    /// database): it left this scheduler's memory.
+    TaskReleased {
+        task: TaskId,
+        capability: Capability,
+        priority: u8,
+        created_at: Timestamp,
+    },
     /// An agent connected, started draining, or went offline.
     AgentChanged(AgentSnapshot),
     /// What routing believes of an agent identity on a capability changed (once per turn at

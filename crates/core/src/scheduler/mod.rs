@@ -30,8 +30,9 @@ mod placement;
 mod proptests;
 mod recovery;
 mod rejoin;
+mod sharing;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -44,6 +45,7 @@ pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportErr
 pub use knowledge::LearnedEstimate;
 pub use recovery::{RecoveredReplica, RecoveredTask};
 pub use rejoin::{HeldAttempt, Rejoined};
+pub use sharing::SpareSlots;
 
 use graph::{dependency_error, distinct, inputs_of, runs_after};
 

@@ -16,6 +16,7 @@
 pub mod effects;
 pub mod lookup;
 pub mod rebuild;
+pub mod sharing;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -93,6 +94,20 @@ pub enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Tasks this hub took over: claimed from the shared pool (`asked`: what the claim asked
+    /// for), or adopted from a hub whose lease ended (`asked`: `None`). See [`sharing`].
+    Adopt {
+        adopted: hive_store::Adopted,
+        asked: Option<sharing::ClaimRequest>,
+    },
+    /// Other hubs with live leases, as of this hub's last heartbeat.
+    Peers {
+        others: usize,
+    },
+    /// Work of a capability (`None`: of any) may wait in the shared pool.
+    PoolHint {
+        capability: Option<hive_core::Capability>,
+    },
 }
 
 /// The outcome of one submitted task.
@@ -141,6 +156,8 @@ pub struct Actor {
     /// Idempotency keys of tasks whose creation is not yet committed.
     pending_keys: HashMap<String, TaskId>,
     keys_by_seq: VecDeque<(u64, String)>,
+    /// The other hubs of the store and its pool of work; see [`sharing`].
+    sharing: sharing::Sharing,
 }
 
 impl Actor {
@@ -151,6 +168,7 @@ impl Actor {
         writer: mpsc::Sender<WriteBatch>,
         effects: Arc<Effects>,
         clock: Arc<dyn Clock>,
+        sharing: sharing::Sharing,
     ) -> Self {
         let (lookups, looked_up) = Lookups::new(reader.clone());
         Actor {
@@ -171,6 +189,7 @@ impl Actor {
             finishing: VecDeque::new(),
             pending_keys: HashMap::new(),
             keys_by_seq: VecDeque::new(),
+            sharing,
         }
     }
 
@@ -339,6 +358,9 @@ impl Actor {
                 }));
                 return true;
             }
+            Command::Adopt { adopted, asked } => self.adopt(adopted, asked, now),
+            Command::Peers { others } => self.sharing.set_peers(others),
+            Command::PoolHint { capability } => self.sharing.hint(capability),
         }
         false
     }
@@ -568,6 +590,7 @@ impl Actor {
     }
 
     async fn flush(&mut self) {
+        self.share();
         let changes = self.scheduler.take_changes();
         if changes.is_empty() && self.replies.is_empty() {
             return;

@@ -108,6 +108,16 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
             ("miss", Count::FinishedCacheMisses),
         ],
     );
+    counter(
+        "hive_hub_tasks_moved_total",
+        "Several hubs on PostgreSQL: queued tasks this hub released to the shared pool, claimed from it, and took over from hubs whose lease ended.",
+        "how",
+        &[
+            ("released", Count::TasksReleased),
+            ("claimed", Count::TasksClaimed),
+            ("adopted", Count::TasksAdopted),
+        ],
+    );
 
     let routes = metrics.routes();
     e.family(

@@ -51,10 +51,15 @@ pub enum Count {
     ConnectionsRefused,
     FinishedCacheHits,
     FinishedCacheMisses,
+    /// Several hubs: queued tasks handed to the shared pool, claimed from it, and taken over
+    /// from hubs whose lease ended.
+    TasksReleased,
+    TasksClaimed,
+    TasksAdopted,
 }
 
 impl Count {
-    pub const ALL: [Count; 23] = [
+    pub const ALL: [Count; 26] = [
         Count::TasksSubmitted,
         Count::AttemptsStarted,
         Count::AttemptsSucceeded,
@@ -78,6 +83,9 @@ impl Count {
         Count::ConnectionsRefused,
         Count::FinishedCacheHits,
         Count::FinishedCacheMisses,
+        Count::TasksReleased,
+        Count::TasksClaimed,
+        Count::TasksAdopted,
     ];
 
     /// The key in the JSON's `totals` and `throughput`.
@@ -106,6 +114,9 @@ impl Count {
             Count::ConnectionsRefused => "connections_refused",
             Count::FinishedCacheHits => "finished_cache_hits",
             Count::FinishedCacheMisses => "finished_cache_misses",
+            Count::TasksReleased => "tasks_released",
+            Count::TasksClaimed => "tasks_claimed",
+            Count::TasksAdopted => "tasks_adopted",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod alerts;
 pub mod dashboard;
 pub mod events;
+pub mod hubs;
 pub mod metrics;
 pub mod openapi;
 pub mod swarms;
@@ -35,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .route("/agents/{id}/undrain", post(agents::undrain))
         .route("/status", get(system::status))
         .route("/swarms", get(swarms::list))
+        .route("/hubs", get(hubs::list))
         .route("/swarms/{group}/messages", post(swarms::broadcast))
         .route("/metrics", get(metrics::snapshot))
         .route("/alerts", get(alerts::list))

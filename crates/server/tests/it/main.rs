@@ -11,6 +11,7 @@ mod encodings;
 mod errors;
 mod flow;
 mod graphs;
+mod hubs;
 mod limits;
 mod observability;
 mod postgres;

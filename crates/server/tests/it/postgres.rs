@@ -9,18 +9,29 @@ use std::time::Duration;
 use hive_client::worker::Outcome;
 use hive_proto::api::NewTask;
 use hive_proto::protocol::Assignment;
-use hive_server::{PoolBounds, PostgresConfig};
+use hive_server::{HubIdentity, PoolBounds, PostgresConfig};
 use hive_store::postgres::scratch::ScratchSchema;
 use serde_json::json;
 
 use crate::util::*;
 
+/// A hub on the schema, named `it`: started again, it is the same hub restarted.
 async fn hub_on_postgres(database: &ScratchSchema) -> TestHub {
+    hub_named(database, "it").await
+}
+
+/// A hub of the hubs sharing the schema, with a short lease (2 s) so that tests see leases end.
+pub async fn hub_named(database: &ScratchSchema, name: &str) -> TestHub {
     let url = database.url().to_string();
+    let name = name.to_string();
     start_hub_with(move |c| {
         c.postgres = Some(PostgresConfig {
             url,
             pool: PoolBounds { min: 1, max: 4 },
+            hub: HubIdentity {
+                name: Some(name),
+                lease: Duration::from_secs(2),
+            },
         })
     })
     .await

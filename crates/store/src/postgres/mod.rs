@@ -12,6 +12,9 @@
 //! the pool to its minimum.
 
 mod admin;
+mod hubs;
+#[cfg(test)]
+mod hubs_tests;
 mod read;
 pub mod scratch;
 mod write;
@@ -26,6 +29,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use admin::{PgAlertLog, PgTokenStore};
+pub use hubs::{HubIdentity, POOL_CHANNEL, PgMembership, PoolNotice};
 pub use read::{COUNTS_FRESH_FOR, PgReader};
 pub use write::PgWriter;
 
@@ -48,6 +52,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_consensus.sql"),
     ),
+    (7, include_str!("../../migrations/postgres/0007_hubs.sql")),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.
@@ -122,6 +127,11 @@ pub(crate) struct Shared {
     acquired: AtomicU64,
     wait_ns: AtomicU64,
     count_cache: HitCounts,
+    /// This hub's id among the hubs of the database (new at each start); its writes are
+    /// fenced by it (see [`hubs`]).
+    hub: uuid::Uuid,
+    /// For connections outside the pool (the one that listens for notifications).
+    config: tokio_postgres::Config,
 }
 
 impl Shared {
@@ -155,12 +165,25 @@ impl Shared {
 
 pub struct PgStore {
     shared: Arc<Shared>,
+    /// The name this hub joined under.
+    name: String,
+    lease: Duration,
 }
 
 impl PgStore {
-    /// Connects to the database at `url` (`postgres://user[:password]@host:port/db`), brings
-    /// its schema up to date and opens `bounds.min` connections.
+    /// [`open_as`](Self::open_as) a hub named after its id.
     pub fn open(url: &str, bounds: PoolBounds) -> Result<PgStore, StoreError> {
+        Self::open_as(url, bounds, &HubIdentity::default())
+    }
+
+    /// Connects to the database at `url` (`postgres://user[:password]@host:port/db`), brings
+    /// its schema up to date, joins the hubs of the database as `identity` (taking over the
+    /// tasks of an earlier hub of the same name), and opens `bounds.min` connections.
+    pub fn open_as(
+        url: &str,
+        bounds: PoolBounds,
+        identity: &HubIdentity,
+    ) -> Result<PgStore, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
             StoreError::Database(format!("not a PostgreSQL URL ({}): {e}", redact(url)))
         })?;
@@ -174,7 +197,7 @@ impl PgStore {
         config.keepalives_interval(DEAD_AFTER / 6);
         config.keepalives_retries(3);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A connection that broke is found out when it is used (the request fails, and
@@ -204,29 +227,46 @@ impl PgStore {
             acquired: AtomicU64::new(0),
             wait_ns: AtomicU64::new(0),
             count_cache: HitCounts::default(),
+            hub: uuid::Uuid::now_v7(),
+            config,
         });
         let min = bounds.min.min(bounds.max);
-        shared.block(|shared| async move {
+        let joining = identity.clone();
+        let name = shared.block(|shared| async move {
             let mut client = shared.connection().await?;
             migrate(&mut client).await?;
-            // Whoever was connected to the last process is gone: no agent is live in a store
-            // that was just opened. (With several hubs this becomes each hub's own agents.)
-            client
-                .execute(
-                    "UPDATE agents SET state = 'offline' WHERE state != 'offline'",
-                    &[],
-                )
-                .await
-                .map_err(db_error)?;
             drop(client);
+            let (name, taken) = hubs::join(&shared, &joining).await?;
+            if taken > 0 {
+                tracing::info!(taken, %name, "took over the tasks of this hub's previous run");
+            }
             // Open the minimum now, so that the first requests do not pay for it.
             let mut warm = Vec::with_capacity(min);
             for _ in 0..min {
                 warm.push(shared.connection().await?);
             }
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(name)
         })?;
-        Ok(PgStore { shared })
+        Ok(PgStore {
+            shared,
+            name,
+            lease: identity.lease,
+        })
+    }
+
+    /// The name this hub joined under.
+    pub fn hub_name(&self) -> &str {
+        &self.name
+    }
+
+    /// This hub's membership among the hubs of the database.
+    pub fn membership(&self) -> PgMembership {
+        PgMembership::new(self.shared.clone(), self.lease)
+    }
+
+    /// Notifications of work pooled by any hub (see [`POOL_CHANNEL`]).
+    pub fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<PoolNotice> {
+        hubs::listen(&self.shared)
     }
 
     /// The writer of the group-commit thread.
@@ -335,9 +375,13 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
     tx.commit().await.map_err(db_error)
 }
 
+/// The SQLSTATE `hive_fence` raises (migration 0007).
+const LEASE_LOST: &str = "H0001";
+
 /// The server's own words when it refused, else the client's.
 pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        Some(db) if db.code().code() == LEASE_LOST => StoreError::LeaseLost,
         Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
         None => StoreError::Database(e.to_string()),
     }

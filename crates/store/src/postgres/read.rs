@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::GenericClient;
 use hive_core::{
     AgentId, AttemptOutcome, Backoff, Capability, ConsensusSpec, Estimate, LearnedEstimate,
     OnParentFailure, RecoveredReplica, RecoveredTask, TaskEnd, TaskId, TaskSpec, TaskStatus,
@@ -251,66 +252,11 @@ impl TaskReader for PgReader {
     }
 
     fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError> {
-        let tasks = self.rows(
-            format!(
-                "SELECT {TASK_COLUMNS} FROM tasks
-                 WHERE status IN ('waiting', 'queued', 'running') ORDER BY id"
-            ),
-            Vec::new(),
-            task_from_row,
-        )?;
-        let consensus: Vec<Uuid> = tasks
-            .iter()
-            .filter(|t| t.spec.consensus.is_some())
-            .map(|t| t.spec.id.0)
-            .collect();
-        let mut replicas: HashMap<Uuid, Vec<RecoveredReplica>> = HashMap::new();
-        if !consensus.is_empty() {
-            // The identity asked is kept on the attempt; else the agent row's name, else its id.
-            let found = self.rows(
-                "SELECT a.task_id, a.attempt, a.agent_id, COALESCE(a.agent_name, g.name),
-                        a.started_at, a.outcome, a.output, a.error
-                 FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id
-                 WHERE a.task_id = ANY($1) ORDER BY a.task_id, a.attempt"
-                    .into(),
-                vec![Box::new(consensus)],
-                |row| {
-                    let agent: Option<Uuid> = col(row, 2)?;
-                    let name: Option<String> = col(row, 3)?;
-                    let identity = match (name, agent) {
-                        (Some(name), _) => name,
-                        (None, Some(agent)) => AgentId(agent).to_string(),
-                        (None, None) => String::new(),
-                    };
-                    Ok((
-                        col::<Uuid>(row, 0)?,
-                        RecoveredReplica {
-                            attempt: col::<i32>(row, 1)?.max(0) as u32,
-                            identity: identity.into(),
-                            started_at: from_ts(col(row, 4)?),
-                            outcome: col::<Option<String>>(row, 5)?
-                                .and_then(|o| AttemptOutcome::parse(&o)),
-                            output: col::<Option<String>>(row, 6)?.map(Into::into),
-                            error: col(row, 7)?,
-                        },
-                    ))
-                },
-            )?;
-            for (task, replica) in found {
-                replicas.entry(task).or_default().push(replica);
-            }
-        }
-        Ok(tasks
-            .into_iter()
-            .map(|task| RecoveredTask {
-                replicas: replicas.remove(&task.spec.id.0).unwrap_or_default(),
-                spec: task.spec,
-                status: task.status,
-                attempt: task.attempts,
-                lease_until: task.lease_until,
-                not_before: task.not_before,
-            })
-            .collect())
+        let hub = self.shared.hub;
+        self.shared.block(|shared| async move {
+            let client = shared.connection().await?;
+            recovered_tasks(&client, "hub = $1", &[&hub]).await
+        })
     }
 
     fn load_learned(&self) -> Result<Vec<LearnedEstimate>, StoreError> {
@@ -340,4 +286,107 @@ impl TaskReader for PgReader {
             },
         )
     }
+}
+
+/// The active tasks matching `filter` (an SQL condition over `tasks`, with `params`), as a
+/// scheduler restores them: a consensus task with its replicas' attempts. Runs on the given
+/// client, so a hub taking tasks over reads them in the transaction that took them.
+pub(super) async fn recovered_tasks(
+    client: &impl GenericClient,
+    filter: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<RecoveredTask>, StoreError> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks
+         WHERE {filter} AND status IN ('waiting', 'queued', 'running') ORDER BY id"
+    );
+    let rows = client.query(&sql, params).await.map_err(db_error)?;
+    let tasks = rows
+        .iter()
+        .map(task_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let consensus: Vec<Uuid> = tasks
+        .iter()
+        .filter(|t| t.spec.consensus.is_some())
+        .map(|t| t.spec.id.0)
+        .collect();
+    let mut replicas: HashMap<Uuid, Vec<RecoveredReplica>> = HashMap::new();
+    if !consensus.is_empty() {
+        // The identity asked is kept on the attempt; else the agent row's name, else its id.
+        let rows = client
+            .query(
+                "SELECT a.task_id, a.attempt, a.agent_id, COALESCE(a.agent_name, g.name),
+                        a.started_at, a.outcome, a.output, a.error
+                 FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id
+                 WHERE a.task_id = ANY($1) ORDER BY a.task_id, a.attempt",
+                &[&consensus],
+            )
+            .await
+            .map_err(db_error)?;
+        for row in &rows {
+            let agent: Option<Uuid> = col(row, 2)?;
+            let name: Option<String> = col(row, 3)?;
+            let identity = match (name, agent) {
+                (Some(name), _) => name,
+                (None, Some(agent)) => AgentId(agent).to_string(),
+                (None, None) => String::new(),
+            };
+            replicas
+                .entry(col::<Uuid>(row, 0)?)
+                .or_default()
+                .push(RecoveredReplica {
+                    attempt: col::<i32>(row, 1)?.max(0) as u32,
+                    identity: identity.into(),
+                    started_at: from_ts(col(row, 4)?),
+                    outcome: col::<Option<String>>(row, 5)?.and_then(|o| AttemptOutcome::parse(&o)),
+                    output: col::<Option<String>>(row, 6)?.map(Into::into),
+                    error: col(row, 7)?,
+                });
+        }
+    }
+    Ok(tasks
+        .into_iter()
+        .map(|task| RecoveredTask {
+            replicas: replicas.remove(&task.spec.id.0).unwrap_or_default(),
+            spec: task.spec,
+            status: task.status,
+            attempt: task.attempts,
+            lease_until: task.lease_until,
+            not_before: task.not_before,
+        })
+        .collect())
+}
+
+/// How the parents of `tasks` that are not among them ended, for those that did: the inputs a
+/// scheduler taking the tasks over hands on.
+pub(super) async fn ended_parents(
+    client: &impl GenericClient,
+    tasks: &[RecoveredTask],
+) -> Result<HashMap<TaskId, TaskEnd>, StoreError> {
+    let own: std::collections::HashSet<TaskId> = tasks.iter().map(|t| t.spec.id).collect();
+    let mut parents: Vec<Uuid> = tasks
+        .iter()
+        .flat_map(|t| t.spec.depends_on.iter())
+        .filter(|p| !own.contains(p))
+        .map(|p| p.0)
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    if parents.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = client
+        .query(
+            "SELECT id, status, result, error FROM tasks WHERE id = ANY($1)",
+            &[&parents],
+        )
+        .await
+        .map_err(db_error)?;
+    let mut ended = HashMap::new();
+    for row in &rows {
+        if let Some(end) = task_end(&col::<String>(row, 1)?, col(row, 2)?, col(row, 3)?)? {
+            ended.insert(TaskId(col(row, 0)?), end);
+        }
+    }
+    Ok(ended)
 }

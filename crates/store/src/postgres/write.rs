@@ -38,10 +38,13 @@ impl PgWriter {
 
 impl BatchWriter for PgWriter {
     fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
-        let statements = plan(batches);
+        let mut statements = plan(batches, self.shared.hub);
         if statements.is_empty() {
             return Ok(());
         }
+        // First: fails the transaction once another hub took this one's tasks over (see
+        // `hive_fence`, migration 0007).
+        statements.insert(0, (Sql::Fence, vec![Box::new(self.shared.hub)]));
         self.shared.block(|shared| async move {
             let client = shared.connection().await?;
             let mut prepared = Vec::with_capacity(Sql::COUNT);
@@ -122,14 +125,21 @@ type Request<'c> = Pin<
 /// One multi-row statement: its kind and one array per column.
 type Statement = (Sql, Vec<Box<dyn ToSql + Sync + Send>>);
 
-/// The statements that write `batches`, in an order that applies them as written.
-fn plan(batches: &[&[Change]]) -> Vec<Statement> {
+/// The statements that write `batches` for the hub `hub`, in an order that applies them as
+/// written.
+fn plan(batches: &[&[Change]], hub: Uuid) -> Vec<Statement> {
     let mut segment = Segment::default();
     let mut statements = Vec::new();
     let mut rows = Vec::new();
+    let mut pooled: Vec<String> = Vec::new();
     for change in batches.iter().flat_map(|b| b.iter()) {
         rows.clear();
-        rows_of(change, &mut rows);
+        rows_of(change, hub, &mut rows);
+        if let Change::TaskReleased { capability, .. } = change
+            && !pooled.iter().any(|c| c == capability.as_str())
+        {
+            pooled.push(capability.as_str().to_string());
+        }
         for row in rows.drain(..) {
             if !segment.fold(&row) {
                 if segment.touched.contains_key(&row.key) {
@@ -140,6 +150,10 @@ fn plan(batches: &[&[Change]]) -> Vec<Statement> {
         }
     }
     segment.flush(&mut statements);
+    if !pooled.is_empty() {
+        // Delivered when the transaction commits: the other hubs claim what it pooled.
+        statements.push((Sql::NotifyPool, vec![Box::new(pooled)]));
+    }
     statements
 }
 
@@ -147,6 +161,7 @@ fn plan(batches: &[&[Change]]) -> Vec<Statement> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Task(Uuid),
+    Pool(Uuid),
     Attempt(Uuid, i32),
     Agent(Uuid),
     Estimate(String, String),
@@ -262,10 +277,15 @@ enum Sql {
     AttemptAgent,
     DeleteAgent,
     UpsertEstimate,
+    ReleaseTask,
+    InsertPool,
+    Fence,
+    NotifyPool,
 }
 
 impl Sql {
-    const COUNT: usize = 12;
+    const COUNT: usize = 16;
+    /// Fence and NotifyPool are placed by hand (first and last), never in a segment.
     const ALL: [Sql; Sql::COUNT] = [
         Sql::InsertTask,
         Sql::InsertAttempt,
@@ -279,6 +299,10 @@ impl Sql {
         Sql::AttemptAgent,
         Sql::DeleteAgent,
         Sql::UpsertEstimate,
+        Sql::ReleaseTask,
+        Sql::InsertPool,
+        Sql::Fence,
+        Sql::NotifyPool,
     ];
 
     fn text(self) -> &'static str {
@@ -287,12 +311,12 @@ impl Sql {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
                     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
                     attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
-                    replicas, quorum, vote, result, not_before)
+                    replicas, quorum, vote, result, not_before, hub)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[],
                     $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],
                     $12::text[], $13::int[], $14::bigint[], $15::bigint[], $16::bigint[],
                     $17::text[], $18::text[], $19::int[], $20::int[], $21::text[], $22::text[],
-                    $23::bigint[])"
+                    $23::bigint[], $24::uuid[])"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name,
@@ -340,10 +364,11 @@ impl Sql {
             }
             Sql::UpsertAgent => {
                 "INSERT INTO agents
-                    (id, name, capabilities, slots, state, connected_at, last_heartbeat, stats)
+                    (id, name, capabilities, slots, state, connected_at, last_heartbeat, stats,
+                    hub)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
-                    $6::bigint[], $7::bigint[], $8::text[])
-                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
+                    $6::bigint[], $7::bigint[], $8::text[], $9::uuid[])
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, hub = EXCLUDED.hub,
                     capabilities = EXCLUDED.capabilities, slots = EXCLUDED.slots,
                     state = EXCLUDED.state, connected_at = EXCLUDED.connected_at,
                     last_heartbeat = EXCLUDED.last_heartbeat, stats = EXCLUDED.stats"
@@ -354,6 +379,14 @@ impl Sql {
                  WHERE a.task_id = u.task_id AND a.attempt = u.attempt"
             }
             Sql::DeleteAgent => "DELETE FROM agents WHERE id = ANY($1::uuid[])",
+            Sql::ReleaseTask => "UPDATE tasks SET hub = NULL WHERE id = ANY($1::uuid[])",
+            Sql::InsertPool => {
+                "INSERT INTO pool (task_id, capability, priority, created_at)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[])"
+            }
+            Sql::Fence => "SELECT hive_fence($1::uuid)",
+            // The channel is `POOL_CHANNEL`.
+            Sql::NotifyPool => "SELECT pg_notify('hive_pool', c) FROM unnest($1::text[]) AS c",
             Sql::UpsertEstimate => {
                 "INSERT INTO estimates (identity, capability, successes, failures, latency_ms,
                     deviation_ms, samples, updated_at, assigned, assigned_at)
@@ -398,7 +431,7 @@ fn opt_text(s: Option<&str>) -> Value {
     Value::Text(s.map(str::to_string))
 }
 
-fn insert_task(spec: &TaskSpec, status: TaskStatus, error: Option<&str>) -> Row {
+fn insert_task(spec: &TaskSpec, status: TaskStatus, error: Option<&str>, hub: Uuid) -> Row {
     let consensus = spec.consensus.as_deref();
     Row {
         sql: Sql::InsertTask,
@@ -431,6 +464,7 @@ fn insert_task(spec: &TaskSpec, status: TaskStatus, error: Option<&str>) -> Row 
             opt_text(consensus.and_then(|c| c.vote.as_deref())),
             Value::Text(None),
             Value::Big(None),
+            uuid(hub),
         ],
     }
 }
@@ -444,6 +478,7 @@ mod task_column {
     pub const UPDATED_AT: usize = 15;
     pub const RESULT: usize = 21;
     pub const NOT_BEFORE: usize = 22;
+    pub const HUB: usize = 23;
 }
 
 /// Applies a later change of a task to the values of its insert, as its UPDATE would.
@@ -470,6 +505,7 @@ fn fold_task(inserted: &mut [Value], row: &Row) -> bool {
             inserted[LEASE_UNTIL] = Value::Big(None);
             inserted[UPDATED_AT] = v[5].clone();
         }
+        Sql::ReleaseTask => inserted[HUB] = Value::Uuid(None),
         Sql::TaskFinished => {
             inserted[STATUS] = v[1].clone();
             inserted[ERROR] = v[2].clone();
@@ -527,13 +563,35 @@ fn insert_attempt(
     }
 }
 
-fn rows_of(change: &Change, rows: &mut Vec<Row>) {
+fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
     match change {
         Change::TaskCreated {
             spec,
             status,
             error,
-        } => rows.push(insert_task(spec, *status, error.as_deref())),
+        } => rows.push(insert_task(spec, *status, error.as_deref(), hub)),
+        Change::TaskReleased {
+            task,
+            capability,
+            priority,
+            created_at,
+        } => {
+            rows.push(Row {
+                sql: Sql::ReleaseTask,
+                key: Key::Task(task.0),
+                values: vec![uuid(task.0)],
+            });
+            rows.push(Row {
+                sql: Sql::InsertPool,
+                key: Key::Pool(task.0),
+                values: vec![
+                    uuid(task.0),
+                    text(capability.as_str()),
+                    int_v(i32::from(*priority)),
+                    big(ts(*created_at)),
+                ],
+            });
+        }
         Change::TaskReady { task, at, .. } => rows.push(Row {
             sql: Sql::TaskReady,
             key: Key::Task(task.0),
@@ -651,6 +709,7 @@ fn rows_of(change: &Change, rows: &mut Vec<Row>) {
                     big(ts(agent.connected_at)),
                     big(ts(agent.last_heartbeat)),
                     text(stats),
+                    uuid(hub),
                 ],
             });
         }
@@ -750,9 +809,9 @@ mod tests {
                 error: None,
             })
             .collect();
-        let statements = plan(&[&created[..25], &created[25..]]);
+        let statements = plan(&[&created[..25], &created[25..]], Uuid::nil());
         assert_eq!(kinds(&statements), vec![Sql::InsertTask]);
-        assert_eq!(statements[0].1.len(), 23, "one array per column");
+        assert_eq!(statements[0].1.len(), 24, "one array per column");
     }
 
     #[test]
@@ -770,7 +829,7 @@ mod tests {
             failed(1, 1),
             started(1, 2),
         ];
-        let statements = plan(&[&changes]);
+        let statements = plan(&[&changes], Uuid::nil());
         assert_eq!(
             kinds(&statements),
             vec![Sql::InsertTask, Sql::InsertAttempt, Sql::TaskRunning],
@@ -782,7 +841,7 @@ mod tests {
     fn a_row_updated_again_waits_for_the_next_segment_so_changes_apply_in_order() {
         // Task 1 exists already: its updates cannot fold into an insert.
         let changes = [started(1, 1), failed(1, 1), started(1, 2)];
-        let statements = plan(&[&changes]);
+        let statements = plan(&[&changes], Uuid::nil());
         assert_eq!(
             kinds(&statements),
             vec![

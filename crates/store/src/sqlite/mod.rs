@@ -33,6 +33,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/0005_on_parent_failure.sql"),
     ),
     (6, include_str!("../../migrations/0006_consensus.sql")),
+    (7, include_str!("../../migrations/0007_hubs.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

@@ -1,0 +1,107 @@
+//! Three hubs on one PostgreSQL schema (`HIVE_TEST_POSTGRES`; skipped without it, a failure
+//! under `.ci/run`), workers spread across them, submissions to all three, and one hub killed
+//! with SIGKILL mid-run and started again under its name. Every acknowledged task must finish
+//! exactly once (one successful attempt on record) with its own result, and none stay stuck.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hive_client::worker::{Outcome, run_worker};
+use hive_client::{HubClient, WorkerOptions};
+use hive_proto::RawValue;
+use hive_proto::api::NewTask;
+use hive_proto::protocol::Assignment;
+use hive_store::postgres::scratch::ScratchSchema;
+
+use crate::survival::{Acked, each_succeeded_once, submitters, until_idle};
+use crate::util::*;
+
+const TOTAL: usize = 20_000;
+const KILL_AFTER: usize = 8_000;
+
+fn new_task(n: usize) -> NewTask {
+    NewTask {
+        payload: Some(RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap()),
+        timeout_ms: Some(2_000),
+        backoff_ms: Some(20),
+        ..NewTask::new("spread")
+    }
+}
+
+async fn start(url: &str, port: u16, name: &str, dir: &std::path::Path) -> HubProcess {
+    let config = dir.join("hub.toml");
+    // A short lease: a hub that vanished is noticed within seconds.
+    std::fs::write(&config, "[store]\nhub_lease_s = 2\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    HubProcess::start_with(
+        &dir.join("data"),
+        port,
+        &["--store", url, "--hub-name", name, "--config", &config],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_lose_nothing_when_one_is_killed_with_9() {
+    let Some(database) = ScratchSchema::for_test("three_hubs_lose_nothing") else {
+        return;
+    };
+    let url = database.url().to_string();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut hubs = Vec::new();
+    for (n, (dir, port)) in dirs.iter().zip(&ports).enumerate() {
+        hubs.push(start(&url, *port, &format!("hub{n}"), dir.path()).await);
+    }
+    let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for url in &urls {
+        let stop = stop.clone();
+        let options = WorkerOptions {
+            max_reconnect_delay: Duration::from_millis(200),
+            ..WorkerOptions::new(url, &["spread"], 16)
+        };
+        let executor = Arc::new(|task: Assignment| async move { Outcome::Success(task.payload) });
+        workers.push(tokio::spawn(run_worker(options, executor, async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })));
+    }
+
+    let acked = Acked::default();
+    let submitters: Vec<_> = urls
+        .iter()
+        .flat_map(|url| submitters(url, &acked, TOTAL, new_task))
+        .collect();
+    while acked.lock().unwrap().len() < KILL_AFTER {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    hubs[1].kill_9().await;
+    assert!(
+        acked.lock().unwrap().len() < TOTAL,
+        "the kill came mid-stream"
+    );
+    // Under its name again: it takes its earlier run's tasks over as it starts.
+    hubs[1] = start(&url, ports[1], "hub1", dirs[1].path()).await;
+    for submitter in submitters {
+        submitter.await.unwrap();
+    }
+
+    let client = HubClient::new(&urls[0]);
+    until_idle(&client, Duration::from_secs(240)).await;
+    each_succeeded_once(&client, &acked, TOTAL).await;
+    let list = client.hubs().await.unwrap();
+    assert_eq!(list.items.len(), 3, "the killed run's row went: {list:?}");
+    assert_eq!(list.pooled, 0);
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    for hub in hubs {
+        assert!(hub.terminate().await.success());
+    }
+}

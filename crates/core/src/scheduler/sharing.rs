@@ -1,0 +1,214 @@
+//! Sharing queued work with other hubs (several hubs on one database, docs/scaling.md).
+//!
+//! A hub keeps in memory the tasks it can start soon and hands the rest to a shared pool, from
+//! which every hub claims in proportion to its free slots. This module decides both sides from
+//! the scheduler's state alone: how many more ready tasks each capability could start here
+//! ([`Scheduler::spare_slots`]), and which queued tasks to let go ([`Scheduler::release_excess`]).
+//! Claimed tasks come back in through [`Scheduler::restore`], as after a restart. The store and
+//! the notifications between hubs are the runtime's business.
+
+use super::{Change, Phase, Scheduler, count_queued};
+use crate::routing::RoutingPolicy;
+use crate::task::Capability;
+
+/// Ready tasks a capability could start at once here: its agents' free slots beyond what its
+/// ready queue already holds.
+pub type SpareSlots = Vec<(Capability, u32)>;
+
+impl<P: RoutingPolicy> Scheduler<P> {
+    /// Per capability with a connected agent: free slots of its agents that accept work, less the
+    /// tasks already queued for them; only capabilities with room. An agent serving several
+    /// capabilities counts for each (a claim may then bring a few more tasks than start at once;
+    /// they wait here, and are released again if they wait too long).
+    pub fn spare_slots(&self) -> SpareSlots {
+        let mut spare: SpareSlots = self
+            .agents_by_capability
+            .iter()
+            .filter_map(|(capability, agents)| {
+                let free: u32 = agents
+                    .iter()
+                    .map(|(id, _)| &self.agents[id])
+                    .filter(|a| a.accepting())
+                    .map(|a| a.spec.slots - a.running)
+                    .sum();
+                let queued = self.queues.get(capability).map_or(0, |q| q.len());
+                let room = (free as usize).saturating_sub(queued);
+                (room > 0).then(|| (capability.clone(), room as u32))
+            })
+            .collect();
+        spare.sort();
+        spare
+    }
+
+    /// Lets go of ready tasks beyond what this hub's agents could take in one more round: per
+    /// capability, the queue keeps as many tasks as its connected, undrained agents have slots
+    /// (none when no agent here serves it), and the rest (those that would run last) leave
+    /// memory as [`Change::TaskReleased`]. A task that waiting tasks here depend on stays: they
+    /// learn of its end only from this scheduler. Consensus tasks never queue here (their
+    /// replicas do), so they stay too. Returns how many were released.
+    pub fn release_excess(&mut self) -> usize {
+        let mut released = 0;
+        let capabilities: Vec<Capability> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(c, _)| c.clone())
+            .collect();
+        for capability in capabilities {
+            let keep: usize = self
+                .agents_by_capability
+                .get(&capability)
+                .map_or(0, |agents| {
+                    agents
+                        .iter()
+                        .map(|(id, _)| &self.agents[id])
+                        .filter(|a| a.connected && !a.draining)
+                        .map(|a| a.spec.slots as usize)
+                        .sum()
+                });
+            let queue = &self.queues[&capability];
+            if queue.len() <= keep {
+                continue;
+            }
+            let excess = queue.len() - keep;
+            let chosen: Vec<_> = queue
+                .iter_last_first()
+                .filter(|(_, id)| !self.dependents.contains_key(id))
+                .take(excess)
+                .copied()
+                .collect();
+            for key in chosen {
+                let id = key.1;
+                self.queues
+                    .get_mut(&capability)
+                    .expect("queue of a capability")
+                    .remove(&key);
+                let task = self.tasks.remove(&id).expect("queued task is active");
+                debug_assert!(matches!(task.phase, Phase::Ready { .. }));
+                count_queued(&mut self.queued, &capability, true, false);
+                self.payload_bytes -= task.spec.payload.len();
+                if let Some(inputs) = self.inputs.remove(&id) {
+                    self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
+                }
+                self.changes.push(Change::TaskReleased {
+                    task: id,
+                    capability: capability.clone(),
+                    priority: task.spec.priority,
+                    created_at: task.spec.created_at,
+                });
+                released += 1;
+            }
+        }
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::LeastLoaded;
+    use crate::scheduler::tests::{agent_id, agent_spec, none, task_id};
+    use crate::scheduler::{RecoveredTask, SchedulerConfig};
+    use crate::task::tests::spec;
+    use crate::task::{TaskSpec, TaskStatus};
+    use crate::time::Timestamp;
+
+    fn scheduler() -> Scheduler<LeastLoaded> {
+        Scheduler::new(SchedulerConfig::default(), LeastLoaded)
+    }
+
+    fn task(n: u128, priority: u8) -> TaskSpec {
+        let mut spec = spec(n, "echo");
+        spec.priority = priority;
+        spec
+    }
+
+    fn cap() -> Capability {
+        Capability::parse("echo", "capability").unwrap()
+    }
+
+    fn released(changes: &[Change]) -> Vec<crate::ids::TaskId> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::TaskReleased { task, .. } => Some(*task),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn check(s: &Scheduler<LeastLoaded>) {
+        s.check_invariants().expect("invariants hold");
+    }
+
+    #[test]
+    fn without_an_agent_every_ready_task_is_released_and_memory_forgets_it() {
+        let mut s = scheduler();
+        let now = Timestamp(1_000);
+        for n in 1..=3 {
+            s.submit(task(n, 0), now, &mut none).unwrap();
+        }
+        s.take_changes();
+        assert_eq!(s.release_excess(), 3);
+        assert_eq!(released(&s.take_changes()).len(), 3);
+        assert_eq!(s.memory().active_tasks, 0);
+        assert!(s.queue_depths().is_empty());
+        assert_eq!(s.active_status(task_id(1)), None);
+        check(&s);
+    }
+
+    #[test]
+    fn a_hub_keeps_one_round_for_its_agents_and_releases_those_that_would_run_last() {
+        let mut s = scheduler();
+        let now = Timestamp(1_000);
+        s.register_agent(agent_id(1), agent_spec(&[("echo", 1.0)], 2), now);
+        // Two start at once, two stay queued (one more round), the lowest priority goes.
+        for (n, priority) in [(1, 5), (2, 5), (3, 5), (4, 5), (5, 0)] {
+            s.submit(task(n, priority), now, &mut none).unwrap();
+        }
+        s.take_changes();
+        assert_eq!(s.release_excess(), 1);
+        assert_eq!(released(&s.take_changes()), vec![task_id(5)]);
+        assert_eq!(s.queue_depths(), vec![(cap(), 2)]);
+        assert_eq!(s.spare_slots(), vec![]);
+        check(&s);
+    }
+
+    #[test]
+    fn spare_slots_count_free_slots_beyond_the_queue_and_a_claimed_task_comes_back_in() {
+        let mut s = scheduler();
+        let now = Timestamp(1_000);
+        s.register_agent(agent_id(1), agent_spec(&[("echo", 1.0)], 3), now);
+        assert_eq!(s.spare_slots(), vec![(cap(), 3)]);
+        s.restore(
+            vec![RecoveredTask {
+                spec: task(7, 0),
+                status: TaskStatus::Queued,
+                attempt: 0,
+                lease_until: None,
+                not_before: None,
+                replicas: Vec::new(),
+            }],
+            now,
+            &mut none,
+        );
+        // Claimed: it starts on the free agent at once, like a task submitted here.
+        assert_eq!(s.spare_slots(), vec![(cap(), 2)]);
+        assert_eq!(s.active_status(task_id(7)), Some(TaskStatus::Running));
+        check(&s);
+    }
+
+    #[test]
+    fn a_task_with_waiting_dependents_here_is_kept() {
+        let mut s = scheduler();
+        let now = Timestamp(1_000);
+        s.submit(task(1, 0), now, &mut none).unwrap();
+        let mut child = task(2, 0);
+        child.depends_on = vec![task_id(1)];
+        s.submit(child, now, &mut none).unwrap();
+        s.take_changes();
+        assert_eq!(s.release_excess(), 0);
+        assert_eq!(s.active_status(task_id(1)), Some(TaskStatus::Queued));
+        check(&s);
+    }
+}

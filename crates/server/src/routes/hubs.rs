@@ -1,0 +1,76 @@
+//! `/api/v1/hubs`: the hubs sharing the store, their loads and leases (docs/scaling.md).
+
+use axum::Json;
+use axum::extract::State;
+use hive_proto::api::{ErrorBody, HubList, HubView};
+use hive_store::HubRecord;
+
+use crate::actor::Command;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The hubs sharing this hub's store. On SQLite, this hub alone.
+#[utoipa::path(get, path = "/api/v1/hubs", responses(
+    (status = 200, body = HubList),
+    (status = 503, description = "The database cannot be read now", body = ErrorBody),
+))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<HubList>, ApiError> {
+    let Some(membership) = state.hubs.clone() else {
+        return Ok(Json(alone(&state).await?));
+    };
+    let me = membership.id();
+    let (records, pooled) = state
+        .read(move |_| Ok((membership.hubs()?, membership.pooled()?)))
+        .await?;
+    let items = records.into_iter().map(|r| view(r, me)).collect();
+    Ok(Json(HubList {
+        store: "postgres".into(),
+        items,
+        pooled,
+    }))
+}
+
+fn view(record: HubRecord, me: uuid::Uuid) -> HubView {
+    HubView {
+        this: record.id == me,
+        id: Some(record.id.to_string()),
+        name: record.name,
+        address: record.address,
+        lease: if record.held { "held" } else { "expired" }.into(),
+        lease_until_ms: Some(record.lease_until.0),
+        heartbeat_at_ms: Some(record.heartbeat_at.0),
+        started_at_ms: Some(record.started_at.0),
+        agents: record.load.agents,
+        slots: record.load.slots,
+        tasks: record.load.tasks,
+        queued: record.load.queued,
+    }
+}
+
+/// A hub alone in its SQLite data directory, as its scheduler sees itself now.
+async fn alone(state: &AppState) -> Result<HubList, ApiError> {
+    let overview = state.ask(|reply| Command::Overview { reply }).await?;
+    let connected = overview
+        .agents
+        .iter()
+        .filter(|a| a.state != hive_core::AgentState::Offline);
+    let (agents, slots) = connected.fold((0, 0), |(n, s), a| (n + 1, s + a.spec.slots));
+    Ok(HubList {
+        store: "sqlite".into(),
+        items: vec![HubView {
+            id: None,
+            name: "local".into(),
+            address: state.address.to_string(),
+            this: true,
+            lease: "none".into(),
+            lease_until_ms: None,
+            heartbeat_at_ms: None,
+            started_at_ms: None,
+            agents,
+            slots,
+            tasks: overview.memory.active_tasks as u32,
+            queued: overview.queue_depths.iter().map(|(_, n)| *n as u32).sum(),
+        }],
+        pooled: 0,
+    })
+}

@@ -1,0 +1,157 @@
+//! Several hubs on one PostgreSQL schema, in one process: work submitted on one hub runs on
+//! another's agents, the list of hubs, a hub that stops hands its work on. (Killing a hub with
+//! -9 needs processes: `crates/cli/tests/it/hubs.rs`.)
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hive_client::worker::Outcome;
+use hive_proto::api::{HubList, NewTask};
+use hive_proto::protocol::Assignment;
+use hive_store::postgres::scratch::ScratchSchema;
+use serde_json::json;
+
+use crate::postgres::hub_named;
+use crate::util::*;
+
+fn task(capability: &str, n: usize) -> NewTask {
+    NewTask {
+        payload: Some(hive_proto::RawValue::from_string(json!(n).to_string()).unwrap()),
+        ..NewTask::new(capability)
+    }
+}
+
+/// `hive_hub_tasks_moved_total{how}` of a hub.
+async fn moved(t: &TestHub, how: &str) -> u64 {
+    let text = http()
+        .get(format!("{}/metrics", t.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = format!("hive_hub_tasks_moved_total{{how=\"{how}\"}} ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&sample))
+        .unwrap_or_else(|| panic!("{sample} missing from /metrics"));
+    line[sample.len()..].trim().parse().unwrap()
+}
+
+async fn hubs(t: &TestHub) -> HubList {
+    t.client.hubs().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_submitted_on_one_hub_runs_on_the_agents_of_another() {
+    let Some(database) = ScratchSchema::for_test("work_submitted_on_one_hub") else {
+        return;
+    };
+    let a = hub_named(&database, "a").await;
+    let b = hub_named(&database, "b").await;
+    // Only b has an agent for `far`, and a worker that says where it ran.
+    let _far = spawn_named_worker(&b.url, "on-b", &["far"], |task: Assignment| async move {
+        Outcome::Success(task.payload)
+    });
+    let ids = a
+        .client
+        .submit_batch((0..300).map(|n| task("far", n)).collect())
+        .await
+        .unwrap();
+    let mut ran = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let done = finished(&a.client, id).await;
+        assert_eq!(done.status, "succeeded", "{:?}", done.error);
+        assert_eq!(done.result.unwrap().get(), n.to_string());
+        ran.push(
+            done.attempts
+                .iter()
+                .filter_map(|at| at.agent_id.clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    let on_b: Vec<String> = b
+        .client
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert!(
+        ran.iter().all(|r| *r == on_b),
+        "one attempt each, on b's agent"
+    );
+    // a pooled all 300 (no agent of its own), b claimed them.
+    assert_eq!(moved(&a, "released").await, 300);
+    assert_eq!(moved(&b, "claimed").await, 300);
+    assert_eq!(moved(&a, "claimed").await, 0);
+
+    let list = hubs(&a).await;
+    assert_eq!(list.store, "postgres");
+    let names: HashSet<(String, bool, String)> = list
+        .items
+        .iter()
+        .map(|h| (h.name.clone(), h.this, h.lease.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from([
+            ("a".into(), true, "held".into()),
+            ("b".into(), false, "held".into())
+        ])
+    );
+    let b_row = list.items.iter().find(|h| h.name == "b").unwrap();
+    assert_eq!(b_row.address, b.hub.addr().to_string());
+    let b_load = eventually("b reports its agent", Duration::from_secs(10), || async {
+        let list = hubs(&a).await;
+        let b = list.items.into_iter().find(|h| h.name == "b")?;
+        (b.agents == 1).then_some(b)
+    })
+    .await;
+    assert_eq!(b_load.slots, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_stops_hands_its_queued_work_to_the_others() {
+    let Some(database) = ScratchSchema::for_test("a_hub_that_stops_hands") else {
+        return;
+    };
+    let a = hub_named(&database, "a").await;
+    // Queued on a, alone: nobody else could take them.
+    let ids = a
+        .client
+        .submit_batch((0..50).map(|n| task("later", n)).collect())
+        .await
+        .unwrap();
+    assert_eq!(hubs(&a).await.pooled, 0);
+    a.hub.shutdown().await;
+    let b = hub_named(&database, "b").await;
+    assert_eq!(b.hub.recovered(), 50, "b took a's tasks over as it started");
+    let _later = spawn_worker(&b.url, &["later"], 8, echo());
+    for id in &ids {
+        assert_eq!(finished(&b.client, id).await.status, "succeeded");
+    }
+    let list = hubs(&b).await;
+    assert_eq!(list.items.len(), 1, "a's row went with its tasks: {list:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_alone_in_sqlite_lists_itself() {
+    let t = start_hub().await;
+    let _w = spawn_worker(&t.url, &["x"], 3, echo());
+    let list = eventually("the worker registered", Duration::from_secs(10), || async {
+        let list = hubs(&t).await;
+        (list.items[0].agents == 1).then_some(list)
+    })
+    .await;
+    assert_eq!(list.store, "sqlite");
+    assert_eq!(list.items.len(), 1);
+    let me = &list.items[0];
+    assert!(me.this && me.id.is_none() && me.lease == "none");
+    assert_eq!(
+        (me.slots, me.address.clone()),
+        (3, t.hub.addr().to_string())
+    );
+}

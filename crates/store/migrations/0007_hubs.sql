@@ -1,0 +1,3 @@
+-- Several hubs share only a PostgreSQL database (postgres/0007_hubs.sql). A SQLite data
+-- directory has one hub, so this version changes nothing here; it exists so that both stores
+-- count their versions alike.

@@ -1,0 +1,244 @@
+//! Several hubs on one database, store side: claiming from the pool, leases, fencing, taking a
+//! lost hub's tasks over. Each `PgStore` opened is a hub of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_core::{Capability, Change, TaskId, TaskSpec, TaskStatus, Timestamp};
+use uuid::Uuid;
+
+use super::scratch::ScratchSchema;
+use super::*;
+use crate::hubs::{HubLoad, Membership, Renewal};
+use crate::{BatchWriter, StoreError, TaskReader};
+
+fn hub(database: &ScratchSchema, name: &str) -> PgStore {
+    let identity = HubIdentity {
+        name: Some(name.into()),
+        lease: Duration::from_secs(30),
+    };
+    PgStore::open_as(database.url(), PoolBounds { min: 1, max: 4 }, &identity).unwrap()
+}
+
+fn echo() -> Capability {
+    Capability::parse("echo", "capability").unwrap()
+}
+
+fn spec(n: u128, priority: u8) -> Arc<TaskSpec> {
+    Arc::new(TaskSpec {
+        priority,
+        created_at: Timestamp(1_000 + n as u64),
+        ..(*crate::suite::spec(n)).clone()
+    })
+}
+
+/// A queued task created and released to the pool in one commit, as a hub with no room does.
+fn pooled(n: u128, priority: u8) -> [Change; 2] {
+    let spec = TaskSpec {
+        depends_on: Vec::new(),
+        idempotency_key: None,
+        ..(*spec(n, priority)).clone()
+    };
+    [
+        Change::TaskCreated {
+            spec: Arc::new(spec.clone()),
+            status: TaskStatus::Queued,
+            error: None,
+        },
+        Change::TaskReleased {
+            task: spec.id,
+            capability: spec.capability.clone(),
+            priority: spec.priority,
+            created_at: spec.created_at,
+        },
+    ]
+}
+
+fn ids(adopted: &crate::Adopted) -> Vec<u128> {
+    let mut ids: Vec<u128> = adopted
+        .tasks
+        .iter()
+        .map(|t| t.spec.id.0.as_u128())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn pooled_work_is_claimed_most_urgent_first_and_once() {
+    let Some(database) = ScratchSchema::for_test("pooled_work_is_claimed") else {
+        return;
+    };
+    let (a, b) = (hub(&database, "a"), hub(&database, "b"));
+    let mut notices = b.listen();
+    assert_eq!(notices.blocking_recv(), Some(PoolNotice::Listening));
+    let changes: Vec<Change> = [(1, 0), (2, 9), (3, 5)]
+        .into_iter()
+        .flat_map(|(n, p)| pooled(n, p))
+        .collect();
+    a.writer().apply(&[&changes]).unwrap();
+    // The commit named the capability to every listening hub.
+    assert_eq!(
+        notices.blocking_recv(),
+        Some(PoolNotice::Pooled("echo".into()))
+    );
+    // Nobody holds them: not the hub that pooled them either.
+    assert!(a.reader().load_active().unwrap().is_empty());
+    assert_eq!(b.membership().pooled().unwrap(), 3);
+
+    let first = b.membership().claim(&[(echo(), 2)]).unwrap();
+    assert_eq!(ids(&first), vec![2, 3], "priority 9 and 5 before 0");
+    assert!(first.tasks.iter().all(|t| t.status == TaskStatus::Queued));
+    let second = a.membership().claim(&[(echo(), 5)]).unwrap();
+    assert_eq!(ids(&second), vec![1]);
+    assert!(
+        b.membership()
+            .claim(&[(echo(), 5)])
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    // Each hub holds what it claimed, and runs it as if it had been submitted there.
+    assert_eq!(b.reader().load_active().unwrap().len(), 2);
+    assert_eq!(a.reader().load_active().unwrap().len(), 1);
+}
+
+#[test]
+fn hubs_claiming_together_never_take_the_same_task() {
+    let Some(database) = ScratchSchema::for_test("hubs_claiming_together") else {
+        return;
+    };
+    let hubs: Vec<PgStore> = (0..3).map(|n| hub(&database, &format!("h{n}"))).collect();
+    let changes: Vec<Change> = (1..=300).flat_map(|n| pooled(n, 5)).collect();
+    hubs[0].writer().apply(&[&changes]).unwrap();
+    let claimed: Vec<Vec<u128>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = hubs
+            .iter()
+            .map(|h| {
+                scope.spawn(move || {
+                    let membership = h.membership();
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = membership.claim(&[(echo(), 7)]).unwrap();
+                        if got.tasks.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(ids(&got));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut all: Vec<u128> = claimed.concat();
+    all.sort();
+    assert_eq!(
+        all,
+        (1..=300).collect::<Vec<_>>(),
+        "every task claimed exactly once"
+    );
+}
+
+#[test]
+fn a_hub_whose_lease_ended_is_fenced_out_and_its_tasks_adopted() {
+    let Some(database) = ScratchSchema::for_test("a_hub_whose_lease_ended") else {
+        return;
+    };
+    let (a, b) = (hub(&database, "a"), hub(&database, "b"));
+    let mut parent = (*spec(1, 5)).clone();
+    parent.depends_on = Vec::new();
+    parent.idempotency_key = None;
+    let mut child = (*spec(2, 5)).clone();
+    child.depends_on = vec![parent.id];
+    child.idempotency_key = None;
+    let mut writer = a.writer();
+    writer
+        .apply(&[&[
+            Change::TaskCreated {
+                spec: Arc::new(parent.clone()),
+                status: TaskStatus::Queued,
+                error: None,
+            },
+            Change::TaskCreated {
+                spec: Arc::new(child),
+                status: TaskStatus::Waiting,
+                error: None,
+            },
+        ]])
+        .unwrap();
+    // Not yet: a's lease runs.
+    assert!(b.membership().adopt_lost().unwrap().tasks.is_empty());
+    assert!(matches!(
+        b.membership().renew(&HubLoad::default()).unwrap(),
+        Renewal::Renewed { others: 1 }
+    ));
+
+    a.membership().leave().unwrap();
+    let adopted = b.membership().adopt_lost().unwrap();
+    assert_eq!(ids(&adopted), vec![1, 2], "a whole graph moves together");
+    assert_eq!(b.reader().load_active().unwrap().len(), 2);
+
+    // Whatever a still tries to write is refused in the database.
+    let late = writer.apply(&[&[Change::TaskReady {
+        task: TaskId(Uuid::from_u128(2)),
+        capability: echo(),
+        at: Timestamp(5_000),
+    }]]);
+    assert!(matches!(late, Err(StoreError::LeaseLost)), "{late:?}");
+    assert_eq!(
+        b.reader().task_status(TaskId(Uuid::from_u128(2))).unwrap(),
+        Some(TaskStatus::Waiting)
+    );
+    assert_eq!(
+        a.membership().renew(&HubLoad::default()).unwrap(),
+        Renewal::Lost
+    );
+    assert!(matches!(
+        a.membership().claim(&[(echo(), 1)]),
+        Err(StoreError::LeaseLost)
+    ));
+}
+
+#[test]
+fn a_hub_started_again_under_its_name_takes_its_tasks_over_at_once() {
+    let Some(database) = ScratchSchema::for_test("a_hub_started_again") else {
+        return;
+    };
+    let first = hub(&database, "same");
+    let mut writer = first.writer();
+    writer
+        .apply(&[&[crate::suite::created(1), crate::suite::created(2)]])
+        .unwrap();
+    // The first run is not stopped (killed, say): its lease still runs.
+    let second = hub(&database, "same");
+    assert_eq!(second.reader().load_active().unwrap().len(), 2);
+    assert!(matches!(
+        writer.apply(&[&[crate::suite::created(3)]]),
+        Err(StoreError::LeaseLost)
+    ));
+    let hubs = second.membership().hubs().unwrap();
+    assert_eq!(hubs.len(), 1, "{hubs:?}");
+    assert_eq!(hubs[0].id, second.membership().id());
+}
+
+#[test]
+fn the_list_of_hubs_shows_each_ones_load_and_lease() {
+    let Some(database) = ScratchSchema::for_test("the_list_of_hubs") else {
+        return;
+    };
+    let (a, b) = (hub(&database, "a"), hub(&database, "b"));
+    let load = HubLoad {
+        address: "127.0.0.1:7001".into(),
+        agents: 2,
+        slots: 16,
+        tasks: 5,
+        queued: 1,
+    };
+    a.membership().renew(&load).unwrap();
+    b.membership().leave().unwrap();
+    let hubs = a.membership().hubs().unwrap();
+    let names: Vec<(&str, bool)> = hubs.iter().map(|h| (h.name.as_str(), h.held)).collect();
+    assert_eq!(names, vec![("a", true), ("b", false)]);
+    assert_eq!(hubs[0].load, load);
+    assert_eq!(hubs[0].address, "127.0.0.1:7001");
+}
