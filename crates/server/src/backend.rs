@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use hive_store::postgres::{PgStore, PoolNotice, StoreMonitor};
+use hive_store::postgres::{PgStore, StoreMonitor};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
-use hive_store::{AlertLog, BatchWriter, Membership, StoreError, TaskReader, TokenStore};
+use hive_store::{AlertLog, BatchWriter, StoreError, TaskReader, TokenStore};
 
 use crate::config::HubConfig;
+use crate::membership::StoreLink;
 
 /// How often SQLite's WAL is checkpointed (off the commit path, see
 /// `hive_store::sqlite::Checkpointer`).
@@ -97,15 +98,13 @@ impl Backend {
 
     /// This hub's membership among the hubs sharing the store, with the pool's notifications
     /// (PostgreSQL only: a SQLite data directory has one hub).
-    pub fn membership(
-        &self,
-    ) -> Option<(
-        Arc<dyn Membership>,
-        tokio::sync::mpsc::UnboundedReceiver<PoolNotice>,
-    )> {
+    pub fn membership(&self) -> Option<StoreLink> {
         match self {
             Backend::Sqlite { .. } => None,
-            Backend::Postgres(store) => Some((Arc::new(store.membership()), store.listen())),
+            Backend::Postgres(store) => Some(StoreLink {
+                store: Arc::new(store.membership()),
+                notices: store.listen(),
+            }),
         }
     }
 

@@ -159,6 +159,7 @@ fn event(change: &Change) -> Option<Event> {
         Change::AttemptReattached { .. }
         | Change::AgentForgotten { .. }
         | Change::TaskReleased { .. }
+        | Change::TaskParked { .. }
         | Change::Learned(_)
         | Change::SendCancel { .. }
         | Change::SendDrain { .. }

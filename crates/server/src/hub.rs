@@ -128,9 +128,9 @@ impl Hub {
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let shared_store = backend.membership();
         let (sharing, claims) = match &shared_store {
-            Some(_) => {
+            Some(link) => {
                 let (ask, claims) = membership::claim_channel();
-                (Sharing::with_peers(ask), Some(claims))
+                (Sharing::with_peers(ask, link.store.clone()), Some(claims))
             }
             None => (Sharing::alone(), None),
         };
@@ -158,11 +158,11 @@ impl Hub {
         })?;
         let (shutdown, stopping) = watch::channel(false);
         let membership = match (shared_store, claims, &config.postgres) {
-            (Some((store, notices)), Some(claims), Some(pg)) => Some(Membership::start(
-                store,
-                notices,
+            (Some(link), Some(claims), Some(pg)) => Some(Membership::start(
+                link,
                 claims,
                 commands.clone(),
+                waiters.clone(),
                 addr.to_string(),
                 pg.hub.lease,
                 stopping.clone(),

@@ -1,6 +1,7 @@
 //! A hub's membership among several hubs sharing a PostgreSQL database (docs/scaling.md): the
 //! heartbeat that keeps its lease, taking over the tasks of hubs whose lease ended, the claims
-//! the actor asks for, and the pool's notifications.
+//! the actor asks for, the hubs' notifications (work pooled, a cancel for a task held here),
+//! and long-polls on tasks that other hubs finish.
 //!
 //! One task does all of it, so store calls (blocking, made on the blocking pool) never overlap
 //! and never run on the actor. What comes back goes to the actor as commands. A hub that finds
@@ -12,14 +13,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_core::Capability;
-use hive_store::postgres::PoolNotice;
+use hive_core::{Capability, TaskId};
+use hive_store::postgres::Notice;
 use hive_store::{Adopted, HubLoad, Membership as StoreMembership, Renewal, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::actor::Command;
 use crate::actor::sharing::ClaimRequest;
+use crate::waiters::Waiters;
 
 /// Claims the actor may have asked for before the membership task takes the next.
 const CLAIM_QUEUE: usize = 1;
@@ -27,6 +29,17 @@ const CLAIM_QUEUE: usize = 1;
 /// How often the actor is told to look in the pool again without a notification: notifications
 /// can be missed (a reconnect), and a hub with no room when one came may have room now.
 const BACKSTOP: Duration = Duration::from_secs(1);
+
+/// How often long-polls parked here are looked up in the store: a task another hub finishes
+/// wakes its waiters here within this long (one query for all of them).
+const WAITS_POLL: Duration = Duration::from_millis(200);
+
+/// What the store gives a hub among several: its membership, and the notifications the hubs
+/// send each other.
+pub struct StoreLink {
+    pub store: Arc<dyn StoreMembership>,
+    pub notices: mpsc::UnboundedReceiver<Notice>,
+}
 
 /// The running membership of a hub.
 pub struct Membership {
@@ -43,18 +56,20 @@ pub fn claim_channel() -> (mpsc::Sender<ClaimRequest>, mpsc::Receiver<ClaimReque
 impl Membership {
     /// Starts the heartbeat. `address`: where this hub serves, for the list of hubs.
     pub fn start(
-        store: Arc<dyn StoreMembership>,
-        notices: mpsc::UnboundedReceiver<PoolNotice>,
+        link: StoreLink,
         claims: mpsc::Receiver<ClaimRequest>,
         commands: mpsc::Sender<Command>,
+        waiters: Arc<Waiters>,
         address: String,
         lease: Duration,
         stopping: watch::Receiver<bool>,
     ) -> Membership {
+        let StoreLink { store, notices } = link;
         let (lost_tx, lost) = watch::channel(false);
         let beat = Heartbeat {
             store: store.clone(),
             commands,
+            waiters,
             address,
             lost: lost_tx,
         };
@@ -97,6 +112,7 @@ impl Membership {
 struct Heartbeat {
     store: Arc<dyn StoreMembership>,
     commands: mpsc::Sender<Command>,
+    waiters: Arc<Waiters>,
     address: String,
     lost: watch::Sender<bool>,
 }
@@ -104,7 +120,7 @@ struct Heartbeat {
 impl Heartbeat {
     async fn run(
         self,
-        mut notices: mpsc::UnboundedReceiver<PoolNotice>,
+        mut notices: mpsc::UnboundedReceiver<Notice>,
         mut claims: mpsc::Receiver<ClaimRequest>,
         lease: Duration,
         stopping: watch::Receiver<bool>,
@@ -113,13 +129,24 @@ impl Heartbeat {
         let mut heartbeat = tokio::time::interval(lease / 4);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backstop = tokio::time::interval(BACKSTOP);
+        let mut waits = tokio::time::interval(WAITS_POLL);
+        waits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let keep_going = tokio::select! {
                 _ = heartbeat.tick() => self.beat().await,
-                _ = backstop.tick() => self.hint(None).await,
+                _ = backstop.tick() => self.hint(None).await && self.unpark().await,
+                _ = waits.tick() => self.wake_ended().await,
                 Some(notice) = notices.recv() => match notice {
-                    PoolNotice::Listening => self.hint(None).await,
-                    PoolNotice::Pooled(name) => match Capability::parse(&name, "capability") {
+                    Notice::Listening => self.hint(None).await,
+                    Notice::Cancel(id) => match id.parse::<uuid::Uuid>() {
+                        Ok(id) => self
+                            .commands
+                            .send(Command::CancelHeld { task: TaskId(id) })
+                            .await
+                            .is_ok(),
+                        Err(_) => true,
+                    },
+                    Notice::Pooled(name) => match Capability::parse(&name, "capability") {
                         Ok(capability) => self.hint(Some(capability)).await,
                         Err(_) => true,
                     },
@@ -162,6 +189,38 @@ impl Heartbeat {
                 true
             }
         }
+    }
+
+    /// Takes over parked tasks whose parents all ended (on any hub).
+    async fn unpark(&self) -> bool {
+        let store = self.store.clone();
+        match blocking(move || store.adopt_unparked()).await {
+            Ok(adopted) if adopted.tasks.is_empty() => true,
+            Ok(adopted) => self.send_adopted(adopted, None).await,
+            Err(StoreError::LeaseLost) => self.lose(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take over parked tasks");
+                true
+            }
+        }
+    }
+
+    /// Wakes the long-polls parked here whose task has ended (on any hub).
+    async fn wake_ended(&self) -> bool {
+        let parked = self.waiters.parked();
+        if parked.is_empty() {
+            return true;
+        }
+        let store = self.store.clone();
+        match blocking(move || store.ended_among(&parked)).await {
+            Ok(ended) => {
+                for task in ended {
+                    self.waiters.notify(task);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not look up waited-on tasks"),
+        }
+        true
     }
 
     async fn claim(&self, asked: ClaimRequest) -> bool {

@@ -1,7 +1,8 @@
 //! Long-poll waiters: requests parked in `GET /tasks/{id}/wait` until their task ends.
 //!
 //! Woken by the after-commit effects, so a woken request always reads the final state from the
-//! store. A std Mutex: held only for a map operation, never across an await.
+//! store. With several hubs, a task another hub finishes is found ended by this hub's
+//! membership, which looks the parked tasks up in the store a few times a second. A std Mutex: held only for a map operation, never across an await.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +28,11 @@ impl Waiters {
                 let _ = waiter.send(());
             }
         }
+    }
+
+    /// The tasks waited on now.
+    pub fn parked(&self) -> Vec<TaskId> {
+        self.lock().keys().copied().collect()
     }
 
     /// Drops the waiters of `task` that gave up (timed out or disconnected).

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use hive_core::{Capability, RecoveredTask, TaskEnd, TaskId, Timestamp};
+use hive_core::{Capability, RecoveredTask, TaskEnd, TaskId, TaskStatus, Timestamp};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -54,6 +54,22 @@ pub struct Adopted {
     pub parents: HashMap<TaskId, TaskEnd>,
 }
 
+/// What became of a cancel for a task this hub does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelElsewhere {
+    /// No such task.
+    Unknown,
+    /// It had ended already, so.
+    Ended(TaskStatus),
+    /// It waited in the pool, or parked for its parents: cancelled there, committed.
+    CancelledInPool,
+    /// Another hub holds it: asked (on [`CANCEL_CHANNEL`]) to cancel it.
+    Forwarded,
+}
+
+/// The channel on which hubs ask the hub holding a task to cancel it (the payload: its id).
+pub const CANCEL_CHANNEL: &str = "hive_cancel";
+
 /// A hub's membership among the hubs sharing a database. Calls block (they are database round
 /// trips); the server makes them off its async workers.
 pub trait Membership: Send + Sync + 'static {
@@ -63,6 +79,8 @@ pub trait Membership: Send + Sync + 'static {
     fn renew(&self, load: &HubLoad) -> Result<Renewal, StoreError>;
     /// Takes over the tasks of every hub whose lease ended (their rows go).
     fn adopt_lost(&self) -> Result<Adopted, StoreError>;
+    /// Takes over parked tasks (see `hive_core::Change::TaskParked`) whose parents all ended.
+    fn adopt_unparked(&self) -> Result<Adopted, StoreError>;
     /// Claims up to `n` queued tasks of each capability from the pool, most urgent first
     /// (priority, then age), skipping those another hub is claiming.
     fn claim(&self, wants: &[(Capability, u32)]) -> Result<Adopted, StoreError>;
@@ -70,6 +88,10 @@ pub trait Membership: Send + Sync + 'static {
     fn hubs(&self) -> Result<Vec<HubRecord>, StoreError>;
     /// Queued tasks in the pool, held by no hub.
     fn pooled(&self) -> Result<u64, StoreError>;
+    /// Cancels a task this hub does not hold: in the pool directly, else by asking its hub.
+    fn cancel_elsewhere(&self, task: TaskId, at: Timestamp) -> Result<CancelElsewhere, StoreError>;
+    /// Those of `tasks` that have ended (for long-polls on tasks other hubs finish).
+    fn ended_among(&self, tasks: &[TaskId]) -> Result<Vec<TaskId>, StoreError>;
     /// Ends the lease now, so that the others take over what is left at their next heartbeat
     /// (a stopping hub).
     fn leave(&self) -> Result<(), StoreError>;

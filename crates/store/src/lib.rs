@@ -29,7 +29,7 @@ use hive_core::{
 };
 
 pub use group_commit::{CommitStats, GroupCommit, WriteBatch};
-pub use hubs::{Adopted, HubLoad, HubRecord, Membership, Renewal};
+pub use hubs::{Adopted, CANCEL_CHANNEL, CancelElsewhere, HubLoad, HubRecord, Membership, Renewal};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

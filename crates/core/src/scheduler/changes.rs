@@ -84,6 +84,9 @@ pub enum Change {
         priority: u8,
         created_at: Timestamp,
     },
+    /// A new task (just created, `waiting`) whose parents include one another hub holds: stored
+    /// with no hub, and taken over by a hub once every parent ended. Not in memory here.
+    TaskParked { task: TaskId, parents: Vec<TaskId> },
     /// An agent connected, started draining, or went offline.
     AgentChanged(AgentSnapshot),
     /// What routing believes of an agent identity on a capability changed (once per turn at

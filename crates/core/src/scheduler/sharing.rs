@@ -3,13 +3,14 @@
 //! A hub keeps in memory the tasks it can start soon and hands the rest to a shared pool, from
 //! which every hub claims in proportion to its free slots. This module decides both sides from
 //! the scheduler's state alone: how many more ready tasks each capability could start here
-//! ([`Scheduler::spare_slots`]), and which queued tasks to let go ([`Scheduler::release_excess`]).
+//! ([`Scheduler::spare_slots`]), which queued tasks to let go ([`Scheduler::release_excess`]),
+//! and a task whose parent another hub holds ([`Scheduler::park`]).
 //! Claimed tasks come back in through [`Scheduler::restore`], as after a restart. The store and
 //! the notifications between hubs are the runtime's business.
 
 use super::{Change, Phase, Scheduler, count_queued};
 use crate::routing::RoutingPolicy;
-use crate::task::Capability;
+use crate::task::{Capability, TaskSpec, TaskStatus};
 
 /// Ready tasks a capability could start at once here: its agents' free slots beyond what its
 /// ready queue already holds.
@@ -38,6 +39,22 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .collect();
         spare.sort();
         spare
+    }
+
+    /// Accepts a task that depends on one held by another hub (the caller found out): created
+    /// `waiting` and parked ([`Change::TaskParked`]), not kept in memory. The hub that takes it
+    /// over once its parents ended restores it, which decides it then (ready, or failed by a
+    /// parent) as after a restart.
+    pub fn park(&mut self, spec: TaskSpec) -> TaskStatus {
+        let parents = super::distinct(&spec.depends_on);
+        let task = spec.id;
+        self.changes.push(Change::TaskCreated {
+            spec: std::sync::Arc::new(spec),
+            status: TaskStatus::Waiting,
+            error: None,
+        });
+        self.changes.push(Change::TaskParked { task, parents });
+        TaskStatus::Waiting
     }
 
     /// Lets go of ready tasks beyond what this hub's agents could take in one more round: per
@@ -110,7 +127,6 @@ mod tests {
     use crate::scheduler::tests::{agent_id, agent_spec, none, task_id};
     use crate::scheduler::{RecoveredTask, SchedulerConfig};
     use crate::task::tests::spec;
-    use crate::task::{TaskSpec, TaskStatus};
     use crate::time::Timestamp;
 
     fn scheduler() -> Scheduler<LeastLoaded> {
@@ -210,5 +226,39 @@ mod tests {
         assert_eq!(s.release_excess(), 0);
         assert_eq!(s.active_status(task_id(1)), Some(TaskStatus::Queued));
         check(&s);
+    }
+}
+
+#[cfg(test)]
+mod park_tests {
+    use super::*;
+    use crate::routing::LeastLoaded;
+    use crate::scheduler::SchedulerConfig;
+    use crate::scheduler::tests::task_id;
+    use crate::task::tests::spec;
+
+    #[test]
+    fn a_parked_task_is_stored_waiting_with_its_parents_and_not_kept() {
+        let mut s = Scheduler::new(SchedulerConfig::default(), LeastLoaded);
+        let mut child = spec(2, "echo");
+        child.depends_on = vec![task_id(1), task_id(1), task_id(3)];
+        assert_eq!(s.park(child), TaskStatus::Waiting);
+        let changes = s.take_changes();
+        assert!(matches!(
+            &changes[0],
+            Change::TaskCreated {
+                status: TaskStatus::Waiting,
+                ..
+            }
+        ));
+        assert_eq!(
+            changes[1],
+            Change::TaskParked {
+                task: task_id(2),
+                parents: vec![task_id(1), task_id(3)]
+            }
+        );
+        assert_eq!(s.active_status(task_id(2)), None);
+        s.check_invariants().unwrap();
     }
 }

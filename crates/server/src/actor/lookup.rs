@@ -34,6 +34,9 @@ pub struct Found {
     pub keys: HashMap<String, Option<(TaskId, TaskStatus)>>,
     /// Parent -> how it ended (`None`: unknown, or not finished when read).
     pub ends: HashMap<TaskId, Option<TaskEnd>>,
+    /// Parents not finished when read, though not in this hub's memory: another hub holds them
+    /// (several hubs on one database).
+    pub elsewhere: HashSet<TaskId>,
     /// When the first round's read began (the last batch committed then). A later round
     /// registers this, not a newer number: the first round's answers rely on the actor keeping
     /// everything committed since, until the submission is decided.
@@ -153,6 +156,9 @@ fn read_missing(
     }
     for parent in missing.parents {
         let end = reader.task_end(parent)?;
+        if end.is_none() && reader.task_status(parent)?.is_some() {
+            found.elsewhere.insert(parent);
+        }
         found.ends.insert(parent, end);
     }
     Ok(())

@@ -18,7 +18,7 @@ pub mod lookup;
 pub mod rebuild;
 pub mod sharing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -67,7 +67,11 @@ pub enum Command {
     },
     Cancel {
         task: TaskId,
-        reply: Reply<()>,
+        reply: Reply<Cancelled>,
+    },
+    /// Another hub asks the hub holding `task` to cancel it (several hubs); ignored by the others.
+    CancelHeld {
+        task: TaskId,
     },
     /// Drains an agent, or with `undo` takes it back into service.
     Drain {
@@ -108,6 +112,15 @@ pub enum Command {
     PoolHint {
         capability: Option<hive_core::Capability>,
     },
+}
+
+/// How a cancel was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Committed: by this hub, or in the shared pool.
+    Done,
+    /// Another hub holds the task and was asked to cancel it (see [`sharing`]).
+    Requested,
 }
 
 /// The outcome of one submitted task.
@@ -308,9 +321,14 @@ impl Actor {
                 let _ = reply.send(Err(ApiError::StoreRefusing { retry_after_s }));
             }
             Command::Cancel { task, reply } => match self.scheduler.cancel(task, now) {
-                Ok(()) => self.defer(reply, Ok(())),
-                Err(CancelError::NotActive(_)) => self.refuse_cancel(task, reply),
+                Ok(()) => self.defer(reply, Ok(Cancelled::Done)),
+                Err(CancelError::NotActive(_)) => self.refuse_cancel(task, reply, now),
             },
+            Command::CancelHeld { task } => {
+                if self.scheduler.active_status(task).is_some() {
+                    let _ = self.scheduler.cancel(task, now);
+                }
+            }
             Command::Drain { agent, undo, reply } => {
                 let outcome = if undo {
                     self.scheduler.undrain(agent, now)
@@ -425,7 +443,10 @@ impl Actor {
                 missing.keys.insert(key.clone());
             }
             for dep in &spec.depends_on {
-                if self.scheduler.active_status(*dep).is_some() || found.ends.contains_key(dep) {
+                if self.scheduler.active_status(*dep).is_some()
+                    || found.ends.contains_key(dep)
+                    || self.sharing.is_parked(*dep)
+                {
                     continue;
                 }
                 if self.recently_finished.contains_key(dep) {
@@ -459,6 +480,8 @@ impl Actor {
         let mut existing: Vec<Option<(TaskId, Option<TaskStatus>)>> =
             Vec::with_capacity(specs.len());
         let mut keys_in_request: HashMap<&str, TaskId> = HashMap::new();
+        // Tasks with a parent another hub holds: parked, not kept here (see `sharing`).
+        let mut park: HashSet<TaskId> = HashSet::new();
         for (i, spec) in specs.iter().enumerate() {
             if let Some(key) = spec.idempotency_key.as_deref() {
                 let earlier = match keys_in_request.get(key).or(self.pending_keys.get(key)) {
@@ -478,6 +501,10 @@ impl Actor {
             }
             for dep in &spec.depends_on {
                 if self.scheduler.active_status(*dep).is_some() || ended.contains_key(dep) {
+                    continue;
+                }
+                if found.elsewhere.contains(dep) || self.sharing.is_parked(*dep) {
+                    park.insert(spec.id);
                     continue;
                 }
                 let end = match self.recently_finished.get(dep) {
@@ -520,6 +547,15 @@ impl Actor {
                 self.pending_keys.insert(key.clone(), id);
                 self.keys_by_seq.push_back((self.seq, key.clone()));
             }
+            if park.contains(&id) {
+                self.sharing.note_parked(self.seq, id);
+                submitted.push(Submitted {
+                    id,
+                    status: self.scheduler.park(spec),
+                    existing: false,
+                });
+                continue;
+            }
             let mut resolve = |dep: TaskId| ended.get(&dep).cloned();
             // The checks above make both errors unreachable: dependencies were found (and a
             // dependency active then is active or in `recently_finished` now, the same turn),
@@ -542,7 +578,8 @@ impl Actor {
     /// Answers a cancel of a task not active in the scheduler: 409 when it ended, 404 when it
     /// never existed. One not ended in a batch still in flight is read from the store, off the
     /// actor's path (and exactly: it is no longer in the scheduler, so the store has its end).
-    fn refuse_cancel(&mut self, task: TaskId, reply: Reply<()>) {
+    /// With several hubs it may be active elsewhere: see [`sharing`].
+    fn refuse_cancel(&mut self, task: TaskId, reply: Reply<Cancelled>, now: Timestamp) {
         let conflict = move |status: TaskStatus| ApiError::Conflict {
             message: format!("task {task} is already {status}"),
         };
@@ -553,6 +590,9 @@ impl Actor {
             return;
         }
         self.effects.metrics.add(Count::FinishedCacheMisses, 1);
+        let Err(reply) = self.cancel_elsewhere(task, reply, now) else {
+            return;
+        };
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let outcome = match reader.task_status(task) {
@@ -637,5 +677,6 @@ impl Actor {
             let (_, key) = self.keys_by_seq.pop_front().expect("checked");
             self.pending_keys.remove(&key);
         }
+        self.sharing.forget_parked_through(committed);
     }
 }

@@ -137,6 +137,7 @@ impl Actor {
         self.finishing.clear();
         self.pending_keys.clear();
         self.keys_by_seq.clear();
+        self.sharing.forget_all_parked();
         // Reads in flight relied on what was just forgotten: they are made again.
         self.lookups.epoch += 1;
         // After a failed try the scheduler is empty: what it knew was kept aside.

@@ -1,6 +1,7 @@
 //! The actor's side of several hubs sharing a database (docs/scaling.md): letting go of queued
-//! work its agents cannot start soon, asking for pooled work when they have room, and taking in
-//! what was claimed or adopted.
+//! work its agents cannot start soon, asking for pooled work when they have room, taking in what
+//! was claimed or adopted, parking a task whose parent another hub holds (the lookup found the
+//! parent active in the store but not here), and cancelling a task held elsewhere.
 //!
 //! The scheduler decides what to release and how much room there is
 //! (`hive_core::Scheduler::{release_excess, spare_slots}`); the store calls run on the hub's
@@ -10,13 +11,15 @@
 //! second as a backstop), a capability named by a notification, and not a capability whose last
 //! claim came back short, until one of those says otherwise.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
-use hive_core::{Capability, SpareSlots, Timestamp};
-use hive_store::Adopted;
+use hive_core::{Capability, SpareSlots, TaskId, Timestamp};
+use hive_store::{Adopted, CancelElsewhere, Membership};
 use tokio::sync::mpsc;
 
-use super::Actor;
+use super::{Actor, Cancelled, Reply};
+use crate::error::ApiError;
 use crate::metrics::Count;
 
 /// A claim the actor asks the membership task to make.
@@ -26,11 +29,17 @@ pub type ClaimRequest = SpareSlots;
 pub struct Sharing {
     /// Where claims go; `None`: this hub is alone in its store (SQLite).
     claims: Option<mpsc::Sender<ClaimRequest>>,
+    /// For cancels of tasks held elsewhere (called off the actor).
+    store: Option<Arc<dyn Membership>>,
     /// Other hubs holding live leases, as of the last heartbeat: with none, nothing is released
     /// (nobody would take it).
     peers: usize,
     hints: PoolHints,
     claiming: bool,
+    /// Tasks parked in a batch not yet committed, with the batch number: a child submitted
+    /// meanwhile is parked behind them (the store does not know them yet).
+    parked: HashSet<TaskId>,
+    parked_by_seq: VecDeque<(u64, TaskId)>,
 }
 
 /// Capabilities the pool may hold work of.
@@ -43,18 +52,24 @@ impl Sharing {
     pub fn alone() -> Self {
         Sharing {
             claims: None,
+            store: None,
             peers: 0,
             hints: PoolHints::Only(HashSet::new()),
             claiming: false,
+            parked: HashSet::new(),
+            parked_by_seq: VecDeque::new(),
         }
     }
 
-    pub fn with_peers(claims: mpsc::Sender<ClaimRequest>) -> Self {
+    pub fn with_peers(claims: mpsc::Sender<ClaimRequest>, store: Arc<dyn Membership>) -> Self {
         Sharing {
             claims: Some(claims),
+            store: Some(store),
             peers: 0,
             hints: PoolHints::Any,
             claiming: false,
+            parked: HashSet::new(),
+            parked_by_seq: VecDeque::new(),
         }
     }
 
@@ -71,6 +86,32 @@ impl Sharing {
 
     pub fn set_peers(&mut self, peers: usize) {
         self.peers = peers;
+    }
+
+    pub fn note_parked(&mut self, seq: u64, task: TaskId) {
+        self.parked.insert(task);
+        self.parked_by_seq.push_back((seq, task));
+    }
+
+    pub fn is_parked(&self, task: TaskId) -> bool {
+        self.parked.contains(&task)
+    }
+
+    /// What batches up to `committed` parked, the store now answers for.
+    pub fn forget_parked_through(&mut self, committed: u64) {
+        while let Some(&(seq, task)) = self.parked_by_seq.front() {
+            if seq > committed {
+                break;
+            }
+            self.parked_by_seq.pop_front();
+            self.parked.remove(&task);
+        }
+    }
+
+    /// After a rebuild: batches not committed are refused, their parked tasks never existed.
+    pub fn forget_all_parked(&mut self) {
+        self.parked.clear();
+        self.parked_by_seq.clear();
     }
 }
 
@@ -122,6 +163,35 @@ impl Actor {
         }
         self.scheduler
             .restore(tasks, now, &mut |id| parents.get(&id).cloned());
+    }
+
+    /// A cancel of a task not active here, with other hubs possibly holding it: cancelled in the
+    /// pool, or forwarded to its hub, on the blocking pool. Hands the reply back when this hub
+    /// is alone in its store.
+    pub(super) fn cancel_elsewhere(
+        &self,
+        task: TaskId,
+        reply: Reply<Cancelled>,
+        now: Timestamp,
+    ) -> Result<(), Reply<Cancelled>> {
+        let Some(store) = self.sharing.store.clone() else {
+            return Err(reply);
+        };
+        tokio::task::spawn_blocking(move || {
+            let outcome = match store.cancel_elsewhere(task, now) {
+                Ok(CancelElsewhere::CancelledInPool) => Ok(Cancelled::Done),
+                Ok(CancelElsewhere::Forwarded) => Ok(Cancelled::Requested),
+                Ok(CancelElsewhere::Ended(status)) => Err(ApiError::Conflict {
+                    message: format!("task {task} is already {status}"),
+                }),
+                Ok(CancelElsewhere::Unknown) => Err(ApiError::NotFound {
+                    what: format!("task {task}"),
+                }),
+                Err(e) => Err(e.into()),
+            };
+            let _ = reply.send(outcome);
+        });
+        Ok(())
     }
 
     /// A capability whose claim came back short has nothing more pooled now.

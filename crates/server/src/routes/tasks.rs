@@ -11,7 +11,7 @@ use hive_proto::api::{BatchCreated, ErrorBody, NewTask, NewTaskBatch, Task, Task
 use hive_store::TaskFilter;
 use serde::Deserialize;
 
-use crate::actor::{Command, Submitted};
+use crate::actor::{Cancelled, Command, Submitted};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
@@ -202,17 +202,41 @@ pub async fn list(
 /// Cancel a task that has not finished; a running attempt is told to stop.
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", params(("id" = String, Path)), responses(
     (status = 200, description = "Cancelled", body = Task),
+    (status = 202, description = "Another hub holds the task and was asked to cancel it; it had not yet when this answer was given", body = Task),
     (status = 404, body = ErrorBody),
     (status = 409, description = "The task already finished", body = ErrorBody),
 ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<(StatusCode, Json<Task>), ApiError> {
     let task = parse_task_id(&id)?;
-    state.ask(|reply| Command::Cancel { task, reply }).await??;
-    Ok(Json(fetch(&state, task).await?))
+    // Parked before asking, so that the end of a cancel forwarded to another hub wakes it.
+    let woken = state.waiters.register(task);
+    let outcome = state.ask(|reply| Command::Cancel { task, reply }).await?;
+    if !matches!(outcome, Ok(Cancelled::Requested)) {
+        state.waiters.prune(task);
+        outcome?;
+        return Ok((StatusCode::OK, Json(fetch(&state, task).await?)));
+    }
+    tokio::select! {
+        _ = woken => {}
+        _ = tokio::time::sleep(FORWARDED_CANCEL_WAIT) => {}
+        _ = crate::state::stopped(state.shutdown.clone()) => {}
+    }
+    state.waiters.prune(task);
+    let current = fetch(&state, task).await?;
+    match current.status.parse::<TaskStatus>() {
+        Ok(TaskStatus::Cancelled) => Ok((StatusCode::OK, Json(current))),
+        Ok(status) if status.is_terminal() => Err(ApiError::Conflict {
+            message: format!("task {task} is already {status}"),
+        }),
+        _ => Ok((StatusCode::ACCEPTED, Json(current))),
+    }
 }
+
+/// How long a cancel forwarded to the hub holding the task waits to see it done.
+const FORWARDED_CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -3,6 +3,7 @@
 //! -9 needs processes: `crates/cli/tests/it/hubs.rs`.)
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hive_client::worker::Outcome;
@@ -10,6 +11,7 @@ use hive_proto::api::{HubList, NewTask};
 use hive_proto::protocol::Assignment;
 use hive_store::postgres::scratch::ScratchSchema;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::postgres::hub_named;
 use crate::util::*;
@@ -154,4 +156,72 @@ async fn a_hub_alone_in_sqlite_lists_itself() {
         (me.slots, me.address.clone()),
         (3, t.hub.addr().to_string())
     );
+}
+
+/// An executor that holds each task until the test lets one go (or its cancel comes).
+fn held(gate: &Arc<Semaphore>) -> impl hive_client::worker::Executor {
+    let gate = gate.clone();
+    move |task: Assignment| {
+        let gate = gate.clone();
+        async move {
+            gate.acquire().await.unwrap().forget();
+            Outcome::Success(task.payload)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_waits_for_a_parent_another_hub_runs_and_a_cancel_reaches_the_hub_holding_a_task() {
+    let Some(database) = ScratchSchema::for_test("a_child_waits_for_a_parent") else {
+        return;
+    };
+    let a = hub_named(&database, "a").await;
+    let b = hub_named(&database, "b").await;
+    let gate = Arc::new(Semaphore::new(0));
+    let _slow = spawn_worker(&b.url, &["slow"], 4, held(&gate));
+    let _fast = spawn_worker(&a.url, &["fast"], 4, echo());
+
+    // Submitted on a, run on b (only b has `slow`), held there.
+    let parent = a.client.submit(&task("slow", 1)).await.unwrap();
+    eventually("b runs the parent", Duration::from_secs(20), || async {
+        let t = a.client.task(&parent.id).await.unwrap();
+        (t.status == "running").then_some(())
+    })
+    .await;
+    // Its child, submitted on a, waits for a parent a does not hold.
+    let child = NewTask {
+        depends_on: Some(vec![parent.id.clone()]),
+        ..task("fast", 2)
+    };
+    let child = a.client.submit(&child).await.unwrap();
+    assert_eq!(child.status, "waiting");
+    gate.add_permits(1);
+    let done = finished(&a.client, &child.id).await;
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(finished(&a.client, &parent.id).await.status, "succeeded");
+
+    // A cancel on a of a task b runs reaches b, which tells its worker.
+    let doomed = a.client.submit(&task("slow", 3)).await.unwrap();
+    eventually("b runs it", Duration::from_secs(20), || async {
+        let t = a.client.task(&doomed.id).await.unwrap();
+        (t.status == "running").then_some(())
+    })
+    .await;
+    let cancelled = a.client.cancel(&doomed.id).await.unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+    // A cancel of a task pooled for a capability no hub serves is done in the pool.
+    let nobody = a.client.submit(&task("nobody", 4)).await.unwrap();
+    eventually(
+        "a pools it (b is its peer)",
+        Duration::from_secs(20),
+        || async { (hubs(&a).await.pooled == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        b.client.cancel(&nobody.id).await.unwrap().status,
+        "cancelled"
+    );
+    assert_eq!(hubs(&b).await.pooled, 0);
+    let again = b.client.cancel(&nobody.id).await.unwrap_err();
+    assert!(again.to_string().contains("already cancelled"), "{again}");
 }

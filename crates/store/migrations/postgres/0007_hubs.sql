@@ -31,6 +31,13 @@ CREATE TABLE pool (
 );
 CREATE INDEX pool_by_rank ON pool (capability, priority DESC, created_at);
 
+-- Waiting tasks whose parents include one another hub held when they were submitted: no hub
+-- holds them until every parent ended; then one takes them over (see hubs.rs, adopt_unparked).
+CREATE TABLE parked (
+    task_id uuid PRIMARY KEY,
+    parents uuid[] NOT NULL
+);
+
 -- Tasks active before hubs existed belong to a hub whose lease has long ended: the first hub
 -- to renew its lease adopts them, as it would a lost hub's. Whoever was connected then is gone.
 INSERT INTO hubs (id, name, address, started_at, heartbeat_at, lease_until)

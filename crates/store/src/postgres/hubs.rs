@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use futures_util::StreamExt;
-use hive_core::Capability;
+use hive_core::{Capability, TaskId, Timestamp};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
@@ -20,8 +20,10 @@ use uuid::Uuid;
 use super::read::{ended_parents, recovered_tasks};
 use super::{Shared, db_error};
 use crate::StoreError;
-use crate::codec::from_ts;
-use crate::hubs::{Adopted, HubLoad, HubRecord, Membership, Renewal};
+use crate::codec::{from_ts, status, ts};
+use crate::hubs::{
+    Adopted, CANCEL_CHANNEL, CancelElsewhere, HubLoad, HubRecord, Membership, Renewal,
+};
 
 /// The database's clock in milliseconds since the Unix epoch.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -240,6 +242,43 @@ impl Membership for PgMembership {
         })
     }
 
+    fn adopt_unparked(&self) -> Result<Adopted, StoreError> {
+        self.shared.block(|shared| async move {
+            let me = shared.hub;
+            let mut client = shared.connection().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            tx.execute("SELECT hive_fence($1)", &[&me])
+                .await
+                .map_err(db_error)?;
+            let ids: Vec<Uuid> = tx
+                .query(
+                    "DELETE FROM parked WHERE task_id IN (
+                        SELECT p.task_id FROM parked p
+                        WHERE NOT EXISTS (
+                            SELECT 1 FROM tasks t WHERE t.id = ANY(p.parents)
+                            AND t.status IN ('waiting', 'queued', 'running'))
+                        LIMIT 1000 FOR UPDATE OF p SKIP LOCKED)
+                     RETURNING task_id",
+                    &[],
+                )
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if ids.is_empty() {
+                tx.commit().await.map_err(db_error)?;
+                return Ok(Adopted::default());
+            }
+            tx.execute("UPDATE tasks SET hub = $1 WHERE id = ANY($2)", &[&me, &ids])
+                .await
+                .map_err(db_error)?;
+            let adopted = adopted(&tx, ids).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(adopted)
+        })
+    }
+
     fn claim(&self, wants: &[(Capability, u32)]) -> Result<Adopted, StoreError> {
         let wants: Vec<(String, i64)> = wants
             .iter()
@@ -331,6 +370,74 @@ impl Membership for PgMembership {
         })
     }
 
+    fn cancel_elsewhere(&self, task: TaskId, at: Timestamp) -> Result<CancelElsewhere, StoreError> {
+        self.shared.block(|shared| async move {
+            let mut client = shared.connection().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            // The pool's row first, as a claim locks it (then the task's): the same order, so
+            // a claim and a cancel never wait for each other in a circle.
+            let mut pooled = tx
+                .execute("DELETE FROM pool WHERE task_id = $1", &[&task.0])
+                .await
+                .map_err(db_error)?;
+            pooled += tx
+                .execute("DELETE FROM parked WHERE task_id = $1", &[&task.0])
+                .await
+                .map_err(db_error)?;
+            let outcome = if pooled > 0 {
+                tx.execute(
+                    "UPDATE tasks SET status = 'cancelled', error = 'cancelled', updated_at = $2
+                     WHERE id = $1",
+                    &[&task.0, &ts(at)],
+                )
+                .await
+                .map_err(db_error)?;
+                CancelElsewhere::CancelledInPool
+            } else {
+                let found = tx
+                    .query_opt("SELECT status FROM tasks WHERE id = $1", &[&task.0])
+                    .await
+                    .map_err(db_error)?;
+                match found {
+                    None => CancelElsewhere::Unknown,
+                    Some(row) => match status(&row.get::<_, String>(0))? {
+                        s if s.is_terminal() => CancelElsewhere::Ended(s),
+                        _ => {
+                            tx.execute(
+                                &format!("SELECT pg_notify('{CANCEL_CHANNEL}', $1)"),
+                                &[&task.to_string()],
+                            )
+                            .await
+                            .map_err(db_error)?;
+                            CancelElsewhere::Forwarded
+                        }
+                    },
+                }
+            };
+            tx.commit().await.map_err(db_error)?;
+            Ok(outcome)
+        })
+    }
+
+    fn ended_among(&self, tasks: &[TaskId]) -> Result<Vec<TaskId>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.0).collect();
+        self.shared.block(|shared| async move {
+            let client = shared.connection().await?;
+            let rows = client
+                .query(
+                    "SELECT id FROM tasks WHERE id = ANY($1)
+                     AND status NOT IN ('waiting', 'queued', 'running')",
+                    &[&ids],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows.iter().map(|row| TaskId(row.get(0))).collect())
+        })
+    }
+
     fn leave(&self) -> Result<(), StoreError> {
         self.shared.block(|shared| async move {
             let client = shared.connection().await?;
@@ -350,19 +457,21 @@ fn count(n: u32) -> i32 {
     n.min(i32::MAX as u32) as i32
 }
 
-/// What the pool's notifications say.
+/// What the hubs notify each other of.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolNotice {
-    /// Tasks of this capability were pooled.
+pub enum Notice {
+    /// Tasks of this capability were pooled ([`POOL_CHANNEL`]).
     Pooled(String),
+    /// A hub asks the hub holding this task to cancel it ([`CANCEL_CHANNEL`]).
+    Cancel(String),
     /// The listening connection was (re)established: notices may have been missed meanwhile.
     Listening,
 }
 
-/// Listens on [`POOL_CHANNEL`] on a connection of its own (outside the pool: it stays in
-/// LISTEN for the hub's life), reconnecting after a second when it breaks. Ends when the
-/// receiver is dropped.
-pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<PoolNotice> {
+/// Listens on [`POOL_CHANNEL`] and [`CANCEL_CHANNEL`] on a connection of its own (outside the
+/// pool: it stays in LISTEN for the hub's life), reconnecting after a second when it breaks.
+/// Ends when the receiver is dropped.
+pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<Notice> {
     let (tx, rx) = mpsc::unbounded_channel();
     let config = shared.config.clone();
     let runtime = shared.runtime.as_ref().expect("taken only on drop");
@@ -378,7 +487,12 @@ pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<PoolNotice
                             futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                         while let Some(Ok(message)) = messages.next().await {
                             if let AsyncMessage::Notification(n) = message {
-                                let notice = PoolNotice::Pooled(n.payload().to_string());
+                                let payload = n.payload().to_string();
+                                let notice = if n.channel() == CANCEL_CHANNEL {
+                                    Notice::Cancel(payload)
+                                } else {
+                                    Notice::Pooled(payload)
+                                };
                                 if forward_to.send(notice).is_err() {
                                     return;
                                 }
@@ -386,10 +500,10 @@ pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<PoolNotice
                         }
                     });
                     let listening = client
-                        .batch_execute(&format!("LISTEN {POOL_CHANNEL}"))
+                        .batch_execute(&format!("LISTEN {POOL_CHANNEL}; LISTEN {CANCEL_CHANNEL}"))
                         .await
                         .is_ok();
-                    if listening && tx.send(PoolNotice::Listening).is_ok() {
+                    if listening && tx.send(Notice::Listening).is_ok() {
                         tokio::select! {
                             _ = &mut forward => {}
                             _ = tx.closed() => {}

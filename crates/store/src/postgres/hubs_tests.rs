@@ -71,17 +71,14 @@ fn pooled_work_is_claimed_most_urgent_first_and_once() {
     };
     let (a, b) = (hub(&database, "a"), hub(&database, "b"));
     let mut notices = b.listen();
-    assert_eq!(notices.blocking_recv(), Some(PoolNotice::Listening));
+    assert_eq!(notices.blocking_recv(), Some(Notice::Listening));
     let changes: Vec<Change> = [(1, 0), (2, 9), (3, 5)]
         .into_iter()
         .flat_map(|(n, p)| pooled(n, p))
         .collect();
     a.writer().apply(&[&changes]).unwrap();
     // The commit named the capability to every listening hub.
-    assert_eq!(
-        notices.blocking_recv(),
-        Some(PoolNotice::Pooled("echo".into()))
-    );
+    assert_eq!(notices.blocking_recv(), Some(Notice::Pooled("echo".into())));
     // Nobody holds them: not the hub that pooled them either.
     assert!(a.reader().load_active().unwrap().is_empty());
     assert_eq!(b.membership().pooled().unwrap(), 3);

@@ -29,7 +29,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use admin::{PgAlertLog, PgTokenStore};
-pub use hubs::{HubIdentity, POOL_CHANNEL, PgMembership, PoolNotice};
+pub use hubs::{HubIdentity, Notice, POOL_CHANNEL, PgMembership};
 pub use read::{COUNTS_FRESH_FOR, PgReader};
 pub use write::PgWriter;
 
@@ -265,7 +265,7 @@ impl PgStore {
     }
 
     /// Notifications of work pooled by any hub (see [`POOL_CHANNEL`]).
-    pub fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<PoolNotice> {
+    pub fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<Notice> {
         hubs::listen(&self.shared)
     }
 

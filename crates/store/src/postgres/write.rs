@@ -162,6 +162,7 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Vec<Statement> {
 enum Key {
     Task(Uuid),
     Pool(Uuid),
+    Parked(Uuid),
     Attempt(Uuid, i32),
     Agent(Uuid),
     Estimate(String, String),
@@ -279,12 +280,13 @@ enum Sql {
     UpsertEstimate,
     ReleaseTask,
     InsertPool,
+    InsertParked,
     Fence,
     NotifyPool,
 }
 
 impl Sql {
-    const COUNT: usize = 16;
+    const COUNT: usize = 17;
     /// Fence and NotifyPool are placed by hand (first and last), never in a segment.
     const ALL: [Sql; Sql::COUNT] = [
         Sql::InsertTask,
@@ -301,6 +303,7 @@ impl Sql {
         Sql::UpsertEstimate,
         Sql::ReleaseTask,
         Sql::InsertPool,
+        Sql::InsertParked,
         Sql::Fence,
         Sql::NotifyPool,
     ];
@@ -383,6 +386,11 @@ impl Sql {
             Sql::InsertPool => {
                 "INSERT INTO pool (task_id, capability, priority, created_at)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[])"
+            }
+            Sql::InsertParked => {
+                "INSERT INTO parked (task_id, parents)
+                 SELECT u.id, string_to_array(u.parents, ',')::uuid[]
+                 FROM unnest($1::uuid[], $2::text[]) AS u(id, parents)"
             }
             Sql::Fence => "SELECT hive_fence($1::uuid)",
             // The channel is `POOL_CHANNEL`.
@@ -570,6 +578,19 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
             status,
             error,
         } => rows.push(insert_task(spec, *status, error.as_deref(), hub)),
+        Change::TaskParked { task, parents } => {
+            // Held by no hub, like a released task, until its parents ended.
+            rows.push(Row {
+                sql: Sql::ReleaseTask,
+                key: Key::Task(task.0),
+                values: vec![uuid(task.0)],
+            });
+            rows.push(Row {
+                sql: Sql::InsertParked,
+                key: Key::Parked(task.0),
+                values: vec![uuid(task.0), Value::Text(join_ids(parents))],
+            });
+        }
         Change::TaskReleased {
             task,
             capability,

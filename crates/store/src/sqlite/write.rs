@@ -366,11 +366,11 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
         Change::AgentForgotten { agent } => {
             st.execute(Sql::DeleteAgent, params![agent.as_bytes()])?;
         }
-        Change::TaskReleased { task, .. } => {
+        Change::TaskReleased { task, .. } | Change::TaskParked { task, .. } => {
             // A hub releases work only while other hubs share its database, which a SQLite
             // data directory never has: refusing the commit makes the hub load the task again.
             return Err(StoreError::Database(format!(
-                "task {task} was released to a pool of several hubs, which only PostgreSQL has"
+                "task {task} was handed to the other hubs of a database, which only PostgreSQL has"
             )));
         }
         Change::Learned(learned) => {
