@@ -92,6 +92,7 @@ struct StoreSection {
     pool_max: Option<usize>,
     hub_name: Option<String>,
     hub_lease_s: Option<u64>,
+    drain_grace_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +242,9 @@ pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
     Ok(toml::from_str(text)?)
 }
 
+/// How long a stopping hub among several waits for its running tasks (`store.drain_grace_s`).
+const DEFAULT_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// `--store` / `[store] url`, the pool's bounds and the hub's name and lease among the hubs of
 /// the database: PostgreSQL, or `None` for SQLite.
 fn postgres(
@@ -253,9 +257,9 @@ fn postgres(
         if store.pool_min.is_some() || store.pool_max.is_some() {
             bail!("store.pool_min / store.pool_max: the pool is PostgreSQL's; set store.url too");
         }
-        if hub_name.is_some() || store.hub_lease_s.is_some() {
+        if hub_name.is_some() || store.hub_lease_s.is_some() || store.drain_grace_s.is_some() {
             bail!(
-                "--hub-name / store.hub_name / store.hub_lease_s: several hubs share a PostgreSQL database; set --store (store.url) too"
+                "--hub-name / store.hub_name / store.hub_lease_s / store.drain_grace_s: several hubs share a PostgreSQL database; set --store (store.url) too"
             );
         }
         return Ok(None);
@@ -298,7 +302,19 @@ fn postgres(
         }
         hub.lease = std::time::Duration::from_secs(seconds);
     }
-    Ok(Some(PostgresConfig { url, pool, hub }))
+    let drain_grace = match store.drain_grace_s {
+        Some(seconds) if seconds > 3_600 => {
+            bail!("store.drain_grace_s: {seconds} must be at most 3600 seconds")
+        }
+        Some(seconds) => std::time::Duration::from_secs(seconds),
+        None => DEFAULT_DRAIN_GRACE,
+    };
+    Ok(Some(PostgresConfig {
+        url,
+        pool,
+        hub,
+        drain_grace,
+    }))
 }
 
 /// Flags win over the file, the file over the defaults.

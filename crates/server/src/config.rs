@@ -57,6 +57,9 @@ pub struct PostgresConfig {
     pub pool: hive_store::postgres::PoolBounds,
     /// This hub's name and lease among the hubs sharing the database.
     pub hub: hive_store::postgres::HubIdentity,
+    /// How long `hive serve` waits for running tasks on SIGTERM before leaving (see
+    /// `Hub::drain`).
+    pub drain_grace: std::time::Duration,
 }
 
 /// Without the password: the configuration may be logged.
@@ -66,6 +69,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("url", &hive_store::postgres::redact(&self.url))
             .field("pool", &self.pool)
             .field("hub", &self.hub)
+            .field("drain_grace", &self.drain_grace)
             .finish()
     }
 }

@@ -251,6 +251,48 @@ impl Hub {
         }
     }
 
+    /// Before [`shutdown`](Self::shutdown), with several hubs: hands queued work to the other
+    /// hubs, starts nothing new, and waits up to `grace` for the tasks running here to finish,
+    /// so that a rolling upgrade re-runs nothing. What still runs after `grace` is taken over by
+    /// the other hubs once this one has left. Returns the attempts still running. Nothing to do
+    /// for a hub alone in its store: its work waits for it in the store, and its workers
+    /// re-attach what they run when it is back.
+    pub async fn drain(&self, grace: std::time::Duration) -> u32 {
+        if self.membership.is_none() {
+            return 0;
+        }
+        let (reply, drained) = tokio::sync::oneshot::channel();
+        if self
+            .commands
+            .send(Command::DrainHub { reply })
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        let _ = drained.await;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let (reply, overview) = tokio::sync::oneshot::channel();
+            if self
+                .commands
+                .send(Command::Overview { reply })
+                .await
+                .is_err()
+            {
+                return 0;
+            }
+            let Ok(overview) = overview.await else {
+                return 0;
+            };
+            let running: u32 = overview.agents.iter().map(|a| a.running).sum();
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                return running;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Graceful stop: no new requests, connections closed, every accepted change committed.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);

@@ -23,6 +23,7 @@ pub async fn run(args: ServeArgs) -> Outcome {
     } else {
         "http"
     };
+    let drain_grace = config.postgres.as_ref().map(|pg| pg.drain_grace);
     let hub = Hub::start(config).await.map_err(|e| Failure {
         code: 1,
         error: e.into(),
@@ -36,6 +37,16 @@ pub async fn run(args: ServeArgs) -> Outcome {
         _ = super::stop_signal() => false,
         _ = hub.lease_lost() => true,
     };
+    if !lost && let Some(grace) = drain_grace {
+        eprintln!(
+            "draining: queued work goes to the other hubs, running tasks finish (up to {}s)",
+            grace.as_secs()
+        );
+        let left = hub.drain(grace).await;
+        if left > 0 {
+            eprintln!("{left} attempts still running: the other hubs take them over");
+        }
+    }
     eprintln!("shutting down: finishing commits");
     hub.shutdown().await;
     if lost {

@@ -108,6 +108,11 @@ pub enum Command {
     Peers {
         others: usize,
     },
+    /// The hub is stopping (several hubs): its agents take no new work (each is drained), and
+    /// its queued work goes to the pool for the other hubs. Answered at once.
+    DrainHub {
+        reply: oneshot::Sender<()>,
+    },
     /// Work of a capability (`None`: of any) may wait in the shared pool.
     PoolHint {
         capability: Option<hive_core::Capability>,
@@ -287,6 +292,9 @@ impl Actor {
                     return false;
                 }
                 let rejoined = self.scheduler.rejoin_agent(agent, spec, &held, false, now);
+                if self.sharing.draining() {
+                    let _ = self.scheduler.drain(agent);
+                }
                 if !held.is_empty() {
                     tracing::info!(%agent, kept = rejoined.kept.len(), refused = rejoined.refused.len(),
                         "a reconnecting agent named the attempts it holds");
@@ -378,6 +386,10 @@ impl Actor {
             }
             Command::Adopt { adopted, asked } => self.adopt(adopted, asked, now),
             Command::Peers { others } => self.sharing.set_peers(others),
+            Command::DrainHub { reply } => {
+                self.drain_hub();
+                let _ = reply.send(());
+            }
             Command::PoolHint { capability } => self.sharing.hint(capability),
         }
         false

@@ -40,6 +40,8 @@ pub struct Sharing {
     /// meanwhile is parked behind them (the store does not know them yet).
     parked: HashSet<TaskId>,
     parked_by_seq: VecDeque<(u64, TaskId)>,
+    /// The hub is stopping: see [`Actor::drain_hub`].
+    draining: bool,
 }
 
 /// Capabilities the pool may hold work of.
@@ -58,6 +60,7 @@ impl Sharing {
             claiming: false,
             parked: HashSet::new(),
             parked_by_seq: VecDeque::new(),
+            draining: false,
         }
     }
 
@@ -70,6 +73,7 @@ impl Sharing {
             claiming: false,
             parked: HashSet::new(),
             parked_by_seq: VecDeque::new(),
+            draining: false,
         }
     }
 
@@ -86,6 +90,10 @@ impl Sharing {
 
     pub fn set_peers(&mut self, peers: usize) {
         self.peers = peers;
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
     }
 
     pub fn note_parked(&mut self, seq: u64, task: TaskId) {
@@ -140,6 +148,18 @@ impl Actor {
         }
         if claims.try_send(spare).is_ok() {
             self.sharing.claiming = true;
+        }
+    }
+
+    /// A stopping hub hands its work on: every agent here is drained (running tasks finish,
+    /// nothing new starts, and agents that connect meanwhile are drained too), so the queue
+    /// keeps nothing and `share` releases it all, and nothing is claimed any more.
+    pub(super) fn drain_hub(&mut self) {
+        self.sharing.draining = true;
+        for agent in self.scheduler.agents() {
+            if agent.state != hive_core::AgentState::Offline {
+                let _ = self.scheduler.drain(agent.id);
+            }
         }
     }
 

@@ -225,3 +225,53 @@ async fn a_child_waits_for_a_parent_another_hub_runs_and_a_cancel_reaches_the_hu
     let again = b.client.cancel(&nobody.id).await.unwrap_err();
     assert!(again.to_string().contains("already cancelled"), "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_hub_starts_nothing_new_and_hands_its_queue_to_the_others() {
+    let Some(database) = ScratchSchema::for_test("a_draining_hub") else {
+        return;
+    };
+    let a = hub_named(&database, "a").await;
+    let b = hub_named(&database, "b").await;
+    let gate = Arc::new(Semaphore::new(0));
+    let _on_a = spawn_worker(&a.url, &["slow"], 2, held(&gate));
+    let _on_b = spawn_worker(&b.url, &["slow"], 2, held(&gate));
+    eventually(
+        "both workers connected",
+        Duration::from_secs(20),
+        || async {
+            let list = hubs(&a).await;
+            (list.items.iter().filter(|h| h.agents == 1).count() == 2).then_some(())
+        },
+    )
+    .await;
+    let ids = a
+        .client
+        .submit_batch((0..12).map(|n| task("slow", n)).collect())
+        .await
+        .unwrap();
+    eventually("a runs two", Duration::from_secs(20), || async {
+        let agents = a.client.agents().await.unwrap();
+        (agents.iter().map(|x| x.running).sum::<u32>() == 2).then_some(())
+    })
+    .await;
+    let (left, ()) = tokio::join!(a.hub.drain(Duration::from_secs(30)), async {
+        gate.add_permits(1_000);
+    });
+    assert_eq!(left, 0, "what ran on a finished before it left");
+    let agents = a.client.agents().await.unwrap();
+    // Drained (a drained worker with nothing to run may also have gone).
+    assert!(
+        agents
+            .iter()
+            .all(|x| matches!(x.state.as_str(), "draining" | "offline")),
+        "{agents:?}"
+    );
+    // Still up, starting nothing: the rest ran on b.
+    for id in &ids {
+        let done = finished(&a.client, id).await;
+        assert_eq!(done.status, "succeeded");
+        assert_eq!(done.attempts.len(), 1, "nothing ran twice");
+    }
+    a.hub.shutdown().await;
+}

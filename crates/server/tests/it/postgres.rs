@@ -32,6 +32,7 @@ pub async fn hub_named(database: &ScratchSchema, name: &str) -> TestHub {
                 name: Some(name),
                 lease: Duration::from_secs(2),
             },
+            drain_grace: Duration::from_secs(5),
         })
     })
     .await
