@@ -2,7 +2,8 @@
 //! directory (so its memory and CPU are measured apart from the load generator), or an external
 //! hub given by URL (then memory and CPU are not measured). With `--store postgres://...` the
 //! spawned hub keeps its state in a new schema of that database, dropped when the hub stops
-//! (the database server's own CPU and memory are not measured).
+//! (the database server's own CPU and memory are not measured); with `--hubs N`, N hubs share
+//! that schema (memory and CPU are the first one's).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -23,11 +24,54 @@ pub struct HubUnderTest {
 }
 
 impl HubUnderTest {
+    /// `count` hubs sharing one new schema of the PostgreSQL server `store` (dropped after the
+    /// last stops), or one hub (`store`: `None`, SQLite).
+    pub async fn spawn_several(
+        hive: &Path,
+        config: Option<&Path>,
+        store: Option<&str>,
+        count: usize,
+    ) -> anyhow::Result<Vec<HubUnderTest>> {
+        let Some(url) = store else {
+            return Ok(vec![HubUnderTest::spawn(hive, config, None).await?]);
+        };
+        let schema =
+            ScratchSchema::create(url, "hive_bench").context("--store: a schema for the hubs")?;
+        let url = schema.url().to_string();
+        let mut hubs = Vec::with_capacity(count);
+        for n in 0..count {
+            let name = format!("bench-hub{n}");
+            hubs.push(Self::spawn_on(hive, config, Some((&url, &name)), None).await?);
+        }
+        // Kept by the last, which stops last.
+        hubs.last_mut().expect("one at least")._schema = Some(schema);
+        Ok(hubs)
+    }
+
     /// `store`: a PostgreSQL server (a user that may create schemas); `None`: SQLite.
     pub async fn spawn(
         hive: &Path,
         config: Option<&Path>,
         store: Option<&str>,
+    ) -> anyhow::Result<HubUnderTest> {
+        let schema = match store {
+            Some(url) => Some(
+                ScratchSchema::create(url, "hive_bench")
+                    .context("--store: a schema for the hub")?,
+            ),
+            None => None,
+        };
+        let url = schema.as_ref().map(|s| s.url().to_string());
+        let on = url.as_deref().map(|url| (url, "bench-hub"));
+        Self::spawn_on(hive, config, on, schema).await
+    }
+
+    /// `on`: the schema's URL and the hub's name there.
+    async fn spawn_on(
+        hive: &Path,
+        config: Option<&Path>,
+        on: Option<(&str, &str)>,
+        schema: Option<ScratchSchema>,
     ) -> anyhow::Result<HubUnderTest> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -45,15 +89,8 @@ impl HubUnderTest {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
-        let schema = match store {
-            Some(url) => Some(
-                ScratchSchema::create(url, "hive_bench")
-                    .context("--store: a schema for the hub")?,
-            ),
-            None => None,
-        };
-        if let Some(schema) = &schema {
-            command.arg("--store").arg(schema.url());
+        if let Some((url, name)) = on {
+            command.args(["--store", url, "--hub-name", name]);
         }
         let child = command
             .env("HIVE_LOG", "warn")

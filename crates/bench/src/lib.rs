@@ -68,6 +68,9 @@ pub struct BenchOptions {
     pub hub_config: Option<PathBuf>,
     /// A PostgreSQL server for the spawned hubs (each on a new schema); `None`: SQLite.
     pub store: Option<String>,
+    /// Hubs started on the one schema (with `store`): workers spread across them, load sent
+    /// to the first.
+    pub hubs: usize,
     /// Seeds the routing workload's arrivals, failures, join order and policies.
     pub seed: u64,
     /// Slots of each agent in the routing workload's pool.
@@ -196,32 +199,47 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
 }
 
 async fn run_on_one_hub(options: &BenchOptions) -> anyhow::Result<Report> {
-    let hub = match &options.hub {
-        Some(url) => HubUnderTest::external(url),
+    let hubs = match &options.hub {
+        Some(url) => vec![HubUnderTest::external(url)],
         None => {
-            HubUnderTest::spawn(
+            HubUnderTest::spawn_several(
                 &options.hive,
                 options.hub_config.as_deref(),
                 options.store.as_deref(),
+                options.hubs.max(1),
             )
             .await?
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let hub = &hubs[0];
     let idle = hub.sample();
     let recorder = Arc::new(Recorder::default());
     let timeline = timeline::Timeline::start(recorder.clone());
-    let workers = Workers::spawn(
-        &hub.url,
-        options.workers,
-        options.slots,
-        options.format,
-        recorder.clone(),
-    );
-    let outcome = measure(options, &hub, &recorder, &timeline).await;
-    workers.stop().await;
+    // The workers round-robin over the hubs.
+    let workers: Vec<Workers> = hubs
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let count =
+                options.workers / hubs.len() + usize::from(i < options.workers % hubs.len());
+            Workers::spawn(
+                &h.url,
+                count,
+                options.slots,
+                options.format,
+                recorder.clone(),
+            )
+        })
+        .collect();
+    let outcome = measure(options, hub, &recorder, &timeline).await;
+    for w in workers {
+        w.stop().await;
+    }
     let points = timeline.stop().await;
-    hub.stop().await;
+    for h in hubs {
+        h.stop().await;
+    }
     let mut report = outcome?;
     report.idle_rss_bytes = idle.map(|s| s.rss_bytes);
     report.timeline = points;

@@ -133,10 +133,13 @@ impl Settings {
             frames: o.format,
             broadcasters: o.broadcasters,
             hub_config: o.hub_config.as_ref().map(|p| p.display().to_string()),
-            store: o
-                .store
-                .as_deref()
-                .map_or("sqlite".into(), hive_store::postgres::redact),
+            store: match o.store.as_deref() {
+                None => "sqlite".into(),
+                Some(url) if o.hubs > 1 => {
+                    format!("{} hubs on {}", o.hubs, hive_store::postgres::redact(url))
+                }
+                Some(url) => hive_store::postgres::redact(url),
+            },
         }
     }
 }

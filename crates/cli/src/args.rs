@@ -85,6 +85,10 @@ pub struct BenchArgs {
     /// command line). The routing and consensus workloads' own hubs stay on SQLite.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// With --store: start this many hubs on the one schema (1-16); the workers are spread
+    /// across them, the load is submitted to the first (as a client behind no load balancer).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub hubs: usize,
     /// Swarm broadcasts in flight at once (each sender waits for all replies before its next).
     #[arg(long, default_value_t = 128)]
     pub broadcasters: usize,

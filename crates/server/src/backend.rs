@@ -26,17 +26,18 @@ pub enum Backend {
 
 /// A hub's name when none is configured: the machine's name and the port, the same at every
 /// restart (so a restarted hub takes its earlier run's tasks over at once) and distinct for
-/// hubs on other machines or ports. (Port 0, a test's, gets a name made from the hub's id.)
-fn default_hub_name(port: u16) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+/// hubs on other machines or ports. `None` (a name made from the hub's id, new at each start)
+/// when the machine's name cannot be read: a fixed fallback would make hubs on different
+/// machines take each other over. (Port 0, a test's, gets an id-made name too.)
+fn default_hub_name(port: u16) -> Option<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let host: String = host
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .take(48)
         .collect();
-    let host = if host.is_empty() { "hive".into() } else { host };
-    format!("{host}-{port}")
+    (!host.is_empty()).then(|| format!("{host}-{port}"))
 }
 
 impl Backend {
@@ -45,7 +46,7 @@ impl Backend {
             Some(pg) => {
                 let mut hub = pg.hub.clone();
                 if hub.name.is_none() && config.listen.port() != 0 {
-                    hub.name = Some(default_hub_name(config.listen.port()));
+                    hub.name = default_hub_name(config.listen.port());
                 }
                 Ok(Backend::Postgres(PgStore::open_as(&pg.url, pg.pool, &hub)?))
             }

@@ -29,7 +29,7 @@ use crate::backend::Backend;
 use crate::config::HubConfig;
 use crate::connections::Connections;
 use crate::events::Events;
-use crate::membership::{self, Membership};
+use crate::membership::{self, HubParts, Membership};
 use crate::metrics::HubMetrics;
 use crate::routes;
 use crate::state::{AppState, HubState};
@@ -94,6 +94,11 @@ impl Hub {
             source,
         };
         let backend = Backend::open(&config).map_err(store_error)?;
+        // Among several hubs the lease runs from the join: kept from now on, through the load.
+        let mut membership = match (backend.membership(), &config.postgres) {
+            (Some(link), Some(pg)) => Some(Membership::keep(link, pg.hub.lease)),
+            _ => None,
+        };
         let reader = backend.reader();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let setup = SchedulerSetup {
@@ -126,11 +131,13 @@ impl Hub {
             events.clone(),
         ));
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-        let shared_store = backend.membership();
-        let (sharing, claims) = match &shared_store {
-            Some(link) => {
+        let (sharing, claims) = match &membership {
+            Some(membership) => {
                 let (ask, claims) = membership::claim_channel();
-                (Sharing::with_peers(ask, link.store.clone()), Some(claims))
+                (
+                    Sharing::with_peers(ask, membership.store().clone()),
+                    Some(claims),
+                )
             }
             None => (Sharing::alone(), None),
         };
@@ -157,18 +164,18 @@ impl Hub {
             source,
         })?;
         let (shutdown, stopping) = watch::channel(false);
-        let membership = match (shared_store, claims, &config.postgres) {
-            (Some(link), Some(claims), Some(pg)) => Some(Membership::start(
-                link,
+        if let (Some(membership), Some(claims), Some(pg)) =
+            (&mut membership, claims, &config.postgres)
+        {
+            let parts = HubParts {
                 claims,
-                commands.clone(),
-                waiters.clone(),
-                addr.to_string(),
-                pg.hub.lease,
-                stopping.clone(),
-            )),
-            _ => None,
-        };
+                commands: commands.clone(),
+                waiters: waiters.clone(),
+                address: addr.to_string(),
+                stopping: stopping.clone(),
+            };
+            membership.start_work(parts, pg.hub.lease);
+        }
         let admission = Arc::new(Admission::new(config.admission, metrics.clone()));
         let tokens = if config.auth.enabled {
             let store = backend.token_store().map_err(store_error)?;

@@ -2,7 +2,8 @@
 //!
 //! Woken by the after-commit effects, so a woken request always reads the final state from the
 //! store. With several hubs, a task another hub finishes is found ended by this hub's
-//! membership, which looks the parked tasks up in the store a few times a second. A std Mutex: held only for a map operation, never across an await.
+//! membership, which looks the parked tasks up in the store a few times a second.
+//! A std Mutex: held only for a map operation, never across an await.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

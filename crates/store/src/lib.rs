@@ -44,6 +44,10 @@ pub enum StoreError {
     EarlierCommitFailed,
     #[error("another hub is using the data directory {0}")]
     Locked(String),
+    /// A transaction's `COMMIT` failed on the way (the connection broke): whether it committed is
+    /// unknown.
+    #[error("the commit's outcome is unknown: {0}")]
+    CommitUncertain(String),
     /// This hub's lease ended and another hub took its tasks over: it may write nothing more.
     #[error("this hub lost its lease: another hub took its tasks over")]
     LeaseLost,

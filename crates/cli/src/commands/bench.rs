@@ -31,6 +31,11 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if args.hubs != 1 && (args.store.is_none() || hub.is_some() || !(1..=16).contains(&args.hubs)) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--hubs: 1-16, and several only with --store (hubs share a PostgreSQL database) and without --hub"
+        )));
+    }
     let hive = std::env::current_exe()
         .context("cannot find the hive executable")
         .map_err(Failure::usage)?;
@@ -49,6 +54,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         broadcasters: args.broadcasters,
         hub_config: args.hub_config.clone(),
         store: args.store.clone(),
+        hubs: args.hubs,
         seed: args.seed,
         routing_slots: args.routing_slots,
     };

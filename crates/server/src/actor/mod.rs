@@ -143,6 +143,8 @@ pub struct Overview {
     pub memory: hive_core::SchedulerMemory,
     pub queue_depths: Vec<(String, usize)>,
     pub routing_policy: &'static str,
+    /// The hub is stopping and hands its work on (several hubs).
+    pub hub_draining: bool,
 }
 
 /// Commands handled per turn before the batch is flushed; bounds the latency one turn adds.
@@ -291,10 +293,11 @@ impl Actor {
                     // once the store is readable (dropping `registered` closes its connection).
                     return false;
                 }
-                let rejoined = self.scheduler.rejoin_agent(agent, spec, &held, false, now);
-                if self.sharing.draining() {
-                    let _ = self.scheduler.drain(agent);
-                }
+                // A stopping hub drains the agents that join it: they start nothing here.
+                let draining = self.sharing.draining();
+                let rejoined = self
+                    .scheduler
+                    .rejoin_agent(agent, spec, &held, draining, now);
                 if !held.is_empty() {
                     tracing::info!(%agent, kept = rejoined.kept.len(), refused = rejoined.refused.len(),
                         "a reconnecting agent named the attempts it holds");
@@ -376,6 +379,7 @@ impl Actor {
                         .map(|(c, n)| (c.to_string(), n))
                         .collect(),
                     routing_policy: self.scheduler.policy_name(),
+                    hub_draining: self.sharing.draining(),
                 });
             }
             Command::Shutdown { reply } => {
@@ -515,7 +519,9 @@ impl Actor {
                 if self.scheduler.active_status(*dep).is_some() || ended.contains_key(dep) {
                     continue;
                 }
-                if found.elsewhere.contains(dep) || self.sharing.is_parked(*dep) {
+                if self.sharing.shared()
+                    && (found.elsewhere.contains(dep) || self.sharing.is_parked(*dep))
+                {
                     park.insert(spec.id);
                     continue;
                 }

@@ -92,6 +92,11 @@ impl Sharing {
         self.peers = peers;
     }
 
+    /// Other hubs may share the store (PostgreSQL): only then does anything move between hubs.
+    pub fn shared(&self) -> bool {
+        self.claims.is_some()
+    }
+
     pub fn draining(&self) -> bool {
         self.draining
     }

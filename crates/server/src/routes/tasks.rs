@@ -202,7 +202,8 @@ pub async fn list(
 /// Cancel a task that has not finished; a running attempt is told to stop.
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", params(("id" = String, Path)), responses(
     (status = 200, description = "Cancelled", body = Task),
-    (status = 202, description = "Another hub holds the task and was asked to cancel it; it had not yet when this answer was given", body = Task),
+    (status = 202, body = Task,
+        description = "Another hub holds the task and was asked to cancel it; not done yet"),
     (status = 404, body = ErrorBody),
     (status = 409, description = "The task already finished", body = ErrorBody),
 ))]
@@ -211,29 +212,49 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let task = parse_task_id(&id)?;
-    // Parked before asking, so that the end of a cancel forwarded to another hub wakes it.
-    let woken = state.waiters.register(task);
-    let outcome = state.ask(|reply| Command::Cancel { task, reply }).await?;
-    if !matches!(outcome, Ok(Cancelled::Requested)) {
+    let deadline = tokio::time::Instant::now() + FORWARDED_CANCEL_WAIT;
+    let mut forwarded = false;
+    loop {
+        // Parked before asking, so that the end of a cancel forwarded to another hub wakes it.
+        let woken = state.waiters.register(task);
+        let outcome = state.ask(|reply| Command::Cancel { task, reply }).await;
+        match outcome {
+            Ok(Ok(Cancelled::Requested)) => forwarded = true,
+            // Asked again after a forward: what the task became decides, below.
+            Ok(Err(ApiError::Conflict { .. })) if forwarded => {}
+            outcome => {
+                state.waiters.prune(task);
+                outcome??;
+                return Ok((StatusCode::OK, Json(fetch(&state, task).await?)));
+            }
+        }
+        // Asked again now and then: a hub in the middle of handing the task to the pool, or
+        // a lost hub's task not yet taken over, had nobody act on the first request.
+        let again = (tokio::time::Instant::now() + CANCEL_AGAIN_AFTER).min(deadline);
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep_until(again) => {}
+            _ = crate::state::stopped(state.shutdown.clone()) => {}
+        }
         state.waiters.prune(task);
-        outcome?;
-        return Ok((StatusCode::OK, Json(fetch(&state, task).await?)));
-    }
-    tokio::select! {
-        _ = woken => {}
-        _ = tokio::time::sleep(FORWARDED_CANCEL_WAIT) => {}
-        _ = crate::state::stopped(state.shutdown.clone()) => {}
-    }
-    state.waiters.prune(task);
-    let current = fetch(&state, task).await?;
-    match current.status.parse::<TaskStatus>() {
-        Ok(TaskStatus::Cancelled) => Ok((StatusCode::OK, Json(current))),
-        Ok(status) if status.is_terminal() => Err(ApiError::Conflict {
-            message: format!("task {task} is already {status}"),
-        }),
-        _ => Ok((StatusCode::ACCEPTED, Json(current))),
+        let current = fetch(&state, task).await?;
+        match current.status.parse::<TaskStatus>() {
+            Ok(TaskStatus::Cancelled) => return Ok((StatusCode::OK, Json(current))),
+            Ok(status) if status.is_terminal() => {
+                return Err(ApiError::Conflict {
+                    message: format!("task {task} is already {status}"),
+                });
+            }
+            _ if tokio::time::Instant::now() >= deadline || *state.shutdown.borrow() => {
+                return Ok((StatusCode::ACCEPTED, Json(current)));
+            }
+            _ => {}
+        }
     }
 }
+
+/// How often a cancel forwarded to another hub is asked again while it waits.
+const CANCEL_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// How long a cancel forwarded to the hub holding the task waits to see it done.
 const FORWARDED_CANCEL_WAIT: Duration = Duration::from_secs(5);

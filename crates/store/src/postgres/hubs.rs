@@ -91,6 +91,9 @@ pub(super) async fn join(
     previous.extend(lost_hubs(&tx, me).await?);
     let taken = take_over(&tx, me, &previous).await?;
     tx.commit().await.map_err(db_error)?;
+    if !previous.is_empty() {
+        tracing::info!(hubs = previous.len(), %name, "took over the hubs of this name or with ended leases");
+    }
     Ok((name, taken.len()))
 }
 
@@ -151,6 +154,12 @@ async fn adopted(client: &impl GenericClient, ids: Vec<Uuid>) -> Result<Adopted,
     let tasks = recovered_tasks(client, "id = ANY($1)", &[&ids]).await?;
     let parents = ended_parents(client, &tasks).await?;
     Ok(Adopted { tasks, parents })
+}
+
+/// A failed `COMMIT` of a transaction that took tasks over: they may be this hub's now, and
+/// nobody else's, though this hub never heard of them (see `StoreError::CommitUncertain`).
+fn uncertain(e: tokio_postgres::Error) -> StoreError {
+    StoreError::CommitUncertain(db_error(e).to_string())
 }
 
 fn lease_ms(lease: Duration) -> i64 {
@@ -230,7 +239,7 @@ impl Membership for PgMembership {
             let lost = lost_hubs(&tx, me).await?;
             let taken = take_over(&tx, me, &lost).await?;
             let adopted = adopted(&tx, taken).await?;
-            tx.commit().await.map_err(db_error)?;
+            tx.commit().await.map_err(uncertain)?;
             if !lost.is_empty() {
                 tracing::warn!(
                     hubs = lost.len(),
@@ -274,7 +283,7 @@ impl Membership for PgMembership {
                 .await
                 .map_err(db_error)?;
             let adopted = adopted(&tx, ids).await?;
-            tx.commit().await.map_err(db_error)?;
+            tx.commit().await.map_err(uncertain)?;
             Ok(adopted)
         })
     }
@@ -317,7 +326,7 @@ impl Membership for PgMembership {
                 .await
                 .map_err(db_error)?;
             let adopted = adopted(&tx, ids).await?;
-            tx.commit().await.map_err(db_error)?;
+            tx.commit().await.map_err(uncertain)?;
             Ok(adopted)
         })
     }

@@ -11,7 +11,7 @@
 //! Statements are pipelined (all sent before the first answer is awaited, in order) and
 //! prepared once per connection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -132,9 +132,19 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Vec<Statement> {
     let mut statements = Vec::new();
     let mut rows = Vec::new();
     let mut pooled: Vec<String> = Vec::new();
+    // Estimates are last-value rows that several hubs write (workers of one name connect to
+    // any hub): each is written once per transaction, all in one statement at the end, in key
+    // order, so that two hubs' commits lock them in the same order and never deadlock.
+    let mut estimates: BTreeMap<Key, Row> = BTreeMap::new();
     for change in batches.iter().flat_map(|b| b.iter()) {
         rows.clear();
         rows_of(change, hub, &mut rows);
+        if let Change::Learned(_) = change {
+            for row in rows.drain(..) {
+                estimates.insert(row.key.clone(), row);
+            }
+            continue;
+        }
         if let Change::TaskReleased { capability, .. } = change
             && !pooled.iter().any(|c| c == capability.as_str())
         {
@@ -150,6 +160,10 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Vec<Statement> {
         }
     }
     segment.flush(&mut statements);
+    if !estimates.is_empty() {
+        let rows = estimates.into_values().map(|row| row.values).collect();
+        statements.push((Sql::UpsertEstimate, columns(rows)));
+    }
     if !pooled.is_empty() {
         // Delivered when the transaction commits: the other hubs claim what it pooled.
         statements.push((Sql::NotifyPool, vec![Box::new(pooled)]));
@@ -158,7 +172,7 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Vec<Statement> {
 }
 
 /// The row a statement touches, so that no segment touches one twice.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
     Task(Uuid),
     Pool(Uuid),
@@ -393,7 +407,7 @@ impl Sql {
                  FROM unnest($1::uuid[], $2::text[]) AS u(id, parents)"
             }
             Sql::Fence => "SELECT hive_fence($1::uuid)",
-            // The channel is `POOL_CHANNEL`.
+            // The channel is `POOL_CHANNEL` (a test checks).
             Sql::NotifyPool => "SELECT pg_notify('hive_pool', c) FROM unnest($1::text[]) AS c",
             Sql::UpsertEstimate => {
                 "INSERT INTO estimates (identity, capability, successes, failures, latency_ms,
@@ -819,6 +833,33 @@ mod tests {
 
     fn kinds(statements: &[Statement]) -> Vec<Sql> {
         statements.iter().map(|(sql, _)| *sql).collect()
+    }
+
+    #[test]
+    fn estimates_are_written_once_each_in_key_order_after_everything_else() {
+        let learned = |identity: &str, samples: u64| {
+            Change::Learned(hive_core::LearnedEstimate {
+                identity: identity.into(),
+                capability: hive_core::Capability::parse("echo", "c").unwrap(),
+                estimate: hive_core::Estimate {
+                    samples,
+                    ..Default::default()
+                },
+            })
+        };
+        let first = [learned("w-b", 1), learned("w-a", 1), started(1, 1)];
+        let second = [learned("w-b", 2)];
+        let statements = plan(&[&first, &second], Uuid::nil());
+        assert_eq!(kinds(&statements).last(), Some(&Sql::UpsertEstimate));
+        let estimates = &statements.last().unwrap().1;
+        let rendered = format!("{:?} {:?}", estimates[0], estimates[6]);
+        assert_eq!(rendered, r#"[Some("w-a"), Some("w-b")] [Some(1), Some(2)]"#);
+    }
+
+    #[test]
+    fn the_pool_is_notified_on_the_channel_hubs_listen_to() {
+        let channel = format!("pg_notify('{}'", super::super::POOL_CHANNEL);
+        assert!(Sql::NotifyPool.text().contains(&channel));
     }
 
     #[test]
