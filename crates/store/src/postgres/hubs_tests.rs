@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::scratch::ScratchSchema;
 use super::*;
-use crate::hubs::{HubLoad, Membership, Renewal};
+use crate::hubs::{CancelElsewhere, HubLoad, Membership, Renewal};
 use crate::{BatchWriter, StoreError, TaskReader};
 
 fn hub(database: &ScratchSchema, name: &str) -> PgStore {
@@ -238,4 +238,117 @@ fn the_list_of_hubs_shows_each_ones_load_and_lease() {
     assert_eq!(names, vec![("a", true), ("b", false)]);
     assert_eq!(hubs[0].load, load);
     assert_eq!(hubs[0].address, "127.0.0.1:7001");
+}
+
+#[test]
+fn a_cancel_reaches_a_task_wherever_it_is() {
+    let Some(database) = ScratchSchema::for_test("a_cancel_reaches_a_task") else {
+        return;
+    };
+    let (a, b) = (hub(&database, "a"), hub(&database, "b"));
+    let mut notices = b.listen();
+    assert_eq!(notices.blocking_recv(), Some(Notice::Listening));
+    let held = TaskSpec {
+        depends_on: Vec::new(),
+        idempotency_key: None,
+        ..(*spec(2, 5)).clone()
+    };
+    let mut changes: Vec<Change> = pooled(1, 5).into();
+    changes.push(Change::TaskCreated {
+        spec: Arc::new(held),
+        status: TaskStatus::Queued,
+        error: None,
+    });
+    a.writer().apply(&[&changes]).unwrap();
+    assert_eq!(notices.blocking_recv(), Some(Notice::Pooled("echo".into())));
+    let membership = b.membership();
+    let id = |n: u128| TaskId(Uuid::from_u128(n));
+    let at = Timestamp(9_000);
+
+    assert_eq!(
+        membership.cancel_elsewhere(id(1), at).unwrap(),
+        CancelElsewhere::CancelledInPool
+    );
+    assert_eq!(membership.pooled().unwrap(), 0);
+    assert_eq!(
+        b.reader().task_status(id(1)).unwrap(),
+        Some(TaskStatus::Cancelled)
+    );
+    assert_eq!(
+        membership.cancel_elsewhere(id(1), at).unwrap(),
+        CancelElsewhere::Ended(TaskStatus::Cancelled)
+    );
+    // Held by a: a is asked, on the channel every hub listens to.
+    assert_eq!(
+        membership.cancel_elsewhere(id(2), at).unwrap(),
+        CancelElsewhere::Forwarded
+    );
+    assert_eq!(
+        notices.blocking_recv(),
+        Some(Notice::Cancel(id(2).to_string()))
+    );
+    assert_eq!(
+        membership.cancel_elsewhere(id(3), at).unwrap(),
+        CancelElsewhere::Unknown
+    );
+}
+
+#[test]
+fn a_parked_task_is_taken_over_once_its_parents_ended() {
+    let Some(database) = ScratchSchema::for_test("a_parked_task_is_taken_over") else {
+        return;
+    };
+    let (a, b) = (hub(&database, "a"), hub(&database, "b"));
+    let parent = TaskSpec {
+        depends_on: Vec::new(),
+        idempotency_key: None,
+        ..(*spec(1, 5)).clone()
+    };
+    let child = TaskSpec {
+        depends_on: vec![parent.id],
+        idempotency_key: None,
+        ..(*spec(2, 5)).clone()
+    };
+    let mut writer = a.writer();
+    writer
+        .apply(&[&[
+            Change::TaskCreated {
+                spec: Arc::new(parent.clone()),
+                status: TaskStatus::Queued,
+                error: None,
+            },
+            Change::TaskCreated {
+                spec: Arc::new(child.clone()),
+                status: TaskStatus::Waiting,
+                error: None,
+            },
+            Change::TaskParked {
+                task: child.id,
+                parents: vec![parent.id],
+            },
+        ]])
+        .unwrap();
+    // Held by no hub: not a's to load, nobody's to adopt while its parent runs.
+    assert_eq!(a.reader().load_active().unwrap().len(), 1);
+    assert!(b.membership().adopt_unparked().unwrap().tasks.is_empty());
+    writer
+        .apply(&[&[Change::TaskFinished {
+            task: parent.id,
+            capability: echo(),
+            status: TaskStatus::Cancelled,
+            error: None,
+            result: None,
+            at: Timestamp(5_000),
+        }]])
+        .unwrap();
+    let adopted = b.membership().adopt_unparked().unwrap();
+    assert_eq!(ids(&adopted), vec![2]);
+    assert_eq!(adopted.tasks[0].status, TaskStatus::Waiting);
+    assert_eq!(
+        adopted.parents.get(&parent.id).map(|end| end.status()),
+        Some(TaskStatus::Cancelled),
+        "the parent's end goes with it, for its inputs"
+    );
+    assert!(a.membership().adopt_unparked().unwrap().tasks.is_empty());
+    assert_eq!(b.reader().load_active().unwrap().len(), 1);
 }
