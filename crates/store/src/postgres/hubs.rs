@@ -146,6 +146,33 @@ async fn take_over(tx: &Transaction<'_>, me: Uuid, lost: &[Uuid]) -> Result<Vec<
     Ok(taken)
 }
 
+/// A transaction of hub `me`, fenced first (see `hive_fence`, migration 0007).
+async fn fenced(
+    client: &mut deadpool_postgres::Object,
+    me: Uuid,
+) -> Result<Transaction<'_>, StoreError> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.execute("SELECT hive_fence($1)", &[&me])
+        .await
+        .map_err(db_error)?;
+    Ok(tx)
+}
+
+/// Makes the tasks `ids` (just taken out of the pool, or parked) hub `me`'s, reads them as a
+/// scheduler restores them, and commits.
+async fn make_mine(tx: Transaction<'_>, me: Uuid, ids: Vec<Uuid>) -> Result<Adopted, StoreError> {
+    if ids.is_empty() {
+        tx.commit().await.map_err(db_error)?;
+        return Ok(Adopted::default());
+    }
+    tx.execute("UPDATE tasks SET hub = $1 WHERE id = ANY($2)", &[&me, &ids])
+        .await
+        .map_err(db_error)?;
+    let adopted = adopted(&tx, ids).await?;
+    tx.commit().await.map_err(uncertain)?;
+    Ok(adopted)
+}
+
 /// The tasks `ids` as a scheduler restores them, with their ended parents.
 async fn adopted(client: &impl GenericClient, ids: Vec<Uuid>) -> Result<Adopted, StoreError> {
     if ids.is_empty() {
@@ -232,10 +259,7 @@ impl Membership for PgMembership {
         self.shared.block(|shared| async move {
             let me = shared.hub;
             let mut client = shared.connection().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
-            tx.execute("SELECT hive_fence($1)", &[&me])
-                .await
-                .map_err(db_error)?;
+            let tx = fenced(&mut client, me).await?;
             let lost = lost_hubs(&tx, me).await?;
             let taken = take_over(&tx, me, &lost).await?;
             let adopted = adopted(&tx, taken).await?;
@@ -255,10 +279,7 @@ impl Membership for PgMembership {
         self.shared.block(|shared| async move {
             let me = shared.hub;
             let mut client = shared.connection().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
-            tx.execute("SELECT hive_fence($1)", &[&me])
-                .await
-                .map_err(db_error)?;
+            let tx = fenced(&mut client, me).await?;
             let ids: Vec<Uuid> = tx
                 .query(
                     "DELETE FROM parked WHERE task_id IN (
@@ -275,16 +296,7 @@ impl Membership for PgMembership {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            if ids.is_empty() {
-                tx.commit().await.map_err(db_error)?;
-                return Ok(Adopted::default());
-            }
-            tx.execute("UPDATE tasks SET hub = $1 WHERE id = ANY($2)", &[&me, &ids])
-                .await
-                .map_err(db_error)?;
-            let adopted = adopted(&tx, ids).await?;
-            tx.commit().await.map_err(uncertain)?;
-            Ok(adopted)
+            make_mine(tx, me, ids).await
         })
     }
 
@@ -300,10 +312,7 @@ impl Membership for PgMembership {
         self.shared.block(|shared| async move {
             let me = shared.hub;
             let mut client = shared.connection().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
-            tx.execute("SELECT hive_fence($1)", &[&me])
-                .await
-                .map_err(db_error)?;
+            let tx = fenced(&mut client, me).await?;
             let mut ids: Vec<Uuid> = Vec::new();
             for (capability, n) in &wants {
                 let rows = tx
@@ -318,16 +327,7 @@ impl Membership for PgMembership {
                     .map_err(db_error)?;
                 ids.extend(rows.iter().map(|row| row.get::<_, Uuid>(0)));
             }
-            if ids.is_empty() {
-                tx.commit().await.map_err(db_error)?;
-                return Ok(Adopted::default());
-            }
-            tx.execute("UPDATE tasks SET hub = $1 WHERE id = ANY($2)", &[&me, &ids])
-                .await
-                .map_err(db_error)?;
-            let adopted = adopted(&tx, ids).await?;
-            tx.commit().await.map_err(uncertain)?;
-            Ok(adopted)
+            make_mine(tx, me, ids).await
         })
     }
 
