@@ -31,9 +31,14 @@ impl Waiters {
         }
     }
 
-    /// The tasks waited on now.
+    /// The tasks waited on now; waiters that gave up without pruning are dropped on the way.
     pub fn parked(&self) -> Vec<TaskId> {
-        self.lock().keys().copied().collect()
+        let mut parked = self.lock();
+        parked.retain(|_, waiters| {
+            waiters.retain(|w| !w.is_closed());
+            !waiters.is_empty()
+        });
+        parked.keys().copied().collect()
     }
 
     /// Drops the waiters of `task` that gave up (timed out or disconnected).

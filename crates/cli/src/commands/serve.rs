@@ -33,7 +33,7 @@ pub async fn run(args: ServeArgs) -> Outcome {
         hub.addr(),
         hub.recovered()
     );
-    let lost = tokio::select! {
+    let mut lost = tokio::select! {
         _ = super::stop_signal() => false,
         _ = hub.lease_lost() => true,
     };
@@ -42,9 +42,11 @@ pub async fn run(args: ServeArgs) -> Outcome {
             "draining: queued work goes to the other hubs, running tasks finish (up to {}s)",
             grace.as_secs()
         );
-        let left = hub.drain(grace).await;
-        if left > 0 {
-            eprintln!("{left} attempts still running: the other hubs take them over");
+        tokio::select! {
+            left = hub.drain(grace) => if left > 0 {
+                eprintln!("{left} attempts still running: the other hubs take them over");
+            },
+            _ = hub.lease_lost() => lost = true,
         }
     }
     eprintln!("shutting down: finishing commits");

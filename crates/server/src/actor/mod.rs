@@ -519,7 +519,10 @@ impl Actor {
                 if self.scheduler.active_status(*dep).is_some() || ended.contains_key(dep) {
                     continue;
                 }
+                // Found elsewhere, but claimed and ended here since: it is an input now.
+                let ended_here = self.recently_finished.contains_key(dep);
                 if self.sharing.shared()
+                    && !ended_here
                     && (found.elsewhere.contains(dep) || self.sharing.is_parked(*dep))
                 {
                     park.insert(spec.id);

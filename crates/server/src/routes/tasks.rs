@@ -203,7 +203,8 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", params(("id" = String, Path)), responses(
     (status = 200, description = "Cancelled", body = Task),
     (status = 202, body = Task,
-        description = "Another hub holds the task and was asked to cancel it; not done yet"),
+        description = "Another hub holds the task and was asked to cancel it; not done yet \
+            (after 1.5 leases: its hub may be gone, its tasks not yet taken over)"),
     (status = 404, body = ErrorBody),
     (status = 409, description = "The task already finished", body = ErrorBody),
 ))]
@@ -212,29 +213,37 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let task = parse_task_id(&id)?;
-    let deadline = tokio::time::Instant::now() + FORWARDED_CANCEL_WAIT;
+    let deadline = tokio::time::Instant::now() + forwarded_cancel_wait(&state);
     let mut forwarded = false;
     loop {
         // Parked before asking, so that the end of a cancel forwarded to another hub wakes it.
         let woken = state.waiters.register(task);
         let outcome = state.ask(|reply| Command::Cancel { task, reply }).await;
-        match outcome {
-            Ok(Ok(Cancelled::Requested)) => forwarded = true,
-            // Asked again after a forward: what the task became decides, below.
-            Ok(Err(ApiError::Conflict { .. })) if forwarded => {}
+        let ended_meanwhile = match outcome {
+            Ok(Ok(Cancelled::Requested)) => {
+                forwarded = true;
+                false
+            }
+            // Asked again after a forward: it ended meanwhile; what it became decides, below.
+            Ok(Err(ApiError::Conflict { .. })) if forwarded => true,
             outcome => {
+                drop(woken);
                 state.waiters.prune(task);
                 outcome??;
                 return Ok((StatusCode::OK, Json(fetch(&state, task).await?)));
             }
-        }
-        // Asked again now and then: a hub in the middle of handing the task to the pool, or
-        // a lost hub's task not yet taken over, had nobody act on the first request.
-        let again = (tokio::time::Instant::now() + CANCEL_AGAIN_AFTER).min(deadline);
-        tokio::select! {
-            _ = woken => {}
-            _ = tokio::time::sleep_until(again) => {}
-            _ = crate::state::stopped(state.shutdown.clone()) => {}
+        };
+        if !ended_meanwhile {
+            // Asked again now and then: a hub in the middle of handing the task to the pool,
+            // or a lost hub's task not yet taken over, had nobody act on the first request.
+            let again = (tokio::time::Instant::now() + CANCEL_AGAIN_AFTER).min(deadline);
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(again) => {}
+                _ = crate::state::stopped(state.shutdown.clone()) => {}
+            }
+        } else {
+            drop(woken);
         }
         state.waiters.prune(task);
         let current = fetch(&state, task).await?;
@@ -256,8 +265,16 @@ pub async fn cancel(
 /// How often a cancel forwarded to another hub is asked again while it waits.
 const CANCEL_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
-/// How long a cancel forwarded to the hub holding the task waits to see it done.
-const FORWARDED_CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// How long a cancel forwarded to the hub holding the task waits to see it done: long enough
+/// for a lost hub's tasks to be taken over (its lease and a heartbeat), 5 s at least.
+fn forwarded_cancel_wait(state: &AppState) -> Duration {
+    let lease = state
+        .config
+        .postgres
+        .as_ref()
+        .map_or(Duration::ZERO, |pg| pg.hub.lease);
+    (lease + lease / 2).max(Duration::from_secs(5))
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

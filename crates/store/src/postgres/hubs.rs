@@ -213,6 +213,8 @@ impl Membership for PgMembership {
         self.shared.hub
     }
 
+    /// A lease ended by `leave` (0) stays ended: a renewal still in flight when the hub left
+    /// must not extend it.
     fn renew(&self, load: &HubLoad) -> Result<Renewal, StoreError> {
         let lease_ms = self.lease_ms;
         let load = load.clone();
@@ -224,7 +226,7 @@ impl Membership for PgMembership {
                     &format!(
                         "UPDATE hubs SET heartbeat_at = {NOW_MS}, lease_until = {NOW_MS} + $2,
                             address = $3, agents = $4, slots = $5, tasks = $6, queued = $7
-                         WHERE id = $1"
+                         WHERE id = $1 AND lease_until <> 0"
                     ),
                     &[
                         &me,
