@@ -197,6 +197,9 @@ fn lease_ms(lease: Duration) -> i64 {
 pub struct PgMembership {
     shared: Arc<Shared>,
     lease_ms: i64,
+    /// Renewals' own connection, outside the pool, so that a pool busy with requests never
+    /// makes a healthy hub miss its renewals. Opened on first use, and again after it broke.
+    lease_connection: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
 impl PgMembership {
@@ -204,8 +207,51 @@ impl PgMembership {
         PgMembership {
             shared,
             lease_ms: lease_ms(lease),
+            lease_connection: Arc::default(),
         }
     }
+}
+
+/// Renews hub `me`'s lease on `client` and counts the other live hubs.
+async fn renew_on(
+    client: &tokio_postgres::Client,
+    me: Uuid,
+    lease_ms: i64,
+    load: &HubLoad,
+) -> Result<Renewal, StoreError> {
+    let renewed = client
+        .execute(
+            &format!(
+                "UPDATE hubs SET heartbeat_at = {NOW_MS}, lease_until = {NOW_MS} + $2,
+                    address = $3, agents = $4, slots = $5, tasks = $6, queued = $7
+                 WHERE id = $1 AND lease_until <> 0"
+            ),
+            &[
+                &me,
+                &lease_ms,
+                &load.address,
+                &count(load.agents),
+                &count(load.slots),
+                &count(load.tasks),
+                &count(load.queued),
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    if renewed == 0 {
+        return Ok(Renewal::Lost);
+    }
+    let others: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM hubs WHERE id <> $1 AND lease_until > {NOW_MS}"),
+            &[&me],
+        )
+        .await
+        .map_err(db_error)?
+        .get(0);
+    Ok(Renewal::Renewed {
+        others: others.max(0) as usize,
+    })
 }
 
 impl Membership for PgMembership {
@@ -218,42 +264,22 @@ impl Membership for PgMembership {
     fn renew(&self, load: &HubLoad) -> Result<Renewal, StoreError> {
         let lease_ms = self.lease_ms;
         let load = load.clone();
+        let slot = self.lease_connection.clone();
         self.shared.block(|shared| async move {
-            let client = shared.connection().await?;
-            let me = shared.hub;
-            let renewed = client
-                .execute(
-                    &format!(
-                        "UPDATE hubs SET heartbeat_at = {NOW_MS}, lease_until = {NOW_MS} + $2,
-                            address = $3, agents = $4, slots = $5, tasks = $6, queued = $7
-                         WHERE id = $1 AND lease_until <> 0"
-                    ),
-                    &[
-                        &me,
-                        &lease_ms,
-                        &load.address,
-                        &count(load.agents),
-                        &count(load.slots),
-                        &count(load.tasks),
-                        &count(load.queued),
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            if renewed == 0 {
-                return Ok(Renewal::Lost);
+            let mut slot = slot.lock().await;
+            if slot.as_ref().is_none_or(|client| client.is_closed()) {
+                let (client, connection) = shared.config.connect(NoTls).await.map_err(db_error)?;
+                // Driven on the store's runtime, where this runs; ends when the client goes.
+                tokio::spawn(connection);
+                *slot = Some(client);
             }
-            let others: i64 = client
-                .query_one(
-                    &format!("SELECT count(*) FROM hubs WHERE id <> $1 AND lease_until > {NOW_MS}"),
-                    &[&me],
-                )
-                .await
-                .map_err(db_error)?
-                .get(0);
-            Ok(Renewal::Renewed {
-                others: others.max(0) as usize,
-            })
+            let client = slot.as_ref().expect("connected above");
+            let renewed = renew_on(client, shared.hub, lease_ms, &load).await;
+            if renewed.is_err() {
+                // Not trusted again: the next renewal opens a new one.
+                *slot = None;
+            }
+            renewed
         })
     }
 

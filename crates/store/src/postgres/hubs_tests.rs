@@ -352,3 +352,23 @@ fn a_parked_task_is_taken_over_once_its_parents_ended() {
     assert!(a.membership().adopt_unparked().unwrap().tasks.is_empty());
     assert_eq!(b.reader().load_active().unwrap().len(), 1);
 }
+
+#[test]
+fn renewals_do_not_wait_for_a_busy_pool() {
+    let Some(database) = ScratchSchema::for_test("renewals_do_not_wait") else {
+        return;
+    };
+    let identity = HubIdentity {
+        name: Some("busy".into()),
+        lease: Duration::from_secs(30),
+    };
+    let store = PgStore::open_as(database.url(), PoolBounds { min: 1, max: 1 }, &identity).unwrap();
+    // Every pooled connection is taken (by a long request, say).
+    let held = store
+        .shared
+        .block(|shared| async move { shared.connection().await })
+        .unwrap();
+    let renewed = store.membership().renew(&HubLoad::default()).unwrap();
+    assert_eq!(renewed, Renewal::Renewed { others: 0 });
+    drop(held);
+}
