@@ -15,22 +15,21 @@ use crate::StoreError;
 pub struct HubRecord {
     pub id: Uuid,
     pub name: String,
-    /// Where it serves (host:port), as it said at its last heartbeat.
-    pub address: String,
     pub started_at: Timestamp,
     pub heartbeat_at: Timestamp,
     /// Past this moment (the database's clock) any hub may take its tasks over.
     pub lease_until: Timestamp,
     /// The lease had not ended when read.
     pub held: bool,
-    /// As of its last heartbeat: connected agents, their slots, the tasks it holds, and how
-    /// many of those are queued.
+    /// As of its last heartbeat: where it serves, connected agents, their slots, the tasks it
+    /// holds, and how many of those are queued.
     pub load: HubLoad,
 }
 
 /// What a hub reports of itself at each heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HubLoad {
+    /// Where the hub serves (host:port).
     pub address: String,
     pub agents: u32,
     pub slots: u32,

@@ -147,6 +147,25 @@ pub struct Overview {
     pub hub_draining: bool,
 }
 
+impl Overview {
+    /// What this hub reports of itself among several (`address` left to the caller): connected
+    /// agents and their slots, tasks held and how many are queued.
+    pub fn load(&self) -> hive_store::HubLoad {
+        let connected = self
+            .agents
+            .iter()
+            .filter(|a| a.state != hive_core::AgentState::Offline);
+        let (agents, slots) = connected.fold((0, 0), |(n, s), a| (n + 1, s + a.spec.slots));
+        hive_store::HubLoad {
+            address: String::new(),
+            agents,
+            slots,
+            tasks: self.memory.active_tasks as u32,
+            queued: self.queue_depths.iter().map(|(_, n)| *n as u32).sum(),
+        }
+    }
+}
+
 /// Commands handled per turn before the batch is flushed; bounds the latency one turn adds.
 const MAX_COMMANDS_PER_TURN: usize = 4_096;
 

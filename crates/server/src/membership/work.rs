@@ -191,18 +191,11 @@ impl Work {
         let Ok(Ok(overview)) = tokio::time::timeout(OVERVIEW_WAIT, overview).await else {
             return;
         };
-        let (mut agents, mut slots) = (0, 0);
-        for agent in &overview.agents {
-            if agent.state != hive_core::AgentState::Offline {
-                agents += 1;
-                slots += agent.spec.slots;
-            }
-        }
         self.draining = overview.hub_draining;
         let mut load = lock(&self.shared.load);
-        load.agents = agents;
-        load.slots = slots;
-        load.tasks = overview.memory.active_tasks as u32;
-        load.queued = overview.queue_depths.iter().map(|(_, n)| *n as u32).sum();
+        *load = hive_store::HubLoad {
+            address: std::mem::take(&mut load.address),
+            ..overview.load()
+        };
     }
 }

@@ -35,7 +35,7 @@ fn view(record: HubRecord, me: uuid::Uuid) -> HubView {
         this: record.id == me,
         id: Some(record.id.to_string()),
         name: record.name,
-        address: record.address,
+        address: record.load.address,
         lease: if record.held { "held" } else { "expired" }.into(),
         lease_until_ms: Some(record.lease_until.0),
         heartbeat_at_ms: Some(record.heartbeat_at.0),
@@ -49,12 +49,7 @@ fn view(record: HubRecord, me: uuid::Uuid) -> HubView {
 
 /// A hub alone in its SQLite data directory, as its scheduler sees itself now.
 async fn alone(state: &AppState) -> Result<HubList, ApiError> {
-    let overview = state.ask(|reply| Command::Overview { reply }).await?;
-    let connected = overview
-        .agents
-        .iter()
-        .filter(|a| a.state != hive_core::AgentState::Offline);
-    let (agents, slots) = connected.fold((0, 0), |(n, s), a| (n + 1, s + a.spec.slots));
+    let load = state.ask(|reply| Command::Overview { reply }).await?.load();
     Ok(HubList {
         store: "sqlite".into(),
         items: vec![HubView {
@@ -66,10 +61,10 @@ async fn alone(state: &AppState) -> Result<HubList, ApiError> {
             lease_until_ms: None,
             heartbeat_at_ms: None,
             started_at_ms: None,
-            agents,
-            slots,
-            tasks: overview.memory.active_tasks as u32,
-            queued: overview.queue_depths.iter().map(|(_, n)| *n as u32).sum(),
+            agents: load.agents,
+            slots: load.slots,
+            tasks: load.tasks,
+            queued: load.queued,
         }],
         pooled: 0,
     })

@@ -25,14 +25,7 @@ fn task(capability: &str, n: usize) -> NewTask {
 
 /// `hive_hub_tasks_moved_total{how}` of a hub.
 async fn moved(t: &TestHub, how: &str) -> u64 {
-    let text = http()
-        .get(format!("{}/metrics", t.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&t.url).await;
     let sample = format!("hive_hub_tasks_moved_total{{how=\"{how}\"}} ");
     let line = text
         .lines()

@@ -112,14 +112,7 @@ async fn a_hub_on_postgres_runs_tasks_and_keeps_them_across_a_restart() {
     );
     let status = t.client.status().await.unwrap();
     assert_eq!(status.tasks["succeeded"], 100 + 1 + 20 + 1);
-    let metrics = http()
-        .get(format!("{}/metrics", t.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&t.url).await;
     for family in [
         "hive_store_pool_connections{state=\"in_use\"}",
         "hive_store_pool_max_connections 4",

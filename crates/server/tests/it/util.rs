@@ -227,3 +227,15 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("an HTTP client")
 }
+
+/// The hub's Prometheus exposition (`GET /metrics`).
+pub async fn metrics_text(url: &str) -> String {
+    http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

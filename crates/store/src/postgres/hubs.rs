@@ -378,7 +378,6 @@ impl Membership for PgMembership {
                 .map(|row| HubRecord {
                     id: row.get(0),
                     name: row.get(1),
-                    address: row.get(2),
                     started_at: from_ts(row.get(3)),
                     heartbeat_at: from_ts(row.get(4)),
                     lease_until: from_ts(row.get(5)),

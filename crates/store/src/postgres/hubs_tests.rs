@@ -24,27 +24,30 @@ fn echo() -> Capability {
     Capability::parse("echo", "capability").unwrap()
 }
 
-fn spec(n: u128, priority: u8) -> Arc<TaskSpec> {
-    Arc::new(TaskSpec {
+/// Task `n`, without the suite's idempotency key, depending on `depends_on`.
+fn spec(n: u128, priority: u8, depends_on: Vec<TaskId>) -> TaskSpec {
+    TaskSpec {
         priority,
+        depends_on,
+        idempotency_key: None,
         created_at: Timestamp(1_000 + n as u64),
         ..(*crate::suite::spec(n)).clone()
-    })
+    }
+}
+
+fn created(spec: &TaskSpec, status: TaskStatus) -> Change {
+    Change::TaskCreated {
+        spec: Arc::new(spec.clone()),
+        status,
+        error: None,
+    }
 }
 
 /// A queued task created and released to the pool in one commit, as a hub with no room does.
 fn pooled(n: u128, priority: u8) -> [Change; 2] {
-    let spec = TaskSpec {
-        depends_on: Vec::new(),
-        idempotency_key: None,
-        ..(*spec(n, priority)).clone()
-    };
+    let spec = spec(n, priority, Vec::new());
     [
-        Change::TaskCreated {
-            spec: Arc::new(spec.clone()),
-            status: TaskStatus::Queued,
-            error: None,
-        },
+        created(&spec, TaskStatus::Queued),
         Change::TaskReleased {
             task: spec.id,
             capability: spec.capability.clone(),
@@ -142,25 +145,13 @@ fn a_hub_whose_lease_ended_is_fenced_out_and_its_tasks_adopted() {
         return;
     };
     let (a, b) = (hub(&database, "a"), hub(&database, "b"));
-    let mut parent = (*spec(1, 5)).clone();
-    parent.depends_on = Vec::new();
-    parent.idempotency_key = None;
-    let mut child = (*spec(2, 5)).clone();
-    child.depends_on = vec![parent.id];
-    child.idempotency_key = None;
+    let parent = spec(1, 5, Vec::new());
+    let child = spec(2, 5, vec![parent.id]);
     let mut writer = a.writer();
     writer
         .apply(&[&[
-            Change::TaskCreated {
-                spec: Arc::new(parent.clone()),
-                status: TaskStatus::Queued,
-                error: None,
-            },
-            Change::TaskCreated {
-                spec: Arc::new(child),
-                status: TaskStatus::Waiting,
-                error: None,
-            },
+            created(&parent, TaskStatus::Queued),
+            created(&child, TaskStatus::Waiting),
         ]])
         .unwrap();
     // Not yet: a's lease runs.
@@ -237,7 +228,6 @@ fn the_list_of_hubs_shows_each_ones_load_and_lease() {
     let names: Vec<(&str, bool)> = hubs.iter().map(|h| (h.name.as_str(), h.held)).collect();
     assert_eq!(names, vec![("a", true), ("b", false)]);
     assert_eq!(hubs[0].load, load);
-    assert_eq!(hubs[0].address, "127.0.0.1:7001");
 }
 
 #[test]
@@ -248,17 +238,8 @@ fn a_cancel_reaches_a_task_wherever_it_is() {
     let (a, b) = (hub(&database, "a"), hub(&database, "b"));
     let mut notices = b.listen();
     assert_eq!(notices.blocking_recv(), Some(Notice::Listening));
-    let held = TaskSpec {
-        depends_on: Vec::new(),
-        idempotency_key: None,
-        ..(*spec(2, 5)).clone()
-    };
     let mut changes: Vec<Change> = pooled(1, 5).into();
-    changes.push(Change::TaskCreated {
-        spec: Arc::new(held),
-        status: TaskStatus::Queued,
-        error: None,
-    });
+    changes.push(created(&spec(2, 5, Vec::new()), TaskStatus::Queued));
     a.writer().apply(&[&changes]).unwrap();
     assert_eq!(notices.blocking_recv(), Some(Notice::Pooled("echo".into())));
     let membership = b.membership();
@@ -299,29 +280,13 @@ fn a_parked_task_is_taken_over_once_its_parents_ended() {
         return;
     };
     let (a, b) = (hub(&database, "a"), hub(&database, "b"));
-    let parent = TaskSpec {
-        depends_on: Vec::new(),
-        idempotency_key: None,
-        ..(*spec(1, 5)).clone()
-    };
-    let child = TaskSpec {
-        depends_on: vec![parent.id],
-        idempotency_key: None,
-        ..(*spec(2, 5)).clone()
-    };
+    let parent = spec(1, 5, Vec::new());
+    let child = spec(2, 5, vec![parent.id]);
     let mut writer = a.writer();
     writer
         .apply(&[&[
-            Change::TaskCreated {
-                spec: Arc::new(parent.clone()),
-                status: TaskStatus::Queued,
-                error: None,
-            },
-            Change::TaskCreated {
-                spec: Arc::new(child.clone()),
-                status: TaskStatus::Waiting,
-                error: None,
-            },
+            created(&parent, TaskStatus::Queued),
+            created(&child, TaskStatus::Waiting),
             Change::TaskParked {
                 task: child.id,
                 parents: vec![parent.id],
