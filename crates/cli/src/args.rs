@@ -175,6 +175,11 @@ pub struct ServeArgs {
     /// [config: store.hub_name; default: made from the hub's id; lease store.hub_lease_s (10)]
     #[arg(long, value_name = "NAME")]
     pub hub_name: Option<String>,
+    /// With --store: a streaming replica of the database (repeat for several); listings and
+    /// status counts read there, a client's reads after its own writes on the primary.
+    /// [config: store.replicas; lag bound store.replica_max_lag_ms (2000)]
+    #[arg(long, value_name = "URL")]
+    pub replica: Vec<String>,
     /// A TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use hive_server::alerts::AlertConfig;
 use hive_server::alerts::rules::{Direction, Gate, Metric, Rule};
-use hive_server::{Durability, HubConfig, HubIdentity, PoolBounds, PostgresConfig};
+use hive_server::{Durability, HubConfig, HubIdentity, PoolBounds, PostgresConfig, ReplicaConfig};
 use serde::Deserialize;
 
 use crate::args::ServeArgs;
@@ -93,6 +93,8 @@ struct StoreSection {
     hub_name: Option<String>,
     hub_lease_s: Option<u64>,
     drain_grace_s: Option<u64>,
+    replicas: Option<Vec<String>>,
+    replica_max_lag_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,10 +252,21 @@ const DEFAULT_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(
 fn postgres(
     flag: Option<String>,
     hub_name: Option<String>,
+    replica_flags: &[String],
     store: &StoreSection,
 ) -> anyhow::Result<Option<PostgresConfig>> {
     let hub_name = hub_name.or(store.hub_name.clone());
+    let replica_urls = if replica_flags.is_empty() {
+        store.replicas.clone().unwrap_or_default()
+    } else {
+        replica_flags.to_vec()
+    };
     let Some(url) = flag.or(store.url.clone()) else {
+        if !replica_urls.is_empty() || store.replica_max_lag_ms.is_some() {
+            bail!(
+                "--replica / store.replicas / store.replica_max_lag_ms: replicas are PostgreSQL's; set --store (store.url) too"
+            );
+        }
         if store.pool_min.is_some() || store.pool_max.is_some() {
             bail!("store.pool_min / store.pool_max: the pool is PostgreSQL's; set store.url too");
         }
@@ -309,11 +322,28 @@ fn postgres(
         Some(seconds) => std::time::Duration::from_secs(seconds),
         None => DEFAULT_DRAIN_GRACE,
     };
+    let mut replicas = ReplicaConfig::default();
+    for replica in &replica_urls {
+        if !(replica.starts_with("postgres://") || replica.starts_with("postgresql://")) {
+            bail!(
+                "--replica / store.replicas: {:?} is not a postgres:// URL",
+                hive_server::redact_url(replica)
+            );
+        }
+    }
+    replicas.urls = replica_urls;
+    if let Some(ms) = store.replica_max_lag_ms {
+        if !(100..=600_000).contains(&ms) {
+            bail!("store.replica_max_lag_ms: {ms} must be between 100 and 600000 milliseconds");
+        }
+        replicas.max_lag = std::time::Duration::from_millis(ms);
+    }
     Ok(Some(PostgresConfig {
         url,
         pool,
         hub,
         drain_grace,
+        replicas,
     }))
 }
 
@@ -343,7 +373,12 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
             format!("--durability / store.durability: {text:?} is neither \"full\" nor \"normal\"")
         })?;
     }
-    config.postgres = postgres(args.store.clone(), args.hub_name.clone(), &file.store)?;
+    config.postgres = postgres(
+        args.store.clone(),
+        args.hub_name.clone(),
+        &args.replica,
+        &file.store,
+    )?;
     if let Some(bytes) = file.tasks.max_payload_bytes {
         if bytes == 0 {
             bail!("tasks.max_payload_bytes must be at least 1");
@@ -535,6 +570,7 @@ mod tests {
             data_dir: None,
             store: None,
             hub_name: None,
+            replica: Vec::new(),
             config: None,
             durability: None,
             auth: false,
@@ -705,6 +741,51 @@ mod tests {
         let bad = "[store]\nurl = \"postgres://db/hive\"\npool_min = 9\npool_max = 4\n";
         let err = resolve(&args(), parse(bad).unwrap()).unwrap_err();
         assert!(err.to_string().contains("store.pool_max"), "{err}");
+    }
+
+    #[test]
+    fn replicas_come_from_the_flags_or_the_file_and_bad_ones_are_named() {
+        let file = "[store]\nurl = \"postgres://hive@db/hive\"\nreplicas = [\"postgres://hive@r1/hive\"]\nreplica_max_lag_ms = 500\n";
+        let pg = resolve(&args(), parse(file).unwrap())
+            .unwrap()
+            .postgres
+            .unwrap();
+        assert_eq!(pg.replicas.urls, ["postgres://hive@r1/hive"]);
+        assert_eq!(pg.replicas.max_lag, std::time::Duration::from_millis(500));
+        let mut a = args();
+        a.replica = vec![
+            "postgres://hive@r2/hive".into(),
+            "postgres://hive@r3/hive".into(),
+        ];
+        let pg = resolve(&a, parse(file).unwrap()).unwrap().postgres.unwrap();
+        assert_eq!(
+            pg.replicas.urls.len(),
+            2,
+            "the flags replace the file's list"
+        );
+        let plain = "[store]\nurl = \"postgres://hive@db/hive\"\n";
+        let pg = resolve(&args(), parse(plain).unwrap())
+            .unwrap()
+            .postgres
+            .unwrap();
+        assert!(pg.replicas.urls.is_empty());
+        assert_eq!(pg.replicas.max_lag, std::time::Duration::from_secs(2));
+
+        let err = resolve(&a, RawConfig::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("--replica") && err.contains("--store"),
+            "{err}"
+        );
+        let mut bad = args();
+        bad.store = Some("postgres://hive@db/hive".into());
+        bad.replica = vec!["mysql://root:pw@r1/hive".into()];
+        let err = resolve(&bad, RawConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("--replica") && !err.contains("pw@"), "{err}");
+        let lag = "[store]\nurl = \"postgres://hive@db/hive\"\nreplica_max_lag_ms = 5\n";
+        let err = resolve(&args(), parse(lag).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.replica_max_lag_ms"), "{err}");
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl Backend {
                 if hub.name.is_none() && config.listen.port() != 0 {
                     hub.name = default_hub_name(config.listen.port());
                 }
-                Ok(Backend::Postgres(PgStore::open_as(&pg.url, pg.pool, &hub)?))
+                let store =
+                    PgStore::open_as(&pg.url, pg.pool, &hub)?.with_replicas(&pg.replicas)?;
+                Ok(Backend::Postgres(store))
             }
             None => {
                 let store = SqliteStore::open(&config.data_dir, config.durability)?;

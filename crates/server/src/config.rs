@@ -60,6 +60,8 @@ pub struct PostgresConfig {
     /// How long `hive serve` waits for running tasks on SIGTERM before leaving (see
     /// `Hub::drain`).
     pub drain_grace: std::time::Duration,
+    /// Read replicas and their lag bound (none by default).
+    pub replicas: hive_store::postgres::ReplicaConfig,
 }
 
 /// Without the password: the configuration may be logged.
@@ -70,6 +72,16 @@ impl std::fmt::Debug for PostgresConfig {
             .field("pool", &self.pool)
             .field("hub", &self.hub)
             .field("drain_grace", &self.drain_grace)
+            .field(
+                "replicas",
+                &self
+                    .replicas
+                    .urls
+                    .iter()
+                    .map(|u| hive_store::postgres::redact(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("replica_max_lag", &self.replicas.max_lag)
             .finish()
     }
 }

@@ -194,6 +194,12 @@ impl Hub {
             hubs: membership.as_ref().map(|m| m.store().clone()),
             address: addr,
             commands: commands.clone(),
+            own_writes: crate::reads::OwnWrites::new(
+                config
+                    .postgres
+                    .as_ref()
+                    .map_or(std::time::Duration::ZERO, |pg| pg.replicas.max_lag),
+            ),
             reader,
             connections: connections.clone(),
             waiters,

@@ -38,6 +38,7 @@ pub mod json;
 pub mod listener;
 pub mod membership;
 pub mod metrics;
+pub mod reads;
 pub mod routes;
 pub mod state;
 pub mod streams;
@@ -48,6 +49,6 @@ pub mod ws_agent;
 
 pub use config::{HubConfig, PostgresConfig, RoutingConfig, TlsFiles};
 pub use hive_core::PolicyKind;
-pub use hive_store::postgres::{HubIdentity, PoolBounds, redact as redact_url};
+pub use hive_store::postgres::{HubIdentity, PoolBounds, ReplicaConfig, redact as redact_url};
 pub use hive_store::sqlite::Durability;
 pub use hub::{Hub, StartError};

@@ -22,12 +22,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+
+use crate::reads::ClientAddr;
 
 use crate::metrics::{Count, HubMetrics};
 
@@ -98,9 +100,9 @@ pub async fn serve(
     let stop = crate::state::stopped(shutdown.clone());
     tokio::pin!(stop);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -131,12 +133,14 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(counted, app, limits, stopping).await,
+                None => serve_connection(counted, peer, app, limits, stopping).await,
                 Some(tls) => {
                     let handshake =
                         tokio::time::timeout(limits.header_read_timeout, tls.accept(counted));
                     match handshake.await {
-                        Ok(Ok(stream)) => serve_connection(stream, app, limits, stopping).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, app, limits, stopping).await
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -153,6 +157,7 @@ pub async fn serve(
 /// Serves HTTP/1.1 (and WebSocket upgrades) on one connection until it closes or the hub stops.
 async fn serve_connection<S>(
     io: S,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: ConnectionLimits,
     stopping: impl std::future::Future<Output = ()>,
@@ -163,7 +168,12 @@ async fn serve_connection<S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let service = TowerToHyperService::new(app);
+    // Each request carries the connection's peer (who a client is without a token, see
+    // `crate::reads`). The router is always ready, so it is called without `poll_ready`.
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ClientAddr(peer));
+        tower_service::Service::call(&mut app.clone(), request)
+    });
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

@@ -40,6 +40,8 @@ pub struct HubState {
     pub config: Arc<HubConfig>,
     pub commands: mpsc::Sender<Command>,
     pub reader: Arc<dyn TaskReader>,
+    /// Each client's latest write, for reads that tolerate staleness (see [`crate::reads`]).
+    pub own_writes: crate::reads::OwnWrites,
     pub connections: Arc<Connections>,
     pub waiters: Arc<Waiters>,
     pub swarms: Arc<Swarms>,
@@ -84,6 +86,31 @@ impl AppState {
             .await
             .map_err(|_| ApiError::ShuttingDown)?
             .map_err(ApiError::Store)
+    }
+}
+
+impl AppState {
+    /// A store read that tolerates staleness, for `client`: on a read replica that has replayed
+    /// the client's own writes when there is one, else like [`read`](Self::read).
+    pub async fn read_stale<T: Send + 'static>(
+        &self,
+        client: &crate::reads::Client,
+        f: impl FnOnce(&dyn TaskReader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let after = self.own_writes.after(client);
+        let reader = self
+            .reader
+            .replica(after)
+            .unwrap_or_else(|| self.reader.clone());
+        tokio::task::spawn_blocking(move || f(reader.as_ref()))
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?
+            .map_err(ApiError::Store)
+    }
+
+    /// `client`'s write was acknowledged: its later reads see it.
+    pub fn wrote(&self, client: &crate::reads::Client) {
+        self.own_writes.wrote(client, self.reader.written());
     }
 }
 

@@ -124,6 +124,21 @@ pub trait TaskReader: Send + Sync + 'static {
     fn load_active(&self) -> Result<Vec<RecoveredTask>, StoreError>;
     /// What routing learned (the latest estimate of each identity and capability).
     fn load_learned(&self) -> Result<Vec<LearnedEstimate>, StoreError>;
+
+    /// For reads that tolerate staleness: a reader on a read replica in rotation that has
+    /// replayed up to `after` (a [`written`](Self::written) position), the next in turn;
+    /// `None` when there is none (read here). A read that fails on the replica is answered by
+    /// the primary.
+    fn replica(&self, after: u64) -> Option<std::sync::Arc<dyn TaskReader>> {
+        let _ = after;
+        None
+    }
+
+    /// A position at or past this hub's latest acknowledged commit, for [`replica`](Self::replica)
+    /// (0 where the store has no replicas).
+    fn written(&self) -> u64 {
+        0
+    }
 }
 
 /// One change of an alert's state, as kept in the alert history.

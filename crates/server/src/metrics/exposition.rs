@@ -260,6 +260,7 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
                 n as f64,
             );
         }
+        replicas(&mut e, &store.replicas());
     }
 
     if let Some(p) = procfs::sample_self() {
@@ -287,4 +288,52 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
         metrics.started.elapsed().as_secs_f64(),
     );
     e.finish()
+}
+
+/// The read replicas: in rotation or not, their lag, the queries they answered.
+fn replicas(e: &mut Exposition, replicas: &[hive_store::postgres::ReplicaStats]) {
+    if replicas.is_empty() {
+        return;
+    }
+    e.family(
+        "hive_store_replica_in_rotation",
+        Kind::Gauge,
+        "1 while the read replica answers reads, 0 while it is out (unreachable, promoted, or lagging past store.replica_max_lag_ms).",
+    );
+    for r in replicas {
+        let up = if r.in_rotation { 1.0 } else { 0.0 };
+        e.sample(
+            "hive_store_replica_in_rotation",
+            &[("replica", &r.label)],
+            up,
+        );
+    }
+    e.family(
+        "hive_store_replica_lag_seconds",
+        Kind::Gauge,
+        "How far the read replica was behind the primary at its last check (0 when it had replayed all the primary had written).",
+    );
+    for r in replicas {
+        if let Some(lag) = r.lag_seconds {
+            e.sample(
+                "hive_store_replica_lag_seconds",
+                &[("replica", &r.label)],
+                lag,
+            );
+        }
+    }
+    e.family(
+        "hive_store_replica_queries_total",
+        Kind::Counter,
+        "Queries sent to the read replica, by whether it answered (a failed one is answered by the primary).",
+    );
+    for r in replicas {
+        for (result, n) in [("answered", r.reads), ("failed", r.failures)] {
+            e.sample(
+                "hive_store_replica_queries_total",
+                &[("replica", &r.label), ("result", result)],
+                n as f64,
+            );
+        }
+    }
 }

@@ -8,13 +8,17 @@ use hive_proto::api::{Health, Status};
 
 use crate::actor::Command;
 use crate::error::ApiError;
+use crate::reads::Client;
 use crate::state::AppState;
 
 /// Tasks by status, agents by state, queue depth per capability.
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
-pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+pub async fn status(
+    State(state): State<AppState>,
+    client: Client,
+) -> Result<Json<Status>, ApiError> {
     let overview = state.ask(|reply| Command::Overview { reply }).await?;
-    let counts = state.read(|r| r.count_by_status()).await?;
+    let counts = state.read_stale(&client, |r| r.count_by_status()).await?;
     let mut tasks: std::collections::BTreeMap<String, u64> =
         TaskStatus::ALL.iter().map(|s| (s.to_string(), 0)).collect();
     for (status, n) in counts {

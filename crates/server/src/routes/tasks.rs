@@ -15,6 +15,7 @@ use crate::actor::{Cancelled, Command, Submitted};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
+use crate::reads::Client;
 use crate::state::AppState;
 use crate::views;
 
@@ -75,6 +76,7 @@ async fn submit(
 pub async fn create(
     State(state): State<AppState>,
     who: Option<Extension<Principal>>,
+    client: Client,
     ApiJson(new): ApiJson<NewTask>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let _admitted = state.admission.admit(1)?;
@@ -82,6 +84,7 @@ pub async fn create(
     let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, "", by)?;
     let view = spec.clone();
     let outcome = submit(&state, vec![spec], false).await?;
+    state.wrote(&client);
     let submitted = &outcome[0];
     if submitted.existing {
         Ok((StatusCode::OK, Json(fetch(&state, submitted.id).await?)))
@@ -103,6 +106,7 @@ pub async fn create(
 pub async fn create_batch(
     State(state): State<AppState>,
     who: Option<Extension<Principal>>,
+    client: Client,
     ApiJson(batch): ApiJson<NewTaskBatch>,
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
     if batch.tasks.is_empty() {
@@ -126,6 +130,7 @@ pub async fn create_batch(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let outcome = submit(&state, specs, true).await?;
+    state.wrote(&client);
     let ids = outcome.iter().map(|s| s.id.to_string()).collect();
     Ok((StatusCode::CREATED, Json(BatchCreated { ids })))
 }
@@ -163,6 +168,7 @@ pub struct ListParams {
 ))]
 pub async fn list(
     State(state): State<AppState>,
+    client: Client,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<TaskList>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::InvalidField {
@@ -190,7 +196,9 @@ pub async fn list(
         before,
         limit,
     };
-    let tasks = state.read(move |r| r.list_tasks(&filter)).await?;
+    let tasks = state
+        .read_stale(&client, move |r| r.list_tasks(&filter))
+        .await?;
     let next_cursor = (tasks.len() == limit).then(|| tasks[limit - 1].spec.id.to_string());
     let items = tasks
         .into_iter()
@@ -210,10 +218,21 @@ pub async fn list(
 ))]
 pub async fn cancel(
     State(state): State<AppState>,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let task = parse_task_id(&id)?;
-    let deadline = tokio::time::Instant::now() + forwarded_cancel_wait(&state);
+    let cancelled = cancel_task(&state, task).await;
+    if cancelled.is_ok() {
+        state.wrote(&client);
+    }
+    cancelled
+}
+
+/// Cancels `task` here, or asks the hub holding it and waits to see it done (up to
+/// [`forwarded_cancel_wait`]).
+async fn cancel_task(state: &AppState, task: TaskId) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let deadline = tokio::time::Instant::now() + forwarded_cancel_wait(state);
     let mut forwarded = false;
     loop {
         // Parked before asking, so that the end of a cancel forwarded to another hub wakes it.
@@ -230,7 +249,7 @@ pub async fn cancel(
                 drop(woken);
                 state.waiters.prune(task);
                 outcome??;
-                return Ok((StatusCode::OK, Json(fetch(&state, task).await?)));
+                return Ok((StatusCode::OK, Json(fetch(state, task).await?)));
             }
         };
         if !ended_meanwhile {
@@ -246,7 +265,7 @@ pub async fn cancel(
             drop(woken);
         }
         state.waiters.prune(task);
-        let current = fetch(&state, task).await?;
+        let current = fetch(state, task).await?;
         match current.status.parse::<TaskStatus>() {
             Ok(TaskStatus::Cancelled) => return Ok((StatusCode::OK, Json(current))),
             Ok(status) if status.is_terminal() => {

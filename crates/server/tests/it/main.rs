@@ -17,6 +17,7 @@ mod observability;
 mod postgres;
 mod protocol;
 mod reconnect;
+mod replicas;
 mod store_failure;
 mod swarm;
 mod throughput;

@@ -33,6 +33,7 @@ pub async fn hub_named(database: &ScratchSchema, name: &str) -> TestHub {
                 lease: Duration::from_secs(2),
             },
             drain_grace: Duration::from_secs(5),
+            replicas: Default::default(),
         })
     })
     .await

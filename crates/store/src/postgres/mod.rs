@@ -16,6 +16,10 @@ mod hubs;
 #[cfg(test)]
 mod hubs_tests;
 mod read;
+pub mod relay;
+#[cfg(test)]
+mod replica_tests;
+mod replicas;
 pub mod scratch;
 mod write;
 
@@ -31,6 +35,7 @@ use tokio_postgres::NoTls;
 pub use admin::{PgAlertLog, PgTokenStore};
 pub use hubs::{HubIdentity, Notice, POOL_CHANNEL, PgMembership};
 pub use read::{COUNTS_FRESH_FOR, PgReader};
+pub use replicas::{CHECK_EVERY as REPLICA_CHECK_EVERY, ReplicaConfig, ReplicaStats};
 pub use write::PgWriter;
 
 use crate::StoreError;
@@ -132,6 +137,8 @@ pub(crate) struct Shared {
     hub: uuid::Uuid,
     /// For connections outside the pool (the one that listens for notifications).
     config: tokio_postgres::Config,
+    /// The read replicas, once [`PgStore::with_replicas`] set them.
+    replicas: std::sync::OnceLock<replicas::ReplicaSet>,
 }
 
 impl Shared {
@@ -229,6 +236,7 @@ impl PgStore {
             count_cache: HitCounts::default(),
             hub: uuid::Uuid::now_v7(),
             config,
+            replicas: std::sync::OnceLock::new(),
         });
         let min = bounds.min.min(bounds.max);
         let joining = identity.clone();
@@ -252,6 +260,20 @@ impl PgStore {
             name,
             lease: identity.lease,
         })
+    }
+
+    /// Adds read replicas (once; none when `config.urls` is empty). Their checks start now; a
+    /// replica that cannot be reached yet is only out of rotation.
+    pub fn with_replicas(self, config: &ReplicaConfig) -> Result<PgStore, StoreError> {
+        if config.urls.is_empty() {
+            return Ok(self);
+        }
+        let set = replicas::open(&self.shared, config)?;
+        if self.shared.replicas.set(set).is_err() {
+            return Err(StoreError::Database("the replicas are set already".into()));
+        }
+        replicas::watch(&self.shared);
+        Ok(self)
     }
 
     /// The name this hub joined under.
@@ -320,6 +342,16 @@ impl StoreMonitor {
             count_hits: shared.count_cache.hits.load(Ordering::Relaxed),
             count_misses: shared.count_cache.misses.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl StoreMonitor {
+    /// Each read replica as its last check found it (empty without replicas).
+    pub fn replicas(&self) -> Vec<ReplicaStats> {
+        self.0
+            .replicas
+            .get()
+            .map_or_else(Vec::new, |set| set.stats())
     }
 }
 

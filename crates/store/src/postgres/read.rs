@@ -14,6 +14,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 
+use super::replicas::Replica;
 use super::{Shared, db_error};
 use crate::codec::{from_ts, split_ids, status, task_end};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
@@ -25,6 +26,8 @@ const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, tim
 
 pub struct PgReader {
     shared: Arc<Shared>,
+    /// Reads on this replica first (the primary answers when it fails); `None`: the primary.
+    replica: Option<Arc<Replica>>,
     /// The last status counts and when they were read, kept for `counts_fresh_for` (see
     /// [`COUNTS_FRESH_FOR`]).
     counts: Mutex<Option<(Instant, Result<StatusCounts, StoreError>)>>,
@@ -43,6 +46,7 @@ impl PgReader {
     pub(super) fn new(shared: Arc<Shared>, counts_fresh_for: Duration) -> Self {
         PgReader {
             shared,
+            replica: None,
             counts: Mutex::new(None),
             counts_fresh_for,
         }
@@ -55,12 +59,25 @@ impl PgReader {
         params: Vec<Box<dyn ToSql + Sync + Send>>,
         each: impl Fn(&Row) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<Vec<T>, StoreError> {
+        let replica = self.replica.clone();
         self.shared.block(|shared| async move {
-            let client = shared.connection().await?;
-            let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
             let refs: Vec<&(dyn ToSql + Sync)> =
                 params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            let rows = client.query(&statement, &refs).await.map_err(db_error)?;
+            if let Some(replica) = replica {
+                let answer = async {
+                    let client = replica.connection().await?;
+                    query(&client, &sql, &refs).await.map_err(|e| e.to_string())
+                };
+                match answer.await {
+                    Ok(rows) => {
+                        replica.answered();
+                        return rows.iter().map(each).collect();
+                    }
+                    Err(e) => replica.failed(&e),
+                }
+            }
+            let client = shared.connection().await?;
+            let rows = query(&client, &sql, &refs).await.map_err(db_error)?;
             rows.iter().map(each).collect()
         })
     }
@@ -108,6 +125,15 @@ impl PgReader {
         }
         Ok(tasks)
     }
+}
+
+async fn query(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
 }
 
 /// A column, with a decoding failure as a store error.
@@ -167,6 +193,20 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
 }
 
 impl TaskReader for PgReader {
+    fn replica(&self, after: u64) -> Option<Arc<dyn TaskReader>> {
+        let replica = self.shared.replicas.get()?.pick(after)?;
+        Some(Arc::new(PgReader {
+            shared: self.shared.clone(),
+            replica: Some(replica),
+            counts: Mutex::new(None),
+            counts_fresh_for: self.counts_fresh_for,
+        }))
+    }
+
+    fn written(&self) -> u64 {
+        self.shared.replicas.get().map_or(0, |set| set.written())
+    }
+
     fn get_task(&self, id: TaskId) -> Result<Option<StoredTask>, StoreError> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
         Ok(self

@@ -99,6 +99,18 @@ impl ScratchSchema {
         &self.url
     }
 
+    /// This schema on another server holding the same data (a streaming replica), at
+    /// `host:port`, as the administrator's user.
+    pub fn url_at(&self, host_port: &str) -> String {
+        let config = tokio_postgres::Config::from_str(&self.admin).expect("a URL");
+        let user = config.get_user().unwrap_or("postgres");
+        let db = config.get_dbname().unwrap_or("postgres");
+        format!(
+            "postgres://{user}@{host_port}/{db}?options=-c%20search_path%3D{}",
+            self.schema
+        )
+    }
+
     /// Runs SQL as the administrator (outside this schema).
     pub fn execute(&self, sql: &str) {
         run(&self.admin, sql.to_string());
@@ -107,6 +119,33 @@ impl ScratchSchema {
     pub fn schema(&self) -> &str {
         &self.schema
     }
+}
+
+/// `host:port` of the streaming replica of the test server (`HIVE_TEST_POSTGRES_REPLICA`, which
+/// `.ci/postgres start` prints); `None` (after saying so) when it is not set and not required.
+pub fn replica_for_test(test: &str) -> Option<String> {
+    let url = match std::env::var("HIVE_TEST_POSTGRES_REPLICA") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            if std::env::var("HIVE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                panic!(
+                    "HIVE_TEST_POSTGRES_REPLICA is not set: run `.ci/postgres start` and export it"
+                );
+            }
+            eprintln!(
+                "skipped {test}: no replica (set HIVE_TEST_POSTGRES_REPLICA, see .ci/postgres)"
+            );
+            return None;
+        }
+    };
+    let config = tokio_postgres::Config::from_str(&url)
+        .unwrap_or_else(|e| panic!("HIVE_TEST_POSTGRES_REPLICA: {e}"));
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    Some(format!("{host}:{port}"))
 }
 
 impl Drop for ScratchSchema {
@@ -119,6 +158,39 @@ impl Drop for ScratchSchema {
             eprintln!("could not drop the scratch schema {}: {e}", self.schema);
         }
     }
+}
+
+/// Runs SQL on the server at `url` (a replica, say); panics when it fails (tests).
+pub fn execute_on(url: &str, sql: &str) {
+    run(url, sql.to_string());
+}
+
+/// The first column of the first row `sql` returns on the server at `url`, as text (tests).
+pub fn query_on(url: &str, sql: &str) -> String {
+    let config = tokio_postgres::Config::from_str(url).expect("a URL");
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .expect("connects");
+            tokio::spawn(connection);
+            let rows = client.simple_query(&sql).await.expect("the query runs");
+            rows.iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        })
+    })
+    .join()
+    .expect("the query's thread")
 }
 
 /// Runs one statement; panics when it fails (tests).

@@ -101,6 +101,14 @@ impl BatchWriter for PgWriter {
                 let _ = deadpool_postgres::Object::take(client);
                 return Err(db_error(e));
             }
+            if let Some(replicas) = shared.replicas.get() {
+                // Read after the COMMIT answered, so at or past it: a replica that replayed up
+                // to here shows this commit (how clients read their own writes). Should it fail,
+                // the position stays where it was; the commit stands.
+                if let Some(position) = super::replicas::position(&client).await {
+                    replicas.record_written(position);
+                }
+            }
             Ok(())
         })
     }

@@ -1,0 +1,119 @@
+//! Which reads may be answered by a read replica, and for whom. Reads that tolerate staleness
+//! (task listings, status counts) go to a replica in rotation; a client's reads after its own
+//! writes go only to a replica that has replayed those writes, else to the primary. Point reads
+//! of one task always go to the primary. (docs/design.md, "Read replicas".)
+//!
+//! A client is its API token when authentication is on, else its address (all clients behind
+//! one proxy are one client: their reads go to the primary a little more often than needed).
+//! After each acknowledged write of a client the hub notes the store's written position for it
+//! ([`OwnWrites`]); the note is forgotten once every replica in rotation must have passed it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::auth::Principal;
+
+/// The peer address of the connection a request came on (set by the listener).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Who sent a request, for reading its own writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    Token(Arc<str>),
+    Address(IpAddr),
+    /// Neither known (a request not from the listener): all such share one note.
+    Unknown,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Client, Self::Rejection> {
+        if let Some(who) = parts.extensions.get::<Principal>() {
+            return Ok(Client::Token(who.token_id.clone()));
+        }
+        Ok(match parts.extensions.get::<ClientAddr>() {
+            Some(ClientAddr(peer)) => Client::Address(peer.ip()),
+            None => Client::Unknown,
+        })
+    }
+}
+
+/// Notes past this many are pruned to the fresh ones (a bound on memory, not a limit on
+/// clients: a forgotten note only sends that client's next reads to a replica that may lag).
+const MAX_NOTES: usize = 100_000;
+
+/// Each client's latest write: the store's written position after it, and when it was noted.
+pub struct OwnWrites {
+    notes: Mutex<HashMap<Client, (u64, Instant)>>,
+    /// After this a note is moot: every replica in rotation lags less than its bound, and its
+    /// lag was measured at most two checks ago.
+    keep_for: Duration,
+}
+
+impl OwnWrites {
+    pub fn new(max_lag: Duration) -> OwnWrites {
+        OwnWrites {
+            notes: Mutex::new(HashMap::new()),
+            keep_for: max_lag + 2 * hive_store::postgres::REPLICA_CHECK_EVERY,
+        }
+    }
+
+    /// `client`'s write was acknowledged; `position` is the store's written position now (0:
+    /// the store has no replicas, nothing to note).
+    pub fn wrote(&self, client: &Client, position: u64) {
+        if position == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        if notes.len() >= MAX_NOTES {
+            notes.retain(|_, (_, at)| now.duration_since(*at) < self.keep_for);
+        }
+        let note = notes.entry(client.clone()).or_insert((0, now));
+        *note = (note.0.max(position), now);
+    }
+
+    /// The position a replica must have replayed to answer `client` (0: any in rotation).
+    pub fn after(&self, client: &Client) -> u64 {
+        let notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        match notes.get(client) {
+            Some((position, at)) if at.elapsed() < self.keep_for => *position,
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_reads_after_its_own_latest_write_and_others_anywhere() {
+        let writes = OwnWrites::new(Duration::from_secs(60));
+        let alice = Client::Token("alice".into());
+        let bob = Client::Address("127.0.0.2".parse().unwrap());
+        writes.wrote(&alice, 10);
+        writes.wrote(&alice, 7);
+        assert_eq!(writes.after(&alice), 10, "positions only grow");
+        assert_eq!(writes.after(&bob), 0);
+        writes.wrote(&bob, 0);
+        assert_eq!(writes.after(&bob), 0, "no replicas: nothing noted");
+    }
+
+    #[test]
+    fn a_note_is_forgotten_once_every_replica_must_have_passed_it() {
+        let writes = OwnWrites {
+            notes: Mutex::new(HashMap::new()),
+            keep_for: Duration::ZERO,
+        };
+        writes.wrote(&Client::Unknown, 10);
+        assert_eq!(writes.after(&Client::Unknown), 0);
+    }
+}

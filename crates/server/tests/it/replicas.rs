@@ -1,0 +1,123 @@
+//! A hub on PostgreSQL with the streaming replica `.ci/postgres` starts: listings and status
+//! counts read on the replica, except a client's reads after its own writes, which see them even
+//! while the replica lags; the replica's state in /metrics.
+
+use std::time::{Duration, Instant};
+
+use hive_proto::api::{NewTask, TaskList};
+use hive_server::{HubIdentity, PoolBounds, PostgresConfig, ReplicaConfig};
+use hive_store::postgres::scratch::{ScratchSchema, execute_on, query_on, replica_for_test};
+
+use crate::util::*;
+
+/// Resumes the replica's replay when the test ends, passed or not.
+struct Paused(String);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        execute_on(&self.0, "SELECT pg_wal_replay_resume()");
+    }
+}
+
+/// A client on another loopback address: another client to the hub (no tokens here).
+fn other_client() -> reqwest::Client {
+    let tls = hive_tls::client_config(None).expect("TLS config");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap()
+}
+
+async fn listed(client: &reqwest::Client, url: &str) -> Vec<String> {
+    let list: TaskList = client
+        .get(format!("{url}/api/v1/tasks?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.items.into_iter().map(|t| t.id).collect()
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reads_its_own_writes_while_others_read_the_lagging_replica() {
+    let Some(database) = ScratchSchema::for_test("replica reads") else {
+        return;
+    };
+    let Some(replica) = replica_for_test("replica reads") else {
+        return;
+    };
+    let replica_url = database.url_at(&replica);
+    let url = database.url().to_string();
+    let replicas = ReplicaConfig {
+        urls: vec![replica_url.clone()],
+        max_lag: Duration::from_secs(60),
+    };
+    let t = start_hub_with(move |c| {
+        c.postgres = Some(PostgresConfig {
+            url,
+            pool: PoolBounds { min: 1, max: 4 },
+            hub: HubIdentity::default(),
+            drain_grace: Duration::from_secs(5),
+            replicas,
+        })
+    })
+    .await;
+    let other = other_client();
+
+    let first = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
+    until(
+        "the other client sees the first task on the replica",
+        async || listed(&other, &t.url).await.contains(&first),
+    )
+    .await;
+
+    // Replay paused (it pauses at the next record it replays: tasks are submitted until it has).
+    execute_on(&replica_url, "SELECT pg_wal_replay_pause()");
+    let _resume = Paused(replica_url.clone());
+    until("the replica's replay pauses", async || {
+        t.client.submit(&NewTask::new("filler")).await.unwrap();
+        query_on(&replica_url, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+    })
+    .await;
+    let second = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
+    let mine = t.client.tasks(&Default::default()).await.unwrap();
+    assert!(
+        mine.items.iter().any(|task| task.id == second),
+        "the writer reads its own write"
+    );
+    let theirs = listed(&other, &t.url).await;
+    assert!(
+        theirs.contains(&first) && !theirs.contains(&second),
+        "the other client reads the paused replica"
+    );
+    let metrics = metrics_text(&t.url).await;
+    assert!(
+        metrics.contains("hive_store_replica_in_rotation{replica=\"127.0.0.1:"),
+        "{metrics}"
+    );
+    let answered = metrics
+        .lines()
+        .find(|l| l.starts_with("hive_store_replica_queries_total") && l.contains("answered"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(answered > 0.0, "{metrics}");
+
+    drop(_resume);
+    until(
+        "the other client sees the second task once replayed",
+        async || listed(&other, &t.url).await.contains(&second),
+    )
+    .await;
+    t.hub.shutdown().await;
+}
