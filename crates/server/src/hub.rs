@@ -198,8 +198,10 @@ impl Hub {
                 config
                     .postgres
                     .as_ref()
-                    .map_or(std::time::Duration::ZERO, |pg| pg.replicas.max_lag),
+                    .filter(|pg| !pg.replicas.urls.is_empty())
+                    .map(|pg| pg.replicas.max_lag),
             ),
+            cache: crate::query_cache::QueryCache::default(),
             reader,
             connections: connections.clone(),
             waiters,

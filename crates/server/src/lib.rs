@@ -38,6 +38,7 @@ pub mod json;
 pub mod listener;
 pub mod membership;
 pub mod metrics;
+pub mod query_cache;
 pub mod reads;
 pub mod routes;
 pub mod state;

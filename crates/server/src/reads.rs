@@ -6,7 +6,9 @@
 //! A client is its API token when authentication is on, else its address (all clients behind
 //! one proxy are one client: their reads go to the primary a little more often than needed).
 //! After each acknowledged write of a client the hub notes the store's written position for it
-//! ([`OwnWrites`]); the note is forgotten once every replica in rotation must have passed it.
+//! ([`OwnWrites`]). While the note is fresh the client's reads skip the query cache too; it is
+//! forgotten once every replica in rotation must have passed it and every cached answer from
+//! before it has expired.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -52,25 +54,28 @@ const MAX_NOTES: usize = 100_000;
 /// Each client's latest write: the store's written position after it, and when it was noted.
 pub struct OwnWrites {
     notes: Mutex<HashMap<Client, (u64, Instant)>>,
-    /// After this a note is moot: every replica in rotation lags less than its bound, and its
-    /// lag was measured at most two checks ago.
+    /// After this a note is moot: every cached answer from before the write has expired, and
+    /// every replica in rotation lags less than its bound (measured at most two checks ago), so
+    /// even an answer a replica gave just before has the write.
     keep_for: Duration,
 }
 
 impl OwnWrites {
-    pub fn new(max_lag: Duration) -> OwnWrites {
+    /// `max_lag`: the replicas' lag bound, `None` without replicas.
+    pub fn new(max_lag: Option<Duration>) -> OwnWrites {
+        let cached = crate::query_cache::FRESH_FOR;
+        let replicas = max_lag.map_or(Duration::ZERO, |lag| {
+            lag + 2 * hive_store::postgres::REPLICA_CHECK_EVERY
+        });
         OwnWrites {
             notes: Mutex::new(HashMap::new()),
-            keep_for: max_lag + 2 * hive_store::postgres::REPLICA_CHECK_EVERY,
+            keep_for: cached + replicas,
         }
     }
 
-    /// `client`'s write was acknowledged; `position` is the store's written position now (0:
-    /// the store has no replicas, nothing to note).
+    /// `client`'s write was acknowledged; `position` is the store's written position now (0
+    /// where the store has no replicas).
     pub fn wrote(&self, client: &Client, position: u64) {
-        if position == 0 {
-            return;
-        }
         let now = Instant::now();
         let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
         if notes.len() >= MAX_NOTES {
@@ -80,12 +85,13 @@ impl OwnWrites {
         *note = (note.0.max(position), now);
     }
 
-    /// The position a replica must have replayed to answer `client` (0: any in rotation).
-    pub fn after(&self, client: &Client) -> u64 {
+    /// The position a replica must have replayed to answer `client` (0: any in rotation), and
+    /// whether the client wrote lately (then cached answers may miss its write).
+    pub fn after(&self, client: &Client) -> (u64, bool) {
         let notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
         match notes.get(client) {
-            Some((position, at)) if at.elapsed() < self.keep_for => *position,
-            _ => 0,
+            Some((position, at)) if at.elapsed() < self.keep_for => (*position, true),
+            _ => (0, false),
         }
     }
 }
@@ -96,15 +102,19 @@ mod tests {
 
     #[test]
     fn a_client_reads_after_its_own_latest_write_and_others_anywhere() {
-        let writes = OwnWrites::new(Duration::from_secs(60));
+        let writes = OwnWrites::new(Some(Duration::from_secs(60)));
         let alice = Client::Token("alice".into());
         let bob = Client::Address("127.0.0.2".parse().unwrap());
         writes.wrote(&alice, 10);
         writes.wrote(&alice, 7);
-        assert_eq!(writes.after(&alice), 10, "positions only grow");
-        assert_eq!(writes.after(&bob), 0);
+        assert_eq!(writes.after(&alice), (10, true), "positions only grow");
+        assert_eq!(writes.after(&bob), (0, false));
         writes.wrote(&bob, 0);
-        assert_eq!(writes.after(&bob), 0, "no replicas: nothing noted");
+        assert_eq!(
+            writes.after(&bob),
+            (0, true),
+            "no replicas: only the cache is skipped"
+        );
     }
 
     #[test]
@@ -114,6 +124,6 @@ mod tests {
             keep_for: Duration::ZERO,
         };
         writes.wrote(&Client::Unknown, 10);
-        assert_eq!(writes.after(&Client::Unknown), 0);
+        assert_eq!(writes.after(&Client::Unknown), (0, false));
     }
 }

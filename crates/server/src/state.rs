@@ -42,6 +42,8 @@ pub struct HubState {
     pub reader: Arc<dyn TaskReader>,
     /// Each client's latest write, for reads that tolerate staleness (see [`crate::reads`]).
     pub own_writes: crate::reads::OwnWrites,
+    /// Answers to hot reads (see [`crate::query_cache`]).
+    pub cache: crate::query_cache::QueryCache,
     pub connections: Arc<Connections>,
     pub waiters: Arc<Waiters>,
     pub swarms: Arc<Swarms>,
@@ -97,7 +99,7 @@ impl AppState {
         client: &crate::reads::Client,
         f: impl FnOnce(&dyn TaskReader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let after = self.own_writes.after(client);
+        let (after, _) = self.own_writes.after(client);
         let reader = self
             .reader
             .replica(after)
@@ -106,6 +108,12 @@ impl AppState {
             .await
             .map_err(|_| ApiError::ShuttingDown)?
             .map_err(ApiError::Store)
+    }
+
+    /// Whether cached answers may serve `client`: not while its latest write is recent (they
+    /// may predate it).
+    pub fn may_use_cache(&self, client: &crate::reads::Client) -> bool {
+        !self.own_writes.after(client).1
     }
 
     /// `client`'s write was acknowledged: its later reads see it.

@@ -11,7 +11,11 @@ use hive_proto::metrics::MetricsSnapshot;
 
 use super::{Count, HubMetrics};
 
-pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String {
+pub fn render(
+    metrics: &HubMetrics,
+    cache: &crate::query_cache::QueryCache,
+    latest: Option<&MetricsSnapshot>,
+) -> String {
     let mut e = Exposition::default();
 
     let mut counter = |name: &str, help: &str, label: &str, series: &[(&str, Count)]| {
@@ -261,6 +265,21 @@ pub fn render(metrics: &HubMetrics, latest: Option<&MetricsSnapshot>) -> String 
             );
         }
         replicas(&mut e, &store.replicas());
+    }
+
+    e.family(
+        "hive_query_cache_lookups_total",
+        Kind::Counter,
+        "Reads the query cache was asked for, by query and by whether it answered (see docs/design.md, \"The query cache\").",
+    );
+    for (query, hits, misses) in cache.lookups() {
+        for (result, n) in [("hit", hits), ("miss", misses)] {
+            e.sample(
+                "hive_query_cache_lookups_total",
+                &[("query", query.name()), ("result", result)],
+                n as f64,
+            );
+        }
     }
 
     if let Some(p) = procfs::sample_self() {

@@ -34,7 +34,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         return off().into_response();
     }
     let latest = state.snapshots.latest();
-    let text = exposition::render(&state.metrics, latest.as_deref());
+    let text = exposition::render(&state.metrics, &state.cache, latest.as_deref());
     (
         [(
             header::CONTENT_TYPE,

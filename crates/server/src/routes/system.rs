@@ -1,5 +1,7 @@
 //! Hub-wide endpoints: status counts, health and readiness probes, the OpenAPI document.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,10 +20,17 @@ pub async fn status(
     client: Client,
 ) -> Result<Json<Status>, ApiError> {
     let overview = state.ask(|reply| Command::Overview { reply }).await?;
-    let counts = state.read_stale(&client, |r| r.count_by_status()).await?;
+    let counts = match state.cache.counts(state.may_use_cache(&client)) {
+        Some(counts) => counts,
+        None => {
+            let counts = Arc::new(state.read_stale(&client, |r| r.count_by_status()).await?);
+            state.cache.keep_counts(counts.clone());
+            counts
+        }
+    };
     let mut tasks: std::collections::BTreeMap<String, u64> =
         TaskStatus::ALL.iter().map(|s| (s.to_string(), 0)).collect();
-    for (status, n) in counts {
+    for &(status, n) in counts.iter() {
         tasks.insert(status.to_string(), n);
     }
     let mut agents: std::collections::BTreeMap<String, u64> =

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use hive_core::{TaskId, TaskStatus};
 use hive_proto::api::{BatchCreated, ErrorBody, NewTask, NewTaskBatch, Task, TaskList};
@@ -15,6 +18,7 @@ use crate::actor::{Cancelled, Command, Submitted};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
+use crate::query_cache::ListKey;
 use crate::reads::Client;
 use crate::state::AppState;
 use crate::views;
@@ -42,13 +46,18 @@ pub fn parse_task_id(id: &str) -> Result<TaskId, ApiError> {
 }
 
 async fn fetch(state: &AppState, id: TaskId) -> Result<Task, ApiError> {
-    state
+    if let Some(task) = state.cache.finished(id) {
+        return Ok((*task).clone());
+    }
+    let task = state
         .read(move |r| r.get_task(id))
         .await?
         .map(|task| views::stored_task(task, true))
         .ok_or_else(|| ApiError::NotFound {
             what: format!("task {id}"),
-        })
+        })?;
+    state.cache.keep_if_finished(id, &task);
+    Ok(task)
 }
 
 async fn submit(
@@ -170,7 +179,7 @@ pub async fn list(
     State(state): State<AppState>,
     client: Client,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<TaskList>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::InvalidField {
         field: None,
         message: e.body_text(),
@@ -190,9 +199,18 @@ pub async fn list(
         .map(|c| c.parse::<TaskId>())
         .transpose()
         .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
-    let filter = TaskFilter {
+    let key = ListKey {
         status,
         capability: params.capability,
+        cursor: before,
+        limit,
+    };
+    if let Some(body) = state.cache.list(&key, state.may_use_cache(&client)) {
+        return Ok(json_body(body));
+    }
+    let filter = TaskFilter {
+        status: key.status,
+        capability: key.capability.clone(),
         before,
         limit,
     };
@@ -204,7 +222,18 @@ pub async fn list(
         .into_iter()
         .map(|task| views::stored_task(task, false))
         .collect();
-    Ok(Json(TaskList { items, next_cursor }))
+    // Encoding plain strings and JSON taken from the store does not fail; were it to, the
+    // stored data would be to blame.
+    let body = serde_json::to_vec(&TaskList { items, next_cursor })
+        .map_err(|e| hive_store::StoreError::Corrupt(format!("a task listing: {e}")))?;
+    let body = Bytes::from(body);
+    state.cache.keep_list(key, body.clone());
+    Ok(json_body(body))
+}
+
+/// A JSON body encoded already (a cached listing).
+fn json_body(body: Bytes) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Cancel a task that has not finished; a running attempt is told to stop.

@@ -16,6 +16,7 @@ mod limits;
 mod observability;
 mod postgres;
 mod protocol;
+mod query_cache;
 mod reconnect;
 mod replicas;
 mod store_failure;

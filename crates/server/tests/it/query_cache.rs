@@ -1,0 +1,78 @@
+//! The query cache on a hub: finished tasks and repeated listings answered from memory, counted
+//! in /metrics, and a client's listing right after its own write still showing it.
+
+use std::time::Duration;
+
+use hive_proto::api::{NewTask, TaskList};
+
+use crate::util::*;
+
+/// A client on another loopback address: another client to the hub (no tokens here).
+fn other_client() -> reqwest::Client {
+    let tls = hive_tls::client_config(None).expect("TLS config");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap()
+}
+
+async fn listed(client: &reqwest::Client, url: &str) -> Vec<String> {
+    let list: TaskList = client
+        .get(format!("{url}/api/v1/tasks?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.items.into_iter().map(|t| t.id).collect()
+}
+
+/// `hive_query_cache_lookups_total` for `query` and `result` (hit or miss).
+async fn lookups(url: &str, query: &str, result: &str) -> f64 {
+    let wanted =
+        format!("hive_query_cache_lookups_total{{query=\"{query}\",result=\"{result}\"}} ");
+    let text = metrics_text(url).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&wanted)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {wanted} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reads_come_from_memory_without_hiding_a_clients_own_writes() {
+    let t = start_hub().await;
+    let _worker = spawn_worker(&t.url, &["echo"], 2, echo());
+    let id = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
+    finished(&t.client, &id).await;
+
+    // A finished task never changes: read once from the store, then from memory.
+    let hits = lookups(&t.url, "finished_task", "hit").await;
+    let first = t.client.task(&id).await.unwrap();
+    let again = t.client.task(&id).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&first).unwrap(),
+        serde_json::to_value(&again).unwrap()
+    );
+    assert!(lookups(&t.url, "finished_task", "hit").await > hits);
+
+    // A listing asked again soon is answered from memory.
+    let other = other_client();
+    let hits = lookups(&t.url, "task_list", "hit").await;
+    eventually(
+        "a listing answered from memory",
+        Duration::from_secs(60),
+        || async {
+            listed(&other, &t.url).await;
+            (lookups(&t.url, "task_list", "hit").await > hits).then_some(())
+        },
+    )
+    .await;
+
+    // The writer's listing right after its write shows it, though another client's listing of
+    // the same page was just cached.
+    listed(&other, &t.url).await;
+    let second = t.client.submit(&NewTask::new("nobody")).await.unwrap().id;
+    assert!(listed(&http(), &t.url).await.contains(&second));
+    t.hub.shutdown().await;
+}
