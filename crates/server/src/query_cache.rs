@@ -1,11 +1,12 @@
 //! The query cache: answers to hot reads kept in memory (moka), so that dashboards and pollers
 //! do not each cost a database query. What it keeps, and how long:
-//! - a finished task (`GET /tasks/{id}`): it never changes again, so it is kept until evicted
-//!   (the cache holds at most [`FINISHED_BYTES`] of them, by size);
+//! - a finished task (`GET /tasks/{id}`; not a consensus task): it never changes again, so it
+//!   is kept until evicted (the cache holds at most [`FINISHED_BYTES`] of them, by size);
 //! - task listings and status counts: [`FRESH_FOR`]; these reads tolerate staleness anyway (a
-//!   read replica may answer them);
-//! - the agent list: [`FRESH_FOR`], and dropped at once when an agent joins, leaves or is
-//!   drained here.
+//!   read replica may answer them).
+//!
+//! The agent list is not cached: the scheduler answers it from memory (no database query to
+//! save), and its counters (running, completed) are read right after a task ends.
 //!
 //! A client's reads soon after its own write skip the cache (see [`crate::reads`]): a cached
 //! answer never hides a client's own write from it. Hits and misses per query are counted for
@@ -13,21 +14,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use hive_core::{AgentSnapshot, TaskId, TaskStatus};
+use hive_core::{TaskId, TaskStatus};
 use hive_proto::api::Task;
 use moka::sync::Cache;
 
-/// How long a listing, the status counts and the agent list are answered from memory.
+/// How long a listing and the status counts are answered from memory.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// The finished tasks kept at most, in bytes (their payloads, results and errors, roughly).
 pub const FINISHED_BYTES: u64 = 64 << 20;
 
-/// Listings kept at most (one per filter and page asked for lately).
-const LISTINGS: u64 = 256;
+/// The listings kept at most, in bytes of their JSON (one per filter and page asked for lately).
+pub const LISTING_BYTES: u64 = 64 << 20;
+
+/// Tasks by status, as the store counts them.
+pub type StatusCounts = Arc<Vec<(TaskStatus, u64)>>;
 
 /// The queries the cache answers, as named in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,23 +39,16 @@ pub enum Query {
     FinishedTask,
     TaskList,
     StatusCounts,
-    Agents,
 }
 
 impl Query {
-    pub const ALL: [Query; 4] = [
-        Query::FinishedTask,
-        Query::TaskList,
-        Query::StatusCounts,
-        Query::Agents,
-    ];
+    pub const ALL: [Query; 3] = [Query::FinishedTask, Query::TaskList, Query::StatusCounts];
 
     pub fn name(self) -> &'static str {
         match self {
             Query::FinishedTask => "finished_task",
             Query::TaskList => "task_list",
             Query::StatusCounts => "status_counts",
-            Query::Agents => "agents",
         }
     }
 }
@@ -68,11 +65,10 @@ pub struct ListKey {
 pub struct QueryCache {
     finished: Cache<TaskId, Arc<Task>>,
     /// Listings as their JSON bodies, answered as they are.
-    lists: Cache<ListKey, Bytes>,
-    counts: Cache<(), Arc<Vec<(TaskStatus, u64)>>>,
-    agents: Cache<(), Arc<Vec<AgentSnapshot>>>,
+    lists: Cache<ListKey, (Instant, Bytes)>,
+    counts: Cache<(), (Instant, StatusCounts)>,
     /// Hits and misses, per [`Query`] in [`Query::ALL`]'s order.
-    lookups: [(AtomicU64, AtomicU64); 4],
+    lookups: [(AtomicU64, AtomicU64); 3],
 }
 
 impl Default for QueryCache {
@@ -83,14 +79,13 @@ impl Default for QueryCache {
                 .weigher(|_, task: &Arc<Task>| weight(task))
                 .build(),
             lists: Cache::builder()
-                .max_capacity(LISTINGS)
+                .max_capacity(LISTING_BYTES)
+                .weigher(|_, (_, body): &(Instant, Bytes)| {
+                    u32::try_from(body.len()).unwrap_or(u32::MAX)
+                })
                 .time_to_live(FRESH_FOR)
                 .build(),
             counts: Cache::builder()
-                .max_capacity(1)
-                .time_to_live(FRESH_FOR)
-                .build(),
-            agents: Cache::builder()
                 .max_capacity(1)
                 .time_to_live(FRESH_FOR)
                 .build(),
@@ -102,9 +97,15 @@ impl Default for QueryCache {
 /// A finished task's size in the cache: what varies (payload, result, error) and a share for
 /// the rest.
 fn weight(task: &Task) -> u32 {
+    let attempts: usize = task
+        .attempts
+        .iter()
+        .map(|a| 128 + a.error.as_ref().map_or(0, String::len))
+        .sum();
     let varying = task.payload.get().len()
         + task.result.as_ref().map_or(0, |r| r.get().len())
-        + task.error.as_ref().map_or(0, String::len);
+        + task.error.as_ref().map_or(0, String::len)
+        + attempts;
     u32::try_from(varying + 512).unwrap_or(u32::MAX)
 }
 
@@ -136,12 +137,14 @@ impl QueryCache {
         self.count(Query::FinishedTask, self.finished.get(&id))
     }
 
-    /// Keeps `task` if it is finished (an unfinished one still changes).
+    /// Keeps `task` if it is finished (an unfinished one still changes; so does a finished
+    /// consensus task, whose outvoted replicas may still report).
     pub fn keep_if_finished(&self, id: TaskId, task: &Task) {
-        let finished = task
-            .status
-            .parse::<TaskStatus>()
-            .is_ok_and(TaskStatus::is_terminal);
+        let finished = task.replicas.is_none()
+            && task
+                .status
+                .parse::<TaskStatus>()
+                .is_ok_and(TaskStatus::is_terminal);
         if finished {
             self.finished.insert(id, Arc::new(task.clone()));
         }
@@ -149,40 +152,34 @@ impl QueryCache {
 
     /// The listing cached for `key`; `usable` false (the client wrote lately) counts a miss.
     pub fn list(&self, key: &ListKey, usable: bool) -> Option<Bytes> {
-        self.count(
-            Query::TaskList,
-            usable.then(|| self.lists.get(key)).flatten(),
-        )
+        let found = usable.then(|| self.lists.get(key)).flatten();
+        self.count(Query::TaskList, fresh(found))
     }
 
-    pub fn keep_list(&self, key: ListKey, body: Bytes) {
-        self.lists.insert(key, body);
+    /// Keeps a listing whose read began at `began`.
+    pub fn keep_list(&self, key: ListKey, began: Instant, body: Bytes) {
+        self.lists.insert(key, (began, body));
     }
 
     /// The status counts cached; `usable` false (the client wrote lately) counts a miss.
-    pub fn counts(&self, usable: bool) -> Option<Arc<Vec<(TaskStatus, u64)>>> {
-        self.count(
-            Query::StatusCounts,
-            usable.then(|| self.counts.get(&())).flatten(),
-        )
+    pub fn counts(&self, usable: bool) -> Option<StatusCounts> {
+        let found = usable.then(|| self.counts.get(&())).flatten();
+        self.count(Query::StatusCounts, fresh(found))
     }
 
-    pub fn keep_counts(&self, counts: Arc<Vec<(TaskStatus, u64)>>) {
-        self.counts.insert((), counts);
+    /// Keeps status counts whose read began at `began`.
+    pub fn keep_counts(&self, began: Instant, counts: StatusCounts) {
+        self.counts.insert((), (began, counts));
     }
+}
 
-    pub fn agents(&self) -> Option<Arc<Vec<AgentSnapshot>>> {
-        self.count(Query::Agents, self.agents.get(&()))
-    }
-
-    pub fn keep_agents(&self, agents: Arc<Vec<AgentSnapshot>>) {
-        self.agents.insert((), agents);
-    }
-
-    /// An agent joined, left or changed how it takes work: the cached list is wrong now.
-    pub fn forget_agents(&self) {
-        self.agents.invalidate(&());
-    }
+/// The answer of an entry, if its read began less than [`FRESH_FOR`] ago. Counted from the
+/// read's start, not from the insert (moka's own expiry): a read that began before a client's
+/// write and ended after it is not served once the client's note of the write has expired.
+fn fresh<T>(entry: Option<(Instant, T)>) -> Option<T> {
+    entry
+        .filter(|(began, _)| began.elapsed() < FRESH_FOR)
+        .map(|(_, answer)| answer)
 }
 
 #[cfg(test)]
@@ -212,14 +209,5 @@ mod tests {
         assert_eq!(cache.finished(done).unwrap().status, "succeeded");
         let finished = cache.lookups()[Query::FinishedTask as usize];
         assert_eq!((finished.1, finished.2), (1, 1));
-    }
-
-    #[test]
-    fn the_agent_list_is_forgotten_when_agents_change() {
-        let cache = QueryCache::default();
-        cache.keep_agents(Arc::new(Vec::new()));
-        assert!(cache.agents().is_some());
-        cache.forget_agents();
-        assert!(cache.agents().is_none());
     }
 }

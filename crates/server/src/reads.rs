@@ -10,13 +10,13 @@
 //! forgotten once every replica in rotation must have passed it and every cached answer from
 //! before it has expired.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use moka::sync::Cache;
 
 use crate::auth::Principal;
 
@@ -47,16 +47,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
-/// Notes past this many are pruned to the fresh ones (a bound on memory, not a limit on
-/// clients: a forgotten note only sends that client's next reads to a replica that may lag).
-const MAX_NOTES: usize = 100_000;
+/// Notes kept at most (a bound on memory: past it the least used go first, and such a client's
+/// next reads may miss its write for a moment).
+const MAX_NOTES: u64 = 100_000;
 
 /// Each client's latest write: the store's written position after it, and when it was noted.
 pub struct OwnWrites {
-    notes: Mutex<HashMap<Client, (u64, Instant)>>,
-    /// After this a note is moot: every cached answer from before the write has expired, and
-    /// every replica in rotation lags less than its bound (measured at most two checks ago), so
-    /// even an answer a replica gave just before has the write.
+    notes: Cache<Client, (u64, Instant)>,
+    /// After this a note is moot: every cached answer read before the write has expired, and
+    /// every replica in rotation lags less than its bound (by a check still valid), so even an
+    /// answer a replica gave just before has the write.
     keep_for: Duration,
 }
 
@@ -65,32 +65,37 @@ impl OwnWrites {
     pub fn new(max_lag: Option<Duration>) -> OwnWrites {
         let cached = crate::query_cache::FRESH_FOR;
         let replicas = max_lag.map_or(Duration::ZERO, |lag| {
-            lag + 2 * hive_store::postgres::REPLICA_CHECK_EVERY
+            lag + hive_store::postgres::REPLICA_CHECK_VALID_FOR
         });
+        OwnWrites::keeping_for(cached + replicas)
+    }
+
+    fn keeping_for(keep_for: Duration) -> OwnWrites {
         OwnWrites {
-            notes: Mutex::new(HashMap::new()),
-            keep_for: cached + replicas,
+            notes: Cache::builder()
+                .max_capacity(MAX_NOTES)
+                .time_to_live(keep_for.max(Duration::from_millis(1)))
+                .build(),
+            keep_for,
         }
     }
 
     /// `client`'s write was acknowledged; `position` is the store's written position now (0
-    /// where the store has no replicas).
+    /// where the store has no replicas; `u64::MAX` when unknown, as for a write another hub
+    /// made: reads go to the primary).
     pub fn wrote(&self, client: &Client, position: u64) {
         let now = Instant::now();
-        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
-        if notes.len() >= MAX_NOTES {
-            notes.retain(|_, (_, at)| now.duration_since(*at) < self.keep_for);
-        }
-        let note = notes.entry(client.clone()).or_insert((0, now));
-        *note = (note.0.max(position), now);
+        self.notes.entry_by_ref(client).and_upsert_with(|note| {
+            let before = note.map_or(0, |n| n.into_value().0);
+            (before.max(position), now)
+        });
     }
 
     /// The position a replica must have replayed to answer `client` (0: any in rotation), and
     /// whether the client wrote lately (then cached answers may miss its write).
     pub fn after(&self, client: &Client) -> (u64, bool) {
-        let notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
-        match notes.get(client) {
-            Some((position, at)) if at.elapsed() < self.keep_for => (*position, true),
+        match self.notes.get(client) {
+            Some((position, at)) if at.elapsed() < self.keep_for => (position, true),
             _ => (0, false),
         }
     }
@@ -119,10 +124,7 @@ mod tests {
 
     #[test]
     fn a_note_is_forgotten_once_every_replica_must_have_passed_it() {
-        let writes = OwnWrites {
-            notes: Mutex::new(HashMap::new()),
-            keep_for: Duration::ZERO,
-        };
+        let writes = OwnWrites::keeping_for(Duration::ZERO);
         writes.wrote(&Client::Unknown, 10);
         assert_eq!(writes.after(&Client::Unknown), (0, false));
     }

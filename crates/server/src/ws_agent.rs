@@ -123,7 +123,6 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
         let _ = state.commands.send(Command::Disconnected { agent }).await;
         return;
     }
-    state.cache.forget_agents();
     state.swarms.join(agent, &groups);
 
     let (mut sink, mut stream) = socket.split();
@@ -225,7 +224,6 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
     state.swarms.leave(agent, &groups);
     state.connections.remove(agent);
     let _ = state.commands.send(Command::Disconnected { agent }).await;
-    state.cache.forget_agents();
     tracing::info!(%agent, "agent disconnected");
     if !writer_done {
         // Let the writer flush what it has (a close frame on shutdown), but not forever.

@@ -1,7 +1,5 @@
 //! `/api/v1/agents`: the registry of connected (and recently disconnected) agents.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -49,14 +47,7 @@ pub async fn list(
         .map(|c| c.parse::<AgentId>())
         .transpose()
         .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
-    let agents = match state.cache.agents() {
-        Some(agents) => agents,
-        None => {
-            let agents = Arc::new(state.ask(|reply| Command::Agents { reply }).await?);
-            state.cache.keep_agents(agents.clone());
-            agents
-        }
-    };
+    let agents = state.ask(|reply| Command::Agents { reply }).await?;
     // Sorted by id, so a cursor is a position.
     let page: Vec<_> = agents
         .iter()
@@ -116,6 +107,5 @@ async fn set_draining(state: &AppState, id: &str, undo: bool) -> Result<Json<Age
     let snapshot = state
         .ask(|reply| Command::Drain { agent, undo, reply })
         .await??;
-    state.cache.forget_agents();
     Ok(Json(views::agent(&snapshot)))
 }

@@ -23,8 +23,9 @@ pub async fn status(
     let counts = match state.cache.counts(state.may_use_cache(&client)) {
         Some(counts) => counts,
         None => {
+            let began = std::time::Instant::now();
             let counts = Arc::new(state.read_stale(&client, |r| r.count_by_status()).await?);
-            state.cache.keep_counts(counts.clone());
+            state.cache.keep_counts(began, counts.clone());
             counts
         }
     };

@@ -214,6 +214,7 @@ pub async fn list(
         before,
         limit,
     };
+    let began = std::time::Instant::now();
     let tasks = state
         .read_stale(&client, move |r| r.list_tasks(&filter))
         .await?;
@@ -227,7 +228,7 @@ pub async fn list(
     let body = serde_json::to_vec(&TaskList { items, next_cursor })
         .map_err(|e| hive_store::StoreError::Corrupt(format!("a task listing: {e}")))?;
     let body = Bytes::from(body);
-    state.cache.keep_list(key, body.clone());
+    state.cache.keep_list(key, began, body.clone());
     Ok(json_body(body))
 }
 
@@ -253,7 +254,9 @@ pub async fn cancel(
     let task = parse_task_id(&id)?;
     let cancelled = cancel_task(&state, task).await;
     if cancelled.is_ok() {
-        state.wrote(&client);
+        // The cancel may have been committed by the hub holding the task, at a position this
+        // hub does not know: the client's reads go to the primary for a while.
+        state.own_writes.wrote(&client, u64::MAX);
     }
     cancelled
 }

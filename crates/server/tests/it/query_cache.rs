@@ -3,31 +3,9 @@
 
 use std::time::Duration;
 
-use hive_proto::api::{NewTask, TaskList};
+use hive_proto::api::NewTask;
 
 use crate::util::*;
-
-/// A client on another loopback address: another client to the hub (no tokens here).
-fn other_client() -> reqwest::Client {
-    let tls = hive_tls::client_config(None).expect("TLS config");
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .local_address(Some("127.0.0.2".parse().unwrap()))
-        .build()
-        .unwrap()
-}
-
-async fn listed(client: &reqwest::Client, url: &str) -> Vec<String> {
-    let list: TaskList = client
-        .get(format!("{url}/api/v1/tasks?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list.items.into_iter().map(|t| t.id).collect()
-}
 
 /// `hive_query_cache_lookups_total` for `query` and `result` (hit or miss).
 async fn lookups(url: &str, query: &str, result: &str) -> f64 {
@@ -57,13 +35,13 @@ async fn hot_reads_come_from_memory_without_hiding_a_clients_own_writes() {
     assert!(lookups(&t.url, "finished_task", "hit").await > hits);
 
     // A listing asked again soon is answered from memory.
-    let other = other_client();
+    let other = http_from_other_address();
     let hits = lookups(&t.url, "task_list", "hit").await;
     eventually(
         "a listing answered from memory",
         Duration::from_secs(60),
         || async {
-            listed(&other, &t.url).await;
+            listed_ids(&other, &t.url, 1000).await;
             (lookups(&t.url, "task_list", "hit").await > hits).then_some(())
         },
     )
@@ -71,8 +49,8 @@ async fn hot_reads_come_from_memory_without_hiding_a_clients_own_writes() {
 
     // The writer's listing right after its write shows it, though another client's listing of
     // the same page was just cached.
-    listed(&other, &t.url).await;
+    listed_ids(&other, &t.url, 1000).await;
     let second = t.client.submit(&NewTask::new("nobody")).await.unwrap().id;
-    assert!(listed(&http(), &t.url).await.contains(&second));
+    assert!(listed_ids(&http(), &t.url, 1000).await.contains(&second));
     t.hub.shutdown().await;
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use hive_proto::api::{NewTask, TaskList};
+use hive_proto::api::NewTask;
 use hive_server::{HubIdentity, PoolBounds, PostgresConfig, ReplicaConfig};
 use hive_store::postgres::scratch::{ScratchSchema, execute_on, query_on, replica_for_test};
 
@@ -19,26 +19,17 @@ impl Drop for Paused {
     }
 }
 
-/// A client on another loopback address: another client to the hub (no tokens here).
-fn other_client() -> reqwest::Client {
-    let tls = hive_tls::client_config(None).expect("TLS config");
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .local_address(Some("127.0.0.2".parse().unwrap()))
-        .build()
-        .unwrap()
-}
-
-async fn listed(client: &reqwest::Client, url: &str) -> Vec<String> {
-    let list: TaskList = client
-        .get(format!("{url}/api/v1/tasks?limit=1000"))
-        .send()
+/// Queries the replica answered so far (`hive_store_replica_queries_total`).
+async fn replica_answers(url: &str) -> f64 {
+    metrics_text(url)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list.items.into_iter().map(|t| t.id).collect()
+        .lines()
+        .find(|l| {
+            l.starts_with("hive_store_replica_queries_total{replica=\"127.0.0.1:")
+                && l.contains("result=\"answered\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the replica's queries in /metrics")
 }
 
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
@@ -73,50 +64,50 @@ async fn a_client_reads_its_own_writes_while_others_read_the_lagging_replica() {
         })
     })
     .await;
-    let other = other_client();
+    let other = http_from_other_address();
 
     let first = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
-    until(
-        "the other client sees the first task on the replica",
-        async || listed(&other, &t.url).await.contains(&first),
-    )
+    until("the replica in rotation", async || {
+        metrics_text(&t.url)
+            .await
+            .lines()
+            .any(|l| l.starts_with("hive_store_replica_in_rotation") && l.ends_with(" 1"))
+    })
+    .await;
+    until("the other client sees the first task", async || {
+        listed_ids(&other, &t.url, 1000).await.contains(&first)
+    })
     .await;
 
     // Replay paused (it pauses at the next record it replays: tasks are submitted until it has).
     execute_on(&replica_url, "SELECT pg_wal_replay_pause()");
-    let _resume = Paused(replica_url.clone());
+    let resume = Paused(replica_url.clone());
     until("the replica's replay pauses", async || {
         t.client.submit(&NewTask::new("filler")).await.unwrap();
         query_on(&replica_url, "SELECT pg_get_wal_replay_pause_state()") == "paused"
     })
     .await;
     let second = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
-    let mine = t.client.tasks(&Default::default()).await.unwrap();
     assert!(
-        mine.items.iter().any(|task| task.id == second),
+        listed_ids(&http(), &t.url, 1000).await.contains(&second),
         "the writer reads its own write"
     );
-    let theirs = listed(&other, &t.url).await;
+    // A listing the query cache has not seen (another page size): read on the replica.
+    let answered = replica_answers(&t.url).await;
+    let theirs = listed_ids(&other, &t.url, 999).await;
+    assert!(
+        replica_answers(&t.url).await > answered,
+        "read on the replica"
+    );
     assert!(
         theirs.contains(&first) && !theirs.contains(&second),
         "the other client reads the paused replica"
     );
-    let metrics = metrics_text(&t.url).await;
-    assert!(
-        metrics.contains("hive_store_replica_in_rotation{replica=\"127.0.0.1:"),
-        "{metrics}"
-    );
-    let answered = metrics
-        .lines()
-        .find(|l| l.starts_with("hive_store_replica_queries_total") && l.contains("answered"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(answered > 0.0, "{metrics}");
 
-    drop(_resume);
+    drop(resume);
     until(
         "the other client sees the second task once replayed",
-        async || listed(&other, &t.url).await.contains(&second),
+        async || listed_ids(&other, &t.url, 1000).await.contains(&second),
     )
     .await;
     t.hub.shutdown().await;

@@ -228,6 +228,31 @@ pub fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// A plain HTTP client whose connections come from another loopback address: another client
+/// to the hub when no tokens tell clients apart.
+pub fn http_from_other_address() -> reqwest::Client {
+    let tls = hive_tls::client_config(None).expect("TLS config");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The ids `GET /api/v1/tasks?limit=LIMIT` lists, newest first (each limit is a listing of its
+/// own to the query cache).
+pub async fn listed_ids(client: &reqwest::Client, url: &str, limit: usize) -> Vec<String> {
+    let list: hive_proto::api::TaskList = client
+        .get(format!("{url}/api/v1/tasks?limit={limit}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.items.into_iter().map(|t| t.id).collect()
+}
+
 /// The hub's Prometheus exposition (`GET /metrics`).
 pub async fn metrics_text(url: &str) -> String {
     http()

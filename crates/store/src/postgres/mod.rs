@@ -35,7 +35,10 @@ use tokio_postgres::NoTls;
 pub use admin::{PgAlertLog, PgTokenStore};
 pub use hubs::{HubIdentity, Notice, POOL_CHANNEL, PgMembership};
 pub use read::{COUNTS_FRESH_FOR, PgReader};
-pub use replicas::{CHECK_EVERY as REPLICA_CHECK_EVERY, ReplicaConfig, ReplicaStats};
+pub use replicas::{
+    CHECK_EVERY as REPLICA_CHECK_EVERY, CHECK_VALID_FOR as REPLICA_CHECK_VALID_FOR, ReplicaConfig,
+    ReplicaStats,
+};
 pub use write::PgWriter;
 
 use crate::StoreError;

@@ -63,7 +63,8 @@ impl PgReader {
         self.shared.block(|shared| async move {
             let refs: Vec<&(dyn ToSql + Sync)> =
                 params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            if let Some(replica) = replica {
+            // Not on one that a failed read took out meanwhile (a listing's second query).
+            if let Some(replica) = replica.filter(|r| r.answers()) {
                 let answer = async {
                     let client = replica.connection().await?;
                     query(&client, &sql, &refs).await.map_err(|e| e.to_string())

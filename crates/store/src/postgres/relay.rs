@@ -51,12 +51,18 @@ impl Relay {
         }
     }
 
-    /// Accepts again, on the same port.
+    /// Accepts again, on the same port (once the aborted listener has let it go).
     pub fn restore(&self) {
-        let listener = self
-            .runtime
-            .block_on(TcpListener::bind(self.address))
-            .expect("the relay's port again");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match self.runtime.block_on(TcpListener::bind(self.address)) {
+                Ok(listener) => break listener,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("the relay's port again: {e}"),
+            }
+        };
         self.serve(listener);
     }
 

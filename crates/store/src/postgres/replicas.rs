@@ -30,6 +30,11 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// counts as unreachable (shorter than the primary's: the primary can answer instead).
 const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a good check keeps a replica answering: checks that stall (a primary that cannot be
+/// read, a slow replica) must not leave it serving on what an old check found.
+pub const CHECK_VALID_FOR: Duration =
+    Duration::from_millis(2 * CHECK_EVERY.as_millis() as u64 + REPLICA_WAIT.as_millis() as u64);
+
 /// Connections per replica (reads that tolerate staleness are the dashboard's and pollers').
 const REPLICA_POOL: usize = 4;
 
@@ -74,16 +79,29 @@ pub(crate) struct ReplicaSet {
     next: AtomicUsize,
     /// A primary position at or past this hub's latest commit (0 before the first).
     written: AtomicU64,
+    /// The position after a commit could not be read: until the next commit's is, reads after
+    /// a write go to the primary.
+    written_unknown: AtomicBool,
 }
 
 impl ReplicaSet {
     pub(crate) fn written(&self) -> u64 {
+        if self.written_unknown.load(Ordering::Acquire) {
+            return u64::MAX;
+        }
         self.written.load(Ordering::Acquire)
     }
 
-    /// Called by the writer after a commit, with the primary's position read after it.
-    pub(crate) fn record_written(&self, position: u64) {
-        self.written.fetch_max(position, Ordering::AcqRel);
+    /// Called by the writer after a commit, with the primary's position read after it (`None`:
+    /// it could not be read).
+    pub(crate) fn record_written(&self, position: Option<u64>) {
+        match position {
+            Some(position) => {
+                self.written.fetch_max(position, Ordering::AcqRel);
+                self.written_unknown.store(false, Ordering::Release);
+            }
+            None => self.written_unknown.store(true, Ordering::Release),
+        }
     }
 
     /// A replica in rotation that has replayed up to `after`, the next in turn.
@@ -113,13 +131,27 @@ pub(crate) struct Replica {
 struct Health {
     lag_seconds: Option<f64>,
     problem: Option<String>,
-    /// Since when the replica has been behind with no replayed commit time to measure by.
+    /// Since when the replica has been behind with nothing else to measure its lag by.
     behind_since: Option<Instant>,
+    /// The last check that found it fit to answer.
+    good_at: Option<Instant>,
 }
 
 impl Replica {
     fn ready_for(&self, after: u64) -> bool {
-        self.in_rotation.load(Ordering::Acquire) && self.replayed.load(Ordering::Acquire) >= after
+        self.answers()
+            && self.replayed.load(Ordering::Acquire) >= after
+            && self
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .good_at
+                .is_some_and(|at| at.elapsed() < CHECK_VALID_FOR)
+    }
+
+    /// In rotation (a read that failed on it since took it out).
+    pub(crate) fn answers(&self) -> bool {
+        self.in_rotation.load(Ordering::Acquire)
     }
 
     pub(crate) async fn connection(&self) -> Result<Object, String> {
@@ -164,8 +196,8 @@ impl Replica {
     }
 
     /// Reads the replica's state and decides whether it serves; `primary` is the primary's
-    /// position read just before.
-    async fn check(&self, primary: Option<u64>, max_lag: Duration) {
+    /// position read just before, `history` the positions read before that.
+    async fn check(&self, primary: Option<u64>, history: &History, max_lag: Duration) {
         let found = tokio::time::timeout(REPLICA_WAIT, async {
             let client = self.connection().await?;
             let row = client
@@ -177,10 +209,11 @@ impl Replica {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+            let column = |e: tokio_postgres::Error| e.to_string();
             Ok::<_, String>((
-                row.get::<_, bool>(0),
-                row.get::<_, i64>(1).max(0) as u64,
-                row.get::<_, Option<f64>>(2),
+                row.try_get::<_, bool>(0).map_err(column)?,
+                row.try_get::<_, i64>(1).map_err(column)?.max(0) as u64,
+                row.try_get::<_, Option<f64>>(2).map_err(column)?,
             ))
         })
         .await
@@ -193,23 +226,39 @@ impl Replica {
             return self.leave("not a replica: it is not in recovery (promoted?)".into());
         }
         let Some(primary) = primary else {
-            // Without the primary's position the lag is unknown; the replica keeps its state.
+            // Without the primary's position the lag is unknown: the replica keeps its state
+            // until its last good check is too old (`CHECK_VALID_FOR`).
             return;
         };
         self.replayed.store(replayed, Ordering::Release);
+        let now = Instant::now();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let lag = if replayed >= primary {
             health.behind_since = None;
             0.0
         } else {
-            // Behind: as old as the newest commit it replayed (the primary wrote after that),
-            // or, when it replayed none since it started, as long as it has been seen behind.
-            let since = *health.behind_since.get_or_insert_with(Instant::now);
-            since_replayed_commit.map_or(since.elapsed().as_secs_f64(), |s| s.max(0.0))
+            // Two bounds of how old the oldest write it lacks is, the tighter taken: the age of
+            // the newest commit it replayed (too high after the primary was idle), and how long
+            // ago the primary was last where the replica is (as coarse as the checks).
+            let bounds = [
+                since_replayed_commit.map(|s| s.max(0.0)),
+                history
+                    .since_at_or_before(replayed, now)
+                    .map(|d| d.as_secs_f64()),
+            ];
+            match bounds.into_iter().flatten().reduce(f64::min) {
+                Some(lag) => lag,
+                None => health
+                    .behind_since
+                    .get_or_insert(now)
+                    .elapsed()
+                    .as_secs_f64(),
+            }
         };
         health.lag_seconds = Some(lag);
         if lag <= max_lag.as_secs_f64() {
             health.problem = None;
+            health.good_at = Some(now);
             drop(health);
             if !self.in_rotation.swap(true, Ordering::AcqRel) {
                 tracing::info!(replica = %self.label, lag, "replica in rotation");
@@ -221,6 +270,41 @@ impl Replica {
                 max_lag.as_secs_f64()
             ));
         }
+    }
+}
+
+/// The primary's positions as the checks read them, oldest first.
+#[derive(Debug, Default)]
+struct History {
+    samples: std::collections::VecDeque<(u64, Instant)>,
+    keep: usize,
+}
+
+impl History {
+    /// Keeps enough samples to measure lags a little past `max_lag`.
+    fn new(max_lag: Duration) -> History {
+        let keep = (max_lag.as_millis() / CHECK_EVERY.as_millis().max(1)) as usize + 8;
+        History {
+            samples: std::collections::VecDeque::new(),
+            keep: keep.min(10_000),
+        }
+    }
+
+    fn push(&mut self, position: u64, at: Instant) {
+        if self.samples.len() == self.keep {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((position, at));
+    }
+
+    /// How long ago the primary was last at or before `position` (every write since is what a
+    /// replica that replayed up to `position` may lack); `None` when no sample is that old.
+    fn since_at_or_before(&self, position: u64, now: Instant) -> Option<Duration> {
+        self.samples
+            .iter()
+            .rev()
+            .find(|(p, _)| *p <= position)
+            .map(|(_, at)| now.duration_since(*at))
     }
 }
 
@@ -269,6 +353,7 @@ pub(crate) fn open(shared: &Arc<Shared>, config: &ReplicaConfig) -> Result<Repli
         max_lag: config.max_lag,
         next: AtomicUsize::new(0),
         written: AtomicU64::new(0),
+        written_unknown: AtomicBool::new(false),
     })
 }
 
@@ -279,15 +364,26 @@ pub(crate) fn watch(shared: &Arc<Shared>) {
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut history: Option<History> = None;
         loop {
             tick.tick().await;
             let Some(shared) = weak.upgrade() else { return };
             let Some(set) = shared.replicas.get() else {
                 return;
             };
+            let history = history.get_or_insert_with(|| History::new(set.max_lag));
+            // Taken before the read: every write made before this moment is at or before the
+            // position read.
+            let asked = Instant::now();
             let primary = primary_position(&shared).await;
-            let checks = set.replicas.iter().map(|r| r.check(primary, set.max_lag));
+            let checks = set
+                .replicas
+                .iter()
+                .map(|r| r.check(primary, history, set.max_lag));
             futures_util::future::join_all(checks).await;
+            if let Some(position) = primary {
+                history.push(position, asked);
+            }
         }
     });
 }
@@ -305,7 +401,7 @@ pub(crate) async fn position(client: &tokio_postgres::Client) -> Option<u64> {
         .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
         .await
         .ok()?;
-    Some(row.get::<_, i64>(0).max(0) as u64)
+    Some(row.try_get::<_, i64>(0).ok()?.max(0) as u64)
 }
 
 impl ReplicaSet {
@@ -325,4 +421,37 @@ fn label(config: &tokio_postgres::Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().unwrap_or("postgres");
     format!("{host}:{port}/{db}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_bound_is_how_long_ago_the_primary_was_where_the_replica_is() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut history = History::new(Duration::from_secs(1));
+        // Idle at 100 for a long while, then writing.
+        for ms in [0, 500, 1_000, 1_500] {
+            history.push(100, at(ms));
+        }
+        history.push(180, at(2_000));
+        history.push(260, at(2_500));
+        let now = at(2_600);
+        assert_eq!(
+            history.since_at_or_before(100, now),
+            Some(Duration::from_millis(1_100))
+        );
+        assert_eq!(
+            history.since_at_or_before(200, now),
+            Some(Duration::from_millis(600))
+        );
+        assert_eq!(
+            history.since_at_or_before(50, now),
+            None,
+            "behind every sample"
+        );
+        assert!(history.samples.len() <= history.keep);
+    }
 }

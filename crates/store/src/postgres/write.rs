@@ -104,10 +104,9 @@ impl BatchWriter for PgWriter {
             if let Some(replicas) = shared.replicas.get() {
                 // Read after the COMMIT answered, so at or past it: a replica that replayed up
                 // to here shows this commit (how clients read their own writes). Should it fail,
-                // the position stays where it was; the commit stands.
-                if let Some(position) = super::replicas::position(&client).await {
-                    replicas.record_written(position);
-                }
+                // the commit stands, and reads after writes go to the primary until a later
+                // commit's position is read.
+                replicas.record_written(super::replicas::position(&client).await);
             }
             Ok(())
         })
