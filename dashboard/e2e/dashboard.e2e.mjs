@@ -102,6 +102,7 @@ try {
     }),
   );
   check(drawn, "every chart drew something");
+  check(/%$/.test(await page.textContent("[data-testid=query-cache]")), "the query cache's hit rate shows");
 
   // Submitting tasks moves the counters.
   const before = Number(await page.textContent("[data-testid=submitted]"));

@@ -57,6 +57,7 @@ export function Overview({ history }: { history: MetricsSnapshot[] }) {
         <Tile testId="rss" label="hub memory" value={f.bytes(latest.process.rss_bytes)} />
         <Tile testId="cpu" label="hub CPU" value={f.percent(latest.process.cpu_percent)} />
         <Tile testId="errors" label="5xx rate" value={f.percent(latest.error_rate_percent)} />
+        <Tile testId="query-cache" label="query cache hits" value={f.percent(latest.cache_hit_rates.query_cache ?? 0)} />
       </div>
       <div className="charts">
         <Chart

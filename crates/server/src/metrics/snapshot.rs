@@ -135,11 +135,28 @@ async fn publish(state: &AppState, previous: &mut Reading) -> bool {
     let Ok(overview) = state.ask(|reply| Command::Overview { reply }).await else {
         return false;
     };
-    let snapshot = take(&state.metrics, &overview, state.snapshots.bytes(), previous);
+    let mut snapshot = take(&state.metrics, &overview, state.snapshots.bytes(), previous);
+    add_query_cache(&state.cache, &mut snapshot.cache_hit_rates);
     state.snapshots.push(Arc::new(snapshot));
     let history = state.snapshots.history();
     state.alerts.check(&history, state.clock.now()).await;
     true
+}
+
+/// The query cache's hit rates since start: `query_cache` for all its lookups, and
+/// `query_<name>` per query (see [`crate::query_cache`]).
+fn add_query_cache(cache: &crate::query_cache::QueryCache, rates: &mut BTreeMap<String, f64>) {
+    let (mut hits, mut lookups) = (0, 0);
+    for (query, query_hits, query_misses) in cache.lookups() {
+        let query_lookups = query_hits + query_misses;
+        rates.insert(
+            format!("query_{}", query.name()),
+            percent(query_hits, query_lookups),
+        );
+        hits += query_hits;
+        lookups += query_lookups;
+    }
+    rates.insert("query_cache".into(), percent(hits, lookups));
 }
 
 fn summary(p: Percentiles) -> LatencySummary {

@@ -19,7 +19,7 @@ async fn lookups(url: &str, query: &str, result: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reads_come_from_memory_without_hiding_a_clients_own_writes() {
-    let t = start_hub().await;
+    let t = start_hub_with(|c| c.metrics_interval = Duration::from_millis(100)).await;
     let _worker = spawn_worker(&t.url, &["echo"], 2, echo());
     let id = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
     finished(&t.client, &id).await;
@@ -43,6 +43,26 @@ async fn hot_reads_come_from_memory_without_hiding_a_clients_own_writes() {
         || async {
             listed_ids(&other, &t.url, 1000).await;
             (lookups(&t.url, "task_list", "hit").await > hits).then_some(())
+        },
+    )
+    .await;
+
+    // The dashboard's tile: the hit rates in the snapshot.
+    eventually(
+        "the hit rates in a snapshot",
+        Duration::from_secs(60),
+        || async {
+            let snapshot: serde_json::Value = http()
+                .get(format!("{}/api/v1/metrics", t.url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let rates = &snapshot["cache_hit_rates"];
+            (rates["query_task_list"].as_f64()? > 0.0 && rates["query_cache"].as_f64()? > 0.0)
+                .then_some(())
         },
     )
     .await;
