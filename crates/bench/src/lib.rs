@@ -20,6 +20,7 @@ pub mod hub;
 pub mod load;
 pub mod overload;
 pub mod plot;
+pub mod pool;
 pub mod recorder;
 pub mod report;
 pub mod routing;
@@ -256,6 +257,7 @@ async fn measure(
     let run = |w: Workload| options.workloads.contains(&w);
     let duration = options.duration;
 
+    let pool_before = pool::read(url).await;
     timeline.phase("warm-up");
     let bar = phase_bar("warm-up");
     let short = duration.min(Duration::from_secs(2));
@@ -427,6 +429,7 @@ async fn measure(
         + overload
             .as_ref()
             .map_or(0, |r| r.steps.iter().map(|s| s.failed).sum());
+    let store_pool_wait = pool::between(pool_before, pool::read(url).await);
     let percentiles = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
         open.map(|_| Percentiles::of(&h.lock().unwrap_or_else(|p| p.into_inner())))
     };
@@ -464,6 +467,7 @@ async fn measure(
         overload,
         routing: None,
         consensus: None,
+        store_pool_wait,
         settings: report::Settings::new(options, rate),
         machine: report::Machine::read(),
         timeline: Vec::new(),

@@ -52,6 +52,9 @@ pub struct Report {
     pub routing: Option<RoutingRun>,
     /// Plain and consensus tasks compared (the `consensus` workload).
     pub consensus: Option<ConsensusRun>,
+    /// What the first hub's requests waited for a PostgreSQL connection over the run (none on
+    /// SQLite).
+    pub store_pool_wait: Option<crate::pool::PoolWait>,
     pub settings: Settings,
     pub machine: Machine,
     pub timeline: Vec<Point>,
@@ -89,6 +92,7 @@ impl Report {
             overload: None,
             routing: None,
             consensus: None,
+            store_pool_wait: None,
             settings: Settings::new(options, 0),
             machine: Machine::read(),
             timeline: Vec::new(),
@@ -368,6 +372,12 @@ impl Report {
             self.assign_latency_ms.map_or(0, |p| p.count),
             self.result_latency_ms.map_or(0, |p| p.count),
         ));
+        if let Some(pool) = self.store_pool_wait {
+            out.push_str(&format!(
+                "store pool (first hub): {} connections handed out, {:.3} ms waited for one on average\n",
+                pool.acquired, pool.mean_wait_ms
+            ));
+        }
         out
     }
 }

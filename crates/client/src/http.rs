@@ -334,6 +334,29 @@ impl HubClient {
         Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
     }
 
+    /// The hub's Prometheus exposition (`GET /metrics`), as text.
+    pub async fn prometheus(&self) -> Result<String, ClientError> {
+        let url = format!("{}/metrics", self.base);
+        let mut request = self.http.get(&url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let unreachable = |source| ClientError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        if !status.is_success() {
+            return Err(ClientError::Decode {
+                status,
+                detail: text,
+            });
+        }
+        Ok(text)
+    }
+
     pub async fn status(&self) -> Result<Status, ClientError> {
         Ok(self
             .call(Method::GET, "/api/v1/status", Self::NO_BODY, None)
