@@ -2,7 +2,7 @@
 // --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
 // Checks: the page loads with no console errors, the charts draw, submitting tasks changes the
 // counters and the task list, a task is cancelled from its page, a consensus task shows its
-// votes, an alert that fires appears,
+// votes, the hubs view lists the hub, an alert that fires appears,
 // the page reconnects by itself when the hub restarts, and a hub with authentication on makes the
 // page ask for a token, with which it then works. Saves a screenshot to
 // target/dashboard-e2e.png (CI keeps it as an artifact).
@@ -131,6 +131,11 @@ try {
     return text?.includes("e2e-worker") && /echo: [\d.]+% ok, [\d.]+ m?s, [\d.]+% of traffic/.test(text);
   });
   await until("the share chart", async () => (await page.locator("[data-chart^='share of recent assignments'] canvas").count()) > 0);
+  // The hubs view: this hub alone in its SQLite data directory.
+  await page.click("nav a[href='#/hubs']");
+  await until("the hub list", async () => (await page.locator("[data-testid=hubs] tbody tr").count()) === 1);
+  check((await page.textContent("[data-testid=hubs-summary]")).includes("1 hub on sqlite"), "the hubs view names the store");
+  check((await page.textContent("[data-testid=hubs]")).includes(`127.0.0.1:${port}`), "the hubs view shows the hub's address");
   await page.click("nav a[href='#/tasks']");
 
   // An alert that fires appears: five tasks no agent can take.

@@ -7,10 +7,11 @@ import { append } from "./series";
 import type { HubEvent, MetricsSnapshot } from "./types";
 import { Agents } from "./views/Agents";
 import { Alerts } from "./views/Alerts";
+import { Hubs } from "./views/Hubs";
 import { Overview } from "./views/Overview";
 import { Tasks } from "./views/Tasks";
 
-const VIEWS = ["overview", "agents", "tasks", "alerts"] as const;
+const VIEWS = ["overview", "agents", "tasks", "hubs", "alerts"] as const;
 type View = (typeof VIEWS)[number];
 
 function currentView(): View {
@@ -101,6 +102,7 @@ export function App() {
         {view === "overview" && <Overview history={history} />}
         {view === "agents" && <Agents changes={changes.agent} />}
         {view === "tasks" && <Tasks changes={changes.task} />}
+        {view === "hubs" && <Hubs />}
         {view === "alerts" && <Alerts changes={changes.alert} />}
       </main>
     </div>

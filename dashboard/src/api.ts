@@ -1,6 +1,6 @@
 // REST calls to the hub that serves this page (same origin).
 import { authHeaders, refused } from "./auth";
-import type { Agent, Alert, AlertEvent, Task } from "./types";
+import type { Agent, Alert, AlertEvent, HubList, Task } from "./types";
 
 export class ApiError extends Error {}
 
@@ -40,3 +40,4 @@ export const cancel = (id: string) =>
     headers: { "content-type": "application/json" },
   });
 export const alerts = () => call<{ active: Alert[]; recent: AlertEvent[] }>("/api/v1/alerts");
+export const hubs = () => call<HubList>("/api/v1/hubs");

@@ -127,3 +127,24 @@ export type HubEvent =
   | { type: "task"; task_id: string; capability: string; status: string }
   | { type: "agent"; agent_id: string; name: string; state: string }
   | ({ type: "alert" } & AlertEvent);
+
+export interface HubView {
+  id: string | null;
+  name: string;
+  address: string;
+  this: boolean;
+  lease: "held" | "expired" | "none";
+  lease_until_ms: number | null;
+  heartbeat_at_ms: number | null;
+  started_at_ms: number | null;
+  agents: number;
+  slots: number;
+  tasks: number;
+  queued: number;
+}
+
+export interface HubList {
+  store: string;
+  items: HubView[];
+  pooled: number;
+}

@@ -74,11 +74,7 @@ impl Backend {
     pub fn reader(&self) -> Arc<dyn TaskReader> {
         match self {
             Backend::Sqlite { store, .. } => Arc::new(store.reader()),
-            // Status counts are cached by the query cache, which a client's reads after its
-            // own write skip; a second cache behind it would still show them stale.
-            Backend::Postgres(store) => {
-                Arc::new(store.reader_caching_counts_for(std::time::Duration::ZERO))
-            }
+            Backend::Postgres(store) => Arc::new(store.reader()),
         }
     }
 

@@ -252,18 +252,6 @@ pub fn render(
             "Time store requests waited for a connection, in all.",
         )
         .sample("hive_store_pool_wait_seconds_total", &[], p.wait_seconds);
-        e.family(
-            "hive_store_cache_lookups_total",
-            Kind::Counter,
-            "Reads of task counts by status, by whether the store's cache answered.",
-        );
-        for (result, n) in [("hit", p.count_hits), ("miss", p.count_misses)] {
-            e.sample(
-                "hive_store_cache_lookups_total",
-                &[("query", "status_counts"), ("result", result)],
-                n as f64,
-            );
-        }
         replicas(&mut e, &store.replicas());
     }
 

@@ -34,7 +34,7 @@ use tokio_postgres::NoTls;
 
 pub use admin::{PgAlertLog, PgTokenStore};
 pub use hubs::{HubIdentity, Notice, POOL_CHANNEL, PgMembership};
-pub use read::{COUNTS_FRESH_FOR, PgReader};
+pub use read::PgReader;
 pub use replicas::{
     CHECK_EVERY as REPLICA_CHECK_EVERY, CHECK_VALID_FOR as REPLICA_CHECK_VALID_FOR, ReplicaConfig,
     ReplicaStats,
@@ -90,8 +90,8 @@ impl Default for PoolBounds {
     }
 }
 
-/// The store's counters: its connection pool as seen now, the time requests waited for a
-/// connection since start, and its cache of status counts.
+/// The store's counters: its connection pool as seen now, and the time requests waited for a
+/// connection since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreStats {
     pub max: usize,
@@ -104,27 +104,6 @@ pub struct StoreStats {
     /// Connections handed out since start, and the time they were waited for in all.
     pub acquired: u64,
     pub wait_seconds: f64,
-    /// Status counts answered from memory, and read from the database (see
-    /// [`COUNTS_FRESH_FOR`]).
-    pub count_hits: u64,
-    pub count_misses: u64,
-}
-
-/// Hits and misses of a cached query.
-#[derive(Debug, Default)]
-pub(crate) struct HitCounts {
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl HitCounts {
-    pub(crate) fn hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn miss(&self) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Shared by the store's parts: the pool, the runtime it lives on, the wait counters.
@@ -134,7 +113,6 @@ pub(crate) struct Shared {
     pool: Pool,
     acquired: AtomicU64,
     wait_ns: AtomicU64,
-    count_cache: HitCounts,
     /// This hub's id among the hubs of the database (new at each start); its writes are
     /// fenced by it (see [`hubs`]).
     hub: uuid::Uuid,
@@ -236,7 +214,6 @@ impl PgStore {
             pool,
             acquired: AtomicU64::new(0),
             wait_ns: AtomicU64::new(0),
-            count_cache: HitCounts::default(),
             hub: uuid::Uuid::now_v7(),
             config,
             replicas: std::sync::OnceLock::new(),
@@ -300,12 +277,7 @@ impl PgStore {
     }
 
     pub fn reader(&self) -> PgReader {
-        self.reader_caching_counts_for(COUNTS_FRESH_FOR)
-    }
-
-    /// A reader that answers status counts from memory for `fresh_for` after reading them.
-    pub fn reader_caching_counts_for(&self, fresh_for: Duration) -> PgReader {
-        PgReader::new(self.shared.clone(), fresh_for)
+        PgReader::new(self.shared.clone())
     }
 
     pub fn alert_log(&self) -> PgAlertLog {
@@ -316,7 +288,7 @@ impl PgStore {
         PgTokenStore::new(self.shared.clone())
     }
 
-    /// The pool's and the cache's counters now.
+    /// The pool's counters now.
     pub fn stats(&self) -> StoreStats {
         self.monitor().stats()
     }
@@ -342,8 +314,6 @@ impl StoreMonitor {
             waiting: status.waiting,
             acquired: shared.acquired.load(Ordering::Relaxed),
             wait_seconds: shared.wait_ns.load(Ordering::Relaxed) as f64 / 1e9,
-            count_hits: shared.count_cache.hits.load(Ordering::Relaxed),
-            count_misses: shared.count_cache.misses.load(Ordering::Relaxed),
         }
     }
 }

@@ -2,8 +2,7 @@
 //! once per connection. A listing reads its tasks' attempts in one more query, not one per task.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
 use hive_core::{
@@ -28,27 +27,13 @@ pub struct PgReader {
     shared: Arc<Shared>,
     /// Reads on this replica first (the primary answers when it fails); `None`: the primary.
     replica: Option<Arc<Replica>>,
-    /// The last status counts and when they were read, kept for `counts_fresh_for` (see
-    /// [`COUNTS_FRESH_FOR`]).
-    counts: Mutex<Option<(Instant, Result<StatusCounts, StoreError>)>>,
-    counts_fresh_for: Duration,
 }
 
-type StatusCounts = Vec<(TaskStatus, u64)>;
-
-/// How long status counts are answered from memory. Counting by status scans the whole table
-/// on PostgreSQL (no index holds the status, so that status changes stay HOT: 40 ms at 100k
-/// tasks on the benchmark machine), and dashboards, `hive status` and pollers ask for it often;
-/// a quarter of a second of staleness is invisible to them.
-pub const COUNTS_FRESH_FOR: Duration = Duration::from_millis(250);
-
 impl PgReader {
-    pub(super) fn new(shared: Arc<Shared>, counts_fresh_for: Duration) -> Self {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
         PgReader {
             shared,
             replica: None,
-            counts: Mutex::new(None),
-            counts_fresh_for,
         }
     }
 
@@ -199,8 +184,6 @@ impl TaskReader for PgReader {
         Some(Arc::new(PgReader {
             shared: self.shared.clone(),
             replica: Some(replica),
-            counts: Mutex::new(None),
-            counts_fresh_for: self.counts_fresh_for,
         }))
     }
 
@@ -236,19 +219,9 @@ impl TaskReader for PgReader {
     }
 
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
-        // Held while counting (this runs on a blocking thread, never in a future): callers that
-        // come meanwhile wait for the one scan and take its answer.
-        // A failure is kept as long as an answer: while the database is away, callers share one
-        // failed read per period instead of each waiting out the pool in turn.
-        let mut cached = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, counts)) = cached.as_ref()
-            && at.elapsed() < self.counts_fresh_for
-        {
-            self.shared.count_cache.hit();
-            return counts.clone();
-        }
-        self.shared.count_cache.miss();
-        let counts = self.rows(
+        // A scan of the whole table (no index holds the status, so that status changes stay
+        // HOT): the hub's query cache keeps the answer a second.
+        self.rows(
             "SELECT status, count(*) FROM tasks GROUP BY status".into(),
             Vec::new(),
             |row| {
@@ -257,9 +230,7 @@ impl TaskReader for PgReader {
                     col::<i64>(row, 1)?.max(0) as u64,
                 ))
             },
-        );
-        *cached = Some((Instant::now(), counts.clone()));
-        counts
+        )
     }
 
     fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {

@@ -2,8 +2,6 @@
 //! ([`ScratchSchema`]), and what only a server database has: a schema newer than the binary,
 //! several stores opening one database at once.
 
-use std::time::Duration;
-
 use super::scratch::ScratchSchema;
 use super::*;
 use crate::suite::{Backend, created, store_suite};
@@ -139,24 +137,4 @@ fn a_password_is_never_shown() {
     );
     assert_eq!(redact("password="), "password=***");
     assert_eq!(redact("passwords"), "passwords");
-}
-
-#[test]
-fn status_counts_are_answered_from_memory_while_fresh() {
-    let Some(pg) = postgres("status_counts_are_answered_from_memory_while_fresh") else {
-        return;
-    };
-    let mut writer = pg.store.writer();
-    writer.apply(&[&[created(1)]]).unwrap();
-    let kept = pg
-        .store
-        .reader_caching_counts_for(Duration::from_secs(3_600));
-    let always = pg.store.reader_caching_counts_for(Duration::ZERO);
-    let waiting = |n| vec![(hive_core::TaskStatus::Waiting, n)];
-    assert_eq!(kept.count_by_status().unwrap(), waiting(1));
-    writer.apply(&[&[created(2)]]).unwrap();
-    assert_eq!(kept.count_by_status().unwrap(), waiting(1), "from memory");
-    assert_eq!(always.count_by_status().unwrap(), waiting(2), "read again");
-    let stats = pg.store.stats();
-    assert_eq!((stats.count_hits, stats.count_misses), (1, 2));
 }
