@@ -111,6 +111,14 @@ impl Backend {
         }
     }
 
+    /// Passes swarm broadcasts between the hubs sharing the store (PostgreSQL only).
+    pub fn swarm_relay(&self) -> Option<Arc<dyn hive_store::SwarmRelay>> {
+        match self {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres(store) => Some(Arc::new(store.swarm_relay())),
+        }
+    }
+
     /// Reads the store's pool and cache counters (PostgreSQL only).
     pub fn monitor(&self) -> Option<StoreMonitor> {
         match self {

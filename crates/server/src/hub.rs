@@ -164,8 +164,10 @@ impl Hub {
             source,
         })?;
         let (shutdown, stopping) = watch::channel(false);
-        if let (Some(membership), Some(claims), Some(pg)) =
-            (&mut membership, claims, &config.postgres)
+        let swarms = Arc::new(crate::swarms::Swarms::default());
+        let relay = backend.swarm_relay();
+        if let (Some(membership), Some(claims), Some(pg), Some(relay)) =
+            (&mut membership, claims, &config.postgres, &relay)
         {
             let parts = HubParts {
                 claims,
@@ -173,6 +175,12 @@ impl Hub {
                 waiters: waiters.clone(),
                 address: addr.to_string(),
                 stopping: stopping.clone(),
+                swarm: crate::membership::swarm::SwarmParts {
+                    relay: relay.clone(),
+                    swarms: swarms.clone(),
+                    connections: connections.clone(),
+                    me: membership.store().id(),
+                },
             };
             membership.start_work(parts, pg.hub.lease);
         }
@@ -205,7 +213,8 @@ impl Hub {
             reader,
             connections: connections.clone(),
             waiters,
-            swarms: Arc::default(),
+            swarms,
+            relay,
             clock,
             metrics,
             snapshots: Arc::default(),

@@ -27,6 +27,7 @@ pub mod admission;
 pub mod alerts;
 pub mod auth;
 pub mod backend;
+pub mod broadcast;
 pub mod builtin;
 pub mod config;
 pub mod connections;

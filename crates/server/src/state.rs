@@ -62,6 +62,8 @@ pub struct HubState {
     pub address: std::net::SocketAddr,
     /// The hubs sharing the store, with this one among them; `None` on SQLite (one hub).
     pub hubs: Option<Arc<dyn hive_store::Membership>>,
+    /// Passes swarm broadcasts to the other hubs; `None` on SQLite.
+    pub relay: Option<Arc<dyn hive_store::SwarmRelay>>,
 }
 
 impl AppState {

@@ -19,6 +19,8 @@ pub struct Swarms {
     members: Mutex<BTreeMap<String, Vec<AgentId>>>,
     /// Replies of the broadcasts in flight, by message id.
     pending: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Reply>>>,
+    /// Broadcasts sent from here that other hubs relay: woken when one of them reports.
+    relayed: Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>,
 }
 
 impl Swarms {
@@ -61,6 +63,24 @@ impl Swarms {
 
     pub fn close(&self, id: Uuid) {
         lock(&self.pending).remove(&id);
+    }
+
+    /// Starts waiting for other hubs' reports on message `id` (see `hive_store::SwarmRelay`).
+    pub fn open_relayed(&self, id: Uuid) -> mpsc::UnboundedReceiver<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.relayed).insert(id, tx);
+        rx
+    }
+
+    pub fn close_relayed(&self, id: Uuid) {
+        lock(&self.relayed).remove(&id);
+    }
+
+    /// Another hub reported on message `id`: its broadcast reads the reports again.
+    pub fn wake_relayed(&self, id: Uuid) {
+        if let Some(wake) = lock(&self.relayed).get(&id) {
+            let _ = wake.send(());
+        }
     }
 
     /// Hands a reply to the broadcast waiting for it; a late or unknown one is dropped.

@@ -23,6 +23,7 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
+mod swarm;
 
 use hive_core::{
     Change, LearnedEstimate, RecoveredTask, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
@@ -30,6 +31,7 @@ use hive_core::{
 
 pub use group_commit::{CommitStats, GroupCommit, WriteBatch};
 pub use hubs::{Adopted, CANCEL_CHANNEL, CancelElsewhere, HubLoad, HubRecord, Membership, Renewal};
+pub use swarm::{Relayed, SWARM_CHANNEL, SWARM_REPLY_CHANNEL, SwarmMessage, SwarmRelay};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

@@ -16,6 +16,7 @@
 //! its supervisor to start it again (under its name, it takes its tasks back at once).
 
 mod lease;
+pub mod swarm;
 mod work;
 
 use std::sync::atomic::AtomicUsize;
@@ -89,6 +90,8 @@ pub struct HubParts {
     /// Where this hub serves, for the list of hubs.
     pub address: String,
     pub stopping: watch::Receiver<bool>,
+    /// For swarm broadcasts other hubs publish.
+    pub swarm: swarm::SwarmParts,
 }
 
 impl Membership {
@@ -165,7 +168,8 @@ fn lock(load: &Mutex<HubLoad>) -> std::sync::MutexGuard<'_, HubLoad> {
 }
 
 /// Runs a store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
+/// Runs a store call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(call)

@@ -1,5 +1,6 @@
 //! The work loop of a hub among several (see the module above): take-overs, claims,
-//! notifications, long-polls on tasks other hubs finish. One loop, so that its store calls never
+//! notifications (swarm broadcasts are handed to tasks of their own), long-polls on tasks other
+//! hubs finish. One loop, so that its store calls never
 //! overlap; the lease is kept elsewhere.
 
 use std::sync::Arc;
@@ -69,6 +70,19 @@ pub(super) async fn run(
                     Ok(capability) => work.hint(Some(capability)).await,
                     Err(_) => true,
                 },
+                // Broadcasts run apart: a slow swarm must not hold up claims.
+                Notice::Swarm(id) => {
+                    if let Ok(id) = id.parse::<uuid::Uuid>() {
+                        tokio::spawn(super::swarm::deliver(work.parts.swarm.clone(), id));
+                    }
+                    true
+                }
+                Notice::SwarmReply(id) => {
+                    if let Ok(id) = id.parse::<uuid::Uuid>() {
+                        work.parts.swarm.swarms.wake_relayed(id);
+                    }
+                    true
+                }
             },
             Some(asked) = work.parts.claims.recv() => work.claim(asked).await,
             _ = crate::state::stopped(stopping.clone()) => false,

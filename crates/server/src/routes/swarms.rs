@@ -10,12 +10,9 @@ use hive_proto::RawValue;
 use hive_proto::api::{
     ErrorBody, NewSwarmMessage, Swarm, SwarmList, SwarmMessageOutcome, SwarmReply,
 };
-use hive_proto::protocol::HubMessage;
 use uuid::Uuid;
 
-use crate::connections::Outbound;
 use crate::error::ApiError;
-use crate::framer::SharedMessage;
 use crate::json::ApiJson;
 use crate::metrics::Count;
 use crate::state::AppState;
@@ -38,13 +35,14 @@ pub async fn list(State(state): State<AppState>) -> Json<SwarmList> {
     Json(SwarmList { items })
 }
 
-/// Send one message to every agent of the swarm and collect their replies until all answered or
-/// the timeout passed. Messages are not stored.
+/// Send one message to every agent of the swarm, on every hub sharing the store, and collect
+/// their replies until all answered or the timeout passed. Messages are not stored.
 #[utoipa::path(post, path = "/api/v1/swarms/{group}/messages", params(("group" = String, Path)),
     request_body = NewSwarmMessage, responses(
     (status = 200, description = "Sent; the replies that came in time", body = SwarmMessageOutcome),
     (status = 404, description = "No connected agent is in this swarm", body = ErrorBody),
     (status = 400, body = ErrorBody),
+    (status = 503, description = "Several hubs: the store could not pass the message on", body = ErrorBody),
 ))]
 pub async fn broadcast(
     State(state): State<AppState>,
@@ -59,62 +57,40 @@ pub async fn broadcast(
             format!("must be at most {MAX_TIMEOUT_MS}"),
         ));
     }
-    let members = state.swarms.members(&group);
-    if members.is_empty() {
-        return Err(ApiError::NotFound {
-            what: format!("a connected agent in swarm {group:?}"),
-        });
-    }
     let id = Uuid::now_v7();
     let payload = message
         .payload
         .unwrap_or_else(|| RawValue::from_string("null".into()).expect("JSON"));
-    let frame = HubMessage::Message {
-        message_id: id.to_string(),
-        group: group.clone(),
-        payload,
+    let timeout = Duration::from_millis(timeout_ms);
+    let Some(outcome) = crate::broadcast::run(&state, id, &group, payload, timeout).await? else {
+        return Err(ApiError::NotFound {
+            what: format!("a connected agent in swarm {group:?}"),
+        });
     };
-    // Serialised once per format; every recipient's queue shares the same bytes.
-    let frame = SharedMessage::new(frame);
-    let mut replies_rx = state.swarms.open(id);
-    let recipients: Vec<_> = members
-        .into_iter()
-        .filter(|agent| {
-            state
-                .connections
-                .send(*agent, Outbound::Shared(frame.clone()))
-        })
-        .collect();
-    let mut replies = Vec::with_capacity(recipients.len());
-    let mut answered = HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    while answered.len() < recipients.len() {
-        match tokio::time::timeout_at(deadline, replies_rx.recv()).await {
-            Ok(Some((agent, output))) => {
-                if answered.insert(agent) {
-                    replies.push(SwarmReply {
-                        agent_id: agent.to_string(),
-                        output,
-                    });
-                }
-            }
-            _ => break,
-        }
-    }
-    state.swarms.close(id);
     state.metrics.add(Count::SwarmMessages, 1);
     state
         .metrics
-        .add(Count::SwarmDeliveries, replies.len() as u64);
-    let missing = recipients
+        .add(Count::SwarmDeliveries, outcome.replies.len() as u64);
+    let answered: HashSet<_> = outcome.replies.iter().map(|(agent, _)| *agent).collect();
+    let missing = outcome
+        .recipients
         .iter()
         .filter(|a| !answered.contains(a))
         .map(ToString::to_string)
         .collect();
+    let recipients = outcome.recipients.len() as u64;
+    let replies = outcome
+        .replies
+        .into_iter()
+        .map(|(agent, output)| SwarmReply {
+            agent_id: agent.to_string(),
+            output,
+        })
+        .collect();
     Ok(Json(SwarmMessageOutcome {
         message_id: id.to_string(),
         group,
-        recipients: recipients.len() as u64,
+        recipients,
         replies,
         missing,
     }))

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_client::worker::Outcome;
-use hive_proto::api::{HubList, NewTask};
+use hive_proto::api::{HubList, NewSwarmMessage, NewTask};
 use hive_proto::protocol::Assignment;
 use hive_store::postgres::scratch::ScratchSchema;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::postgres::hub_named;
+use crate::swarm::member;
 use crate::util::*;
 
 fn task(capability: &str, n: usize) -> NewTask {
@@ -267,4 +268,77 @@ async fn a_draining_hub_starts_nothing_new_and_hands_its_queue_to_the_others() {
         assert_eq!(done.attempts.len(), 1, "nothing ran twice");
     }
     a.hub.shutdown().await;
+}
+
+/// Members of `group` connected to `t`.
+async fn members(t: &TestHub, group: &str) -> usize {
+    let swarms = t.client.swarms().await.unwrap();
+    swarms
+        .items
+        .iter()
+        .find(|s| s.name == group)
+        .map_or(0, |s| s.agents.len())
+}
+
+fn message(timeout_ms: u64) -> NewSwarmMessage {
+    NewSwarmMessage {
+        payload: Some(hive_proto::RawValue::from_string(r#"{"q":"vote"}"#.into()).unwrap()),
+        timeout_ms: Some(timeout_ms),
+    }
+}
+
+fn senders(outcome: &hive_proto::api::SwarmMessageOutcome) -> Vec<String> {
+    let mut from: Vec<String> = outcome
+        .replies
+        .iter()
+        .map(|r| {
+            let reply: serde_json::Value = serde_json::from_str(r.output.get()).unwrap();
+            assert_eq!(reply["heard"]["q"], "vote");
+            reply["from"].as_str().unwrap().to_string()
+        })
+        .collect();
+    from.sort();
+    from
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_the_members_on_every_hub() {
+    let Some(database) = ScratchSchema::for_test("a_broadcast_reaches_every_hub") else {
+        return;
+    };
+    let a = hub_named(&database, "a").await;
+    let b = hub_named(&database, "b").await;
+    let _on_a = member(&a.url, "on-a", &["council"], true);
+    let _on_b = member(&b.url, "on-b", &["council"], true);
+    let _silent = member(&b.url, "silent-on-b", &["council"], false);
+    let _far = member(&b.url, "far-on-b", &["far"], true);
+    eventually("the members connected", Duration::from_secs(30), || async {
+        (members(&a, "council").await == 1
+            && members(&b, "council").await == 2
+            && members(&b, "far").await == 1)
+            .then_some(())
+    })
+    .await;
+
+    // Through a: its own member and b's, the silent one reported missing.
+    let outcome = a
+        .client
+        .broadcast("council", &message(2_000))
+        .await
+        .unwrap();
+    assert_eq!(outcome.recipients, 3);
+    assert_eq!(senders(&outcome), ["on-a", "on-b"]);
+    assert_eq!(outcome.missing.len(), 1, "{outcome:?}");
+
+    // A swarm whose members are all on the other hub, and one nowhere.
+    let outcome = a.client.broadcast("far", &message(2_000)).await.unwrap();
+    assert_eq!(
+        (outcome.recipients, senders(&outcome)),
+        (1, vec!["far-on-b".to_string()])
+    );
+    let nowhere = a.client.broadcast("nobody", &message(2_000)).await;
+    assert!(
+        matches!(nowhere, Err(hive_client::ClientError::Api { status, .. }) if status == 404),
+        "{nowhere:?}"
+    );
 }

@@ -24,6 +24,7 @@ use crate::codec::{from_ts, status, ts};
 use crate::hubs::{
     Adopted, CANCEL_CHANNEL, CancelElsewhere, HubLoad, HubRecord, Membership, Renewal,
 };
+use crate::swarm::{SWARM_CHANNEL, SWARM_REPLY_CHANNEL};
 
 /// The database's clock in milliseconds since the Unix epoch.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -500,11 +501,16 @@ pub enum Notice {
     Pooled(String),
     /// A hub asks the hub holding this task to cancel it ([`CANCEL_CHANNEL`]).
     Cancel(String),
+    /// A hub published this swarm message for the others to deliver ([`SWARM_CHANNEL`]).
+    Swarm(String),
+    /// Another hub delivered or relayed a reply to this swarm message
+    /// ([`SWARM_REPLY_CHANNEL`]).
+    SwarmReply(String),
     /// The listening connection was (re)established: notices may have been missed meanwhile.
     Listening,
 }
 
-/// Listens on [`POOL_CHANNEL`] and [`CANCEL_CHANNEL`] on a connection of its own (outside the
+/// Listens on [`POOL_CHANNEL`], [`CANCEL_CHANNEL`] and the swarm channels on a connection of its own (outside the
 /// pool: it stays in LISTEN for the hub's life), reconnecting after a second when it breaks.
 /// Ends when the receiver is dropped.
 pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<Notice> {
@@ -524,10 +530,11 @@ pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<Notice> {
                         while let Some(Ok(message)) = messages.next().await {
                             if let AsyncMessage::Notification(n) = message {
                                 let payload = n.payload().to_string();
-                                let notice = if n.channel() == CANCEL_CHANNEL {
-                                    Notice::Cancel(payload)
-                                } else {
-                                    Notice::Pooled(payload)
+                                let notice = match n.channel() {
+                                    CANCEL_CHANNEL => Notice::Cancel(payload),
+                                    SWARM_CHANNEL => Notice::Swarm(payload),
+                                    SWARM_REPLY_CHANNEL => Notice::SwarmReply(payload),
+                                    _ => Notice::Pooled(payload),
                                 };
                                 if forward_to.send(notice).is_err() {
                                     return;
@@ -536,7 +543,10 @@ pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<Notice> {
                         }
                     });
                     let listening = client
-                        .batch_execute(&format!("LISTEN {POOL_CHANNEL}; LISTEN {CANCEL_CHANNEL}"))
+                        .batch_execute(&format!(
+                            "LISTEN {POOL_CHANNEL}; LISTEN {CANCEL_CHANNEL};
+                             LISTEN {SWARM_CHANNEL}; LISTEN {SWARM_REPLY_CHANNEL}"
+                        ))
                         .await
                         .is_ok();
                     if listening && tx.send(Notice::Listening).is_ok() {

@@ -337,3 +337,40 @@ fn renewals_do_not_wait_for_a_busy_pool() {
     assert_eq!(renewed, Renewal::Renewed { others: 0 });
     drop(held);
 }
+
+#[test]
+fn a_swarm_message_reaches_the_other_hubs_and_their_reports_reach_the_sender() {
+    use crate::swarm::{SwarmMessage, SwarmRelay};
+    let Some(database) = ScratchSchema::for_test("swarm_relay") else {
+        return;
+    };
+    let (a, b) = (hub(&database, "a"), hub(&database, "b"));
+    let (from_a, at_b) = (a.swarm_relay(), b.swarm_relay());
+    let message = SwarmMessage {
+        id: Uuid::now_v7(),
+        group: "council".into(),
+        payload: r#"{"q":"vote"}"#.into(),
+        origin: a.membership().id(),
+        timeout_ms: 1_000,
+    };
+    let expected = from_a.publish(&message).unwrap();
+    assert_eq!(
+        expected,
+        [b.membership().id()],
+        "the other live hub reports"
+    );
+    assert_eq!(at_b.message(message.id).unwrap(), Some(message.clone()));
+
+    let agent = Uuid::now_v7();
+    at_b.delivered(message.id, &[agent]).unwrap();
+    at_b.replied(message.id, agent, r#"{"yes":true}"#).unwrap();
+    let relayed = from_a.relayed(message.id).unwrap();
+    assert_eq!(relayed.delivered, [(b.membership().id(), vec![agent])]);
+    assert_eq!(relayed.replies, [(agent, r#"{"yes":true}"#.to_string())]);
+
+    // Forgotten: gone with its reports, and a late report writes nothing.
+    from_a.forget(message.id).unwrap();
+    assert_eq!(at_b.message(message.id).unwrap(), None);
+    at_b.replied(message.id, Uuid::now_v7(), "null").unwrap();
+    assert_eq!(from_a.relayed(message.id).unwrap(), Default::default());
+}

@@ -21,6 +21,7 @@ pub mod relay;
 mod replica_tests;
 mod replicas;
 pub mod scratch;
+mod swarm;
 mod write;
 
 use std::future::Future;
@@ -39,6 +40,7 @@ pub use replicas::{
     CHECK_EVERY as REPLICA_CHECK_EVERY, CHECK_VALID_FOR as REPLICA_CHECK_VALID_FOR, ReplicaConfig,
     ReplicaStats,
 };
+pub use swarm::PgSwarmRelay;
 pub use write::PgWriter;
 
 use crate::StoreError;
@@ -61,6 +63,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0006_consensus.sql"),
     ),
     (7, include_str!("../../migrations/postgres/0007_hubs.sql")),
+    (8, include_str!("../../migrations/postgres/0008_swarm.sql")),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.
@@ -264,6 +267,11 @@ impl PgStore {
     /// This hub's membership among the hubs of the database.
     pub fn membership(&self) -> PgMembership {
         PgMembership::new(self.shared.clone(), self.lease)
+    }
+
+    /// Relays swarm broadcasts between the hubs of the database.
+    pub fn swarm_relay(&self) -> PgSwarmRelay {
+        PgSwarmRelay::new(self.shared.clone())
     }
 
     /// Notifications of work pooled by any hub (see [`POOL_CHANNEL`]).

@@ -1,0 +1,81 @@
+//! Swarm broadcasts another hub published (`hive_store::SwarmRelay`, the sending side is
+//! `crate::broadcast`): delivered to the members connected here, whom they reached reported, and
+//! their replies relayed, for as long as the sender waits.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_core::AgentId;
+use hive_proto::RawValue;
+use hive_proto::protocol::HubMessage;
+use hive_store::SwarmRelay;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::blocking;
+use crate::connections::{Connections, Outbound};
+use crate::framer::SharedMessage;
+use crate::swarms::Swarms;
+
+/// What delivering needs of the hub.
+#[derive(Clone)]
+pub struct SwarmParts {
+    pub relay: Arc<dyn SwarmRelay>,
+    pub swarms: Arc<Swarms>,
+    pub connections: Arc<Connections>,
+    /// This hub's id: its own broadcasts are not delivered twice.
+    pub me: Uuid,
+}
+
+/// Delivers message `id` here and relays the replies (a task of its own per message).
+pub async fn deliver(parts: SwarmParts, id: Uuid) {
+    let relay = parts.relay.clone();
+    let Ok(Some(message)) = blocking(move || relay.message(id)).await else {
+        return;
+    };
+    if message.origin == parts.me {
+        return;
+    }
+    let Ok(payload) = RawValue::from_string(message.payload) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_millis(message.timeout_ms);
+    let frame = SharedMessage::new(HubMessage::Message {
+        message_id: id.to_string(),
+        group: message.group.clone(),
+        payload,
+    });
+    let mut replies = parts.swarms.open(id);
+    let recipients: Vec<AgentId> = parts
+        .swarms
+        .members(&message.group)
+        .into_iter()
+        .filter(|agent| {
+            parts
+                .connections
+                .send(*agent, Outbound::Shared(frame.clone()))
+        })
+        .collect();
+    let reached: Vec<Uuid> = recipients.iter().map(|a| a.0).collect();
+    let relay = parts.relay.clone();
+    if let Err(e) = blocking(move || relay.delivered(id, &reached)).await {
+        tracing::warn!(error = %e, message = %id, "cannot report a swarm delivery");
+    }
+    let mut answered = HashSet::new();
+    while answered.len() < recipients.len() {
+        match tokio::time::timeout_at(deadline, replies.recv()).await {
+            Ok(Some((agent, output))) => {
+                if answered.insert(agent) {
+                    let relay = parts.relay.clone();
+                    let output = output.get().to_string();
+                    if let Err(e) = blocking(move || relay.replied(id, agent.0, &output)).await {
+                        tracing::warn!(error = %e, message = %id, "cannot relay a swarm reply");
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    parts.swarms.close(id);
+}

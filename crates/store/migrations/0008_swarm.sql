@@ -1,0 +1,3 @@
+-- Swarm broadcasts across hubs pass through PostgreSQL only (postgres/0008_swarm.sql). A SQLite
+-- data directory has one hub, so this version changes nothing here; it exists so that both
+-- stores count their versions alike.
