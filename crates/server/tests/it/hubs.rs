@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::postgres::hub_named;
-use crate::swarm::member;
+use crate::swarm::{member, senders};
 use crate::util::*;
 
 fn task(capability: &str, n: usize) -> NewTask {
@@ -285,20 +285,6 @@ fn message(timeout_ms: u64) -> NewSwarmMessage {
         payload: Some(hive_proto::RawValue::from_string(r#"{"q":"vote"}"#.into()).unwrap()),
         timeout_ms: Some(timeout_ms),
     }
-}
-
-fn senders(outcome: &hive_proto::api::SwarmMessageOutcome) -> Vec<String> {
-    let mut from: Vec<String> = outcome
-        .replies
-        .iter()
-        .map(|r| {
-            let reply: serde_json::Value = serde_json::from_str(r.output.get()).unwrap();
-            assert_eq!(reply["heard"]["q"], "vote");
-            reply["from"].as_str().unwrap().to_string()
-        })
-        .collect();
-    from.sort();
-    from
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

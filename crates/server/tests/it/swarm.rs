@@ -33,6 +33,21 @@ pub fn member(url: &str, name: &str, groups: &[&str], answer: bool) -> tokio::ta
     })
 }
 
+/// Who answered, sorted: each reply checked to echo the `{"q":"vote"}` sent.
+pub fn senders(outcome: &hive_proto::api::SwarmMessageOutcome) -> Vec<String> {
+    let mut from: Vec<String> = outcome
+        .replies
+        .iter()
+        .map(|r| {
+            let reply: serde_json::Value = serde_json::from_str(r.output.get()).unwrap();
+            assert_eq!(reply["heard"]["q"], "vote");
+            reply["from"].as_str().unwrap().to_string()
+        })
+        .collect();
+    from.sort();
+    from
+}
+
 #[tokio::test]
 async fn a_broadcast_reaches_every_member_and_collects_the_replies() {
     let t = start_hub().await;
@@ -61,17 +76,7 @@ async fn a_broadcast_reaches_every_member_and_collects_the_replies() {
     };
     let outcome = t.client.broadcast("council", &message).await.unwrap();
     assert_eq!(outcome.recipients, 3);
-    let mut from: Vec<String> = outcome
-        .replies
-        .iter()
-        .map(|r| {
-            let reply: serde_json::Value = serde_json::from_str(r.output.get()).unwrap();
-            assert_eq!(reply["heard"]["q"], "vote");
-            reply["from"].as_str().unwrap().to_string()
-        })
-        .collect();
-    from.sort();
-    assert_eq!(from, vec!["a", "b"]);
+    assert_eq!(senders(&outcome), ["a", "b"]);
     assert_eq!(
         outcome.missing.len(),
         1,
