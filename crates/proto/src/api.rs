@@ -330,6 +330,10 @@ pub struct SwarmMessageOutcome {
     pub replies: Vec<SwarmReply>,
     /// Recipients that did not reply before the timeout.
     pub missing: Vec<String>,
+    /// Several hubs: other live hubs that did not say before the timeout whom they delivered
+    /// the message to (their members, if any, are in neither `recipients` nor `missing`).
+    #[serde(default)]
+    pub unreported_hubs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -2,17 +2,18 @@
 //! among several hubs, published for the others to deliver to theirs (`hive_store::SwarmRelay`;
 //! the receiving side is `membership::swarm`); replies are collected until every recipient
 //! answered or the timeout passed. Which recipients there are elsewhere is known only once each
-//! other hub reported its delivery, so the broadcast also waits for those reports (a hub that
-//! died meanwhile never reports: the broadcast then runs to its timeout).
+//! other hub reported its delivery, so the broadcast also waits for those reports; a hub whose
+//! lease ends meanwhile is no longer waited for, and hubs that never reported are counted in the
+//! answer (`unreported_hubs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hive_core::AgentId;
 use hive_proto::RawValue;
 use hive_proto::protocol::HubMessage;
-use hive_store::{StoreError, SwarmMessage, SwarmRelay};
+use hive_store::{Membership, StoreError, SwarmMessage, SwarmRelay};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -20,9 +21,10 @@ use crate::connections::Outbound;
 use crate::framer::SharedMessage;
 use crate::membership::blocking;
 use crate::state::AppState;
+use crate::swarms::Swarms;
 
 /// How often the other hubs' reports are read without a notification (one can be missed while
-/// the listening connection reconnects).
+/// the listening connection reconnects), and the hubs still waited for are checked to be live.
 const REPORTS_BACKSTOP: Duration = Duration::from_millis(200);
 
 /// What a broadcast reached.
@@ -30,10 +32,13 @@ pub struct Outcome {
     pub recipients: Vec<AgentId>,
     /// In the order they came, one per agent.
     pub replies: Vec<(AgentId, Box<RawValue>)>,
+    /// Other hubs that were live when it was sent and did not report whom they reached before
+    /// the timeout: their members, if any, are in neither `recipients` nor the replies.
+    pub unreported_hubs: usize,
 }
 
 /// Sends message `id` to swarm `group` and collects the replies. `Ok(None)`: no agent of the
-/// swarm is connected to any hub.
+/// swarm is connected to any hub that reported.
 pub async fn run(
     state: &AppState,
     id: Uuid,
@@ -42,24 +47,34 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<Option<Outcome>, StoreError> {
     let deadline = Instant::now() + timeout;
-    let relay = match (&state.relay, &state.hubs) {
-        (Some(relay), Some(hubs)) => Some((relay.clone(), hubs.id())),
-        _ => None,
+    let mut collecting = Collecting {
+        swarms: state.swarms.clone(),
+        id,
+        recipients: Vec::new(),
+        replies: Vec::new(),
+        answered: HashSet::new(),
     };
+    let mut local_replies = state.swarms.open(id);
     // Published before anything is sent here: a broadcast the store refuses goes nowhere.
-    let mut elsewhere = match &relay {
-        Some((relay, me)) => {
-            Some(Elsewhere::publish(state, relay, *me, id, group, &payload, timeout).await?)
+    let mut elsewhere = match (&state.relay, &state.hubs) {
+        (Some(relay), Some(hubs)) => {
+            let message = SwarmMessage {
+                id,
+                group: group.to_string(),
+                payload: payload.get().to_string(),
+                origin: hubs.id(),
+                timeout_ms: timeout.as_millis() as u64,
+            };
+            Some(Elsewhere::publish(state, relay, hubs, message, deadline).await?)
         }
-        None => None,
+        _ => None,
     };
     let frame = SharedMessage::new(HubMessage::Message {
         message_id: id.to_string(),
         group: group.to_string(),
         payload,
     });
-    let mut local_replies = state.swarms.open(id);
-    let mut recipients: Vec<AgentId> = state
+    collecting.recipients = state
         .swarms
         .members(group)
         .into_iter()
@@ -69,26 +84,22 @@ pub async fn run(
                 .send(*agent, Outbound::Shared(frame.clone()))
         })
         .collect();
-    let mut replies: Vec<(AgentId, Box<RawValue>)> = Vec::new();
-    let mut answered = HashSet::new();
-    let mut backstop = tokio::time::interval(REPORTS_BACKSTOP);
+    let mut backstop =
+        tokio::time::interval_at(Instant::now() + REPORTS_BACKSTOP, REPORTS_BACKSTOP);
     loop {
         let everyone_reported = elsewhere.as_ref().is_none_or(Elsewhere::all_reported);
-        if everyone_reported && answered.len() >= recipients.len() {
+        if everyone_reported && collecting.answered.len() >= collecting.recipients.len() {
             break;
         }
         tokio::select! {
             reply = local_replies.recv() => match reply {
-                Some((agent, output)) => {
-                    if answered.insert(agent) {
-                        replies.push((agent, output));
-                    }
-                }
+                Some((agent, output)) => collecting.add(agent, output),
                 None => break,
             },
             _ = backstop.tick(), if elsewhere.is_some() => {
                 if let Some(elsewhere) = &mut elsewhere {
-                    elsewhere.read(&mut recipients, &mut replies, &mut answered).await;
+                    elsewhere.drop_lost_hubs(deadline).await;
+                    elsewhere.read(&mut collecting, deadline).await;
                 }
             },
             Some(()) = async {
@@ -99,32 +110,64 @@ pub async fn run(
             } => {
                 if let Some(elsewhere) = &mut elsewhere {
                     while elsewhere.wake.try_recv().is_ok() {}
-                    elsewhere.read(&mut recipients, &mut replies, &mut answered).await;
+                    elsewhere.read(&mut collecting, deadline).await;
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                // What was relayed just before the deadline still counts (a short last look).
+                if let Some(elsewhere) = &mut elsewhere {
+                    let last_look = Instant::now() + REPORTS_BACKSTOP;
+                    elsewhere.read(&mut collecting, last_look).await;
+                }
+                break;
+            },
         }
     }
-    state.swarms.close(id);
-    if let Some(elsewhere) = elsewhere {
-        elsewhere.forget(state);
-    }
-    if recipients.is_empty() {
+    let unreported_hubs = elsewhere.as_ref().map_or(0, Elsewhere::unreported);
+    if collecting.recipients.is_empty() && unreported_hubs == 0 {
         return Ok(None);
     }
     Ok(Some(Outcome {
-        recipients,
-        replies,
+        recipients: std::mem::take(&mut collecting.recipients),
+        replies: std::mem::take(&mut collecting.replies),
+        unreported_hubs,
     }))
 }
 
-/// The broadcast as the other hubs report it.
+/// The replies gathered so far; dropped (with the broadcast, answered or abandoned by its
+/// client) it stops taking replies.
+struct Collecting {
+    swarms: Arc<Swarms>,
+    id: Uuid,
+    recipients: Vec<AgentId>,
+    replies: Vec<(AgentId, Box<RawValue>)>,
+    answered: HashSet<AgentId>,
+}
+
+impl Collecting {
+    /// A reply counts once per recipient; one from an agent the message was not sent to does not.
+    fn add(&mut self, agent: AgentId, output: Box<RawValue>) {
+        if self.recipients.contains(&agent) && self.answered.insert(agent) {
+            self.replies.push((agent, output));
+        }
+    }
+}
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        self.swarms.close(self.id);
+    }
+}
+
+/// The broadcast as the other hubs report it. Dropped, it deletes the message and its reports
+/// (in the background: the answer does not wait), also when the client went away mid-wait.
 struct Elsewhere {
     relay: Arc<dyn SwarmRelay>,
+    hubs: Arc<dyn Membership>,
+    swarms: Arc<Swarms>,
     id: Uuid,
-    /// The hubs that were live when it was published: each reports its delivery.
-    expected: Vec<Uuid>,
-    reported: HashSet<Uuid>,
+    /// The hubs that were live when it was published and have not reported yet.
+    waiting_for: HashSet<Uuid>,
     wake: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
@@ -132,75 +175,83 @@ impl Elsewhere {
     async fn publish(
         state: &AppState,
         relay: &Arc<dyn SwarmRelay>,
-        me: Uuid,
-        id: Uuid,
-        group: &str,
-        payload: &RawValue,
-        timeout: Duration,
+        hubs: &Arc<dyn Membership>,
+        message: SwarmMessage,
+        deadline: Instant,
     ) -> Result<Elsewhere, StoreError> {
+        let id = message.id;
         let wake = state.swarms.open_relayed(id);
-        let message = SwarmMessage {
+        // From here on the message is deleted whatever happens (the guard's drop).
+        let mut elsewhere = Elsewhere {
+            relay: relay.clone(),
+            hubs: hubs.clone(),
+            swarms: state.swarms.clone(),
             id,
-            group: group.to_string(),
-            payload: payload.get().to_string(),
-            origin: me,
-            timeout_ms: timeout.as_millis() as u64,
+            waiting_for: HashSet::new(),
+            wake,
         };
         let publishing = relay.clone();
-        let published = blocking(move || publishing.publish(&message)).await;
-        let expected = match published {
-            Ok(expected) => expected,
-            Err(e) => {
-                state.swarms.close_relayed(id);
-                return Err(e);
-            }
-        };
-        Ok(Elsewhere {
-            relay: relay.clone(),
-            id,
-            expected,
-            reported: HashSet::new(),
-            wake,
-        })
+        let published =
+            tokio::time::timeout_at(deadline, blocking(move || publishing.publish(&message)))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Database("publishing timed out".into())))?;
+        elsewhere.waiting_for = published.into_iter().collect();
+        Ok(elsewhere)
     }
 
     fn all_reported(&self) -> bool {
-        self.expected.iter().all(|hub| self.reported.contains(hub))
+        self.waiting_for.is_empty()
     }
 
-    /// Reads the reports and adds what is new. A failed read is retried at the next wake.
-    async fn read(
-        &mut self,
-        recipients: &mut Vec<AgentId>,
-        replies: &mut Vec<(AgentId, Box<RawValue>)>,
-        answered: &mut HashSet<AgentId>,
-    ) {
-        let (relay, id) = (self.relay.clone(), self.id);
-        let Ok(relayed) = blocking(move || relay.relayed(id)).await else {
+    fn unreported(&self) -> usize {
+        self.waiting_for.len()
+    }
+
+    /// Stops waiting for hubs whose lease ended (killed, or left) before they reported.
+    async fn drop_lost_hubs(&mut self, deadline: Instant) {
+        if self.waiting_for.is_empty() {
             return;
-        };
-        for (hub, reached) in relayed.delivered {
-            if self.reported.insert(hub) {
-                recipients.extend(reached.into_iter().map(AgentId));
-            }
         }
-        let known: HashMap<AgentId, ()> = recipients.iter().map(|a| (*a, ())).collect();
-        for (agent, output) in relayed.replies {
-            let agent = AgentId(agent);
-            if known.contains_key(&agent)
-                && !answered.contains(&agent)
-                && let Ok(output) = RawValue::from_string(output)
-            {
-                answered.insert(agent);
-                replies.push((agent, output));
-            }
+        let hubs = self.hubs.clone();
+        let listed = tokio::time::timeout_at(deadline, blocking(move || hubs.hubs())).await;
+        if let Ok(Ok(listed)) = listed {
+            let live: HashSet<Uuid> = listed.iter().filter(|h| h.held).map(|h| h.id).collect();
+            self.waiting_for.retain(|hub| live.contains(hub));
         }
     }
 
-    /// Deletes the message with its reports (in the background: the answer does not wait).
-    fn forget(self, state: &AppState) {
-        state.swarms.close_relayed(self.id);
-        let (relay, id) = (self.relay, self.id);
+    /// Reads the reports (until `deadline` at most) and adds what is new. A failed read is
+    /// retried at the next wake.
+    async fn read(&mut self, collecting: &mut Collecting, deadline: Instant) {
+        let (relay, id) = (self.relay.clone(), self.id);
+        let relayed =
+            match tokio::time::timeout_at(deadline, blocking(move || relay.relayed(id))).await {
+                Ok(Ok(relayed)) => relayed,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, message = %id, "cannot read a broadcast's reports");
+                    return;
+                }
+                Err(_) => return,
+            };
+        for (hub, reached) in relayed.delivered {
+            if self.waiting_for.remove(&hub) {
+                collecting
+                    .recipients
+                    .extend(reached.into_iter().map(AgentId));
+            }
+        }
+        for (agent, output) in relayed.replies {
+            if let Ok(output) = RawValue::from_string(output) {
+                collecting.add(AgentId(agent), output);
+            }
+        }
+    }
+}
+
+impl Drop for Elsewhere {
+    fn drop(&mut self) {
+        self.swarms.close_relayed(self.id);
+        let (relay, id) = (self.relay.clone(), self.id);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = relay.forget(id) {
                 tracing::warn!(error = %e, message = %id, "cannot delete a swarm message");

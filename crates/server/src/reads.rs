@@ -51,9 +51,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
 /// next reads may miss its write for a moment).
 const MAX_NOTES: u64 = 100_000;
 
+/// A client's latest write, as noted.
+#[derive(Debug, Clone, Copy)]
+struct Note {
+    /// The store's written position after the client's latest write of known position.
+    position: u64,
+    at: Instant,
+    /// Until then the position of one of its writes is unknown (a cancel another hub may have
+    /// committed, a position the store could not read): its reads go to the primary.
+    unknown_until: Option<Instant>,
+}
+
 /// Each client's latest write: the store's written position after it, and when it was noted.
 pub struct OwnWrites {
-    notes: Cache<Client, (u64, Instant)>,
+    notes: Cache<Client, Note>,
     /// After this a note is moot: every cached answer read before the write has expired, and
     /// every replica in rotation lags less than its bound (by a check still valid), so even an
     /// answer a replica gave just before has the write.
@@ -82,20 +93,40 @@ impl OwnWrites {
 
     /// `client`'s write was acknowledged; `position` is the store's written position now (0
     /// where the store has no replicas; `u64::MAX` when unknown, as for a write another hub
-    /// made: reads go to the primary).
+    /// may have made: its reads go to the primary until that note is moot).
     pub fn wrote(&self, client: &Client, position: u64) {
         let now = Instant::now();
-        self.notes.entry_by_ref(client).and_upsert_with(|note| {
-            let before = note.map_or(0, |n| n.into_value().0);
-            (before.max(position), now)
+        self.notes.entry_by_ref(client).and_upsert_with(|before| {
+            let before = before.map(|n| n.into_value());
+            let unknown_until = before
+                .and_then(|n| n.unknown_until)
+                .filter(|until| *until > now);
+            let known = before.map_or(0, |n| n.position);
+            if position == u64::MAX {
+                Note {
+                    position: known,
+                    at: now,
+                    unknown_until: Some(now + self.keep_for),
+                }
+            } else {
+                Note {
+                    position: known.max(position),
+                    at: now,
+                    unknown_until,
+                }
+            }
         });
     }
 
-    /// The position a replica must have replayed to answer `client` (0: any in rotation), and
-    /// whether the client wrote lately (then cached answers may miss its write).
+    /// The position a replica must have replayed to answer `client` (0: any in rotation;
+    /// `u64::MAX`: none), and whether the client wrote lately (then cached answers may miss its
+    /// write).
     pub fn after(&self, client: &Client) -> (u64, bool) {
         match self.notes.get(client) {
-            Some((position, at)) if at.elapsed() < self.keep_for => (position, true),
+            Some(note) if note.at.elapsed() < self.keep_for => {
+                let unknown = note.unknown_until.is_some_and(|u| u > Instant::now());
+                (if unknown { u64::MAX } else { note.position }, true)
+            }
             _ => (0, false),
         }
     }
@@ -127,5 +158,21 @@ mod tests {
         let writes = OwnWrites::keeping_for(Duration::ZERO);
         writes.wrote(&Client::Unknown, 10);
         assert_eq!(writes.after(&Client::Unknown), (0, false));
+    }
+}
+
+#[cfg(test)]
+mod unknown_tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_position_is_moot_after_a_while_and_later_positions_count() {
+        let writes = OwnWrites::keeping_for(Duration::from_millis(50));
+        let carol = Client::Token("carol".into());
+        writes.wrote(&carol, u64::MAX);
+        assert_eq!(writes.after(&carol).0, u64::MAX);
+        std::thread::sleep(Duration::from_millis(60));
+        writes.wrote(&carol, 40);
+        assert_eq!(writes.after(&carol), (40, true), "the unknown mark expired");
     }
 }

@@ -1,7 +1,7 @@
 //! Swarms: named groups of connected agents, and broadcast messages with reply collection.
 //!
-//! Messages are ephemeral, like pub/sub: they are not stored, and an agent that is not connected
-//! when one is sent never sees it. Durable work is a task. Membership comes from `hello` and ends
+//! Messages are ephemeral, like pub/sub: kept (among several hubs, in the database) only while
+//! the broadcast waits, and an agent that is not connected when one is sent never sees it. Durable work is a task. Membership comes from `hello` and ends
 //! with the connection. std Mutexes: held for a map operation, never across an await.
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +63,17 @@ impl Swarms {
 
     pub fn close(&self, id: Uuid) {
         lock(&self.pending).remove(&id);
+    }
+
+    /// Like [`open`](Self::open), unless replies to `id` are collected here already (`None`).
+    pub fn open_once(&self, id: Uuid) -> Option<mpsc::UnboundedReceiver<Reply>> {
+        let mut pending = lock(&self.pending);
+        if pending.contains_key(&id) {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        pending.insert(id, tx);
+        Some(rx)
     }
 
     /// Starts waiting for other hubs' reports on message `id` (see `hive_store::SwarmRelay`).

@@ -80,8 +80,8 @@ pub trait Membership: Send + Sync + 'static {
     fn adopt_lost(&self) -> Result<Adopted, StoreError>;
     /// Takes over parked tasks (see `hive_core::Change::TaskParked`) whose parents all ended.
     fn adopt_unparked(&self) -> Result<Adopted, StoreError>;
-    /// Claims up to `n` queued tasks of each capability from the pool, most urgent first
-    /// (priority, then age), skipping those another hub is claiming.
+    /// Claims up to `n` queued tasks of each capability from the pool, most urgent first (by
+    /// rank: priority with aging, as in a hub's queue), skipping those another hub is claiming.
     fn claim(&self, wants: &[(Capability, u32)]) -> Result<Adopted, StoreError>;
     /// Every hub with a row: live ones, and lost ones not yet taken over.
     fn hubs(&self) -> Result<Vec<HubRecord>, StoreError>;

@@ -2,7 +2,8 @@
 //! others too (PostgreSQL only; a SQLite data directory has one hub). The hub that was asked
 //! publishes the message; every other live hub delivers it to its members, reports whom it
 //! reached, and relays their replies; the first hub collects them. Messages stay ephemeral:
-//! their rows live while the broadcast waits, and the first hub deletes them after.
+//! their rows live while the broadcast waits; the first hub deletes them after, and the rows of
+//! a hub that died meanwhile go with its lease (`forget_orphans`).
 
 use uuid::Uuid;
 
@@ -50,4 +51,10 @@ pub trait SwarmRelay: Send + Sync + 'static {
     fn relayed(&self, id: Uuid) -> Result<Relayed, StoreError>;
     /// Deletes message `id` with its reports (the origin, once done waiting).
     fn forget(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Messages of other hubs this hub has not reported on (a notification missed while its
+    /// listening connection reconnected).
+    fn unreported(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// Deletes the messages of hubs that are gone (their sender crashed before deleting them);
+    /// returns how many.
+    fn forget_orphans(&self) -> Result<u64, StoreError>;
 }

@@ -83,6 +83,10 @@ pub enum Change {
         capability: Capability,
         priority: u8,
         created_at: Timestamp,
+        /// Its place in the ready queue it left (`queue::queue_key`: readiness less priority
+        /// times the aging period): the pool hands tasks out in this order, so priorities age
+        /// across hubs as in one hub's queue.
+        rank: i64,
     },
     /// A new task (just created, `waiting`) whose parents include one another hub holds: stored
     /// with no hub, and taken over by a hub once every parent ended. Not in memory here.

@@ -112,6 +112,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     capability: capability.clone(),
                     priority: task.spec.priority,
                     created_at: task.spec.created_at,
+                    rank: key.0,
                 });
                 released += 1;
             }

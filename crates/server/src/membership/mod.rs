@@ -168,7 +168,6 @@ fn lock(load: &Mutex<HubLoad>) -> std::sync::MutexGuard<'_, HubLoad> {
 }
 
 /// Runs a store call on the blocking pool.
-/// Runs a store call on the blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

@@ -30,13 +30,20 @@ pub struct SwarmParts {
 
 /// Delivers message `id` here and relays the replies (a task of its own per message).
 pub async fn deliver(parts: SwarmParts, id: Uuid) {
-    let relay = parts.relay.clone();
-    let Ok(Some(message)) = blocking(move || relay.message(id)).await else {
+    // Delivered once: a notification and the rescan after a reconnect may both name it.
+    let Some(mut replies) = parts.swarms.open_once(id) else {
         return;
     };
-    if message.origin == parts.me {
-        return;
-    }
+    let relay = parts.relay.clone();
+    let message = match blocking(move || relay.message(id)).await {
+        Ok(Some(message)) if message.origin != parts.me => message,
+        // Gone (its sender stopped waiting), or this hub's own.
+        Ok(_) => return parts.swarms.close(id),
+        Err(e) => {
+            tracing::warn!(error = %e, message = %id, "cannot read a swarm message to deliver");
+            return parts.swarms.close(id);
+        }
+    };
     let Ok(payload) = RawValue::from_string(message.payload) else {
         return;
     };
@@ -46,7 +53,6 @@ pub async fn deliver(parts: SwarmParts, id: Uuid) {
         group: message.group.clone(),
         payload,
     });
-    let mut replies = parts.swarms.open(id);
     let recipients: Vec<AgentId> = parts
         .swarms
         .members(&message.group)
@@ -66,7 +72,7 @@ pub async fn deliver(parts: SwarmParts, id: Uuid) {
     while answered.len() < recipients.len() {
         match tokio::time::timeout_at(deadline, replies.recv()).await {
             Ok(Some((agent, output))) => {
-                if answered.insert(agent) {
+                if recipients.contains(&agent) && answered.insert(agent) {
                     let relay = parts.relay.clone();
                     let output = output.get().to_string();
                     if let Err(e) = blocking(move || relay.replied(id, agent.0, &output)).await {
@@ -78,4 +84,27 @@ pub async fn deliver(parts: SwarmParts, id: Uuid) {
         }
     }
     parts.swarms.close(id);
+}
+
+/// Delivers the messages of other hubs this hub has not reported on: a notification may have
+/// been missed while the listening connection reconnected.
+pub async fn deliver_missed(parts: SwarmParts) {
+    let relay = parts.relay.clone();
+    match blocking(move || relay.unreported()).await {
+        Ok(ids) => {
+            for id in ids {
+                tokio::spawn(deliver(parts.clone(), id));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look for missed swarm messages"),
+    }
+}
+
+/// Deletes the messages of hubs that are gone (they died waiting for replies).
+pub async fn sweep(relay: Arc<dyn SwarmRelay>) {
+    match blocking(move || relay.forget_orphans()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(n, "deleted swarm messages of hubs that are gone"),
+        Err(e) => tracing::warn!(error = %e, "cannot delete the swarm messages of lost hubs"),
+    }
 }

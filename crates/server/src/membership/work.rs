@@ -61,7 +61,10 @@ pub(super) async fn run(
             _ = backstop.tick() => work.hint(None).await && work.unpark().await,
             _ = waits.tick() => work.wake_ended().await,
             Some(notice) = notices.recv() => match notice {
-                Notice::Listening => work.hint(None).await,
+                Notice::Listening => {
+                    tokio::spawn(super::swarm::deliver_missed(work.parts.swarm.clone()));
+                    work.hint(None).await
+                }
                 Notice::Cancel(id) => match id.parse::<uuid::Uuid>() {
                     Ok(id) => work.tell(Command::CancelHeld { task: TaskId(id) }).await,
                     Err(_) => true,
@@ -98,6 +101,7 @@ impl Work {
     /// takes over the tasks of hubs whose lease ended.
     async fn beat(&mut self) -> bool {
         self.refresh_load().await;
+        tokio::spawn(super::swarm::sweep(self.parts.swarm.relay.clone()));
         let others = self.shared.others.load(Ordering::Relaxed);
         if self.told_peers != Some(others) {
             if !self.tell(Command::Peers { others }).await {

@@ -36,7 +36,8 @@ pub async fn list(State(state): State<AppState>) -> Json<SwarmList> {
 }
 
 /// Send one message to every agent of the swarm, on every hub sharing the store, and collect
-/// their replies until all answered or the timeout passed. Messages are not stored.
+/// their replies until all answered or the timeout passed. Messages are kept only while the
+/// broadcast waits.
 #[utoipa::path(post, path = "/api/v1/swarms/{group}/messages", params(("group" = String, Path)),
     request_body = NewSwarmMessage, responses(
     (status = 200, description = "Sent; the replies that came in time", body = SwarmMessageOutcome),
@@ -79,6 +80,7 @@ pub async fn broadcast(
         .map(ToString::to_string)
         .collect();
     let recipients = outcome.recipients.len() as u64;
+    let unreported_hubs = outcome.unreported_hubs as u64;
     let replies = outcome
         .replies
         .into_iter()
@@ -93,5 +95,6 @@ pub async fn broadcast(
         recipients,
         replies,
         missing,
+        unreported_hubs,
     }))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hive_client::worker::Outcome;
 use hive_proto::api::{HubList, NewSwarmMessage, NewTask};
 use hive_proto::protocol::Assignment;
-use hive_store::postgres::scratch::ScratchSchema;
+use hive_store::postgres::scratch::{ScratchSchema, query_on};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -316,8 +316,15 @@ async fn a_broadcast_reaches_the_members_on_every_hub() {
     assert_eq!(senders(&outcome), ["on-a", "on-b"]);
     assert_eq!(outcome.missing.len(), 1, "{outcome:?}");
 
-    // A swarm whose members are all on the other hub, and one nowhere.
-    let outcome = a.client.broadcast("far", &message(2_000)).await.unwrap();
+    assert_eq!(outcome.unreported_hubs, 0);
+
+    // A swarm whose members are all on the other hub: answered once its one member replied,
+    // not at the timeout (a minute; the bound here only stops a hang).
+    let long = message(60_000);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), a.client.broadcast("far", &long))
+        .await
+        .expect("answered when every recipient replied")
+        .unwrap();
     assert_eq!(
         (outcome.recipients, senders(&outcome)),
         (1, vec!["far-on-b".to_string()])
@@ -327,4 +334,10 @@ async fn a_broadcast_reaches_the_members_on_every_hub() {
         matches!(nowhere, Err(hive_client::ClientError::Api { status, .. }) if status == 404),
         "{nowhere:?}"
     );
+    // The messages' rows are gone once their broadcasts ended.
+    eventually("the messages deleted", Duration::from_secs(30), || async {
+        let left = query_on(database.url(), "SELECT count(*) FROM swarm_messages");
+        (left == "0").then_some(())
+    })
+    .await;
 }

@@ -348,7 +348,7 @@ impl Membership for PgMembership {
                     .query(
                         "DELETE FROM pool WHERE task_id IN (
                             SELECT task_id FROM pool WHERE capability = $1
-                            ORDER BY priority DESC, created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                            ORDER BY rank LIMIT $2 FOR UPDATE SKIP LOCKED)
                          RETURNING task_id",
                         &[capability, n],
                     )
@@ -510,9 +510,9 @@ pub enum Notice {
     Listening,
 }
 
-/// Listens on [`POOL_CHANNEL`], [`CANCEL_CHANNEL`] and the swarm channels on a connection of its own (outside the
-/// pool: it stays in LISTEN for the hub's life), reconnecting after a second when it breaks.
-/// Ends when the receiver is dropped.
+/// Listens on [`POOL_CHANNEL`], [`CANCEL_CHANNEL`] and the swarm channels on a connection of
+/// its own (outside the pool: it stays in LISTEN for the hub's life), reconnecting after a
+/// second when it breaks. Ends when the receiver is dropped.
 pub(super) fn listen(shared: &Arc<Shared>) -> mpsc::UnboundedReceiver<Notice> {
     let (tx, rx) = mpsc::unbounded_channel();
     let config = shared.config.clone();

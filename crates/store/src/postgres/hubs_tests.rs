@@ -53,6 +53,7 @@ fn pooled(n: u128, priority: u8) -> [Change; 2] {
             capability: spec.capability.clone(),
             priority: spec.priority,
             created_at: spec.created_at,
+            rank: hive_core::queue::queue_key(spec.created_at, spec.priority, 5_000, spec.id).0,
         },
     ]
 }
@@ -373,4 +374,39 @@ fn a_swarm_message_reaches_the_other_hubs_and_their_reports_reach_the_sender() {
     assert_eq!(at_b.message(message.id).unwrap(), None);
     at_b.replied(message.id, Uuid::now_v7(), "null").unwrap();
     assert_eq!(from_a.relayed(message.id).unwrap(), Default::default());
+}
+
+#[test]
+fn a_long_pooled_task_ages_past_fresher_higher_priorities() {
+    let Some(database) = ScratchSchema::for_test("pooled_work_ages") else {
+        return;
+    };
+    let a = hub(&database, "a");
+    // Priority 0 submitted a minute before a priority-9 task: with 5 s aging, 12 levels older.
+    let old_low = TaskSpec {
+        created_at: Timestamp(1_000),
+        ..spec(1, 0, Vec::new())
+    };
+    let new_high = TaskSpec {
+        created_at: Timestamp(61_000),
+        ..spec(2, 9, Vec::new())
+    };
+    let mut changes = Vec::new();
+    for spec in [&old_low, &new_high] {
+        changes.push(created(spec, TaskStatus::Queued));
+        changes.push(Change::TaskReleased {
+            task: spec.id,
+            capability: spec.capability.clone(),
+            priority: spec.priority,
+            created_at: spec.created_at,
+            rank: hive_core::queue::queue_key(spec.created_at, spec.priority, 5_000, spec.id).0,
+        });
+    }
+    a.writer().apply(&[&changes]).unwrap();
+    let first = a.membership().claim(&[(echo(), 1)]).unwrap();
+    assert_eq!(
+        ids(&first),
+        vec![1],
+        "the aged task first, as in one hub's queue"
+    );
 }

@@ -64,6 +64,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (7, include_str!("../../migrations/postgres/0007_hubs.sql")),
     (8, include_str!("../../migrations/postgres/0008_swarm.sql")),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_pool_rank.sql"),
+    ),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.

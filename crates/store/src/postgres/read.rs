@@ -123,7 +123,7 @@ async fn query(
 }
 
 /// A column, with a decoding failure as a store error.
-fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
+pub(super) fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
     row.try_get(index).map_err(db_error)
 }
 

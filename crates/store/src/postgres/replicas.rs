@@ -184,7 +184,11 @@ impl Replica {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let in_rotation = self.in_rotation.load(Ordering::Acquire);
+        // As reads see it: a replica whose last good check is too old does not answer.
+        let in_rotation = self.answers()
+            && health
+                .good_at
+                .is_some_and(|at| at.elapsed() < CHECK_VALID_FOR);
         ReplicaStats {
             label: self.label.clone(),
             in_rotation,

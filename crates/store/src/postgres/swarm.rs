@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::read::col;
 use super::{Shared, db_error};
 use crate::StoreError;
 use crate::swarm::{Relayed, SWARM_CHANNEL, SWARM_REPLY_CHANNEL, SwarmMessage, SwarmRelay};
@@ -73,8 +74,8 @@ impl SwarmRelay for PgSwarmRelay {
                 .await
                 .map_err(db_error)?
                 .iter()
-                .map(|row| row.get::<_, Uuid>(0))
-                .collect();
+                .map(|row| col(row, 0))
+                .collect::<Result<Vec<Uuid>, _>>()?;
             tx.execute(
                 "SELECT pg_notify($1, $2)",
                 &[&SWARM_CHANNEL, &message.id.to_string()],
@@ -96,13 +97,16 @@ impl SwarmRelay for PgSwarmRelay {
                 )
                 .await
                 .map_err(db_error)?;
-            Ok(row.map(|row| SwarmMessage {
-                id,
-                group: row.get(0),
-                payload: row.get(1),
-                origin: row.get(2),
-                timeout_ms: row.get::<_, i64>(3).max(0) as u64,
-            }))
+            row.map(|row| {
+                Ok(SwarmMessage {
+                    id,
+                    group: col(&row, 0)?,
+                    payload: col(&row, 1)?,
+                    origin: col(&row, 2)?,
+                    timeout_ms: col::<i64>(&row, 3)?.max(0) as u64,
+                })
+            })
+            .transpose()
         })
     }
 
@@ -144,8 +148,8 @@ impl SwarmRelay for PgSwarmRelay {
                 .await
                 .map_err(db_error)?
                 .iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
+                .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
+                .collect::<Result<_, StoreError>>()?;
             let replies = client
                 .query(
                     "SELECT agent_id, output FROM swarm_replies WHERE message_id = $1",
@@ -154,9 +158,39 @@ impl SwarmRelay for PgSwarmRelay {
                 .await
                 .map_err(db_error)?
                 .iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
+                .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
+                .collect::<Result<_, StoreError>>()?;
             Ok(Relayed { delivered, replies })
+        })
+    }
+
+    fn unreported(&self) -> Result<Vec<Uuid>, StoreError> {
+        let hub = self.shared.hub;
+        self.shared.block(|shared| async move {
+            let client = shared.connection().await?;
+            let rows = client
+                .query(
+                    "SELECT id FROM swarm_messages m WHERE origin <> $1 AND NOT EXISTS (
+                        SELECT 1 FROM swarm_deliveries d WHERE d.message_id = m.id AND d.hub = $1)",
+                    &[&hub],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter().map(|row| col(row, 0)).collect()
+        })
+    }
+
+    fn forget_orphans(&self) -> Result<u64, StoreError> {
+        self.shared.block(|shared| async move {
+            let client = shared.connection().await?;
+            client
+                .execute(
+                    "DELETE FROM swarm_messages m
+                     WHERE NOT EXISTS (SELECT 1 FROM hubs h WHERE h.id = m.origin)",
+                    &[],
+                )
+                .await
+                .map_err(db_error)
         })
     }
 

@@ -405,8 +405,9 @@ impl Sql {
             Sql::DeleteAgent => "DELETE FROM agents WHERE id = ANY($1::uuid[])",
             Sql::ReleaseTask => "UPDATE tasks SET hub = NULL WHERE id = ANY($1::uuid[])",
             Sql::InsertPool => {
-                "INSERT INTO pool (task_id, capability, priority, created_at)
-                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[])"
+                "INSERT INTO pool (task_id, capability, priority, created_at, rank)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[],
+                    $5::bigint[])"
             }
             Sql::InsertParked => {
                 "INSERT INTO parked (task_id, parents)
@@ -617,6 +618,7 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
             capability,
             priority,
             created_at,
+            rank,
         } => {
             rows.push(Row {
                 sql: Sql::ReleaseTask,
@@ -631,6 +633,7 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
                     text(capability.as_str()),
                     int_v(i32::from(*priority)),
                     big(ts(*created_at)),
+                    big(*rank),
                 ],
             });
         }

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (6, include_str!("../../migrations/0006_consensus.sql")),
     (7, include_str!("../../migrations/0007_hubs.sql")),
     (8, include_str!("../../migrations/0008_swarm.sql")),
+    (9, include_str!("../../migrations/0009_pool_rank.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

@@ -1,0 +1,3 @@
+-- The shared pool is PostgreSQL's (postgres/0009_pool_rank.sql). A SQLite data directory has
+-- one hub, so this version changes nothing here; it exists so that both stores count their
+-- versions alike.
