@@ -21,7 +21,12 @@ pub struct Swarms {
     pending: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Reply>>>,
     /// Broadcasts sent from here that other hubs relay: woken when one of them reports.
     relayed: Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>,
+    /// Messages of other hubs delivered here lately, and when (see `open_once`).
+    delivered: Mutex<HashMap<Uuid, std::time::Instant>>,
 }
+
+/// How long a delivered message is remembered: past the longest wait a broadcast may have.
+const REMEMBER_DELIVERED: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Swarms {
     pub fn join(&self, agent: AgentId, groups: &[String]) {
@@ -65,12 +70,18 @@ impl Swarms {
         lock(&self.pending).remove(&id);
     }
 
-    /// Like [`open`](Self::open), unless replies to `id` are collected here already (`None`).
+    /// Like [`open`](Self::open) for a message another hub sent, unless it is being delivered
+    /// here or was lately (`None`): a notification and the look for missed messages after a
+    /// reconnect may both name it.
     pub fn open_once(&self, id: Uuid) -> Option<mpsc::UnboundedReceiver<Reply>> {
         let mut pending = lock(&self.pending);
-        if pending.contains_key(&id) {
+        let mut delivered = lock(&self.delivered);
+        if pending.contains_key(&id) || delivered.contains_key(&id) {
             return None;
         }
+        let now = std::time::Instant::now();
+        delivered.retain(|_, at| now.duration_since(*at) < REMEMBER_DELIVERED);
+        delivered.insert(id, now);
         let (tx, rx) = mpsc::unbounded_channel();
         pending.insert(id, tx);
         Some(rx)

@@ -54,7 +54,7 @@ pub trait SwarmRelay: Send + Sync + 'static {
     /// Messages of other hubs this hub has not reported on (a notification missed while its
     /// listening connection reconnected).
     fn unreported(&self) -> Result<Vec<Uuid>, StoreError>;
-    /// Deletes the messages of hubs that are gone (their sender crashed before deleting them);
-    /// returns how many.
+    /// Deletes the messages of hubs that are gone (their sender crashed before deleting them)
+    /// and those whose wait ended a minute ago or more; returns how many.
     fn forget_orphans(&self) -> Result<u64, StoreError>;
 }

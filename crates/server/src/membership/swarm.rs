@@ -41,11 +41,12 @@ pub async fn deliver(parts: SwarmParts, id: Uuid) {
         Ok(_) => return parts.swarms.close(id),
         Err(e) => {
             tracing::warn!(error = %e, message = %id, "cannot read a swarm message to deliver");
-            return parts.swarms.close(id);
+            return report_nobody(&parts, id).await;
         }
     };
     let Ok(payload) = RawValue::from_string(message.payload) else {
-        return;
+        tracing::warn!(message = %id, "a swarm message whose payload is not JSON");
+        return report_nobody(&parts, id).await;
     };
     let deadline = Instant::now() + Duration::from_millis(message.timeout_ms);
     let frame = SharedMessage::new(HubMessage::Message {
@@ -82,6 +83,16 @@ pub async fn deliver(parts: SwarmParts, id: Uuid) {
             }
             _ => break,
         }
+    }
+    parts.swarms.close(id);
+}
+
+/// Reports that this hub delivered message `id` to nobody, so that its sender does not wait for
+/// this hub to its timeout.
+async fn report_nobody(parts: &SwarmParts, id: Uuid) {
+    let relay = parts.relay.clone();
+    if let Err(e) = blocking(move || relay.delivered(id, &[])).await {
+        tracing::warn!(error = %e, message = %id, "cannot report a swarm delivery");
     }
     parts.swarms.close(id);
 }

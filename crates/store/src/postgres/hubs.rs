@@ -348,7 +348,7 @@ impl Membership for PgMembership {
                     .query(
                         "DELETE FROM pool WHERE task_id IN (
                             SELECT task_id FROM pool WHERE capability = $1
-                            ORDER BY rank LIMIT $2 FOR UPDATE SKIP LOCKED)
+                            ORDER BY rank, task_id LIMIT $2 FOR UPDATE SKIP LOCKED)
                          RETURNING task_id",
                         &[capability, n],
                     )

@@ -410,3 +410,17 @@ fn a_long_pooled_task_ages_past_fresher_higher_priorities() {
         "the aged task first, as in one hub's queue"
     );
 }
+
+#[test]
+fn a_task_pooled_without_a_rank_by_an_older_hub_gets_the_default_agings() {
+    let Some(database) = ScratchSchema::for_test("pool_rank_default") else {
+        return;
+    };
+    let _hub = hub(&database, "a");
+    let rank = super::scratch::query_on(
+        database.url(),
+        "INSERT INTO pool (task_id, capability, priority, created_at)
+         VALUES (gen_random_uuid(), 'echo', 3, 100000) RETURNING rank",
+    );
+    assert_eq!(rank, (100_000 - 3 * 5_000).to_string());
+}

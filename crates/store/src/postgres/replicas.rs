@@ -195,7 +195,11 @@ impl Replica {
             lag_seconds: health.lag_seconds,
             reads: self.reads.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
-            problem: if in_rotation { None } else { health.problem },
+            problem: match (in_rotation, health.problem) {
+                (true, _) => None,
+                (false, Some(problem)) => Some(problem),
+                (false, None) => Some("no good check for 2 s (the checks stall)".into()),
+            },
         }
     }
 

@@ -10,6 +10,10 @@ use super::{Shared, db_error};
 use crate::StoreError;
 use crate::swarm::{Relayed, SWARM_CHANNEL, SWARM_REPLY_CHANNEL, SwarmMessage, SwarmRelay};
 
+/// How long past its wait a message is kept at most (its sender deletes it at once, unless a
+/// publish that timed out on its side committed after that delete).
+const STALE_AFTER_MS: i64 = 60_000;
+
 /// The database's clock, as the hubs' leases use it.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
@@ -185,9 +189,12 @@ impl SwarmRelay for PgSwarmRelay {
             let client = shared.connection().await?;
             client
                 .execute(
-                    "DELETE FROM swarm_messages m
-                     WHERE NOT EXISTS (SELECT 1 FROM hubs h WHERE h.id = m.origin)",
-                    &[],
+                    &format!(
+                        "DELETE FROM swarm_messages m
+                         WHERE NOT EXISTS (SELECT 1 FROM hubs h WHERE h.id = m.origin)
+                            OR sent_at + timeout_ms + $1 < {NOW_MS}"
+                    ),
+                    &[&STALE_AFTER_MS],
                 )
                 .await
                 .map_err(db_error)
