@@ -27,6 +27,10 @@ use crate::swarms::Swarms;
 /// the listening connection reconnects), and the hubs still waited for are checked to be live.
 const REPORTS_BACKSTOP: Duration = Duration::from_millis(200);
 
+/// How long publishing a message to the other hubs may take at most, whatever the broadcast's
+/// own wait for replies.
+const PUBLISH_LIMIT: Duration = Duration::from_secs(2);
+
 /// What a broadcast reached.
 pub struct Outcome {
     pub recipients: Vec<AgentId>,
@@ -190,9 +194,12 @@ impl Elsewhere {
             waiting_for: HashSet::new(),
             wake,
         };
+        // Sending is bounded apart from the wait for replies: a broadcast that waits for none
+        // (timeout 0) is still delivered.
+        let limit = deadline.max(Instant::now() + PUBLISH_LIMIT);
         let publishing = relay.clone();
         let published =
-            tokio::time::timeout_at(deadline, blocking(move || publishing.publish(&message)))
+            tokio::time::timeout_at(limit, blocking(move || publishing.publish(&message)))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Database("publishing timed out".into())))?;
         elsewhere.waiting_for = published.into_iter().collect();

@@ -329,6 +329,13 @@ async fn a_broadcast_reaches_the_members_on_every_hub() {
         (outcome.recipients, senders(&outcome)),
         (1, vec!["far-on-b".to_string()])
     );
+    // No wait for replies at all: still sent; answered before b could report (so b counts as
+    // unreported) or just after (404), never as a failure of the store.
+    match a.client.broadcast("nobody", &message(0)).await {
+        Ok(outcome) => assert_eq!((outcome.recipients, outcome.unreported_hubs), (0, 1)),
+        Err(hive_client::ClientError::Api { status, .. }) => assert_eq!(status, 404),
+        Err(e) => panic!("{e}"),
+    }
     let nowhere = a.client.broadcast("nobody", &message(2_000)).await;
     assert!(
         matches!(nowhere, Err(hive_client::ClientError::Api { status, .. }) if status == 404),
