@@ -2,7 +2,7 @@
 //! counts read on the replica, except a client's reads after its own writes, which see them even
 //! while the replica lags; the replica's state in /metrics.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hive_proto::api::NewTask;
 use hive_server::{HubIdentity, PoolBounds, PostgresConfig, ReplicaConfig};
@@ -32,14 +32,6 @@ async fn replica_answers(url: &str) -> f64 {
         .expect("the replica's queries in /metrics")
 }
 
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what}: not within a minute");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reads_its_own_writes_while_others_read_the_lagging_replica() {
     let Some(database) = ScratchSchema::for_test("replica reads") else {
@@ -67,25 +59,37 @@ async fn a_client_reads_its_own_writes_while_others_read_the_lagging_replica() {
     let other = http_from_other_address();
 
     let first = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
-    until("the replica in rotation", async || {
-        metrics_text(&t.url)
-            .await
-            .lines()
-            .any(|l| l.starts_with("hive_store_replica_in_rotation") && l.ends_with(" 1"))
-    })
+    eventually(
+        "the replica in rotation",
+        Duration::from_secs(60),
+        || async {
+            (metrics_text(&t.url)
+                .await
+                .lines()
+                .any(|l| l.starts_with("hive_store_replica_in_rotation") && l.ends_with(" 1")))
+            .then_some(())
+        },
+    )
     .await;
-    until("the other client sees the first task", async || {
-        listed_ids(&other, &t.url, 1000).await.contains(&first)
-    })
+    eventually(
+        "the other client sees the first task",
+        Duration::from_secs(60),
+        || async { (listed_ids(&other, &t.url, 1000).await.contains(&first)).then_some(()) },
+    )
     .await;
 
     // Replay paused (it pauses at the next record it replays: tasks are submitted until it has).
     execute_on(&replica_url, "SELECT pg_wal_replay_pause()");
     let resume = Paused(replica_url.clone());
-    until("the replica's replay pauses", async || {
-        t.client.submit(&NewTask::new("filler")).await.unwrap();
-        query_on(&replica_url, "SELECT pg_get_wal_replay_pause_state()") == "paused"
-    })
+    eventually(
+        "the replica's replay pauses",
+        Duration::from_secs(60),
+        || async {
+            t.client.submit(&NewTask::new("filler")).await.unwrap();
+            (query_on(&replica_url, "SELECT pg_get_wal_replay_pause_state()") == "paused")
+                .then_some(())
+        },
+    )
     .await;
     let second = t.client.submit(&NewTask::new("echo")).await.unwrap().id;
     assert!(
@@ -105,9 +109,15 @@ async fn a_client_reads_its_own_writes_while_others_read_the_lagging_replica() {
     );
 
     drop(resume);
-    until(
+    eventually(
         "the other client sees the second task once replayed",
-        async || listed_ids(&other, &t.url, 1000).await.contains(&second),
+        Duration::from_secs(60),
+        || async {
+            listed_ids(&other, &t.url, 1000)
+                .await
+                .contains(&second)
+                .then_some(())
+        },
     )
     .await;
     t.hub.shutdown().await;

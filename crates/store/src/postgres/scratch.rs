@@ -66,11 +66,7 @@ impl ScratchSchema {
             self.schema
         ));
         let config = tokio_postgres::Config::from_str(&self.admin).expect("a URL");
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => "127.0.0.1".into(),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let (host, port) = host_port(&config);
         let db = config.get_dbname().unwrap_or("postgres");
         self.url = format!(
             "postgres://{role}@{host}:{port}/{db}?options=-c%20search_path%3D{}",
@@ -140,12 +136,17 @@ pub fn replica_for_test(test: &str) -> Option<String> {
     };
     let config = tokio_postgres::Config::from_str(&url)
         .unwrap_or_else(|e| panic!("HIVE_TEST_POSTGRES_REPLICA: {e}"));
+    let (host, port) = host_port(&config);
+    Some(format!("{host}:{port}"))
+}
+
+/// The TCP host and port a test URL names (loopback and 5432 when it names none).
+fn host_port(config: &tokio_postgres::Config) -> (String, u16) {
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         _ => "127.0.0.1".into(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    Some(format!("{host}:{port}"))
+    (host, config.get_ports().first().copied().unwrap_or(5432))
 }
 
 impl Drop for ScratchSchema {
