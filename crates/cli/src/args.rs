@@ -51,6 +51,10 @@ pub enum Command {
     Drain(DrainArgs),
     /// Alerts pending or firing, and the recent history.
     Alerts(OutputArgs),
+    /// Serve the Model Context Protocol on stdin and stdout, for an LLM client that starts it
+    /// (a desktop app, an IDE): its tools submit, follow and cancel tasks on the hub at --hub,
+    /// with --token. The hub itself serves the same tools at /mcp (streamable HTTP).
+    Mcp,
     /// API tokens (admin): create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),

@@ -44,11 +44,12 @@ const DEFAULT_HUB: &str = "http://127.0.0.1:7700";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The benchmark's workers would log every (re)connect over its table.
+    // The benchmark's workers would log every (re)connect over its table; rmcp logs three lines
+    // at info for every MCP request.
     let default_level = if matches!(cli.command, Command::Bench(_)) {
         "warn"
     } else {
-        "info"
+        "info,rmcp=warn"
     };
     // `Targets`, not `EnvFilter`: the same `HIVE_LOG=info,hive_server=debug` syntax without a
     // regex engine, whose start-up was a measurable part of the hub's idle memory.
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
             Command::Hubs(args) => commands::client::hubs(args, hub).await,
             Command::Alerts(args) => commands::client::alerts(args, hub).await,
             Command::Drain(args) => commands::client::drain(args, hub).await,
+            Command::Mcp => commands::mcp::run(hub).await,
             Command::Token(command) => commands::tokens::run(command, hub).await,
             Command::Bench(args) => commands::bench::run(args, cli.hub.as_deref()).await,
         }

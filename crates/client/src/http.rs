@@ -183,6 +183,26 @@ impl HubClient {
 
     const NO_BODY: Option<&'static ()> = None;
 
+    /// Any call by its method and path (with query), its body and answer as JSON; for callers
+    /// that pass the API's values through (`hive mcp`). `timeout` bounds the whole call.
+    pub async fn json(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<serde_json::Value, ClientError> {
+        Ok(self.call(method, target, body, timeout).await?.1)
+    }
+
+    /// The hub's OpenAPI document (`/api/openapi.json`, open to anyone).
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        Ok(self
+            .call(Method::GET, "/api/openapi.json", Self::NO_BODY, None)
+            .await?
+            .1)
+    }
+
     /// Submits one task; the answer is the task as accepted (or the earlier one with the same
     /// idempotency key).
     pub async fn submit(&self, task: &NewTask) -> Result<Task, ClientError> {

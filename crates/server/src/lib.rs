@@ -15,6 +15,7 @@
 //! - [`actor`]: the single owner of the scheduler; [`actor::effects`] runs after each commit.
 //! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI, `/metrics`, the live
 //!   streams and the dashboard's assets; [`ws_agent`]: `/ws/agent`, framed by [`framer`].
+//! - [`mcp`]: `/mcp`, the Model Context Protocol, whose tools call the routes in process.
 //! - [`json`], [`error`], [`views`]: request parsing, error bodies, wire-type conversions.
 //! - [`connections`], [`waiters`]: where frames and wake-ups are delivered.
 //! - [`swarms`]: swarm membership and broadcast replies (ephemeral, not stored).
@@ -37,6 +38,7 @@ pub mod framer;
 pub mod hub;
 pub mod json;
 pub mod listener;
+pub mod mcp;
 pub mod membership;
 pub mod metrics;
 pub mod query_cache;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod mcp;
 pub mod serve;
 pub mod tokens;
 pub mod worker;

@@ -135,6 +135,15 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
     let Some(needed) = required(request.method(), path, state.config.auth.open_metrics) else {
         return next.run(request).await;
     };
+    // A call the hub makes to itself for a caller whose token `/mcp` checked: its role decides
+    // again, for this route, but the rate limit counted the caller's request already.
+    if let Some(Delegated(who)) = request.extensions().get::<Delegated>().cloned() {
+        if !who.role.allows(needed) {
+            return role_forbids(&who);
+        }
+        request.extensions_mut().insert(who);
+        return next.run(request).await;
+    }
     let principal = presented(request.headers()).and_then(|t| tokens.verify(t));
     match principal {
         None => {
@@ -144,15 +153,7 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
             response
         }
-        Some(who) if !who.role.allows(needed) => ApiError::Forbidden {
-            code: "forbidden_role",
-            message: format!(
-                "the token {:?} has the role {}, which may not do this",
-                who.name,
-                who.role.as_str()
-            ),
-        }
-        .into_response(),
+        Some(who) if !who.role.allows(needed) => role_forbids(&who),
         Some(who) => {
             if let Err(wait_ms) = state.rate_limiter.take(&who, state.clock.now().0) {
                 return ApiError::RateLimited {
@@ -165,6 +166,24 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
             next.run(request).await
         }
     }
+}
+
+/// A request the hub makes to itself on behalf of `0`, whose token was verified on the request
+/// that caused it (an `/mcp` tool's REST call). Only the hub can set it: a request extension
+/// never comes from the network.
+#[derive(Debug, Clone)]
+pub struct Delegated(pub Principal);
+
+fn role_forbids(who: &Principal) -> Response {
+    ApiError::Forbidden {
+        code: "forbidden_role",
+        message: format!(
+            "the token {:?} has the role {}, which may not do this",
+            who.name,
+            who.role.as_str()
+        ),
+    }
+    .into_response()
 }
 
 /// Completes when the token `who` connected with is revoked, so that a WebSocket opened with it

@@ -16,14 +16,23 @@ pub mod tokens;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, post_service};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::ws_agent;
 
+/// The hub's HTTP surface. `/mcp`'s tools call the same routes in process (crate::mcp), through
+/// the same layers, so they are built twice: once without `/mcp` for the tools, once with it.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.config.max_body_bytes;
+    let inner = secured(routes(), &state);
+    let mcp = crate::mcp::service(inner, &state);
+    // POST only: stateless, the hub has no stream to offer on a GET (405 from the fallback).
+    let mcp = post_service(mcp).layer(middleware::from_fn(crate::mcp::json_errors));
+    secured(routes().route("/mcp", mcp), &state)
+}
+
+fn routes() -> Router<AppState> {
     let api = Router::new()
         .route("/tasks", post(tasks::create).get(tasks::list))
         .route("/tasks/batch", post(tasks::create_batch))
@@ -42,7 +51,7 @@ pub fn app(state: AppState) -> Router {
         .route("/alerts", get(alerts::list))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{name}/revoke", post(tokens::revoke));
-    let mut router = Router::new()
+    Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(system::openapi))
         .route("/healthz", get(system::healthz))
@@ -52,7 +61,12 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/performance", get(metrics::performance))
         .route("/ws/events", get(events::stream))
         .route("/", get(dashboard::index))
-        .route("/assets/{*path}", get(dashboard::asset));
+        .route("/assets/{*path}", get(dashboard::asset))
+}
+
+/// `router` with the checks every route passes, and the answers for routes that do not exist.
+fn secured(mut router: Router<AppState>, state: &AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
     // Route layers run only for a route and method that exist: anything else is answered 404 or
     // 405 by the fallbacks below, with no token needed to learn that (the routes are public in
     // the OpenAPI document anyway). The last added runs first.
@@ -80,7 +94,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::auth::browser::guard,
         ))
-        .with_state(state)
+        .with_state(state.clone())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
