@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 use crate::args::ServeArgs;
 
+mod llm;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -36,6 +38,8 @@ pub struct RawConfig {
     limits: LimitsSection,
     #[serde(default)]
     auth: AuthSection,
+    #[serde(default)]
+    llm: llm::LlmSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -441,6 +445,7 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     if config.builtin_threads > 1024 {
         bail!("executors.threads must be at most 1024 (0 turns built-in executors off)");
     }
+    config.llm = llm::providers(file.llm, |name| std::env::var(name).ok())?;
     if let Some(ms) = file.metrics.interval_ms {
         let min = hive_server::metrics::snapshot::MIN_INTERVAL;
         if ms < min.as_millis() as u64 {

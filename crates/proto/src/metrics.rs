@@ -50,6 +50,25 @@ pub struct MetricsSnapshot {
     pub process: ProcessMetrics,
     /// The machine's 1-minute load average.
     pub load_avg: Option<f64>,
+    /// LLM providers' requests and tokens since the hub started, by capability
+    /// (`llm:<provider>/<model>`); empty without `[[llm.providers]]`.
+    #[serde(default)]
+    pub llm: BTreeMap<String, LlmUsage>,
+}
+
+/// What one model of one LLM provider was asked and answered, since the hub started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LlmUsage {
+    pub provider: String,
+    pub model: String,
+    /// Requests answered with a completion.
+    pub requests: u64,
+    /// Requests that got none (refused, throttled, unreachable, malformed).
+    pub failed_requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// What the tokens cost, at the configured prices (absent without prices).
+    pub cost: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]

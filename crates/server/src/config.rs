@@ -41,6 +41,8 @@ pub struct HubConfig {
     /// Threads of the CPU pool that runs the built-in executors; 0: no built-in executors (and
     /// no `builtin` agent).
     pub builtin_threads: usize,
+    /// LLM providers (`[[llm.providers]]`), an agent each.
+    pub llm: Vec<crate::llm::Provider>,
     /// How often a metrics snapshot is taken (at least `MIN_INTERVAL`, 100 ms).
     pub metrics_interval: Duration,
     /// False: nothing is measured (to measure what measuring costs); the metric routes answer
@@ -146,6 +148,7 @@ impl HubConfig {
             commit_queue: 1024,
             max_changes_per_commit: 20_000,
             builtin_threads: 0,
+            llm: Vec::new(),
             metrics_interval: crate::metrics::snapshot::DEFAULT_INTERVAL,
             metrics_enabled: true,
             alerts: crate::alerts::AlertConfig::default(),

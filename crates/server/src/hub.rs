@@ -52,6 +52,8 @@ pub enum StartError {
     Unprotected { addr: SocketAddr },
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("the hub stopped before the LLM providers' agents registered")]
+    Llm,
     #[error("TLS (--tls-cert / --tls-key): {0}")]
     Tls(#[from] hive_tls::TlsError),
 }
@@ -232,6 +234,9 @@ impl Hub {
         if state.config.builtin_threads > 0 {
             crate::builtin::start(&state, state.config.builtin_threads).await?;
         }
+        crate::llm::start(&state, &state.config.llm)
+            .await
+            .map_err(|_| StartError::Llm)?;
         let limits = state.config.connections;
         let app = routes::app(state.clone());
         let server = tokio::spawn(crate::listener::serve(

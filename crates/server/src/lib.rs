@@ -19,7 +19,8 @@
 //! - [`json`], [`error`], [`views`]: request parsing, error bodies, wire-type conversions.
 //! - [`connections`], [`waiters`]: where frames and wake-ups are delivered.
 //! - [`swarms`]: swarm membership and broadcast replies (ephemeral, not stored).
-//! - [`builtin`]: the built-in executors and their CPU pool, as the agent `builtin`.
+//! - [`local_agent`]: an agent inside the hub; [`builtin`]: the built-in executors and their CPU
+//!   pool, as the local agent `builtin`; [`llm`]: OpenAI-compatible providers, an agent each.
 //! - [`metrics`]: what the hub measures and its snapshots; [`alerts`]: rules evaluated on them;
 //!   [`events`]: committed changes for `/ws/events`; [`streams`]: pushing to slow clients safely.
 
@@ -38,6 +39,8 @@ pub mod framer;
 pub mod hub;
 pub mod json;
 pub mod listener;
+pub mod llm;
+pub mod local_agent;
 pub mod mcp;
 pub mod membership;
 pub mod metrics;

@@ -180,8 +180,20 @@ impl NextStatus {
 /// What an agent reports for an attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
-    Success { output: String },
-    Failure { error: String, retryable: bool },
+    Success {
+        output: String,
+    },
+    Failure {
+        error: String,
+        retryable: bool,
+    },
+    /// A failure worth retrying once a pause has passed: the agent's own dependency said when
+    /// (an LLM provider's `429` with `Retry-After`). The next attempt waits `retry_after_ms`,
+    /// or its backoff when that is longer.
+    Throttled {
+        error: String,
+        retry_after_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -378,7 +378,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             Report::Success { output } => {
                 self.end_replica(task, attempt, Ok(output.into()), now);
             }
-            Report::Failure { error, .. } => {
+            Report::Failure { error, .. } | Report::Throttled { error, .. } => {
                 self.end_replica(task, attempt, Err((AttemptOutcome::Failed, error)), now);
             }
         }

@@ -535,7 +535,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 AttemptOutcome::Succeeded,
                 Some(output.into()),
                 None,
-                false,
+                Retry::No,
                 now,
             ),
             Report::Failure { error, retryable } => self.end_attempt(
@@ -543,7 +543,24 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 AttemptOutcome::Failed,
                 None,
                 Some(error),
-                retryable,
+                if retryable {
+                    Retry::AFTER_BACKOFF
+                } else {
+                    Retry::No
+                },
+                now,
+            ),
+            Report::Throttled {
+                error,
+                retry_after_ms,
+            } => self.end_attempt(
+                task,
+                AttemptOutcome::Failed,
+                None,
+                Some(error),
+                Retry::Backoff {
+                    at_least_ms: retry_after_ms,
+                },
                 now,
             ),
         }
@@ -563,7 +580,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 });
             }
             let error = Some("cancelled".to_string());
-            self.end_attempt(id, AttemptOutcome::Cancelled, None, error, false, now);
+            self.end_attempt(id, AttemptOutcome::Cancelled, None, error, Retry::No, now);
         } else {
             self.finish_unstarted(id, TaskStatus::Cancelled, None, now);
         }
@@ -603,7 +620,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                             AttemptOutcome::LeaseExpired,
                             None,
                             Some(error),
-                            true,
+                            Retry::AFTER_BACKOFF,
                             now,
                         );
                         // The agent may still be at it: tell it to stop, since its slot is
@@ -781,7 +798,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         outcome: AttemptOutcome,
         output: Option<Arc<str>>,
         error: Option<String>,
-        retryable: bool,
+        retry: Retry,
         now: Timestamp,
     ) {
         let task = self.tasks.get_mut(&id).expect("active task");
@@ -800,9 +817,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
             AttemptOutcome::Succeeded => NextStatus::Succeeded,
             AttemptOutcome::Cancelled => NextStatus::Cancelled,
             AttemptOutcome::Failed | AttemptOutcome::LeaseExpired
-                if retryable && attempt < task.spec.max_attempts =>
+                if retry != Retry::No && attempt < task.spec.max_attempts =>
             {
-                let delay = task.spec.backoff.delay_ms(id, attempt);
+                let at_least_ms = match retry {
+                    Retry::Backoff { at_least_ms } => at_least_ms,
+                    Retry::No => 0,
+                };
+                let delay = task.spec.backoff.delay_ms(id, attempt).max(at_least_ms);
                 NextStatus::Retry {
                     not_before: now.plus_ms(delay),
                 }
@@ -950,4 +971,18 @@ impl AttemptEnd<'_> {
             AttemptOutcome::Cancelled => {}
         }
     }
+}
+
+/// Whether an ended attempt's task may run again, and how soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    No,
+    /// After the task's backoff, and at least `at_least_ms`.
+    Backoff {
+        at_least_ms: u64,
+    },
+}
+
+impl Retry {
+    const AFTER_BACKOFF: Retry = Retry::Backoff { at_least_ms: 0 };
 }

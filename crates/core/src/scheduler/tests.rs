@@ -247,6 +247,38 @@ fn a_task_that_always_fails_stops_after_max_attempts() {
 }
 
 #[test]
+fn a_throttled_failure_waits_its_retry_after_or_its_backoff_if_longer() {
+    // (retry_after_ms, the least and most delay): the backoff of a first attempt is 50-100 ms.
+    for (retry_after_ms, least, most) in [(5_000, 5_000, 5_000), (10, 50, 100)] {
+        let mut s = sched();
+        s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));
+        s.submit(spec(1, "a"), Timestamp(0), &mut none).unwrap();
+        s.take_changes();
+        let throttled = Report::Throttled {
+            error: "429 Too Many Requests".into(),
+            retry_after_ms,
+        };
+        s.report(agent_id(1), task_id(1), 1, throttled, Timestamp(20))
+            .unwrap();
+        let changes = s.take_changes();
+        let Some(Change::AttemptEnded {
+            outcome: AttemptOutcome::Failed,
+            next: NextStatus::Retry { not_before },
+            ..
+        }) = changes.first()
+        else {
+            panic!("expected a retry, got {changes:?}");
+        };
+        let delay = not_before.ms_since(Timestamp(20));
+        assert!(
+            (least..=most).contains(&delay),
+            "retry after {retry_after_ms} ms: delay {delay} ms not in [{least}, {most}]"
+        );
+        s.check_invariants().unwrap();
+    }
+}
+
+#[test]
 fn a_non_retryable_failure_fails_at_once() {
     let mut s = sched();
     s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(0));

@@ -1,8 +1,6 @@
 //! Built-in executors: work the hub does itself, with no worker process, on its CPU pool
-//! ([`pool`]). They form one agent, `builtin`, registered at start like any other: the scheduler
-//! leases, times out, retries and cancels its attempts the same way, and its assignments arrive
-//! through [`Connections`](crate::connections::Connections) as a worker's would, only without a
-//! socket. Capabilities: [`sha256::CAPABILITY`].
+//! ([`pool`]). They form one [local agent](crate::local_agent), `builtin`, registered at start
+//! like any other. Capabilities: [`sha256::CAPABILITY`].
 
 pub mod pool;
 pub mod sha256;
@@ -10,15 +8,11 @@ pub mod sha256;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hive_core::{AgentId, AgentSpec, Capability, Report, TaskId};
-use hive_proto::protocol::{Assignment, HubMessage};
-use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
+use hive_proto::protocol::Assignment;
 
-use crate::actor::Command;
-use crate::connections::Outbound;
+use crate::local_agent::{self, HubStopped, LocalAgent, Work};
 use crate::state::AppState;
 use pool::CpuPool;
 
@@ -49,7 +43,6 @@ pub enum BuiltinError {
 /// closes its connections. Two slots per thread, so each thread has its next job at hand.
 pub async fn start(state: &AppState, threads: usize) -> Result<AgentId, BuiltinError> {
     let pool = CpuPool::new(threads)?;
-    let agent = AgentId(Uuid::now_v7());
     let spec = AgentSpec {
         name: "builtin".into(),
         capabilities: EXECUTORS
@@ -63,64 +56,31 @@ pub async fn start(state: &AppState, threads: usize) -> Result<AgentId, BuiltinE
             .collect(),
         slots: (pool.size() * 2) as u32,
     };
-    let (outbound, queue) = crate::connections::outbound();
-    state.connections.insert(agent, outbound);
-    let (registered, is_registered) = oneshot::channel();
-    let register = Command::Register {
-        agent,
-        spec,
-        held: Vec::new(),
-        registered,
-    };
-    if state.commands.send(register).await.is_err() || is_registered.await.is_err() {
-        state.connections.remove(agent);
-        return Err(BuiltinError::Stopped);
-    }
-    let heartbeat = Duration::from_millis(state.config.heartbeat_interval_ms());
-    tokio::spawn(serve(state.clone(), agent, pool, queue, heartbeat));
-    tracing::info!(%agent, threads = threads.max(1), "built-in executors ready");
-    Ok(agent)
-}
-
-async fn serve(
-    state: AppState,
-    agent: AgentId,
-    pool: CpuPool,
-    mut queue: mpsc::Receiver<Outbound>,
-    heartbeat_every: Duration,
-) {
+    let local = LocalAgent::register(state, spec)
+        .await
+        .map_err(|HubStopped| BuiltinError::Stopped)?;
+    let agent = local.id;
     let running: Running = Arc::default();
-    let mut heartbeat = tokio::time::interval(heartbeat_every);
-    loop {
-        tokio::select! {
-            item = queue.recv() => match item {
-                Some(Outbound::Message(HubMessage::Assign { tasks })) => {
-                    for task in tasks {
-                        dispatch(&state, agent, &pool, &running, task);
-                    }
-                }
-                Some(Outbound::Message(HubMessage::Cancel { task_id, attempt })) => {
-                    if let Ok(task) = task_id.parse::<TaskId>()
-                        && let Some(flag) = lock(&running).get(&(task, attempt))
-                    {
+    let serving = running.clone();
+    let serving_state = state.clone();
+    tokio::spawn(async move {
+        local
+            .serve(serving_state.clone(), |work| match work {
+                Work::Assign(task) => dispatch(&serving_state, agent, &pool, &serving, task),
+                Work::Cancel { task, attempt } => {
+                    if let Some(flag) = lock(&serving).get(&(task, attempt)) {
                         flag.store(true, Ordering::Relaxed);
                     }
                 }
-                Some(Outbound::Close(_)) | None => break,
-                // Drain needs nothing (no new assignments come); the agent joins no swarm.
-                Some(_) => {}
-            },
-            _ = heartbeat.tick() => {
-                let _ = state.commands.send(Command::Heartbeat { agent }).await;
-            }
+            })
+            .await;
+        // The hub is stopping: abandon what the pool still has (the leases bring it back later).
+        for flag in lock(&running).values() {
+            flag.store(true, Ordering::Relaxed);
         }
-    }
-    // The hub is stopping: abandon what the pool still has (the leases bring it back later).
-    for flag in lock(&running).values() {
-        flag.store(true, Ordering::Relaxed);
-    }
-    state.connections.remove(agent);
-    let _ = state.commands.send(Command::Disconnected { agent }).await;
+    });
+    tracing::info!(%agent, threads = threads.max(1), "built-in executors ready");
+    Ok(agent)
 }
 
 fn dispatch(state: &AppState, agent: AgentId, pool: &CpuPool, running: &Running, task: Assignment) {
@@ -154,12 +114,7 @@ fn dispatch(state: &AppState, agent: AgentId, pool: &CpuPool, running: &Running,
             Err(Stopped::Cancelled) => return,
         };
         // A plain thread, not the runtime: blocking here is what it is for.
-        let _ = commands.blocking_send(Command::Report {
-            agent,
-            task: id,
-            attempt,
-            report,
-        });
+        let _ = commands.blocking_send(local_agent::report(agent, id, attempt, report));
     });
 }
 

@@ -294,7 +294,78 @@ pub fn render(
         &[],
         metrics.started.elapsed().as_secs_f64(),
     );
+    llm(&mut e, &metrics.llm.read());
     e.finish()
+}
+
+/// LLM providers: requests, tokens and cost by provider, model and capability. Absent without
+/// providers.
+fn llm(
+    e: &mut Exposition,
+    usage: &std::collections::BTreeMap<String, hive_proto::metrics::LlmUsage>,
+) {
+    if usage.is_empty() {
+        return;
+    }
+    let labels = |capability: &str, u: &hive_proto::metrics::LlmUsage| {
+        [
+            ("provider", u.provider.clone()),
+            ("model", u.model.clone()),
+            ("capability", capability.to_owned()),
+        ]
+    };
+    let name = "hive_llm_requests_total";
+    e.family(name, Kind::Counter, "Requests to LLM providers, by result.");
+    for (capability, u) in usage {
+        let [p, m, c] = labels(capability, u);
+        for (result, value) in [("ok", u.requests), ("failed", u.failed_requests)] {
+            let l = [
+                (p.0, p.1.as_str()),
+                (m.0, m.1.as_str()),
+                (c.0, c.1.as_str()),
+                ("result", result),
+            ];
+            e.sample(name, &l, value as f64);
+        }
+    }
+    let name = "hive_llm_tokens_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Tokens LLM providers counted, by kind (prompt, completion).",
+    );
+    for (capability, u) in usage {
+        let [p, m, c] = labels(capability, u);
+        for (kind, value) in [
+            ("prompt", u.prompt_tokens),
+            ("completion", u.completion_tokens),
+        ] {
+            let l = [
+                (p.0, p.1.as_str()),
+                (m.0, m.1.as_str()),
+                (c.0, c.1.as_str()),
+                ("kind", kind),
+            ];
+            e.sample(name, &l, value as f64);
+        }
+    }
+    let name = "hive_llm_cost_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "What the tokens cost at the configured prices (models with prices only).",
+    );
+    for (capability, u) in usage {
+        if let Some(cost) = u.cost {
+            let [p, m, c] = labels(capability, u);
+            let l = [
+                (p.0, p.1.as_str()),
+                (m.0, m.1.as_str()),
+                (c.0, c.1.as_str()),
+            ];
+            e.sample(name, &l, cost);
+        }
+    }
 }
 
 /// The read replicas: in rotation or not, their lag, the queries they answered.

@@ -12,6 +12,7 @@
 
 pub mod exposition;
 pub mod http;
+pub mod llm;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -149,6 +150,9 @@ pub struct HubMetrics {
     pub end_to_end: Latency,
     /// The store's pool and cache counters (PostgreSQL only), read when `/metrics` is scraped.
     pub store_stats: Option<hive_store::postgres::StoreMonitor>,
+    /// LLM providers' requests, tokens and cost (recorded even with metrics off: they are
+    /// what was spent, not a measurement of the hub).
+    pub llm: llm::LlmMeter,
 }
 
 impl Default for HubMetrics {
@@ -169,6 +173,7 @@ impl HubMetrics {
             execution: Latency::default(),
             end_to_end: Latency::default(),
             store_stats: None,
+            llm: Default::default(),
         }
     }
 

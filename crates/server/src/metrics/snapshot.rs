@@ -296,6 +296,7 @@ fn take(
             uptime_s: metrics.started.elapsed().as_secs_f64(),
         },
         load_avg: procfs::load_avg(),
+        llm: metrics.llm.read(),
     };
     *previous = now;
     snapshot

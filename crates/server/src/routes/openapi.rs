@@ -69,6 +69,7 @@ use utoipa::OpenApi;
         hive_proto::metrics::LatencySummary,
         hive_proto::metrics::RouteMetrics,
         hive_proto::metrics::ProcessMetrics,
+        hive_proto::metrics::LlmUsage,
         hive_proto::alerts::Alert,
         hive_proto::alerts::AlertEvent,
         hive_proto::alerts::AlertList,

@@ -13,6 +13,7 @@ mod flow;
 mod graphs;
 mod hubs;
 mod limits;
+mod llm;
 mod mcp;
 mod observability;
 mod postgres;
