@@ -1,16 +1,17 @@
 // End to end in a real browser: a real hub (`hive serve`) with a real worker (`hive worker
 // --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
-// Checks: the page loads with no console errors, the charts draw, submitting tasks changes the
-// counters and the task list, a task is cancelled from its page, a consensus task shows its
-// votes, the hubs view lists the hub, an alert that fires appears,
-// the page reconnects by itself when the hub restarts, and a hub with authentication on makes the
-// page ask for a token, with which it then works. Saves a screenshot to
-// target/dashboard-e2e.png (CI keeps it as an artifact).
+// Checks: the page loads with no console errors, the charts draw, an LLM provider's tokens show
+// (a provider the script serves), submitting tasks changes the counters and the task list, a
+// task is cancelled from its page, a consensus task shows its votes, the hubs view lists the
+// hub, an alert that fires appears, the page reconnects by itself when the hub restarts, and a
+// hub with authentication on makes the page ask for a token, with which it then works. Saves a
+// screenshot to target/dashboard-e2e.png (CI keeps it as an artifact).
 //
 // Needs the hive binary (HIVE_BIN, default target/debug/hive) and Chromium (CHROMIUM, default
 // /usr/bin/chromium). Run by .ci/run after `cargo test`.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -55,11 +56,34 @@ function check(condition, message) {
   if (!condition) throw new Error(message);
 }
 
+// An LLM provider speaking the chat-completions API, answering every request with one word.
+const provider = createHttpServer((request, response) => {
+  request.resume();
+  request.on("end", () => {
+    response.writeHead(200, { "content-type": "application/json" });
+    response.end(
+      JSON.stringify({
+        model: "tiny",
+        choices: [{ message: { role: "assistant", content: "buzz" }, finish_reason: "stop" }],
+        usage: { prompt_tokens: 7, completion_tokens: 1 },
+      }),
+    );
+  });
+});
+await new Promise((done) => provider.listen(0, "127.0.0.1", done));
+
 const dir = mkdtempSync(join(tmpdir(), "hive-e2e-"));
 const config = join(dir, "hive.toml");
 writeFileSync(
   config,
-  `[metrics]
+  `[[llm.providers]]
+name = "fake"
+base_url = "http://127.0.0.1:${provider.address().port}/v1"
+models = ["tiny"]
+[llm.providers.prices.tiny]
+prompt_per_1k = 1.0
+completion_per_1k = 2.0
+[metrics]
 interval_ms = 200
 [alerts]
 defaults = false
@@ -91,7 +115,8 @@ try {
 
   await page.goto(`${url}/#/overview`);
   await until("the live connection", async () => (await page.textContent("[data-testid=live-status]")) === "live");
-  await until("the agents online", async () => (await page.textContent("[data-testid=agents-online]")) === "2");
+  // The worker, the built-in executors and the LLM provider.
+  await until("the agents online", async () => (await page.textContent("[data-testid=agents-online]")) === "3");
 
   // The charts draw: six uPlot canvases, with pixels on them.
   await until("six charts", async () => (await page.locator(".uplot canvas").count()) === 6);
@@ -103,6 +128,18 @@ try {
   );
   check(drawn, "every chart drew something");
   check(/%$/.test(await page.textContent("[data-testid=query-cache]")), "the query cache's hit rate shows");
+
+  // A task for the LLM provider: its tokens show on the overview.
+  const asked = await fetch(`${url}/api/v1/tasks`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ capability: "llm:fake/tiny", payload: { prompt: "what do bees say?" } }),
+  });
+  check(asked.status === 201, `LLM task submit: ${asked.status}`);
+  await until("the LLM tokens", async () => {
+    const row = await page.textContent("[data-testid=llm-usage] tbody tr");
+    return row?.includes("llm:fake/tiny") && row.includes("7") && row.includes("0.0090");
+  });
 
   // Submitting tasks moves the counters.
   const before = Number(await page.textContent("[data-testid=submitted]"));
@@ -206,7 +243,7 @@ try {
   await until("the page to notice", async () => (await page.textContent("[data-testid=live-status]")) !== "live");
   hub = serve();
   await until("the page live again", async () => (await page.textContent("[data-testid=live-status]")) === "live");
-  await until("the worker back", async () => (await page.textContent("[data-testid=agents-online]")) === "2");
+  await until("the worker back", async () => (await page.textContent("[data-testid=agents-online]")) === "3");
   // While the hub was down the browser logs its refused connections; nothing else may appear.
   const refused = (e) => e.includes("WebSocket connection to") || e.includes("ERR_CONNECTION_REFUSED");
   const during = errors.splice(beforeRestart).filter((e) => !refused(e));
@@ -240,4 +277,5 @@ try {
 } finally {
   await browser?.close();
   for (const child of children) child.kill("SIGTERM");
+  provider.close();
 }

@@ -30,6 +30,18 @@ export interface MetricsSnapshot {
   totals: Record<string, number>;
   process: { cpu_percent: number; rss_bytes: number; peak_rss_bytes: number; uptime_s: number };
   load_avg: number | null;
+  /** By capability (`llm:<provider>/<model>`); absent from hubs older than the LLM executor. */
+  llm?: Record<string, LlmUsage>;
+}
+
+export interface LlmUsage {
+  provider: string;
+  model: string;
+  requests: number;
+  failed_requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost: number | null;
 }
 
 export interface CapabilityStats {

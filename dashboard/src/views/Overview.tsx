@@ -4,7 +4,7 @@ import { Chart } from "../components/Chart";
 import { palette } from "../palette";
 import * as f from "../format";
 import { agentsOnline, columns, cores, queued, stage } from "../series";
-import type { MetricsSnapshot } from "../types";
+import type { LlmUsage, MetricsSnapshot } from "../types";
 
 function Tile({ label, value, testId }: { label: string; value: string; testId: string }) {
   return (
@@ -13,6 +13,41 @@ function Tile({ label, value, testId }: { label: string; value: string; testId: 
         {value}
       </div>
       <div className="tile-label">{label}</div>
+    </div>
+  );
+}
+
+/** Tokens and requests per LLM provider and model, since the hub started (docs/llm.md). */
+function LlmTable({ usage }: { usage: Record<string, LlmUsage> }) {
+  const rows = Object.entries(usage);
+  if (rows.length === 0) return null;
+  return (
+    <div className="llm-usage">
+      <h3>LLM tokens</h3>
+      <table data-testid="llm-usage">
+        <thead>
+          <tr>
+            <th>capability</th>
+            <th>requests</th>
+            <th>failed</th>
+            <th>prompt tokens</th>
+            <th>completion tokens</th>
+            <th>cost</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map(([capability, u]) => (
+            <tr key={capability}>
+              <td>{capability}</td>
+              <td>{u.requests}</td>
+              <td>{u.failed_requests}</td>
+              <td>{u.prompt_tokens}</td>
+              <td>{u.completion_tokens}</td>
+              <td>{u.cost === null ? "" : u.cost.toFixed(4)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
     </div>
   );
 }
@@ -59,6 +94,7 @@ export function Overview({ history }: { history: MetricsSnapshot[] }) {
         <Tile testId="errors" label="5xx rate" value={f.percent(latest.error_rate_percent)} />
         <Tile testId="query-cache" label="query cache hits" value={f.percent(latest.cache_hit_rates.query_cache ?? 0)} />
       </div>
+      <LlmTable usage={latest.llm ?? {}} />
       <div className="charts">
         <Chart
           title="Throughput (ops/s)"
