@@ -1,11 +1,12 @@
 // End to end in a real browser: a real hub (`hive serve`) with a real worker (`hive worker
 // --exec cat`), the dashboard it serves opened in Debian's Chromium through playwright-core.
 // Checks: the page loads with no console errors, the charts draw, an LLM provider's tokens show
-// (a provider the script serves), submitting tasks changes the counters and the task list, a
-// task is cancelled from its page, a consensus task shows its votes, the hubs view lists the
-// hub, an alert that fires appears, the page reconnects by itself when the hub restarts, and a
-// hub with authentication on makes the page ask for a token, with which it then works. Saves a
-// screenshot to target/dashboard-e2e.png (CI keeps it as an artifact).
+// (a provider the script serves) and a task page shows its answer as it is written, submitting
+// tasks changes the counters and the task list, a task is cancelled from its page, a consensus
+// task shows its votes, the hubs view lists the hub, an alert that fires appears, the page
+// reconnects by itself when the hub restarts, and a hub with authentication on makes the page
+// ask for a token, with which it then works. Saves a screenshot to target/dashboard-e2e.png (CI
+// keeps it as an artifact).
 //
 // Needs the hive binary (HIVE_BIN, default target/debug/hive) and Chromium (CHROMIUM, default
 // /usr/bin/chromium). Run by .ci/run after `cargo test`.
@@ -56,18 +57,29 @@ function check(condition, message) {
   if (!condition) throw new Error(message);
 }
 
-// An LLM provider speaking the chat-completions API, answering every request with one word.
+// An LLM provider speaking the chat-completions API with streamed answers: "buzz" to any
+// prompt, but "tell a story" is held until the script lets it go (`story.begin`, `story.end`),
+// so that the task page can be watched while it is written.
+const story = {};
+story.began = new Promise((done) => (story.begin = done));
+story.ended = new Promise((done) => (story.end = done));
+const chunk = (delta, more = {}) => `data: ${JSON.stringify({ model: "tiny", choices: [{ delta }], ...more })}\n\n`;
 const provider = createHttpServer((request, response) => {
-  request.resume();
-  request.on("end", () => {
-    response.writeHead(200, { "content-type": "application/json" });
-    response.end(
-      JSON.stringify({
-        model: "tiny",
-        choices: [{ message: { role: "assistant", content: "buzz" }, finish_reason: "stop" }],
-        usage: { prompt_tokens: 7, completion_tokens: 1 },
-      }),
-    );
+  let body = "";
+  request.on("data", (piece) => (body += piece));
+  request.on("end", async () => {
+    const prompt = JSON.parse(body).messages.at(-1).content;
+    response.writeHead(200, { "content-type": "text/event-stream" });
+    if (prompt === "tell a story") {
+      await story.began;
+      response.write(chunk({ content: "Once upon a time" }));
+      await story.ended;
+    } else {
+      response.write(chunk({ content: "buzz" }));
+    }
+    response.write(chunk({}, { choices: [{ delta: {}, finish_reason: "stop" }] }));
+    response.write(`data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 7, completion_tokens: 1 } })}\n\n`);
+    response.end("data: [DONE]\n\n");
   });
 });
 await new Promise((done) => provider.listen(0, "127.0.0.1", done));
@@ -80,6 +92,7 @@ writeFileSync(
 name = "fake"
 base_url = "http://127.0.0.1:${provider.address().port}/v1"
 models = ["tiny"]
+stream = true
 [llm.providers.prices.tiny]
 prompt_per_1k = 1.0
 completion_per_1k = 2.0
@@ -140,6 +153,26 @@ try {
     const row = await page.textContent("[data-testid=llm-usage] tbody tr");
     return row?.includes("llm:fake/tiny") && row.includes("7") && row.includes("0.0090");
   });
+
+  // A task being written: the task page shows the text as it arrives.
+  const writing = await (
+    await fetch(`${url}/api/v1/tasks`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ capability: "llm:fake/tiny", payload: { prompt: "tell a story" } }),
+    })
+  ).json();
+  await page.click("nav a[href='#/tasks']");
+  await page.fill(".filters input", "llm:fake/tiny");
+  await until("the story task running", async () => (await page.textContent("[data-testid=tasks] tbody tr"))?.includes("running"));
+  await page.locator("[data-testid=tasks] tbody tr").first().click();
+  await until("its detail", async () => (await page.textContent("[data-testid=task-detail]"))?.includes(writing.id));
+  story.begin();
+  await until("the text as it is written", async () => (await page.textContent("[data-testid=task-progress]"))?.includes("Once upon a time"));
+  story.end();
+  await until("the story finished", async () => (await page.textContent("[data-testid=task-detail]"))?.includes("succeeded"));
+  await page.fill(".filters input", "");
+  await page.click("nav a[href='#/overview']");
 
   // Submitting tasks moves the counters.
   const before = Number(await page.textContent("[data-testid=submitted]"));

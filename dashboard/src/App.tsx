@@ -3,6 +3,7 @@
 import { useEffect, useState } from "react";
 import { UNAUTHORIZED, setToken } from "./auth";
 import { connect, type Status } from "./live";
+import { take as takeProgress } from "./progress";
 import { append } from "./series";
 import type { HubEvent, MetricsSnapshot } from "./types";
 import { Agents } from "./views/Agents";
@@ -70,6 +71,11 @@ export function App() {
           const seen = { task: 0, agent: 0, alert: 0 };
           const events = frame.type === "events" ? frame.events : [];
           for (const event of events) {
+            // Progress goes to the task page, and reloads nothing.
+            if (event.type === "progress") {
+              takeProgress(event);
+              continue;
+            }
             seen[event.type] += 1;
             if (event.type === "alert") setFiring((n) => Math.max(0, n + (event.state === "firing" ? 1 : -1)));
           }

@@ -113,6 +113,8 @@ export interface Task {
   vote?: string;
   votes?: Vote[];
   dissenters?: string[];
+  /** The latest progress of its running attempt (a running task whose agent sent some). */
+  progress?: { attempt: number; fraction?: number; message?: string; at: string };
 }
 
 export interface Alert {
@@ -138,7 +140,20 @@ export interface AlertEvent {
 export type HubEvent =
   | { type: "task"; task_id: string; capability: string; status: string }
   | { type: "agent"; agent_id: string; name: string; state: string }
+  | ProgressEvent
   | ({ type: "alert" } & AlertEvent);
+
+/** What a running attempt's agent reported (docs/protocol.md, "progress"). */
+export interface ProgressEvent {
+  type: "progress";
+  task_id: string;
+  capability: string;
+  attempt: number;
+  fraction?: number;
+  message?: string;
+  /** Text that follows what the attempt's earlier events sent. */
+  output?: string;
+}
 
 export interface HubView {
   id: string | null;

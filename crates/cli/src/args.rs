@@ -35,8 +35,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Submit a task.
     Submit(SubmitArgs),
-    /// Show one task.
-    Task(TaskArgs),
+    /// Show one task; --follow streams its progress until it finishes.
+    Task(ShowTaskArgs),
     /// Cancel a task.
     Cancel(TaskArgs),
     /// Counts of tasks and agents, queue depths.
@@ -315,6 +315,17 @@ pub struct SubmitArgs {
 pub struct TaskArgs {
     /// The task id.
     pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowTaskArgs {
+    /// The task id.
+    pub id: String,
+    /// Follow the task until it finishes: the text its attempt streams goes to stdout as it
+    /// arrives, its status changes, fractions and messages to stderr, then the finished task
+    /// as JSON.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,22 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
+/// The error of a refused call: the API's error body, or the body as text if it is not one.
+fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+            field: body.error.field,
+        },
+        Err(_) => ClientError::Decode {
+            status,
+            detail: String::from_utf8_lossy(bytes).into_owned(),
+        },
+    }
+}
+
 /// Filters of a task listing.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -167,18 +183,69 @@ impl HubClient {
             })?;
             return Ok((status, value));
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ClientError::Api {
-                status,
-                code: body.error.code,
-                message: body.error.message,
-                field: body.error.field,
-            }),
-            Err(_) => Err(ClientError::Decode {
-                status,
-                detail: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
+        Err(refusal(status, &bytes))
+    }
+
+    /// Follows a task (`GET /api/v1/tasks/{id}/events`, Server-Sent Events), calling `on_event`
+    /// with each event's name (`task` for the unfinished task as the stream starts, `status`,
+    /// `progress`, `skipped`) and data, until the stream ends:
+    /// with the finished task, or `None` when the hub ended it first (after its `max_wait`; open
+    /// it again).
+    pub async fn follow(
+        &self,
+        id: &str,
+        mut on_event: impl FnMut(&str, &serde_json::Value),
+    ) -> Result<Option<Task>, ClientError> {
+        let url = format!("{}/api/v1/tasks/{id}/events", self.base);
+        let mut request = self.http.get(&url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
+        let unreachable = |source| ClientError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let mut response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(unreachable)?;
+            return Err(refusal(status, &bytes));
+        }
+        let mut pending = String::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let (mut name, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(n) = line.strip_prefix("event:") {
+                        name = n.trim().to_owned();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if name.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let value: serde_json::Value =
+                    serde_json::from_str(&data).map_err(|e| ClientError::Decode {
+                        status,
+                        detail: format!("event {name}: {e}"),
+                    })?;
+                if name == "task" {
+                    let task: Task =
+                        serde_json::from_value(value.clone()).map_err(|e| ClientError::Decode {
+                            status,
+                            detail: format!("event task: {e}"),
+                        })?;
+                    if matches!(task.status.as_str(), "succeeded" | "failed" | "cancelled") {
+                        return Ok(Some(task));
+                    }
+                }
+                on_event(&name, &value);
+            }
+        }
+        Ok(None)
     }
 
     const NO_BODY: Option<&'static ()> = None;

@@ -174,6 +174,24 @@ pub struct Task {
     /// succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dissenters: Option<Vec<String>>,
+    /// The latest progress its running attempt reported (`GET /tasks/{id}` of a running task
+    /// whose agent sent some; kept in the hub's memory only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<TaskProgress>,
+}
+
+/// What a running attempt last said of its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskProgress {
+    pub attempt: u32,
+    /// 0.0-1.0, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// As last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was reported (RFC 3339).
+    pub at: String,
 }
 
 /// One replica's vote: the value its result voted for.

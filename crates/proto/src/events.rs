@@ -33,6 +33,21 @@ pub enum Event {
         state: String,
         capabilities: Vec<String>,
     },
+    /// A running attempt's progress, as its agent reported it (docs/protocol.md, "Progress").
+    Progress {
+        task_id: String,
+        capability: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fraction: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// Text to append to the attempt's partial output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+        /// RFC 3339.
+        at: String,
+    },
     /// An alert started or stopped firing (sent to every subscriber, whatever the filter).
     Alert(crate::alerts::AlertEvent),
 }
@@ -45,7 +60,9 @@ impl Event {
             return true;
         }
         match self {
-            Event::Task { capability, .. } => capabilities.contains(capability),
+            Event::Task { capability, .. } | Event::Progress { capability, .. } => {
+                capabilities.contains(capability)
+            }
             Event::Agent {
                 capabilities: has, ..
             } => has.iter().any(|c| capabilities.contains(c)),

@@ -28,8 +28,23 @@ pub enum WorkerMessage {
         message_id: String,
         output: Box<RawValue>,
     },
+    /// How a running attempt is getting on: a fraction done, a message, text to append to its
+    /// partial output (docs/protocol.md, "Progress"). Not stored; streamed to watchers.
+    Progress(Progress),
     /// Several messages in one frame (any side may send one; see `codec`).
     Batch(Vec<WorkerMessage>),
+}
+
+/// A `progress` frame: at least one of `fraction`, `message`, `output`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub task_id: String,
+    pub attempt: u32,
+    /// 0.0-1.0.
+    pub fraction: Option<f64>,
+    pub message: Option<String>,
+    /// Text that follows what earlier frames of the attempt sent (a model's next tokens).
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +197,10 @@ struct RawWorkerMessage {
     running: Option<Vec<RunningAttempt>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fraction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     // Not `#[serde(flatten)]`: that buffers every frame into a map before reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encoding: Option<Encoding>,
@@ -264,14 +283,43 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                     .ok_or_else(|| missing("reply", "message_id"))?,
                 output: raw.output.ok_or_else(|| missing("reply", "output"))?,
             }),
+            "progress" => progress(raw).map(WorkerMessage::Progress),
             "batch" => Ok(WorkerMessage::Batch(unbatched(raw.frames, |m| {
                 matches!(m, WorkerMessage::Batch(_))
             })?)),
             other => Err(FrameError(format!(
-                "unknown message type {other:?}; expected hello, heartbeat, result, reply, drain or batch"
+                "unknown message type {other:?}; expected hello, heartbeat, result, reply, progress, drain or batch"
             ))),
         }
     }
+}
+
+fn progress(raw: RawWorkerMessage) -> Result<Progress, FrameError> {
+    let output = match raw.output {
+        Some(text) => Some(serde_json::from_str::<String>(text.get()).map_err(|_| {
+            FrameError("progress: `output` must be a string (text to append)".into())
+        })?),
+        None => None,
+    };
+    if let Some(fraction) = raw.fraction
+        && !(0.0..=1.0).contains(&fraction)
+    {
+        return Err(FrameError(format!(
+            "progress: `fraction` must be from 0 to 1, not {fraction}"
+        )));
+    }
+    if raw.fraction.is_none() && raw.message.is_none() && output.is_none() {
+        return Err(FrameError(
+            "progress: needs at least one of `fraction`, `message`, `output`".into(),
+        ));
+    }
+    Ok(Progress {
+        task_id: raw.task_id.ok_or_else(|| missing("progress", "task_id"))?,
+        attempt: raw.attempt.ok_or_else(|| missing("progress", "attempt"))?,
+        fraction: raw.fraction,
+        message: raw.message,
+        output,
+    })
 }
 
 impl From<WorkerMessage> for RawWorkerMessage {
@@ -314,6 +362,17 @@ impl From<WorkerMessage> for RawWorkerMessage {
                 kind: "reply".into(),
                 message_id: Some(message_id),
                 output: Some(output),
+                ..Default::default()
+            },
+            WorkerMessage::Progress(p) => RawWorkerMessage {
+                kind: "progress".into(),
+                task_id: Some(p.task_id),
+                attempt: Some(p.attempt),
+                fraction: p.fraction,
+                message: p.message,
+                output: p
+                    .output
+                    .map(|text| serde_json::value::to_raw_value(&text).expect("a string is JSON")),
                 ..Default::default()
             },
             WorkerMessage::Batch(frames) => RawWorkerMessage {

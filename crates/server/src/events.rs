@@ -1,6 +1,7 @@
 //! The event stream's source: after each commit, the changes that matter to an observer (task
 //! status, agent state) become [`Event`]s, published to the `/ws/events` subscribers as one
-//! batch. Nothing is built while nobody listens.
+//! batch; running attempts' progress ([`crate::progress`]) is published as it comes. Nothing is
+//! built while nobody listens.
 
 use std::sync::Arc;
 
@@ -17,12 +18,15 @@ pub type Batch = Arc<Vec<Event>>;
 
 pub struct Events {
     stream: broadcast::Sender<Batch>,
+    /// Running attempts' progress, passed on to the stream as agents report it.
+    pub progress: crate::progress::ProgressBoard,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
             stream: broadcast::channel(BUFFER).0,
+            progress: Default::default(),
         }
     }
 }
@@ -38,7 +42,9 @@ impl Events {
         }
     }
 
+    /// The changes of a commit: the progress board follows them, listeners get their events.
     pub fn publish(&self, changes: &[Change]) {
+        self.progress.follow(changes);
         if self.stream.receiver_count() == 0 {
             return;
         }

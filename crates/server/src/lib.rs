@@ -22,7 +22,8 @@
 //! - [`local_agent`]: an agent inside the hub; [`builtin`]: the built-in executors and their CPU
 //!   pool, as the local agent `builtin`; [`llm`]: OpenAI-compatible providers, an agent each.
 //! - [`metrics`]: what the hub measures and its snapshots; [`alerts`]: rules evaluated on them;
-//!   [`events`]: committed changes for `/ws/events`; [`streams`]: pushing to slow clients safely.
+//!   [`events`]: committed changes for `/ws/events`, and running attempts' [`progress`];
+//!   [`streams`]: pushing to slow clients safely.
 
 pub mod actor;
 pub mod admission;
@@ -44,6 +45,7 @@ pub mod local_agent;
 pub mod mcp;
 pub mod membership;
 pub mod metrics;
+pub mod progress;
 pub mod query_cache;
 pub mod reads;
 pub mod routes;

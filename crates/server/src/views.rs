@@ -118,6 +118,7 @@ pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
             .and_then(|c| c.vote.as_deref().map(str::to_string)),
         votes: spec.consensus.as_ref().map(|_| Vec::new()),
         dissenters: None,
+        progress: None,
     }
 }
 

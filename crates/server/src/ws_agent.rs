@@ -274,6 +274,15 @@ async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage
             state.swarms.reply(&message_id, agent, output);
             return false;
         }
+        WorkerMessage::Progress(progress) => {
+            return match crate::progress::pass_on(state, agent, progress) {
+                Ok(()) => false,
+                Err(why) => {
+                    send_error(state, agent, "progress_refused", why);
+                    true
+                }
+            };
+        }
         WorkerMessage::Hello(_) => Err(("protocol_error", "hello was already received".into())),
         // The codec refuses a batch inside a batch.
         WorkerMessage::Batch(_) => Err(("protocol_error", "nested batch".into())),

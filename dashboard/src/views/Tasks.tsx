@@ -1,9 +1,10 @@
 // Tasks: a filterable list, newest first, refreshed as task events arrive; a task's attempts,
-// result and error, and a cancel button.
+// result and error, its progress while it runs, and a cancel button.
 import { useEffect, useState } from "react";
 import * as api from "../api";
 import * as f from "../format";
 import type { Task } from "../types";
+import { watch, type LiveProgress } from "../progress";
 import { usePoll } from "../usePoll";
 
 const STATUSES = ["", "waiting", "queued", "running", "succeeded", "failed", "cancelled"];
@@ -11,11 +12,13 @@ const STATUSES = ["", "waiting", "queued", "running", "succeeded", "failed", "ca
 function Detail({ id, onClose }: { id: string; onClose: () => void }) {
   const [task, setTask] = useState<Task | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [live, setLive] = useState<LiveProgress | null>(null);
   const load = () => api.task(id).then(setTask, (e: Error) => setError(e.message));
   useEffect(() => {
     load();
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [id]);
+  useEffect(() => watch(id, setLive), [id]);
   const cancel = () => api.cancel(id).then(setTask, (e: Error) => setError(e.message));
   return (
     <aside className="detail" data-testid="task-detail">
@@ -29,6 +32,7 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
             {task.submitted_by && <> · by {task.submitted_by}</>}
           </p>
           {!["succeeded", "failed", "cancelled"].includes(task.status) && <button onClick={cancel}>cancel task</button>}
+          {task.status === "running" && <Progress task={task} live={live} />}
           <h4>attempts</h4>
           <table>
             <thead>
@@ -72,6 +76,24 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
         </>
       )}
     </aside>
+  );
+}
+
+/** A running task's progress: the latest fraction and message, and the text its attempt has
+ * streamed since the page opened it. */
+function Progress({ task, live }: { task: Task; live: LiveProgress | null }) {
+  // What the page heard, unless the task has moved on to a later attempt since.
+  const current = live && live.attempt >= (task.progress?.attempt ?? 0) ? live : null;
+  const fraction = current?.fraction ?? task.progress?.fraction;
+  const message = current?.message ?? task.progress?.message;
+  if (fraction === undefined && message === undefined && !current?.output) return null;
+  return (
+    <div data-testid="task-progress">
+      <h4>progress</h4>
+      {fraction !== undefined && <progress max={1} value={fraction} />}
+      {message && <p>{message}</p>}
+      {current?.output && <pre>{current.output}</pre>}
+    </div>
   );
 }
 

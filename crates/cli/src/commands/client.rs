@@ -8,7 +8,7 @@ use hive_client::http::ListQuery;
 use hive_proto::RawValue;
 use hive_proto::api::{NewTask, OnParentFailure, Task};
 
-use crate::args::{DrainArgs, OutputArgs, SubmitArgs, TaskArgs, TasksArgs};
+use crate::args::{DrainArgs, OutputArgs, ShowTaskArgs, SubmitArgs, TaskArgs, TasksArgs};
 use crate::table;
 use crate::{Failure, Outcome};
 
@@ -68,9 +68,61 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
     })
 }
 
-pub async fn task(args: TaskArgs, hub: &super::Target) -> Outcome {
-    print_json(&hub.client()?.task(&args.id).await.map_err(Failure::hub)?);
-    Ok(ExitCode::SUCCESS)
+pub async fn task(args: ShowTaskArgs, hub: &super::Target) -> Outcome {
+    let client = hub.client()?;
+    if !args.follow {
+        print_json(&client.task(&args.id).await.map_err(Failure::hub)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::Write;
+    let show = |name: &str, event: &serde_json::Value| match name {
+        "progress" => {
+            if let Some(text) = event["output"].as_str() {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+            let fraction = event["fraction"]
+                .as_f64()
+                .map(|f| format!("{:.0}%", f * 100.0));
+            let parts: Vec<String> = fraction
+                .into_iter()
+                .chain(event["message"].as_str().map(str::to_owned))
+                .collect();
+            if !parts.is_empty() {
+                eprintln!("[progress] {}", parts.join(" "));
+            }
+        }
+        "status" => eprintln!(
+            "[{}] attempt {}{}",
+            event["status"].as_str().unwrap_or("?"),
+            event["attempt"],
+            event["error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+        "task" => eprintln!(
+            "[{}] following task {}",
+            event["status"].as_str().unwrap_or("?"),
+            event["id"].as_str().unwrap_or("?")
+        ),
+        "skipped" => eprintln!("[skipped {} events: the hub went ahead]", event["count"]),
+        _ => {}
+    };
+    // The hub ends a stream after its max_wait: open it again until the task finishes.
+    let task = loop {
+        if let Some(task) = client.follow(&args.id, show).await.map_err(Failure::hub)? {
+            break task;
+        }
+    };
+    println!();
+    let ok = task.status == "succeeded";
+    print_json(&task);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub async fn cancel(args: TaskArgs, hub: &super::Target) -> Outcome {

@@ -3,6 +3,7 @@
 mod chaos;
 mod cli;
 mod crash;
+mod follow;
 mod graphs;
 mod hubs;
 mod learning;

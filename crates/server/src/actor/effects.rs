@@ -81,6 +81,7 @@ impl Effects {
         } else {
             self.failed_generation
                 .fetch_max(generation, Ordering::AcqRel);
+            self.events.progress.clear();
             self.commit_failed.notify_one();
         }
         self.committed_seq.fetch_max(seq, Ordering::AcqRel);

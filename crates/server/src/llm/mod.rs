@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hive_core::{AgentId, AgentSpec, Capability, Report, TaskId};
-use hive_proto::protocol::Assignment;
+use hive_proto::protocol::{Assignment, Progress};
 use tokio::task::AbortHandle;
 
 use crate::local_agent::{self, HubStopped, LocalAgent, Work};
@@ -79,6 +79,9 @@ impl Provider {
         })
     }
 }
+
+/// The least time between two progress frames of a streamed answer.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Attempts in flight, to abort on a cancel.
 type Running = Arc<Mutex<HashMap<(TaskId, u32), AbortHandle>>>;
@@ -166,7 +169,7 @@ impl Executor {
         let meter = &self.state.metrics.llm;
         let started = Instant::now();
         let answered = self
-            .complete(&request, Duration::from_millis(task.timeout_ms))
+            .complete(&request, task, Duration::from_millis(task.timeout_ms))
             .await;
         let latency = started.elapsed();
         let completion = match answered {
@@ -191,6 +194,7 @@ impl Executor {
     async fn complete(
         &self,
         request: &chat::Request,
+        task: &Assignment,
         lease: Duration,
     ) -> Result<chat::Completion, Failed> {
         let provider = &self.provider;
@@ -222,11 +226,34 @@ impl Executor {
             let body = response.bytes().await.map_err(unreachable)?;
             return chat::answer(&body);
         }
+        // The text as it arrives goes out as progress: the first piece at once, then gathered
+        // into at most one frame per PROGRESS_EVERY (all of it is in the result too).
         let mut stream = chat::Stream::default();
+        let mut unsent = String::new();
+        let mut sent_at: Option<Instant> = None;
         while let Some(bytes) = response.chunk().await.map_err(unreachable)? {
-            stream.feed(&bytes)?;
+            unsent.push_str(&stream.feed(&bytes)?);
+            if !unsent.is_empty() && sent_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                self.progress(task, std::mem::take(&mut unsent));
+                sent_at = Some(Instant::now());
+            }
+        }
+        if !unsent.is_empty() {
+            self.progress(task, unsent);
         }
         stream.finish()
+    }
+
+    fn progress(&self, task: &Assignment, output: String) {
+        let progress = Progress {
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+            fraction: None,
+            message: None,
+            output: Some(output),
+        };
+        // Too large a piece is left out of the stream: the result has all of it.
+        let _ = crate::progress::pass_on(&self.state, self.agent, progress);
     }
 }
 

@@ -39,8 +39,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         _ => &stats.ok,
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // A long-poll lasts as long as the client asked, a WebSocket as long as it is open.
-    if !route.ends_with("/wait") && !route.contains(" /ws/") {
+    // A long-poll lasts as long as the client asked, a WebSocket or an event stream as long as
+    // it is open.
+    if !route.ends_with("/wait") && !route.ends_with("/events") && !route.contains(" /ws/") {
         metrics.api.record_us(us);
     }
     response

@@ -57,10 +57,13 @@ pub enum Count {
     TasksReleased,
     TasksClaimed,
     TasksAdopted,
+    /// Progress frames passed on to the streams, and those dropped for coming too fast.
+    ProgressReported,
+    ProgressDropped,
 }
 
 impl Count {
-    pub const ALL: [Count; 26] = [
+    pub const ALL: [Count; 28] = [
         Count::TasksSubmitted,
         Count::AttemptsStarted,
         Count::AttemptsSucceeded,
@@ -87,6 +90,8 @@ impl Count {
         Count::TasksReleased,
         Count::TasksClaimed,
         Count::TasksAdopted,
+        Count::ProgressReported,
+        Count::ProgressDropped,
     ];
 
     /// The key in the JSON's `totals` and `throughput`.
@@ -118,6 +123,8 @@ impl Count {
             Count::TasksReleased => "tasks_released",
             Count::TasksClaimed => "tasks_claimed",
             Count::TasksAdopted => "tasks_adopted",
+            Count::ProgressReported => "progress_reported",
+            Count::ProgressDropped => "progress_dropped",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod swarms;
 pub mod system;
+pub mod task_events;
 pub mod tasks;
 pub mod tokens;
 
@@ -39,6 +40,7 @@ fn routes() -> Router<AppState> {
         .route("/tasks/{id}", get(tasks::get_one))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/wait", get(tasks::wait))
+        .route("/tasks/{id}/events", get(task_events::follow))
         .route("/agents", get(agents::list))
         .route("/agents/{id}", get(agents::get_one))
         .route("/agents/{id}/drain", post(agents::drain))

@@ -45,7 +45,7 @@ pub fn parse_task_id(id: &str) -> Result<TaskId, ApiError> {
         .map_err(|e: hive_core::IdParseError| ApiError::invalid("id", e.to_string()))
 }
 
-async fn fetch(state: &AppState, id: TaskId) -> Result<Task, ApiError> {
+pub(super) async fn fetch(state: &AppState, id: TaskId) -> Result<Task, ApiError> {
     if let Some(task) = state.cache.finished(id) {
         return Ok((*task).clone());
     }
@@ -152,7 +152,22 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
-    Ok(Json(fetch(&state, parse_task_id(&id)?).await?))
+    let id = parse_task_id(&id)?;
+    let mut task = fetch(&state, id).await?;
+    if task.status == "running" {
+        task.progress =
+            state
+                .events
+                .progress
+                .latest(id)
+                .map(|latest| hive_proto::api::TaskProgress {
+                    attempt: latest.attempt,
+                    fraction: latest.fraction,
+                    message: latest.message,
+                    at: crate::views::rfc3339(latest.at),
+                });
+    }
+    Ok(Json(task))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -345,3 +345,30 @@ async fn a_cancel_aborts_the_request_in_flight() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_streamed_answer_goes_out_as_progress_while_it_arrives() {
+    let (url, _) = fake_provider().await;
+    let t = hub(&url).await;
+    let mut events = crate::util::ws(&t.url, "/ws/events").await;
+    let task = NewTask {
+        payload: Some(serde_json::value::to_raw_value(&json!({"prompt": "a long story"})).unwrap()),
+        ..NewTask::new("llm:streamed/m1")
+    };
+    let id = t.client.submit(&task).await.unwrap().id;
+    let mut streamed = String::new();
+    'frames: loop {
+        let frame = crate::util::next_json(&mut events).await;
+        for event in frame["events"].as_array().into_iter().flatten() {
+            if event["task_id"] != id.as_str() {
+                continue;
+            }
+            match event["type"].as_str() {
+                Some("progress") => streamed.push_str(event["output"].as_str().unwrap()),
+                Some("task") if event["status"] == "succeeded" => break 'frames,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(streamed, "echo: a long story");
+}

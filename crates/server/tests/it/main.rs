@@ -17,6 +17,7 @@ mod llm;
 mod mcp;
 mod observability;
 mod postgres;
+mod progress;
 mod protocol;
 mod query_cache;
 mod reconnect;
