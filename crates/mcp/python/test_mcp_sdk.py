@@ -3,7 +3,7 @@ both transports: streamable HTTP at the hub's /mcp and stdio through `hive mcp`.
 authentication on and a real worker (`hive worker --exec cat`, which echoes a task's payload as
 its result and replies to broadcasts with the message's payload).
 
-Run by .ci/mcp: HIVE_BIN names the hub binary.
+Run by .ci/python: HIVE_BIN names the hub binary.
 """
 
 import json

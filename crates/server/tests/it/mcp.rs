@@ -1,7 +1,7 @@
 //! `/mcp` spoken raw (JSON-RPC over streamable HTTP, as any MCP client sends it) on a hub without
 //! authentication: the tools are listed with their schemas, and a task submitted through them
 //! runs on a worker. The official SDK's tests, over both transports and with tokens, are in
-//! crates/mcp/python (run by .ci/mcp).
+//! crates/mcp/python (run by .ci/python).
 
 use serde_json::{Value, json};
 

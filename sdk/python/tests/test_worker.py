@@ -1,0 +1,113 @@
+"""The worker against a real hub: results, failures, progress, cancels, swarms, inputs,
+reconnecting across a hub restart."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import hive_sdk
+from conftest import until
+
+
+class Running:
+    """A worker serving on a thread of its own, stopped (drained) at the end."""
+
+    def __init__(self, worker: hive_sdk.Worker):
+        self.worker = worker
+        self.thread = threading.Thread(target=worker.run, daemon=True)
+
+    def __enter__(self) -> hive_sdk.Worker:
+        self.thread.start()
+        until(lambda: self.worker.connected, "the worker to connect")
+        return self.worker
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the worker drained and stopped"
+
+
+def test_results_failures_and_inputs(hub):
+    worker = hive_sdk.Worker(hub.url, name="py-test", slots=4)
+    attempts = []
+
+    @worker.task("double")
+    def double(job):  # a plain function, on a thread
+        return job.payload * 2
+
+    @worker.task("sum")
+    async def total(job):
+        return sum(job.inputs.values())
+
+    @worker.task("flaky")
+    async def flaky(job):
+        attempts.append(job.attempt)
+        if job.attempt == 1:
+            raise RuntimeError("first try fails")
+        return "second try"
+
+    @worker.task("refuse")
+    async def refuse(job):
+        raise hive_sdk.Fail("bad payload", retry=False)
+
+    with Running(worker), hive_sdk.Client(hub.url) as client:
+        a = client.submit("double", 2)
+        b = client.submit("double", 5)
+        c = client.submit("sum", depends_on=[a.id, b.id])
+        done = client.wait(c.id, timeout=30)
+        assert (done.status, done.result) == ("succeeded", 14)
+        flaky_task = client.wait(client.submit("flaky", backoff_ms=10).id, timeout=30)
+        assert (flaky_task.status, flaky_task.result, attempts) == ("succeeded", "second try", [1, 2])
+        assert "RuntimeError: first try fails" in flaky_task.attempts[0].error
+        refused = client.wait(client.submit("refuse").id, timeout=30)
+        assert (refused.status, len(refused.attempts), refused.error) == ("failed", 1, "bad payload")
+        [agent] = [a for a in client.agents() if a.name == "py-test"]
+        assert set(agent.capabilities) == {"double", "sum", "flaky", "refuse"} and agent.slots == 4
+
+
+def test_progress_cancels_and_swarm_replies(hub):
+    worker = hive_sdk.Worker(hub.url, name="py-long")
+    started = threading.Event()
+    stopped = threading.Event()
+
+    @worker.task("long")
+    async def long(job):
+        job.progress(fraction=0.25, message="a quarter", output="Once ")
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    @worker.on_message("council")
+    def vote(payload):
+        return {"vote": payload["q"] == "agree?"}
+
+    with Running(worker), hive_sdk.Client(hub.url) as client:
+        task = client.submit("long")
+        until(started.is_set, "the handler to start")
+        progress = until(lambda: client.get(task.id).progress, "the progress on the task")
+        assert (progress.attempt, progress.fraction, progress.message) == (1, 0.25, "a quarter")
+        assert client.cancel(task.id).status == "cancelled"
+        until(stopped.is_set, "the handler to be cancelled")
+        outcome = client.broadcast("council", {"q": "agree?"}, timeout_ms=10000)
+        assert [r.output for r in outcome.replies] == [{"vote": True}]
+        assert outcome.recipients == 1 and outcome.missing == []
+
+
+def test_the_worker_reconnects_after_a_hub_restart(hub):
+    worker = hive_sdk.Worker(hub.url, name="py-stays", max_backoff=0.5)
+
+    @worker.task("echo")
+    def echo(job):
+        return job.payload
+
+    with Running(worker), hive_sdk.Client(hub.url) as client:
+        assert client.wait(client.submit("echo", "before").id, timeout=30).result == "before"
+        hub.kill()
+        until(lambda: not worker.connected, "the worker to notice")
+        hub.start()
+        until(lambda: worker.connected, "the worker to reconnect")
+        assert client.wait(client.submit("echo", "after").id, timeout=30).result == "after"
