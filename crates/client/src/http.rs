@@ -137,10 +137,7 @@ impl HubClient {
         let url = format!("{}{path}", self.base);
         let mut waited = Duration::ZERO;
         let response = loop {
-            let mut request = self.http.request(method.clone(), &url);
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
+            let mut request = self.authorized(self.http.request(method.clone(), &url));
             match body {
                 Some(body) => request = request.json(body),
                 // The hub takes a POST only as JSON, bodiless ones included (a browser defence).
@@ -197,10 +194,7 @@ impl HubClient {
         mut on_event: impl FnMut(&str, &serde_json::Value),
     ) -> Result<Option<Task>, ClientError> {
         let url = format!("{}/api/v1/tasks/{id}/events", self.base);
-        let mut request = self.http.get(&url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let request = self.authorized(self.http.get(&url));
         let unreachable = |source| ClientError::Unreachable {
             url: url.clone(),
             source,
@@ -211,24 +205,14 @@ impl HubClient {
             let bytes = response.bytes().await.map_err(unreachable)?;
             return Err(refusal(status, &bytes));
         }
-        let mut pending = String::new();
+        let mut events = hive_proto::sse::SseReader::default();
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = pending.find("\n\n") {
-                let block: String = pending.drain(..end + 2).collect();
-                let (mut name, mut data) = (String::new(), String::new());
-                for line in block.lines() {
-                    if let Some(n) = line.strip_prefix("event:") {
-                        name = n.trim().to_owned();
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        data.push_str(d.trim_start());
-                    }
-                }
-                if name.is_empty() {
-                    continue; // a keep-alive comment
-                }
+            for event in events.feed(&chunk) {
+                let Some(name) = event.event else {
+                    continue;
+                };
                 let value: serde_json::Value =
-                    serde_json::from_str(&data).map_err(|e| ClientError::Decode {
+                    serde_json::from_str(&event.data).map_err(|e| ClientError::Decode {
                         status,
                         detail: format!("event {name}: {e}"),
                     })?;
@@ -249,6 +233,14 @@ impl HubClient {
     }
 
     const NO_BODY: Option<&'static ()> = None;
+
+    /// `request` with the token, when the client has one.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
 
     /// Any call by its method and path (with query), its body and answer as JSON; for callers
     /// that pass the API's values through (`hive mcp`). `timeout` bounds the whole call.
@@ -424,10 +416,7 @@ impl HubClient {
     /// The hub's Prometheus exposition (`GET /metrics`), as text.
     pub async fn prometheus(&self) -> Result<String, ClientError> {
         let url = format!("{}/metrics", self.base);
-        let mut request = self.http.get(&url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let request = self.authorized(self.http.get(&url));
         let unreachable = |source| ClientError::Unreachable {
             url: url.clone(),
             source,

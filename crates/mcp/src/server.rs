@@ -145,7 +145,9 @@ fn submitted_but(failure: Failure, id: &str) -> Failure {
                     "task {id} was submitted; waiting for it failed: {message}"
                 ));
             }
-            body["task_id"] = json!(id);
+            if let Some(object) = body.as_object_mut() {
+                object.insert("task_id".into(), json!(id));
+            }
             Failure::Api { status, body }
         }
         Failure::Unreachable(reason) => Failure::Unreachable(format!(

@@ -12,5 +12,6 @@ pub mod events;
 pub mod integral;
 pub mod metrics;
 pub mod protocol;
+pub mod sse;
 
 pub use serde_json::value::RawValue;

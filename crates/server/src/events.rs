@@ -42,9 +42,7 @@ impl Events {
         }
     }
 
-    /// The changes of a commit: the progress board follows them, listeners get their events.
     pub fn publish(&self, changes: &[Change]) {
-        self.progress.follow(changes);
         if self.stream.receiver_count() == 0 {
             return;
         }

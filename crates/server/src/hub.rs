@@ -52,8 +52,8 @@ pub enum StartError {
     Unprotected { addr: SocketAddr },
     #[error("authentication: {0}")]
     Auth(String),
-    #[error("the hub stopped before the LLM providers' agents registered")]
-    Llm,
+    #[error("LLM providers: {0}")]
+    Llm(#[from] crate::llm::LlmError),
     #[error("TLS (--tls-cert / --tls-key): {0}")]
     Tls(#[from] hive_tls::TlsError),
 }
@@ -234,9 +234,7 @@ impl Hub {
         if state.config.builtin_threads > 0 {
             crate::builtin::start(&state, state.config.builtin_threads).await?;
         }
-        crate::llm::start(&state, &state.config.llm)
-            .await
-            .map_err(|_| StartError::Llm)?;
+        crate::llm::start(&state, &state.config.llm).await?;
         let limits = state.config.connections;
         let app = routes::app(state.clone());
         let server = tokio::spawn(crate::listener::serve(

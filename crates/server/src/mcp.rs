@@ -35,12 +35,15 @@ impl Api for InProcess {
         caller: Option<&axum::http::request::Parts>,
     ) -> Result<Value, Failure> {
         let mut request = Request::builder().method(call.method).uri(&call.target);
-        if call.body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
+        let body = call.body.map(|b| b.to_string());
+        if let Some(body) = &body {
+            // With its length stated, admission reserves what the body is, not the most a body
+            // may be (`admission::bound_bodies`).
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, body.len());
         }
-        let body = call
-            .body
-            .map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let body = body.map_or_else(Body::empty, Body::from);
         let mut request = request
             .body(body)
             .map_err(|e| Failure::Unreachable(format!("cannot call {}: {e}", call.target)))?;

@@ -3,6 +3,9 @@
 //! stale attempt's or another agent's frame is ignored), bounded in size and rate per attempt,
 //! and becomes an [`Event::Progress`] for the streams. Nothing of it is stored: only the latest
 //! fraction and message of each running attempt are kept, in memory, for `GET /tasks/{id}`.
+//!
+//! Only attempts started since the hub started are followed: one recovered after a restart (or
+//! after a failed commit rebuilt the scheduler) reports progress again from its next attempt.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -32,7 +35,7 @@ pub struct Latest {
     pub at: Timestamp,
 }
 
-struct Running {
+struct Watched {
     agent: AgentId,
     capability: Capability,
     latest: Option<Latest>,
@@ -54,11 +57,11 @@ pub enum Refused {
 
 #[derive(Default)]
 pub struct ProgressBoard {
-    running: Mutex<BTreeMap<(TaskId, u32), Running>>,
+    running: Mutex<BTreeMap<(TaskId, u32), Watched>>,
 }
 
 impl ProgressBoard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(TaskId, u32), Running>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(TaskId, u32), Watched>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -77,7 +80,7 @@ impl ProgressBoard {
                 } => {
                     running.insert(
                         (spec.id, *attempt),
-                        Running {
+                        Watched {
                             agent: *agent,
                             capability: spec.capability.clone(),
                             latest: None,

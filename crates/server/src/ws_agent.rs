@@ -278,8 +278,9 @@ async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage
             return match crate::progress::pass_on(state, agent, progress) {
                 Ok(()) => false,
                 Err(why) => {
+                    // Said, but not counted toward the invalid frames (docs/protocol.md).
                     send_error(state, agent, "progress_refused", why);
-                    true
+                    false
                 }
             };
         }

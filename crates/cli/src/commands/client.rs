@@ -75,8 +75,18 @@ pub async fn task(args: ShowTaskArgs, hub: &super::Target) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     use std::io::Write;
-    let show = |name: &str, event: &serde_json::Value| match name {
+    // The attempt whose text is on the screen: a retry's text starts on a line of its own.
+    let mut writing = None;
+    let mut show = |name: &str, event: &serde_json::Value| match name {
         "progress" => {
+            let attempt = event["attempt"].as_u64();
+            if writing.is_some_and(|w| Some(w) != attempt) && event["output"].is_string() {
+                println!();
+                eprintln!("[attempt {}: its text starts over]", attempt.unwrap_or(0));
+            }
+            if event["output"].is_string() {
+                writing = attempt;
+            }
             if let Some(text) = event["output"].as_str() {
                 print!("{text}");
                 let _ = std::io::stdout().flush();
@@ -111,7 +121,11 @@ pub async fn task(args: ShowTaskArgs, hub: &super::Target) -> Outcome {
     };
     // The hub ends a stream after its max_wait: open it again until the task finishes.
     let task = loop {
-        if let Some(task) = client.follow(&args.id, show).await.map_err(Failure::hub)? {
+        if let Some(task) = client
+            .follow(&args.id, &mut show)
+            .await
+            .map_err(Failure::hub)?
+        {
             break task;
         }
     };

@@ -75,6 +75,8 @@ impl Effects {
         if outcome.is_ok() {
             self.last_ok_generation
                 .fetch_max(generation, Ordering::AcqRel);
+            // Before the assignments go out: an agent may report progress at once.
+            self.events.progress.follow(&changes);
             self.announce(&changes);
             self.metrics.observe(&changes);
             self.events.publish(&changes);

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use hive_proto::sse::SseReader;
 use serde_json::{Map, Value, json};
 
 use crate::metrics::llm::Tokens;
@@ -178,7 +179,7 @@ pub fn answer(body: &[u8]) -> Result<Completion, Failed> {
 /// `choices[0].delta.content` to the text, ended by `data: [DONE]`.
 #[derive(Debug, Default)]
 pub struct Stream {
-    pending: Vec<u8>,
+    events: SseReader,
     completion: Completion,
     done: bool,
 }
@@ -186,20 +187,13 @@ pub struct Stream {
 impl Stream {
     /// Takes the next bytes; returns the text they added (for progress).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<String, Failed> {
-        self.pending.extend_from_slice(bytes);
         let mut added = String::new();
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim_end().strip_prefix("data:") else {
-                continue; // comments, `event:` and blank lines
-            };
-            let data = data.trim();
-            if data == "[DONE]" {
+        for event in self.events.feed(bytes) {
+            if event.data == "[DONE]" {
                 self.done = true;
                 continue;
             }
-            let chunk: Value = serde_json::from_str(data).map_err(malformed)?;
+            let chunk: Value = serde_json::from_str(&event.data).map_err(malformed)?;
             if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
                 added.push_str(piece);
             }

@@ -22,8 +22,8 @@ use crate::metrics::llm::Tokens;
 use crate::state::AppState;
 use chat::{Failed, Retry};
 
-/// One provider, as configured (`[[llm.providers]]`).
-#[derive(Debug, Clone, PartialEq)]
+/// One provider, as configured (`[[llm.providers]]`). Its `Debug` leaves the key out.
+#[derive(Clone, PartialEq)]
 pub struct Provider {
     /// 1-64 of `A-Z a-z 0-9 _ . -`.
     pub name: String,
@@ -38,6 +38,20 @@ pub struct Provider {
     pub stream: bool,
     /// Prices by model, for the cost of a task's tokens.
     pub prices: BTreeMap<String, Price>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "(set)"))
+            .field("models", &self.models)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("stream", &self.stream)
+            .field("prices", &self.prices)
+            .finish()
+    }
 }
 
 /// What a model's tokens cost, per 1,000, in whatever currency the operator counts in.
@@ -83,11 +97,21 @@ impl Provider {
 /// The least time between two progress frames of a streamed answer.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-/// Attempts in flight, to abort on a cancel.
-type Running = Arc<Mutex<HashMap<(TaskId, u32), AbortHandle>>>;
+/// Requests in flight, to abort on a cancel.
+type InFlight = Arc<Mutex<HashMap<(TaskId, u32), AbortHandle>>>;
 
-/// Registers each provider's agent; they run until the hub closes its connections.
-pub async fn start(state: &AppState, providers: &[Provider]) -> Result<(), HubStopped> {
+/// Why the providers' agents did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("provider {provider:?}: {reason}")]
+    Provider { provider: String, reason: String },
+    #[error("the hub stopped before the LLM providers' agents registered")]
+    Stopped,
+}
+
+/// Registers each provider's agent; they run until the hub closes its connections, which
+/// aborts the requests still in flight.
+pub async fn start(state: &AppState, providers: &[Provider]) -> Result<(), LlmError> {
     if providers.is_empty() {
         return Ok(());
     }
@@ -97,27 +121,37 @@ pub async fn start(state: &AppState, providers: &[Provider]) -> Result<(), HubSt
         .build()
         .expect("an HTTP client builds");
     for provider in providers {
-        let spec = provider
-            .spec()
-            .expect("provider models are checked with the configuration");
-        let local = LocalAgent::register(state, spec).await?;
+        let spec = provider.spec().map_err(|reason| LlmError::Provider {
+            provider: provider.name.clone(),
+            reason,
+        })?;
+        let local = LocalAgent::register(state, spec)
+            .await
+            .map_err(|HubStopped| LlmError::Stopped)?;
         let agent = local.id;
         let executor = Arc::new(Executor {
             state: state.clone(),
             agent,
             provider: provider.clone(),
             http: http.clone(),
-            running: Running::default(),
+            in_flight: InFlight::default(),
         });
         let serving = executor.clone();
-        tokio::spawn(local.serve(state.clone(), move |work| match work {
+        let serve = local.serve(state.clone(), move |work| match work {
             Work::Assign(task) => serving.clone().dispatch(task),
             Work::Cancel { task, attempt } => {
-                if let Some(abort) = lock(&serving.running).remove(&(task, attempt)) {
+                if let Some(abort) = lock(&serving.in_flight).remove(&(task, attempt)) {
                     abort.abort();
                 }
             }
-        }));
+        });
+        tokio::spawn(async move {
+            serve.await;
+            // The hub is stopping: spend no more tokens (the leases bring the work back).
+            for (_, abort) in lock(&executor.in_flight).drain() {
+                abort.abort();
+            }
+        });
         tracing::info!(%agent, provider = %provider.name, models = provider.models.len(), "LLM provider ready");
     }
     Ok(())
@@ -128,7 +162,7 @@ struct Executor {
     agent: AgentId,
     provider: Provider,
     http: reqwest::Client,
-    running: Running,
+    in_flight: InFlight,
 }
 
 impl Executor {
@@ -137,13 +171,13 @@ impl Executor {
             return;
         };
         let attempt = task.attempt;
-        let running = self.running.clone();
-        // Held while the attempt is registered, so a cancel cannot slip in before it is.
-        let mut in_flight = lock(&running);
+        let requests = self.in_flight.clone();
+        // Held while the attempt is registered, so that its end cannot be seen before it is.
+        let mut in_flight = lock(&requests);
         let handle = tokio::spawn(async move {
             let report = self.attempt(&task).await;
             // Gone from the map means cancelled: the scheduler ended the attempt already.
-            if lock(&self.running).remove(&(id, attempt)).is_some() {
+            if lock(&self.in_flight).remove(&(id, attempt)).is_some() {
                 let command = local_agent::report(self.agent, id, attempt, report);
                 let _ = self.state.commands.send(command).await;
             }

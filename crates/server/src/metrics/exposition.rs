@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use hive_metrics::procfs;
 use hive_metrics::prometheus::{Exposition, Kind};
-use hive_proto::metrics::MetricsSnapshot;
+use hive_proto::metrics::{LlmUsage, MetricsSnapshot};
 
 use super::{Count, HubMetrics};
 
@@ -300,70 +300,51 @@ pub fn render(
 
 /// LLM providers: requests, tokens and cost by provider, model and capability. Absent without
 /// providers.
-fn llm(
-    e: &mut Exposition,
-    usage: &std::collections::BTreeMap<String, hive_proto::metrics::LlmUsage>,
-) {
+fn llm(e: &mut Exposition, usage: &std::collections::BTreeMap<String, LlmUsage>) {
     if usage.is_empty() {
         return;
     }
-    let labels = |capability: &str, u: &hive_proto::metrics::LlmUsage| {
-        [
-            ("provider", u.provider.clone()),
-            ("model", u.model.clone()),
-            ("capability", capability.to_owned()),
-        ]
-    };
-    let name = "hive_llm_requests_total";
-    e.family(name, Kind::Counter, "Requests to LLM providers, by result.");
-    for (capability, u) in usage {
-        let [p, m, c] = labels(capability, u);
-        for (result, value) in [("ok", u.requests), ("failed", u.failed_requests)] {
-            let l = [
-                (p.0, p.1.as_str()),
-                (m.0, m.1.as_str()),
-                (c.0, c.1.as_str()),
-                ("result", result),
-            ];
-            e.sample(name, &l, value as f64);
-        }
-    }
-    let name = "hive_llm_tokens_total";
-    e.family(
-        name,
-        Kind::Counter,
-        "Tokens LLM providers counted, by kind (prompt, completion).",
-    );
-    for (capability, u) in usage {
-        let [p, m, c] = labels(capability, u);
-        for (kind, value) in [
-            ("prompt", u.prompt_tokens),
-            ("completion", u.completion_tokens),
-        ] {
-            let l = [
-                (p.0, p.1.as_str()),
-                (m.0, m.1.as_str()),
-                (c.0, c.1.as_str()),
-                ("kind", kind),
-            ];
-            e.sample(name, &l, value as f64);
-        }
-    }
-    let name = "hive_llm_cost_total";
-    e.family(
-        name,
-        Kind::Counter,
-        "What the tokens cost at the configured prices (models with prices only).",
-    );
-    for (capability, u) in usage {
-        if let Some(cost) = u.cost {
-            let [p, m, c] = labels(capability, u);
-            let l = [
-                (p.0, p.1.as_str()),
-                (m.0, m.1.as_str()),
-                (c.0, c.1.as_str()),
-            ];
-            e.sample(name, &l, cost);
+    /// A family's samples for one model: its own label (if any) and value.
+    type Series = fn(&LlmUsage) -> Vec<(Option<(&'static str, &'static str)>, f64)>;
+    let families: [(&str, &str, Series); 3] = [
+        (
+            "hive_llm_requests_total",
+            "Requests to LLM providers, by result.",
+            |u| {
+                vec![
+                    (Some(("result", "ok")), u.requests as f64),
+                    (Some(("result", "failed")), u.failed_requests as f64),
+                ]
+            },
+        ),
+        (
+            "hive_llm_tokens_total",
+            "Tokens LLM providers counted, by kind (prompt, completion).",
+            |u| {
+                vec![
+                    (Some(("kind", "prompt")), u.prompt_tokens as f64),
+                    (Some(("kind", "completion")), u.completion_tokens as f64),
+                ]
+            },
+        ),
+        (
+            "hive_llm_cost_total",
+            "What the tokens cost at the configured prices (models with prices only).",
+            |u| u.cost.map(|cost| (None, cost)).into_iter().collect(),
+        ),
+    ];
+    for (name, help, series) in families {
+        e.family(name, Kind::Counter, help);
+        for (capability, u) in usage {
+            for (label, value) in series(u) {
+                let mut labels = vec![
+                    ("provider", u.provider.as_str()),
+                    ("model", u.model.as_str()),
+                    ("capability", capability.as_str()),
+                ];
+                labels.extend(label);
+                e.sample(name, &labels, value);
+            }
         }
     }
 }

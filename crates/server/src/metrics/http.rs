@@ -40,8 +40,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // A long-poll lasts as long as the client asked, a WebSocket or an event stream as long as
-    // it is open.
-    if !route.ends_with("/wait") && !route.ends_with("/events") && !route.contains(" /ws/") {
+    // it is open, an MCP call as long as its tool waits (`wait_ms`, a broadcast).
+    let waits = route.ends_with("/wait") || route.ends_with("/events") || route.ends_with(" /mcp");
+    if !waits && !route.contains(" /ws/") {
         metrics.api.record_us(us);
     }
     response

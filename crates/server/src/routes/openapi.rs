@@ -92,12 +92,14 @@ pub fn document() -> &'static Value {
 /// The document with this hub's configured limits where the generated one states the defaults.
 pub fn for_hub(config: &crate::config::HubConfig) -> Value {
     let mut doc = document().clone();
-    let wait = &mut doc["paths"]["/api/v1/tasks/{id}/wait"]["get"]["parameters"];
-    if let Some(timeout) = wait
-        .as_array_mut()
-        .and_then(|parameters| parameters.iter_mut().find(|p| p["name"] == "timeout_ms"))
-    {
-        timeout["schema"]["maximum"] = json!(config.max_wait.as_millis() as u64);
+    for path in ["/api/v1/tasks/{id}/wait", "/api/v1/tasks/{id}/events"] {
+        let parameters = &mut doc["paths"][path]["get"]["parameters"];
+        if let Some(timeout) = parameters
+            .as_array_mut()
+            .and_then(|parameters| parameters.iter_mut().find(|p| p["name"] == "timeout_ms"))
+        {
+            timeout["schema"]["maximum"] = json!(config.max_wait.as_millis() as u64);
+        }
     }
     doc
 }

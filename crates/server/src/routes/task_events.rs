@@ -3,7 +3,8 @@
 //! first, and again once it finished, which ends the stream), `status` (each change of status,
 //! an attempt starting or ending), `progress` (what its running attempt reports:
 //! docs/protocol.md, "Progress"), and `skipped` when the client fell behind. The stream also
-//! ends after `timeout_ms`; the client then opens it again.
+//! ends after `timeout_ms` (the client then opens it again), and when the token it was opened
+//! with is revoked.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::tasks::{fetch, parse_task_id};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::events::Batch;
 use crate::state::AppState;
@@ -39,6 +41,7 @@ pub struct FollowParams {
 ))]
 pub async fn follow(
     State(state): State<AppState>,
+    who: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
     params: Result<Query<FollowParams>, QueryRejection>,
 ) -> Result<
@@ -70,8 +73,16 @@ pub async fn follow(
     let _ = sender.try_send(first);
     if !finished {
         let deadline = Duration::from_millis(timeout_ms);
+        let who = who.map(|axum::Extension(who)| who);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(deadline, relay(&state, id, events, &sender)).await;
+            let relayed = relay(&state, id, events, &sender);
+            // Over at the deadline, when the client goes, or when its token is revoked (as the
+            // other live streams are).
+            tokio::select! {
+                _ = tokio::time::timeout(deadline, relayed) => {}
+                _ = sender.closed() => {}
+                _ = crate::auth::revoked(&state, who.as_ref()) => {}
+            }
         });
     }
     let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map(Ok);

@@ -8,8 +8,15 @@ use serde_json::{Value, json};
 use crate::util::{echo, http, spawn_worker, start_hub};
 
 async fn rpc(url: &str, method: &str, params: Value) -> reqwest::Response {
-    http()
-        .post(format!("{url}/mcp"))
+    rpc_as(url, None, method, params).await
+}
+
+async fn rpc_as(url: &str, token: Option<&str>, method: &str, params: Value) -> reqwest::Response {
+    let mut request = http().post(format!("{url}/mcp"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
         .header("Accept", "application/json, text/event-stream")
         .header("MCP-Protocol-Version", "2025-11-25")
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
@@ -142,4 +149,64 @@ async fn the_transport_refuses_with_the_api_error_body() {
             .contains("1999-01-01"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn tools_take_the_callers_token_and_role() {
+    let t = crate::util::start_hub_with(|c| c.auth.enabled = true).await;
+    let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
+    let admin = hive_client::HubClient::new(&t.url).with_token(Some(admin_token.trim().into()));
+    let token = |role: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let grant = hive_proto::api::NewToken {
+                name: format!("mcp-{role}"),
+                role: role.into(),
+                capabilities: None,
+                groups: None,
+            };
+            admin.create_token(&grant).await.unwrap().token
+        }
+    };
+    let (read, agent, client) = (
+        token("read").await,
+        token("agent").await,
+        token("client").await,
+    );
+    let list = json!({});
+    assert_eq!(
+        rpc_as(&t.url, None, "tools/list", list.clone())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        rpc_as(&t.url, Some(&agent), "tools/list", list.clone())
+            .await
+            .status(),
+        403
+    );
+
+    let call = |token: String, name: &'static str, arguments: Value| {
+        let url = t.url.clone();
+        async move {
+            let params = json!({"name": name, "arguments": arguments});
+            let answer = rpc_as(&url, Some(&token), "tools/call", params).await;
+            assert_eq!(answer.status(), 200);
+            answer.json::<Value>().await.unwrap()["result"].clone()
+        }
+    };
+    let status = call(read.clone(), "hub_status", json!({})).await;
+    assert_eq!(status["isError"], false, "{status}");
+    let refused = call(read, "submit_task", json!({"capability": "x"})).await;
+    assert_eq!(refused["isError"], true);
+    assert_eq!(refused["structuredContent"]["status"], 403);
+    assert_eq!(
+        refused["structuredContent"]["error"]["code"],
+        "forbidden_role"
+    );
+    let submitted = call(client, "submit_task", json!({"capability": "x"})).await;
+    assert_eq!(submitted["isError"], false, "{submitted}");
+    // The task records who submitted it: the token of the /mcp request.
+    assert_eq!(submitted["structuredContent"]["submitted_by"], "mcp-client");
 }

@@ -37,33 +37,32 @@ async fn running(t: &TestHub) -> (Socket, String) {
 /// Reads Server-Sent Events from a streaming response: (event name, JSON data) pairs.
 struct Sse {
     response: reqwest::Response,
-    pending: String,
+    reader: hive_proto::sse::SseReader,
+    ready: std::collections::VecDeque<(String, Value)>,
 }
 
 impl Sse {
+    fn new(response: reqwest::Response) -> Sse {
+        Sse {
+            response,
+            reader: Default::default(),
+            ready: Default::default(),
+        }
+    }
+
     async fn next(&mut self) -> Option<(String, Value)> {
         loop {
-            if let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                let mut name = String::new();
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(n) = line.strip_prefix("event:") {
-                        name = n.trim().to_owned();
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        data.push_str(d.trim());
-                    }
-                }
-                if name.is_empty() {
-                    continue; // a keep-alive comment
-                }
-                return Some((name, json(&data)));
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
             }
             let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
                 .await
                 .expect("an event in time")
                 .unwrap()?;
-            self.pending.push_str(&String::from_utf8_lossy(&chunk));
+            for event in self.reader.feed(&chunk) {
+                let name = event.event.unwrap_or_default();
+                self.ready.push_back((name, json(&event.data)));
+            }
         }
     }
 }
@@ -83,10 +82,7 @@ async fn progress_reaches_the_task_the_event_streams_and_its_follower() {
         response.headers()["content-type"].to_str().unwrap(),
         "text/event-stream"
     );
-    let mut follow = Sse {
-        response,
-        pending: String::new(),
-    };
+    let mut follow = Sse::new(response);
     let (name, first) = follow.next().await.unwrap();
     assert_eq!(
         (name.as_str(), first["status"].as_str()),
