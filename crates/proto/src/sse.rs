@@ -18,8 +18,8 @@ pub struct SseReader {
 }
 
 impl SseReader {
-    /// Takes the next bytes; returns the events they completed. Comments and events with
-    /// neither a name nor data (keep-alives) are skipped.
+    /// Takes the next bytes; returns the events they completed. Comments, and events without
+    /// data (keep-alives), are skipped.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.pending.extend_from_slice(bytes);
         let mut events = Vec::new();
@@ -30,9 +30,9 @@ impl SseReader {
             let text = String::from_utf8_lossy(line);
             start += end + 1;
             if text.is_empty() {
+                // As the standard has it: an event without data is not dispatched.
                 let event = std::mem::take(&mut self.current);
-                let has_data = std::mem::take(&mut self.has_data);
-                if event.event.is_some() || has_data {
+                if std::mem::take(&mut self.has_data) {
                     events.push(event);
                 }
                 continue;
@@ -56,6 +56,12 @@ impl SseReader {
         self.pending.drain(..start);
         events
     }
+
+    /// The stream ended: the event it was in the middle of, if it had data (a stream may end
+    /// without the blank line after its last event).
+    pub fn finish(&mut self) -> Vec<SseEvent> {
+        self.feed(b"\n\n")
+    }
 }
 
 #[cfg(test)]
@@ -65,14 +71,15 @@ mod tests {
     #[test]
     fn events_come_whole_whatever_the_pieces() {
         let stream = "event: progress\ndata: {\"output\": \"caf\u{e9}\"}\n\n: keep-alive\n\n\
-                      data: one\r\ndata: two\r\n\r\nevent: end\n\n";
+                      data: one\r\ndata: two\r\n\r\nevent: end\n\ndata: [DONE]";
         for size in [1, 2, 3, 7, 100] {
             let mut reader = SseReader::default();
-            let events: Vec<SseEvent> = stream
+            let mut events: Vec<SseEvent> = stream
                 .as_bytes()
                 .chunks(size)
                 .flat_map(|piece| reader.feed(piece))
                 .collect();
+            events.extend(reader.finish());
             assert_eq!(
                 events,
                 [
@@ -85,8 +92,8 @@ mod tests {
                         data: "one\ntwo".into()
                     },
                     SseEvent {
-                        event: Some("end".into()),
-                        data: String::new()
+                        event: None,
+                        data: "[DONE]".into()
                     },
                 ],
                 "pieces of {size}"

@@ -5,9 +5,9 @@ message and field)."""
 from .client import AsyncClient, Client
 from .errors import ApiError, HiveError, Unreachable
 from .models import Agent, Attempt, BroadcastOutcome, Progress, Status, SwarmReply, Task, TaskPage
-from .worker import Fail, Job, Worker
+from .worker import Fail, Job, Refused, Worker
 
 __all__ = [
     "Agent", "ApiError", "AsyncClient", "Attempt", "BroadcastOutcome", "Client", "Fail", "HiveError",
-    "Job", "Progress", "Status", "SwarmReply", "Task", "TaskPage", "Unreachable", "Worker",
+    "Job", "Progress", "Refused", "Status", "SwarmReply", "Task", "TaskPage", "Unreachable", "Worker",
 ]

@@ -6,6 +6,7 @@ methods. Each call is described once (`_Call`); the two only differ in how they 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -18,8 +19,15 @@ from .models import Agent, BroadcastOutcome, Status, Task, TaskPage
 
 T = TypeVar("T")
 
-#: One long-poll's share of a longer wait, in seconds (under the hub's default `max_wait`).
+#: One long-poll's share of a longer wait, in seconds (under the hub's default `max_wait`; a
+#: hub that waits less says so, and the client then asks for what it allows).
 WAIT_CHUNK = 30.0
+
+
+def _max_wait(error: ApiError) -> float | None:
+    """The hub's `max_wait` in seconds, from its refusal of a longer `timeout_ms`."""
+    found = re.search(r"from 0 to (\d+)", error.message) if error.field == "timeout_ms" else None
+    return int(found.group(1)) / 1000 if found else None
 
 
 @dataclass
@@ -98,7 +106,10 @@ def _answer(call: _Call[T], response: httpx.Response) -> T:
     try:
         body = response.json()
     except ValueError:
-        raise Unreachable(f"{call.method} {call.path}: the hub answered {response.status_code} without JSON") from None
+        if response.is_success:
+            raise Unreachable(f"{call.method} {call.path}: the hub answered {response.status_code} without JSON") from None
+        # Not the hub's own error body (a proxy's, say): still the answer's status and text.
+        raise ApiError(response.status_code, "error", response.text[:500]) from None
     if response.is_success:
         return call.decode(body)
     error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -155,11 +166,17 @@ class Client:
 
     def wait(self, id: str, timeout: float = 30.0) -> Task:
         """Waits up to `timeout` seconds for the task to finish; the task as it then stands."""
-        deadline = time.monotonic() + timeout
+        deadline, chunk = time.monotonic() + timeout, WAIT_CHUNK
         while True:
             left = deadline - time.monotonic()
-            task = self._run(_wait(id, min(max(left, 0.0), WAIT_CHUNK)))
-            if task.finished or left <= WAIT_CHUNK:
+            try:
+                task = self._run(_wait(id, min(max(left, 0.0), chunk)))
+            except ApiError as e:
+                if (allowed := _max_wait(e)) is None or allowed >= chunk:
+                    raise
+                chunk = allowed
+                continue
+            if task.finished or left <= chunk:
                 return task
 
     def list_tasks(self, status: str | None = None, capability: str | None = None,
@@ -220,11 +237,17 @@ class AsyncClient:
         return await self._run(_get(id))
 
     async def wait(self, id: str, timeout: float = 30.0) -> Task:
-        deadline = time.monotonic() + timeout
+        deadline, chunk = time.monotonic() + timeout, WAIT_CHUNK
         while True:
             left = deadline - time.monotonic()
-            task = await self._run(_wait(id, min(max(left, 0.0), WAIT_CHUNK)))
-            if task.finished or left <= WAIT_CHUNK:
+            try:
+                task = await self._run(_wait(id, min(max(left, 0.0), chunk)))
+            except ApiError as e:
+                if (allowed := _max_wait(e)) is None or allowed >= chunk:
+                    raise
+                chunk = allowed
+                continue
+            if task.finished or left <= chunk:
                 return task
 
     async def list_tasks(self, status: str | None = None, capability: str | None = None,

@@ -65,3 +65,23 @@ def test_tokens_and_the_async_client(secured_hub):
             assert (await client.cancel(task.id)).submitted_by is not None
 
     asyncio.run(main())
+
+
+def test_wait_follows_a_hub_that_waits_less_than_its_chunk(tmp_path):
+    from conftest import Hub
+
+    config = tmp_path / "hive.toml"
+    config.write_text("[server]\nmax_wait_ms = 500\n")
+    port = free_port()
+    short = Hub(f"http://127.0.0.1:{port}", str(tmp_path / "data"), port)
+    short.start("--config", str(config))
+    try:
+        with hive_sdk.Client(short.url) as client:
+            task = client.submit("nobody")
+            # 1.2 s of waiting in the 0.5 s the hub allows per call.
+            assert client.wait(task.id, timeout=1.2).status == "queued"
+            with pytest.raises(hive_sdk.ApiError) as refused:
+                client._run(hive_sdk.client._wait(task.id, 2.0))
+            assert refused.value.field == "timeout_ms"
+    finally:
+        short.stop()

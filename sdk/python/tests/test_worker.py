@@ -111,3 +111,82 @@ def test_the_worker_reconnects_after_a_hub_restart(hub):
         hub.start()
         until(lambda: worker.connected, "the worker to reconnect")
         assert client.wait(client.submit("echo", "after").id, timeout=30).result == "after"
+
+
+def test_a_running_task_survives_a_hub_restart(hub):
+    worker = hive_sdk.Worker(hub.url, name="py-holds", max_backoff=0.5)
+    release = threading.Event()
+
+    @worker.task("hold")
+    def hold(job):  # a plain function: it keeps running while the hub is away
+        release.wait(60)
+        return "held"
+
+    with Running(worker), hive_sdk.Client(hub.url) as client:
+        task = client.submit("hold")
+        until(lambda: client.get(task.id).status == "running", "the task to start")
+        hub.kill()
+        until(lambda: not worker.connected, "the worker to notice")
+        hub.start()
+        until(lambda: worker.connected, "the worker to reconnect, naming the attempt it holds")
+        release.set()
+        done = client.wait(task.id, timeout=30)
+        # Re-attached: the attempt it held counts, and nothing ran twice.
+        assert (done.status, done.result, len(done.attempts)) == ("succeeded", "held", 1)
+
+
+def test_progress_from_a_plain_handler_and_a_result_that_is_not_json(hub):
+    worker = hive_sdk.Worker(hub.url, name="py-plain")
+    release = threading.Event()
+
+    @worker.task("plain")
+    def plain(job):
+        job.progress(fraction=0.5, message="from a thread")
+        release.wait(60)
+        return {"a", "set"}  # not JSON
+
+    with Running(worker), hive_sdk.Client(hub.url) as client:
+        task = client.submit("plain")
+        progress = until(lambda: client.get(task.id).progress, "the progress")
+        assert (progress.fraction, progress.message) == (0.5, "from a thread")
+        release.set()
+        done = client.wait(task.id, timeout=30)
+        assert (done.status, len(done.attempts)) == ("failed", 1)
+        assert "not JSON" in done.error
+
+
+def test_stop_lets_the_running_task_finish(hub):
+    worker = hive_sdk.Worker(hub.url, name="py-drains")
+    release = threading.Event()
+
+    @worker.task("slow")
+    async def slow(job):
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 60)
+        return "finished"
+
+    runner = Running(worker)
+    runner.__enter__()
+    with hive_sdk.Client(hub.url) as client:
+        task = client.submit("slow")
+        until(lambda: client.get(task.id).status == "running", "the task to start")
+        worker.stop()
+        until(lambda: any(a.name == "py-drains" and a.state == "draining" for a in client.agents()), "the drain")
+        release.set()
+        runner.__exit__(None, None, None)
+        done = client.wait(task.id, timeout=30)
+        assert (done.status, done.result) == ("succeeded", "finished")
+
+
+def test_a_worker_the_hub_refuses_stops_with_the_reason(secured_hub):
+    worker = hive_sdk.Worker(secured_hub.url, name="py-no-token")
+
+    @worker.task("x")
+    def x(job):
+        return None
+
+    try:
+        asyncio.run(worker.serve())
+    except hive_sdk.Refused as refused:
+        assert "401" in str(refused)
+    else:
+        raise AssertionError("serve() should raise Refused")

@@ -187,8 +187,13 @@ pub struct Stream {
 impl Stream {
     /// Takes the next bytes; returns the text they added (for progress).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<String, Failed> {
+        let events = self.events.feed(bytes);
+        self.take(events)
+    }
+
+    fn take(&mut self, events: Vec<hive_proto::sse::SseEvent>) -> Result<String, Failed> {
         let mut added = String::new();
-        for event in self.events.feed(bytes) {
+        for event in events {
             if event.data == "[DONE]" {
                 self.done = true;
                 continue;
@@ -212,7 +217,10 @@ impl Stream {
     }
 
     /// The completion, once the stream has ended with `[DONE]`.
-    pub fn finish(self) -> Result<Completion, Failed> {
+    pub fn finish(mut self) -> Result<Completion, Failed> {
+        // A last event the stream did not end with a blank line.
+        let last = self.events.finish();
+        self.take(last)?;
         if !self.done {
             return Err(malformed("the stream ended before [DONE]"));
         }

@@ -120,11 +120,17 @@ pub async fn start(state: &AppState, providers: &[Provider]) -> Result<(), LlmEr
         .tls_backend_preconfigured(tls)
         .build()
         .expect("an HTTP client builds");
-    for provider in providers {
-        let spec = provider.spec().map_err(|reason| LlmError::Provider {
-            provider: provider.name.clone(),
-            reason,
-        })?;
+    // All checked before any registers: a bad one leaves no half-started set behind.
+    let specs = providers
+        .iter()
+        .map(|provider| {
+            provider.spec().map_err(|reason| LlmError::Provider {
+                provider: provider.name.clone(),
+                reason,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (provider, spec) in providers.iter().zip(specs) {
         let local = LocalAgent::register(state, spec)
             .await
             .map_err(|HubStopped| LlmError::Stopped)?;
@@ -147,7 +153,8 @@ pub async fn start(state: &AppState, providers: &[Provider]) -> Result<(), LlmEr
         });
         tokio::spawn(async move {
             serve.await;
-            // The hub is stopping: spend no more tokens (the leases bring the work back).
+            // The agent is gone (the hub is stopping, or let go of it): spend no more tokens on
+            // what it held (the leases bring the work back).
             for (_, abort) in lock(&executor.in_flight).drain() {
                 abort.abort();
             }

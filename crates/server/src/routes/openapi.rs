@@ -85,8 +85,24 @@ pub fn document() -> &'static Value {
     DOCUMENT.get_or_init(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document is JSON");
         amend(&mut doc);
+        describe_task_events(&mut doc);
         doc
     })
+}
+
+/// A task's event stream: in OpenAPI 3.1 the `text/event-stream` schema describes one event, its
+/// name and its data (JSON text).
+fn describe_task_events(doc: &mut Value) {
+    let content = &mut doc["paths"]["/api/v1/tasks/{id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"];
+    content["schema"] = json!({
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["task", "status", "progress", "skipped"]},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+        },
+    });
 }
 
 /// The document with this hub's configured limits where the generated one states the defaults.
