@@ -139,8 +139,6 @@ pub struct Built {
     pub tool: Tool,
     /// Every argument the tool takes, and where it goes.
     pub arguments: Vec<(String, Place)>,
-    /// Whether the operation takes a JSON body (a POST always sends one).
-    pub has_body: bool,
     /// The most `wait_ms` may be (the wait operation's `timeout_ms` maximum).
     pub max_wait_ms: Option<u64>,
 }
@@ -237,7 +235,6 @@ fn build_one(spec: Spec, doc: &Value) -> Result<Built, String> {
         spec,
         tool,
         arguments,
-        has_body: spec.method == "post",
         max_wait_ms,
     })
 }

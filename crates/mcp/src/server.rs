@@ -256,7 +256,8 @@ pub fn prepare(built: &Built, arguments: Map<String, Value>) -> Result<Prepared,
                 http::Method::GET
             },
             target: path,
-            body: built.has_body.then_some(Value::Object(body)),
+            // A POST always sends a body: the hub takes a POST only as JSON.
+            body: (built.spec.method == "post").then_some(Value::Object(body)),
             waits,
         },
         wait_ms,

@@ -67,9 +67,21 @@ impl ProgressBoard {
 
     /// Follows the attempts that start, move to a reconnected agent, and end.
     pub fn follow(&self, changes: &[Change]) {
-        let mut running = None;
+        let moves = |change: &Change| {
+            matches!(
+                change,
+                Change::AttemptStarted { .. }
+                    | Change::AttemptReattached { .. }
+                    | Change::AttemptEnded { .. }
+                    | Change::TaskFinished { .. }
+            )
+        };
+        // Most commits (submits, heartbeats) start or end no attempt: no lock for them.
+        if !changes.iter().any(moves) {
+            return;
+        }
+        let mut running = self.lock();
         for change in changes {
-            let running = running.get_or_insert_with(|| self.lock());
             match change {
                 Change::AttemptStarted {
                     spec,

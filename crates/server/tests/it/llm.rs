@@ -17,9 +17,7 @@ use hive_proto::api::NewTask;
 use hive_server::llm::{Price, Provider};
 use serde_json::{Value, json};
 
-use hive_proto::metrics::MetricsSnapshot;
-
-use crate::util::{TestHub, eventually, finished, http, metrics_text, start_hub_with};
+use crate::util::{TestHub, eventually, finished, metrics_text, snapshot, start_hub_with};
 
 /// What the fake provider saw, and how often.
 #[derive(Clone, Default)]
@@ -236,15 +234,7 @@ async fn plain_and_streamed_answers_carry_text_tokens_and_cost() {
         "a snapshot with the tokens",
         Duration::from_secs(10),
         || async {
-            let snapshot: MetricsSnapshot = http()
-                .get(format!("{}/api/v1/metrics", t.url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let usage = snapshot.llm.get("llm:streamed/m1")?.clone();
+            let usage = snapshot(&t.url).await.llm.get("llm:streamed/m1")?.clone();
             (usage.requests == 1).then_some(usage)
         },
     )

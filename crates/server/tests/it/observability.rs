@@ -5,24 +5,12 @@ use std::time::Duration;
 
 use hive_client::worker::Outcome;
 use hive_proto::api::NewTask;
-use hive_proto::metrics::MetricsSnapshot;
 use serde_json::Value;
 
 use crate::util::*;
 
 async fn fast_hub() -> TestHub {
     start_hub_with(|c| c.metrics_interval = Duration::from_millis(100)).await
-}
-
-async fn snapshot(url: &str) -> MetricsSnapshot {
-    http()
-        .get(format!("{url}/api/v1/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn prometheus(url: &str) -> String {

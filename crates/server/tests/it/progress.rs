@@ -4,20 +4,10 @@
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
 use hive_proto::api::NewTask;
-use hive_proto::metrics::MetricsSnapshot;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
-
-async fn send(socket: &mut Socket, value: Value) {
-    socket
-        .send(Message::Text(value.to_string().into()))
-        .await
-        .unwrap();
-}
 
 /// A worker by hand with capability `slow`, and the task it was assigned.
 async fn running(t: &TestHub) -> (Socket, String) {
@@ -121,14 +111,7 @@ async fn progress_reaches_the_task_the_event_streams_and_its_follower() {
     assert_eq!(second["output"], "lo");
 
     // The task keeps the latest fraction and message, not the output.
-    let task: Value = http()
-        .get(format!("{}/api/v1/tasks/{id}", t.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task: Value = get_json(&format!("{}/api/v1/tasks/{id}", t.url)).await;
     assert_eq!(task["progress"]["attempt"], 1);
     assert_eq!(task["progress"]["fraction"], 0.5);
     assert_eq!(task["progress"]["message"], "halfway");
@@ -193,15 +176,7 @@ async fn progress_is_bounded_in_size_and_rate() {
         .collect();
     send(&mut worker, json!({"type": "batch", "frames": frames})).await;
     let totals = eventually("the frames counted", Duration::from_secs(10), || async {
-        let snapshot: MetricsSnapshot = http()
-            .get(format!("{}/api/v1/metrics", t.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let totals = snapshot.totals;
+        let totals = snapshot(&t.url).await.totals;
         (totals["progress_reported"] + totals["progress_dropped"] == 100).then_some(totals)
     })
     .await;

@@ -1,21 +1,12 @@
 //! The worker protocol spoken by hand over a raw WebSocket, as a worker in another language would.
 
-use futures_util::SinkExt;
 use hive_proto::api::NewTask;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
 
 async fn connect(url: &str) -> Socket {
     ws(url, "/ws/agent").await
-}
-
-async fn send(socket: &mut Socket, value: Value) {
-    socket
-        .send(Message::Text(value.to_string().into()))
-        .await
-        .unwrap();
 }
 
 async fn receive(socket: &mut Socket) -> Value {

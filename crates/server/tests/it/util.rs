@@ -146,6 +146,27 @@ pub async fn ws(url: &str, path: &str) -> Socket {
     tokio_tungstenite::connect_async(address).await.unwrap().0
 }
 
+/// Sends `value` as a JSON text frame.
+pub async fn send(socket: &mut Socket, value: serde_json::Value) {
+    use futures_util::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            value.to_string().into(),
+        ))
+        .await
+        .unwrap();
+}
+
+/// The hub's latest metrics snapshot (`GET /api/v1/metrics`).
+pub async fn snapshot(url: &str) -> hive_proto::metrics::MetricsSnapshot {
+    get_json(&format!("{url}/api/v1/metrics")).await
+}
+
+/// The JSON answer of `GET url`.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The next frame of `socket`, bounded at 10 s (against hanging, not a timing check).
 pub async fn next_frame(socket: &mut Socket) -> tokio_tungstenite::tungstenite::Message {
     use futures_util::StreamExt;
