@@ -1,6 +1,6 @@
 // REST calls to the hub that serves this page (same origin).
 import { authHeaders, refused } from "./auth";
-import type { Agent, Alert, AlertEvent, HubList, Task } from "./types";
+import type { AgentList, AlertList, HubList, Task, TaskList, TaskStatus } from "./types";
 
 export class ApiError extends Error {}
 
@@ -16,10 +16,10 @@ async function call<T>(path: string, init?: RequestInit): Promise<T> {
   return body as T;
 }
 
-export const agents = async () => (await call<{ items: Agent[] }>("/api/v1/agents")).items;
+export const agents = async () => (await call<AgentList>("/api/v1/agents")).items;
 
 export interface TaskFilter {
-  status?: string;
+  status?: TaskStatus;
   capability?: string;
 }
 
@@ -31,7 +31,7 @@ export function taskQuery(filter: TaskFilter, limit = 100): string {
 }
 
 export const tasks = (filter: TaskFilter) =>
-  call<{ items: Task[]; next_cursor: string | null }>(taskQuery(filter));
+  call<TaskList>(taskQuery(filter));
 export const task = (id: string) => call<Task>(`/api/v1/tasks/${encodeURIComponent(id)}`);
 // The hub takes a POST only as JSON, even without a body (its defence against cross-site forms).
 export const cancel = (id: string) =>
@@ -39,5 +39,5 @@ export const cancel = (id: string) =>
     method: "POST",
     headers: { "content-type": "application/json" },
   });
-export const alerts = () => call<{ active: Alert[]; recent: AlertEvent[] }>("/api/v1/alerts");
+export const alerts = () => call<AlertList>("/api/v1/alerts");
 export const hubs = () => call<HubList>("/api/v1/hubs");

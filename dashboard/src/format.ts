@@ -40,13 +40,13 @@ export function shortId(id: string): string {
 /** What a consensus task asked for and how its votes stand: "3 replicas, quorum 2, voting on
  * /answer: 2 of 3 votes agree". `null` for a plain task. */
 export function consensusSummary(task: {
-  replicas?: number;
-  quorum?: number;
-  vote?: string;
-  votes?: { agreed: boolean }[];
+  replicas?: number | null;
+  quorum?: number | null;
+  vote?: string | null;
+  votes?: { agreed: boolean }[] | null;
 }): string | null {
-  if (task.replicas === undefined || task.quorum === undefined) return null;
-  const on = task.vote === undefined ? "the whole result" : task.vote || "the whole result";
+  if (task.replicas == null || task.quorum == null) return null;
+  const on = task.vote || "the whole result";
   const votes = task.votes ?? [];
   const agreed = votes.filter((v) => v.agreed).length;
   const count = `${votes.length} vote${votes.length === 1 ? "" : "s"}`;

@@ -7,6 +7,7 @@ const event = (task_id: string, attempt: number, more: Partial<ProgressEvent>): 
   task_id,
   capability: "c",
   attempt,
+  at: "2026-12-02T00:00:00.000Z",
   ...more,
 });
 

@@ -25,6 +25,8 @@ function snapshot(at: string, over: Partial<MetricsSnapshot> = {}): MetricsSnaps
     totals: {},
     process: { cpu_percent: 1, rss_bytes: 9e6, peak_rss_bytes: 9e6, uptime_s: 1 },
     load_avg: null,
+    llm: {},
+    routes: {},
     ...over,
   };
 }

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { append, columns, label, labels, sample } from "./shares";
-import type { Agent } from "./types";
+import type { Agent, AgentState } from "./types";
 
-function agent(name: string, state: string, routing: Record<string, number>): Agent {
+function agent(name: string, state: AgentState, routing: Record<string, number>): Agent {
   return {
     id: `${name}-id`,
     name,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hive_client::worker::{Executor, Outcome, run_worker};
 use hive_client::{HubClient, WorkerOptions};
 use hive_proto::RawValue;
-use hive_proto::api::NewTask;
+use hive_proto::api::{NewTask, TaskStatus};
 use hive_proto::protocol::Assignment;
 use indicatif::ProgressBar;
 
@@ -146,7 +146,7 @@ async fn closed_loop(
                     Err(e) => Err(e),
                 };
                 match done {
-                    Ok(task) if task.status == "succeeded" => {
+                    Ok(task) if task.status == TaskStatus::Succeeded => {
                         let us = sent.elapsed().as_micros() as u64;
                         let _ = latencies
                             .lock()

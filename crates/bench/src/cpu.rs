@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hive_client::HubClient;
 use hive_proto::RawValue;
-use hive_proto::api::NewTask;
+use hive_proto::api::{NewTask, TaskStatus};
 use indicatif::ProgressBar;
 
 use crate::recorder::{Percentiles, Recorder};
@@ -94,7 +94,7 @@ pub async fn saturated_pool(
                     Err(e) => Err(e),
                 };
                 match done {
-                    Ok(task) if task.status == "succeeded" => {
+                    Ok(task) if task.status == TaskStatus::Succeeded => {
                         digests.fetch_add(1, Ordering::Relaxed)
                     }
                     _ => errors.fetch_add(1, Ordering::Relaxed),

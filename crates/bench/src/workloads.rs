@@ -8,6 +8,7 @@
 //!   measured from the moment each request is sent; the sender's lateness against its schedule
 //!   is reported apart (`schedule_lag_ms`), so neither hides the other.
 
+use hive_proto::api::TaskStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -263,7 +264,7 @@ pub async fn open_loop(
                 match client.submit(&load::task(sent)).await {
                     Ok(task) if follow => {
                         match client.wait(&task.id, Duration::from_secs(30)).await {
-                            Ok(done) if done.status == "succeeded" => {
+                            Ok(done) if done.status == TaskStatus::Succeeded => {
                                 recorder.record(&recorder.result_us, sent)
                             }
                             _ => {

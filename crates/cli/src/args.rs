@@ -55,6 +55,9 @@ pub enum Command {
     /// (a desktop app, an IDE): its tools submit, follow and cancel tasks on the hub at --hub,
     /// with --token. The hub itself serves the same tools at /mcp (streamable HTTP).
     Mcp,
+    /// Print this binary's OpenAPI document (the REST API, as a hub with the default limits
+    /// serves it at /api/openapi.json), for client generators; needs no hub.
+    Openapi,
     /// API tokens (admin): create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -222,7 +225,7 @@ pub struct TokenCreateArgs {
     pub name: String,
     /// admin, client, agent or read.
     #[arg(long)]
-    pub role: String,
+    pub role: hive_proto::api::Role,
     /// Agent tokens: a capability it may offer; repeat for several (default: any).
     #[arg(long = "capability")]
     pub capabilities: Vec<String>,
@@ -348,7 +351,7 @@ pub struct OutputArgs {
 pub struct TasksArgs {
     /// waiting, queued, running, succeeded, failed or cancelled.
     #[arg(long)]
-    pub status: Option<String>,
+    pub status: Option<hive_proto::api::TaskStatus>,
     #[arg(long)]
     pub capability: Option<String>,
     /// At most this many (1-1000).

@@ -94,6 +94,7 @@ fn main() -> ExitCode {
             Command::Alerts(args) => commands::client::alerts(args, hub).await,
             Command::Drain(args) => commands::client::drain(args, hub).await,
             Command::Mcp => commands::mcp::run(hub).await,
+            Command::Openapi => commands::openapi::run(),
             Command::Token(command) => commands::tokens::run(command, hub).await,
             Command::Bench(args) => commands::bench::run(args, cli.hub.as_deref()).await,
         }

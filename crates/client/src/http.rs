@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hive_proto::api::{
     Agent, AgentList, BatchCreated, ErrorBody, NewSwarmMessage, NewTask, NewTaskBatch, Status,
-    SwarmList, SwarmMessageOutcome, Task, TaskList,
+    SwarmList, SwarmMessageOutcome, Task, TaskList, TaskStatus,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -70,7 +70,7 @@ fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
 /// Filters of a task listing.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
-    pub status: Option<String>,
+    pub status: Option<TaskStatus>,
     pub capability: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
@@ -222,7 +222,7 @@ impl HubClient {
                             status,
                             detail: format!("event task: {e}"),
                         })?;
-                    if matches!(task.status.as_str(), "succeeded" | "failed" | "cancelled") {
+                    if task.status.is_finished() {
                         return Ok(Some(task));
                     }
                 }

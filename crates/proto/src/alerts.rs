@@ -5,13 +5,15 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::enums::{AlertChange, AlertState};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Alert {
     pub rule: String,
-    /// `pending` (breaching, not yet for long enough) or `firing`.
-    pub state: String,
+    pub state: AlertState,
     pub severity: String,
     /// The metric at the last evaluation.
+    #[schema(required)]
     pub value: Option<f64>,
     pub threshold: f64,
     /// When it entered its state (RFC 3339).
@@ -22,9 +24,9 @@ pub struct Alert {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AlertEvent {
     pub rule: String,
-    /// `firing` or `resolved`.
-    pub state: String,
+    pub state: AlertChange,
     pub severity: String,
+    #[schema(required)]
     pub value: Option<f64>,
     pub threshold: f64,
     pub message: String,

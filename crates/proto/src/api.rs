@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+// The words these bodies use, reachable from here as from `enums`.
+pub use crate::enums::{
+    AgentState, AttemptOutcome, HealthStatus, LeaseState, Role, RoutingPolicy, StoreKind,
+    TaskStatus,
+};
+
 /// A task to submit. Only `capability` is required.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,8 +142,7 @@ pub struct BatchCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     pub id: String,
-    /// waiting, queued, running, succeeded, failed or cancelled.
-    pub status: String,
+    pub status: TaskStatus,
     pub capability: String,
     #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
@@ -145,14 +150,16 @@ pub struct Task {
     pub max_attempts: u32,
     pub timeout_ms: u64,
     pub backoff_ms: u64,
+    #[schema(required)]
     pub idempotency_key: Option<String>,
     pub depends_on: Vec<String>,
     pub on_parent_failure: OnParentFailure,
     pub attempts: Vec<Attempt>,
     /// The output of the successful attempt.
-    #[schema(value_type = Option<serde_json::Value>)]
+    #[schema(value_type = Option<serde_json::Value>, required)]
     pub result: Option<Box<RawValue>>,
     /// The last error, when the task failed or an attempt did.
+    #[schema(required)]
     pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -198,6 +205,7 @@ pub struct TaskProgress {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Vote {
     pub attempt: u32,
+    #[schema(required)]
     pub agent_id: Option<String>,
     /// The value at the task's `vote` pointer, or the whole result.
     #[schema(value_type = serde_json::Value)]
@@ -209,11 +217,15 @@ pub struct Vote {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     pub attempt: u32,
+    #[schema(required)]
     pub agent_id: Option<String>,
     pub started_at: String,
+    #[schema(required)]
     pub ended_at: Option<String>,
-    /// succeeded, failed, lease_expired or cancelled; absent while running.
-    pub outcome: Option<String>,
+    /// Absent while running.
+    #[schema(required)]
+    pub outcome: Option<AttemptOutcome>,
+    #[schema(required)]
     pub error: Option<String>,
     /// A consensus task's replica: the result it returned (in `GET /tasks/{id}`, not in
     /// listings).
@@ -226,6 +238,7 @@ pub struct Attempt {
 pub struct TaskList {
     pub items: Vec<Task>,
     /// Pass as `cursor` to get the next page; absent on the last page.
+    #[schema(required)]
     pub next_cursor: Option<String>,
 }
 
@@ -233,8 +246,7 @@ pub struct TaskList {
 pub struct Agent {
     pub id: String,
     pub name: String,
-    /// idle, busy, draining or offline.
-    pub state: String,
+    pub state: AgentState,
     pub capabilities: BTreeMap<String, f64>,
     pub slots: u32,
     pub running: u32,
@@ -244,6 +256,7 @@ pub struct Agent {
     /// What routing believes of the agent's identity (its name) on each of its capabilities,
     /// learned from outcomes and kept across reconnects and restarts.
     #[serde(default)]
+    #[schema(required)]
     pub routing: BTreeMap<String, RoutingEstimate>,
 }
 
@@ -256,8 +269,10 @@ pub struct RoutingEstimate {
     pub success_probability: f64,
     /// Latency estimate (peak-sensitive EWMA), ms, decayed toward 0 while the agent is idle;
     /// absent until an attempt was measured.
+    #[schema(required)]
     pub latency_ms: Option<f64>,
     /// Tail estimate, ms: the latency plus twice the mean absolute deviation.
+    #[schema(required)]
     pub tail_ms: Option<f64>,
     /// Attempts measured, ever.
     pub samples: u64,
@@ -270,6 +285,7 @@ pub struct RoutingEstimate {
 pub struct CapabilityStats {
     pub completed: u64,
     pub failed: u64,
+    #[schema(required)]
     pub mean_latency_ms: Option<f64>,
 }
 
@@ -290,12 +306,12 @@ pub struct Status {
     /// Queued tasks per capability: ready, backing off, or consensus tasks waiting for an agent
     /// for a replica.
     pub queue_depth: BTreeMap<String, u64>,
-    pub routing_policy: String,
+    pub routing_policy: RoutingPolicy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    pub status: String,
+    pub status: HealthStatus,
 }
 
 /// Every 4xx and 5xx answer has this body.
@@ -351,6 +367,7 @@ pub struct SwarmMessageOutcome {
     /// Several hubs: other live hubs that did not say before the timeout whom they delivered
     /// the message to (their members, if any, are in neither `recipients` nor `missing`).
     #[serde(default)]
+    #[schema(required)]
     pub unreported_hubs: u64,
 }
 
@@ -369,18 +386,20 @@ pub struct SwarmList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HubView {
     /// New at each start; `null` for a hub alone in a SQLite data directory.
+    #[schema(required)]
     pub id: Option<String>,
     pub name: String,
     /// Where it serves (host:port).
     pub address: String,
     /// True for the hub that answered.
     pub this: bool,
-    /// `held` (renewed in time), `expired` (its tasks are about to be taken over), or `none`
-    /// (SQLite: one hub, no lease).
-    pub lease: String,
+    pub lease: LeaseState,
     /// Milliseconds since the Unix epoch (the database's clock); `null` without a lease.
+    #[schema(required)]
     pub lease_until_ms: Option<u64>,
+    #[schema(required)]
     pub heartbeat_at_ms: Option<u64>,
+    #[schema(required)]
     pub started_at_ms: Option<u64>,
     /// Connected agents and their slots.
     pub agents: u32,
@@ -392,8 +411,7 @@ pub struct HubView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HubList {
-    /// `sqlite` or `postgres`.
-    pub store: String,
+    pub store: StoreKind,
     pub items: Vec<HubView>,
     /// Queued tasks no hub holds, waiting to be claimed (always 0 on SQLite).
     pub pooled: u64,
@@ -411,9 +429,8 @@ pub struct NewToken {
         max_length = 64
     )]
     pub name: String,
-    /// admin, client, agent or read.
-    #[schema(example = "client", pattern = "^(admin|client|agent|read)$")]
-    pub role: String,
+    #[schema(example = "client")]
+    pub role: Role,
     /// Agent tokens only: the capabilities it may offer (absent: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
@@ -426,7 +443,7 @@ pub struct NewToken {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenInfo {
     pub name: String,
-    pub role: String,
+    pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

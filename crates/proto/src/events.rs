@@ -3,8 +3,13 @@
 //! frames), or `{"type":"skipped","count":N}` when the client fell behind by N frames.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+use crate::enums::{AgentState, AttemptOutcome, TaskStatus};
+
+/// One state change (in the OpenAPI document's components as `Event`, though no REST route
+/// answers it: the live streams carry it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A task's status changed: created (`waiting`, `queued` or `failed`), `queued` again (ready,
@@ -12,15 +17,15 @@ pub enum Event {
     Task {
         task_id: String,
         capability: String,
-        status: String,
+        status: TaskStatus,
         /// The attempt that started or ended.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attempt: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_id: Option<String>,
-        /// How the attempt ended: succeeded, failed, lease_expired or cancelled.
+        /// How the attempt ended.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        outcome: Option<String>,
+        outcome: Option<AttemptOutcome>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         /// RFC 3339.
@@ -30,7 +35,7 @@ pub enum Event {
     Agent {
         agent_id: String,
         name: String,
-        state: String,
+        state: AgentState,
         capabilities: Vec<String>,
     },
     /// A running attempt's progress, as its agent reported it (docs/protocol.md, "Progress").

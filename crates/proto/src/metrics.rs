@@ -49,10 +49,12 @@ pub struct MetricsSnapshot {
     pub totals: BTreeMap<String, u64>,
     pub process: ProcessMetrics,
     /// The machine's 1-minute load average.
+    #[schema(required)]
     pub load_avg: Option<f64>,
     /// LLM providers' requests and tokens since the hub started, by capability
     /// (`llm:<provider>/<model>`); empty without `[[llm.providers]]`.
     #[serde(default)]
+    #[schema(required)]
     pub llm: BTreeMap<String, LlmUsage>,
 }
 
@@ -67,7 +69,8 @@ pub struct LlmUsage {
     pub failed_requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// What the tokens cost, at the configured prices (absent without prices).
+    /// What the tokens cost, at the configured prices (null without prices).
+    #[schema(required)]
     pub cost: Option<f64>,
 }
 

@@ -9,7 +9,7 @@ use hive_core::{AgentId, AttemptOutcome, Capability, Change, TaskId, TaskStatus,
 use hive_proto::events::Event;
 use tokio::sync::broadcast;
 
-use crate::views::rfc3339;
+use crate::views::{self, rfc3339};
 
 /// Batches a subscriber may fall behind by before it skips some.
 const BUFFER: usize = 64;
@@ -83,10 +83,10 @@ impl<'a> TaskChange<'a> {
         Event::Task {
             task_id: self.id.to_string(),
             capability: self.capability.to_string(),
-            status: self.status.as_str().into(),
+            status: views::task_status(self.status),
             attempt: self.attempt,
             agent_id: self.agent.map(|a| a.to_string()),
-            outcome: self.outcome.map(|o| o.as_str().into()),
+            outcome: self.outcome.map(views::attempt_outcome),
             error: self.error.map(Into::into),
             at: rfc3339(self.at),
         }
@@ -151,7 +151,7 @@ fn event(change: &Change) -> Option<Event> {
             return Some(Event::Agent {
                 agent_id: agent.id.to_string(),
                 name: agent.spec.name.clone(),
-                state: agent.state.as_str().to_string(),
+                state: views::agent_state(agent.state),
                 capabilities: agent
                     .spec
                     .capabilities

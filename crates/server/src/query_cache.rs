@@ -140,11 +140,7 @@ impl QueryCache {
     /// Keeps `task` if it is finished (an unfinished one still changes; so does a finished
     /// consensus task, whose outvoted replicas may still report).
     pub fn keep_if_finished(&self, id: TaskId, task: &Task) {
-        let finished = task.replicas.is_none()
-            && task
-                .status
-                .parse::<TaskStatus>()
-                .is_ok_and(TaskStatus::is_terminal);
+        let finished = task.replicas.is_none() && task.status.is_finished();
         if finished {
             self.finished.insert(id, Arc::new(task.clone()));
         }
@@ -195,7 +191,7 @@ mod tests {
             "created_at": "2026-12-02T00:00:00Z", "updated_at": "2026-12-02T00:00:00Z"
         }))
         .unwrap();
-        task.status = status.into();
+        task.status = status.parse().unwrap();
         task
     }
 
@@ -206,7 +202,10 @@ mod tests {
         cache.keep_if_finished(running, &task("running"));
         cache.keep_if_finished(done, &task("succeeded"));
         assert!(cache.finished(running).is_none());
-        assert_eq!(cache.finished(done).unwrap().status, "succeeded");
+        assert_eq!(
+            cache.finished(done).unwrap().status,
+            hive_proto::api::TaskStatus::Succeeded
+        );
         let finished = cache.lookups()[Query::FinishedTask as usize];
         assert_eq!((finished.1, finished.2), (1, 1));
     }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use hive_core::consensus::vote_of;
+use hive_core::routing::PolicyKind;
 use hive_core::{
-    AgentSnapshot, AttemptOutcome, Backoff, Capability, ConsensusSpec, OnParentFailure, TaskId,
-    TaskLimits, TaskSpec, TaskStatus, Timestamp,
+    AgentSnapshot, AgentState, AttemptOutcome, Backoff, Capability, ConsensusSpec, OnParentFailure,
+    TaskId, TaskLimits, TaskSpec, TaskStatus, Timestamp,
 };
 use hive_proto::RawValue;
 use hive_proto::api;
@@ -15,6 +16,57 @@ use hive_store::StoredTask;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+
+/// The domain's words as the wire's. The matches are exhaustive both ways, so a word added to
+/// either side fails to compile here until the other has it.
+pub fn task_status(status: TaskStatus) -> api::TaskStatus {
+    match status {
+        TaskStatus::Waiting => api::TaskStatus::Waiting,
+        TaskStatus::Queued => api::TaskStatus::Queued,
+        TaskStatus::Running => api::TaskStatus::Running,
+        TaskStatus::Succeeded => api::TaskStatus::Succeeded,
+        TaskStatus::Failed => api::TaskStatus::Failed,
+        TaskStatus::Cancelled => api::TaskStatus::Cancelled,
+    }
+}
+
+/// The wire's status as the domain's (a query's filter).
+pub fn domain_status(status: api::TaskStatus) -> TaskStatus {
+    match status {
+        api::TaskStatus::Waiting => TaskStatus::Waiting,
+        api::TaskStatus::Queued => TaskStatus::Queued,
+        api::TaskStatus::Running => TaskStatus::Running,
+        api::TaskStatus::Succeeded => TaskStatus::Succeeded,
+        api::TaskStatus::Failed => TaskStatus::Failed,
+        api::TaskStatus::Cancelled => TaskStatus::Cancelled,
+    }
+}
+
+pub fn attempt_outcome(outcome: AttemptOutcome) -> api::AttemptOutcome {
+    match outcome {
+        AttemptOutcome::Succeeded => api::AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed => api::AttemptOutcome::Failed,
+        AttemptOutcome::LeaseExpired => api::AttemptOutcome::LeaseExpired,
+        AttemptOutcome::Cancelled => api::AttemptOutcome::Cancelled,
+    }
+}
+
+pub fn agent_state(state: AgentState) -> api::AgentState {
+    match state {
+        AgentState::Idle => api::AgentState::Idle,
+        AgentState::Busy => api::AgentState::Busy,
+        AgentState::Draining => api::AgentState::Draining,
+        AgentState::Offline => api::AgentState::Offline,
+    }
+}
+
+pub fn routing_policy(policy: PolicyKind) -> api::RoutingPolicy {
+    match policy {
+        PolicyKind::LeastLoaded => api::RoutingPolicy::LeastLoaded,
+        PolicyKind::P2cEwma => api::RoutingPolicy::P2cEwma,
+        PolicyKind::Learned => api::RoutingPolicy::Learned,
+    }
+}
 
 pub fn rfc3339(t: Timestamp) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0)).to_string()
@@ -91,7 +143,7 @@ pub fn raw(json: &str) -> Box<RawValue> {
 pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
     api::Task {
         id: spec.id.to_string(),
-        status: status.to_string(),
+        status: task_status(status),
         capability: spec.capability.to_string(),
         payload: raw(&spec.payload),
         priority: spec.priority,
@@ -136,7 +188,7 @@ pub fn stored_task(task: StoredTask, detail: bool) -> api::Task {
             agent_id: a.agent.map(|id| id.to_string()),
             started_at: rfc3339(a.started_at),
             ended_at: a.ended_at.map(rfc3339),
-            outcome: a.outcome.map(|o| o.as_str().to_string()),
+            outcome: a.outcome.map(attempt_outcome),
             error: a.error,
             output: a.output.as_deref().map(raw),
         })
@@ -166,7 +218,7 @@ fn votes(
 ) -> Vec<api::Vote> {
     attempts
         .iter()
-        .filter(|a| a.outcome.as_deref() == Some(AttemptOutcome::Succeeded.as_str()))
+        .filter(|a| a.outcome == Some(api::AttemptOutcome::Succeeded))
         .filter_map(|a| {
             let value = vote_of(a.output.as_ref()?.get(), consensus.vote.as_deref()).ok()?;
             Some(api::Vote {
@@ -183,7 +235,7 @@ pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {
     api::Agent {
         id: snapshot.id.to_string(),
         name: snapshot.spec.name.clone(),
-        state: snapshot.state.to_string(),
+        state: agent_state(snapshot.state),
         capabilities: snapshot
             .spec
             .capabilities
@@ -226,7 +278,10 @@ pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {
 pub fn token(record: &hive_store::StoredToken) -> api::TokenInfo {
     api::TokenInfo {
         name: record.name.clone(),
-        role: record.role.clone(),
+        // Only the hub writes roles, from the enum. A row edited by hand to another word lists
+        // as `read`, the least it could be; `Tokens::verify` refuses such a token whatever it
+        // says.
+        role: record.role.parse().unwrap_or(api::Role::Read),
         capabilities: record.capabilities.clone(),
         groups: record.groups.clone(),
         created_at: rfc3339(record.created_at),

@@ -3,11 +3,11 @@
 import { useEffect, useState } from "react";
 import * as api from "../api";
 import * as f from "../format";
-import type { Task } from "../types";
+import { isFinished, TASK_STATUSES, type Task } from "../types";
 import { watch, type LiveProgress } from "../progress";
 import { usePoll } from "../usePoll";
 
-const STATUSES = ["", "waiting", "queued", "running", "succeeded", "failed", "cancelled"];
+const STATUSES = ["", ...TASK_STATUSES];
 
 function Detail({ id, onClose }: { id: string; onClose: () => void }) {
   const [task, setTask] = useState<Task | null>(null);
@@ -31,7 +31,7 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
             <b>{task.status}</b> · {task.capability} · priority {task.priority} · created {task.created_at}
             {task.submitted_by && <> · by {task.submitted_by}</>}
           </p>
-          {!["succeeded", "failed", "cancelled"].includes(task.status) && <button onClick={cancel}>cancel task</button>}
+          {!isFinished(task.status) && <button onClick={cancel}>cancel task</button>}
           {task.status === "running" && <Progress task={task} live={live} />}
           <h4>attempts</h4>
           <table>
@@ -72,7 +72,7 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
               after {task.depends_on.length} parent task(s); on a parent's failure: {task.on_parent_failure}
             </p>
           )}
-          {task.replicas !== undefined && <Votes task={task} />}
+          {task.replicas != null && <Votes task={task} />}
         </>
       )}
     </aside>
@@ -86,11 +86,11 @@ function Progress({ task, live }: { task: Task; live: LiveProgress | null }) {
   const current = live && live.attempt >= (task.progress?.attempt ?? 0) ? live : null;
   const fraction = current?.fraction ?? task.progress?.fraction;
   const message = current?.message ?? task.progress?.message;
-  if (fraction === undefined && message === undefined && !current?.output) return null;
+  if (fraction == null && !message && !current?.output) return null;
   return (
     <div data-testid="task-progress">
       <h4>progress</h4>
-      {fraction !== undefined && <progress max={1} value={fraction} />}
+      {fraction != null && <progress max={1} value={fraction} />}
       {message && <p>{message}</p>}
       {current?.output && <pre>{current.output}</pre>}
     </div>
@@ -141,7 +141,7 @@ export function Tasks({ changes }: { changes: number }) {
       <div className="filters">
         <label>
           status{" "}
-          <select value={filter.status ?? ""} onChange={(e) => setFilter({ ...filter, status: e.target.value || undefined })}>
+          <select value={filter.status ?? ""} onChange={(e) => setFilter({ ...filter, status: TASK_STATUSES.find((s) => s === e.target.value) })}>
             {STATUSES.map((s) => (
               <option key={s} value={s}>
                 {s || "any"}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use hive_client::http::ListQuery;
 use hive_proto::RawValue;
-use hive_proto::api::{NewTask, OnParentFailure, Task};
+use hive_proto::api::{NewTask, OnParentFailure, Task, TaskStatus};
 
 use crate::args::{DrainArgs, OutputArgs, ShowTaskArgs, SubmitArgs, TaskArgs, TasksArgs};
 use crate::table;
@@ -55,13 +55,13 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
             .wait(&created.id, left.min(Duration::from_secs(60)))
             .await
             .map_err(Failure::hub)?;
-        let finished = matches!(task.status.as_str(), "succeeded" | "failed" | "cancelled");
+        let finished = task.status.is_finished();
         if finished || deadline.is_some_and(|d| Instant::now() >= d) {
             break task;
         }
     };
     print_json(&task);
-    Ok(if task.status == "succeeded" {
+    Ok(if task.status == TaskStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -130,7 +130,7 @@ pub async fn task(args: ShowTaskArgs, hub: &super::Target) -> Outcome {
         }
     };
     println!();
-    let ok = task.status == "succeeded";
+    let ok = task.status == TaskStatus::Succeeded;
     print_json(&task);
     Ok(if ok {
         ExitCode::SUCCESS
@@ -173,7 +173,7 @@ pub async fn status(args: OutputArgs, hub: &super::Target) -> Outcome {
 fn task_row(task: &Task) -> Vec<String> {
     vec![
         task.id.clone(),
-        task.status.clone(),
+        task.status.to_string(),
         task.capability.clone(),
         task.priority.to_string(),
         task.attempts.len().to_string(),
@@ -227,7 +227,7 @@ pub async fn agents(args: OutputArgs, hub: &super::Target) -> Outcome {
             vec![
                 a.id.clone(),
                 a.name.clone(),
-                a.state.clone(),
+                a.state.to_string(),
                 format!("{}/{}", a.running, a.slots),
                 a.capabilities.keys().cloned().collect::<Vec<_>>().join(","),
                 done.to_string(),
@@ -285,7 +285,7 @@ pub async fn alerts(args: OutputArgs, hub: &super::Target) -> Outcome {
         .map(|a| {
             vec![
                 a.rule.clone(),
-                a.state.clone(),
+                a.state.to_string(),
                 a.severity.clone(),
                 value(a.value),
                 a.threshold.to_string(),
@@ -308,7 +308,7 @@ pub async fn alerts(args: OutputArgs, hub: &super::Target) -> Outcome {
             vec![
                 e.at.clone(),
                 e.rule.clone(),
-                e.state.clone(),
+                e.state.to_string(),
                 e.severity.clone(),
                 e.message.clone(),
             ]
@@ -346,7 +346,7 @@ pub async fn hubs(args: OutputArgs, hub: &super::Target) -> Outcome {
             vec![
                 format!("{}{}", h.name, if h.this { " *" } else { "" }),
                 h.address.clone(),
-                h.lease.clone(),
+                h.lease.to_string(),
                 h.agents.to_string(),
                 h.slots.to_string(),
                 h.tasks.to_string(),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod mcp;
+pub mod openapi;
 pub mod serve;
 pub mod tokens;
 pub mod worker;

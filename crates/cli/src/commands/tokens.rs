@@ -48,7 +48,7 @@ pub async fn run(command: TokenCommand, hub: &Target) -> Outcome {
                             .join(" / ");
                         vec![
                             t.name.clone(),
-                            t.role.clone(),
+                            t.role.to_string(),
                             scope,
                             t.created_at.clone(),
                             t.revoked_at.clone().unwrap_or_else(|| "-".into()),

@@ -174,9 +174,13 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
     let (_, out, _) = run(&["tasks", "--status", "succeeded"], &url).await;
     assert_eq!(out.lines().count(), 3, "{out}");
 
+    // Refused before any request, naming the flag and the words it takes.
     let (code, _, err) = run(&["tasks", "--status", "bogus"], &url).await;
-    assert_eq!(code, 3);
-    assert!(err.contains("status"), "{err}");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--status") && err.contains("not one of waiting, queued"),
+        "{err}"
+    );
     let (code, _, err) = run(
         &["submit", "--capability", "echo", "--payload", "{not json"],
         &url,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hive_client::worker::{Outcome, run_worker};
 use hive_client::{HubClient, WorkerOptions};
-use hive_proto::api::{NewTask, RoutingEstimate};
+use hive_proto::api::{AgentState, NewTask, RoutingEstimate};
 use hive_proto::protocol::Assignment;
 use tokio::sync::oneshot;
 
@@ -45,7 +45,7 @@ async fn beliefs(client: &HubClient, names: &[&str]) -> BTreeMap<String, Routing
         let agents = client.agents().await.unwrap();
         let online: BTreeMap<_, _> = agents
             .into_iter()
-            .filter(|a| a.state != "offline")
+            .filter(|a| a.state != AgentState::Offline)
             .filter_map(|a| Some((a.name, a.routing.get(CAPABILITY)?.clone())))
             .collect();
         if online.keys().eq(names.iter()) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hive_client::HubClient;
 use hive_client::http::ListQuery;
-use hive_proto::api::NewTask;
+use hive_proto::api::{AttemptOutcome, NewTask, TaskStatus};
 use tokio::task::JoinHandle;
 
 /// Acknowledged tasks: id -> the number in its payload.
@@ -97,11 +97,16 @@ pub async fn each_succeeded_once(client: &HubClient, acked: &Acked, total: usize
         let task = stored
             .get(id)
             .unwrap_or_else(|| panic!("acknowledged task {id} is lost"));
-        assert_eq!(task.status, "succeeded", "task {id}: {:?}", task.error);
+        assert_eq!(
+            task.status,
+            TaskStatus::Succeeded,
+            "task {id}: {:?}",
+            task.error
+        );
         let successes = task
             .attempts
             .iter()
-            .filter(|a| a.outcome.as_deref() == Some("succeeded"))
+            .filter(|a| a.outcome == Some(AttemptOutcome::Succeeded))
             .count();
         assert_eq!(successes, 1, "task {id} completed {successes} times");
         assert_eq!(

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use hive_proto::api::NewTask;
+use hive_proto::api::{AttemptOutcome, NewTask, TaskStatus};
 
 use crate::util::*;
 
@@ -92,8 +92,8 @@ async fn sigterm_stops_a_commands_whole_process_group_after_the_grace_period() {
         .wait(&task.id, Duration::from_secs(10))
         .await
         .unwrap();
-    assert_eq!(done.status, "failed");
-    assert_eq!(done.attempts[0].outcome.as_deref(), Some("failed"));
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert_eq!(done.attempts[0].outcome, Some(AttemptOutcome::Failed));
     let error = done.error.unwrap_or_default();
     assert!(error.contains("shut down"), "{error}");
     hub.terminate().await;

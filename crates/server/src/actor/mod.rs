@@ -142,7 +142,6 @@ pub struct Overview {
     pub agents: Vec<AgentSnapshot>,
     pub memory: hive_core::SchedulerMemory,
     pub queue_depths: Vec<(String, usize)>,
-    pub routing_policy: &'static str,
     /// The hub is stopping and hands its work on (several hubs).
     pub hub_draining: bool,
 }
@@ -397,7 +396,6 @@ impl Actor {
                         .into_iter()
                         .map(|(c, n)| (c.to_string(), n))
                         .collect(),
-                    routing_policy: self.scheduler.policy_name(),
                     hub_draining: self.sharing.draining(),
                 });
             }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use hive_core::Timestamp;
 use hive_proto::alerts::{Alert, AlertEvent};
+use hive_proto::enums::{AlertChange, AlertState};
 use hive_proto::events::Event;
 use hive_proto::metrics::MetricsSnapshot;
 use hive_store::{AlertLog, AlertRecord};
@@ -126,9 +127,12 @@ impl Alerts {
         now: Timestamp,
     ) -> AlertEvent {
         let (state, message) = match transition {
-            Transition::Fired => ("firing", rule.describe(value.unwrap_or(f64::NAN))),
+            Transition::Fired => (
+                AlertChange::Firing,
+                rule.describe(value.unwrap_or(f64::NAN)),
+            ),
             Transition::Resolved => (
-                "resolved",
+                AlertChange::Resolved,
                 format!(
                     "{} is back to {:.2} (rule {})",
                     rule.metric.name(),
@@ -139,7 +143,7 @@ impl Alerts {
         };
         AlertEvent {
             rule: rule.name.clone(),
-            state: state.into(),
+            state,
             severity: rule.severity.clone(),
             value,
             threshold: rule.threshold,
@@ -152,7 +156,7 @@ impl Alerts {
         notify::log(&event);
         let record = AlertRecord {
             rule: event.rule.clone(),
-            state: event.state.clone(),
+            state: event.state.to_string(),
             severity: event.severity.clone(),
             value: event.value.filter(|v| v.is_finite()),
             threshold: event.threshold,
@@ -178,14 +182,14 @@ impl Alerts {
             .iter()
             .zip(states.iter())
             .filter_map(|(rule, state)| {
-                let (name, since) = match state.phase {
+                let (phase, since) = match state.phase {
                     Phase::Inactive => return None,
-                    Phase::Pending { since } => ("pending", since),
-                    Phase::Firing { since } => ("firing", since),
+                    Phase::Pending { since } => (AlertState::Pending, since),
+                    Phase::Firing { since } => (AlertState::Firing, since),
                 };
                 Some(Alert {
                     rule: rule.name.clone(),
-                    state: name.into(),
+                    state: phase,
                     severity: rule.severity.clone(),
                     value: state.value,
                     threshold: rule.threshold,

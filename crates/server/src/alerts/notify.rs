@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use hive_proto::alerts::AlertEvent;
+use hive_proto::enums::AlertChange;
 use tokio::sync::mpsc;
 
 /// Waits between the tries of one call: four tries in about 3.5 s.
@@ -58,7 +59,7 @@ impl Webhook {
 }
 
 fn body(event: &AlertEvent) -> serde_json::Value {
-    let icon = if event.state == "firing" {
+    let icon = if event.state == AlertChange::Firing {
         "🔥"
     } else {
         "✅"

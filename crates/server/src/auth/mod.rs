@@ -25,37 +25,15 @@ use axum::response::{IntoResponse, Response};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Client,
-    Agent,
-    Read,
-}
+pub use hive_proto::enums::Role;
 
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Client, Role::Agent, Role::Read];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Client => "client",
-            Role::Agent => "agent",
-            Role::Read => "read",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == text)
-    }
-
-    fn allows(self, needed: Permission) -> bool {
-        match self {
-            Role::Admin => true,
-            Role::Client => matches!(needed, Permission::Read | Permission::Submit),
-            Role::Read => needed == Permission::Read,
-            Role::Agent => needed == Permission::Work,
-        }
+/// Whether a token of `role` may do what a route needs.
+fn allows(role: Role, needed: Permission) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Client => matches!(needed, Permission::Read | Permission::Submit),
+        Role::Read => needed == Permission::Read,
+        Role::Agent => needed == Permission::Work,
     }
 }
 
@@ -138,7 +116,7 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
     // A call the hub makes to itself for a caller whose token `/mcp` checked: its role decides
     // again, for this route, but the rate limit counted the caller's request already.
     if let Some(Delegated(who)) = request.extensions().get::<Delegated>().cloned() {
-        if !who.role.allows(needed) {
+        if !allows(who.role, needed) {
             return role_forbids(&who);
         }
         request.extensions_mut().insert(who);
@@ -153,7 +131,7 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
             response
         }
-        Some(who) if !who.role.allows(needed) => role_forbids(&who),
+        Some(who) if !allows(who.role, needed) => role_forbids(&who),
         Some(who) => {
             if let Err(wait_ms) = state.rate_limiter.take(&who, state.clock.now().0) {
                 return ApiError::RateLimited {
@@ -281,8 +259,10 @@ mod tests {
             Some(Permission::Admin)
         );
         assert_eq!(required(&get, "/ws/agent", false), Some(Permission::Work));
-        assert!(Role::Client.allows(Permission::Submit) && !Role::Client.allows(Permission::Work));
-        assert!(!Role::Read.allows(Permission::Submit) && !Role::Agent.allows(Permission::Read));
+        assert!(
+            allows(Role::Client, Permission::Submit) && !allows(Role::Client, Permission::Work)
+        );
+        assert!(!allows(Role::Read, Permission::Submit) && !allows(Role::Agent, Permission::Read));
     }
 
     #[test]

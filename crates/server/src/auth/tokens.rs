@@ -139,7 +139,7 @@ impl Tokens {
         Some(Principal {
             token_id: id.into(),
             name: record.name.as_str().into(),
-            role: Role::parse(&record.role)?,
+            role: record.role.parse().ok()?,
             capabilities: record.capabilities.clone(),
             groups: record.groups.clone(),
         })

@@ -30,7 +30,7 @@ pub struct AgentParams {
 
 /// The connected agents and the most recent offline ones (at most 1,000 are remembered), with
 /// live state and counters, in id order (oldest first) and paged.
-#[utoipa::path(get, path = "/api/v1/agents", params(AgentParams), responses(
+#[utoipa::path(get, path = "/api/v1/agents", operation_id = "list_agents", params(AgentParams), responses(
     (status = 200, body = AgentList), (status = 400, body = ErrorBody),
 ))]
 pub async fn list(
@@ -61,7 +61,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/api/v1/agents/{id}", operation_id = "get_agent", params(("id" = String, Path)), responses(
     (status = 200, body = Agent), (status = 404, body = ErrorBody),
 ))]
 pub async fn get_one(
@@ -79,7 +79,7 @@ pub async fn get_one(
 }
 
 /// Stop giving the agent new tasks; it finishes what it runs, and is told so.
-#[utoipa::path(post, path = "/api/v1/agents/{id}/drain", params(("id" = String, Path)), responses(
+#[utoipa::path(post, path = "/api/v1/agents/{id}/drain", operation_id = "drain_agent", params(("id" = String, Path)), responses(
     (status = 200, body = Agent), (status = 404, body = ErrorBody),
     (status = 409, description = "The agent is offline", body = ErrorBody),
 ))]
@@ -91,7 +91,7 @@ pub async fn drain(
 }
 
 /// Undo a drain: the agent takes work again, and is told so (`resume`).
-#[utoipa::path(post, path = "/api/v1/agents/{id}/undrain", params(("id" = String, Path)), responses(
+#[utoipa::path(post, path = "/api/v1/agents/{id}/undrain", operation_id = "undrain_agent", params(("id" = String, Path)), responses(
     (status = 200, body = Agent), (status = 404, body = ErrorBody),
     (status = 409, description = "The agent is offline", body = ErrorBody),
 ))]

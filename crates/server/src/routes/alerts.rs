@@ -19,7 +19,7 @@ pub struct AlertsQuery {
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "system", params(AlertsQuery),
+#[utoipa::path(get, path = "/api/v1/alerts", operation_id = "list_alerts", tag = "system", params(AlertsQuery),
     responses((status = 200, body = AlertList), (status = 400, body = hive_proto::api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -42,14 +42,18 @@ pub async fn list(
         active: state.alerts.active(),
         recent: recent
             .into_iter()
-            .map(|r| AlertEvent {
-                rule: r.rule,
-                state: r.state,
-                severity: r.severity,
-                value: r.value,
-                threshold: r.threshold,
-                message: r.message,
-                at: rfc3339(r.at),
+            // Only the hub writes these rows, from the enum; a row edited by hand to another
+            // word is left out rather than failing the list.
+            .filter_map(|r| {
+                Some(AlertEvent {
+                    state: r.state.parse().ok()?,
+                    rule: r.rule,
+                    severity: r.severity,
+                    value: r.value,
+                    threshold: r.threshold,
+                    message: r.message,
+                    at: rfc3339(r.at),
+                })
             })
             .collect(),
     }))

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use hive_proto::api::{ErrorBody, HubList, HubView};
+use hive_proto::api::{ErrorBody, HubList, HubView, LeaseState, StoreKind};
 use hive_store::HubRecord;
 
 use crate::actor::Command;
@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The hubs sharing this hub's store. On SQLite, this hub alone.
-#[utoipa::path(get, path = "/api/v1/hubs", responses(
+#[utoipa::path(get, path = "/api/v1/hubs", operation_id = "list_hubs", responses(
     (status = 200, body = HubList),
     (status = 503, description = "The database cannot be read now", body = ErrorBody),
 ))]
@@ -24,7 +24,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<HubList>, ApiErr
         .await?;
     let items = records.into_iter().map(|r| view(r, me)).collect();
     Ok(Json(HubList {
-        store: "postgres".into(),
+        store: StoreKind::Postgres,
         items,
         pooled,
     }))
@@ -36,7 +36,11 @@ fn view(record: HubRecord, me: uuid::Uuid) -> HubView {
         id: Some(record.id.to_string()),
         name: record.name,
         address: record.load.address,
-        lease: if record.held { "held" } else { "expired" }.into(),
+        lease: if record.held {
+            LeaseState::Held
+        } else {
+            LeaseState::Expired
+        },
         lease_until_ms: Some(record.lease_until.0),
         heartbeat_at_ms: Some(record.heartbeat_at.0),
         started_at_ms: Some(record.started_at.0),
@@ -51,13 +55,13 @@ fn view(record: HubRecord, me: uuid::Uuid) -> HubView {
 async fn alone(state: &AppState) -> Result<HubList, ApiError> {
     let load = state.ask(|reply| Command::Overview { reply }).await?.load();
     Ok(HubList {
-        store: "sqlite".into(),
+        store: StoreKind::Sqlite,
         items: vec![HubView {
             id: None,
             name: "local".into(),
             address: state.address.to_string(),
             this: true,
-            lease: "none".into(),
+            lease: LeaseState::NoLease,
             lease_until_ms: None,
             heartbeat_at_ms: None,
             started_at_ms: None,

@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::streams;
 
 /// The hub's measurements over the last interval (1 s by default).
-#[utoipa::path(get, path = "/api/v1/metrics", tag = "system",
+#[utoipa::path(get, path = "/api/v1/metrics", operation_id = "get_metrics", tag = "system",
     responses((status = 200, body = MetricsSnapshot)))]
 pub async fn snapshot(State(state): State<AppState>) -> Result<Json<MetricsSnapshot>, ApiError> {
     // The loop publishes its first snapshot as it starts, before the listener opens.

@@ -75,6 +75,17 @@ use utoipa::OpenApi;
         hive_proto::alerts::Alert,
         hive_proto::alerts::AlertEvent,
         hive_proto::alerts::AlertList,
+        hive_proto::events::Event,
+        hive_proto::enums::TaskStatus,
+        hive_proto::enums::AttemptOutcome,
+        hive_proto::enums::AgentState,
+        hive_proto::enums::AlertState,
+        hive_proto::enums::AlertChange,
+        hive_proto::enums::Role,
+        hive_proto::enums::LeaseState,
+        hive_proto::enums::StoreKind,
+        hive_proto::enums::RoutingPolicy,
+        hive_proto::enums::HealthStatus,
     ))
 )]
 pub struct ApiDoc;
@@ -288,6 +299,36 @@ mod tests {
         assert_eq!(task["capability"]["maxLength"], 128);
         let token = &doc["components"]["schemas"]["NewToken"]["properties"];
         assert_eq!(token["groups"]["items"]["maxLength"], 128);
+    }
+
+    /// Generators name a client's methods after them (two `list`s would clash), and OpenAPI
+    /// requires them unique.
+    #[test]
+    fn every_operation_has_its_own_id() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (path, item) in document()["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let id = operation["operationId"].as_str();
+                let id = id.unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                assert!(seen.insert(id.to_string()), "{id} is used twice");
+            }
+        }
+        assert!(seen.contains("submit_task") && seen.contains("list_agents"));
+    }
+
+    /// The dashboard's TypeScript types are generated from its copy of the document, so a change
+    /// to the API that leaves the copy behind would leave the types behind too.
+    #[test]
+    fn the_dashboards_copy_of_the_document_is_current() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboard/openapi.json");
+        let text = std::fs::read_to_string(&path).expect("dashboard/openapi.json is committed");
+        let copy: Value = serde_json::from_str(&text).expect("dashboard/openapi.json is JSON");
+        assert!(
+            copy == *document(),
+            "dashboard/openapi.json is stale: run `cargo run -p hive-cli -- openapi > \
+             dashboard/openapi.json`, then `npm run types` in dashboard/, and commit both"
+        );
     }
 
     #[test]

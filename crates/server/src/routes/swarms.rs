@@ -21,7 +21,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 const MAX_TIMEOUT_MS: u64 = 60_000;
 
 /// Swarms with at least one connected agent.
-#[utoipa::path(get, path = "/api/v1/swarms", responses((status = 200, body = SwarmList)))]
+#[utoipa::path(get, path = "/api/v1/swarms", operation_id = "list_swarms", responses((status = 200, body = SwarmList)))]
 pub async fn list(State(state): State<AppState>) -> Json<SwarmList> {
     let items = state
         .swarms
@@ -38,7 +38,7 @@ pub async fn list(State(state): State<AppState>) -> Json<SwarmList> {
 /// Send one message to every agent of the swarm, on every hub sharing the store, and collect
 /// their replies until all answered or the timeout passed. Messages are kept only while the
 /// broadcast waits.
-#[utoipa::path(post, path = "/api/v1/swarms/{group}/messages", params(("group" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/swarms/{group}/messages", operation_id = "broadcast", params(("group" = String, Path)),
     request_body = NewSwarmMessage, responses(
     (status = 200, description = "Sent; the replies that came in time", body = SwarmMessageOutcome),
     (status = 404, description = "No connected agent is in this swarm", body = ErrorBody),

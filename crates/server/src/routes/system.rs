@@ -6,15 +6,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hive_core::{AgentState, TaskStatus};
-use hive_proto::api::{Health, Status};
+use hive_proto::api::{Health, HealthStatus, Status};
 
 use crate::actor::Command;
 use crate::error::ApiError;
 use crate::reads::Client;
 use crate::state::AppState;
+use crate::views;
 
 /// Tasks by status, agents by state, queue depth per capability.
-#[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = Status)))]
+#[utoipa::path(get, path = "/api/v1/status", operation_id = "get_status", responses((status = 200, body = Status)))]
 pub async fn status(
     State(state): State<AppState>,
     client: Client,
@@ -47,21 +48,21 @@ pub async fn status(
             .into_iter()
             .map(|(c, n)| (c, n as u64))
             .collect(),
-        routing_policy: overview.routing_policy.to_string(),
+        routing_policy: views::routing_policy(state.config.routing.policy),
     }))
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
-        status: "ok".into(),
+        status: HealthStatus::Ok,
     })
 }
 
 /// The hub recovered its state, its scheduler answers and its store takes commits; 503 while
 /// shutting down or while the store refuses commits.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let stopping = *state.shutdown.borrow();
     let answers = !stopping && matches!(state.ask(|reply| Command::Ping { reply }).await, Ok(true));
@@ -69,14 +70,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         (
             StatusCode::OK,
             Json(Health {
-                status: "ready".into(),
+                status: HealthStatus::Ready,
             }),
         )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
-                status: "unavailable".into(),
+                status: HealthStatus::Unavailable,
             }),
         )
     }

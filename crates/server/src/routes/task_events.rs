@@ -13,7 +13,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use futures_util::StreamExt;
-use hive_core::{TaskId, TaskStatus};
+use hive_core::TaskId;
 use hive_proto::events::Event;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
@@ -35,7 +35,7 @@ pub struct FollowParams {
 }
 
 /// Follow a task: its status and its running attempt's progress, as Server-Sent Events.
-#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", params(("id" = String, Path), FollowParams), responses(
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", operation_id = "follow_task", params(("id" = String, Path), FollowParams), responses(
     (status = 200, description = "Events `task` (JSON: the task, first and when it finished), `status` (an event of /ws/events), `progress` (ditto), `skipped` (`{\"count\": N}`)", content_type = "text/event-stream", body = String),
     (status = 404, body = hive_proto::api::ErrorBody),
 ))]
@@ -69,7 +69,7 @@ pub async fn follow(
     let task = fetch(&state, id).await?;
     let (sender, mut receiver) = mpsc::channel(64);
     let first = json_event("task", &task);
-    let finished = is_finished(&task.status);
+    let finished = task.status.is_finished();
     let _ = sender.try_send(first);
     if !finished {
         let deadline = Duration::from_millis(timeout_ms);
@@ -87,12 +87,6 @@ pub async fn follow(
     }
     let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map(Ok);
     Ok(axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-fn is_finished(status: &str) -> bool {
-    status
-        .parse::<TaskStatus>()
-        .is_ok_and(TaskStatus::is_terminal)
 }
 
 fn json_event(name: &str, value: &impl serde::Serialize) -> Sse {
@@ -128,7 +122,7 @@ async fn relay(
                         Event::Task {
                             task_id, status, ..
                         } if *task_id == text => {
-                            ended |= is_finished(status);
+                            ended |= status.is_finished();
                             json_event("status", event)
                         }
                         _ => continue,
@@ -150,7 +144,7 @@ async fn relay(
         }
         if ended {
             match fetch(state, id).await {
-                Ok(task) if is_finished(&task.status) => {
+                Ok(task) if task.status.is_finished() => {
                     let _ = sender.send(json_event("task", &task)).await;
                     return;
                 }

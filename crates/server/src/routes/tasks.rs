@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use hive_core::{TaskId, TaskStatus};
-use hive_proto::api::{BatchCreated, ErrorBody, NewTask, NewTaskBatch, Task, TaskList};
+use hive_core::TaskId;
+use hive_proto::api::{self, BatchCreated, ErrorBody, NewTask, NewTaskBatch, Task, TaskList};
 use hive_store::TaskFilter;
 use serde::Deserialize;
 
@@ -75,7 +75,7 @@ async fn submit(
 }
 
 /// Submit one task.
-#[utoipa::path(post, path = "/api/v1/tasks", request_body = NewTask, responses(
+#[utoipa::path(post, path = "/api/v1/tasks", operation_id = "submit_task", request_body = NewTask, responses(
     (status = 201, description = "Created and committed", body = Task),
     (status = 200, description = "The idempotency key matched an earlier task, returned as is", body = Task),
     (status = 400, description = "Invalid input; `field` names the culprit", body = ErrorBody),
@@ -106,7 +106,7 @@ pub async fn create(
 }
 
 /// Submit many tasks in one transaction: all are accepted or none.
-#[utoipa::path(post, path = "/api/v1/tasks/batch", request_body = NewTaskBatch, responses(
+#[utoipa::path(post, path = "/api/v1/tasks/batch", operation_id = "submit_tasks", request_body = NewTaskBatch, responses(
     (status = 201, description = "All committed; ids in request order", body = BatchCreated),
     (status = 400, description = "Invalid input; `field` is e.g. `tasks[3].priority`", body = ErrorBody),
     (status = 413, description = "Payload or body over the limit", body = ErrorBody),
@@ -145,7 +145,7 @@ pub async fn create_batch(
 }
 
 /// A task with its attempts and result.
-#[utoipa::path(get, path = "/api/v1/tasks/{id}", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", operation_id = "get_task", params(("id" = String, Path)), responses(
     (status = 200, body = Task), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
 ))]
 pub async fn get_one(
@@ -154,7 +154,7 @@ pub async fn get_one(
 ) -> Result<Json<Task>, ApiError> {
     let id = parse_task_id(&id)?;
     let mut task = fetch(&state, id).await?;
-    if task.status == "running" {
+    if task.status == api::TaskStatus::Running {
         task.progress =
             state
                 .events
@@ -174,8 +174,7 @@ pub async fn get_one(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// waiting, queued, running, succeeded, failed or cancelled.
-    #[param(pattern = "^(waiting|queued|running|succeeded|failed|cancelled)$")]
+    #[param(value_type = Option<api::TaskStatus>)]
     status: Option<String>,
     #[param(pattern = r"^[A-Za-z0-9_.:/-]+$", min_length = 1, max_length = 128)]
     capability: Option<String>,
@@ -187,7 +186,7 @@ pub struct ListParams {
 }
 
 /// Tasks, newest first, filtered and paged.
-#[utoipa::path(get, path = "/api/v1/tasks", params(ListParams), responses(
+#[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", params(ListParams), responses(
     (status = 200, body = TaskList), (status = 400, body = ErrorBody),
 ))]
 pub async fn list(
@@ -201,9 +200,9 @@ pub async fn list(
     })?;
     let status = params
         .status
-        .map(|s| s.parse::<TaskStatus>())
+        .map(|s| s.parse::<api::TaskStatus>().map(views::domain_status))
         .transpose()
-        .map_err(|e| ApiError::invalid("status", e.reason))?;
+        .map_err(|e| ApiError::invalid("status", e.to_string()))?;
     let limit = page_limit(params.limit.as_deref(), 100)?;
     if let Some(capability) = &params.capability {
         hive_core::Capability::parse(capability, "capability")
@@ -253,7 +252,7 @@ fn json_body(body: Bytes) -> Response {
 }
 
 /// Cancel a task that has not finished; a running attempt is told to stop.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", params(("id" = String, Path)), responses(
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", operation_id = "cancel_task", params(("id" = String, Path)), responses(
     (status = 200, description = "Cancelled", body = Task),
     (status = 202, body = Task,
         description = "Another hub holds the task and was asked to cancel it; not done yet \
@@ -313,9 +312,9 @@ async fn cancel_task(state: &AppState, task: TaskId) -> Result<(StatusCode, Json
         }
         state.waiters.prune(task);
         let current = fetch(state, task).await?;
-        match current.status.parse::<TaskStatus>() {
-            Ok(TaskStatus::Cancelled) => return Ok((StatusCode::OK, Json(current))),
-            Ok(status) if status.is_terminal() => {
+        match current.status {
+            api::TaskStatus::Cancelled => return Ok((StatusCode::OK, Json(current))),
+            status if status.is_finished() => {
                 return Err(ApiError::Conflict {
                     message: format!("task {task} is already {status}"),
                 });
@@ -353,7 +352,7 @@ pub struct WaitParams {
 }
 
 /// Long-poll: answers as soon as the task finishes, or with its current state at the timeout.
-#[utoipa::path(get, path = "/api/v1/tasks/{id}/wait", params(("id" = String, Path), WaitParams), responses(
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/wait", operation_id = "wait_task", params(("id" = String, Path), WaitParams), responses(
     (status = 200, description = "The task, finished or as it stands at the timeout", body = Task),
     (status = 404, body = ErrorBody),
 ))]
@@ -383,11 +382,7 @@ pub async fn wait(
     // Park before reading, so an end committed in between still wakes us.
     let woken = state.waiters.register(id);
     let task = fetch(&state, id).await?;
-    if task
-        .status
-        .parse::<TaskStatus>()
-        .is_ok_and(TaskStatus::is_terminal)
-    {
+    if task.status.is_finished() {
         return Ok(Json(task));
     }
     tokio::select! {

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use hive_proto::alerts::AlertList;
 use hive_proto::api::NewTask;
+use hive_proto::enums::AlertState;
 use hive_server::alerts::AlertConfig;
 use hive_server::alerts::rules::{Direction, Metric, Rule};
 use serde_json::Value;
@@ -90,7 +91,9 @@ async fn an_alert_fires_reaches_the_webhook_after_a_failure_and_resolves() {
     }
     let firing = eventually("the alert fires", Duration::from_secs(10), || async {
         let list = alerts(&t.url).await;
-        list.active.into_iter().find(|a| a.state == "firing")
+        list.active
+            .into_iter()
+            .find(|a| a.state == AlertState::Firing)
     })
     .await;
     assert_eq!((firing.rule.as_str(), firing.value), ("backlog", Some(3.0)));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::SinkExt;
 use hive_client::{HubClient, WorkerOptions};
-use hive_proto::api::{NewTask, NewToken};
+use hive_proto::api::{AgentState, NewTask, NewToken, TaskStatus};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -29,7 +29,7 @@ async fn start_with_auth() -> (TestHub, HubClient) {
 fn new_token(name: &str, role: &str) -> NewToken {
     NewToken {
         name: name.into(),
-        role: role.into(),
+        role: role.parse().unwrap(),
         capabilities: None,
         groups: None,
     }
@@ -113,6 +113,17 @@ async fn each_role_does_what_it_may_and_tasks_record_their_submitter() {
         .await
         .unwrap_err();
     assert!(taken.to_string().contains("409"), "{taken}");
+    let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
+    let unknown_role = http()
+        .post(format!("{}/api/v1/tokens", t.url))
+        .bearer_auth(admin_token.trim())
+        .json(&serde_json::json!({"name": "boss", "role": "boss"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_role.status(), 400);
+    let body: serde_json::Value = unknown_role.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "role", "{body}");
 
     admin.revoke_token("ci").await.unwrap();
     assert!(
@@ -172,7 +183,10 @@ async fn an_agent_token_connects_only_for_its_capabilities() {
         std::future::pending(),
     ));
     let task = admin.submit(&NewTask::new("pay")).await.unwrap();
-    assert_eq!(finished(&admin, &task.id).await.status, "succeeded");
+    assert_eq!(
+        finished(&admin, &task.id).await.status,
+        TaskStatus::Succeeded
+    );
     worker.abort();
 }
 
@@ -320,7 +334,7 @@ async fn revoking_a_token_closes_the_websockets_opened_with_it() {
         let agents = admin.agents().await.unwrap();
         if agents
             .iter()
-            .all(|a| a.name != "w1" || a.state == "offline")
+            .all(|a| a.name != "w1" || a.state == AgentState::Offline)
         {
             return;
         }

@@ -1,6 +1,7 @@
 //! A hostile web page in the operator's browser: DNS rebinding (a foreign Host), cross-site
 //! WebSocket handshakes (a foreign Origin), and forged form posts (not JSON).
 
+use hive_proto::api::TaskStatus;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::util::*;
@@ -87,7 +88,10 @@ async fn a_post_that_is_not_json_is_refused_so_a_page_cannot_forge_one() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
     }
-    assert_eq!(t.client.task(&task.id).await.unwrap().status, "queued");
+    assert_eq!(
+        t.client.task(&task.id).await.unwrap().status,
+        TaskStatus::Queued
+    );
     // A POST to a route that takes none is told so (405), whatever its content type.
     let wrong_method = http.post(format!("{}/readyz", t.url)).send().await.unwrap();
     assert_eq!(wrong_method.status().as_u16(), 405);
@@ -100,5 +104,8 @@ async fn a_post_that_is_not_json_is_refused_so_a_page_cannot_forge_one() {
         .await
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);
-    assert_eq!(t.client.cancel(&task.id).await.unwrap().status, "cancelled");
+    assert_eq!(
+        t.client.cancel(&task.id).await.unwrap().status,
+        TaskStatus::Cancelled
+    );
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hive_proto::RawValue;
-use hive_proto::api::NewTask;
+use hive_proto::api::{NewTask, TaskStatus};
 use sha2::{Digest, Sha256};
 
 use crate::util::*;
@@ -45,7 +45,7 @@ async fn the_builtin_agent_computes_digests_on_its_pool() {
         .unwrap();
     for (id, (data, rounds)) in ids.iter().zip(&cases) {
         let done = finished(&t.client, id).await;
-        assert_eq!(done.status, "succeeded", "{id}");
+        assert_eq!(done.status, TaskStatus::Succeeded, "{id}");
         let output: serde_json::Value = serde_json::from_str(done.result.unwrap().get()).unwrap();
         assert_eq!(
             output["sha256"],
@@ -63,7 +63,7 @@ async fn a_bad_payload_fails_once_and_a_cancel_stops_a_long_digest() {
     let t = start_hub_with(|c| c.builtin_threads = 1).await;
     let bad = t.client.submit(&sha_task("x", 0)).await.unwrap();
     let done = finished(&t.client, &bad.id).await;
-    assert_eq!(done.status, "failed");
+    assert_eq!(done.status, TaskStatus::Failed);
     assert_eq!(done.attempts.len(), 1, "a bad payload is not retried");
     let error = done.attempts[0].error.clone().unwrap();
     assert!(error.contains("payload.rounds"), "{error}");
@@ -71,12 +71,15 @@ async fn a_bad_payload_fails_once_and_a_cancel_stops_a_long_digest() {
     // Long enough to still be running when cancelled (the pool checks every 4096 rounds).
     let long = t.client.submit(&sha_task("x", 100_000_000)).await.unwrap();
     eventually("the digest is running", Duration::from_secs(10), || async {
-        (t.client.task(&long.id).await.unwrap().status == "running").then_some(())
+        (t.client.task(&long.id).await.unwrap().status == TaskStatus::Running).then_some(())
     })
     .await;
     let cancelled = t.client.cancel(&long.id).await.unwrap();
-    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
     // The pool's only thread is free again: a small digest gets through.
     let small = t.client.submit(&sha_task("abc", 1)).await.unwrap();
-    assert_eq!(finished(&t.client, &small.id).await.status, "succeeded");
+    assert_eq!(
+        finished(&t.client, &small.id).await.status,
+        TaskStatus::Succeeded
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hive_client::HubClient;
 use hive_client::worker::{Executor, Outcome};
 use hive_proto::RawValue;
-use hive_proto::api::NewTask;
+use hive_proto::api::{AttemptOutcome, NewTask, TaskStatus};
 use hive_proto::protocol::Assignment;
 use serde_json::{Value, json};
 
@@ -49,7 +49,7 @@ async fn honest_agents_agree_on_the_value_at_the_pointer() {
         .unwrap()
         .id;
     let done = finished(&t.client, &id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.result.unwrap().get(), "42");
     assert_eq!((done.replicas, done.quorum), (Some(3), Some(2)));
     let votes = done.votes.unwrap();
@@ -93,7 +93,7 @@ async fn a_lying_agent_is_outvoted_named_and_trusted_less() {
         .unwrap()
         .id;
     let done = finished(&t.client, &id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.result.unwrap().get(), "42");
     let agents = t.client.agents().await.unwrap();
     let liar = agents.iter().find(|a| a.name == "liar").unwrap();
@@ -145,11 +145,11 @@ async fn a_crashed_replica_is_replaced_by_another_agent() {
     // Its lease runs out; the replacement goes to the only identity not yet asked.
     let _d = spawn_named_worker(&t.url, "d", &["oracle"], answering("d", 7));
     let done = finished(&t.client, &id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.result.unwrap().get(), "7");
-    let outcomes: Vec<_> = done.attempts.iter().map(|a| a.outcome.clone()).collect();
+    let outcomes: Vec<_> = done.attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes.len(), 4, "{outcomes:?}");
-    assert!(outcomes.contains(&Some("lease_expired".into())));
+    assert!(outcomes.contains(&Some(AttemptOutcome::LeaseExpired)));
     assert_eq!(done.votes.unwrap().len(), 3);
     t.hub.shutdown().await;
 }
@@ -165,7 +165,8 @@ async fn with_too_few_agents_the_task_waits_for_another_identity() {
     .await;
     let waiting = t.client.task(&id).await.unwrap();
     assert_eq!(
-        waiting.status, "running",
+        waiting.status,
+        TaskStatus::Running,
         "running from its first replica on"
     );
     let status = t.client.status().await.unwrap();
@@ -178,7 +179,7 @@ async fn with_too_few_agents_the_task_waits_for_another_identity() {
     // Whole results are compared: "by" differs, so b must answer exactly what a did.
     let _b = spawn_named_worker(&t.url, "b", &["oracle"], answering("a", 1));
     let done = finished(&t.client, &id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
     let result: Value = serde_json::from_str(done.result.unwrap().get()).unwrap();
     assert_eq!(result, json!({"answer": 1, "by": "a"}));
     t.hub.shutdown().await;
@@ -232,7 +233,7 @@ async fn votes_survive_a_restart_and_the_task_is_decided_after_it() {
     let _a = spawn_named_worker(&t.url, "a", &["oracle"], answering("a", 9));
     let _b = spawn_named_worker(&t.url, "b", &["oracle"], answering("b", 9));
     let done = finished(&t.client, &id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.result.unwrap().get(), "9");
     let votes = done.votes.unwrap();
     assert_eq!(votes.len(), 2);

@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use hive_client::WorkerOptions;
 use hive_client::worker::run_worker;
 use hive_proto::RawValue;
-use hive_proto::api::{NewSwarmMessage, NewTask};
+use hive_proto::api::{AgentState, NewSwarmMessage, NewTask, TaskStatus};
 use hive_proto::codec::{self, Compression, Encoding, FrameFormat, Incoming};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -65,7 +65,7 @@ async fn workers_of_every_format_run_tasks_and_return_outputs_intact() {
     }
     for (n, id) in submitted {
         let done = finished(&t.client, &id).await;
-        assert_eq!(done.status, "succeeded", "{id}");
+        assert_eq!(done.status, TaskStatus::Succeeded, "{id}");
         assert_eq!(done.result.unwrap().get(), payload(n).get(), "{id}");
     }
     for worker in workers {
@@ -186,7 +186,7 @@ async fn a_hand_written_msgpack_worker_gets_binary_frames_and_may_answer_in_a_ba
     assert_eq!(frame[0], codec::TAG_MSGPACK_LZ4);
     socket.send(Message::Binary(frame.into())).await.unwrap();
     let done = finished(&t.client, &task.id).await;
-    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.result.unwrap().get(), output);
 
     // Garbage and a non-JSON output get error frames, and the connection stays.
@@ -202,7 +202,7 @@ async fn a_hand_written_msgpack_worker_gets_binary_frames_and_may_answer_in_a_ba
         let (error, _) = receive(&mut socket).await;
         assert_eq!(error["code"], "invalid_message", "{error}");
     }
-    assert_eq!(t.client.agents().await.unwrap()[0].state, "idle");
+    assert_eq!(t.client.agents().await.unwrap()[0].state, AgentState::Idle);
 }
 
 #[tokio::test]

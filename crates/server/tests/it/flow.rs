@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hive_client::worker::{Outcome, WorkerExit};
 use hive_proto::RawValue;
-use hive_proto::api::NewTask;
+use hive_proto::api::{AgentState, AttemptOutcome, NewTask, TaskStatus};
 use hive_proto::protocol::Assignment;
 use tokio::sync::mpsc;
 
@@ -44,11 +44,11 @@ async fn a_worker_that_disconnects_mid_task_loses_it_to_another_after_the_lease(
     let _helper = spawn_worker(&t.url, &["slow"], 1, echo());
 
     let done = finished(&t.client, &submitted.id).await;
-    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.result.unwrap().get(), r#"{"n":1}"#);
     assert_eq!(done.attempts.len(), 2);
-    assert_eq!(done.attempts[0].outcome.as_deref(), Some("lease_expired"));
-    assert_eq!(done.attempts[1].outcome.as_deref(), Some("succeeded"));
+    assert_eq!(done.attempts[0].outcome, Some(AttemptOutcome::LeaseExpired));
+    assert_eq!(done.attempts[1].outcome, Some(AttemptOutcome::Succeeded));
     assert_ne!(done.attempts[0].agent_id, done.attempts[1].agent_id);
 }
 
@@ -68,13 +68,13 @@ async fn a_task_that_always_fails_ends_failed_after_exactly_max_attempts() {
         .await
         .unwrap();
     let done = finished(&t.client, &submitted.id).await;
-    assert_eq!(done.status, "failed");
+    assert_eq!(done.status, TaskStatus::Failed);
     assert_eq!(done.error.as_deref(), Some("disk on fire"));
     assert_eq!(done.attempts.len(), 4);
     assert!(
         done.attempts
             .iter()
-            .all(|a| a.outcome.as_deref() == Some("failed"))
+            .all(|a| a.outcome == Some(AttemptOutcome::Failed))
     );
 }
 
@@ -116,7 +116,7 @@ async fn a_dependency_chain_runs_in_order_and_a_failed_parent_fails_its_children
         }
     });
     let done_c = finished(&t.client, &c.id).await;
-    assert_eq!(done_c.status, "succeeded");
+    assert_eq!(done_c.status, TaskStatus::Succeeded);
     assert_eq!(*order.lock().unwrap(), vec![r#""a""#, r#""b""#, r#""c""#]);
     let done_a = t.client.task(&a.id).await.unwrap();
     let done_b = t.client.task(&b.id).await.unwrap();
@@ -147,11 +147,14 @@ async fn a_dependency_chain_runs_in_order_and_a_failed_parent_fails_its_children
         .await
         .unwrap();
     let done_r = finished(&t.client, &r.id).await;
-    assert_eq!(t.client.task(&p.id).await.unwrap().status, "failed");
+    assert_eq!(
+        t.client.task(&p.id).await.unwrap().status,
+        TaskStatus::Failed
+    );
     let done_q = t.client.task(&q.id).await.unwrap();
-    assert_eq!(done_q.status, "failed");
+    assert_eq!(done_q.status, TaskStatus::Failed);
     assert!(done_q.error.unwrap().contains(&p.id));
-    assert_eq!(done_r.status, "failed");
+    assert_eq!(done_r.status, TaskStatus::Failed);
     assert!(
         done_q.attempts.is_empty() && done_r.attempts.is_empty(),
         "children never ran"
@@ -165,7 +168,7 @@ async fn a_dependency_chain_runs_in_order_and_a_failed_parent_fails_its_children
         })
         .await
         .unwrap();
-    assert_eq!(late.status, "failed");
+    assert_eq!(late.status, TaskStatus::Failed);
 }
 
 #[tokio::test]
@@ -211,7 +214,10 @@ async fn keys_and_parents_of_finished_tasks_are_read_from_the_store() {
         ..task("pay", "7")
     };
     let first = t.client.submit(&keyed).await.unwrap();
-    assert_eq!(finished(&t.client, &first.id).await.status, "succeeded");
+    assert_eq!(
+        finished(&t.client, &first.id).await.status,
+        TaskStatus::Succeeded
+    );
     // The task has left the scheduler: its key, its end and its status come from the store,
     // while plain submits go on beside them.
     let mut requests = tokio::task::JoinSet::new();
@@ -239,7 +245,7 @@ async fn keys_and_parents_of_finished_tasks_are_read_from_the_store() {
     let ids: Vec<String> = requests.join_all().await.into_iter().flatten().collect();
     for id in &ids {
         let done = finished(&t.client, id).await;
-        assert_eq!(done.status, "succeeded", "{id}");
+        assert_eq!(done.status, TaskStatus::Succeeded, "{id}");
     }
     let refused = t.client.cancel(&first.id).await.unwrap_err();
     assert!(
@@ -268,7 +274,7 @@ async fn cancelling_stops_a_queued_and_a_running_task() {
     let t = start_hub().await;
     let queued = t.client.submit(&NewTask::new("nobody")).await.unwrap();
     let cancelled = t.client.cancel(&queued.id).await.unwrap();
-    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
 
     let (got, mut got_rx) = mpsc::unbounded_channel();
     let _w = spawn_worker(&t.url, &["long"], 1, move |task: Assignment| {
@@ -281,8 +287,11 @@ async fn cancelling_stops_a_queued_and_a_running_task() {
     let running = t.client.submit(&NewTask::new("long")).await.unwrap();
     got_rx.recv().await.unwrap();
     let cancelled = t.client.cancel(&running.id).await.unwrap();
-    assert_eq!(cancelled.status, "cancelled");
-    assert_eq!(cancelled.attempts[0].outcome.as_deref(), Some("cancelled"));
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(
+        cancelled.attempts[0].outcome,
+        Some(AttemptOutcome::Cancelled)
+    );
     // The slot it held is free again.
     let next = t.client.submit(&NewTask::new("long")).await.unwrap();
     assert_eq!(got_rx.recv().await.unwrap(), next.id);
@@ -298,21 +307,24 @@ async fn a_drained_worker_finishes_and_exits() {
             .await
             .unwrap()
             .into_iter()
-            .find(|a| a.state == "idle")
+            .find(|a| a.state == AgentState::Idle)
     })
     .await;
     let drained = t.client.drain(&agent.id).await.unwrap();
-    assert_eq!(drained.state, "draining");
+    assert_eq!(drained.state, AgentState::Draining);
     assert_eq!(worker.handle.await.unwrap().unwrap(), WorkerExit::Drained);
     let queued = t.client.submit(&NewTask::new("d")).await.unwrap();
-    assert_eq!(t.client.task(&queued.id).await.unwrap().status, "queued");
+    assert_eq!(
+        t.client.task(&queued.id).await.unwrap().status,
+        TaskStatus::Queued
+    );
     eventually("the agent offline", Duration::from_secs(10), || async {
         t.client
             .agents()
             .await
             .unwrap()
             .into_iter()
-            .find(|a| a.id == agent.id && a.state == "offline")
+            .find(|a| a.id == agent.id && a.state == AgentState::Offline)
     })
     .await;
 }
@@ -330,7 +342,7 @@ async fn tasks_accepted_before_a_restart_run_after_it() {
     let _w = spawn_worker(&t.url, &["later"], 8, echo());
     for (i, id) in ids.iter().enumerate() {
         let done = finished(&t.client, id).await;
-        assert_eq!(done.status, "succeeded");
+        assert_eq!(done.status, TaskStatus::Succeeded);
         assert_eq!(done.result.unwrap().get(), i.to_string());
     }
     t.hub.shutdown().await;
@@ -385,11 +397,14 @@ async fn an_undone_drain_puts_the_agent_back_to_work() {
         .unwrap();
     let welcome = next_json(&mut socket).await;
     let id = welcome["agent_id"].as_str().unwrap().to_string();
-    assert_eq!(t.client.drain(&id).await.unwrap().state, "draining");
+    assert_eq!(
+        t.client.drain(&id).await.unwrap().state,
+        AgentState::Draining
+    );
     assert_eq!(next_json(&mut socket).await["type"], "drain");
     let queued = t.client.submit(&NewTask::new("u")).await.unwrap();
-    assert_eq!(queued.status, "queued");
-    assert_eq!(t.client.undrain(&id).await.unwrap().state, "busy");
+    assert_eq!(queued.status, TaskStatus::Queued);
+    assert_eq!(t.client.undrain(&id).await.unwrap().state, AgentState::Busy);
     assert_eq!(next_json(&mut socket).await["type"], "resume");
     let assign = next_json(&mut socket).await;
     assert_eq!(assign["tasks"][0]["task_id"], queued.id.as_str());

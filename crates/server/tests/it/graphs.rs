@@ -4,7 +4,7 @@
 
 use hive_client::worker::Outcome;
 use hive_proto::RawValue;
-use hive_proto::api::{NewTask, OnParentFailure};
+use hive_proto::api::{NewTask, OnParentFailure, TaskStatus};
 use hive_proto::protocol::Assignment;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -59,7 +59,7 @@ async fn a_reducer_receives_the_results_of_the_tasks_it_depends_on() {
         .await
         .unwrap();
     let done = finished(&t.client, &reducer.id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
     let result: Value = serde_json::from_str(done.result.unwrap().get()).unwrap();
     assert_eq!(result["sum"], 55);
     assert_eq!(result["order"], json!(parents));
@@ -114,7 +114,7 @@ async fn on_parent_failure_run_hands_the_reducer_the_failed_parents_errors() {
     // Nothing offers `cube`: the bad parent fails once a worker for it refuses it.
     let _refuser = spawn_worker(&t.url, &["cube"], 1, map_reduce);
     let done = finished(&t.client, &lenient.id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
     let result: Value = serde_json::from_str(done.result.unwrap().get()).unwrap();
     assert_eq!(result["sum"], 9);
     assert_eq!(result["failed"], json!([bad]));
@@ -122,7 +122,7 @@ async fn on_parent_failure_run_hands_the_reducer_the_failed_parents_errors() {
     assert_eq!(view.on_parent_failure, OnParentFailure::Run);
 
     let failed = finished(&t.client, &strict.id).await;
-    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.status, TaskStatus::Failed);
     assert!(
         failed.error.unwrap().contains(&bad),
         "the error names the parent"
@@ -177,7 +177,10 @@ async fn a_child_queued_across_a_restart_still_gets_its_inputs() {
     let t = start_hub().await;
     let parent = t.client.submit(&task("square", json!(7))).await.unwrap().id;
     let w = spawn_worker(&t.url, &["square"], 1, map_reduce);
-    assert_eq!(finished(&t.client, &parent).await.status, "succeeded");
+    assert_eq!(
+        finished(&t.client, &parent).await.status,
+        TaskStatus::Succeeded
+    );
     w.kill().await;
     // Nothing runs `sum` yet: the child stays queued through the restart.
     let child = t

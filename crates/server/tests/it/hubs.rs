@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_client::worker::Outcome;
-use hive_proto::api::{HubList, NewSwarmMessage, NewTask};
+use hive_proto::api::{HubList, LeaseState, NewSwarmMessage, NewTask, StoreKind, TaskStatus};
 use hive_proto::protocol::Assignment;
 use hive_store::postgres::scratch::{ScratchSchema, query_on};
 use serde_json::json;
@@ -58,7 +58,7 @@ async fn work_submitted_on_one_hub_runs_on_the_agents_of_another() {
     let mut ran = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let done = finished(&a.client, id).await;
-        assert_eq!(done.status, "succeeded", "{:?}", done.error);
+        assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
         assert_eq!(done.result.unwrap().get(), n.to_string());
         ran.push(
             done.attempts
@@ -85,11 +85,11 @@ async fn work_submitted_on_one_hub_runs_on_the_agents_of_another() {
     assert_eq!(moved(&a, "claimed").await, 0);
 
     let list = hubs(&a).await;
-    assert_eq!(list.store, "postgres");
+    assert_eq!(list.store, StoreKind::Postgres);
     let names: HashSet<(String, bool, String)> = list
         .items
         .iter()
-        .map(|h| (h.name.clone(), h.this, h.lease.clone()))
+        .map(|h| (h.name.clone(), h.this, h.lease.to_string()))
         .collect();
     assert_eq!(
         names,
@@ -127,7 +127,7 @@ async fn a_hub_that_stops_hands_its_queued_work_to_the_others() {
     assert_eq!(b.hub.recovered(), 50, "b took a's tasks over as it started");
     let _later = spawn_worker(&b.url, &["later"], 8, echo());
     for id in &ids {
-        assert_eq!(finished(&b.client, id).await.status, "succeeded");
+        assert_eq!(finished(&b.client, id).await.status, TaskStatus::Succeeded);
     }
     let list = hubs(&b).await;
     assert_eq!(list.items.len(), 1, "a's row went with its tasks: {list:?}");
@@ -142,10 +142,10 @@ async fn a_hub_alone_in_sqlite_lists_itself() {
         (list.items[0].agents == 1).then_some(list)
     })
     .await;
-    assert_eq!(list.store, "sqlite");
+    assert_eq!(list.store, StoreKind::Sqlite);
     assert_eq!(list.items.len(), 1);
     let me = &list.items[0];
-    assert!(me.this && me.id.is_none() && me.lease == "none");
+    assert!(me.this && me.id.is_none() && me.lease == LeaseState::NoLease);
     assert_eq!(
         (me.slots, me.address.clone()),
         (3, t.hub.addr().to_string())
@@ -179,7 +179,7 @@ async fn a_child_waits_for_a_parent_another_hub_runs_and_a_cancel_reaches_the_hu
     let parent = a.client.submit(&task("slow", 1)).await.unwrap();
     eventually("b runs the parent", Duration::from_secs(20), || async {
         let t = a.client.task(&parent.id).await.unwrap();
-        (t.status == "running").then_some(())
+        (t.status == TaskStatus::Running).then_some(())
     })
     .await;
     // Its child, submitted on a, waits for a parent a does not hold.
@@ -188,21 +188,24 @@ async fn a_child_waits_for_a_parent_another_hub_runs_and_a_cancel_reaches_the_hu
         ..task("fast", 2)
     };
     let child = a.client.submit(&child).await.unwrap();
-    assert_eq!(child.status, "waiting");
+    assert_eq!(child.status, TaskStatus::Waiting);
     gate.add_permits(1);
     let done = finished(&a.client, &child.id).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
-    assert_eq!(finished(&a.client, &parent.id).await.status, "succeeded");
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(
+        finished(&a.client, &parent.id).await.status,
+        TaskStatus::Succeeded
+    );
 
     // A cancel on a of a task b runs reaches b, which tells its worker.
     let doomed = a.client.submit(&task("slow", 3)).await.unwrap();
     eventually("b runs it", Duration::from_secs(20), || async {
         let t = a.client.task(&doomed.id).await.unwrap();
-        (t.status == "running").then_some(())
+        (t.status == TaskStatus::Running).then_some(())
     })
     .await;
     let cancelled = a.client.cancel(&doomed.id).await.unwrap();
-    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
     // A cancel of a task pooled for a capability no hub serves is done in the pool.
     let nobody = a.client.submit(&task("nobody", 4)).await.unwrap();
     eventually(
@@ -213,7 +216,7 @@ async fn a_child_waits_for_a_parent_another_hub_runs_and_a_cancel_reaches_the_hu
     .await;
     assert_eq!(
         b.client.cancel(&nobody.id).await.unwrap().status,
-        "cancelled"
+        TaskStatus::Cancelled
     );
     assert_eq!(hubs(&b).await.pooled, 0);
     let again = b.client.cancel(&nobody.id).await.unwrap_err();
@@ -264,7 +267,7 @@ async fn a_draining_hub_starts_nothing_new_and_hands_its_queue_to_the_others() {
     // Still up, starting nothing: the rest ran on b.
     for id in &ids {
         let done = finished(&a.client, id).await;
-        assert_eq!(done.status, "succeeded");
+        assert_eq!(done.status, TaskStatus::Succeeded);
         assert_eq!(done.attempts.len(), 1, "nothing ran twice");
     }
     a.hub.shutdown().await;

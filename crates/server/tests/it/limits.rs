@@ -1,6 +1,7 @@
 //! Bounds on what clients control: open connections, how long headers may take, and how much work
 //! may wait inside the hub before new work is refused.
 
+use hive_proto::api::TaskStatus;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -165,7 +166,7 @@ async fn submits_past_the_bound_in_flight_are_refused_at_once_with_retry_after()
     // What was accepted is there.
     for task in accepted {
         let id = task["id"].as_str().unwrap();
-        assert_eq!(t.client.task(id).await.unwrap().status, "queued");
+        assert_eq!(t.client.task(id).await.unwrap().status, TaskStatus::Queued);
     }
     let metrics = http
         .get(format!("{}/metrics", t.url))
@@ -280,7 +281,7 @@ async fn an_output_over_the_limit_fails_the_attempt_at_once() {
         .await
         .unwrap();
     let done = finished(&t.client, &task.id).await;
-    assert_eq!(done.status, "failed");
+    assert_eq!(done.status, TaskStatus::Failed);
     assert_eq!(
         done.attempts.len(),
         1,

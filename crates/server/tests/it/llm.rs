@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hive_proto::api::NewTask;
+use hive_proto::api::{NewTask, TaskStatus};
 use hive_server::llm::{Price, Provider};
 use serde_json::{Value, json};
 
@@ -174,7 +174,12 @@ async fn plain_and_streamed_answers_carry_text_tokens_and_cost() {
     let t = hub(&url).await;
     for capability in ["llm:plain/m1", "llm:streamed/m1"] {
         let task = run(&t, capability, json!({"prompt": "hello there"}), 1).await;
-        assert_eq!(task.status, "succeeded", "{capability}: {:?}", task.error);
+        assert_eq!(
+            task.status,
+            TaskStatus::Succeeded,
+            "{capability}: {:?}",
+            task.error
+        );
         let r = result(&task);
         assert_eq!(r["output"], "echo: hello there", "{capability}");
         assert_eq!(r["finish_reason"], "stop");
@@ -252,7 +257,7 @@ async fn a_throttled_request_is_retried_no_sooner_than_retry_after() {
     let (url, seen) = fake_provider().await;
     let t = hub(&url).await;
     let task = run(&t, "llm:plain/m1", json!({"prompt": "throttle-once"}), 3).await;
-    assert_eq!(task.status, "succeeded", "{:?}", task.error);
+    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
     assert_eq!(task.attempts.len(), 2);
     let first = &task.attempts[0];
     assert!(first.error.as_deref().unwrap().contains("429"), "{first:?}");
@@ -273,7 +278,7 @@ async fn refusals_malformed_answers_and_bad_payloads_fail_as_they_should() {
     let t = hub(&url).await;
 
     let bad = run(&t, "llm:plain/m1", json!({"prompt": "bad"}), 3).await;
-    assert_eq!(bad.status, "failed");
+    assert_eq!(bad.status, TaskStatus::Failed);
     assert_eq!(bad.attempts.len(), 1, "a 400 is not retried");
     assert!(
         bad.error
@@ -283,13 +288,13 @@ async fn refusals_malformed_answers_and_bad_payloads_fail_as_they_should() {
     );
 
     let malformed = run(&t, "llm:plain/m1", json!({"prompt": "malformed"}), 2).await;
-    assert_eq!(malformed.status, "failed");
+    assert_eq!(malformed.status, TaskStatus::Failed);
     assert_eq!(malformed.attempts.len(), 2, "a malformed answer is retried");
     assert!(malformed.error.as_deref().unwrap().contains("malformed"));
 
     let calls = seen.calls.load(Ordering::SeqCst);
     let refused = run(&t, "llm:plain/m1", json!({"prompt": "x", "top_k": 1}), 3).await;
-    assert_eq!(refused.status, "failed");
+    assert_eq!(refused.status, TaskStatus::Failed);
     assert_eq!(refused.attempts.len(), 1);
     assert!(refused.error.as_deref().unwrap().contains("\"top_k\""));
     assert_eq!(
@@ -327,7 +332,10 @@ async fn a_cancel_aborts_the_request_in_flight() {
         (seen.calls.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
-    assert_eq!(t.client.cancel(&id).await.unwrap().status, "cancelled");
+    assert_eq!(
+        t.client.cancel(&id).await.unwrap().status,
+        TaskStatus::Cancelled
+    );
     eventually(
         "the request to be dropped",
         Duration::from_secs(10),

@@ -161,7 +161,7 @@ async fn tools_take_the_callers_token_and_role() {
         async move {
             let grant = hive_proto::api::NewToken {
                 name: format!("mcp-{role}"),
-                role: role.into(),
+                role: role.parse().unwrap(),
                 capabilities: None,
                 groups: None,
             };

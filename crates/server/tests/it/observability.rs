@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hive_client::worker::Outcome;
-use hive_proto::api::NewTask;
+use hive_proto::api::{NewTask, TaskStatus};
 use serde_json::Value;
 
 use crate::util::*;
@@ -194,7 +194,10 @@ async fn a_hub_with_metrics_off_says_so_and_still_works() {
     }
     let _echo = spawn_worker(&t.url, &["echo"], 1, echo());
     let task = t.client.submit(&NewTask::new("echo")).await.unwrap();
-    assert_eq!(finished(&t.client, &task.id).await.status, "succeeded");
+    assert_eq!(
+        finished(&t.client, &task.id).await.status,
+        TaskStatus::Succeeded
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hive_client::worker::Outcome;
-use hive_proto::api::NewTask;
+use hive_proto::api::{NewTask, TaskStatus};
 use hive_proto::protocol::Assignment;
 use hive_server::{HubIdentity, PoolBounds, PostgresConfig};
 use hive_store::postgres::scratch::ScratchSchema;
@@ -59,7 +59,7 @@ async fn a_hub_on_postgres_runs_tasks_and_keeps_them_across_a_restart() {
         .await
         .unwrap();
     for id in &ids {
-        assert_eq!(finished(&t.client, id).await.status, "succeeded");
+        assert_eq!(finished(&t.client, id).await.status, TaskStatus::Succeeded);
     }
     let keyed = NewTask {
         idempotency_key: Some("once".into()),
@@ -104,7 +104,7 @@ async fn a_hub_on_postgres_runs_tasks_and_keeps_them_across_a_restart() {
     });
     let _later = spawn_worker(&t.url, &["later"], 8, echo());
     for id in waiting.iter().chain([&child.id]) {
-        assert_eq!(finished(&t.client, id).await.status, "succeeded");
+        assert_eq!(finished(&t.client, id).await.status, TaskStatus::Succeeded);
     }
     assert_eq!(
         *inputs.lock().unwrap(),
@@ -196,7 +196,11 @@ async fn a_database_that_goes_away_answers_503_and_the_hub_comes_back_by_itself(
     accepted.push((next, back));
 
     for (_, id) in &accepted {
-        assert_eq!(finished(&t.client, id).await.status, "succeeded", "{id}");
+        assert_eq!(
+            finished(&t.client, id).await.status,
+            TaskStatus::Succeeded,
+            "{id}"
+        );
     }
     let ran: HashSet<u64> = executed.lock().unwrap().iter().copied().collect();
     for (n, _) in &accepted {

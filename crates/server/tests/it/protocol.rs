@@ -1,6 +1,6 @@
 //! The worker protocol spoken by hand over a raw WebSocket, as a worker in another language would.
 
-use hive_proto::api::NewTask;
+use hive_proto::api::{AgentState, NewTask, TaskStatus};
 use serde_json::{Value, json};
 
 use crate::util::*;
@@ -56,7 +56,7 @@ async fn a_hand_written_worker_gets_assignments_and_stale_results_are_ignored() 
     )
     .await;
     let done = finished(&t.client, &task.id).await;
-    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.result.unwrap().get(), r#"{"done":true}"#);
 
     // A malformed frame gets an error frame, not a dropped connection.
@@ -68,7 +68,7 @@ async fn a_hand_written_worker_gets_assignments_and_stale_results_are_ignored() 
     );
     send(&mut socket, json!({"type":"heartbeat"})).await;
     let agents = t.client.agents().await.unwrap();
-    assert_eq!(agents[0].state, "idle");
+    assert_eq!(agents[0].state, AgentState::Idle);
     assert_eq!(agents[0].stats["hand"].completed, 1);
 }
 

@@ -3,7 +3,7 @@
 
 use futures_util::SinkExt;
 use hive_client::worker::Outcome;
-use hive_proto::api::NewTask;
+use hive_proto::api::{AgentState, AttemptOutcome, NewTask, TaskStatus};
 use hive_proto::protocol::Assignment;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -49,7 +49,7 @@ async fn a_hub_restart_does_not_cost_running_tasks_their_lease() {
     let client = hive_client::HubClient::new(&t.url);
 
     let done = finished(&client, &first.id).await;
-    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.result.unwrap().get(), "10");
     assert_eq!(
         done.attempts.len(),
@@ -60,11 +60,14 @@ async fn a_hub_restart_does_not_cost_running_tasks_their_lease() {
 
     // Task 2 is still running, bound to the reconnected agent.
     let agents = client.agents().await.unwrap();
-    let agent = agents.iter().find(|a| a.state != "offline").unwrap();
+    let agent = agents
+        .iter()
+        .find(|a| a.state != AgentState::Offline)
+        .unwrap();
     assert_eq!(agent.running, 1);
     release.send(2).unwrap();
     let done = finished(&client, &second.id).await;
-    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.attempts.len(), 1);
     assert_eq!(
         done.attempts[0].agent_id.as_deref(),
@@ -150,5 +153,5 @@ async fn an_expired_lease_is_cancelled_on_the_worker() {
     assert_eq!(cancel["type"], "cancel", "{cancel}");
     assert_eq!(cancel["task_id"], task.id.as_str());
     let done = finished(&t.client, &task.id).await;
-    assert_eq!(done.attempts[0].outcome.as_deref(), Some("lease_expired"));
+    assert_eq!(done.attempts[0].outcome, Some(AttemptOutcome::LeaseExpired));
 }

@@ -1,6 +1,7 @@
 //! A store that refuses commits (a full disk): what it refused must not run, what it accepted must
 //! not be lost, and the hub must recover by itself when space returns.
 
+use hive_proto::api::TaskStatus;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,7 +111,7 @@ async fn work_a_full_disk_refused_never_runs_and_the_hub_recovers_when_space_ret
 
     for (id, n) in &accepted {
         let done = finished(&t.client, id).await;
-        assert_eq!(done.status, "succeeded", "task {n}");
+        assert_eq!(done.status, TaskStatus::Succeeded, "task {n}");
         assert_eq!(done.result.unwrap().get(), n.to_string());
     }
     let executed: BTreeSet<u64> = executed.lock().unwrap().iter().copied().collect();

@@ -76,7 +76,7 @@ async fn ten_thousand_tasks_through_four_workers_across_three_capabilities() {
     let mut cursor = None;
     loop {
         let query = ListQuery {
-            status: Some("succeeded".into()),
+            status: Some(hive_proto::api::TaskStatus::Succeeded),
             limit: Some(1000),
             cursor: cursor.clone(),
             ..Default::default()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hive_client::{HubClient, WorkerOptions};
-use hive_proto::api::NewTask;
+use hive_proto::api::{NewTask, TaskStatus};
 
 use crate::util::*;
 
@@ -55,7 +55,7 @@ async fn the_api_the_websockets_and_a_worker_run_over_tls() {
         .await
         .unwrap();
     let done = finished(&client, &task.id).await;
-    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.result.unwrap().get(), "\"sealed\"");
     worker.abort();
 }

@@ -126,7 +126,7 @@ pub async fn finished(client: &HubClient, id: &str) -> Task {
             .wait(id, Duration::from_secs(10))
             .await
             .expect("wait");
-        if matches!(task.status.as_str(), "succeeded" | "failed" | "cancelled") {
+        if task.status.is_finished() {
             return task;
         }
     }

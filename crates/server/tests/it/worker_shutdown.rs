@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hive_client::WorkerOptions;
 use hive_client::worker::{Outcome, WorkerExit, run_worker};
-use hive_proto::api::NewTask;
+use hive_proto::api::{AgentState, NewTask, TaskStatus};
 use hive_proto::protocol::Assignment;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -50,7 +50,7 @@ async fn a_stopping_worker_finishes_its_task_takes_no_more_and_hands_back_the_re
     stop.send(()).unwrap();
     eventually("the agent draining", Duration::from_secs(10), || async {
         let agents = t.client.agents().await.ok()?;
-        (agents[0].state == "draining").then_some(())
+        (agents[0].state == AgentState::Draining).then_some(())
     })
     .await;
     // Not offered to a worker that is stopping.
@@ -64,11 +64,19 @@ async fn a_stopping_worker_finishes_its_task_takes_no_more_and_hands_back_the_re
     assert_eq!(exit, WorkerExit::Shutdown);
 
     let done = finished(&t.client, &quick.id).await;
-    assert_eq!(done.status, "succeeded", "finished within the grace period");
+    assert_eq!(
+        done.status,
+        TaskStatus::Succeeded,
+        "finished within the grace period"
+    );
     let done = finished(&t.client, &stuck.id).await;
-    assert_eq!(done.status, "failed", "handed back, not left to its lease");
+    assert_eq!(
+        done.status,
+        TaskStatus::Failed,
+        "handed back, not left to its lease"
+    );
     assert!(done.error.unwrap().contains("shut down"));
     let later = t.client.task(&later.id).await.unwrap();
-    assert_eq!(later.status, "queued");
+    assert_eq!(later.status, TaskStatus::Queued);
     assert!(later.attempts.is_empty());
 }
