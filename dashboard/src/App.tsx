@@ -106,7 +106,7 @@ export function App() {
       <main>
         {asking && <TokenPrompt />}
         {view === "overview" && <Overview history={history} />}
-        {view === "agents" && <Agents changes={changes.agent} />}
+        {view === "agents" && <Agents changes={changes.agent} history={history} />}
         {view === "tasks" && <Tasks changes={changes.task} />}
         {view === "hubs" && <Hubs />}
         {view === "alerts" && <Alerts changes={changes.alert} />}

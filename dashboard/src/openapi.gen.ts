@@ -664,6 +664,7 @@ export interface components {
             memory_by_component: {
                 [key: string]: number;
             };
+            neural?: components["schemas"]["NeuralMetrics"] | null;
             /**
              * Format: double
              * @description Latency of every API request in the interval.
@@ -706,6 +707,33 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** @description The neural routing model's learning and its error (docs/routing.md). */
+        NeuralMetrics: {
+            /**
+             * Format: int64
+             * @description Attempts it could not learn from because its trainer had fallen behind, since the hub
+             *     started.
+             */
+            dropped: number;
+            /** Format: double */
+            mean_absolute_error_ms: number | null;
+            /**
+             * Format: int64
+             * @description Attempts whose latency it predicted in this interval, before learning from them, and
+             *     its mean absolute error on them, ms, and that error over their mean latency (absent
+             *     without such attempts).
+             */
+            predicted: number;
+            /** @description Whether its predictions are used yet (it has learned from enough attempts). */
+            ready: boolean;
+            /** Format: double */
+            relative_error: number | null;
+            /**
+             * Format: int64
+             * @description Attempts learned from, ever (kept across restarts).
+             */
+            trained: number;
+        };
         /** @description A broadcast to every agent of a swarm. */
         NewSwarmMessage: {
             /** @description Any JSON value (default `null`). */
@@ -731,6 +759,15 @@ export interface components {
             capability: string;
             /** @description Ids of tasks that must succeed before this one runs (at most 1000; each must exist). */
             depends_on?: string[] | null;
+            /**
+             * @description Numeric hints about the work that the `neural` routing policy reads (such as
+             *     `{"tokens": 1200}`): what makes this task quick or slow on one agent or another that its
+             *     payload's size does not show. At most 16; names 1-64 characters. Other policies ignore
+             *     them.
+             */
+            features?: {
+                [key: string]: number;
+            } | null;
             /**
              * @description A second submit with the same key returns the first task instead of creating one (1-256
              *     characters).
@@ -797,6 +834,13 @@ export interface components {
          * @enum {string}
          */
         OnParentFailure: "fail" | "run";
+        /** @description A prediction of the neural routing model (docs/routing.md). */
+        Predicted: {
+            /** Format: double */
+            latency_ms: number;
+            /** Format: double */
+            success_probability: number;
+        };
         ProcessMetrics: {
             /**
              * Format: double
@@ -842,6 +886,7 @@ export interface components {
              *     absent until an attempt was measured.
              */
             latency_ms: number | null;
+            predicted?: components["schemas"]["Predicted"] | null;
             /**
              * Format: int64
              * @description Attempts measured, ever.
@@ -867,7 +912,7 @@ export interface components {
          * @description How routing picks an agent among those able to run a task (docs/routing.md).
          * @enum {string}
          */
-        RoutingPolicy: "least_loaded" | "p2c_ewma" | "learned";
+        RoutingPolicy: "least_loaded" | "p2c_ewma" | "learned" | "neural";
         Status: {
             /** @description Agents by state (every state present, zero included). */
             agents: {
@@ -934,6 +979,10 @@ export interface components {
             dissenters?: string[] | null;
             /** @description The last error, when the task failed or an attempt did. */
             error: string | null;
+            /** @description The hints it was submitted with (absent when none). */
+            features?: {
+                [key: string]: number;
+            } | null;
             id: string;
             idempotency_key: string | null;
             /** Format: int32 */
@@ -2822,6 +2871,6 @@ export const healthStatusValues: ReadonlyArray<FlattenedDeepRequired<components>
 export const leaseStateValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["LeaseState"]> = ["held", "expired", "none"];
 export const onParentFailureValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["OnParentFailure"]> = ["fail", "run"];
 export const roleValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Role"]> = ["admin", "client", "agent", "read"];
-export const routingPolicyValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RoutingPolicy"]> = ["least_loaded", "p2c_ewma", "learned"];
+export const routingPolicyValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RoutingPolicy"]> = ["least_loaded", "p2c_ewma", "learned", "neural"];
 export const storeKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StoreKind"]> = ["sqlite", "postgres"];
 export const taskStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["TaskStatus"]> = ["waiting", "queued", "running", "succeeded", "failed", "cancelled"];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { agentsOnline, append, columns, cores, queued, stage } from "./series";
+import { agentsOnline, append, columns, cores, hasModel, modelErrorMs, modelErrorPercent, queued, stage } from "./series";
 import { backoff, wsUrl } from "./live";
 import type { MetricsSnapshot } from "./types";
 
@@ -32,6 +32,18 @@ function snapshot(at: string, over: Partial<MetricsSnapshot> = {}): MetricsSnaps
 }
 
 describe("series", () => {
+  it("reads the routing model's error, absent where the interval predicted nothing", () => {
+    const neural = { trained: 900, ready: true, predicted: 40, mean_absolute_error_ms: 1.5, relative_error: 0.12, dropped: 0 };
+    const learning = snapshot("2026-01-01T00:00:00Z", { neural });
+    const idle = snapshot("2026-01-01T00:00:01Z", { neural: { ...neural, predicted: 0, mean_absolute_error_ms: null, relative_error: null } });
+    const plain = snapshot("2026-01-01T00:00:02Z");
+    expect(hasModel([plain])).toBe(false);
+    expect(hasModel([plain, learning])).toBe(true);
+    expect(columns([learning, idle, plain], [modelErrorMs, modelErrorPercent]).slice(1)).toEqual([
+      [1.5, null, null],
+      [12, null, null],
+    ]);
+  });
   it("keeps at most the newest points", () => {
     const all = Array.from({ length: 5 }, (_, i) => snapshot(`2026-01-01T00:00:0${i}Z`));
     const kept = append(all.slice(0, 3), all.slice(3), 4);

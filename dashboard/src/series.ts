@@ -36,6 +36,22 @@ export function cores(history: MetricsSnapshot[]): number {
   return history.reduce((n, s) => Math.max(n, s.cpu_core_usage.length), 0);
 }
 
+/** Whether any snapshot carries the neural routing model (policy `neural`). */
+export function hasModel(history: MetricsSnapshot[]): boolean {
+  return history.some((s) => s.neural != null);
+}
+
+/** The routing model's mean absolute error (ms) on the interval's attempts, before learning from them. */
+export function modelErrorMs(s: MetricsSnapshot): number | null {
+  return s.neural?.mean_absolute_error_ms ?? null;
+}
+
+/** The same error as a share of the attempts' mean latency, %. */
+export function modelErrorPercent(s: MetricsSnapshot): number | null {
+  const r = s.neural?.relative_error;
+  return r == null ? null : r * 100;
+}
+
 export function stage(name: string, key: "p50" | "p95" | "p99") {
   return (s: MetricsSnapshot) => {
     const l = s.latency_ms[name];

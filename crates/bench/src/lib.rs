@@ -18,6 +18,7 @@ pub mod consensus;
 pub mod cpu;
 pub mod hub;
 pub mod load;
+pub mod neural;
 pub mod overload;
 pub mod plot;
 pub mod pool;
@@ -96,10 +97,13 @@ pub enum Workload {
     Routing,
     /// Not in the default set: plain against 3-replica consensus tasks, on a hub of its own.
     Consensus,
+    /// Not in the default set: the neural routing model's forward pass and training, in this
+    /// process (no hub).
+    Neural,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::Batched,
         Workload::Single,
         Workload::Agents,
@@ -111,6 +115,7 @@ impl Workload {
         Workload::Overload,
         Workload::Routing,
         Workload::Consensus,
+        Workload::Neural,
     ];
 
     pub fn name(self) -> &'static str {
@@ -126,6 +131,7 @@ impl Workload {
             Workload::Overload => "overload",
             Workload::Routing => "routing",
             Workload::Consensus => "consensus",
+            Workload::Neural => "neural",
         }
     }
 
@@ -135,7 +141,10 @@ impl Workload {
 
     /// Runs on hubs of its own, not the shared one.
     pub fn own_hub(self) -> bool {
-        matches!(self, Workload::Routing | Workload::Consensus)
+        matches!(
+            self,
+            Workload::Routing | Workload::Consensus | Workload::Neural
+        )
     }
 }
 
@@ -152,27 +161,27 @@ fn phase_bar(name: &str) -> ProgressBar {
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     // The routing workload starts a hub of its own per policy; it runs first, apart.
-    let routing = if options.workloads.contains(&Workload::Routing) {
+    let (routing, routing_crossover) = if options.workloads.contains(&Workload::Routing) {
         if options.hub.is_some() {
             anyhow::bail!(
                 "the routing workload starts its own hubs (one per policy): leave out --hub"
             );
         }
         let bar = phase_bar("routing");
-        let run = routing::compare(
-            &routing::RoutingOptions {
-                hive: &options.hive,
-                duration: options.duration,
-                slots: options.routing_slots,
-                seed: options.seed,
-            },
-            &bar,
-        )
-        .await?;
+        let routing_options = routing::RoutingOptions {
+            hive: &options.hive,
+            duration: options.duration,
+            slots: options.routing_slots,
+            seed: options.seed,
+        };
+        let shifting =
+            routing::compare(&routing_options, routing::Scenario::Shifting, &bar).await?;
+        let crossover =
+            routing::compare(&routing_options, routing::Scenario::Crossover, &bar).await?;
         bar.finish_and_clear();
-        Some(run)
+        (Some(shifting), Some(crossover))
     } else {
-        None
+        (None, None)
     };
     // So does the consensus workload (its agents must be the only ones of their capability).
     let consensus = if options.workloads.contains(&Workload::Consensus) {
@@ -186,16 +195,29 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let neural = if options.workloads.contains(&Workload::Neural) {
+        let bar = phase_bar("neural");
+        bar.set_message("forward pass and training, on the CPU");
+        let run = tokio::task::spawn_blocking(neural::measure).await?;
+        bar.finish_and_clear();
+        Some(run)
+    } else {
+        None
+    };
     if options.workloads.iter().all(|w| w.own_hub()) {
         return Ok(Report {
+            neural,
             routing,
+            routing_crossover,
             consensus,
             ..Report::empty(&options)
         });
     }
     let mut report = run_on_one_hub(&options).await?;
     report.routing = routing;
+    report.routing_crossover = routing_crossover;
     report.consensus = consensus;
+    report.neural = neural;
     Ok(report)
 }
 
@@ -466,7 +488,9 @@ async fn measure(
         cpu,
         overload,
         routing: None,
+        routing_crossover: None,
         consensus: None,
+        neural: None,
         store_pool_wait,
         settings: report::Settings::new(options, rate),
         machine: report::Machine::read(),

@@ -50,8 +50,12 @@ pub struct Report {
     pub overload: Option<OverloadRun>,
     /// The routing policies compared (the `routing` workload).
     pub routing: Option<RoutingRun>,
+    /// The same on the crossover scenario (latency depends on the task and the agent together).
+    pub routing_crossover: Option<RoutingRun>,
     /// Plain and consensus tasks compared (the `consensus` workload).
     pub consensus: Option<ConsensusRun>,
+    /// The neural routing model's own costs (the `neural` workload).
+    pub neural: Option<crate::neural::NeuralRun>,
     /// What the first hub's requests waited for a PostgreSQL connection over the run (none on
     /// SQLite).
     pub store_pool_wait: Option<crate::pool::PoolWait>,
@@ -91,7 +95,9 @@ impl Report {
             cpu: None,
             overload: None,
             routing: None,
+            routing_crossover: None,
             consensus: None,
+            neural: None,
             store_pool_wait: None,
             settings: Settings::new(options, 0),
             machine: Machine::read(),
@@ -340,8 +346,17 @@ impl Report {
         if let Some(run) = &self.routing {
             rows.extend(crate::routing::table::rows(run));
         }
+        if let Some(run) = &self.routing_crossover {
+            rows.extend(crate::routing::table::crossover_rows(
+                run,
+                self.routing.as_ref(),
+            ));
+        }
         if let Some(run) = &self.consensus {
             rows.extend(crate::consensus::rows(run));
+        }
+        if let Some(run) = &self.neural {
+            rows.extend(crate::neural::rows(run));
         }
         let headers = ["metric", "plan target", "our target", "measured"];
         let mut widths = headers.map(str::len);

@@ -108,14 +108,15 @@ pub struct BenchArgs {
     /// Seeds the routing workload: arrivals, failures, the agents' join order, the policies.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Slots of each agent in the routing workload's pool of twelve.
+    /// Slots of each agent in the routing workload's pools.
     #[arg(long, default_value_t = 1)]
     pub routing_slots: u32,
     /// Workloads to run, comma-separated: batched, single, agents, swarm, latency, cpu, queued,
-    /// soak, overload, routing, consensus (default: all but soak, which processes --soak-tasks
-    /// tasks and takes minutes, overload, which offers 50-300% of the capacity for four
-    /// durations, routing, which runs a hub per routing policy for three durations, and
-    /// consensus, which compares plain and 3-replica tasks on a hub of its own for two).
+    /// soak, overload, routing, consensus, neural (default: all but soak, which processes
+    /// --soak-tasks tasks and takes minutes, overload, which offers 50-300% of the capacity for
+    /// four durations, routing, which runs a hub per routing policy on two scenarios (seven
+    /// durations), consensus, which compares plain and 3-replica tasks on a hub of its own for
+    /// two, and neural, which times the routing model's forward pass and training in-process).
     #[arg(
         long,
         value_delimiter = ',',
@@ -203,7 +204,7 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM). [config: server.tls_key]
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Routing policy: least_loaded, p2c_ewma or learned. [config: routing.policy]
+    /// Routing policy: least_loaded, p2c_ewma, learned or neural. [config: routing.policy]
     #[arg(long)]
     pub routing: Option<String>,
 }
@@ -306,6 +307,10 @@ pub struct SubmitArgs {
     /// the whole result.
     #[arg(long)]
     pub vote: Option<String>,
+    /// A numeric hint for the neural routing policy, NAME=NUMBER (e.g. tokens=1200); repeat for
+    /// several.
+    #[arg(long = "feature", value_name = "NAME=NUMBER")]
+    pub features: Vec<String>,
     /// Wait for the task to finish and print it as JSON; exit 0 only if it succeeded.
     #[arg(long)]
     pub wait: bool,

@@ -36,14 +36,17 @@ pub use backoff::Backoff;
 pub use consensus::ConsensusSpec;
 pub use estimate::{Estimate, LearningConfig, RoutingView};
 pub use ids::{AgentId, IdParseError, TaskId};
-pub use routing::{Candidate, Learned, LeastLoaded, P2cEwma, PolicyKind, Route, RoutingPolicy};
+pub use routing::{
+    Candidate, Learned, LeastLoaded, Neural, Observation, P2cEwma, PolicyKind, Prediction,
+    Predictor, Route, RoutingPolicy,
+};
 pub use scheduler::{
     CancelError, Change, DrainError, HeldAttempt, LearnedEstimate, NextStatus, RecoveredReplica,
     RecoveredTask, Rejoined, Report, ReportError, Scheduler, SchedulerConfig, SchedulerMemory,
     SpareSlots, SubmitError,
 };
 pub use task::{
-    AttemptOutcome, Capability, OnParentFailure, TaskEnd, TaskLimits, TaskSpec, TaskStatus,
-    ValidationError,
+    AttemptOutcome, Capability, Feature, OnParentFailure, TaskEnd, TaskLimits, TaskSpec,
+    TaskStatus, ValidationError,
 };
 pub use time::{Clock, SystemClock, Timestamp};

@@ -342,6 +342,52 @@ pub struct TaskSpec {
     pub created_at: Timestamp,
     /// Who submitted it: the name of the API token (`None` with authentication off).
     pub submitted_by: Option<Arc<str>>,
+    /// Numeric hints for routing's model, sorted by name; `None` when the task gave none (no
+    /// allocation for the many tasks without).
+    pub features: Option<Arc<[Feature]>>,
+}
+
+/// A numeric hint about a task that the `neural` routing policy reads (`"features":
+/// {"tokens": 1200}`): what the submitter knows about the work that its payload's size does not
+/// say. Routing never looks inside the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    pub name: Arc<str>,
+    pub value: f64,
+}
+
+impl Feature {
+    pub const MAX_COUNT: usize = 16;
+    /// In characters.
+    pub const MAX_NAME_LEN: usize = 64;
+
+    /// Features from name-value pairs, sorted by name; `None` for none.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, f64)>) -> Option<Arc<[Feature]>> {
+        let mut features: Vec<Feature> = pairs
+            .into_iter()
+            .map(|(name, value)| Feature {
+                name: name.into(),
+                value,
+            })
+            .collect();
+        features.sort_by(|a, b| a.name.cmp(&b.name));
+        (!features.is_empty()).then(|| features.into())
+    }
+
+    /// As a JSON object, the way the store keeps them.
+    pub fn to_json(features: &[Feature]) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = features
+            .iter()
+            .map(|f| (f.name.to_string(), serde_json::Value::from(f.value)))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// From [`Feature::to_json`]'s text; `None` for text that is not an object of numbers.
+    pub fn from_json(text: &str) -> Option<Arc<[Feature]>> {
+        let map: std::collections::BTreeMap<String, f64> = serde_json::from_str(text).ok()?;
+        Feature::from_pairs(map)
+    }
 }
 
 impl TaskSpec {
@@ -417,6 +463,24 @@ impl TaskSpec {
                 "a task cannot depend on itself",
             ));
         }
+        let features = self.features.as_deref().unwrap_or_default();
+        if features.len() > Feature::MAX_COUNT {
+            return Err(ValidationError::new("features", "at most 16 features"));
+        }
+        for f in features {
+            if f.name.is_empty() || f.name.chars().count() > Feature::MAX_NAME_LEN {
+                return Err(ValidationError::new(
+                    "features",
+                    "names must be 1 to 64 characters long",
+                ));
+            }
+            if !f.value.is_finite() {
+                return Err(ValidationError::new(
+                    format!("features.{}", f.name),
+                    "must be a finite number",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -444,6 +508,7 @@ pub(crate) mod tests {
             consensus: None,
             created_at: Timestamp(0),
             submitted_by: None,
+            features: None,
         }
     }
 

@@ -32,6 +32,7 @@ pub fn task(n: u64, capability: &Capability) -> TaskSpec {
         on_parent_failure: hive_core::OnParentFailure::Fail,
         consensus: None,
         submitted_by: None,
+        features: None,
     }
 }
 

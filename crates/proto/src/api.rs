@@ -96,6 +96,12 @@ pub struct NewTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 256, pattern = "^(/([^~]|~[01])*)?$")]
     pub vote: Option<String>,
+    /// Numeric hints about the work that the `neural` routing policy reads (such as
+    /// `{"tokens": 1200}`): what makes this task quick or slow on one agent or another that its
+    /// payload's size does not show. At most 16; names 1-64 characters. Other policies ignore
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<BTreeMap<String, f64>>,
 }
 
 /// `fail`: the task fails too, with an error naming the parent. `run`: it runs once every parent
@@ -122,6 +128,7 @@ impl NewTask {
             replicas: None,
             quorum: None,
             vote: None,
+            features: None,
         }
     }
 }
@@ -173,6 +180,9 @@ pub struct Task {
     pub quorum: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote: Option<String>,
+    /// The hints it was submitted with (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<BTreeMap<String, f64>>,
     /// A consensus task's results so far, one per replica that answered, and whether each agreed
     /// with the decided `result` (absent for a plain task, and in listings: `GET /tasks/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,6 +289,19 @@ pub struct RoutingEstimate {
     /// Share of the capability's recent assignments that went to this identity.
     #[schema(minimum = 0, maximum = 1)]
     pub share: f64,
+    /// What the neural routing model predicts for this agent, idle, on a typical task of the
+    /// capability (the average of the tasks it learned from); absent unless the policy is
+    /// `neural` and the model has learned enough of the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Predicted>,
+}
+
+/// A prediction of the neural routing model (docs/routing.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Predicted {
+    pub latency_ms: f64,
+    #[schema(minimum = 0, maximum = 1)]
+    pub success_probability: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -160,6 +160,7 @@ wire_enum! {
         LeastLoaded = "least_loaded",
         P2cEwma = "p2c_ewma",
         Learned = "learned",
+        Neural = "neural",
     }
 }
 

@@ -56,6 +56,29 @@ pub struct MetricsSnapshot {
     #[serde(default)]
     #[schema(required)]
     pub llm: BTreeMap<String, LlmUsage>,
+    /// The neural routing model; absent unless `[routing] policy = "neural"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neural: Option<NeuralMetrics>,
+}
+
+/// The neural routing model's learning and its error (docs/routing.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NeuralMetrics {
+    /// Attempts learned from, ever (kept across restarts).
+    pub trained: u64,
+    /// Whether its predictions are used yet (it has learned from enough attempts).
+    pub ready: bool,
+    /// Attempts whose latency it predicted in this interval, before learning from them, and
+    /// its mean absolute error on them, ms, and that error over their mean latency (absent
+    /// without such attempts).
+    pub predicted: u64,
+    #[schema(required)]
+    pub mean_absolute_error_ms: Option<f64>,
+    #[schema(required)]
+    pub relative_error: Option<f64>,
+    /// Attempts it could not learn from because its trainer had fallen behind, since the hub
+    /// started.
+    pub dropped: u64,
 }
 
 /// What one model of one LLM provider was asked and answered, since the hub started.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hive_store::postgres::{PgStore, StoreMonitor};
 use hive_store::sqlite::{Checkpointer, SqliteStore};
-use hive_store::{AlertLog, BatchWriter, StoreError, TaskReader, TokenStore};
+use hive_store::{AlertLog, BatchWriter, ModelStore, StoreError, TaskReader, TokenStore};
 
 use crate::config::HubConfig;
 use crate::membership::StoreLink;
@@ -89,6 +89,13 @@ impl Backend {
         Ok(match self {
             Backend::Sqlite { store, .. } => Arc::new(store.alert_log()?),
             Backend::Postgres(store) => Arc::new(store.alert_log()),
+        })
+    }
+
+    pub fn model_store(&self) -> Result<Arc<dyn ModelStore>, StoreError> {
+        Ok(match self {
+            Backend::Sqlite { store, .. } => Arc::new(store.model_store()?),
+            Backend::Postgres(store) => Arc::new(store.model_store()),
         })
     }
 

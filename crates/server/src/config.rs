@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_core::{PolicyKind, RoutingPolicy, SchedulerConfig, TaskLimits};
+use hive_core::{PolicyKind, Predictor, RoutingPolicy, SchedulerConfig, TaskLimits};
 use hive_store::sqlite::Durability;
 
 #[derive(Debug, Clone)]
@@ -110,10 +110,15 @@ impl Default for RoutingConfig {
 }
 
 impl RoutingConfig {
-    /// The configured policy; `seed` is used when none is configured.
-    pub fn build(&self, seed: u64) -> Box<dyn RoutingPolicy> {
+    /// The configured policy; `seed` is used when none is configured, `predictor` is the
+    /// neural policy's model.
+    pub fn build(
+        &self,
+        seed: u64,
+        predictor: Option<Box<dyn Predictor>>,
+    ) -> Box<dyn RoutingPolicy> {
         self.policy
-            .build(self.seed.unwrap_or(seed), self.exploration)
+            .build(self.seed.unwrap_or(seed), self.exploration, predictor)
     }
 }
 

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hive_core::{Clock, SystemClock};
+use hive_core::{Clock, PolicyKind, SystemClock};
 use hive_store::{BatchWriter, GroupCommit, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -31,6 +31,7 @@ use crate::connections::Connections;
 use crate::events::Events;
 use crate::membership::{self, HubParts, Membership};
 use crate::metrics::HubMetrics;
+use crate::neural::NeuralRouting;
 use crate::routes;
 use crate::state::{AppState, HubState};
 use crate::waiters::Waiters;
@@ -52,6 +53,8 @@ pub enum StartError {
     Unprotected { addr: SocketAddr },
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("the neural routing model's training thread: {0}")]
+    Trainer(std::io::Error),
     #[error("LLM providers: {0}")]
     Llm(#[from] crate::llm::LlmError),
     #[error("TLS (--tls-cert / --tls-key): {0}")]
@@ -74,6 +77,8 @@ pub struct Hub {
     /// Among several hubs on PostgreSQL.
     membership: Option<Membership>,
     recovered: usize,
+    /// The neural routing model's trainer; it saves the model as it ends.
+    trainer: Option<JoinHandle<()>>,
 }
 
 impl Hub {
@@ -103,10 +108,22 @@ impl Hub {
         };
         let reader = backend.reader();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let seed = clock.now().0;
+        let neural = match config.routing.policy {
+            PolicyKind::Neural => {
+                let store = backend.model_store().map_err(store_error)?;
+                Some(
+                    NeuralRouting::load(store, config.routing.seed.unwrap_or(seed))
+                        .map_err(store_error)?,
+                )
+            }
+            _ => None,
+        };
         let setup = SchedulerSetup {
             config: config.scheduler,
             routing: config.routing,
-            seed: clock.now().0,
+            seed,
+            neural: neural.as_ref().map(|n| n.shared.clone()),
         };
         let (mut scheduler, recovered) = setup.load(&*reader, clock.now()).map_err(store_error)?;
         let mut writer = backend.writer().map_err(store_error)?;
@@ -122,6 +139,7 @@ impl Hub {
         let waiters = Arc::new(Waiters::default());
         let mut metrics = HubMetrics::new(config.metrics_enabled);
         metrics.store_stats = backend.monitor();
+        metrics.neural = neural.as_ref().map(|n| n.shared.clone());
         let metrics = Arc::new(metrics);
         let events = Arc::new(Events::default());
         let alert_log = backend.alert_log().map_err(store_error)?;
@@ -226,6 +244,7 @@ impl Hub {
             admission,
             tokens,
             rate_limiter,
+            neural: neural.as_ref().map(|n| n.shared.clone()),
             shutdown: stopping.clone(),
         });
         if state.config.metrics_enabled {
@@ -235,6 +254,14 @@ impl Hub {
             crate::builtin::start(&state, state.config.builtin_threads).await?;
         }
         crate::llm::start(&state, &state.config.llm).await?;
+        let trainer = match &neural {
+            Some(neural) => Some(
+                neural
+                    .start(state.clock.clone(), stopping.clone())
+                    .map_err(StartError::Trainer)?,
+            ),
+            None => None,
+        };
         let limits = state.config.connections;
         let app = routes::app(state.clone());
         let server = tokio::spawn(crate::listener::serve(
@@ -257,6 +284,7 @@ impl Hub {
             backend,
             membership,
             recovered,
+            trainer,
         })
     }
 
@@ -336,6 +364,9 @@ impl Hub {
         }
         drop(self.commands);
         let _ = self.actor.await;
+        if let Some(trainer) = self.trainer {
+            let _ = trainer.await;
+        }
         let (commit, backend) = (self.commit, self.backend);
         let _ = tokio::task::spawn_blocking(move || commit.close()).await;
         if let Some(membership) = self.membership {

@@ -45,6 +45,7 @@ pub mod local_agent;
 pub mod mcp;
 pub mod membership;
 pub mod metrics;
+pub mod neural;
 pub mod progress;
 pub mod query_cache;
 pub mod reads;

@@ -56,6 +56,8 @@ pub struct HubState {
     /// The API tokens; `None` with authentication off.
     pub tokens: Option<Arc<crate::auth::tokens::Tokens>>,
     pub rate_limiter: crate::auth::rate::RateLimiter,
+    /// The neural routing model (`[routing] policy = "neural"`), for its predictions in views.
+    pub neural: Option<hive_neural::SharedModel>,
     /// Turns true when the hub begins shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Where this hub listens (the bound address: port 0 configured is a real port here).

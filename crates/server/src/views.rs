@@ -7,8 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use hive_core::consensus::vote_of;
 use hive_core::routing::PolicyKind;
 use hive_core::{
-    AgentSnapshot, AgentState, AttemptOutcome, Backoff, Capability, ConsensusSpec, OnParentFailure,
-    TaskId, TaskLimits, TaskSpec, TaskStatus, Timestamp,
+    AgentSnapshot, AgentState, AttemptOutcome, Backoff, Capability, ConsensusSpec, Feature,
+    OnParentFailure, TaskId, TaskLimits, TaskSpec, TaskStatus, Timestamp,
 };
 use hive_proto::RawValue;
 use hive_proto::api;
@@ -65,6 +65,7 @@ pub fn routing_policy(policy: PolicyKind) -> api::RoutingPolicy {
         PolicyKind::LeastLoaded => api::RoutingPolicy::LeastLoaded,
         PolicyKind::P2cEwma => api::RoutingPolicy::P2cEwma,
         PolicyKind::Learned => api::RoutingPolicy::Learned,
+        PolicyKind::Neural => api::RoutingPolicy::Neural,
     }
 }
 
@@ -126,6 +127,7 @@ pub fn spec_from_new(
             .map(Box::new),
         created_at: now,
         submitted_by: submitted_by.cloned(),
+        features: Feature::from_pairs(new.features.unwrap_or_default()),
     };
     spec.validate(limits)
         .map_err(|e| ApiError::from_validation(e, prefix))?;
@@ -168,6 +170,10 @@ pub fn new_task(spec: &TaskSpec, status: TaskStatus) -> api::Task {
             .consensus
             .as_ref()
             .and_then(|c| c.vote.as_deref().map(str::to_string)),
+        features: spec
+            .features
+            .as_deref()
+            .map(|fs| fs.iter().map(|f| (f.name.to_string(), f.value)).collect()),
         votes: spec.consensus.as_ref().map(|_| Vec::new()),
         dissenters: None,
         progress: None,
@@ -231,7 +237,9 @@ fn votes(
         .collect()
 }
 
-pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {
+/// An agent as the API shows it; `model`: the neural routing model's weights, whose prediction
+/// for the agent on each capability's typical task goes beside what was learned.
+pub fn agent(snapshot: &AgentSnapshot, model: Option<&hive_neural::Weights>) -> api::Agent {
     api::Agent {
         id: snapshot.id.to_string(),
         name: snapshot.spec.name.clone(),
@@ -268,6 +276,14 @@ pub fn agent(snapshot: &AgentSnapshot) -> api::Agent {
                     tail_ms: r.tail_ms,
                     samples: r.samples,
                     share: r.share,
+                    predicted: model
+                        .and_then(|m| {
+                            m.predict_typical(c.as_str(), &snapshot.spec.name, snapshot.spec.slots)
+                        })
+                        .map(|p| api::Predicted {
+                            latency_ms: p.latency_ms,
+                            success_probability: p.success,
+                        }),
                 };
                 (c.to_string(), estimate)
             })

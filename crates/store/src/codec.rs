@@ -51,6 +51,20 @@ pub fn split_ids(text: Option<String>) -> Result<Vec<TaskId>, StoreError> {
 }
 
 /// A list of names (an agent token's capabilities or swarms) as kept: JSON, NULL for "any".
+/// A task's stored hints (`features`, a JSON object of numbers; NULL for none).
+pub fn features_from(
+    text: Option<String>,
+) -> Result<Option<std::sync::Arc<[hive_core::Feature]>>, StoreError> {
+    match text {
+        None => Ok(None),
+        Some(text) => hive_core::Feature::from_json(&text)
+            .map(Some)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("features {text:?} is not an object of numbers"))
+            }),
+    }
+}
+
 pub fn list_to_json(list: &Option<Vec<String>>) -> Option<String> {
     list.as_ref()
         .map(|l| serde_json::to_string(l).expect("strings serialise"))

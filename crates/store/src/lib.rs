@@ -183,6 +183,14 @@ pub struct StoredToken {
 }
 
 /// The API tokens. Rare writes on a connection of their own, like [`AlertLog`].
+/// Saved models by name (the neural routing model saves itself as `routing`): a blob of a few
+/// tens of KiB, written every few seconds at most. Hubs sharing a PostgreSQL store share the
+/// rows: each saves what it learned, and a hub that starts takes the latest.
+pub trait ModelStore: Send + Sync + 'static {
+    fn save_model(&self, name: &str, bytes: &[u8], at: Timestamp) -> Result<(), StoreError>;
+    fn load_model(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
 pub trait TokenStore: Send + Sync + 'static {
     /// Fails with [`StoreError::Duplicate`] when the name is taken.
     fn insert(&self, token: &StoredToken) -> Result<(), StoreError>;

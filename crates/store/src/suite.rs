@@ -11,8 +11,8 @@ use hive_core::{
 use uuid::Uuid;
 
 use crate::{
-    AlertLog, AlertRecord, BatchWriter, GroupCommit, StoreError, TaskFilter, TaskReader,
-    TokenStore, WriteBatch,
+    AlertLog, AlertRecord, BatchWriter, GroupCommit, ModelStore, StoreError, TaskFilter,
+    TaskReader, TokenStore, WriteBatch,
 };
 
 /// A backend under test: a store opened on a database of its own.
@@ -21,6 +21,7 @@ pub trait Backend: Sized {
     fn reader(&self) -> impl TaskReader;
     fn tokens(&self) -> impl TokenStore;
     fn alerts(&self) -> impl AlertLog;
+    fn models(&self) -> impl ModelStore;
     /// Closes the store and opens the same database again.
     fn reopen(self) -> Self;
 }
@@ -43,6 +44,7 @@ macro_rules! store_suite {
             tokens_keep_only_their_hash_and_survive_a_reopen,
             learned_estimates_are_kept_latest_first_and_read_back_after_reopening,
             the_alert_history_is_read_newest_first,
+            a_saved_model_is_replaced_by_the_next_save_and_survives_a_reopen,
         );
     };
     (@tests $open:path; $($name:ident,)*) => {
@@ -78,6 +80,15 @@ pub fn spec(n: u128) -> Arc<TaskSpec> {
         consensus: None,
         created_at: Timestamp(10),
         submitted_by: None,
+        // Hints on odd tasks only, so that a round trip covers both a value and NULL.
+        features: (n % 2 == 1)
+            .then(|| {
+                hive_core::Feature::from_pairs([
+                    ("tokens".to_string(), 1_200.5),
+                    ("a".to_string(), -3.0),
+                ])
+            })
+            .flatten(),
     })
 }
 
@@ -427,6 +438,22 @@ pub fn tokens_keep_only_their_hash_and_survive_a_reopen(b: impl Backend) {
         token
     );
     assert_eq!(tokens.list().unwrap().len(), 1);
+}
+
+pub fn a_saved_model_is_replaced_by_the_next_save_and_survives_a_reopen(b: impl Backend) {
+    {
+        let models = b.models();
+        assert_eq!(models.load_model("routing").unwrap(), None);
+        models
+            .save_model("routing", &[1, 2, 3], Timestamp(5))
+            .unwrap();
+        models.save_model("other", &[9], Timestamp(5)).unwrap();
+        models.save_model("routing", &[4, 5], Timestamp(6)).unwrap();
+    }
+    let b = b.reopen();
+    let models = b.models();
+    assert_eq!(models.load_model("routing").unwrap(), Some(vec![4, 5]));
+    assert_eq!(models.load_model("other").unwrap(), Some(vec![9]));
 }
 
 pub fn learned_estimates_are_kept_latest_first_and_read_back_after_reopening(b: impl Backend) {

@@ -1,12 +1,14 @@
 // Agents: the registry, refreshed when an agent event arrives and every few seconds for slots,
-// with what routing believes of each agent and the share of traffic each got over time.
+// with what routing believes of each agent and the share of traffic each got over time; with the
+// neural policy, what its model predicts of each agent and the model's error over time.
 import { useEffect, useState } from "react";
 import * as api from "../api";
 import { Chart } from "../components/Chart";
 import * as f from "../format";
 import { palette } from "../palette";
+import { columns, hasModel, modelErrorMs, modelErrorPercent } from "../series";
 import * as shares from "../shares";
-import type { Agent } from "../types";
+import type { Agent, MetricsSnapshot } from "../types";
 import { usePoll } from "../usePoll";
 
 /** Per capability: success probability, latency estimate, share of recent traffic. */
@@ -19,15 +21,25 @@ function beliefs(agent: Agent): string {
     .join("; ");
 }
 
-export function Agents({ changes }: { changes: number }) {
+/** Per capability: what the neural model predicts on a typical task ("-" where it cannot say). */
+function predictions(agent: Agent): string {
+  const known = Object.entries(agent.routing ?? {}).filter(([, r]) => r.predicted != null);
+  if (known.length === 0) return "-";
+  return known
+    .map(([capability, r]) => `${capability}: ${f.ms(r.predicted!.latency_ms)}, ${f.percent(r.predicted!.success_probability * 100)} ok`)
+    .join("; ");
+}
+
+export function Agents({ changes, history }: { changes: number; history: MetricsSnapshot[] }) {
+  const model = hasModel(history);
   // Slots in use change without an agent event: polled too.
   const { data, error } = usePoll(api.agents, String(changes), 3000);
   const agents = data ?? [];
-  const [history, setHistory] = useState<shares.ShareSample[]>([]);
+  const [shareHistory, setShareHistory] = useState<shares.ShareSample[]>([]);
   useEffect(() => {
-    if (data) setHistory((h) => shares.append(h, shares.sample(data, Date.now() / 1000)));
+    if (data) setShareHistory((h) => shares.append(h, shares.sample(data, Date.now() / 1000)));
   }, [data]);
-  const lines = shares.labels(history);
+  const lines = shares.labels(shareHistory);
   return (
     <div>
       {error && <p className="error">{error}</p>}
@@ -42,6 +54,7 @@ export function Agents({ changes }: { changes: number }) {
             <th>success rate</th>
             <th>mean latency</th>
             <th title="what routing learned of this name (docs/routing.md)">routing believes</th>
+            {model && <th title="the neural routing model on a typical task of the capability, the agent idle">model predicts</th>}
           </tr>
         </thead>
         <tbody>
@@ -65,6 +78,7 @@ export function Agents({ changes }: { changes: number }) {
                 <td>{success == null ? "-" : f.percent(success)}</td>
                 <td>{mean == null ? "-" : f.ms(mean)}</td>
                 <td data-testid="routing">{beliefs(a)}</td>
+                {model && <td data-testid="predicted">{predictions(a)}</td>}
               </tr>
             );
           })}
@@ -74,7 +88,17 @@ export function Agents({ changes }: { changes: number }) {
         <Chart
           title="share of recent assignments per agent (%)"
           lines={lines.map((label, i) => ({ label, color: palette[i % palette.length], unit: "%" }))}
-          data={shares.columns(history, lines)}
+          data={shares.columns(shareHistory, lines)}
+        />
+      )}
+      {model && (
+        <Chart
+          title="routing model: error on attempts before it learned from them"
+          lines={[
+            { label: "mean absolute error", color: palette[0], unit: " ms" },
+            { label: "relative error", color: palette[3], unit: "%" },
+          ]}
+          data={columns(history, [modelErrorMs, modelErrorPercent])}
         />
       )}
     </div>

@@ -1,7 +1,8 @@
 //! `routing`: the same swarm, the same offered load and the same random seed through each routing
-//! policy, one fresh hub per policy (nothing learned carries over), and one table.
+//! policy, one fresh hub per policy (nothing learned carries over), and one table; two
+//! scenarios ([`Scenario`]).
 //!
-//! The pool ([`pool`]) is twelve agents of one capability; tasks arrive open loop (Poisson, from
+//! [`Scenario::Shifting`]: the pool ([`pool::shifting`]) is twelve agents of one capability; tasks arrive open loop (Poisson, from
 //! the seed; those of each 5 ms go in one request) at [`LOAD_SHARE`] of the pool's capacity,
 //! measured first on a hub of its own: the rate of successful results while tasks are offered at
 //! the nominal capacity, so that every slot is busy. (The nominal capacity, from the latencies alone, is higher: each attempt also waits
@@ -12,6 +13,12 @@
 //! result's trip back to the hub, the same for every policy, is not), failed attempts,
 //! throughput, and how long the policy took to move traffic off the slowed agent and back
 //! ([`adaptation`]).
+//!
+//! [`Scenario::Crossover`]: eight agents ([`pool::crossover`]), half quick on small payloads and
+//! slow on large ones, half the reverse; each task's payload is padded to a size drawn evenly
+//! between [`pool::SMALL_BYTES`] and [`pool::LARGE_BYTES`]. Every agent is as fast as any other
+//! on average, so a policy that keeps one estimate per agent cannot do better than chance; one
+//! that reads the task (`neural`) can.
 
 pub mod adaptation;
 pub mod plot;
@@ -36,13 +43,45 @@ use pool::{Pool, Profile};
 pub const LOAD_SHARE: f64 = 0.7;
 /// How much slower the slowed agent becomes.
 pub const SLOWDOWN: u64 = 20;
-/// The policies compared, in the table's order.
-pub const POLICIES: [&str; 3] = ["least_loaded", "p2c_ewma", "learned"];
+/// The scenarios, each with its pool and the policies it compares (in the table's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    Shifting,
+    Crossover,
+}
+
+impl Scenario {
+    pub fn pool(self) -> Vec<Profile> {
+        match self {
+            Scenario::Shifting => pool::shifting(),
+            Scenario::Crossover => pool::crossover(),
+        }
+    }
+
+    pub fn policies(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Shifting => &["least_loaded", "p2c_ewma", "learned", "neural"],
+            Scenario::Crossover => &["least_loaded", "learned", "neural"],
+        }
+    }
+
+    /// Whether an agent is slowed down halfway through.
+    fn slows_down(self) -> bool {
+        self == Scenario::Shifting
+    }
+
+    /// Whether payloads are padded to sizes between the two the latencies are given at.
+    fn sized(self) -> bool {
+        self == Scenario::Crossover
+    }
+}
 /// How long tasks still running at the end may take to finish (retries back off 1-2 s).
 const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RoutingRun {
+    pub scenario: Scenario,
     pub seed: u64,
     pub slots: u32,
     pub pool: Vec<Profile>,
@@ -71,6 +110,10 @@ pub struct PolicyRun {
     /// the traffic back (see [`adaptation`]); `None`: not within the run.
     pub moved_away_ms: Option<f64>,
     pub moved_back_ms: Option<f64>,
+    /// Share of attempts that ran on an agent quicker on that task's payload than its own
+    /// average (the crossover scenario: how often the task went to the right kind of agent; a
+    /// policy blind to the task is near 50%).
+    pub quick_side: f64,
     /// Share of assignments per agent (pool order) per [`pool::BUCKET_MS`] bucket, from the
     /// pool's start to the end of the offered period.
     pub shares: Vec<Vec<f64>>,
@@ -85,9 +128,10 @@ pub struct RoutingOptions<'a> {
 
 pub async fn compare(
     options: &RoutingOptions<'_>,
+    scenario: Scenario,
     bar: &ProgressBar,
 ) -> anyhow::Result<RoutingRun> {
-    let profiles = pool::profiles();
+    let profiles = scenario.pool();
     let nominal = pool::capacity_per_sec(&profiles, options.slots);
     // The order the agents join in (the least-loaded policy breaks ties by it): shuffled by the
     // seed, the same for every policy.
@@ -102,12 +146,12 @@ pub async fn compare(
     let config = tempfile::NamedTempFile::new()?;
     std::fs::write(config.path(), "[routing]\npolicy = \"least_loaded\"\n")?;
     let hub = HubUnderTest::spawn(options.hive, Some(config.path()), None).await?;
-    let capacity = measure_capacity(&hub.url, &profiles, &order, nominal, options).await;
+    let capacity = measure_capacity(&hub.url, &profiles, &order, nominal, scenario, options).await;
     hub.stop().await;
     let capacity = capacity?;
     let rate = capacity * LOAD_SHARE;
     let mut policies = Vec::new();
-    for policy in POLICIES {
+    for &policy in scenario.policies() {
         bar.set_message(format!("{policy}: starting a hub"));
         let config = tempfile::NamedTempFile::new()?;
         std::fs::write(
@@ -118,11 +162,19 @@ pub async fn compare(
             ),
         )?;
         let hub = HubUnderTest::spawn(options.hive, Some(config.path()), None).await?;
-        let outcome = run_policy(&hub.url, policy, &profiles, &order, rate, options, bar).await;
+        let run = PolicyOptions {
+            policy,
+            scenario,
+            profiles: &profiles,
+            order: &order,
+            rate,
+        };
+        let outcome = run_policy(&hub.url, &run, options, bar).await;
         hub.stop().await;
         policies.push(outcome?);
     }
     Ok(RoutingRun {
+        scenario,
         seed: options.seed,
         slots: options.slots,
         pool: profiles,
@@ -142,6 +194,7 @@ async fn measure_capacity(
     profiles: &[Profile],
     order: &[usize],
     nominal: f64,
+    scenario: Scenario,
     options: &RoutingOptions<'_>,
 ) -> anyhow::Result<f64> {
     let pool = Pool::connect(url, profiles, order, options.slots, options.seed).await?;
@@ -157,6 +210,7 @@ async fn measure_capacity(
         start_us: observed.now_us(),
         duration_us: (CAPACITY_WARM_UP + CAPACITY_WINDOW).as_micros() as u64,
         seed: options.seed,
+        sized: scenario.sized(),
     };
     let (done, _) = tokio::join!(measure, offered.run(url, &observed, |_| {}));
     pool.stop().await;
@@ -175,6 +229,8 @@ struct Offer {
     start_us: u64,
     duration_us: u64,
     seed: u64,
+    /// Pad each payload to a size drawn from the seed (see [`Scenario::sized`]).
+    sized: bool,
 }
 
 /// How often the arrivals due are sent.
@@ -191,6 +247,7 @@ impl Offer {
         let client = HubClient::new(url);
         let errors = Arc::new(AtomicU64::new(0));
         let mut arrivals = Rng::seeded(self.seed.wrapping_add(1));
+        let mut sizes = Rng::seeded(self.seed.wrapping_add(2));
         let end_us = self.start_us + self.duration_us;
         let mut next_us = self.start_us as f64;
         let mut submitted = 0u64;
@@ -212,15 +269,28 @@ impl Offer {
                 continue;
             }
             submitted += due;
+            let pads: Vec<usize> = (0..due)
+                .map(|_| {
+                    if self.sized {
+                        let span = pool::LARGE_BYTES - pool::SMALL_BYTES;
+                        pool::SMALL_BYTES + sizes.below(span + 1)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
             let (client, errors, observed) = (client.clone(), errors.clone(), observed.clone());
             handles.spawn(async move {
                 // Completion counts from the request: the stamp is taken as it leaves.
-                let stamp = format!(r#"{{"t":{}}}"#, observed.now_us());
-                let task = NewTask {
-                    payload: RawValue::from_string(stamp).ok(),
-                    ..NewTask::new(pool::CAPABILITY)
-                };
-                if client.submit_batch(vec![task; due as usize]).await.is_err() {
+                let t = observed.now_us();
+                let tasks = pads
+                    .into_iter()
+                    .map(|size| NewTask {
+                        payload: RawValue::from_string(stamped(t, size)).ok(),
+                        ..NewTask::new(pool::CAPABILITY)
+                    })
+                    .collect();
+                if client.submit_batch(tasks).await.is_err() {
                     errors.fetch_add(due, Ordering::Relaxed);
                 }
             });
@@ -231,15 +301,39 @@ impl Offer {
     }
 }
 
+/// The payload `{"t": <stamp>, "pad": "xx..."}`, padded to `size` bytes where it is longer
+/// than the stamp alone.
+fn stamped(t: u64, size: usize) -> String {
+    let bare = format!(r#"{{"t":{t}}}"#);
+    let frame = bare.len() + r#","pad":"""#.len();
+    if size <= frame {
+        return bare;
+    }
+    format!(r#"{{"t":{t},"pad":"{}"}}"#, "x".repeat(size - frame))
+}
+
+/// One policy's run of a scenario.
+struct PolicyOptions<'a> {
+    policy: &'a str,
+    scenario: Scenario,
+    profiles: &'a [Profile],
+    order: &'a [usize],
+    rate: f64,
+}
+
 async fn run_policy(
     url: &str,
-    policy: &str,
-    profiles: &[Profile],
-    order: &[usize],
-    rate: f64,
+    run: &PolicyOptions<'_>,
     options: &RoutingOptions<'_>,
     bar: &ProgressBar,
 ) -> anyhow::Result<PolicyRun> {
+    let PolicyOptions {
+        policy,
+        scenario,
+        profiles,
+        order,
+        rate,
+    } = *run;
     let pool = Pool::connect(url, profiles, order, options.slots, options.seed).await?;
     let observed = pool.observed.clone();
     let duration_us = options.duration.as_micros() as u64;
@@ -252,8 +346,10 @@ async fn run_policy(
         start_us,
         duration_us,
         seed: options.seed,
+        sized: scenario.sized(),
     };
-    let mut phase = 0;
+    // Without a slow-down the phases never change.
+    let mut phase = if scenario.slows_down() { 0 } else { 2 };
     let mut last_shown = 0;
     let (submitted, errors) = offer
         .run(url, &observed, |now| {
@@ -298,7 +394,11 @@ async fn run_policy(
         recovered: bucket(back_at),
         end: bucket(start_us + duration_us),
     };
-    let (moved_away_ms, moved_back_ms) = adaptation::times(&shares, &change);
+    let (moved_away_ms, moved_back_ms) = if scenario.slows_down() {
+        adaptation::times(&shares, &change)
+    } else {
+        (None, None)
+    };
     // The drain's last retries after the offered period are not traffic worth a share.
     let mut shares = shares;
     shares.truncate(change.end);
@@ -314,6 +414,8 @@ async fn run_policy(
         completion_ms: Percentiles::of(&completion),
         moved_away_ms,
         moved_back_ms,
+        quick_side: observed.quick_side.load(Ordering::Relaxed) as f64
+            / observed.attempts.load(Ordering::Relaxed).max(1) as f64,
         shares,
     })
 }

@@ -1,10 +1,13 @@
-//! The routing benchmark's pool: twelve agents of one capability that differ the way a real swarm
-//! does, run in this process over real sockets (the hub sees ordinary workers).
+//! The routing benchmark's pools, run in this process over real sockets (the hub sees ordinary
+//! workers): [`shifting`], twelve agents of one capability that differ the way a real swarm
+//! does, and [`crossover`], two kinds of agent whose speed crosses over with the payload's size.
 //!
 //! Each attempt sleeps the agent's latency on a blocking thread (`std::thread::sleep`, accurate
 //! to tens of microseconds, where a tokio timer rounds up to the next millisecond): that sleep is
-//! the simulated agent's work, the quantity the benchmark is about. The flaky agent fails its
-//! attempts by a seeded draw, so every policy meets the same sequence of failures.
+//! the simulated agent's work, the quantity the benchmark is about. The latency goes linearly
+//! from the agent's `latency_us` at a payload of [`SMALL_BYTES`] to its `large_latency_us` at
+//! [`LARGE_BYTES`], times a seeded noise factor. The flaky agent fails its attempts by a seeded
+//! draw, so every policy meets the same sequence of failures and noise.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,35 +32,83 @@ pub const BUCKET_MS: u64 = 100;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Profile {
     pub name: String,
+    /// At a payload of [`SMALL_BYTES`] and of [`LARGE_BYTES`].
     pub latency_us: u64,
+    pub large_latency_us: u64,
+    /// Each attempt's latency is scaled by a factor drawn uniformly from 1 ± this.
+    pub noise: f64,
     /// Share of attempts that fail (retryable).
     pub failure_rate: f64,
 }
 
-/// 3 fast (1 ms), 6 medium (5 ms), 2 slow (25 ms), 1 flaky (5 ms, fails 20%). The first fast
-/// one is the agent the benchmark slows down.
-pub fn profiles() -> Vec<Profile> {
+/// The payload sizes the latencies are given at (a task's size is between them).
+pub const SMALL_BYTES: usize = 64;
+pub const LARGE_BYTES: usize = 16_384;
+
+impl Profile {
+    fn new(name: String, latency_ms: f64, large_latency_ms: f64, failure_rate: f64) -> Profile {
+        Profile {
+            name,
+            latency_us: (latency_ms * 1e3) as u64,
+            large_latency_us: (large_latency_ms * 1e3) as u64,
+            noise: 0.0,
+            failure_rate,
+        }
+    }
+
+    /// Its latency on a payload of `bytes` when its latency at [`SMALL_BYTES`] is `small_us`
+    /// (the benchmark may have slowed it down), before noise.
+    fn latency_us(&self, small_us: u64, bytes: usize) -> f64 {
+        let share = (bytes.saturating_sub(SMALL_BYTES) as f64 / (LARGE_BYTES - SMALL_BYTES) as f64)
+            .min(1.0);
+        let scale = small_us as f64 / self.latency_us.max(1) as f64;
+        let large = self.large_latency_us as f64 * scale;
+        small_us as f64 + (large - small_us as f64) * share
+    }
+
+    /// Mean latency over payload sizes spread evenly between the two, µs.
+    pub fn mean_latency_us(&self) -> f64 {
+        (self.latency_us + self.large_latency_us) as f64 / 2.0
+    }
+}
+
+/// 3 fast (1 ms), 6 medium (5 ms), 2 slow (25 ms), 1 flaky (5 ms, fails 20%), whatever the
+/// payload. The first fast one is the agent the benchmark slows down.
+pub fn shifting() -> Vec<Profile> {
     let mut pool = Vec::new();
-    let mut add = |kind: &str, n: usize, latency_ms: u64, failure_rate: f64| {
+    let mut add = |kind: &str, n: usize, latency_ms: f64, failure_rate: f64| {
         for i in 1..=n {
-            pool.push(Profile {
-                name: format!("{kind}-{i}"),
-                latency_us: latency_ms * 1_000,
-                failure_rate,
-            });
+            let name = format!("{kind}-{i}");
+            pool.push(Profile::new(name, latency_ms, latency_ms, failure_rate));
         }
     };
-    add("fast", 3, 1, 0.0);
-    add("medium", 6, 5, 0.0);
-    add("slow", 2, 25, 0.0);
-    add("flaky", 1, 5, 0.2);
+    add("fast", 3, 1.0, 0.0);
+    add("medium", 6, 5.0, 0.0);
+    add("slow", 2, 25.0, 0.0);
+    add("flaky", 1, 5.0, 0.2);
     pool
 }
 
-/// Attempts the pool can run per second with `slots` each: its nominal capacity.
+/// 4 `short` agents (1 ms on the smallest payload, 20 ms on the largest) and 4 `long` ones (the
+/// reverse), ±20% noise: on average every agent is as fast as any other, and what is fast
+/// depends on the task and the agent together.
+pub fn crossover() -> Vec<Profile> {
+    let mut pool = Vec::new();
+    for i in 1..=4 {
+        for (kind, small, large) in [("short", 1.0, 20.0), ("long", 20.0, 1.0)] {
+            let mut p = Profile::new(format!("{kind}-{i}"), small, large, 0.0);
+            p.noise = 0.2;
+            pool.push(p);
+        }
+    }
+    pool
+}
+
+/// Attempts the pool can run per second with `slots` each, tasks' sizes spread evenly: its
+/// nominal capacity.
 pub fn capacity_per_sec(pool: &[Profile], slots: u32) -> f64 {
     pool.iter()
-        .map(|p| f64::from(slots) * 1e6 / p.latency_us as f64)
+        .map(|p| f64::from(slots) * 1e6 / p.mean_latency_us())
         .sum()
 }
 
@@ -73,6 +124,9 @@ pub struct Observed {
     pub completion_us: Mutex<Histogram<u64>>,
     pub succeeded: AtomicU64,
     pub failed_attempts: AtomicU64,
+    /// Attempts, and those on a payload the agent runs quicker than its own average.
+    pub attempts: AtomicU64,
+    pub quick_side: AtomicU64,
     /// Assignments per [`BUCKET_MS`] bucket since `origin`, per agent (pool order).
     pub assignments: Mutex<Vec<Vec<u32>>>,
     /// Each agent's current latency, µs (the benchmark slows one down and back).
@@ -86,6 +140,8 @@ impl Observed {
             completion_us: Mutex::new(histogram()),
             succeeded: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            quick_side: AtomicU64::new(0),
             assignments: Mutex::new(Vec::new()),
             latency_us: pool.iter().map(|p| AtomicU64::new(p.latency_us)).collect(),
         })
@@ -129,18 +185,31 @@ impl Pool {
         for (connected, &i) in order.iter().enumerate() {
             let profile = pool[i].clone();
             let (observed, null) = (observed.clone(), null.clone());
-            let failures = Arc::new(Mutex::new(Rng::seeded(seed ^ (i as u64 + 1))));
+            let draws = Arc::new(Mutex::new(Rng::seeded(seed ^ (i as u64 + 1))));
             let agents = pool.len();
             let executor = Arc::new(move |task: Assignment| {
                 observed.assigned(i, agents);
-                let latency = observed.latency_us[i].load(Ordering::Relaxed);
-                let fails = profile.failure_rate > 0.0
-                    && failures.lock().unwrap_or_else(|p| p.into_inner()).uniform()
-                        < profile.failure_rate;
+                let small_us = observed.latency_us[i].load(Ordering::Relaxed);
+                let latency = profile.latency_us(small_us, task.payload.get().len());
+                observed.attempts.fetch_add(1, Ordering::Relaxed);
+                if latency < profile.mean_latency_us() {
+                    observed.quick_side.fetch_add(1, Ordering::Relaxed);
+                }
+                let (fails, noise) = {
+                    let mut draws = draws.lock().unwrap_or_else(|p| p.into_inner());
+                    let fails =
+                        profile.failure_rate > 0.0 && draws.uniform() < profile.failure_rate;
+                    let noise = if profile.noise > 0.0 {
+                        1.0 + profile.noise * (2.0 * draws.uniform() - 1.0)
+                    } else {
+                        1.0
+                    };
+                    (fails, noise)
+                };
                 let stamp = serde_json::from_str::<Stamp>(task.payload.get()).ok();
                 let (observed, null) = (observed.clone(), null.clone());
                 async move {
-                    let work = Duration::from_micros(latency);
+                    let work = Duration::from_micros((latency * noise) as u64);
                     let _ = tokio::task::spawn_blocking(move || std::thread::sleep(work)).await;
                     if fails {
                         observed.failed_attempts.fetch_add(1, Ordering::Relaxed);

@@ -8,20 +8,7 @@ fn ms(v: Option<f64>) -> String {
 
 /// One row per policy, then how `learned` compares with the others.
 pub fn rows(run: &RoutingRun) -> Vec<[String; 4]> {
-    let mut rows = vec![[
-        format!(
-            "routing: pool of {} agents x {} slot(s), offered (Poisson, seed {})",
-            run.pool.len(),
-            run.slots,
-            run.seed
-        ),
-        "-".into(),
-        "70% of capacity".into(),
-        format!(
-            "{:.0}/s of {:.0}/s measured ({:.0}/s nominal), {:.0} s per policy",
-            run.offered_per_sec, run.capacity_per_sec, run.nominal_capacity_per_sec, run.duration_s
-        ),
-    ]];
+    let mut rows = vec![header("shifting", run)];
     for p in &run.policies {
         rows.push([
             format!(
@@ -77,6 +64,72 @@ pub fn rows(run: &RoutingRun) -> Vec<[String; 4]> {
         ]);
     }
     rows
+}
+
+/// The crossover scenario's rows, then how `neural` compares with `learned` on it and on the
+/// shifting scenario (`shifting`, when it ran).
+pub fn crossover_rows(run: &RoutingRun, shifting: Option<&RoutingRun>) -> Vec<[String; 4]> {
+    let mut rows = vec![header("crossover", run)];
+    for p in &run.policies {
+        rows.push([
+            format!(
+                "crossover {}: completion mean / p50 / p99, on the quick side, throughput",
+                p.policy
+            ),
+            "-".into(),
+            "-".into(),
+            format!(
+                "{:.2} / {:.2} / {:.1} ms, {:.0}%, {:.0}/s ({} of {} succeeded, {} refused)",
+                p.completion_mean_ms,
+                p.completion_ms.p50,
+                p.completion_ms.p99,
+                p.quick_side * 100.0,
+                p.throughput_per_sec,
+                p.succeeded,
+                p.submitted,
+                p.errors
+            ),
+        ]);
+    }
+    let find =
+        |run: &RoutingRun, name: &str| run.policies.iter().find(|p| p.policy == name).cloned();
+    if let (Some(neural), Some(learned)) = (find(run, "neural"), find(run, "learned")) {
+        rows.push([
+            "routing neural vs learned, crossover: mean".into(),
+            "-".into(),
+            ">= 25% lower".into(),
+            lower(neural.completion_mean_ms, learned.completion_mean_ms),
+        ]);
+    }
+    if let Some(shifting) = shifting
+        && let (Some(neural), Some(learned)) = (find(shifting, "neural"), find(shifting, "learned"))
+    {
+        rows.push([
+            "routing neural vs learned, shifting: mean".into(),
+            "-".into(),
+            "at most 5% higher".into(),
+            lower(neural.completion_mean_ms, learned.completion_mean_ms),
+        ]);
+    }
+    rows
+}
+
+/// The pool and the load offered to it.
+fn header(pool: &str, run: &RoutingRun) -> [String; 4] {
+    [
+        format!(
+            "routing, {pool} pool: {} agents x {} slot(s), offered (Poisson, seed {})",
+            run.pool.len(),
+            run.slots,
+            run.seed
+        ),
+        "-".into(),
+        "70% of capacity".into(),
+        format!(
+            "{:.0}/s of {:.0}/s measured ({:.0}/s nominal), {:.0} s per policy",
+            run.offered_per_sec, run.capacity_per_sec, run.nominal_capacity_per_sec, run.duration_s
+        ),
+    ]
 }
 
 fn lower(ours: f64, theirs: f64) -> String {

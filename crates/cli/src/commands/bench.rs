@@ -26,7 +26,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         .map(|name| {
             Workload::parse(name).ok_or_else(|| {
                 Failure::usage(anyhow!(
-                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, cpu, queued, soak, overload, routing or consensus"
+                    "--workloads: unknown workload {name:?}; expected batched, single, agents, swarm, latency, cpu, queued, soak, overload, routing, consensus or neural"
                 ))
             })
         })

@@ -19,9 +19,29 @@ pub(crate) fn print_json(value: &impl serde::Serialize) {
     );
 }
 
+/// `--feature NAME=NUMBER`.
+fn parse_feature(text: &str) -> anyhow::Result<(String, f64)> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--feature {text:?} is not NAME=NUMBER"))?;
+    let value: f64 = value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())
+        .ok_or_else(|| anyhow!("--feature {name}: {value:?} is not a finite number"))?;
+    Ok((name.trim().to_string(), value))
+}
+
 pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
     let payload = RawValue::from_string(args.payload.clone())
         .map_err(|e| Failure::usage(anyhow!("--payload is not valid JSON: {e}")))?;
+    let features = args
+        .features
+        .iter()
+        .map(|f| parse_feature(f))
+        .collect::<Result<std::collections::BTreeMap<_, _>, _>>()
+        .map_err(Failure::usage)?;
     let task = NewTask {
         payload: Some(payload),
         priority: args.priority,
@@ -36,6 +56,7 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
         replicas: args.replicas,
         quorum: args.quorum,
         vote: args.vote,
+        features: (!features.is_empty()).then_some(features),
         ..NewTask::new(args.capability)
     };
     let client = hub.client()?;

@@ -34,6 +34,7 @@
 //! greedy; `1` is plain Thompson sampling.
 
 use super::{Candidate, Route, RoutingPolicy};
+use crate::estimate::Belief;
 use crate::random::Rng;
 
 /// Exploration tokens kept at most: how many exploring choices may come in a row.
@@ -78,8 +79,15 @@ pub fn expected_ms(latency_ms: f64, success: f64, penalty_ms: f64) -> f64 {
     latency_ms + (1.0 - p) / p * (penalty_ms + latency_ms)
 }
 
-impl RoutingPolicy for Learned {
-    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> Option<usize> {
+impl Learned {
+    /// The choice of the module's header, with what is believed of candidate `i` given by
+    /// `belief` (the learned estimate, or a model's prediction for the neural policy).
+    pub fn choose_believing(
+        &mut self,
+        route: &Route<'_>,
+        candidates: &[Candidate<'_>],
+        mut belief_of: impl FnMut(usize, &Candidate<'_>) -> Belief,
+    ) -> Option<usize> {
         let penalty = route.retry_penalty_ms as f64;
         self.scratch.clear();
         self.tokens = (self.tokens + self.exploration).min(BURST);
@@ -88,7 +96,7 @@ impl RoutingPolicy for Learned {
         let (mut greedy, mut greedy_cost) = (None, f64::INFINITY);
         let (mut drawn, mut drawn_cost) = (None, f64::INFINITY);
         for (i, candidate) in candidates.iter().enumerate() {
-            let belief = route.belief(candidate);
+            let belief = belief_of(i, candidate);
             let latency = belief.latency_ms.unwrap_or(0.0);
             let mean = expected_ms(latency, belief.success_probability, penalty);
             let rate = if latency > 0.0 {
@@ -158,6 +166,12 @@ impl RoutingPolicy for Learned {
             return None;
         }
         Some(greedy)
+    }
+}
+
+impl RoutingPolicy for Learned {
+    fn choose(&mut self, route: &Route<'_>, candidates: &[Candidate<'_>]) -> Option<usize> {
+        self.choose_believing(route, candidates, |_, c| route.belief(c))
     }
 
     fn weighs_busy_agents(&self) -> bool {

@@ -8,26 +8,33 @@
 //! - [`P2cEwma`]: power of two random choices by latency x outstanding work, as Finagle and
 //!   Linkerd balance load;
 //! - [`Learned`]: the lowest expected time to a *successful* result, by Thompson sampling over
-//!   what was learned of each agent ([`crate::estimate`]).
+//!   what was learned of each agent ([`crate::estimate`]);
+//! - [`Neural`]: the same choice, with each agent's latency and success on *this* task predicted
+//!   by a model that reads the task (a [`Predictor`], `hive-neural`).
 //!
 //! Each looks at every candidate at most once: O(candidates) per assignment.
 
 mod learned;
 mod least_loaded;
+mod neural;
 mod p2c;
 
 use crate::estimate::{Belief, Estimate, LearningConfig};
 use crate::ids::AgentId;
+use crate::task::Feature;
 use crate::time::Timestamp;
 
 pub use learned::Learned;
 pub use least_loaded::LeastLoaded;
+pub use neural::{Neural, Observation, Prediction, Predictor};
 pub use p2c::P2cEwma;
 
 /// One agent that could take the task: now if it has a free slot, else once one frees up.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
     pub agent: AgentId,
+    /// Its name: what is learned is learned of the name (see `scheduler::knowledge`).
+    pub identity: &'a str,
     /// Attempts it runs now, of any capability; below `slots` when it is free.
     pub running: u32,
     pub slots: u32,
@@ -47,6 +54,9 @@ impl Candidate<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'a> {
     pub capability: &'a str,
+    /// The task's payload size and hints, which a model may weigh.
+    pub payload_bytes: usize,
+    pub features: &'a [Feature],
     pub now: Timestamp,
     /// What a failed attempt costs the task besides its run time: the delay before its retry.
     pub retry_penalty_ms: u64,
@@ -86,6 +96,10 @@ pub trait RoutingPolicy: Send {
     }
 
     fn name(&self) -> &'static str;
+
+    /// An attempt this policy's scheduler started ended: a policy that learns beyond the
+    /// scheduler's estimates (the neural one) takes it in.
+    fn observe(&mut self, _attempt: &Observation<'_>) {}
 }
 
 impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
@@ -104,6 +118,10 @@ impl<P: RoutingPolicy + ?Sized> RoutingPolicy for Box<P> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
+
+    fn observe(&mut self, attempt: &Observation<'_>) {
+        (**self).observe(attempt)
+    }
 }
 
 /// The policies by name, as `[routing] policy` names them.
@@ -112,13 +130,15 @@ pub enum PolicyKind {
     LeastLoaded,
     P2cEwma,
     Learned,
+    Neural,
 }
 
 impl PolicyKind {
-    pub const ALL: [PolicyKind; 3] = [
+    pub const ALL: [PolicyKind; 4] = [
         PolicyKind::LeastLoaded,
         PolicyKind::P2cEwma,
         PolicyKind::Learned,
+        PolicyKind::Neural,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -126,6 +146,7 @@ impl PolicyKind {
             PolicyKind::LeastLoaded => "least_loaded",
             PolicyKind::P2cEwma => "p2c_ewma",
             PolicyKind::Learned => "learned",
+            PolicyKind::Neural => "neural",
         }
     }
 
@@ -134,12 +155,19 @@ impl PolicyKind {
     }
 
     /// A policy of this kind; `seed` drives its random choices, `exploration` bounds
-    /// [`Learned`]'s (see there).
-    pub fn build(self, seed: u64, exploration: f64) -> Box<dyn RoutingPolicy> {
+    /// [`Learned`]'s and [`Neural`]'s (see there), and `predictor` is the neural policy's model
+    /// (without one it chooses as `learned` does).
+    pub fn build(
+        self,
+        seed: u64,
+        exploration: f64,
+        predictor: Option<Box<dyn Predictor>>,
+    ) -> Box<dyn RoutingPolicy> {
         match self {
             PolicyKind::LeastLoaded => Box::new(LeastLoaded),
             PolicyKind::P2cEwma => Box::new(P2cEwma::seeded(seed)),
             PolicyKind::Learned => Box::new(Learned::new(seed, exploration)),
+            PolicyKind::Neural => Box::new(Neural::new(seed, exploration, predictor)),
         }
     }
 }
@@ -154,9 +182,14 @@ pub(crate) mod testing {
         memory_ms: 60_000,
     };
 
+    /// Agent names by candidate number.
+    pub const NAMES: [&str; 4] = ["a0", "a1", "a2", "a3"];
+
     pub fn route() -> Route<'static> {
         Route {
             capability: "x",
+            payload_bytes: 4,
+            features: &[],
             now: Timestamp(1_000),
             retry_penalty_ms: 1_000,
             queued: 0,
@@ -175,6 +208,7 @@ pub(crate) mod testing {
     ) -> Candidate<'_> {
         Candidate {
             agent: AgentId(Uuid::from_u128(n)),
+            identity: NAMES[n as usize % NAMES.len()],
             running,
             slots,
             level,

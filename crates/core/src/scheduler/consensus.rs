@@ -62,6 +62,8 @@ pub(super) struct ReplicaRun {
     pub(super) identity: Arc<str>,
     pub(super) started_at: Timestamp,
     pub(super) lease_until: Timestamp,
+    /// The agent's other attempts as this one started (see `Phase::Running`).
+    pub(super) others_running: u32,
 }
 
 /// A result counted: the canonical JSON of what it votes for, and the result itself.
@@ -211,6 +213,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         let route = Route {
             capability: spec.capability.as_str(),
+            payload_bytes: spec.payload.len(),
+            features: spec.features.as_deref().unwrap_or_default(),
             now,
             retry_penalty_ms: spec.backoff.delay_ms(id, 1),
             queued: 0,
@@ -238,6 +242,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             identity: identity.clone(),
             started_at: now,
             lease_until,
+            others_running: entry.running,
         });
         let queued_ms = ballot.queued.map_or(0, |(rank, _)| {
             now.ms_since(ready_at(rank, task.spec.priority, self.config.aging_ms))
@@ -456,12 +461,18 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         let ended = AttemptEnd {
             agent: run.agent,
-            capability: &spec.capability,
+            spec: &spec,
             outcome,
             started_at: run.started_at,
+            others_running: run.others_running,
             now,
         };
-        ended.count(&mut self.agents, &mut self.knowledge, &self.config.learning);
+        ended.count(
+            &mut self.agents,
+            &mut self.knowledge,
+            &self.config.learning,
+            &mut self.policy,
+        );
         self.changes.push(Change::AttemptEnded {
             task: id,
             capability: spec.capability.clone(),
@@ -527,12 +538,18 @@ impl<P: RoutingPolicy> Scheduler<P> {
             ));
             let ended = AttemptEnd {
                 agent: run.agent,
-                capability: &spec.capability,
+                spec: &spec,
                 outcome: AttemptOutcome::Cancelled,
                 started_at: run.started_at,
+                others_running: run.others_running,
                 now,
             };
-            ended.count(&mut self.agents, &mut self.knowledge, &self.config.learning);
+            ended.count(
+                &mut self.agents,
+                &mut self.knowledge,
+                &self.config.learning,
+                &mut self.policy,
+            );
             self.changes.push(Change::AttemptEnded {
                 task: id,
                 capability: spec.capability.clone(),

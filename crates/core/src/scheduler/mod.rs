@@ -112,10 +112,13 @@ enum Phase {
     /// Queued, backing off until `until`.
     Backoff { until: Timestamp },
     /// An attempt runs. `agent` is `None` after a restart recovered a running task.
+    /// `others_running`: attempts the agent ran besides this one as it started (its load, as a
+    /// routing model learns it; 0 when unknown, after a restart).
     Running {
         started_at: Timestamp,
         lease_until: Timestamp,
         agent: Option<AgentId>,
+        others_running: u32,
     },
     /// A consensus task counting votes: its replicas run, or wait for agents, as its
     /// [`Ballot`](consensus::Ballot) says.
@@ -196,6 +199,7 @@ impl AgentEntry {
     ) -> crate::routing::Candidate<'a> {
         crate::routing::Candidate {
             agent: id,
+            identity: &self.spec.name,
             running: self.running,
             slots: self.spec.slots,
             level: self.spec.capabilities[i].1,
@@ -770,6 +774,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             started_at: now,
             lease_until,
             agent: Some(agent),
+            others_running: self.agents.get(&agent).map_or(0, |a| a.running),
         };
         let attempt = task.attempt;
         self.timers
@@ -807,6 +812,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             started_at,
             lease_until,
             agent,
+            others_running,
         } = task.phase
         else {
             unreachable!("only a running task has an attempt to end")
@@ -833,12 +839,18 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let learning = &self.config.learning;
         let ended = AttemptEnd {
             agent,
-            capability: &task.spec.capability,
+            spec: &task.spec,
             outcome,
             started_at,
+            others_running,
             now,
         };
-        ended.count(&mut self.agents, &mut self.knowledge, learning);
+        ended.count(
+            &mut self.agents,
+            &mut self.knowledge,
+            learning,
+            &mut self.policy,
+        );
         let end = match (next, &output) {
             (NextStatus::Succeeded, output) => Some(TaskEnd::Succeeded(
                 output.clone().unwrap_or_else(|| "null".into()),
@@ -938,30 +950,45 @@ impl<P: RoutingPolicy> Scheduler<P> {
 /// An attempt that ended, as its agent's counters and routing's estimates take it in.
 struct AttemptEnd<'a> {
     agent: Option<AgentId>,
-    capability: &'a Capability,
+    spec: &'a TaskSpec,
     outcome: AttemptOutcome,
     started_at: Timestamp,
+    /// The agent's other attempts as this one started.
+    others_running: u32,
     now: Timestamp,
 }
 
 impl AttemptEnd<'_> {
-    /// Frees the agent's slot and counts the outcome (an agent forgotten meanwhile is skipped).
+    /// Frees the agent's slot and counts the outcome (an agent forgotten meanwhile is skipped),
+    /// for the estimates and for the policy.
     fn count(
         &self,
         agents: &mut HashMap<AgentId, AgentEntry>,
         knowledge: &mut knowledge::Knowledge,
         learning: &LearningConfig,
+        policy: &mut impl RoutingPolicy,
     ) {
         let Some(entry) = self.agent.and_then(|a| agents.get_mut(&a)) else {
             return;
         };
         let (outcome, now) = (self.outcome, self.now);
         let run_ms = now.ms_since(self.started_at);
+        let capability = &self.spec.capability;
         entry.running -= 1;
-        if let Some((_, slot)) = entry.capability(self.capability) {
+        if let Some((_, slot)) = entry.capability(capability) {
             knowledge.update(slot, |e| e.observe(outcome, run_ms, now, learning));
         }
-        let stats = entry.stats.entry(self.capability.clone()).or_default();
+        policy.observe(&crate::routing::Observation {
+            capability: capability.as_str(),
+            identity: &entry.spec.name,
+            running: self.others_running,
+            slots: entry.spec.slots,
+            payload_bytes: self.spec.payload.len(),
+            features: self.spec.features.as_ref(),
+            outcome,
+            run_ms,
+        });
+        let stats = entry.stats.entry(capability.clone()).or_default();
         match outcome {
             AttemptOutcome::Succeeded => {
                 stats.completed += 1;

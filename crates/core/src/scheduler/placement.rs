@@ -97,6 +97,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
             self.queues.get(capability).map_or(0, |q| q.len()) - usize::from(waited_ms.is_some());
         let route = Route {
             capability: capability.as_str(),
+            payload_bytes: routed.spec.payload.len(),
+            features: routed.spec.features.as_deref().unwrap_or_default(),
             now,
             retry_penalty_ms: routed.spec.backoff.delay_ms(task, 1),
             queued,

@@ -84,6 +84,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         started_at: now,
                         lease_until,
                         agent: None,
+                        others_running: 0,
                     }
                 }
                 TaskStatus::Queued => match recovered.not_before {
@@ -211,6 +212,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         identity: replica.identity,
                         started_at: replica.started_at,
                         lease_until,
+                        others_running: 0,
                     });
                     continue;
                 }

@@ -150,6 +150,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             started_at,
             lease_until,
             agent: holder,
+            others_running,
         } = task.phase
         else {
             return false;
@@ -175,6 +176,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             started_at,
             lease_until,
             agent: Some(id),
+            others_running,
         };
         self.rebound(id, claim);
         true

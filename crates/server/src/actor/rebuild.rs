@@ -27,18 +27,21 @@ use crate::config::RoutingConfig;
 use super::Actor;
 
 /// What a scheduler is made from, kept so the actor can make a new one.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct SchedulerSetup {
     pub config: SchedulerConfig,
     pub routing: RoutingConfig,
     /// Seeds the policy's random choices unless the configuration names a seed.
     pub seed: u64,
+    /// The neural policy's model (it outlives a rebuilt scheduler).
+    pub neural: Option<hive_neural::SharedModel>,
 }
 
 impl SchedulerSetup {
     /// An empty scheduler with the configured policy.
     pub fn empty(&self) -> Scheduler<Box<dyn RoutingPolicy>> {
-        Scheduler::new(self.config, self.routing.build(self.seed))
+        let predictor = self.neural.as_ref().map(|n| n.predictor());
+        Scheduler::new(self.config, self.routing.build(self.seed, predictor))
     }
 
     /// A scheduler holding every active task in the store, with the leases that ran out expired,

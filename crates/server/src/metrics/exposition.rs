@@ -295,7 +295,57 @@ pub fn render(
         metrics.started.elapsed().as_secs_f64(),
     );
     llm(&mut e, &metrics.llm.read());
+    if let Some(model) = &metrics.neural {
+        neural(&mut e, model);
+    }
     e.finish()
+}
+
+/// The neural routing model: what it learned and its error on attempts before it learned from
+/// them (a rate of the error total over a rate of the latency total is its relative error).
+fn neural(e: &mut Exposition, model: &hive_neural::SharedModel) {
+    let (totals, weights) = (model.totals(), model.weights());
+    let families: [(&str, Kind, &str, f64); 6] = [
+        (
+            "hive_neural_trained",
+            Kind::Gauge,
+            "Attempts the routing model learned from, ever (kept across restarts).",
+            weights.trained as f64,
+        ),
+        (
+            "hive_neural_ready",
+            Kind::Gauge,
+            "1 once the routing model's predictions are used.",
+            f64::from(u8::from(weights.ready())),
+        ),
+        (
+            "hive_neural_predicted_total",
+            Kind::Counter,
+            "Attempts whose latency the routing model predicted before learning from them.",
+            totals.predicted as f64,
+        ),
+        (
+            "hive_neural_absolute_error_ms_total",
+            Kind::Counter,
+            "Sum of the absolute errors of those predictions, ms.",
+            totals.absolute_error_ms,
+        ),
+        (
+            "hive_neural_actual_ms_total",
+            Kind::Counter,
+            "Sum of those attempts' actual latencies, ms.",
+            totals.actual_ms,
+        ),
+        (
+            "hive_neural_dropped_total",
+            Kind::Counter,
+            "Attempts the routing model could not learn from: its trainer had fallen behind.",
+            model.dropped() as f64,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        e.family(name, kind, help).sample(name, &[], value);
+    }
 }
 
 /// LLM providers: requests, tokens and cost by provider, model and capability. Absent without

@@ -160,6 +160,9 @@ pub struct HubMetrics {
     /// LLM providers' requests, tokens and cost (recorded even with metrics off: they are
     /// what was spent, not a measurement of the hub).
     pub llm: llm::LlmMeter,
+    /// The neural routing model, with `[routing] policy = "neural"`: its learning and error are
+    /// read from it by `/metrics` and each snapshot.
+    pub neural: Option<hive_neural::SharedModel>,
 }
 
 impl Default for HubMetrics {
@@ -181,6 +184,7 @@ impl HubMetrics {
             end_to_end: Latency::default(),
             store_stats: None,
             llm: Default::default(),
+            neural: None,
         }
     }
 

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use hive_metrics::procfs::{self, CoreTimes};
 use hive_metrics::{Latency, Percentiles};
-use hive_proto::metrics::{LatencySummary, MetricsSnapshot, ProcessMetrics, RouteMetrics};
+use hive_proto::metrics::{
+    LatencySummary, MetricsSnapshot, NeuralMetrics, ProcessMetrics, RouteMetrics,
+};
 use tokio::sync::broadcast;
 
 use super::{Count, HubMetrics};
@@ -91,6 +93,7 @@ struct Reading {
     routes: HashMap<String, [u64; 3]>,
     cpu_us: Option<u64>,
     cores: Option<CoreTimes>,
+    neural: Option<hive_neural::Totals>,
 }
 
 impl Reading {
@@ -101,6 +104,7 @@ impl Reading {
             routes: HashMap::new(),
             cpu_us: procfs::sample_self().map(|s| s.cpu_us),
             cores: CoreTimes::read(),
+            neural: metrics.neural.as_ref().map(|n| n.totals()),
         }
     }
 }
@@ -297,9 +301,34 @@ fn take(
         },
         load_avg: procfs::load_avg(),
         llm: metrics.llm.read(),
+        neural: metrics
+            .neural
+            .as_ref()
+            .map(|model| neural(model, now.neural, previous.neural)),
     };
     *previous = now;
     snapshot
+}
+
+/// The model's learning, and its error on the attempts of the interval (`now` less `before`).
+fn neural(
+    model: &hive_neural::SharedModel,
+    now: Option<hive_neural::Totals>,
+    before: Option<hive_neural::Totals>,
+) -> NeuralMetrics {
+    let (now, before) = (now.unwrap_or_default(), before.unwrap_or_default());
+    let predicted = now.predicted.saturating_sub(before.predicted);
+    let error_ms = now.absolute_error_ms - before.absolute_error_ms;
+    let actual_ms = now.actual_ms - before.actual_ms;
+    let weights = model.weights();
+    NeuralMetrics {
+        trained: weights.trained,
+        ready: weights.ready(),
+        predicted,
+        mean_absolute_error_ms: (predicted > 0).then(|| error_ms / predicted as f64),
+        relative_error: (predicted > 0 && actual_ms > 0.0).then(|| error_ms / actual_ms),
+        dropped: model.dropped(),
+    }
 }
 
 /// The default interval and the shortest allowed.

@@ -48,6 +48,7 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
     let agents = state.ask(|reply| Command::Agents { reply }).await?;
+    let model = model_of(&state);
     // Sorted by id, so a cursor is a position.
     let page: Vec<_> = agents
         .iter()
@@ -56,7 +57,11 @@ pub async fn list(
         .collect();
     let next_cursor = (page.len() > limit).then(|| page[limit - 1].id.to_string());
     Ok(Json(AgentList {
-        items: page.into_iter().take(limit).map(views::agent).collect(),
+        items: page
+            .into_iter()
+            .take(limit)
+            .map(|a| views::agent(a, model.as_deref()))
+            .collect(),
         next_cursor,
     }))
 }
@@ -72,7 +77,7 @@ pub async fn get_one(
     state
         .ask(|reply| Command::Agent { agent, reply })
         .await?
-        .map(|a| Json(views::agent(&a)))
+        .map(|a| Json(views::agent(&a, model_of(&state).as_deref())))
         .ok_or_else(|| ApiError::NotFound {
             what: format!("agent {agent}"),
         })
@@ -107,5 +112,10 @@ async fn set_draining(state: &AppState, id: &str, undo: bool) -> Result<Json<Age
     let snapshot = state
         .ask(|reply| Command::Drain { agent, undo, reply })
         .await??;
-    Ok(Json(views::agent(&snapshot)))
+    Ok(Json(views::agent(&snapshot, model_of(state).as_deref())))
+}
+
+/// The neural routing model's latest weights, with that policy.
+fn model_of(state: &AppState) -> Option<std::sync::Arc<hive_neural::Weights>> {
+    state.neural.as_ref().map(|n| n.weights())
 }

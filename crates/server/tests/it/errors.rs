@@ -146,6 +146,36 @@ async fn each_bad_input_gets_its_status_and_names_the_field() {
             Some("tasks[1].priority"),
         ),
         (
+            "a hint that is not a number",
+            "/api/v1/tasks",
+            r#"{"capability":"a","features":{"tokens":"many"}}"#.into(),
+            400,
+            "invalid_field",
+            Some("features.tokens"),
+        ),
+        (
+            "too many hints",
+            "/api/v1/tasks",
+            format!(
+                r#"{{"capability":"a","features":{{{}}}}}"#,
+                (0..17)
+                    .map(|i| format!(r#""f{i}":{i}"#))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            400,
+            "invalid_field",
+            Some("features"),
+        ),
+        (
+            "a hint with an empty name",
+            "/api/v1/tasks/batch",
+            r#"{"tasks":[{"capability":"a","features":{"":1}}]}"#.into(),
+            400,
+            "invalid_field",
+            Some("tasks[0].features"),
+        ),
+        (
             "not an object",
             "/api/v1/tasks",
             "[1,2,3]".into(),

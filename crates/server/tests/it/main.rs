@@ -15,6 +15,7 @@ mod hubs;
 mod limits;
 mod llm;
 mod mcp;
+mod neural;
 mod observability;
 mod postgres;
 mod progress;

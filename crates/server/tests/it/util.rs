@@ -29,8 +29,13 @@ pub async fn start_hub_with(adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
 
 /// Shuts the hub down and starts another on its data directory, as a restart would.
 pub async fn restart(t: TestHub) -> TestHub {
+    restart_with(t, |_| {}).await
+}
+
+/// [`restart`] with a configuration of its own.
+pub async fn restart_with(t: TestHub, adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
     t.hub.shutdown().await;
-    hub_on(t.dir, |_| {}).await
+    hub_on(t.dir, adjust).await
 }
 
 async fn hub_on(dir: TempDir, adjust: impl FnOnce(&mut HubConfig)) -> TestHub {

@@ -1,4 +1,4 @@
-//! The alert history and the API tokens in PostgreSQL: rare writes, each its own statement on a
+//! The alert history, the API tokens and the saved models in PostgreSQL: rare writes, each its own statement on a
 //! pooled connection, outside the group commit (as with SQLite).
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{Shared, db_error};
 use crate::codec::{from_ts, list_from_json, list_to_json, ts};
-use crate::{AlertLog, AlertRecord, StoreError, StoredToken, TokenStore};
+use crate::{AlertLog, AlertRecord, ModelStore, StoreError, StoredToken, TokenStore};
 
 pub struct PgAlertLog {
     shared: Arc<Shared>,
@@ -69,6 +69,47 @@ impl AlertLog for PgAlertLog {
                     })
                 })
                 .collect()
+        })
+    }
+}
+
+pub struct PgModelStore {
+    shared: Arc<Shared>,
+}
+
+impl PgModelStore {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        PgModelStore { shared }
+    }
+}
+
+impl ModelStore for PgModelStore {
+    fn save_model(&self, name: &str, bytes: &[u8], at: Timestamp) -> Result<(), StoreError> {
+        let (name, bytes) = (name.to_string(), bytes.to_vec());
+        self.shared.block(|shared| async move {
+            let client = shared.connection().await?;
+            client
+                .execute(
+                    "INSERT INTO models (name, bytes, saved_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE
+                     SET bytes = excluded.bytes, saved_at = excluded.saved_at",
+                    &[&name, &bytes, &ts(at)],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn load_model(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_string();
+        self.shared.block(|shared| async move {
+            let client = shared.connection().await?;
+            let row = client
+                .query_opt("SELECT bytes FROM models WHERE name = $1", &[&name])
+                .await
+                .map_err(db_error)?;
+            row.map(|r| r.try_get(0).map_err(db_error)).transpose()
         })
     }
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-pub use admin::{PgAlertLog, PgTokenStore};
+pub use admin::{PgAlertLog, PgModelStore, PgTokenStore};
 pub use hubs::{HubIdentity, Notice, POOL_CHANNEL, PgMembership};
 pub use read::PgReader;
 pub use replicas::{
@@ -67,6 +67,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         9,
         include_str!("../../migrations/postgres/0009_pool_rank.sql"),
+    ),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_neural.sql"),
     ),
 ];
 
@@ -294,6 +298,10 @@ impl PgStore {
 
     pub fn alert_log(&self) -> PgAlertLog {
         PgAlertLog::new(self.shared.clone())
+    }
+
+    pub fn model_store(&self) -> PgModelStore {
+        PgModelStore::new(self.shared.clone())
     }
 
     pub fn token_store(&self) -> PgTokenStore {

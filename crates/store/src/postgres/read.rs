@@ -15,13 +15,13 @@ use uuid::Uuid;
 
 use super::replicas::Replica;
 use super::{Shared, db_error};
-use crate::codec::{from_ts, split_ids, status, task_end};
+use crate::codec::{features_from, from_ts, split_ids, status, task_end};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
     lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure, replicas,
-    quorum, vote";
+    quorum, vote, features";
 
 pub struct PgReader {
     shared: Arc<Shared>,
@@ -161,6 +161,7 @@ fn spec_from_row(row: &Row) -> Result<TaskSpec, StoreError> {
         consensus: consensus.map(Box::new),
         created_at: from_ts(col(row, 16)?),
         submitted_by: col::<Option<String>>(row, 18)?.map(Into::into),
+        features: features_from(col(row, 23)?)?,
     })
 }
 

@@ -44,6 +44,9 @@ impl Backend for Postgres {
     fn alerts(&self) -> impl crate::AlertLog {
         self.store.alert_log()
     }
+    fn models(&self) -> impl crate::ModelStore {
+        self.store.model_store()
+    }
     fn reopen(self) -> Self {
         let Postgres { database, store } = self;
         drop(store);

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use futures_util::future::{MaybeDone, maybe_done};
-use hive_core::{Change, NextStatus, OnParentFailure, TaskSpec, TaskStatus, Timestamp};
+use hive_core::{Change, Feature, NextStatus, OnParentFailure, TaskSpec, TaskStatus, Timestamp};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -335,12 +335,12 @@ impl Sql {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
                     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
                     attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
-                    replicas, quorum, vote, result, not_before, hub)
+                    replicas, quorum, vote, result, not_before, hub, features)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[],
                     $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],
                     $12::text[], $13::int[], $14::bigint[], $15::bigint[], $16::bigint[],
                     $17::text[], $18::text[], $19::int[], $20::int[], $21::text[], $22::text[],
-                    $23::bigint[], $24::uuid[])"
+                    $23::bigint[], $24::uuid[], $25::text[])"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name,
@@ -495,6 +495,7 @@ fn insert_task(spec: &TaskSpec, status: TaskStatus, error: Option<&str>, hub: Uu
             Value::Text(None),
             Value::Big(None),
             uuid(hub),
+            Value::Text(spec.features.as_deref().map(Feature::to_json)),
         ],
     }
 }
@@ -883,7 +884,7 @@ mod tests {
             .collect();
         let statements = plan(&[&created[..25], &created[25..]], Uuid::nil());
         assert_eq!(kinds(&statements), vec![Sql::InsertTask]);
-        assert_eq!(statements[0].1.len(), 24, "one array per column");
+        assert_eq!(statements[0].1.len(), 25, "one array per column");
     }
 
     #[test]

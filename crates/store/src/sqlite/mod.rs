@@ -6,6 +6,7 @@
 
 mod alerts;
 mod checkpoint;
+mod models;
 mod read;
 mod tokens;
 mod write;
@@ -16,6 +17,7 @@ use rusqlite::Connection;
 
 pub use alerts::SqliteAlertLog;
 pub use checkpoint::Checkpointer;
+pub use models::SqliteModelStore;
 pub use read::SqliteReader;
 pub use tokens::SqliteTokenStore;
 pub use write::SqliteWriter;
@@ -36,6 +38,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (7, include_str!("../../migrations/0007_hubs.sql")),
     (8, include_str!("../../migrations/0008_swarm.sql")),
     (9, include_str!("../../migrations/0009_pool_rank.sql")),
+    (10, include_str!("../../migrations/0010_neural.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies
@@ -138,6 +141,11 @@ impl SqliteStore {
     /// The alert history, on a connection of its own.
     pub fn alert_log(&self) -> Result<SqliteAlertLog, StoreError> {
         Ok(SqliteAlertLog::new(self.connect()?))
+    }
+
+    /// The saved models, on a connection of their own.
+    pub fn model_store(&self) -> Result<SqliteModelStore, StoreError> {
+        Ok(SqliteModelStore::new(self.connect()?))
     }
 
     /// The API tokens, on a connection of their own.

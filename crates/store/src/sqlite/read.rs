@@ -10,13 +10,13 @@ use hive_core::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use crate::codec::{agent_id, from_ts, split_ids, status, task_end, task_id};
+use crate::codec::{agent_id, features_from, from_ts, split_ids, status, task_end, task_id};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
     lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure, replicas,
-    quorum, vote";
+    quorum, vote, features";
 
 /// Idle connections kept for reuse; more are opened under load and closed after.
 const POOL_SIZE: usize = 8;
@@ -85,6 +85,7 @@ fn spec_from_row(row: &Row<'_>) -> Result<TaskSpec, StoreError> {
         consensus: consensus_from_row(row)?,
         created_at: from_ts(row.get(16)?),
         submitted_by: row.get::<_, Option<String>>(18)?.map(Into::into),
+        features: features_from(row.get(23)?)?,
     })
 }
 

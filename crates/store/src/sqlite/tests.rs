@@ -31,6 +31,9 @@ impl Backend for Sqlite {
     fn alerts(&self) -> impl crate::AlertLog {
         self.store.alert_log().unwrap()
     }
+    fn models(&self) -> impl crate::ModelStore {
+        self.store.model_store().unwrap()
+    }
     fn reopen(self) -> Self {
         let Sqlite { dir, store } = self;
         drop(store);

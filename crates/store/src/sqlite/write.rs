@@ -3,7 +3,9 @@
 //! every row ([`Statements`]): a cache lookup hashes and compares the whole SQL text, which per
 //! row showed in the profile (BENCHMARKS.md).
 
-use hive_core::{AgentId, Change, NextStatus, OnParentFailure, TaskId, TaskSpec, TaskStatus};
+use hive_core::{
+    AgentId, Change, Feature, NextStatus, OnParentFailure, TaskId, TaskSpec, TaskStatus,
+};
 use rusqlite::{CachedStatement, Connection, Params, params};
 
 use crate::codec::{agent_json, join_ids, ts};
@@ -92,9 +94,9 @@ impl Sql {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
             backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
             attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
-            replicas, quorum, vote)
+            replicas, quorum, vote, features)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20, ?21)"
+            ?19, ?20, ?21, ?22)"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name)
@@ -203,6 +205,7 @@ fn insert_task(
             spec.consensus.as_ref().map(|c| c.replicas),
             spec.consensus.as_ref().map(|c| c.quorum),
             spec.consensus.as_ref().and_then(|c| c.vote.as_deref()),
+            spec.features.as_deref().map(Feature::to_json),
         ],
     )?;
     Ok(())

@@ -1,0 +1,219 @@
+//! What the model reads of a (task, agent) pair, and the names it knows.
+//!
+//! The [`Vocab`] gives each capability, agent identity and hint name the model has learned from
+//! an index, first come first served up to [`CAPABILITIES`], [`AGENTS`] and [`HINTS`]; a name
+//! past those is not learned from, and a pair whose capability or agent the model does not know
+//! gets no prediction (routing then uses what `learned` believes of that agent). An agent is
+//! predicted only after [`MIN_AGENT_SAMPLES`] of its attempts were learned from: before that its
+//! embedding is still the random one it started with.
+//!
+//! The numbers ([`DENSE`]), each scaled to about 0-1 so no input dominates the first layer:
+//! - the agent's load: attempts it runs over its slots (at most 2), and `ln(1 + running) / 4`;
+//! - the payload's size: `ln(1 + bytes) / 14` (1 MiB reads as 1);
+//! - per known hint: `sign(v) ln(1 + |v|) / 10`, and 1 where the task gave it (0 and 0 where it
+//!   did not, so a missing hint is not read as the value 0).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hive_core::task::Feature;
+
+use crate::mlp::{AGENTS, CAPABILITIES, DENSE, HINTS, Row};
+
+/// Attempts of an agent learned from before its predictions are used.
+pub const MIN_AGENT_SAMPLES: u64 = 16;
+
+/// The task's side of a pair.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskInput<'a> {
+    pub capability: &'a str,
+    pub payload_bytes: usize,
+    pub features: &'a [Feature],
+}
+
+/// The agent's side of a pair.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentInput<'a> {
+    pub identity: &'a str,
+    /// Attempts it runs besides the one predicted.
+    pub running: u32,
+    pub slots: u32,
+}
+
+/// Names to indices; see the module's header.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Vocab {
+    pub(crate) capabilities: Names,
+    pub(crate) agents: Names,
+    pub(crate) hints: Names,
+    /// Attempts learned from per agent index.
+    pub(crate) agent_samples: Vec<u64>,
+    /// Per capability index, its typical task's numbers (an average of the tasks learned from,
+    /// see [`TYPICAL_WEIGHT`]; the agent's part left 0): what people are shown predictions for.
+    pub(crate) typical: Vec<[f32; DENSE]>,
+}
+
+/// The weight of each new task in its capability's typical one: about the last thousand count.
+pub const TYPICAL_WEIGHT: f32 = 1e-3;
+
+/// One kind of name, indexed in the order first seen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Names {
+    pub(crate) names: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u16>,
+}
+
+impl Names {
+    pub(crate) fn from_names(names: Vec<Arc<str>>) -> Names {
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u16))
+            .collect();
+        Names { names, index }
+    }
+
+    fn get(&self, name: &str) -> Option<u16> {
+        self.index.get(name).copied()
+    }
+
+    /// The name's index, given one if there is room.
+    fn learn(&mut self, name: &str, limit: usize) -> Option<u16> {
+        if let Some(i) = self.get(name) {
+            return Some(i);
+        }
+        if self.names.len() >= limit {
+            return None;
+        }
+        let name: Arc<str> = name.into();
+        let i = self.names.len() as u16;
+        self.names.push(name.clone());
+        self.index.insert(name, i);
+        Some(i)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+impl Vocab {
+    /// The encoded pair, or `None` if the model does not know the capability or the agent, or
+    /// has not learned enough of the agent yet.
+    pub fn encode(&self, task: &TaskInput<'_>, agent: &AgentInput<'_>) -> Option<Row> {
+        let capability = self.capabilities.get(task.capability)?;
+        let index = self.agents.get(agent.identity)?;
+        if self.agent_samples[usize::from(index)] < MIN_AGENT_SAMPLES {
+            return None;
+        }
+        let dense = dense_of(task, agent, |name| self.hints.get(name));
+        Some(Row {
+            capability,
+            agent: index,
+            dense,
+        })
+    }
+
+    /// The encoded pair for learning from an attempt, its names added to the vocabulary where
+    /// there is room; `None` where there is not.
+    pub fn learn(&mut self, task: &TaskInput<'_>, agent: &AgentInput<'_>) -> Option<Row> {
+        let capability = self.capabilities.learn(task.capability, CAPABILITIES)?;
+        let index = self.agents.learn(agent.identity, AGENTS)?;
+        if self.agent_samples.len() < self.agents.len() {
+            self.agent_samples.resize(self.agents.len(), 0);
+        }
+        self.agent_samples[usize::from(index)] += 1;
+        let hints = &mut self.hints;
+        let dense = dense_of(task, agent, |name| hints.learn(name, HINTS));
+        self.learn_typical(capability, &dense);
+        Some(Row {
+            capability,
+            agent: index,
+            dense,
+        })
+    }
+
+    /// A capability's typical task on an idle agent, encoded; `None` as [`Vocab::encode`].
+    pub fn encode_typical(&self, capability: &str, identity: &str, slots: u32) -> Option<Row> {
+        let capability = self.capabilities.get(capability)?;
+        let index = self.agents.get(identity)?;
+        if self.agent_samples[usize::from(index)] < MIN_AGENT_SAMPLES {
+            return None;
+        }
+        let mut dense = self.typical[usize::from(capability)];
+        let idle = AgentInput {
+            identity,
+            running: 0,
+            slots,
+        };
+        let load = dense_of(&TaskInput::EMPTY, &idle, |_| None);
+        dense[..AGENT_PART].copy_from_slice(&load[..AGENT_PART]);
+        Some(Row {
+            capability,
+            agent: index,
+            dense,
+        })
+    }
+
+    fn learn_typical(&mut self, capability: u16, dense: &[f32; DENSE]) {
+        let i = usize::from(capability);
+        if self.typical.len() <= i {
+            // A capability's first task is its typical one until more come.
+            self.typical.resize(i + 1, *dense);
+            self.typical[i] = *dense;
+        }
+        let typical = &mut self.typical[i];
+        for (t, d) in typical.iter_mut().zip(dense).skip(AGENT_PART) {
+            *t += TYPICAL_WEIGHT * (d - *t);
+        }
+        typical[..AGENT_PART].fill(0.0);
+    }
+
+    /// Agents the model knows, with the attempts of each it learned from.
+    pub fn agents(&self) -> impl Iterator<Item = (&Arc<str>, u64)> {
+        self.agents
+            .names
+            .iter()
+            .zip(self.agent_samples.iter().copied())
+    }
+
+    pub fn capabilities(&self) -> &[Arc<str>] {
+        &self.capabilities.names
+    }
+
+    pub fn hints(&self) -> &[Arc<str>] {
+        &self.hints.names
+    }
+}
+
+/// The leading numbers that describe the agent (its load), not the task.
+const AGENT_PART: usize = 2;
+
+impl TaskInput<'_> {
+    const EMPTY: TaskInput<'static> = TaskInput {
+        capability: "",
+        payload_bytes: 0,
+        features: &[],
+    };
+}
+
+/// The numbers of a pair; `hint_slot` says where each hint goes, if anywhere.
+fn dense_of(
+    task: &TaskInput<'_>,
+    agent: &AgentInput<'_>,
+    mut hint_slot: impl FnMut(&str) -> Option<u16>,
+) -> [f32; DENSE] {
+    let mut dense = [0.0f32; DENSE];
+    let slots = agent.slots.max(1) as f32;
+    dense[0] = (agent.running as f32 / slots).min(2.0);
+    dense[1] = (agent.running as f32).ln_1p() / 4.0;
+    dense[2] = (task.payload_bytes as f32).ln_1p() / 14.0;
+    for feature in task.features {
+        if let Some(slot) = hint_slot(&feature.name) {
+            let v = feature.value;
+            dense[3 + 2 * usize::from(slot)] = (v.signum() * v.abs().ln_1p() / 10.0) as f32;
+            dense[4 + 2 * usize::from(slot)] = 1.0;
+        }
+    }
+    dense
+}
