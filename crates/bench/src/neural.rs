@@ -2,6 +2,10 @@
 //! against batch size, training samples per second, and what one routing decision costs the
 //! scheduler with the model in it (the `neural` policy's prediction for every candidate).
 //!
+//! Built with `--features gpu`, the forward pass is timed on the GPU too (the embeddings gathered
+//! on the CPU, the copies both ways included), its outputs compared with the CPU's, and the
+//! batch size from which it is faster reported.
+//!
 //! The model is first trained on a few thousand synthetic attempts so that its weights and
 //! vocabulary are those of a working model (speed does not depend on them otherwise). Each
 //! measurement repeats its operation for at least [`MIN_TIME`] and reports the median of the
@@ -32,6 +36,19 @@ pub struct NeuralRun {
     /// One routing decision's predictions for [`CANDIDATES`] candidates, µs.
     pub decision_us: f64,
     pub device: String,
+    /// `None`: built without the `gpu` feature.
+    pub gpu: Option<GpuRun>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GpuRun {
+    /// The device, or why there was none to use.
+    pub device: Result<String, String>,
+    pub forward: Vec<ForwardPoint>,
+    /// The largest difference between a GPU and a CPU output over every batch.
+    pub max_difference: f32,
+    /// The smallest batch from which the GPU was faster than the CPU at every size measured.
+    pub overtakes_cpu_at: Option<usize>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -101,7 +118,7 @@ pub fn measure() -> NeuralRun {
     assert!(!rows.is_empty(), "a trained model knows its agents");
     let mut act = Activations::default();
     let mut out = Vec::new();
-    let forward = BATCHES
+    let forward: Vec<ForwardPoint> = BATCHES
         .iter()
         .map(|&batch| {
             let batch_rows: Vec<Row> = rows.iter().copied().cycle().take(batch).collect();
@@ -120,8 +137,10 @@ pub fn measure() -> NeuralRun {
         model.learn(&fresh);
     });
     let training_samples_per_sec = fresh.len() as f64 / t.as_secs_f64().max(1e-9);
+    let gpu = gpu::measure(&weights, &rows, &forward);
     NeuralRun {
         parameters: hive_neural::mlp::PARAMETERS,
+        gpu,
         forward,
         training_samples_per_sec,
         decision_us: decision_us(model),
@@ -172,6 +191,89 @@ fn decision_us(model: Model) -> f64 {
     t.as_secs_f64() * 1e6 / f64::from(DECISIONS)
 }
 
+#[cfg(feature = "gpu")]
+mod gpu {
+    use hive_gpu::GpuForward;
+    use hive_neural::Weights;
+    use hive_neural::mlp::{self, Activations, Row};
+
+    use super::{BATCHES, ForwardPoint, GpuRun, median_time};
+
+    pub fn measure(weights: &Weights, rows: &[Row], cpu: &[ForwardPoint]) -> Option<GpuRun> {
+        let mut gpu = match GpuForward::new() {
+            Ok(gpu) => gpu,
+            Err(e) => {
+                return Some(GpuRun {
+                    device: Err(e.to_string()),
+                    forward: Vec::new(),
+                    max_difference: 0.0,
+                    overtakes_cpu_at: None,
+                });
+            }
+        };
+        gpu.set_min_batch(1);
+        let (mut act, mut y) = (Activations::default(), Vec::new());
+        let mut max_difference = 0.0f32;
+        let mut forward = Vec::new();
+        for &batch in &BATCHES {
+            let batch_rows: Vec<Row> = rows.iter().copied().cycle().take(batch).collect();
+            // The CPU's outputs, to compare.
+            mlp::gather(&weights.params, &batch_rows, &mut act.x);
+            mlp::forward(&weights.params, &mut act);
+            if let Err(e) = gpu.run(weights, 0, &act.x, &mut y) {
+                return Some(GpuRun {
+                    device: Err(format!("{}: {e}", gpu.device())),
+                    forward,
+                    max_difference,
+                    overtakes_cpu_at: None,
+                });
+            }
+            for (a, b) in act.y.iter().zip(&y) {
+                max_difference = max_difference.max((a - b).abs());
+            }
+            let mut x = Vec::new();
+            let t = median_time(|| {
+                mlp::gather(&weights.params, &batch_rows, &mut x);
+                let _ = gpu.run(weights, 0, &x, &mut y);
+            });
+            let secs = t.as_secs_f64().max(1e-9);
+            forward.push(ForwardPoint {
+                batch,
+                latency_us: secs * 1e6,
+                predictions_per_sec: batch as f64 / secs,
+            });
+        }
+        // The smallest size from which the GPU wins at every larger size too.
+        let wins: Vec<bool> = forward
+            .iter()
+            .zip(cpu)
+            .map(|(g, c)| g.latency_us < c.latency_us)
+            .collect();
+        let overtakes_cpu_at = (0..wins.len())
+            .find(|&i| wins[i..].iter().all(|&w| w))
+            .map(|i| forward[i].batch);
+        Some(GpuRun {
+            device: Ok(gpu.device().to_string()),
+            forward,
+            max_difference,
+            overtakes_cpu_at,
+        })
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+mod gpu {
+    use hive_neural::Weights;
+    use hive_neural::mlp::Row;
+
+    use super::{ForwardPoint, GpuRun};
+
+    /// Built without the `gpu` feature: nothing to measure.
+    pub fn measure(_: &Weights, _: &[Row], _: &[ForwardPoint]) -> Option<GpuRun> {
+        None
+    }
+}
+
 /// The rows of the bench table.
 pub fn rows(run: &NeuralRun) -> Vec<[String; 4]> {
     let mut rows = vec![[
@@ -186,17 +288,40 @@ pub fn rows(run: &NeuralRun) -> Vec<[String; 4]> {
             run.training_samples_per_sec, run.decision_us
         ),
     ]];
-    for p in &run.forward {
+    let gpu = run.gpu.as_ref();
+    for (i, p) in run.forward.iter().enumerate() {
+        let on_gpu = match gpu.and_then(|g| g.forward.get(i)) {
+            Some(g) => format!(
+                "; GPU {:.1} µs, {:.2} M/s",
+                g.latency_us,
+                g.predictions_per_sec / 1e6
+            ),
+            None => String::new(),
+        };
         rows.push([
             format!("neural forward pass, batch {}", p.batch),
             "-".into(),
             "-".into(),
             format!(
-                "{:.1} µs, {:.2} M predictions/s",
+                "CPU {:.1} µs, {:.2} M predictions/s{on_gpu}",
                 p.latency_us,
                 p.predictions_per_sec / 1e6
             ),
         ]);
     }
+    let gpu_row = match gpu {
+        None => "not built (cargo build --release --features gpu)".to_string(),
+        Some(GpuRun {
+            device: Err(why), ..
+        }) => format!("none to use: {why}"),
+        Some(g) => format!(
+            "{}: faster than the CPU from batch {}; outputs within {:.1e} of the CPU's",
+            g.device.as_deref().unwrap_or("?"),
+            g.overtakes_cpu_at
+                .map_or("(never, up to 65,536)".into(), |b| b.to_string()),
+            g.max_difference
+        ),
+    };
+    rows.push(["neural on the GPU".into(), "-".into(), "-".into(), gpu_row]);
     rows
 }

@@ -465,13 +465,19 @@ impl TaskSpec {
         }
         let features = self.features.as_deref().unwrap_or_default();
         if features.len() > Feature::MAX_COUNT {
-            return Err(ValidationError::new("features", "at most 16 features"));
+            return Err(ValidationError::new(
+                "features",
+                format!("at most {} features", Feature::MAX_COUNT),
+            ));
         }
         for f in features {
             if f.name.is_empty() || f.name.chars().count() > Feature::MAX_NAME_LEN {
                 return Err(ValidationError::new(
                     "features",
-                    "names must be 1 to 64 characters long",
+                    format!(
+                        "names must be 1 to {} characters long",
+                        Feature::MAX_NAME_LEN
+                    ),
                 ));
             }
             if !f.value.is_finite() {
@@ -532,6 +538,31 @@ pub(crate) mod tests {
         s.depends_on = vec![s.id];
         assert_eq!(s.validate(&limits).unwrap_err().field, "depends_on");
         assert!(spec(1, "x").validate(&limits).is_ok());
+        let with = |pairs: Vec<(String, f64)>| TaskSpec {
+            features: Feature::from_pairs(pairs),
+            ..spec(1, "x")
+        };
+        let many = (0..17).map(|i| (format!("f{i}"), 1.0)).collect();
+        assert_eq!(with(many).validate(&limits).unwrap_err().field, "features");
+        let long = vec![("n".repeat(65), 1.0)];
+        assert_eq!(with(long).validate(&limits).unwrap_err().field, "features");
+        let infinite = vec![("tokens".into(), f64::INFINITY)];
+        assert_eq!(
+            with(infinite).validate(&limits).unwrap_err().field,
+            "features.tokens"
+        );
+        let fine = with(vec![("b".into(), 2.0), ("a".into(), -1.5)]);
+        assert!(fine.validate(&limits).is_ok());
+        let names: Vec<&str> = fine
+            .features
+            .as_deref()
+            .unwrap()
+            .iter()
+            .map(|f| &*f.name)
+            .collect();
+        assert_eq!(names, ["a", "b"], "sorted by name");
+        let json = Feature::to_json(fine.features.as_deref().unwrap());
+        assert_eq!(Feature::from_json(&json), fine.features);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! The [`Vocab`] gives each capability, agent identity and hint name the model has learned from
 //! an index, first come first served up to [`CAPABILITIES`], [`AGENTS`] and [`HINTS`]; a name
 //! past those is not learned from, and a pair whose capability or agent the model does not know
-//! gets no prediction (routing then uses what `learned` believes of that agent). An agent is
-//! predicted only after [`MIN_AGENT_SAMPLES`] of its attempts were learned from: before that its
-//! embedding is still the random one it started with.
+//! gets no prediction (routing then uses what `learned` believes of that agent). The names are
+//! kept for the model's life (and saved with it): once 256 agent names are known, a new name is
+//! never learned. An agent is predicted only after [`MIN_AGENT_SAMPLES`] of its attempts were
+//! learned from: before that its embedding is still the random one it started with.
 //!
 //! The numbers ([`DENSE`]), each scaled to about 0-1 so no input dominates the first layer:
 //! - the agent's load: attempts it runs over its slots (at most 2), and `ln(1 + running) / 4`;
@@ -49,11 +50,14 @@ pub struct Vocab {
     /// Attempts learned from per agent index.
     pub(crate) agent_samples: Vec<u64>,
     /// Per capability index, its typical task's numbers (an average of the tasks learned from,
-    /// see [`TYPICAL_WEIGHT`]; the agent's part left 0): what people are shown predictions for.
+    /// see [`Vocab::learn_typical`]; the agent's part left 0), and the tasks averaged: what
+    /// people are shown predictions for.
     pub(crate) typical: Vec<[f32; DENSE]>,
+    pub(crate) typical_count: Vec<u64>,
 }
 
-/// The weight of each new task in its capability's typical one: about the last thousand count.
+/// The least weight of a new task in its capability's typical one: the last thousand or so
+/// count.
 pub const TYPICAL_WEIGHT: f32 = 1e-3;
 
 /// One kind of name, indexed in the order first seen.
@@ -95,6 +99,15 @@ impl Names {
     pub(crate) fn len(&self) -> usize {
         self.names.len()
     }
+
+    fn has_room_for(&self, name: &str, limit: usize) -> bool {
+        self.index.contains_key(name) || self.names.len() < limit
+    }
+
+    /// Whether no name repeats (a decoded list must not).
+    pub(crate) fn distinct(&self) -> bool {
+        self.index.len() == self.names.len()
+    }
 }
 
 impl Vocab {
@@ -117,6 +130,15 @@ impl Vocab {
     /// The encoded pair for learning from an attempt, its names added to the vocabulary where
     /// there is room; `None` where there is not.
     pub fn learn(&mut self, task: &TaskInput<'_>, agent: &AgentInput<'_>) -> Option<Row> {
+        // Both names or neither: a capability learned for an agent that is not would have no
+        // typical task.
+        if !self
+            .capabilities
+            .has_room_for(task.capability, CAPABILITIES)
+            || !self.agents.has_room_for(agent.identity, AGENTS)
+        {
+            return None;
+        }
         let capability = self.capabilities.learn(task.capability, CAPABILITIES)?;
         let index = self.agents.learn(agent.identity, AGENTS)?;
         if self.agent_samples.len() < self.agents.len() {
@@ -140,7 +162,7 @@ impl Vocab {
         if self.agent_samples[usize::from(index)] < MIN_AGENT_SAMPLES {
             return None;
         }
-        let mut dense = self.typical[usize::from(capability)];
+        let mut dense = *self.typical.get(usize::from(capability))?;
         let idle = AgentInput {
             identity,
             running: 0,
@@ -155,18 +177,20 @@ impl Vocab {
         })
     }
 
+    /// Moves the capability's typical task toward this one: the plain mean of its first
+    /// thousand tasks, then a moving average that weighs the last thousand or so.
     fn learn_typical(&mut self, capability: u16, dense: &[f32; DENSE]) {
         let i = usize::from(capability);
         if self.typical.len() <= i {
-            // A capability's first task is its typical one until more come.
-            self.typical.resize(i + 1, *dense);
-            self.typical[i] = *dense;
+            self.typical.resize(i + 1, [0.0; DENSE]);
+            self.typical_count.resize(i + 1, 0);
         }
+        self.typical_count[i] += 1;
+        let weight = (1.0 / self.typical_count[i] as f32).max(TYPICAL_WEIGHT);
         let typical = &mut self.typical[i];
         for (t, d) in typical.iter_mut().zip(dense).skip(AGENT_PART) {
-            *t += TYPICAL_WEIGHT * (d - *t);
+            *t += weight * (d - *t);
         }
-        typical[..AGENT_PART].fill(0.0);
     }
 
     /// Agents the model knows, with the attempts of each it learned from.

@@ -9,8 +9,8 @@
 //!
 //! Written by hand rather than on candle: a few thousand parameters and three small matrix
 //! products need no tensor library, and candle would have added minutes to a clean build and a
-//! large dependency tree for what is a hundred lines here (the GPU path goes through cuBLAS
-//! directly, `gpu` feature).
+//! large dependency tree for what is under two hundred lines here, gradient included (the GPU
+//! path, crate `hive-gpu`, calls cuBLAS directly).
 
 use hive_core::random::Rng;
 

@@ -76,7 +76,7 @@ impl Sample {
 }
 
 /// The outputs of a row as a prediction.
-fn prediction(output: (f32, f32)) -> Prediction {
+pub fn prediction(output: (f32, f32)) -> Prediction {
     Prediction {
         latency_ms: f64::from(output.0.clamp(0.0, MAX_LOG_LATENCY)).exp_m1(),
         success: f64::from(mlp::sigmoid(output.1)),

@@ -6,13 +6,14 @@
 //! (u32; a model of another shape is refused, not misread), attempts learned from (u64), Adam's
 //! step (u64), the capability, agent and hint names (each a u32 count, then per name a u32
 //! length and UTF-8), the attempts learned per agent (u32 count, u64 each), each capability's
-//! typical task (u32 count, [`DENSE`] f32 each), then the parameters and Adam's two moments (f32
-//! each).
+//! typical task (u32 count, then per capability the tasks averaged, u64, and [`DENSE`] f32),
+//! then the parameters and Adam's two moments (f32 each). Decoding checks every count against
+//! the model's limits, so no saved blob can make an index out of range later.
 
 use std::sync::Arc;
 
 use crate::input::{Names, Vocab};
-use crate::mlp::{DENSE, PARAMETERS};
+use crate::mlp::{AGENTS, CAPABILITIES, DENSE, HINTS, PARAMETERS};
 use crate::model::{Adam, Model, Weights};
 
 const MAGIC: &[u8; 6] = b"HIVENN";
@@ -28,6 +29,8 @@ pub enum DecodeError {
     Shape { saved: u32 },
     #[error("the saved model ends early or holds a bad name")]
     Truncated,
+    #[error("the saved model's vocabulary is inconsistent: {0}")]
+    Vocabulary(&'static str),
 }
 
 /// The model's lasting state as bytes.
@@ -52,8 +55,11 @@ pub fn encode(model: &Model) -> Vec<u8> {
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.extend_from_slice(&(vocab.typical.len() as u32).to_le_bytes());
-    for v in vocab.typical.iter().flatten() {
-        out.extend_from_slice(&v.to_le_bytes());
+    for (typical, n) in vocab.typical.iter().zip(&vocab.typical_count) {
+        out.extend_from_slice(&n.to_le_bytes());
+        for v in typical {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
     for values in [&weights.params, &adam.m, &adam.v] {
         for v in values {
@@ -84,26 +90,37 @@ pub fn decode(bytes: &[u8], seed: u64) -> Result<Model, DecodeError> {
     let hints = r.names()?;
     let count = u32::from_le_bytes(r.array()?) as usize;
     if count != agents.len() {
-        return Err(DecodeError::Truncated);
+        return Err(DecodeError::Vocabulary("a count per agent"));
     }
     let agent_samples = (0..count)
         .map(|_| r.array().map(u64::from_le_bytes))
         .collect::<Result<Vec<_>, _>>()?;
     let count = u32::from_le_bytes(r.array()?) as usize;
     if count != capabilities.len() {
-        return Err(DecodeError::Truncated);
+        return Err(DecodeError::Vocabulary("a typical task per capability"));
     }
-    let typical = (0..count)
-        .map(|_| {
-            let floats = r.floats(DENSE)?;
-            Ok(floats.try_into().expect("DENSE floats"))
-        })
-        .collect::<Result<Vec<[f32; DENSE]>, DecodeError>>()?;
+    let (mut typical, mut typical_count) = (Vec::new(), Vec::new());
+    for _ in 0..count {
+        typical_count.push(u64::from_le_bytes(r.array()?));
+        let floats = r.floats(DENSE)?;
+        typical.push(floats.try_into().expect("DENSE floats"));
+    }
     let params = r.floats(PARAMETERS)?;
     let m = r.floats(PARAMETERS)?;
     let v = r.floats(PARAMETERS)?;
     if !r.0.is_empty() {
         return Err(DecodeError::Truncated);
+    }
+    for (names, limit) in [
+        (&capabilities, CAPABILITIES),
+        (&agents, AGENTS),
+        (&hints, HINTS),
+    ] {
+        if names.len() > limit || !names.distinct() {
+            return Err(DecodeError::Vocabulary(
+                "more names than the model tells apart, or a name twice",
+            ));
+        }
     }
     let vocab = Vocab {
         capabilities,
@@ -111,6 +128,7 @@ pub fn decode(bytes: &[u8], seed: u64) -> Result<Model, DecodeError> {
         hints,
         agent_samples,
         typical,
+        typical_count,
     };
     Ok(Model::from_parts(
         Weights {

@@ -9,6 +9,9 @@
 //! - Attempts go through a bounded channel with `try_send`: should the trainer fall behind by
 //!   [`QUEUE`] attempts, the newest are dropped and counted ([`SharedModel::dropped`]), so memory
 //!   stays bounded and the scheduler never blocks.
+//! - A decision with at least [`Accelerator::min_batch`] candidates runs its forward pass on the
+//!   [`Accelerator`] when there is one (the GPU, `hive-gpu`); smaller ones, and any the
+//!   accelerator fails, on the CPU.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -18,14 +21,34 @@ use hive_core::routing::{Candidate, Observation, Prediction, Predictor, Route};
 use hive_core::task::AttemptOutcome;
 
 use crate::input::{AgentInput, TaskInput};
-use crate::mlp::{Activations, Row};
+use crate::mlp::{self, Activations, Row};
 use crate::model::{Evaluation, Model, Sample, Weights};
 use crate::persist;
 
 /// Attempts waiting for the trainer at most.
 pub const QUEUE: usize = 16_384;
 
+/// A faster engine for the forward pass of large batches (an NVIDIA GPU: `hive-gpu`).
+pub trait Accelerator: Send {
+    /// Rows from which it is faster than the CPU.
+    fn min_batch(&self) -> usize;
+    /// The network's outputs (rows x 2, as [`crate::mlp::forward`] leaves them in
+    /// `Activations::y`) for the inputs `x` (rows x [`crate::mlp::INPUTS`]) under `weights`;
+    /// `version` changes whenever the weights do.
+    fn forward(
+        &mut self,
+        weights: &Weights,
+        version: u64,
+        x: &[f32],
+        y: &mut Vec<f32>,
+    ) -> Result<(), String>;
+}
+
+/// An accelerator shared by the schedulers' predictors.
+pub type SharedAccelerator = Arc<Mutex<dyn Accelerator>>;
+
 struct Inner {
+    accelerator: Option<SharedAccelerator>,
     latest: RwLock<Arc<Weights>>,
     version: AtomicU64,
     sender: SyncSender<Sample>,
@@ -66,8 +89,17 @@ pub struct Trainer {
 impl SharedModel {
     /// Shares `model` (fresh or restored) and returns its trainer.
     pub fn new(model: Model) -> (SharedModel, Trainer) {
+        SharedModel::with_accelerator(model, None)
+    }
+
+    /// [`SharedModel::new`], the large batches' forward passes on `accelerator`.
+    pub fn with_accelerator(
+        model: Model,
+        accelerator: Option<SharedAccelerator>,
+    ) -> (SharedModel, Trainer) {
         let (sender, receiver) = sync_channel(QUEUE);
         let shared = SharedModel(Arc::new(Inner {
+            accelerator,
             latest: RwLock::new(Arc::new(model.weights.clone())),
             version: AtomicU64::new(0),
             sender,
@@ -94,6 +126,7 @@ impl SharedModel {
             slots: Vec::new(),
             act: Activations::default(),
             predictions: Vec::new(),
+            accelerator_failed: false,
         })
     }
 
@@ -167,9 +200,46 @@ struct Handle {
     slots: Vec<Option<usize>>,
     act: Activations,
     predictions: Vec<Prediction>,
+    /// The accelerator failed once (said once; the CPU takes over each time it fails).
+    accelerator_failed: bool,
 }
 
 impl Handle {
+    /// The rows' predictions: on the accelerator for a large enough batch, else (or should it
+    /// fail) on the CPU.
+    fn forward(&mut self) {
+        mlp::gather(&self.weights.params, &self.rows, &mut self.act.x);
+        let accelerated = match &self.shared.0.accelerator {
+            Some(accelerator) => {
+                let mut accelerator = accelerator.lock().unwrap_or_else(|p| p.into_inner());
+                self.rows.len() >= accelerator.min_batch()
+                    && match accelerator.forward(
+                        &self.weights,
+                        self.version,
+                        &self.act.x,
+                        &mut self.act.y,
+                    ) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            if !self.accelerator_failed {
+                                self.accelerator_failed = true;
+                                tracing::warn!(error = %e, "the accelerator failed a forward pass of the routing model: the CPU runs them when it fails");
+                            }
+                            false
+                        }
+                    }
+            }
+            None => false,
+        };
+        if !accelerated {
+            mlp::forward(&self.weights.params, &mut self.act);
+        }
+        self.predictions.clear();
+        let outputs = self.act.y.chunks_exact(mlp::OUTPUTS);
+        self.predictions
+            .extend(outputs.map(|o| crate::model::prediction((o[0], o[1]))));
+    }
+
     /// Takes the latest weights if they changed and the lock is free this instant.
     fn refresh(&mut self) {
         let inner = &self.shared.0;
@@ -204,9 +274,11 @@ impl Predictor for Handle {
         self.rows.clear();
         self.slots.clear();
         for c in candidates {
+            // A busy candidate would take the task once a slot frees: at its slots less one,
+            // the most load an attempt ever starts at (and so all the model has seen).
             let agent = AgentInput {
                 identity: c.identity,
-                running: c.running,
+                running: c.running.min(c.slots.saturating_sub(1)),
                 slots: c.slots,
             };
             let row = self.weights.vocab.encode(&task, &agent);
@@ -214,8 +286,7 @@ impl Predictor for Handle {
             self.rows.extend(row);
         }
         if !self.rows.is_empty() {
-            self.weights
-                .predict_rows(&self.rows, &mut self.act, &mut self.predictions);
+            self.forward();
         }
         out.extend(self.slots.iter().map(|s| s.map(|i| self.predictions[i])));
     }

@@ -5,10 +5,12 @@ use hive_core::routing::{Candidate, Observation, Predictor, Route};
 use hive_core::task::{AttemptOutcome, Feature};
 use hive_core::{AgentId, Estimate, LearningConfig, Timestamp};
 
+use std::sync::Arc;
+
 use crate::input::{AgentInput, MIN_AGENT_SAMPLES, TaskInput};
-use crate::model::{MIN_SAMPLES, Model, Sample};
+use crate::model::{MIN_SAMPLES, Model, Sample, Weights};
 use crate::persist::{self, DecodeError};
-use crate::shared::{QUEUE, SharedModel};
+use crate::shared::{Accelerator, QUEUE, SharedAccelerator, SharedModel};
 
 const SMALL: usize = 200;
 const LARGE: usize = 20_000;
@@ -293,4 +295,131 @@ fn a_trainer_that_falls_behind_costs_attempts_not_memory_or_waiting() {
         observe(predictor.as_mut(), sample);
     }
     assert_eq!(shared.dropped(), 5);
+}
+
+/// Computes on the CPU as the accelerator would, counting its calls; or fails every call.
+struct FakeAccelerator {
+    min_batch: usize,
+    fail: bool,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Accelerator for FakeAccelerator {
+    fn min_batch(&self) -> usize {
+        self.min_batch
+    }
+
+    fn forward(
+        &mut self,
+        weights: &Weights,
+        _version: u64,
+        x: &[f32],
+        y: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.fail {
+            return Err("device lost".into());
+        }
+        let mut act = crate::mlp::Activations {
+            x: x.to_vec(),
+            ..Default::default()
+        };
+        crate::mlp::forward(&weights.params, &mut act);
+        *y = act.y.iter().map(|v| v + 1.0).collect();
+        Ok(())
+    }
+}
+
+#[test]
+fn large_batches_go_to_the_accelerator_and_the_cpu_takes_over_when_it_fails() {
+    let mut trained = Model::new(2);
+    train(&mut trained, &crossover(2_000, 2));
+    let estimate = Estimate::default();
+    let names: Vec<String> = (1..=2)
+        .flat_map(|i| [format!("short-{i}"), format!("long-{i}")])
+        .collect();
+    let candidates: Vec<Candidate<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, identity)| Candidate {
+            agent: AgentId::from_bytes([i as u8; 16]),
+            identity,
+            running: 0,
+            slots: 4,
+            level: 1.0,
+            estimate: &estimate,
+        })
+        .collect();
+    let predict = |accelerator: Option<FakeAccelerator>, candidates: &[Candidate<'_>]| {
+        let accelerator =
+            accelerator.map(|a| Arc::new(std::sync::Mutex::new(a)) as SharedAccelerator);
+        let (shared, _trainer) = SharedModel::with_accelerator(trained.clone(), accelerator);
+        let mut out = Vec::new();
+        shared
+            .predictor()
+            .predict(&route(LARGE), candidates, &mut out);
+        out.into_iter()
+            .map(|p| p.unwrap().latency_ms)
+            .collect::<Vec<_>>()
+    };
+    let cpu = predict(None, &candidates);
+    let fake = |min_batch, fail, calls: &Arc<_>| FakeAccelerator {
+        min_batch,
+        fail,
+        calls: Arc::clone(calls),
+    };
+    let calls = Arc::default();
+    // Four candidates: at a minimum of 4 the accelerator runs them (its outputs are the CPU's
+    // plus one, so it shows), at 5 the CPU does.
+    let accelerated = predict(Some(fake(4, false, &calls)), &candidates);
+    for (a, c) in accelerated.iter().zip(&cpu) {
+        assert!(
+            (a - ((c + 1.0).ln() + 1.0).exp_m1()).abs() < 1e-3,
+            "{a} {c}"
+        );
+    }
+    assert_eq!(predict(Some(fake(5, false, &calls)), &candidates), cpu);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A failing accelerator: the CPU's predictions, every time.
+    let calls = Arc::default();
+    assert_eq!(predict(Some(fake(1, true, &calls)), &candidates), cpu);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_saved_vocabulary_past_the_models_limits_is_refused() {
+    let mut model = Model::new(1);
+    train(&mut model, &crossover(300, 1));
+    let names: Vec<std::sync::Arc<str>> = (0..300).map(|i| format!("agent-{i}").into()).collect();
+    model.weights.vocab.agents = crate::input::Names::from_names(names);
+    model.weights.vocab.agent_samples = vec![20; 300];
+    let bytes = persist::encode(&model);
+    assert!(matches!(
+        persist::decode(&bytes, 1),
+        Err(DecodeError::Vocabulary(_))
+    ));
+}
+
+#[test]
+fn once_the_agent_names_are_full_a_new_agent_teaches_nothing_and_its_capability_is_not_learned() {
+    let mut model = Model::new(1);
+    let sample = |agent: usize, capability: &str| Sample {
+        capability: capability.into(),
+        identity: format!("agent-{agent}").into(),
+        running: 0,
+        slots: 1,
+        payload_bytes: 10,
+        features: None,
+        latency_ms: Some(5.0),
+        succeeded: Some(true),
+    };
+    let full: Vec<Sample> = (0..crate::mlp::AGENTS)
+        .map(|i| sample(i, "known"))
+        .collect();
+    assert_eq!(model.learn(&full).learned, crate::mlp::AGENTS as u64);
+    assert_eq!(model.learn(&[sample(999, "new")]).learned, 0);
+    assert_eq!(model.weights.vocab.capabilities().len(), 1);
+    // And the saved model still reads back.
+    persist::decode(&persist::encode(&model), 1).expect("decodes");
 }

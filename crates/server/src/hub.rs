@@ -77,8 +77,9 @@ pub struct Hub {
     /// Among several hubs on PostgreSQL.
     membership: Option<Membership>,
     recovered: usize,
-    /// The neural routing model's trainer; it saves the model as it ends.
-    trainer: Option<JoinHandle<()>>,
+    /// The neural routing model's trainer, and what tells it to stop; it saves the model as it
+    /// ends.
+    trainer: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Hub {
@@ -255,11 +256,13 @@ impl Hub {
         }
         crate::llm::start(&state, &state.config.llm).await?;
         let trainer = match &neural {
-            Some(neural) => Some(
-                neural
-                    .start(state.clock.clone(), stopping.clone())
-                    .map_err(StartError::Trainer)?,
-            ),
+            Some(neural) => {
+                let (stop, stopping) = watch::channel(false);
+                let handle = neural
+                    .start(state.clock.clone(), stopping)
+                    .map_err(StartError::Trainer)?;
+                Some((stop, handle))
+            }
             None => None,
         };
         let limits = state.config.connections;
@@ -364,7 +367,9 @@ impl Hub {
         }
         drop(self.commands);
         let _ = self.actor.await;
-        if let Some(trainer) = self.trainer {
+        // After the scheduler: the attempts that ended while it stopped are learned from too.
+        if let Some((stop, trainer)) = self.trainer {
+            let _ = stop.send(true);
             let _ = trainer.await;
         }
         let (commit, backend) = (self.commit, self.backend);

@@ -50,7 +50,7 @@ impl NeuralRouting {
             },
             None => Model::new(seed),
         };
-        let (shared, trainer) = SharedModel::new(model);
+        let (shared, trainer) = SharedModel::with_accelerator(model, accelerator());
         Ok(NeuralRouting {
             shared,
             trainer: Arc::new(Mutex::new(trainer)),
@@ -58,7 +58,9 @@ impl NeuralRouting {
         })
     }
 
-    /// Trains until `stopping`, then saves; the handle ends once the last save is done.
+    /// Trains until `stopping` turns true, then takes a last round and saves; the handle ends
+    /// once that save is done. The hub says stop after its scheduler has stopped, so the last
+    /// attempts are learned from too.
     pub fn start(
         &self,
         clock: Arc<dyn Clock>,
@@ -90,13 +92,49 @@ impl NeuralRouting {
     }
 }
 
+/// The GPU for large batches, with the `gpu` feature and a GPU to use; one line says which.
+#[cfg(feature = "gpu")]
+fn accelerator() -> Option<hive_neural::shared::SharedAccelerator> {
+    use hive_neural::shared::Accelerator;
+    match hive_gpu::GpuForward::new() {
+        Ok(gpu) => {
+            tracing::info!(
+                device = gpu.device(),
+                min_batch = gpu.min_batch(),
+                "neural routing model: forward passes of min_batch rows or more run on the GPU"
+            );
+            Some(Arc::new(Mutex::new(gpu)))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "neural routing model: no GPU to use, it runs on the CPU");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn accelerator() -> Option<hive_neural::shared::SharedAccelerator> {
+    None
+}
+
 /// One round on the pool's thread; true if it learned anything.
 async fn round(pool: &CpuPool, trainer: &Arc<Mutex<Trainer>>) -> bool {
     let (done, learned) = oneshot::channel();
     let trainer = trainer.clone();
     pool.spawn(move || {
-        let evaluation = trainer.lock().unwrap_or_else(|p| p.into_inner()).round();
-        let _ = done.send(evaluation.is_some());
+        // A panic would end the pool's only thread, and with it all training, silently: it is
+        // caught and said, and the next round goes on (the lock is taken back from the panic).
+        let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            trainer.lock().unwrap_or_else(|p| p.into_inner()).round()
+        }));
+        let learned = match round {
+            Ok(evaluation) => evaluation.is_some(),
+            Err(_) => {
+                tracing::error!("a training round of the neural routing model panicked");
+                false
+            }
+        };
+        let _ = done.send(learned);
     });
     learned.await.unwrap_or(false)
 }

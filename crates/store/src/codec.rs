@@ -50,7 +50,6 @@ pub fn split_ids(text: Option<String>) -> Result<Vec<TaskId>, StoreError> {
     }
 }
 
-/// A list of names (an agent token's capabilities or swarms) as kept: JSON, NULL for "any".
 /// A task's stored hints (`features`, a JSON object of numbers; NULL for none).
 pub fn features_from(
     text: Option<String>,
@@ -65,6 +64,7 @@ pub fn features_from(
     }
 }
 
+/// A list of names (an agent token's capabilities or swarms) as kept: JSON, NULL for "any".
 pub fn list_to_json(list: &Option<Vec<String>>) -> Option<String> {
     list.as_ref()
         .map(|l| serde_json::to_string(l).expect("strings serialise"))

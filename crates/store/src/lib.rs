@@ -182,7 +182,6 @@ pub struct StoredToken {
     pub revoked_at: Option<Timestamp>,
 }
 
-/// The API tokens. Rare writes on a connection of their own, like [`AlertLog`].
 /// Saved models by name (the neural routing model saves itself as `routing`): a blob of a few
 /// tens of KiB, written every few seconds at most. Hubs sharing a PostgreSQL store share the
 /// rows: each saves what it learned, and a hub that starts takes the latest.
@@ -191,6 +190,7 @@ pub trait ModelStore: Send + Sync + 'static {
     fn load_model(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
+/// The API tokens. Rare writes on a connection of their own, like [`AlertLog`].
 pub trait TokenStore: Send + Sync + 'static {
     /// Fails with [`StoreError::Duplicate`] when the name is taken.
     fn insert(&self, token: &StoredToken) -> Result<(), StoreError>;

@@ -9,8 +9,8 @@
 //!   Linkerd balance load;
 //! - [`Learned`]: the lowest expected time to a *successful* result, by Thompson sampling over
 //!   what was learned of each agent ([`crate::estimate`]);
-//! - [`Neural`]: the same choice, with each agent's latency and success on *this* task predicted
-//!   by a model that reads the task (a [`Predictor`], `hive-neural`).
+//! - [`Neural`]: the same choice, with each agent's latency on *this* task predicted by a model
+//!   that reads the task (a [`Predictor`], `hive-neural`).
 //!
 //! Each looks at every candidate at most once: O(candidates) per assignment.
 

@@ -113,7 +113,8 @@ enum Phase {
     Backoff { until: Timestamp },
     /// An attempt runs. `agent` is `None` after a restart recovered a running task.
     /// `others_running`: attempts the agent ran besides this one as it started (its load, as a
-    /// routing model learns it; 0 when unknown, after a restart).
+    /// routing model learns it); [`UNKNOWN_LOAD`] for an attempt a restart recovered, whose
+    /// start and load are not known.
     Running {
         started_at: Timestamp,
         lease_until: Timestamp,
@@ -947,6 +948,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 }
 
+/// `others_running` of an attempt recovered after a restart: its run time counts from the
+/// restart and its load is unknown, so no routing model learns from it.
+pub(crate) const UNKNOWN_LOAD: u32 = u32::MAX;
+
 /// An attempt that ended, as its agent's counters and routing's estimates take it in.
 struct AttemptEnd<'a> {
     agent: Option<AgentId>,
@@ -978,16 +983,18 @@ impl AttemptEnd<'_> {
         if let Some((_, slot)) = entry.capability(capability) {
             knowledge.update(slot, |e| e.observe(outcome, run_ms, now, learning));
         }
-        policy.observe(&crate::routing::Observation {
-            capability: capability.as_str(),
-            identity: &entry.spec.name,
-            running: self.others_running,
-            slots: entry.spec.slots,
-            payload_bytes: self.spec.payload.len(),
-            features: self.spec.features.as_ref(),
-            outcome,
-            run_ms,
-        });
+        if self.others_running != UNKNOWN_LOAD {
+            policy.observe(&crate::routing::Observation {
+                capability: capability.as_str(),
+                identity: &entry.spec.name,
+                running: self.others_running,
+                slots: entry.spec.slots,
+                payload_bytes: self.spec.payload.len(),
+                features: self.spec.features.as_ref(),
+                outcome,
+                run_ms,
+            });
+        }
         let stats = entry.stats.entry(capability.clone()).or_default();
         match outcome {
             AttemptOutcome::Succeeded => {

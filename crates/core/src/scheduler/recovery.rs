@@ -84,7 +84,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         started_at: now,
                         lease_until,
                         agent: None,
-                        others_running: 0,
+                        others_running: super::UNKNOWN_LOAD,
                     }
                 }
                 TaskStatus::Queued => match recovered.not_before {
@@ -212,7 +212,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                         identity: replica.identity,
                         started_at: replica.started_at,
                         lease_until,
-                        others_running: 0,
+                        others_running: super::UNKNOWN_LOAD,
                     });
                     continue;
                 }

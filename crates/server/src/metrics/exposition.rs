@@ -305,7 +305,7 @@ pub fn render(
 /// them (a rate of the error total over a rate of the latency total is its relative error).
 fn neural(e: &mut Exposition, model: &hive_neural::SharedModel) {
     let (totals, weights) = (model.totals(), model.weights());
-    let families: [(&str, Kind, &str, f64); 6] = [
+    let families: [(&str, Kind, &str, f64); 8] = [
         (
             "hive_neural_trained",
             Kind::Gauge,
@@ -335,6 +335,18 @@ fn neural(e: &mut Exposition, model: &hive_neural::SharedModel) {
             Kind::Counter,
             "Sum of those attempts' actual latencies, ms.",
             totals.actual_ms,
+        ),
+        (
+            "hive_neural_training_steps_total",
+            Kind::Counter,
+            "Adam steps the routing model's trainer took since the hub started.",
+            totals.steps as f64,
+        ),
+        (
+            "hive_neural_training_loss",
+            Kind::Gauge,
+            "The loss of the trainer's last batch (squared log-latency error plus cross-entropy).",
+            f64::from(totals.loss),
         ),
         (
             "hive_neural_dropped_total",

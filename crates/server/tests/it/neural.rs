@@ -25,7 +25,7 @@ fn neural_policy(config: &mut HubConfig) {
     config.routing.seed = Some(7);
 }
 
-/// An agent 1 ms quick on the payloads it is good at and 30 ms slow on the others: `small`
+/// An agent 1 ms quick on the payloads it is good at and 50 ms slow on the others: `small`
 /// is good at small ones, `large` at large ones. The wait is the simulated agent's work.
 fn agent(url: &str, name: &str) -> TestWorker {
     let quick_on_large = name == "large";
@@ -33,7 +33,7 @@ fn agent(url: &str, name: &str) -> TestWorker {
     options.name = name.to_string();
     spawn_worker_with(options, move |task: Assignment| async move {
         let large = task.payload.get().len() > LARGE;
-        let ms = if large == quick_on_large { 1 } else { 30 };
+        let ms = if large == quick_on_large { 1 } else { 50 };
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Outcome::Success(RawValue::from_string("null".into()).unwrap())
     })
