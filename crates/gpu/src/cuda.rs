@@ -40,6 +40,25 @@ pub enum GpuError {
     Blas(#[from] cudarc::cublas::result::CublasError),
     #[error("NVRTC could not compile the bias kernel: {0}")]
     Compile(String),
+    #[error("{0} rows is more than one pass can take (an index would pass i32)")]
+    TooLarge(usize),
+    #[error("x holds {0} floats, not a whole number of rows")]
+    Ragged(usize),
+    #[error("CUDA panicked ({0}); the GPU is not used again")]
+    Panicked(String),
+}
+
+/// Runs `f`, turning a panic inside cudarc (a symbol an old driver lacks, an unwrap in its
+/// bindings) into an error: the hub must not go down with its GPU.
+fn guarded<T>(f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "no message".into());
+        Err(GpuError::Panicked(what))
+    })
 }
 
 /// The device's copy of the weights.
@@ -71,11 +90,26 @@ pub struct GpuForward {
     buffers: Option<Buffers>,
     min_batch: usize,
     device: String,
+    /// A pass panicked: the device's state is unknown, so every later pass is refused.
+    broken: bool,
+}
+
+impl Drop for GpuForward {
+    fn drop(&mut self) {
+        // The fields are freed after this, on this thread: with the context current, so that
+        // cuBLAS's handle and the buffers are released rather than failing (cudarc unwraps).
+        let _ = guarded(|| Ok(self.ctx.bind_to_thread()?));
+    }
 }
 
 impl GpuForward {
-    /// The first GPU, or why there is none to use.
+    /// The first GPU, or why there is none to use. (NVRTC must be no newer than the driver, or
+    /// the kernel it compiles does not load: that is an error here too.)
     pub fn new() -> Result<GpuForward, GpuError> {
+        guarded(GpuForward::open)
+    }
+
+    fn open() -> Result<GpuForward, GpuError> {
         // SAFETY: only tries to open the shared libraries; no CUDA call is made.
         #[allow(unsafe_code)]
         let (driver, blas, nvrtc) = unsafe {
@@ -115,6 +149,7 @@ impl GpuForward {
             buffers: None,
             min_batch,
             device,
+            broken: false,
         })
     }
 
@@ -169,10 +204,33 @@ impl GpuForward {
         x: &[f32],
         y: &mut Vec<f32>,
     ) -> Result<(), GpuError> {
+        if self.broken {
+            return Err(GpuError::Panicked("earlier".into()));
+        }
+        let result = guarded(|| self.pass(weights, version, x, y));
+        if matches!(result, Err(GpuError::Panicked(_))) {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn pass(
+        &mut self,
+        weights: &Weights,
+        version: u64,
+        x: &[f32],
+        y: &mut Vec<f32>,
+    ) -> Result<(), GpuError> {
+        if !x.len().is_multiple_of(INPUTS) {
+            return Err(GpuError::Ragged(x.len()));
+        }
         let rows = x.len() / INPUTS;
         y.clear();
         if rows == 0 {
             return Ok(());
+        }
+        if rows.saturating_mul(INPUTS.max(H1)) > i32::MAX as usize {
+            return Err(GpuError::TooLarge(rows));
         }
         self.ctx.bind_to_thread()?;
         self.upload(weights, version)?;

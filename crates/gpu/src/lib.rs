@@ -12,7 +12,8 @@
 //! CUDA SDK, and [`GpuForward::new`] answers an error, not a crash, on a machine without a GPU,
 //! its driver, cuBLAS or NVRTC; the hub then logs one line and stays on the CPU.
 //!
-//! Without the `cuda` feature this crate is empty.
+//! Without its `cuda` feature (which the `gpu` feature of `hive-cli`, `hive-server` and
+//! `hive-bench` turns on) this crate is empty.
 
 #[cfg(feature = "cuda")]
 mod cuda;

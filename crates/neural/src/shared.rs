@@ -206,30 +206,34 @@ struct Handle {
 
 impl Handle {
     /// The rows' predictions: on the accelerator for a large enough batch, else (or should it
-    /// fail) on the CPU.
+    /// fail, or be busy with another scheduler's batch: the scheduler never waits) on the CPU.
     fn forward(&mut self) {
         mlp::gather(&self.weights.params, &self.rows, &mut self.act.x);
-        let accelerated = match &self.shared.0.accelerator {
-            Some(accelerator) => {
-                let mut accelerator = accelerator.lock().unwrap_or_else(|p| p.into_inner());
-                self.rows.len() >= accelerator.min_batch()
-                    && match accelerator.forward(
-                        &self.weights,
-                        self.version,
-                        &self.act.x,
-                        &mut self.act.y,
-                    ) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            if !self.accelerator_failed {
-                                self.accelerator_failed = true;
-                                tracing::warn!(error = %e, "the accelerator failed a forward pass of the routing model: the CPU runs them when it fails");
-                            }
-                            false
+        let accelerator = self
+            .shared
+            .0
+            .accelerator
+            .as_ref()
+            .and_then(|a| match a.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            });
+        let accelerated = match accelerator {
+            Some(mut accelerator) if self.rows.len() >= accelerator.min_batch() => {
+                let x = &self.act.x;
+                match accelerator.forward(&self.weights, self.version, x, &mut self.act.y) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        if !self.accelerator_failed {
+                            self.accelerator_failed = true;
+                            tracing::warn!(error = %e, "the accelerator failed a forward pass of the routing model: the CPU runs them when it fails");
                         }
+                        false
                     }
+                }
             }
-            None => false,
+            _ => false,
         };
         if !accelerated {
             mlp::forward(&self.weights.params, &mut self.act);
