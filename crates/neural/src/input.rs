@@ -127,6 +127,37 @@ impl Vocab {
         })
     }
 
+    /// The task's side of [`Vocab::encode`], for many agents: its capability's index and its
+    /// numbers with the agent's part left 0 (see [`Vocab::encode_for`]).
+    pub fn encode_task(&self, task: &TaskInput<'_>) -> Option<(u16, [f32; DENSE])> {
+        let capability = self.capabilities.get(task.capability)?;
+        let idle = AgentInput {
+            identity: "",
+            running: 0,
+            slots: 1,
+        };
+        Some((
+            capability,
+            dense_of(task, &idle, |name| self.hints.get(name)),
+        ))
+    }
+
+    /// [`Vocab::encode`] from the task's side already encoded: the same row, without looking
+    /// the capability and the hints up again for each agent.
+    pub fn encode_for(&self, task: (u16, [f32; DENSE]), agent: &AgentInput<'_>) -> Option<Row> {
+        let index = self.agents.get(agent.identity)?;
+        if self.agent_samples[usize::from(index)] < MIN_AGENT_SAMPLES {
+            return None;
+        }
+        let (capability, mut dense) = task;
+        dense[..AGENT_PART].copy_from_slice(&load(agent));
+        Some(Row {
+            capability,
+            agent: index,
+            dense,
+        })
+    }
+
     /// The encoded pair for learning from an attempt, its names added to the vocabulary where
     /// there is room; `None` where there is not.
     pub fn learn(&mut self, task: &TaskInput<'_>, agent: &AgentInput<'_>) -> Option<Row> {
@@ -168,8 +199,7 @@ impl Vocab {
             running: 0,
             slots,
         };
-        let load = dense_of(&TaskInput::EMPTY, &idle, |_| None);
-        dense[..AGENT_PART].copy_from_slice(&load[..AGENT_PART]);
+        dense[..AGENT_PART].copy_from_slice(&load(&idle));
         Some(Row {
             capability,
             agent: index,
@@ -213,12 +243,13 @@ impl Vocab {
 /// The leading numbers that describe the agent (its load), not the task.
 const AGENT_PART: usize = 2;
 
-impl TaskInput<'_> {
-    const EMPTY: TaskInput<'static> = TaskInput {
-        capability: "",
-        payload_bytes: 0,
-        features: &[],
-    };
+/// The agent's numbers: its load.
+fn load(agent: &AgentInput<'_>) -> [f32; AGENT_PART] {
+    let slots = agent.slots.max(1) as f32;
+    [
+        (agent.running as f32 / slots).min(2.0),
+        (agent.running as f32).ln_1p() / 4.0,
+    ]
 }
 
 /// The numbers of a pair; `hint_slot` says where each hint goes, if anywhere.
@@ -228,9 +259,7 @@ fn dense_of(
     mut hint_slot: impl FnMut(&str) -> Option<u16>,
 ) -> [f32; DENSE] {
     let mut dense = [0.0f32; DENSE];
-    let slots = agent.slots.max(1) as f32;
-    dense[0] = (agent.running as f32 / slots).min(2.0);
-    dense[1] = (agent.running as f32).ln_1p() / 4.0;
+    dense[..AGENT_PART].copy_from_slice(&load(agent));
     dense[2] = (task.payload_bytes as f32).ln_1p() / 14.0;
     for feature in task.features {
         if let Some(slot) = hint_slot(&feature.name) {

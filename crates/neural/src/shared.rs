@@ -277,6 +277,11 @@ impl Predictor for Handle {
         };
         self.rows.clear();
         self.slots.clear();
+        // The task's side once, not per candidate.
+        let Some(task) = self.weights.vocab.encode_task(&task) else {
+            out.resize(candidates.len(), None);
+            return;
+        };
         for c in candidates {
             // A busy candidate would take the task once a slot frees: at its slots less one,
             // the most load an attempt ever starts at (and so all the model has seen).
@@ -285,7 +290,7 @@ impl Predictor for Handle {
                 running: c.running.min(c.slots.saturating_sub(1)),
                 slots: c.slots,
             };
-            let row = self.weights.vocab.encode(&task, &agent);
+            let row = self.weights.vocab.encode_for(task, &agent);
             self.slots.push(row.map(|_| self.rows.len()));
             self.rows.extend(row);
         }

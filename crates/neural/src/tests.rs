@@ -423,3 +423,37 @@ fn once_the_agent_names_are_full_a_new_agent_teaches_nothing_and_its_capability_
     // And the saved model still reads back.
     persist::decode(&persist::encode(&model), 1).expect("decodes");
 }
+
+#[test]
+fn a_task_encoded_once_gives_each_agent_the_row_encode_would() {
+    let mut model = Model::new(1);
+    let mut samples = crossover(1_000, 1);
+    for (i, s) in samples.iter_mut().enumerate() {
+        s.features = Feature::from_pairs([("tokens".to_string(), i as f64)]);
+    }
+    train(&mut model, &samples);
+    let vocab = &model.weights.vocab;
+    let features = Feature::from_pairs([("tokens".to_string(), 42.0)]).unwrap();
+    let task = TaskInput {
+        capability: "summarize",
+        payload_bytes: 5_000,
+        features: &features,
+    };
+    let encoded = vocab.encode_task(&task).expect("a known capability");
+    for (identity, running) in [("short-1", 0), ("long-2", 3), ("stranger", 1)] {
+        let agent = AgentInput {
+            identity,
+            running,
+            slots: 4,
+        };
+        assert_eq!(
+            vocab.encode_for(encoded, &agent),
+            vocab.encode(&task, &agent)
+        );
+    }
+    let unknown = TaskInput {
+        capability: "translate",
+        ..task
+    };
+    assert_eq!(vocab.encode_task(&unknown), None);
+}
