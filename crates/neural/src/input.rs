@@ -223,20 +223,9 @@ impl Vocab {
         }
     }
 
-    /// Agents the model knows, with the attempts of each it learned from.
-    pub fn agents(&self) -> impl Iterator<Item = (&Arc<str>, u64)> {
-        self.agents
-            .names
-            .iter()
-            .zip(self.agent_samples.iter().copied())
-    }
-
+    /// The capabilities the model knows, in the order first seen.
     pub fn capabilities(&self) -> &[Arc<str>] {
         &self.capabilities.names
-    }
-
-    pub fn hints(&self) -> &[Arc<str>] {
-        &self.hints.names
     }
 }
 

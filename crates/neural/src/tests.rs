@@ -215,6 +215,22 @@ fn route(payload_bytes: usize) -> Route<'static> {
     }
 }
 
+/// Idle candidates of 4 slots under these names.
+fn idle<'a>(names: &[&'a str], estimate: &'a Estimate) -> Vec<Candidate<'a>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, &identity)| Candidate {
+            agent: AgentId::from_bytes([i as u8; 16]),
+            identity,
+            running: 0,
+            slots: 4,
+            level: 1.0,
+            estimate,
+        })
+        .collect()
+}
+
 fn observe(predictor: &mut dyn Predictor, sample: &Sample) {
     predictor.observe(&Observation {
         capability: &sample.capability,
@@ -233,18 +249,7 @@ fn the_scheduler_predicts_from_what_the_trainer_published() {
     let (shared, mut trainer) = SharedModel::new(Model::new(8));
     let mut predictor = shared.predictor();
     let estimate = Estimate::default();
-    let candidates: Vec<Candidate<'_>> = ["short-1", "long-1", "stranger"]
-        .iter()
-        .enumerate()
-        .map(|(i, &identity)| Candidate {
-            agent: AgentId::from_bytes([i as u8; 16]),
-            identity,
-            running: 0,
-            slots: 4,
-            level: 1.0,
-            estimate: &estimate,
-        })
-        .collect();
+    let candidates = idle(&["short-1", "long-1", "stranger"], &estimate);
     let mut out = Vec::new();
     predictor.predict(&route(LARGE), &candidates, &mut out);
     assert_eq!(out, [None, None, None], "nothing learned yet");
@@ -339,18 +344,8 @@ fn large_batches_go_to_the_accelerator_and_the_cpu_takes_over_when_it_fails() {
     let names: Vec<String> = (1..=2)
         .flat_map(|i| [format!("short-{i}"), format!("long-{i}")])
         .collect();
-    let candidates: Vec<Candidate<'_>> = names
-        .iter()
-        .enumerate()
-        .map(|(i, identity)| Candidate {
-            agent: AgentId::from_bytes([i as u8; 16]),
-            identity,
-            running: 0,
-            slots: 4,
-            level: 1.0,
-            estimate: &estimate,
-        })
-        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let candidates = idle(&names, &estimate);
     let predict = |accelerator: Option<FakeAccelerator>, candidates: &[Candidate<'_>]| {
         let accelerator =
             accelerator.map(|a| Arc::new(std::sync::Mutex::new(a)) as SharedAccelerator);
