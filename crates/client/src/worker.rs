@@ -341,7 +341,8 @@ async fn connect(
     };
     let frames = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(hive_proto::protocol::READ_BUFFER_BYTES);
     let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
         request,
         Some(frames),

@@ -42,6 +42,44 @@ pub fn instructions_in(text: &str, object: &str) -> Option<(u64, u64)> {
     (own > 0).then_some((own, total?))
 }
 
+/// The instructions of `object` (as in [`instructions_in`]) by the source file of the function
+/// they ran in (callgrind's `fl=`; code inlined into a function counts as that function's).
+pub fn own_by_file(text: &str, object: &str) -> HashMap<String, u64> {
+    let mut objects: HashMap<&str, &str> = HashMap::new();
+    let mut files: HashMap<&str, &str> = HashMap::new();
+    let mut in_object = false;
+    let mut file = "";
+    let mut next_is_call_cost = false;
+    let mut by_file: HashMap<String, u64> = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ob=") {
+            in_object = resolve(&mut objects, rest).ends_with(object);
+        } else if let Some(rest) = line.strip_prefix("cob=") {
+            resolve(&mut objects, rest);
+        } else if let Some(rest) = line.strip_prefix("fl=") {
+            file = resolve(&mut files, rest);
+        } else if let Some(rest) = ["fi=", "fe=", "cfi=", "cfl="]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+        {
+            // Defines names for later; the cost stays the function's.
+            resolve(&mut files, rest);
+        } else if line.starts_with("calls=") {
+            next_is_call_cost = true;
+        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+            let cost: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if !std::mem::take(&mut next_is_call_cost) && in_object {
+                *by_file.entry(file.to_string()).or_default() += cost;
+            }
+        }
+    }
+    by_file
+}
+
 /// `(7) /path` defines id 7 as `/path`; `(7)` refers to it; a plain name is itself.
 fn resolve<'a>(names: &mut HashMap<&'a str, &'a str>, spec: &'a str) -> &'a str {
     let Some(rest) = spec.strip_prefix('(') else {
@@ -107,5 +145,12 @@ fn=(4) other
         assert_eq!(instructions_in(PROFILE, "ld.so"), Some((7, 1000)));
         assert_eq!(instructions_in("events: Ir\n", "x"), None);
         assert_eq!(instructions_in(PROFILE, "not-there"), None);
+    }
+
+    #[test]
+    fn own_costs_go_to_the_file_of_the_function_they_ran_in() {
+        let by_file = own_by_file(PROFILE, "release/hive-perf");
+        assert_eq!(by_file.get("src/main.rs"), Some(&(50 + 25 + 5 + 600)));
+        assert_eq!(by_file.len(), 1);
     }
 }

@@ -5,8 +5,11 @@
 //!   completed at once, until all tasks succeeded: submit -> offer -> assign -> result; with the
 //!   least-loaded policy, or with the learned one ([`learned_round_trip`]).
 //! - [`codec_round_trip`]: the worker protocol's frames, encoded and decoded as on the wire.
+//!
+//! And the whole path, a real hub under callgrind driven over loopback: [`end_to_end`].
 
 pub mod callgrind;
+pub mod end_to_end;
 pub mod size_classes;
 
 use hive_core::{

@@ -1,20 +1,22 @@
-//! `hive-perf`: runs one fixed workload (`run NAME`), or checks the instruction counts of all of
-//! them under `valgrind --tool=callgrind` against the committed baseline (`check`).
+//! `hive-perf`: runs one fixed workload (`run NAME`), counts the whole path's instructions in a
+//! real hub (`end-to-end`: see `hive_perf::end_to_end`), or checks the instruction counts of all
+//! of them under `valgrind --tool=callgrind` against the committed baseline (`check`).
 //!
 //! Instruction counts do not depend on how busy the machine is, so the check can gate CI where a
 //! timing could not: it fails when a workload needs more than 10% more instructions than its
 //! baseline. The count is of this binary's own instructions, on its own allocator, so that it
 //! does not depend on the machine either (`callgrind`, `size_classes`); the total with the C
-//! library is printed beside it. A change that makes a path slower on purpose updates the baseline in the same
-//! commit (`hive-perf check --update`). Counts depend on the compiler too: update the baseline
+//! library is printed beside it. The end-to-end counts are the `hive` binary's own instructions
+//! per task and per agent round. A change that makes a path slower on purpose updates the
+//! baseline in the same commit (`hive-perf check --update`). Counts depend on the compiler too: update the baseline
 //! when the toolchain changes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
-use hive_perf::callgrind;
 use hive_perf::size_classes::SizeClasses;
+use hive_perf::{callgrind, end_to_end};
 
 #[global_allocator]
 static HEAP: SizeClasses = SizeClasses::new();
@@ -70,6 +72,48 @@ fn count(workload: &str) -> anyhow::Result<(u64, u64)> {
         .with_context(|| format!("no instruction summary in {}", profile.display()))
 }
 
+/// The hub binary the end-to-end count runs: `hive` beside this binary (both built by
+/// `cargo build --release -p hive-cli -p hive-perf`), or `HIVE_PERF_HIVE`.
+fn hive_binary() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("HIVE_PERF_HIVE") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()?.with_file_name("hive"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no hub binary at {} for the end-to-end count: build it with \
+             `cargo build --release -p hive-cli`, or name one in HIVE_PERF_HIVE",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The end-to-end counts as the baseline names them, per task and per agent round: the hub's
+/// own instructions, and all of them.
+fn end_to_end_counts(keep: Option<&Path>) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let phases = end_to_end::measure(&hive_binary()?, keep)?;
+    println!(
+        "end to end: start-up {} instructions ({} with the C library)",
+        phases.startup.own, phases.startup.with_libraries
+    );
+    println!(
+        "{:>32} {:>10} {:>10} {:>12}",
+        "the hub's own, by stage", "batched", "single", "agent round"
+    );
+    for (stage, [batched, single, round]) in &phases.by_stage {
+        println!("{stage:>32} {batched:>10} {single:>10} {round:>12}");
+    }
+    Ok([
+        ("end_to_end_batched_per_task", phases.per_batched_task()),
+        ("end_to_end_single_per_task", phases.per_single_task()),
+        ("end_to_end_agent_round", phases.per_agent_round()),
+    ]
+    .into_iter()
+    .map(|(name, count)| (name.to_string(), count.own, count.with_libraries))
+    .collect())
+}
+
 fn check(update: bool) -> anyhow::Result<bool> {
     let path = baseline_path();
     let baseline: serde_json::Map<String, serde_json::Value> = match std::fs::read_to_string(&path)
@@ -79,12 +123,18 @@ fn check(update: bool) -> anyhow::Result<bool> {
         Err(_) if update => serde_json::Map::new(),
         Err(e) => bail!("cannot read {}: {e}", path.display()),
     };
-    let mut ok = true;
-    let mut counts = serde_json::Map::new();
+    let mut measured = Vec::new();
     for (name, _) in WORKLOADS {
         let (now, total) = count(name)?;
-        counts.insert(name.to_string(), now.into());
-        match baseline.get(*name).and_then(|v| v.as_u64()) {
+        measured.push((name.to_string(), now, total));
+    }
+    measured.extend(end_to_end_counts(None)?);
+    let mut ok = true;
+    let mut counts = serde_json::Map::new();
+    for (name, now, total) in measured {
+        counts.insert(name.clone(), now.into());
+        let with_libraries = format!(" ({total} with the C library)");
+        match baseline.get(&name).and_then(|v| v.as_u64()) {
             Some(base) => {
                 let change = now as f64 / base as f64 - 1.0;
                 let verdict = if change > TOLERANCE {
@@ -96,13 +146,13 @@ fn check(update: bool) -> anyhow::Result<bool> {
                     "ok"
                 };
                 println!(
-                    "{name:>10}: {now:>14} instructions, baseline {base:>14} ({:+.2}%) {verdict} \
-                     ({total} with the C library)",
+                    "{name:>28}: {now:>12} instructions, baseline {base:>12} ({:+.2}%) \
+                     {verdict}{with_libraries}",
                     change * 100.0
                 );
             }
             None => {
-                println!("{name:>10}: {now:>14} instructions, no baseline");
+                println!("{name:>28}: {now:>12} instructions, no baseline{with_libraries}");
                 ok &= update;
             }
         }
@@ -113,6 +163,13 @@ fn check(update: bool) -> anyhow::Result<bool> {
         return Ok(true);
     }
     Ok(ok)
+}
+
+fn print_counts(counts: &[(String, u64, u64)]) -> bool {
+    for (name, now, total) in counts {
+        println!("{name:>28}: {now:>12} instructions ({total} with the C library)");
+    }
+    true
 }
 
 fn main() -> ExitCode {
@@ -131,9 +188,14 @@ fn main() -> ExitCode {
             None => Err(anyhow::anyhow!("unknown workload {name:?}")),
         },
         ["check"] => check(false),
+        ["end-to-end"] => end_to_end_counts(None).map(|counts| print_counts(&counts)),
+        ["end-to-end", "--keep", dir] => {
+            end_to_end_counts(Some(Path::new(dir))).map(|counts| print_counts(&counts))
+        }
         ["check", "--update"] => check(true),
         _ => Err(anyhow::anyhow!(
-            "usage: hive-perf run <scheduler|codec> | hive-perf check [--update]"
+            "usage: hive-perf run <scheduler|scheduler_learned|codec> | hive-perf check \
+             [--update] | hive-perf end-to-end [--keep DIR]"
         )),
     };
     match outcome {

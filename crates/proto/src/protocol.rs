@@ -14,6 +14,13 @@ use crate::codec::{Compression, Encoding, FrameFormat};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The most a WebSocket end of the protocol reads from its socket at once (tungstenite's
+/// `read_buffer_size`). tungstenite zero-fills that much of its buffer before every read: at its
+/// default of 128 KiB that was 58% of all instructions of an agent's connect-drain-disconnect
+/// round in the hub, and the largest single cost of the C library per task (`hive-perf
+/// end-to-end`). A frame larger than this is read in several calls.
+pub const READ_BUFFER_BYTES: usize = 16 << 10;
+
 /// A frame from a worker to the hub.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "RawWorkerMessage", into = "RawWorkerMessage")]

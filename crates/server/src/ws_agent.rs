@@ -45,6 +45,7 @@ pub async fn upgrade(
     let who = who.map(|Extension(who)| who);
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(hive_proto::protocol::READ_BUFFER_BYTES)
         .protocols(["hive"])
         .on_upgrade(move |socket| session(state, socket, who))
 }
