@@ -28,56 +28,61 @@ pub fn instructions_in(text: &str, object: &str) -> Option<(u64, u64)> {
             next_is_call_cost = true;
         } else if let Some(rest) = line.strip_prefix("summary:") {
             total = rest.trim().parse().ok();
-        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
-            let cost: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            if !std::mem::take(&mut next_is_call_cost) && in_object {
-                own += cost;
-            }
+        } else if let Some(cost) = cost_of(line)
+            && !std::mem::take(&mut next_is_call_cost)
+            && in_object
+        {
+            own += cost;
         }
     }
     (own > 0).then_some((own, total?))
 }
 
-/// The instructions of `object` (as in [`instructions_in`]) by the source file of the function
-/// they ran in (callgrind's `fl=`; code inlined into a function counts as that function's).
-pub fn own_by_file(text: &str, object: &str) -> HashMap<String, u64> {
+/// The instructions of `object` (as in [`instructions_in`]) by the function they ran in
+/// (callgrind's `fn=`: the symbol's outermost function, since callgrind does not read inlining
+/// information; a basic block's `fl=` file, by contrast, is that of its first instruction, often
+/// a generic or inlined function's source).
+pub fn own_by_function(text: &str, object: &str) -> HashMap<String, u64> {
+    // Callgrind compresses objects, files and functions in three separate id spaces.
     let mut objects: HashMap<&str, &str> = HashMap::new();
-    let mut files: HashMap<&str, &str> = HashMap::new();
+    let mut functions: HashMap<&str, &str> = HashMap::new();
     let mut in_object = false;
-    let mut file = "";
+    let mut function = "";
     let mut next_is_call_cost = false;
-    let mut by_file: HashMap<String, u64> = HashMap::new();
+    let mut by_function: HashMap<String, u64> = HashMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("ob=") {
             in_object = resolve(&mut objects, rest).ends_with(object);
         } else if let Some(rest) = line.strip_prefix("cob=") {
             resolve(&mut objects, rest);
-        } else if let Some(rest) = line.strip_prefix("fl=") {
-            file = resolve(&mut files, rest);
-        } else if let Some(rest) = ["fi=", "fe=", "cfi=", "cfl="]
-            .iter()
-            .find_map(|p| line.strip_prefix(p))
-        {
-            // Defines names for later; the cost stays the function's.
-            resolve(&mut files, rest);
+        } else if let Some(rest) = line.strip_prefix("fn=") {
+            function = resolve(&mut functions, rest);
+        } else if let Some(rest) = line.strip_prefix("cfn=") {
+            resolve(&mut functions, rest);
         } else if line.starts_with("calls=") {
             next_is_call_cost = true;
-        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
-            let cost: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            if !std::mem::take(&mut next_is_call_cost) && in_object {
-                *by_file.entry(file.to_string()).or_default() += cost;
-            }
+        } else if let Some(cost) = cost_of(line)
+            && !std::mem::take(&mut next_is_call_cost)
+            && in_object
+        {
+            *by_function.entry(function.to_string()).or_default() += cost;
         }
     }
-    by_file
+    by_function
+}
+
+/// The instruction count of a cost line (`position count`, position possibly relative), or
+/// `None` for any other line.
+fn cost_of(line: &str) -> Option<u64> {
+    if !line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+        return None;
+    }
+    Some(
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 /// `(7) /path` defines id 7 as `/path`; `(7)` refers to it; a plain name is itself.
@@ -148,9 +153,10 @@ fn=(4) other
     }
 
     #[test]
-    fn own_costs_go_to_the_file_of_the_function_they_ran_in() {
-        let by_file = own_by_file(PROFILE, "release/hive-perf");
-        assert_eq!(by_file.get("src/main.rs"), Some(&(50 + 25 + 5 + 600)));
-        assert_eq!(by_file.len(), 1);
+    fn own_costs_go_to_the_function_they_ran_in() {
+        let by_function = own_by_function(PROFILE, "release/hive-perf");
+        assert_eq!(by_function.get("main"), Some(&(50 + 25 + 5)));
+        assert_eq!(by_function.get("other"), Some(&600));
+        assert_eq!(by_function.len(), 2);
     }
 }

@@ -13,9 +13,11 @@
 //! What is counted is the hub binary's own instructions: Hive, the standard library, SQLite
 //! (compiled in), not the C library's `malloc` and `memcpy` nor the kernel's system calls, which
 //! differ by machine (see `callgrind`). The hub's timers run during each phase too; idle, they
-//! cost about 0.4 M instructions a second under callgrind, under 1% of a phase. Before each dump
-//! the driver waits for the hub's background WAL checkpoint, so that a phase pays for copying
-//! the pages it wrote and not for those of the phase before.
+//! cost about 0.4 M instructions a second under callgrind (about 1% of the shortest phase, the
+//! agent rounds). Before each dump the driver waits 1.5 s for the hub's background WAL checkpoint
+//! (every 250 ms), so that a phase pays for copying the pages it wrote and not for those of the
+//! phase before. A phase's end is confirmed with `GET /status` (a count by status over every
+//! task): two or three such calls per phase, under 1% of its instructions.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,9 +39,13 @@ use crate::callgrind;
 
 pub const BATCHED: u64 = 20_000;
 pub const BATCH: usize = 500;
+pub const BATCH_SUBMITTERS: u64 = 4;
 pub const SINGLE: u64 = 2_000;
 pub const SINGLE_SUBMITTERS: u64 = 16;
 pub const AGENT_ROUNDS: u64 = 200;
+pub const AGENT_CONNECTIONS: usize = 4;
+// Whole requests only: a remainder would never be sent and its phase would wait it out.
+const _: () = assert!(BATCHED.is_multiple_of(BATCH as u64));
 
 const CAPABILITY: &str = "perf";
 /// Idle time before each dump, for the hub's background WAL checkpoint (every 250 ms).
@@ -76,68 +82,103 @@ pub struct Phases {
     pub by_stage: Vec<(&'static str, [u64; 3])>,
 }
 
-/// Where an instruction ran, by the source file of its function: (stage, path fragments). The
-/// first stage with a matching fragment takes it; code inlined into a function counts as that
-/// function's.
+/// Where an instruction ran, by the crate of the function it ran in (the first path segment of
+/// its symbol; code inlined into a function counts as that function's, drop glue and other
+/// generic standard-library functions count as the standard library's): (stage, crates). C
+/// functions (no `::`) are SQLite's, the only C compiled into the hub besides a few of the
+/// standard library's helpers.
 pub const STAGES: &[(&str, &[&str])] = &[
-    ("SQLite (C)", &["sqlite3.c"]),
+    ("SQLite (C, compiled in)", &[""]),
     (
         "store: Hive's writer, rusqlite",
-        &["crates/store/", "/rusqlite-"],
+        &["hive_store", "rusqlite", "libsqlite3_sys"],
     ),
     (
         "HTTP: hyper, axum, tower",
         &[
-            "/hyper-",
-            "/http-",
-            "/httparse-",
-            "/axum-",
-            "/tower",
-            "/h2-",
+            "hyper",
+            "hyper_util",
+            "http",
+            "http_body",
+            "http_body_util",
+            "httparse",
+            "axum",
+            "axum_core",
+            "tower",
+            "tower_http",
+            "tower_layer",
+            "tower_service",
         ],
     ),
-    ("WebSocket framing: tungstenite", &["tungstenite-"]),
+    (
+        "WebSocket framing: tungstenite",
+        &["tungstenite", "tokio_tungstenite"],
+    ),
     (
         "JSON: serde_json, serde",
-        &[
-            "/serde_json-",
-            "/serde_core-",
-            "/serde-",
-            "/zmij-",
-            "/itoa-",
-            "/ryu-",
-        ],
+        &["serde_json", "serde", "serde_core", "zmij", "itoa", "ryu"],
     ),
-    ("scheduler: hive-core", &["crates/core/"]),
-    ("hub: hive-server", &["crates/server/"]),
-    ("protocol: hive-proto", &["crates/proto/"]),
+    ("scheduler: hive-core", &["hive_core"]),
+    ("hub: hive-server", &["hive_server"]),
+    ("protocol: hive-proto", &["hive_proto"]),
     (
         "metrics, cache, logging",
         &[
-            "crates/metrics/",
-            "/hdrhistogram-",
-            "/moka-",
-            "/tracing",
-            "/nu-ansi-term-",
+            "hive_metrics",
+            "hdrhistogram",
+            "moka",
+            "tracing",
+            "tracing_core",
+            "tracing_subscriber",
+            "nu_ansi_term",
         ],
     ),
     (
         "async runtime: tokio, futures",
         &[
-            "/tokio-",
-            "/mio-",
-            "/futures-",
-            "/parking_lot",
-            "/crossbeam-",
+            "tokio",
+            "mio",
+            "futures_util",
+            "futures_core",
+            "futures_channel",
+            "parking_lot",
+            "parking_lot_core",
+            "crossbeam_channel",
+            "crossbeam_utils",
+            "crossbeam_epoch",
         ],
     ),
-    ("Rust standard library", &["/rustc/"]),
+    (
+        "Rust standard library",
+        &[
+            "std",
+            "core",
+            "alloc",
+            "hashbrown",
+            "foldhash",
+            "bytes",
+            "smallvec",
+        ],
+    ),
 ];
 
-fn stage_of(file: &str) -> &'static str {
+/// `<hyper::proto::h1::Conn<..> as ..>::poll` -> `hyper`; `sqlite3VdbeExec` -> `` (C).
+fn crate_of(symbol: &str) -> &str {
+    let path = symbol.trim_start_matches(['<', '&', '*']);
+    let path = ["dyn ", "mut ", "const "]
+        .iter()
+        .fold(path, |p, prefix| p.strip_prefix(prefix).unwrap_or(p));
+    match path.split_once("::") {
+        Some((first, _)) => first,
+        None => "",
+    }
+}
+
+fn stage_of(symbol: &str) -> &'static str {
+    let krate = crate_of(symbol);
     STAGES
         .iter()
-        .find(|(_, fragments)| fragments.iter().any(|f| file.contains(f)))
+        .find(|(_, crates)| crates.contains(&krate))
         .map_or("other", |(stage, _)| stage)
 }
 
@@ -162,6 +203,15 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
         .unwrap_or(dir.path().join("profiles"));
     std::fs::create_dir_all(&profiles)?;
     let out = profiles.join("hive.callgrind");
+    // A profile left by an earlier run in a kept folder must not pass for this run's.
+    for entry in std::fs::read_dir(&profiles)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("hive.callgrind") || name == "valgrind.log" {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let log = profiles.join("valgrind.log");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -169,10 +219,13 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
         Command::new("valgrind")
             .arg("--tool=callgrind")
             .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(format!("--log-file={}", log.display()))
             .arg(hive)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            // The default log level, whatever the caller's environment says.
+            .env_remove("HIVE_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -201,8 +254,8 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
             let (own, with_libraries) = callgrind::instructions_in(&text, &object)
                 .with_context(|| format!("no instructions of {object} in {}", file.display()))?;
             let mut by_stage = HashMap::new();
-            for (file, cost) in callgrind::own_by_file(&text, &object) {
-                *by_stage.entry(stage_of(&file)).or_default() += cost;
+            for (function, cost) in callgrind::own_by_function(&text, &object) {
+                *by_stage.entry(stage_of(&function)).or_default() += cost;
             }
             let count = Count {
                 own,
@@ -216,11 +269,13 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
         start_worker(&url, executed.clone()).await
     })?;
     let (startup, _) = dump(&hub, 1)?;
-    runtime.block_on(run_tasks(&url, &executed, BATCHED, BATCH, 4))?;
+    let batched_tasks = run_tasks(&url, &executed, BATCHED, BATCH, BATCH_SUBMITTERS);
+    runtime.block_on(within_limit(batched_tasks))?;
     let (batched, batched_stages) = dump(&hub, 2)?;
-    runtime.block_on(run_tasks(&url, &executed, SINGLE, 1, SINGLE_SUBMITTERS))?;
+    let single_tasks = run_tasks(&url, &executed, SINGLE, 1, SINGLE_SUBMITTERS);
+    runtime.block_on(within_limit(single_tasks))?;
     let (single, single_stages) = dump(&hub, 3)?;
-    runtime.block_on(agent_rounds(&url))?;
+    runtime.block_on(within_limit(agent_rounds(&url)))?;
     let (agents, agent_stages) = dump(&hub, 4)?;
     let by_stage = STAGES
         .iter()
@@ -264,18 +319,24 @@ struct HubProcess(Child);
 impl HubProcess {
     /// Asks callgrind for a profile of the instructions since the last dump, written to `file`.
     fn dump(&self, file: &Path) -> anyhow::Result<()> {
-        let status = Command::new("callgrind_control")
+        let output = Command::new("callgrind_control")
             .arg("--dump")
             .arg(self.0.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .stdin(Stdio::null())
+            .output()
             .context("cannot run callgrind_control (it comes with valgrind)")?;
-        if !status.success() {
-            bail!("callgrind_control --dump failed: {status}");
+        // It exits 0 whether or not it reached the process: its answer says.
+        let answer = String::from_utf8_lossy(&output.stdout);
+        if !answer.contains("OK.") {
+            bail!(
+                "callgrind_control --dump {} failed: {} {}",
+                self.0.id(),
+                answer.trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
-        // The dump is written by the hub's next scheduled thread, after the command returns;
-        // callgrind writes the totals last.
+        // Wait for the file to be complete (callgrind writes the totals last) rather than
+        // trust that it is by the time the command returns.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let done = std::fs::read_to_string(file)
@@ -318,6 +379,15 @@ impl Drop for HubProcess {
     }
 }
 
+/// A phase's work, given up after [`PHASE_LIMIT`] (a request the hub never answers must not
+/// hang the check).
+async fn within_limit(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    match tokio::time::timeout(PHASE_LIMIT, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => bail!("a phase did not end within {} s", PHASE_LIMIT.as_secs()),
+    }
+}
+
 async fn ready(url: &str, hub: &mut HubProcess) -> anyhow::Result<()> {
     let client = HubClient::new(url);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -326,7 +396,10 @@ async fn ready(url: &str, hub: &mut HubProcess) -> anyhow::Result<()> {
             return Ok(());
         }
         if let Some(status) = hub.0.try_wait()? {
-            bail!("the hub under callgrind exited before it was ready: {status}");
+            bail!(
+                "the hub under callgrind exited before it was ready ({status}): see valgrind.log \
+                 in the profiles folder (`--keep DIR` keeps it)"
+            );
         }
         if Instant::now() > deadline {
             bail!("the hub under callgrind was not ready within 120 s");
@@ -437,11 +510,11 @@ async fn agent_rounds(url: &str) -> anyhow::Result<()> {
     let ws_url = url.replace("http://", "ws://") + "/ws/agent";
     let next = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
-    for c in 0..4 {
+    for connection in 0..AGENT_CONNECTIONS {
         let (client, ws_url, next) = (HubClient::new(url), ws_url.clone(), next.clone());
         handles.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < AGENT_ROUNDS {
-                agent_round(&client, &ws_url, c).await?;
+                agent_round(&client, &ws_url, connection).await?;
             }
             anyhow::Ok(())
         }));
@@ -452,12 +525,13 @@ async fn agent_rounds(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn agent_round(client: &HubClient, ws_url: &str, c: usize) -> anyhow::Result<()> {
+async fn agent_round(client: &HubClient, ws_url: &str, connection: usize) -> anyhow::Result<()> {
     let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await?;
-    let hello = format!(
-        r#"{{"type":"hello","name":"perf-agent-{c}","capabilities":["perf-agents"],"slots":1}}"#
-    );
-    socket.send(Message::Text(hello.into())).await?;
+    let name = format!("perf-agent-{connection}");
+    let hello = serde_json::json!({
+        "type": "hello", "name": name, "capabilities": ["perf-agents"], "slots": 1,
+    });
+    socket.send(Message::Text(hello.to_string().into())).await?;
     let welcome = loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => break text,

@@ -8,8 +8,8 @@
 //! does not depend on the machine either (`callgrind`, `size_classes`); the total with the C
 //! library is printed beside it. The end-to-end counts are the `hive` binary's own instructions
 //! per task and per agent round. A change that makes a path slower on purpose updates the
-//! baseline in the same commit (`hive-perf check --update`). Counts depend on the compiler too: update the baseline
-//! when the toolchain changes.
+//! baseline in the same commit (`hive-perf check --update`). Counts depend on the compiler too:
+//! update the baseline when the toolchain changes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
