@@ -77,6 +77,18 @@ fn scheduler_round_trip(tasks: u64) -> usize {
 }
 
 /// One assign frame of 16 tasks and its 16 results, encoded and decoded.
+/// A task's whole life in the store, 1,000 tasks per commit (three commits per 1,000, each with
+/// an fsync): Hive's writer and schema, and the least schema on the same engine (the raw limit).
+#[divan::bench(sample_count = 10)]
+fn store_life_of_10k_tasks_hive_writer() -> usize {
+    hive_perf::store::writer_round_trip(10_000)
+}
+
+#[divan::bench(sample_count = 10)]
+fn store_life_of_10k_tasks_raw() -> usize {
+    hive_perf::store::raw_round_trip(10_000)
+}
+
 #[divan::bench]
 fn codec_frame_of_16() -> usize {
     hive_perf::codec_round_trip(1)

@@ -6,11 +6,15 @@
 //!   least-loaded policy, or with the learned one ([`learned_round_trip`]).
 //! - [`codec_round_trip`]: the worker protocol's frames, encoded and decoded as on the wire.
 //!
+//! - [`store`]: a task's life in Hive's SQLite writer, and in the least schema on the same
+//!   engine (the store's raw limit).
+//!
 //! And the whole path, a real hub under callgrind driven over loopback: [`end_to_end`].
 
 pub mod callgrind;
 pub mod end_to_end;
 pub mod size_classes;
+pub mod store;
 
 use hive_core::{
     AgentId, AgentSpec, Backoff, Capability, Change, Learned, LeastLoaded, Report, RoutingPolicy,

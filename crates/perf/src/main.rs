@@ -32,6 +32,10 @@ const WORKLOADS: &[Workload] = &[
         hive_perf::learned_round_trip(100, 10, 20_000)
     }),
     ("codec", || hive_perf::codec_round_trip(1_000)),
+    ("store_writer", || {
+        hive_perf::store::writer_round_trip(10_000)
+    }),
+    ("store_raw", || hive_perf::store::raw_round_trip(10_000)),
 ];
 
 const TOLERANCE: f64 = 0.10;
@@ -194,8 +198,8 @@ fn main() -> ExitCode {
         }
         ["check", "--update"] => check(true),
         _ => Err(anyhow::anyhow!(
-            "usage: hive-perf run <scheduler|scheduler_learned|codec> | hive-perf check \
-             [--update] | hive-perf end-to-end [--keep DIR]"
+            "usage: hive-perf run <scheduler|scheduler_learned|codec|store_writer|store_raw> | \
+             hive-perf check [--update] | hive-perf end-to-end [--keep DIR]"
         )),
     };
     match outcome {
