@@ -76,19 +76,20 @@ fn scheduler_round_trip(tasks: u64) -> usize {
     hive_perf::scheduler_round_trip(100, 10, tasks)
 }
 
-/// One assign frame of 16 tasks and its 16 results, encoded and decoded.
 /// A task's whole life in the store, 1,000 tasks per commit (three commits per 1,000, each with
-/// an fsync): Hive's writer and schema, and the least schema on the same engine (the raw limit).
+/// an fsync): Hive's writer and schema (`hive_perf::store`).
 #[divan::bench(sample_count = 10)]
-fn store_life_of_10k_tasks_hive_writer() -> usize {
+fn store_life_of_10k_tasks_hive_writer() -> u64 {
     hive_perf::store::writer_round_trip(10_000)
 }
 
+/// The same lives in the least schema on the same engine: the store's raw limit.
 #[divan::bench(sample_count = 10)]
-fn store_life_of_10k_tasks_raw() -> usize {
+fn store_life_of_10k_tasks_raw() -> u64 {
     hive_perf::store::raw_round_trip(10_000)
 }
 
+/// One assign frame of 16 tasks and its 16 results, encoded and decoded.
 #[divan::bench]
 fn codec_frame_of_16() -> usize {
     hive_perf::codec_round_trip(1)

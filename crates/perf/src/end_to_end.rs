@@ -36,6 +36,7 @@ use hive_proto::protocol::Assignment;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::callgrind;
+use crate::stages::{STAGES, stage_of};
 
 pub const BATCHED: u64 = 20_000;
 pub const BATCH: usize = 500;
@@ -80,106 +81,6 @@ pub struct Phases {
     /// The hub's own instructions by [`STAGES`]: per batched task, per single task, per agent
     /// round.
     pub by_stage: Vec<(&'static str, [u64; 3])>,
-}
-
-/// Where an instruction ran, by the crate of the function it ran in (the first path segment of
-/// its symbol; code inlined into a function counts as that function's, drop glue and other
-/// generic standard-library functions count as the standard library's): (stage, crates). C
-/// functions (no `::`) are SQLite's, the only C compiled into the hub besides a few of the
-/// standard library's helpers.
-pub const STAGES: &[(&str, &[&str])] = &[
-    ("SQLite (C, compiled in)", &[""]),
-    (
-        "store: Hive's writer, rusqlite",
-        &["hive_store", "rusqlite", "libsqlite3_sys"],
-    ),
-    (
-        "HTTP: hyper, axum, tower",
-        &[
-            "hyper",
-            "hyper_util",
-            "http",
-            "http_body",
-            "http_body_util",
-            "httparse",
-            "axum",
-            "axum_core",
-            "tower",
-            "tower_http",
-            "tower_layer",
-            "tower_service",
-        ],
-    ),
-    (
-        "WebSocket framing: tungstenite",
-        &["tungstenite", "tokio_tungstenite"],
-    ),
-    (
-        "JSON: serde_json, serde",
-        &["serde_json", "serde", "serde_core", "zmij", "itoa", "ryu"],
-    ),
-    ("scheduler: hive-core", &["hive_core"]),
-    ("hub: hive-server", &["hive_server"]),
-    ("protocol: hive-proto", &["hive_proto"]),
-    (
-        "metrics, cache, logging",
-        &[
-            "hive_metrics",
-            "hdrhistogram",
-            "moka",
-            "tracing",
-            "tracing_core",
-            "tracing_subscriber",
-            "nu_ansi_term",
-        ],
-    ),
-    (
-        "async runtime: tokio, futures",
-        &[
-            "tokio",
-            "mio",
-            "futures_util",
-            "futures_core",
-            "futures_channel",
-            "parking_lot",
-            "parking_lot_core",
-            "crossbeam_channel",
-            "crossbeam_utils",
-            "crossbeam_epoch",
-        ],
-    ),
-    (
-        "Rust standard library",
-        &[
-            "std",
-            "core",
-            "alloc",
-            "hashbrown",
-            "foldhash",
-            "bytes",
-            "smallvec",
-        ],
-    ),
-];
-
-/// `<hyper::proto::h1::Conn<..> as ..>::poll` -> `hyper`; `sqlite3VdbeExec` -> `` (C).
-fn crate_of(symbol: &str) -> &str {
-    let path = symbol.trim_start_matches(['<', '&', '*']);
-    let path = ["dyn ", "mut ", "const "]
-        .iter()
-        .fold(path, |p, prefix| p.strip_prefix(prefix).unwrap_or(p));
-    match path.split_once("::") {
-        Some((first, _)) => first,
-        None => "",
-    }
-}
-
-fn stage_of(symbol: &str) -> &'static str {
-    let krate = crate_of(symbol);
-    STAGES
-        .iter()
-        .find(|(_, crates)| crates.contains(&krate))
-        .map_or("other", |(stage, _)| stage)
 }
 
 impl Phases {

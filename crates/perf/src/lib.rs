@@ -14,6 +14,7 @@
 pub mod callgrind;
 pub mod end_to_end;
 pub mod size_classes;
+pub mod stages;
 pub mod store;
 
 use hive_core::{

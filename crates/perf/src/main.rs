@@ -33,9 +33,11 @@ const WORKLOADS: &[Workload] = &[
     }),
     ("codec", || hive_perf::codec_round_trip(1_000)),
     ("store_writer", || {
-        hive_perf::store::writer_round_trip(10_000)
+        hive_perf::store::writer_round_trip(10_000) as usize
     }),
-    ("store_raw", || hive_perf::store::raw_round_trip(10_000)),
+    ("store_raw", || {
+        hive_perf::store::raw_round_trip(10_000) as usize
+    }),
 ];
 
 const TOLERANCE: f64 = 0.10;
