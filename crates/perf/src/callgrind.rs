@@ -8,67 +8,67 @@
 
 use std::collections::HashMap;
 
-/// Instructions of the profile `text` (callgrind's format, one event: `Ir`) that ran in the
-/// object whose file name ends with `object`; and the profile's total. `None` when the profile
-/// has no total or nothing ran in that object (a gate must not pass on a count of nothing).
-pub fn instructions_in(text: &str, object: &str) -> Option<(u64, u64)> {
-    let mut names: HashMap<&str, &str> = HashMap::new();
-    let mut in_object = false;
-    let mut next_is_call_cost = false;
-    let mut own = 0u64;
-    let mut total = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("ob=") {
-            in_object = resolve(&mut names, rest).ends_with(object);
-        } else if let Some(rest) = line.strip_prefix("cob=") {
-            // Names the callee's object, and may define its compressed name for later.
-            resolve(&mut names, rest);
-        } else if line.starts_with("calls=") {
-            // The cost line after `calls=` is the callee's inclusive cost, not this function's.
-            next_is_call_cost = true;
-        } else if let Some(rest) = line.strip_prefix("summary:") {
-            total = rest.trim().parse().ok();
-        } else if let Some(cost) = cost_of(line)
-            && !std::mem::take(&mut next_is_call_cost)
-            && in_object
-        {
-            own += cost;
-        }
-    }
-    (own > 0).then_some((own, total?))
+/// One profile of callgrind's format (one event: `Ir`), read for one object.
+#[derive(Debug, Default)]
+pub struct Profile<'a> {
+    /// The object's own instructions by the function they ran in (callgrind's `fn=`: the
+    /// symbol's outermost function, since callgrind does not read inlining information; a basic
+    /// block's `fl=` file, by contrast, is that of its first instruction, often a generic or
+    /// inlined function's source).
+    pub by_function: HashMap<&'a str, u64>,
+    /// The profile's total, every object's instructions.
+    pub total: Option<u64>,
 }
 
-/// The instructions of `object` (as in [`instructions_in`]) by the function they ran in
-/// (callgrind's `fn=`: the symbol's outermost function, since callgrind does not read inlining
-/// information; a basic block's `fl=` file, by contrast, is that of its first instruction, often
-/// a generic or inlined function's source).
-pub fn own_by_function(text: &str, object: &str) -> HashMap<String, u64> {
+impl Profile<'_> {
+    /// The object's own instructions.
+    pub fn own(&self) -> u64 {
+        self.by_function.values().sum()
+    }
+}
+
+/// Reads `text` for the object whose file name ends with `object`: the costs that ran in it,
+/// not what its calls into other objects cost.
+pub fn read<'a>(text: &'a str, object: &str) -> Profile<'a> {
     // Callgrind compresses objects, files and functions in three separate id spaces.
     let mut objects: HashMap<&str, &str> = HashMap::new();
     let mut functions: HashMap<&str, &str> = HashMap::new();
     let mut in_object = false;
     let mut function = "";
     let mut next_is_call_cost = false;
-    let mut by_function: HashMap<String, u64> = HashMap::new();
+    let mut profile = Profile::default();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("ob=") {
             in_object = resolve(&mut objects, rest).ends_with(object);
         } else if let Some(rest) = line.strip_prefix("cob=") {
+            // Names the callee's object, and may define its compressed name for later.
             resolve(&mut objects, rest);
         } else if let Some(rest) = line.strip_prefix("fn=") {
             function = resolve(&mut functions, rest);
         } else if let Some(rest) = line.strip_prefix("cfn=") {
             resolve(&mut functions, rest);
         } else if line.starts_with("calls=") {
+            // The cost line after `calls=` is the callee's inclusive cost, not this function's.
             next_is_call_cost = true;
+        } else if let Some(rest) = line.strip_prefix("summary:") {
+            profile.total = rest.trim().parse().ok();
         } else if let Some(cost) = cost_of(line)
             && !std::mem::take(&mut next_is_call_cost)
             && in_object
         {
-            *by_function.entry(function.to_string()).or_default() += cost;
+            *profile.by_function.entry(function).or_default() += cost;
         }
     }
-    by_function
+    profile
+}
+
+/// Instructions of the profile `text` that ran in the object whose file name ends with
+/// `object`; and the profile's total. `None` when the profile has no total or nothing ran in
+/// that object (a gate must not pass on a count of nothing).
+pub fn instructions_in(text: &str, object: &str) -> Option<(u64, u64)> {
+    let profile = read(text, object);
+    let own = profile.own();
+    (own > 0).then_some((own, profile.total?))
 }
 
 /// The instruction count of a cost line (`position count`, position possibly relative), or
@@ -154,7 +154,7 @@ fn=(4) other
 
     #[test]
     fn own_costs_go_to_the_function_they_ran_in() {
-        let by_function = own_by_function(PROFILE, "release/hive-perf");
+        let by_function = read(PROFILE, "release/hive-perf").by_function;
         assert_eq!(by_function.get("main"), Some(&(50 + 25 + 5)));
         assert_eq!(by_function.get("other"), Some(&600));
         assert_eq!(by_function.len(), 2);

@@ -152,11 +152,14 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
             let file = PathBuf::from(format!("{}.{n}", out.display()));
             hub.dump(&file)?;
             let text = std::fs::read_to_string(&file)?;
-            let (own, with_libraries) = callgrind::instructions_in(&text, &object)
-                .with_context(|| format!("no instructions of {object} in {}", file.display()))?;
+            let profile = callgrind::read(&text, &object);
+            let (own, with_libraries) = (profile.own(), profile.total.unwrap_or(0));
+            if own == 0 || with_libraries == 0 {
+                bail!("no instructions of {object} in {}", file.display());
+            }
             let mut by_stage = HashMap::new();
-            for (function, cost) in callgrind::own_by_function(&text, &object) {
-                *by_stage.entry(stage_of(&function)).or_default() += cost;
+            for (function, cost) in profile.by_function {
+                *by_stage.entry(stage_of(function)).or_default() += cost;
             }
             let count = Count {
                 own,
@@ -317,9 +320,8 @@ async fn start_worker(
     executed: Arc<AtomicU64>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, WorkerHandle)> {
     let null = RawValue::from_string("null".into())?;
-    let counter = executed.clone();
     let executor = Arc::new(move |_: Assignment| {
-        counter.fetch_add(1, Ordering::Relaxed);
+        executed.fetch_add(1, Ordering::Relaxed);
         let output = null.clone();
         async move { Outcome::Success(output) }
     });
