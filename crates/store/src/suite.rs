@@ -41,6 +41,7 @@ macro_rules! store_suite {
             group_commit_answers_each_batch_after_its_commit,
             a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps,
             a_task_whose_whole_life_is_one_commit_is_stored_as_if_written_step_by_step,
+            every_status_is_listed_counted_and_reloaded_as_written,
             tokens_keep_only_their_hash_and_survive_a_reopen,
             learned_estimates_are_kept_latest_first_and_read_back_after_reopening,
             the_alert_history_is_read_newest_first,
@@ -595,6 +596,135 @@ pub fn a_task_whose_whole_life_is_one_commit_is_stored_as_if_written_step_by_ste
         )
     );
     assert_eq!(one.attempt_log, two.attempt_log);
+}
+
+/// Each status reached by each way a task can reach it (a task's end is indexed apart from its
+/// status in SQLite: migrations/0011_finished.sql), listed, counted and reloaded, also after a
+/// reopen.
+pub fn every_status_is_listed_counted_and_reloaded_as_written(b: impl Backend) {
+    let agent = AgentId(Uuid::from_u128(9));
+    let queued = |n: u128| Change::TaskCreated {
+        spec: spec(n),
+        status: TaskStatus::Queued,
+        error: None,
+    };
+    let started = |n: u128, attempt: u32| Change::AttemptStarted {
+        spec: spec(n),
+        attempt,
+        agent,
+        started_at: Timestamp(15),
+        lease_until: Timestamp(1_015),
+        queued_ms: 0,
+        inputs: vec![],
+        identity: None,
+    };
+    let ended = |n: u128, outcome, next| Change::AttemptEnded {
+        task: spec(n).id,
+        capability: spec(n).capability.clone(),
+        attempt: 1,
+        agent: Some(agent),
+        created_at: Timestamp(10),
+        started_at: Timestamp(15),
+        ended_at: Timestamp(20),
+        outcome,
+        output: None,
+        error: None,
+        next,
+    };
+    let mut writer = b.writer();
+    writer
+        .apply(&[&[
+            created(1),
+            queued(2),
+            queued(3),
+            queued(4),
+            queued(5),
+            queued(6),
+            Change::TaskCreated {
+                spec: spec(7),
+                status: TaskStatus::Failed,
+                error: Some("a dependency failed".into()),
+            },
+            queued(8),
+        ]])
+        .unwrap();
+    writer
+        .apply(&[&[started(3, 1), started(4, 1), started(5, 1), started(8, 1)]])
+        .unwrap();
+    writer
+        .apply(&[&[
+            ended(4, AttemptOutcome::Succeeded, NextStatus::Succeeded),
+            ended(5, AttemptOutcome::Failed, NextStatus::Failed),
+            Change::TaskFinished {
+                task: spec(6).id,
+                capability: spec(6).capability.clone(),
+                status: TaskStatus::Cancelled,
+                error: Some("cancelled".into()),
+                result: None,
+                at: Timestamp(20),
+            },
+            ended(
+                8,
+                AttemptOutcome::Failed,
+                NextStatus::Retry {
+                    not_before: Timestamp(30),
+                },
+            ),
+        ]])
+        .unwrap();
+    let expected = [
+        (TaskStatus::Waiting, vec![1]),
+        (TaskStatus::Queued, vec![8, 2]),
+        (TaskStatus::Running, vec![3]),
+        (TaskStatus::Succeeded, vec![4]),
+        (TaskStatus::Failed, vec![7, 5]),
+        (TaskStatus::Cancelled, vec![6]),
+    ];
+    let check = |reader: &dyn TaskReader| {
+        for (status, tasks) in &expected {
+            let listed: Vec<TaskId> = reader
+                .list_tasks(&TaskFilter {
+                    limit: 10,
+                    status: Some(*status),
+                    ..Default::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|t| t.spec.id)
+                .collect();
+            let ids: Vec<TaskId> = tasks.iter().map(|&n| spec(n).id).collect();
+            assert_eq!(listed, ids, "tasks listed as {status:?}");
+        }
+        let mut counts = reader.count_by_status().unwrap();
+        counts.sort_by_key(|(status, _)| status.as_str());
+        let mut want: Vec<(TaskStatus, u64)> = expected
+            .iter()
+            .map(|(status, tasks)| (*status, tasks.len() as u64))
+            .collect();
+        want.sort_by_key(|(status, _)| status.as_str());
+        assert_eq!(counts, want);
+        let mut active: Vec<(TaskId, TaskStatus)> = reader
+            .load_active()
+            .unwrap()
+            .iter()
+            .map(|t| (t.spec.id, t.status))
+            .collect();
+        active.sort_by_key(|(id, _)| *id);
+        let mut want: Vec<(TaskId, TaskStatus)> = [
+            (1, TaskStatus::Waiting),
+            (2, TaskStatus::Queued),
+            (3, TaskStatus::Running),
+            (8, TaskStatus::Queued),
+        ]
+        .iter()
+        .map(|&(n, status)| (spec(n).id, status))
+        .collect();
+        want.sort_by_key(|(id, _)| *id);
+        assert_eq!(active, want);
+    };
+    check(&b.reader());
+    let b = b.reopen();
+    check(&b.reader());
 }
 
 /// Forty updates of one row are forty statements on PostgreSQL (each touch of the row a segment

@@ -72,6 +72,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         10,
         include_str!("../../migrations/postgres/0010_neural.sql"),
     ),
+    (
+        11,
+        include_str!("../../migrations/postgres/0011_finished.sql"),
+    ),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.

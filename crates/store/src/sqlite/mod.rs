@@ -39,6 +39,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (8, include_str!("../../migrations/0008_swarm.sql")),
     (9, include_str!("../../migrations/0009_pool_rank.sql")),
     (10, include_str!("../../migrations/0010_neural.sql")),
+    (11, include_str!("../../migrations/0011_finished.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

@@ -180,6 +180,37 @@ fn attempts_of(
     Ok(out)
 }
 
+/// A listing's SQL and its arguments, newest first.
+pub(super) fn list_query(filter: &TaskFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1=1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(s) = filter.status {
+        sql.push_str(" AND status = ?");
+        // The term that lets SQLite use the partial index holding this status (the index's own
+        // condition, word for word: migrations/0011_finished.sql). Succeeded tasks, in no
+        // index, are found walking the table newest first, where they are most of the rows.
+        sql.push_str(match s {
+            TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Running => {
+                " AND finished_at IS NULL"
+            }
+            TaskStatus::Failed | TaskStatus::Cancelled => " AND status IN ('failed', 'cancelled')",
+            TaskStatus::Succeeded => "",
+        });
+        args.push(Box::new(s.as_str()));
+    }
+    if let Some(c) = &filter.capability {
+        sql.push_str(" AND capability = ?");
+        args.push(Box::new(c.clone()));
+    }
+    if let Some(before) = filter.before {
+        sql.push_str(" AND id < ?");
+        args.push(Box::new(before.as_bytes().to_vec()));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(Box::new(filter.limit as i64));
+    (sql, args)
+}
+
 impl TaskReader for SqliteReader {
     fn get_task(&self, id: TaskId) -> Result<Option<StoredTask>, StoreError> {
         self.with_conn(|conn| {
@@ -197,22 +228,7 @@ impl TaskReader for SqliteReader {
 
     fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<StoredTask>, StoreError> {
         self.with_conn(|conn| {
-            let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1=1");
-            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-            if let Some(s) = filter.status {
-                sql.push_str(" AND status = ?");
-                args.push(Box::new(s.as_str()));
-            }
-            if let Some(c) = &filter.capability {
-                sql.push_str(" AND capability = ?");
-                args.push(Box::new(c.clone()));
-            }
-            if let Some(before) = filter.before {
-                sql.push_str(" AND id < ?");
-                args.push(Box::new(before.as_bytes().to_vec()));
-            }
-            sql.push_str(" ORDER BY id DESC LIMIT ?");
-            args.push(Box::new(filter.limit as i64));
+            let (sql, args) = list_query(filter);
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
             let mut out = Vec::new();
@@ -228,8 +244,16 @@ impl TaskReader for SqliteReader {
 
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
         self.with_conn(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status")?;
+            // Each status from the partial index that holds it; succeeded tasks, which none
+            // holds, are the rest of the table's count (the smallest whole index's). One read
+            // transaction, so that both counts see the same commits.
+            let snapshot = conn.unchecked_transaction()?;
+            let mut stmt = snapshot.prepare_cached(
+                "SELECT status, count(*) FROM tasks WHERE finished_at IS NULL GROUP BY status
+                 UNION ALL
+                 SELECT status, count(*) FROM tasks WHERE status IN ('failed', 'cancelled')
+                    GROUP BY status",
+            )?;
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
@@ -237,6 +261,17 @@ impl TaskReader for SqliteReader {
                     status(&row.get::<_, String>(0)?)?,
                     row.get::<_, i64>(1)? as u64,
                 ));
+            }
+            drop(rows);
+            drop(stmt);
+            let total: i64 = snapshot
+                .prepare_cached("SELECT count(*) FROM tasks")?
+                .query_row([], |row| row.get(0))?;
+            snapshot.finish()?;
+            let others: u64 = out.iter().map(|(_, n)| n).sum();
+            let succeeded = (total as u64).saturating_sub(others);
+            if succeeded > 0 {
+                out.push((TaskStatus::Succeeded, succeeded));
             }
             Ok(out)
         })
@@ -286,7 +321,7 @@ impl TaskReader for SqliteReader {
         self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {TASK_COLUMNS} FROM tasks
-                 WHERE status IN ('waiting', 'queued', 'running') ORDER BY id"
+                 WHERE finished_at IS NULL ORDER BY id"
             );
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query([])?;

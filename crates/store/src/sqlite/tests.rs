@@ -104,3 +104,112 @@ fn the_wal_stays_bounded_under_commits_that_never_pause() {
         "the WAL grew to {size} bytes: it never restarted"
     );
 }
+
+/// Listing by a status walks the partial index that holds it, newest first, without sorting;
+/// only succeeded tasks (most rows, in no index) walk the table. A plan that scanned the whole
+/// table for failed tasks would be correct and slow, so the suite's results cannot catch it.
+#[test]
+fn listing_by_status_reads_the_index_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let conn = store.connect().unwrap();
+    for status in TaskStatus::ALL {
+        let (sql, args) = super::read::list_query(&crate::TaskFilter {
+            limit: 10,
+            status: Some(status),
+            ..Default::default()
+        });
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        let index = match status {
+            TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Running => {
+                Some("tasks_unfinished")
+            }
+            TaskStatus::Failed | TaskStatus::Cancelled => Some("tasks_failed"),
+            TaskStatus::Succeeded => None,
+        };
+        match index {
+            Some(index) => assert!(plan.contains(index), "{status:?}: {plan}"),
+            None => assert!(plan.starts_with("SCAN tasks"), "{status:?}: {plan}"),
+        }
+        assert!(!plan.contains("TEMP B-TREE"), "{status:?} sorts: {plan}");
+    }
+}
+
+/// A data directory written before tasks recorded their end (schema version 10) gets each ended
+/// task's end from its last update, and lists, counts and reloads as a new one does.
+#[test]
+fn a_version_10_directory_gets_the_end_of_each_ended_task() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (_, sql) in MIGRATIONS.iter().filter(|(version, _)| *version <= 10) {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.execute_batch("PRAGMA user_version = 10").unwrap();
+        let statuses = [
+            "waiting",
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ];
+        for (n, status) in statuses.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
+                    backoff_base_ms, backoff_max_ms, status, created_at, updated_at)
+                 VALUES (?1, 'echo', '{}', 5, 3, 1000, 100, 1000, ?2, 10, ?3)",
+                rusqlite::params![
+                    uuid::Uuid::from_u128(n as u128 + 1).as_bytes(),
+                    status,
+                    20 + n as i64
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let conn = store.connect().unwrap();
+    let ends: Vec<(String, Option<i64>)> = conn
+        .prepare("SELECT status, finished_at FROM tasks ORDER BY id")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ends: Vec<(&str, Option<i64>)> = ends.iter().map(|(s, at)| (s.as_str(), *at)).collect();
+    assert_eq!(
+        ends,
+        [
+            ("waiting", None),
+            ("queued", None),
+            ("running", None),
+            ("succeeded", Some(23)),
+            ("failed", Some(24)),
+            ("cancelled", Some(25)),
+        ]
+    );
+    let reader = store.reader();
+    let mut counts = reader.count_by_status().unwrap();
+    counts.sort_by_key(|(status, _)| status.as_str());
+    let mut all: Vec<(TaskStatus, u64)> = TaskStatus::ALL.iter().map(|s| (*s, 1)).collect();
+    all.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(counts, all);
+    assert_eq!(reader.load_active().unwrap().len(), 3);
+    let failed = reader
+        .list_tasks(&crate::TaskFilter {
+            limit: 10,
+            status: Some(TaskStatus::Failed),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+}

@@ -94,9 +94,9 @@ impl Sql {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
             backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
             attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
-            replicas, quorum, vote, features)
+            replicas, quorum, vote, features, finished_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20, ?21, ?22)"
+            ?19, ?20, ?21, ?22, ?23)"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name)
@@ -117,11 +117,11 @@ impl Sql {
             }
             Sql::TaskAfterAttempt => {
                 "UPDATE tasks SET status = ?2, result = ?3, error = ?4, not_before = ?5,
-                    lease_until = NULL, updated_at = ?6 WHERE id = ?1"
+                    lease_until = NULL, updated_at = ?6, finished_at = ?7 WHERE id = ?1"
             }
             Sql::TaskFinished => {
                 "UPDATE tasks SET status = ?2, error = ?3, result = ?5, not_before = NULL,
-                    lease_until = NULL, updated_at = ?4 WHERE id = ?1"
+                    lease_until = NULL, updated_at = ?4, finished_at = ?4 WHERE id = ?1"
             }
             Sql::UpsertAgent => {
                 "INSERT OR REPLACE INTO agents
@@ -206,6 +206,9 @@ fn insert_task(
             spec.consensus.as_ref().map(|c| c.quorum),
             spec.consensus.as_ref().and_then(|c| c.vote.as_deref()),
             spec.features.as_deref().map(Feature::to_json),
+            // A task created already ended (its parent failed): `finished_at` keeps it out of
+            // the unfinished tasks' index (migrations/0011_finished.sql).
+            status.is_terminal().then(|| ts(spec.created_at)),
         ],
     )?;
     Ok(())
@@ -308,15 +311,18 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
                 NextStatus::Retry { not_before } => Some(ts(*not_before)),
                 _ => None,
             };
+            let status = next.status();
+            let finished_at = status.is_terminal().then(|| ts(*ended_at));
             st.execute(
                 Sql::TaskAfterAttempt,
                 params![
                     task.as_bytes(),
-                    next.status().as_str(),
+                    status.as_str(),
                     output.as_deref(),
                     error,
                     not_before,
-                    ts(*ended_at)
+                    ts(*ended_at),
+                    finished_at
                 ],
             )?;
         }

@@ -1,0 +1,3 @@
+-- The SQLite store replaced its status index with two that change only when a task ends
+-- (../0011_finished.sql). PostgreSQL's indexes are unchanged; this version exists so that both
+-- stores count their versions alike.
