@@ -11,8 +11,8 @@ use hive_core::{
 use uuid::Uuid;
 
 use crate::{
-    AlertLog, AlertRecord, BatchWriter, GroupCommit, ModelStore, StoreError, TaskFilter,
-    TaskReader, TokenStore, WriteBatch,
+    AlertLog, AlertRecord, BatchWriter, GroupCommit, ModelStore, StoreError, StoredAttempt,
+    TaskFilter, TaskReader, TokenStore, WriteBatch,
 };
 
 /// A backend under test: a store opened on a database of its own.
@@ -42,6 +42,7 @@ macro_rules! store_suite {
             a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps,
             a_task_whose_whole_life_is_one_commit_is_stored_as_if_written_step_by_step,
             every_status_is_listed_counted_and_reloaded_as_written,
+            an_attempt_log_reads_the_same_at_every_step_of_a_task_life,
             tokens_keep_only_their_hash_and_survive_a_reopen,
             learned_estimates_are_kept_latest_first_and_read_back_after_reopening,
             the_alert_history_is_read_newest_first,
@@ -725,6 +726,119 @@ pub fn every_status_is_listed_counted_and_reloaded_as_written(b: impl Backend) {
     check(&b.reader());
     let b = b.reopen();
     check(&b.reader());
+}
+
+/// The attempt log at each step of a plain task's life: started, moved to another agent,
+/// its lease expired (ended by a restarted hub that knows neither the agent nor the start:
+/// the stored ones stay), retried, succeeded. SQLite keeps a plain task's latest attempt in the
+/// task's row until it ends otherwise than by succeeding (migrations/0012_attempt_in_task.sql);
+/// PostgreSQL writes every attempt to `attempts`: both must read alike.
+pub fn an_attempt_log_reads_the_same_at_every_step_of_a_task_life(b: impl Backend) {
+    let (first, second) = (AgentId(Uuid::from_u128(7)), AgentId(Uuid::from_u128(8)));
+    let id = spec(1).id;
+    let started = |attempt: u32, agent, at: u64| Change::AttemptStarted {
+        spec: spec(1),
+        attempt,
+        agent,
+        started_at: Timestamp(at),
+        lease_until: Timestamp(at + 1_000),
+        queued_ms: 0,
+        inputs: vec![],
+        identity: None,
+    };
+    let ended =
+        |attempt: u32, agent, started_at: u64, ended_at: u64, outcome, next| Change::AttemptEnded {
+            task: id,
+            capability: spec(1).capability.clone(),
+            attempt,
+            agent,
+            created_at: Timestamp(10),
+            started_at: Timestamp(started_at),
+            ended_at: Timestamp(ended_at),
+            outcome,
+            output: (outcome == AttemptOutcome::Succeeded).then(|| "[1]".into()),
+            error: (outcome != AttemptOutcome::Succeeded).then(|| "lease expired".to_string()),
+            next,
+        };
+    let attempt =
+        |attempt: u32, agent, started_at: u64, end: Option<AttemptOutcome>| StoredAttempt {
+            attempt,
+            agent: Some(agent),
+            started_at: Timestamp(started_at),
+            ended_at: end.map(|_| Timestamp(started_at + 8)),
+            outcome: end,
+            error: end
+                .filter(|o| *o != AttemptOutcome::Succeeded)
+                .map(|_| "lease expired".to_string()),
+            output: None,
+        };
+    let log = |reader: &dyn TaskReader| {
+        let one = reader.get_task(id).unwrap().unwrap().attempt_log;
+        let listed = reader
+            .list_tasks(&TaskFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(listed[0].attempt_log, one, "listed as read alone");
+        one
+    };
+    let mut writer = b.writer();
+    let queued = Change::TaskCreated {
+        spec: spec(1),
+        status: TaskStatus::Queued,
+        error: None,
+    };
+    writer.apply(&[&[queued, started(1, first, 12)]]).unwrap();
+    let reader = b.reader();
+    assert_eq!(log(&reader), [attempt(1, first, 12, None)]);
+    let moved = Change::AttemptReattached {
+        task: id,
+        attempt: 1,
+        agent: second,
+    };
+    writer.apply(&[&[moved]]).unwrap();
+    assert_eq!(log(&reader), [attempt(1, second, 12, None)]);
+    // Ended by a hub that reloaded the task: it knows neither the agent nor the start.
+    let reloaded = ended(
+        1,
+        None,
+        19,
+        20,
+        AttemptOutcome::LeaseExpired,
+        NextStatus::Retry {
+            not_before: Timestamp(25),
+        },
+    );
+    writer.apply(&[&[reloaded]]).unwrap();
+    let first_end = attempt(1, second, 12, Some(AttemptOutcome::LeaseExpired));
+    assert_eq!(log(&reader), std::slice::from_ref(&first_end));
+    let ready = Change::TaskReady {
+        task: id,
+        capability: spec(1).capability.clone(),
+        at: Timestamp(25),
+    };
+    writer.apply(&[&[ready, started(2, first, 30)]]).unwrap();
+    assert_eq!(
+        log(&reader),
+        [first_end.clone(), attempt(2, first, 30, None)]
+    );
+    let succeeded = ended(
+        2,
+        Some(first),
+        30,
+        38,
+        AttemptOutcome::Succeeded,
+        NextStatus::Succeeded,
+    );
+    writer.apply(&[&[succeeded]]).unwrap();
+    let done = [
+        first_end,
+        attempt(2, first, 30, Some(AttemptOutcome::Succeeded)),
+    ];
+    assert_eq!(log(&reader), done);
+    let b = b.reopen();
+    assert_eq!(log(&b.reader()), done);
 }
 
 /// Forty updates of one row are forty statements on PostgreSQL (each touch of the row a segment

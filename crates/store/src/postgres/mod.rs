@@ -76,6 +76,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         11,
         include_str!("../../migrations/postgres/0011_finished.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/postgres/0012_attempt_in_task.sql"),
+    ),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.

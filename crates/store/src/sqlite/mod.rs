@@ -40,6 +40,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (9, include_str!("../../migrations/0009_pool_rank.sql")),
     (10, include_str!("../../migrations/0010_neural.sql")),
     (11, include_str!("../../migrations/0011_finished.sql")),
+    (
+        12,
+        include_str!("../../migrations/0012_attempt_in_task.sql"),
+    ),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

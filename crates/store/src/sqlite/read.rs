@@ -16,7 +16,7 @@ use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
     lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure, replicas,
-    quorum, vote, features";
+    quorum, vote, features, attempt_agent, attempt_started_at, finished_at";
 
 /// Idle connections kept for reuse; more are opened under load and closed after.
 const POOL_SIZE: usize = 8;
@@ -98,18 +98,64 @@ fn consensus_from_row(row: &Row<'_>) -> Result<Option<Box<ConsensusSpec>>, Store
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// A task as its row has it; `attempt_log` holds only the latest attempt when the row keeps it
+/// (see [`complete_attempt_log`]).
 fn task_from_row(row: &Row<'_>) -> Result<StoredTask, StoreError> {
+    let status = status(&row.get::<_, String>(10)?)?;
+    let attempts = row.get(11)?;
+    let latest = match row.get::<_, Option<i64>>(25)? {
+        Some(started_at) => {
+            let succeeded = status == TaskStatus::Succeeded;
+            vec![StoredAttempt {
+                attempt: attempts,
+                agent: row
+                    .get::<_, Option<Vec<u8>>>(24)?
+                    .map(|b| agent_id(&b))
+                    .transpose()?,
+                started_at: from_ts(started_at),
+                ended_at: match succeeded {
+                    true => row.get::<_, Option<i64>>(26)?.map(from_ts),
+                    false => None,
+                },
+                outcome: succeeded.then_some(AttemptOutcome::Succeeded),
+                error: None,
+                output: None,
+            }]
+        }
+        None => Vec::new(),
+    };
     Ok(StoredTask {
         spec: spec_from_row(row)?,
-        status: status(&row.get::<_, String>(10)?)?,
-        attempts: row.get(11)?,
+        status,
+        attempts,
         result: row.get(12)?,
         error: row.get(13)?,
         lease_until: row.get::<_, Option<i64>>(14)?.map(from_ts),
         not_before: row.get::<_, Option<i64>>(15)?.map(from_ts),
         updated_at: from_ts(row.get(17)?),
-        attempt_log: Vec::new(),
+        attempt_log: latest,
     })
+}
+
+/// A task's attempts: the rows of `attempts`, and the latest attempt that [`task_from_row`]
+/// read from the task's row when `attempts` has no row of its number. A plain task's attempt
+/// is written to `attempts` only when it ends otherwise than by succeeding; until then, and if
+/// it succeeds, the task's row has it (`migrations/0012_attempt_in_task.sql`).
+fn complete_attempt_log(
+    conn: &Connection,
+    task: &mut StoredTask,
+    outputs: bool,
+) -> Result<(), StoreError> {
+    let latest = task.attempt_log.pop();
+    let mut log = attempts_of(conn, task.spec.id, outputs)?;
+    if let Some(latest) = latest
+        && !log.iter().any(|a| a.attempt == latest.attempt)
+    {
+        log.push(latest);
+        log.sort_by_key(|a| a.attempt);
+    }
+    task.attempt_log = log;
+    Ok(())
 }
 
 /// A consensus task's attempts with the names of the agents that ran them (the identities
@@ -221,7 +267,7 @@ impl TaskReader for SqliteReader {
                 return Ok(None);
             };
             let mut task = task_from_row(row)?;
-            task.attempt_log = attempts_of(conn, id, true)?;
+            complete_attempt_log(conn, &mut task, true)?;
             Ok(Some(task))
         })
     }
@@ -236,7 +282,7 @@ impl TaskReader for SqliteReader {
                 out.push(task_from_row(row)?);
             }
             for task in &mut out {
-                task.attempt_log = attempts_of(conn, task.spec.id, false)?;
+                complete_attempt_log(conn, task, false)?;
             }
             Ok(out)
         })

@@ -213,3 +213,98 @@ fn a_version_10_directory_gets_the_end_of_each_ended_task() {
         .unwrap();
     assert_eq!(failed.len(), 1);
 }
+
+/// A data directory of schema version 11, written when a plain task's attempt had a row from its
+/// start: a running task's open attempt moves into the task's row, reads as before, and ends as
+/// a new one does; a consensus task's replicas and ended attempts keep their rows.
+#[test]
+fn a_version_11_directory_moves_running_attempts_into_their_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = |n: u128| uuid::Uuid::from_u128(n);
+    let agent = hive_core::AgentId(id(70));
+    {
+        let mut conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (_, sql) in MIGRATIONS.iter().filter(|(version, _)| *version <= 11) {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.execute_batch("PRAGMA user_version = 11").unwrap();
+        // 1: plain, running its second attempt; 2: consensus, running two replicas; 3: plain,
+        // succeeded.
+        for (n, status, attempts, replicas) in [
+            (1, "running", 2, None),
+            (2, "running", 2, Some(2)),
+            (3, "succeeded", 1, None),
+        ] {
+            tx.execute(
+                "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
+                    backoff_base_ms, backoff_max_ms, status, attempts, created_at, updated_at,
+                    replicas, quorum, finished_at)
+                 VALUES (?1, 'echo', '{}', 5, 3, 1000, 100, 1000, ?2, ?3, 10, 30, ?4, ?4,
+                    CASE WHEN ?2 = 'succeeded' THEN 30 END)",
+                rusqlite::params![id(n).as_bytes(), status, attempts, replicas],
+            )
+            .unwrap();
+        }
+        for (n, attempt, ended) in [(1, 1, true), (1, 2, false), (2, 1, false), (2, 2, false)] {
+            tx.execute(
+                "INSERT INTO attempts (task_id, attempt, agent_id, started_at, ended_at, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![
+                    id(n).as_bytes(),
+                    attempt,
+                    agent.as_bytes(),
+                    10 + attempt,
+                    ended.then_some(20),
+                    ended.then_some("failed")
+                ],
+            )
+            .unwrap();
+        }
+        tx.execute(
+            "INSERT INTO attempts (task_id, attempt, agent_id, started_at, ended_at, outcome)
+             VALUES (?1, 1, ?2, 11, 30, 'succeeded')",
+            rusqlite::params![id(3).as_bytes(), agent.as_bytes()],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let rows: i64 = store
+        .connect()
+        .unwrap()
+        .query_row("SELECT count(*) FROM attempts", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 4, "only the plain running task's open attempt moved");
+    let reader = store.reader();
+    let log = |n: u128| {
+        reader
+            .get_task(hive_core::TaskId(id(n)))
+            .unwrap()
+            .unwrap()
+            .attempt_log
+            .iter()
+            .map(|a| (a.attempt, a.agent, a.started_at.0, a.ended_at.map(|t| t.0)))
+            .collect::<Vec<_>>()
+    };
+    let agent = Some(agent);
+    assert_eq!(log(1), [(1, agent, 11, Some(20)), (2, agent, 12, None)]);
+    assert_eq!(log(2), [(1, agent, 11, None), (2, agent, 12, None)]);
+    assert_eq!(log(3), [(1, agent, 11, Some(30))]);
+    let spec = crate::suite::spec(1);
+    let succeeded = Change::AttemptEnded {
+        task: hive_core::TaskId(id(1)),
+        capability: spec.capability.clone(),
+        attempt: 2,
+        agent,
+        created_at: hive_core::Timestamp(10),
+        started_at: hive_core::Timestamp(12),
+        ended_at: hive_core::Timestamp(40),
+        outcome: hive_core::AttemptOutcome::Succeeded,
+        output: Some("[1]".into()),
+        error: None,
+        next: hive_core::NextStatus::Succeeded,
+    };
+    store.writer().unwrap().apply(&[&[succeeded]]).unwrap();
+    assert_eq!(log(1), [(1, agent, 11, Some(20)), (2, agent, 12, Some(40))]);
+}

@@ -1,5 +1,7 @@
 //! The writer side: turns the scheduler's changes into rows, all batches of a group in one
-//! transaction. Each statement is taken from rusqlite's cache once per transaction and reused for
+//! transaction. A plain task's attempt lives in the task's row while it runs and, if it
+//! succeeds, stays there: `attempts` gets a row for it only when it ends otherwise
+//! (`migrations/0012_attempt_in_task.sql`; the reader puts the two together). Each statement is taken from rusqlite's cache once per transaction and reused for
 //! every row ([`Statements`]): a cache lookup hashes and compares the whole SQL text, which per
 //! row showed in the profile (BENCHMARKS.md).
 
@@ -51,12 +53,15 @@ impl BatchWriter for SqliteWriter {
                 };
                 let running = Running {
                     attempt: *attempt,
+                    agent: *agent,
                     started_at: *started_at,
                     lease_until: *lease_until,
                 };
                 insert_task(&mut st, spec, TaskStatus::Running, None, Some(running))?;
-                let identity = identity.as_deref();
-                insert_attempt(&mut st, spec.id, *attempt, *agent, *started_at, identity)?;
+                if spec.consensus.is_some() {
+                    let identity = identity.as_deref();
+                    insert_attempt(&mut st, spec.id, *attempt, *agent, *started_at, identity)?;
+                }
                 continue;
             }
             apply_one(&mut st, change)?;
@@ -75,18 +80,19 @@ enum Sql {
     InsertAttempt,
     TaskReady,
     TaskRunning,
-    AttemptEnded,
+    AttemptEndedOtherwise,
     ReplicaEnded,
     TaskAfterAttempt,
     TaskFinished,
     UpsertAgent,
     AttemptAgent,
+    TaskAttemptAgent,
     DeleteAgent,
     UpsertEstimate,
 }
 
 impl Sql {
-    const COUNT: usize = 12;
+    const COUNT: usize = 13;
 
     fn text(self) -> &'static str {
         match self {
@@ -94,9 +100,9 @@ impl Sql {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
             backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
             attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
-            replicas, quorum, vote, features, finished_at)
+            replicas, quorum, vote, features, finished_at, attempt_agent, attempt_started_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20, ?21, ?22, ?23)"
+            ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name)
@@ -105,11 +111,18 @@ impl Sql {
             Sql::TaskReady => "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1",
             Sql::TaskRunning => {
                 "UPDATE tasks SET status = 'running', attempts = ?2, lease_until = ?3,
-                    not_before = NULL, updated_at = ?4 WHERE id = ?1"
+                    not_before = NULL, updated_at = ?4, attempt_agent = ?5,
+                    attempt_started_at = ?6 WHERE id = ?1"
             }
-            Sql::AttemptEnded => {
-                "UPDATE attempts SET ended_at = ?3, outcome = ?4, error = ?5
-                 WHERE task_id = ?1 AND attempt = ?2"
+            // The agent and start as the task's row has them: a task reloaded by a restarted hub
+            // ends its attempt without knowing its agent until the agent rejoins. REPLACE: a row
+            // of this number, had one been written, holds less than this one.
+            Sql::AttemptEndedOtherwise => {
+                "INSERT OR REPLACE INTO attempts
+                    (task_id, attempt, agent_id, started_at, ended_at, outcome, error)
+                 SELECT ?1, ?2, COALESCE(?3, attempt_agent), COALESCE(attempt_started_at, ?4),
+                    ?5, ?6, ?7
+                 FROM tasks WHERE id = ?1"
             }
             Sql::ReplicaEnded => {
                 "UPDATE attempts SET ended_at = ?3, outcome = ?4, error = ?5, output = ?6
@@ -130,6 +143,10 @@ impl Sql {
             }
             Sql::AttemptAgent => {
                 "UPDATE attempts SET agent_id = ?3 WHERE task_id = ?1 AND attempt = ?2"
+            }
+            Sql::TaskAttemptAgent => {
+                "UPDATE tasks SET attempt_agent = ?3
+                 WHERE id = ?1 AND attempts = ?2 AND attempt_started_at IS NOT NULL"
             }
             Sql::DeleteAgent => "DELETE FROM agents WHERE id = ?1",
             Sql::UpsertEstimate => {
@@ -168,6 +185,7 @@ impl<'c> Statements<'c> {
 /// The first attempt of a task inserted already running.
 struct Running {
     attempt: u32,
+    agent: AgentId,
     started_at: hive_core::Timestamp,
     lease_until: hive_core::Timestamp,
 }
@@ -179,6 +197,8 @@ fn insert_task(
     error: Option<&str>,
     running: Option<Running>,
 ) -> Result<(), StoreError> {
+    // A consensus task's replicas have rows of their own in `attempts` from their start.
+    let plain = spec.consensus.is_none().then_some(());
     st.execute(
         Sql::InsertTask,
         params![
@@ -209,6 +229,8 @@ fn insert_task(
             // A task created already ended (its parent failed): `finished_at` keeps it out of
             // the unfinished tasks' index (migrations/0011_finished.sql).
             status.is_terminal().then(|| ts(spec.created_at)),
+            plain.and(running.as_ref()).map(|r| r.agent.as_bytes()),
+            plain.and(running.as_ref()).map(|r| ts(r.started_at)),
         ],
     )?;
     Ok(())
@@ -254,27 +276,34 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             identity,
             ..
         } => {
+            let plain = spec.consensus.is_none();
             st.execute(
                 Sql::TaskRunning,
                 params![
                     spec.id.as_bytes(),
                     attempt,
                     ts(*lease_until),
-                    ts(*started_at)
+                    ts(*started_at),
+                    plain.then(|| agent.as_bytes()),
+                    plain.then(|| ts(*started_at)),
                 ],
             )?;
-            insert_attempt(
-                st,
-                spec.id,
-                *attempt,
-                *agent,
-                *started_at,
-                identity.as_deref(),
-            )?;
+            if !plain {
+                insert_attempt(
+                    st,
+                    spec.id,
+                    *attempt,
+                    *agent,
+                    *started_at,
+                    identity.as_deref(),
+                )?;
+            }
         }
         Change::AttemptEnded {
             task,
             attempt,
+            agent,
+            started_at,
             ended_at,
             outcome,
             output,
@@ -297,16 +326,22 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
                 )?;
                 return Ok(());
             }
-            st.execute(
-                Sql::AttemptEnded,
-                params![
-                    task.as_bytes(),
-                    attempt,
-                    ts(*ended_at),
-                    outcome.as_str(),
-                    error
-                ],
-            )?;
+            // Any other end is a plain task's (a replica's is `Voting`); one that succeeded
+            // stays in the task's row.
+            if *next != NextStatus::Succeeded {
+                st.execute(
+                    Sql::AttemptEndedOtherwise,
+                    params![
+                        task.as_bytes(),
+                        attempt,
+                        agent.as_ref().map(AgentId::as_bytes),
+                        ts(*started_at),
+                        ts(*ended_at),
+                        outcome.as_str(),
+                        error
+                    ],
+                )?;
+            }
             let not_before = match next {
                 NextStatus::Retry { not_before } => Some(ts(*not_before)),
                 _ => None,
@@ -367,8 +402,13 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             attempt,
             agent,
         } => {
+            // A replica's row, or a plain task's; one of the two matches.
             st.execute(
                 Sql::AttemptAgent,
+                params![task.as_bytes(), attempt, agent.as_bytes()],
+            )?;
+            st.execute(
+                Sql::TaskAttemptAgent,
                 params![task.as_bytes(), attempt, agent.as_bytes()],
             )?;
         }

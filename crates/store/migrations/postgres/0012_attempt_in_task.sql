@@ -1,0 +1,3 @@
+-- The SQLite store keeps a plain task's latest attempt in the task row and writes its attempt
+-- row only when it ends otherwise than by succeeding (../0012_attempt_in_task.sql). PostgreSQL's
+-- tables are unchanged; this version exists so that both stores count their versions alike.
