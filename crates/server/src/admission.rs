@@ -15,10 +15,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -111,8 +109,12 @@ impl Admission {
     }
 }
 
-/// Middleware: a request with a body holds room for it until it is answered.
-pub async fn bound_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Room for a request's body, held until it is answered (`None`: it has none). `Err`: 503, the
+/// bodies in flight fill their bound. One of the route checks (`crate::routes::checks`).
+pub fn room_for_body(
+    state: &AppState,
+    request: &Request,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
     let length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -128,12 +130,7 @@ pub async fn bound_bodies(State(state): State<AppState>, request: Request, next:
         // Chunked: it may be as large as a body may be.
         None => Some(state.config.max_body_bytes),
     };
-    let _room = match bytes.map(|n| state.admission.admit_body(n)) {
-        Some(Err(refused)) => return refused.into_response(),
-        Some(Ok(permit)) => Some(permit),
-        None => None,
-    };
-    next.run(request).await
+    bytes.map(|n| state.admission.admit_body(n)).transpose()
 }
 
 #[cfg(test)]

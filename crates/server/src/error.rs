@@ -164,6 +164,13 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
+        if matches!(self, ApiError::Unauthorized) {
+            // How to authenticate, which a 401 must say (RFC 9110, 11.6.1).
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         if let Some(seconds) = self.retry_after_s() {
             response
                 .headers_mut()

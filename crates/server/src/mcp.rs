@@ -4,7 +4,7 @@
 //! The transport's own refusals (rmcp answers them in plain text) get the API's JSON error body
 //! ([`json_errors`]).
 //!
-//! Authentication: `/mcp` itself needs a token that may read (`auth::require`); each tool's call
+//! Authentication: `/mcp` itself needs a token that may read (`auth::authorize`); each tool's call
 //! then needs what its route needs, checked against the same token ([`auth::Delegated`]), so a
 //! `read` token lists and gets but cannot submit.
 
@@ -38,7 +38,7 @@ impl Api for InProcess {
         let body = call.body.map(|b| b.to_string());
         if let Some(body) = &body {
             // With its length stated, admission reserves what the body is, not the most a body
-            // may be (`admission::bound_bodies`).
+            // may be (`admission::room_for_body`).
             request = request
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CONTENT_LENGTH, body.len());

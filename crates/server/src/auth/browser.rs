@@ -81,7 +81,7 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 /// Middleware applying the Host and Origin checks of the module's header (the JSON check is
-/// [`json_posts`], a route layer).
+/// [`json_post`], a route check).
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let policy = &state.config.browser;
     let headers = request.headers();
@@ -120,9 +120,9 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     next.run(request).await
 }
 
-/// Route middleware (after routing, so that a POST to a route without one is answered 405): a
-/// POST must say it is JSON.
-pub async fn json_posts(request: Request, next: Next) -> Response {
+/// A POST must say it is JSON (`Err`: 415). A route check (`crate::routes::checks`): after
+/// routing, so that a POST to a route without one is answered 405.
+pub fn json_post(request: &Request) -> Result<(), ApiError> {
     if request.method() == Method::POST {
         let json = header_text(request.headers(), header::CONTENT_TYPE).is_some_and(|t| {
             t.split(';')
@@ -130,14 +130,13 @@ pub async fn json_posts(request: Request, next: Next) -> Response {
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         });
         if !json {
-            return ApiError::UnsupportedMediaType {
+            return Err(ApiError::UnsupportedMediaType {
                 message: "a POST must have Content-Type: application/json (even without a body)"
                     .into(),
-            }
-            .into_response();
+            });
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 #[cfg(test)]

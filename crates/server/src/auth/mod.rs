@@ -17,10 +17,8 @@ pub mod tokens;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -103,45 +101,39 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-/// Middleware: with authentication on, a request reaches its handler only with a token whose
-/// role allows the route; the handler finds the [`Principal`] in the request's extensions.
-pub async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// With authentication on, a request reaches its handler only with a token whose role allows
+/// the route; the handler finds the [`Principal`] in the request's extensions. `Err`: the
+/// answer instead (401, 403, 429). One of the route checks (`crate::routes::checks`).
+pub fn authorize(state: &AppState, request: &mut Request) -> Result<(), ApiError> {
     let Some(tokens) = &state.tokens else {
-        return next.run(request).await;
+        return Ok(());
     };
     let path = request.uri().path();
     let Some(needed) = required(request.method(), path, state.config.auth.open_metrics) else {
-        return next.run(request).await;
+        return Ok(());
     };
     // A call the hub makes to itself for a caller whose token `/mcp` checked: its role decides
     // again, for this route, but the rate limit counted the caller's request already.
     if let Some(Delegated(who)) = request.extensions().get::<Delegated>().cloned() {
         if !allows(who.role, needed) {
-            return role_forbids(&who);
+            return Err(role_forbids(&who));
         }
         request.extensions_mut().insert(who);
-        return next.run(request).await;
+        return Ok(());
     }
     let principal = presented(request.headers()).and_then(|t| tokens.verify(t));
     match principal {
-        None => {
-            let mut response = ApiError::Unauthorized.into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
-            response
-        }
-        Some(who) if !allows(who.role, needed) => role_forbids(&who),
+        None => Err(ApiError::Unauthorized),
+        Some(who) if !allows(who.role, needed) => Err(role_forbids(&who)),
         Some(who) => {
             if let Err(wait_ms) = state.rate_limiter.take(&who, state.clock.now().0) {
-                return ApiError::RateLimited {
+                return Err(ApiError::RateLimited {
                     name: who.name.to_string(),
                     retry_after_s: wait_ms.div_ceil(1000).max(1),
-                }
-                .into_response();
+                });
             }
             request.extensions_mut().insert(who);
-            next.run(request).await
+            Ok(())
         }
     }
 }
@@ -152,7 +144,7 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
 #[derive(Debug, Clone)]
 pub struct Delegated(pub Principal);
 
-fn role_forbids(who: &Principal) -> Response {
+fn role_forbids(who: &Principal) -> ApiError {
     ApiError::Forbidden {
         code: "forbidden_role",
         message: format!(
@@ -161,7 +153,6 @@ fn role_forbids(who: &Principal) -> Response {
             who.role.as_str()
         ),
     }
-    .into_response()
 }
 
 /// Completes when the token `who` connected with is revoked, so that a WebSocket opened with it

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod alerts;
+mod checks;
 pub mod dashboard;
 pub mod events;
 pub mod hubs;
@@ -67,27 +68,13 @@ fn routes() -> Router<AppState> {
 }
 
 /// `router` with the checks every route passes, and the answers for routes that do not exist.
-fn secured(mut router: Router<AppState>, state: &AppState) -> Router {
+fn secured(router: Router<AppState>, state: &AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     // Route layers run only for a route and method that exist: anything else is answered 404 or
     // 405 by the fallbacks below, with no token needed to learn that (the routes are public in
-    // the OpenAPI document anyway). The last added runs first.
-    router = router.route_layer(middleware::from_fn(crate::auth::browser::json_posts));
-    if state.metrics.enabled() {
-        router = router.route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::http::track,
-        ));
-    }
+    // the OpenAPI document anyway).
     router
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::admission::bound_bodies,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::require,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), checks::run))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

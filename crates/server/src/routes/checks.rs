@@ -1,0 +1,34 @@
+//! What every request that matched a route passes before its handler, as one route layer: the
+//! token (`auth::authorize`), room for its body (`admission::room_for_body`), its timing
+//! (`metrics::http`, when metrics are on) and a POST's content type (`auth::browser::json_post`),
+//! in that order. One layer, not four: axum clones a route's whole stack of layers for each
+//! request, and each `from_fn` layer clones the layers inside it again: as four layers they
+//! cost a single-task request 48 more allocations of its 157 (BENCHMARKS.md, "Changes made
+//! because of these counts").
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::metrics::http::Timing;
+use crate::state::AppState;
+use crate::{admission, auth};
+
+pub async fn run(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if let Err(refused) = auth::authorize(&state, &mut request) {
+        return refused.into_response();
+    }
+    let _room = match admission::room_for_body(&state, &request) {
+        Ok(room) => room,
+        Err(refused) => return refused.into_response(),
+    };
+    let timing = state.metrics.enabled().then(|| Timing::start(&request));
+    let response = match auth::browser::json_post(&request) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    };
+    if let Some(timing) = timing {
+        timing.record(&state.metrics, &response);
+    }
+    response
+}
