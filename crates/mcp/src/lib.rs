@@ -30,9 +30,9 @@ pub async fn serve_stdio<A: Api>(server: HiveMcp<A>) -> Result<(), String> {
 
 /// The streamable HTTP service for `/mcp`: stateless (any hub behind a load balancer can answer
 /// any request), answering plain JSON where it can. Host and Origin are the hub's own checks;
-/// `max_body` bounds a request's body.
+/// `max_body` bounds a request's body. `server` is asked for the server of each request.
 pub fn http_service<A: Api>(
-    server: HiveMcp<A>,
+    server: impl Fn() -> HiveMcp<A> + Send + Sync + 'static,
     max_body: usize,
 ) -> rmcp::transport::StreamableHttpService<
     HiveMcp<A>,
@@ -45,7 +45,7 @@ pub fn http_service<A: Api>(
         .disable_allowed_hosts()
         .with_max_request_body_bytes(max_body);
     rmcp::transport::StreamableHttpService::new(
-        move || Ok(server.clone()),
+        move || Ok(server()),
         Default::default(),
         config,
     )

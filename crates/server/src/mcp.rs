@@ -88,9 +88,26 @@ pub fn service(
     HiveMcp<InProcess>,
     hive_mcp::rmcp::transport::streamable_http_server::session::never::NeverSessionManager,
 > {
-    let document = crate::routes::openapi::for_hub(&state.config);
-    let server = HiveMcp::new(InProcess { router }, &document)
-        .expect("the hub's own OpenAPI document has every tool's operation");
+    // Built at the first `/mcp` request, not at start: the OpenAPI document it is cut from is
+    // ~0.2 MB of code run once, and code a hub runs at start stays resident (BENCHMARKS.md,
+    // "Idle memory now"). Tests build it (tests/it/mcp.rs), so its `expect` cannot fire first
+    // in production.
+    let config = state.config.clone();
+    let built = std::sync::OnceLock::new();
+    let server = move || {
+        built
+            .get_or_init(|| {
+                let document = crate::routes::openapi::for_hub(&config);
+                HiveMcp::new(
+                    InProcess {
+                        router: router.clone(),
+                    },
+                    &document,
+                )
+                .expect("the hub's own OpenAPI document has every tool's operation")
+            })
+            .clone()
+    };
     // An MCP request wraps the API's body in a JSON-RPC envelope: room for that.
     hive_mcp::http_service(server, state.config.max_body_bytes + 64 * 1024)
 }
