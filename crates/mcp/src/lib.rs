@@ -44,9 +44,5 @@ pub fn http_service<A: Api>(
         .with_json_response(true)
         .disable_allowed_hosts()
         .with_max_request_body_bytes(max_body);
-    rmcp::transport::StreamableHttpService::new(
-        move || Ok(server()),
-        Default::default(),
-        config,
-    )
+    rmcp::transport::StreamableHttpService::new(move || Ok(server()), Default::default(), config)
 }
