@@ -40,6 +40,7 @@ macro_rules! store_suite {
             reopening_keeps_data_and_does_not_migrate_twice,
             group_commit_answers_each_batch_after_its_commit,
             a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_steps,
+            each_optional_field_of_a_task_reads_back_as_written,
             a_task_whose_whole_life_is_one_commit_is_stored_as_if_written_step_by_step,
             every_status_is_listed_counted_and_reloaded_as_written,
             an_attempt_log_reads_the_same_at_every_step_of_a_task_life,
@@ -400,6 +401,102 @@ pub fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_st
             .count(),
         2
     );
+}
+
+/// A task that sets none of the optional fields is inserted by a shorter statement (SQLite:
+/// `Sql::InsertPlainTask`); each field set alone takes the full one. Every variant, created
+/// queued and created running, reads back as written.
+pub fn each_optional_field_of_a_task_reads_back_as_written(b: impl Backend) {
+    let plain = |n: u128| TaskSpec {
+        idempotency_key: None,
+        depends_on: vec![],
+        on_parent_failure: OnParentFailure::Fail,
+        consensus: None,
+        submitted_by: None,
+        features: None,
+        ..(*spec(n)).clone()
+    };
+    type Variant = fn(&mut TaskSpec);
+    let variants: [(&str, Variant); 7] = [
+        ("none", |_| {}),
+        ("submitted_by", |t| t.submitted_by = Some("ci".into())),
+        ("idempotency_key", |t| {
+            t.idempotency_key = Some(format!("optional-{}", t.id));
+        }),
+        ("depends_on", |t| {
+            t.depends_on = vec![TaskId(Uuid::from_u128(999))]
+        }),
+        ("on_parent_failure", |t| {
+            t.on_parent_failure = OnParentFailure::Run;
+        }),
+        ("features", |t| {
+            t.features = hive_core::Feature::from_pairs([("tokens".to_string(), 3.0)]);
+        }),
+        ("consensus", |t| {
+            t.consensus = ConsensusSpec::from_fields(Some(3), Some(2), None)
+                .unwrap()
+                .map(Box::new);
+        }),
+    ];
+    let agent = AgentId(Uuid::from_u128(77));
+    let mut writer = b.writer();
+    let mut written = Vec::new();
+    for (i, (name, set)) in variants.iter().enumerate() {
+        let [mut queued, mut running] = [plain(200 + 2 * i as u128), plain(201 + 2 * i as u128)];
+        set(&mut queued);
+        set(&mut running);
+        let running = Arc::new(running);
+        writer
+            .apply(&[&[
+                Change::TaskCreated {
+                    spec: Arc::new(queued.clone()),
+                    status: TaskStatus::Queued,
+                    error: None,
+                },
+                Change::TaskCreated {
+                    spec: running.clone(),
+                    status: TaskStatus::Queued,
+                    error: None,
+                },
+                Change::AttemptStarted {
+                    spec: running.clone(),
+                    attempt: 1,
+                    agent,
+                    started_at: Timestamp(15),
+                    lease_until: Timestamp(1_015),
+                    queued_ms: 0,
+                    inputs: vec![],
+                    identity: None,
+                },
+            ]])
+            .unwrap();
+        written.push((*name, queued, TaskStatus::Queued));
+        written.push((*name, (*running).clone(), TaskStatus::Running));
+    }
+    let reader = b.reader();
+    for (name, spec, status) in &written {
+        let stored = reader.get_task(spec.id).unwrap().unwrap();
+        assert_eq!((&stored.spec, stored.status), (spec, *status), "{name}");
+        if *status == TaskStatus::Running {
+            assert_eq!(stored.attempts, 1, "{name}");
+            assert_eq!(stored.lease_until, Some(Timestamp(1_015)), "{name}");
+            assert_eq!(stored.attempt_log.len(), 1, "{name}");
+            assert_eq!(stored.attempt_log[0].agent, Some(agent), "{name}");
+            assert_eq!(stored.attempt_log[0].started_at, Timestamp(15), "{name}");
+        } else {
+            assert_eq!((stored.attempts, stored.lease_until), (0, None), "{name}");
+            assert!(stored.attempt_log.is_empty(), "{name}");
+        }
+    }
+    let active = reader.load_active().unwrap();
+    for (name, spec, status) in &written {
+        let loaded = active.iter().find(|t| t.spec.id == spec.id);
+        assert_eq!(
+            loaded.map(|t| (&t.spec, t.status)),
+            Some((spec, *status)),
+            "{name}"
+        );
+    }
 }
 
 pub fn tokens_keep_only_their_hash_and_survive_a_reopen(b: impl Backend) {
