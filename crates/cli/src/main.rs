@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod table;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -59,8 +60,16 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| default_level.parse().expect("a valid level"));
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    // Colours only for a person at a terminal: a log file or journal gets plain lines (and
+    // each line costs less to format). NO_COLOR (no-color.org) turns them off there too.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(colour)
+                .with_writer(std::io::stderr),
+        )
         .with(filter)
         .init();
 
