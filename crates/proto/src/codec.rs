@@ -196,7 +196,8 @@ pub(crate) mod json_value {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_json::value::RawValue;
 
-    struct AsJson<'a>(&'a RawValue);
+    /// A raw JSON value as JSON in JSON frames, as a string of its text in MessagePack ones.
+    pub(crate) struct AsJson<'a>(pub(crate) &'a RawValue);
 
     impl Serialize for AsJson<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

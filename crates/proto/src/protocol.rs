@@ -105,8 +105,9 @@ pub struct TaskResult {
 }
 
 /// A frame from the hub to a worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "RawHubMessage", into = "RawHubMessage")]
+/// Read through [`RawHubMessage`]; written through [`HubMessageRef`], which borrows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawHubMessage")]
 pub enum HubMessage {
     Welcome {
         agent_id: String,
@@ -470,69 +471,120 @@ impl TryFrom<RawHubMessage> for HubMessage {
     }
 }
 
-impl From<HubMessage> for RawHubMessage {
-    fn from(message: HubMessage) -> Self {
-        match message {
+/// A hub message as its frame has it, borrowed: the fields of [`RawHubMessage`] in the same
+/// order, so that the bytes are the same. Serialising through an owned `RawHubMessage`
+/// (`#[serde(into)]`) cloned every message, payloads included, each time it was sent.
+#[derive(Serialize)]
+struct HubMessageRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<&'a [Assignment]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<crate::codec::json_value::AsJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<Encoding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression: Option<Compression>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames: Option<&'a [HubMessage]>,
+}
+
+impl<'a> HubMessageRef<'a> {
+    fn of(kind: &'static str) -> Self {
+        HubMessageRef {
+            kind,
+            agent_id: None,
+            heartbeat_interval_ms: None,
+            protocol: None,
+            tasks: None,
+            task_id: None,
+            attempt: None,
+            code: None,
+            message: None,
+            message_id: None,
+            group: None,
+            payload: None,
+            encoding: None,
+            compression: None,
+            batch: None,
+            frames: None,
+        }
+    }
+}
+
+impl Serialize for HubMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let view = match self {
             HubMessage::Welcome {
                 agent_id,
                 heartbeat_interval_ms,
                 protocol,
                 format,
             } => {
-                let (encoding, compression, batch) = format_fields(format);
-                RawHubMessage {
-                    kind: "welcome".into(),
+                let (encoding, compression, batch) = format_fields(*format);
+                HubMessageRef {
                     agent_id: Some(agent_id),
-                    heartbeat_interval_ms: Some(heartbeat_interval_ms),
-                    protocol: Some(protocol),
+                    heartbeat_interval_ms: Some(*heartbeat_interval_ms),
+                    protocol: Some(*protocol),
                     encoding,
                     compression,
                     batch,
-                    ..Default::default()
+                    ..HubMessageRef::of("welcome")
                 }
             }
-            HubMessage::Batch(frames) => RawHubMessage {
-                kind: "batch".into(),
+            HubMessage::Batch(frames) => HubMessageRef {
                 frames: Some(frames),
-                ..Default::default()
+                ..HubMessageRef::of("batch")
             },
-            HubMessage::Assign { tasks } => RawHubMessage {
-                kind: "assign".into(),
+            HubMessage::Assign { tasks } => HubMessageRef {
                 tasks: Some(tasks),
-                ..Default::default()
+                ..HubMessageRef::of("assign")
             },
-            HubMessage::Cancel { task_id, attempt } => RawHubMessage {
-                kind: "cancel".into(),
+            HubMessage::Cancel { task_id, attempt } => HubMessageRef {
                 task_id: Some(task_id),
-                attempt: Some(attempt),
-                ..Default::default()
+                attempt: Some(*attempt),
+                ..HubMessageRef::of("cancel")
             },
-            HubMessage::Drain => RawHubMessage {
-                kind: "drain".into(),
-                ..Default::default()
-            },
-            HubMessage::Resume => RawHubMessage {
-                kind: "resume".into(),
-                ..Default::default()
-            },
-            HubMessage::Error { code, message } => RawHubMessage {
-                kind: "error".into(),
+            HubMessage::Drain => HubMessageRef::of("drain"),
+            HubMessage::Resume => HubMessageRef::of("resume"),
+            HubMessage::Error { code, message } => HubMessageRef {
                 code: Some(code),
                 message: Some(message),
-                ..Default::default()
+                ..HubMessageRef::of("error")
             },
             HubMessage::Message {
                 message_id,
                 group,
                 payload,
-            } => RawHubMessage {
-                kind: "message".into(),
+            } => HubMessageRef {
                 message_id: Some(message_id),
                 group: Some(group),
-                payload: Some(payload),
-                ..Default::default()
+                payload: Some(crate::codec::json_value::AsJson(payload)),
+                ..HubMessageRef::of("message")
             },
-        }
+        };
+        view.serialize(s)
     }
 }
 
@@ -636,5 +688,86 @@ mod tests {
         };
         assert_eq!(tasks[0].payload.get(), "[1,2]");
         assert!(!text.contains("inputs"), "absent without parents: {text}");
+    }
+
+    /// Each kind of hub message as its frame must read (docs/protocol.md), written by reference
+    /// (`HubMessageRef`) and read back, in JSON and in MessagePack.
+    #[test]
+    fn every_hub_message_is_written_as_documented_and_reads_back() {
+        let raw = |text: &str| RawValue::from_string(text.into()).unwrap();
+        let cancel = || HubMessage::Cancel {
+            task_id: "t".into(),
+            attempt: 2,
+        };
+        let cases = [
+            (
+                HubMessage::Welcome {
+                    agent_id: "a".into(),
+                    heartbeat_interval_ms: 5_000,
+                    protocol: 2,
+                    format: FrameFormat {
+                        encoding: Encoding::Msgpack,
+                        compression: Compression::Lz4,
+                        batch: true,
+                    },
+                },
+                r#"{"type":"welcome","agent_id":"a","heartbeat_interval_ms":5000,"protocol":2,"encoding":"msgpack","compression":"lz4","batch":true}"#,
+            ),
+            (
+                HubMessage::Welcome {
+                    agent_id: "a".into(),
+                    heartbeat_interval_ms: 5_000,
+                    protocol: 2,
+                    format: FrameFormat::default(),
+                },
+                r#"{"type":"welcome","agent_id":"a","heartbeat_interval_ms":5000,"protocol":2}"#,
+            ),
+            (
+                HubMessage::Assign {
+                    tasks: vec![Assignment {
+                        task_id: "t".into(),
+                        attempt: 1,
+                        capability: "c".into(),
+                        payload: raw(r#"{"x":[1,"y"]}"#),
+                        priority: 5,
+                        timeout_ms: 100,
+                        inputs: Some(raw(r#"{"p":null}"#)),
+                        failed_inputs: vec!["p".into()],
+                    }],
+                },
+                r#"{"type":"assign","tasks":[{"task_id":"t","attempt":1,"capability":"c","payload":{"x":[1,"y"]},"priority":5,"timeout_ms":100,"inputs":{"p":null},"failed_inputs":["p"]}]}"#,
+            ),
+            (cancel(), r#"{"type":"cancel","task_id":"t","attempt":2}"#),
+            (HubMessage::Drain, r#"{"type":"drain"}"#),
+            (HubMessage::Resume, r#"{"type":"resume"}"#),
+            (
+                HubMessage::Error {
+                    code: "bad_frame".into(),
+                    message: "why".into(),
+                },
+                r#"{"type":"error","code":"bad_frame","message":"why"}"#,
+            ),
+            (
+                HubMessage::Message {
+                    message_id: "m".into(),
+                    group: "g".into(),
+                    payload: raw("null"),
+                },
+                r#"{"type":"message","message_id":"m","group":"g","payload":null}"#,
+            ),
+            (
+                HubMessage::Batch(vec![cancel(), HubMessage::Drain]),
+                r#"{"type":"batch","frames":[{"type":"cancel","task_id":"t","attempt":2},{"type":"drain"}]}"#,
+            ),
+        ];
+        for (message, expected) in cases {
+            let text = serde_json::to_string(&message).unwrap();
+            assert_eq!(text, expected);
+            let back: HubMessage = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), expected);
+            let packed = rmp_serde::to_vec_named(&message).unwrap();
+            let unpacked: HubMessage = rmp_serde::from_slice(&packed).unwrap();
+            assert_eq!(serde_json::to_string(&unpacked).unwrap(), expected);
+        }
     }
 }
