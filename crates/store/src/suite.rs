@@ -404,8 +404,9 @@ pub fn a_task_created_and_started_in_one_batch_is_stored_as_if_written_in_two_st
 }
 
 /// A task that sets none of the optional fields is inserted by a shorter statement (SQLite:
-/// `Sql::InsertPlainTask`); each field set alone takes the full one. Every variant, created
-/// queued and created running, reads back as written.
+/// `Sql::InsertPlainTask`); each field it leaves out, set alone, takes the full one
+/// (`submitted_by` is in both), and so does a task created already failed (its error and end).
+/// Every variant, created queued and created running, reads back as written.
 pub fn each_optional_field_of_a_task_reads_back_as_written(b: impl Backend) {
     let plain = |n: u128| TaskSpec {
         idempotency_key: None,
@@ -433,7 +434,7 @@ pub fn each_optional_field_of_a_task_reads_back_as_written(b: impl Backend) {
             t.features = hive_core::Feature::from_pairs([("tokens".to_string(), 3.0)]);
         }),
         ("consensus", |t| {
-            t.consensus = ConsensusSpec::from_fields(Some(3), Some(2), None)
+            t.consensus = ConsensusSpec::from_fields(Some(3), Some(2), Some("/a"))
                 .unwrap()
                 .map(Box::new);
         }),
@@ -473,10 +474,43 @@ pub fn each_optional_field_of_a_task_reads_back_as_written(b: impl Backend) {
         written.push((*name, queued, TaskStatus::Queued));
         written.push((*name, (*running).clone(), TaskStatus::Running));
     }
+    // A plain task created already ended (a parent had failed): the full statement, with its
+    // error and its end (which keeps it out of the unfinished tasks).
+    let failed = plain(299);
+    writer
+        .apply(&[&[Change::TaskCreated {
+            spec: Arc::new(failed.clone()),
+            status: TaskStatus::Failed,
+            error: Some("a parent failed".into()),
+        }]])
+        .unwrap();
     let reader = b.reader();
+    let stored = reader.get_task(failed.id).unwrap().unwrap();
+    assert_eq!(
+        (&stored.spec, stored.status, stored.error.as_deref()),
+        (&failed, TaskStatus::Failed, Some("a parent failed"))
+    );
+    assert!(
+        !reader
+            .load_active()
+            .unwrap()
+            .iter()
+            .any(|t| t.spec.id == failed.id)
+    );
     for (name, spec, status) in &written {
         let stored = reader.get_task(spec.id).unwrap().unwrap();
         assert_eq!((&stored.spec, stored.status), (spec, *status), "{name}");
+        assert_eq!(
+            (&stored.result, &stored.error, stored.not_before),
+            (&None, &None, None),
+            "{name}"
+        );
+        let updated_at = if *status == TaskStatus::Running {
+            15
+        } else {
+            10
+        };
+        assert_eq!(stored.updated_at, Timestamp(updated_at), "{name}");
         if *status == TaskStatus::Running {
             assert_eq!(stored.attempts, 1, "{name}");
             assert_eq!(stored.lease_until, Some(Timestamp(1_015)), "{name}");
