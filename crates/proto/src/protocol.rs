@@ -21,9 +21,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// end-to-end`). A frame larger than this is read in several calls.
 pub const READ_BUFFER_BYTES: usize = 16 << 10;
 
-/// A frame from a worker to the hub.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "RawWorkerMessage", into = "RawWorkerMessage")]
+/// A frame from a worker to the hub: read through [`RawWorkerMessage`], written through
+/// [`WorkerMessageRef`], which borrows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawWorkerMessage")]
 pub enum WorkerMessage {
     Hello(Hello),
     Heartbeat,
@@ -104,8 +105,8 @@ pub struct TaskResult {
     pub retry: bool,
 }
 
-/// A frame from the hub to a worker.
-/// Read through [`RawHubMessage`]; written through [`HubMessageRef`], which borrows it.
+/// A frame from the hub to a worker: read through [`RawHubMessage`], written through
+/// [`HubMessageRef`], which borrows it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawHubMessage")]
 pub enum HubMessage {
@@ -172,51 +173,47 @@ fn missing(kind: &str, field: &str) -> FrameError {
     FrameError(format!("{kind}: missing field `{field}`"))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct RawWorkerMessage {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     capabilities: Option<Capabilities>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     slots: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     task_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     attempt: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     ok: Option<bool>,
     // `null` is a valid output: present-but-null must not read as absent.
-    #[serde(
-        default,
-        with = "crate::codec::json_value::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "crate::codec::json_value::present")]
     output: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     retry: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     groups: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     running: Option<Vec<RunningAttempt>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     message_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     fraction: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     message: Option<String>,
     // Not `#[serde(flatten)]`: that buffers every frame into a map before reading it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     encoding: Option<Encoding>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     compression: Option<Compression>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     batch: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     frames: Option<Vec<WorkerMessage>>,
 }
 
@@ -330,106 +327,169 @@ fn progress(raw: RawWorkerMessage) -> Result<Progress, FrameError> {
     })
 }
 
-impl From<WorkerMessage> for RawWorkerMessage {
-    fn from(message: WorkerMessage) -> Self {
-        match message {
-            WorkerMessage::Hello(hello) => {
-                let (encoding, compression, batch) = format_fields(hello.format);
-                RawWorkerMessage {
-                    kind: "hello".into(),
-                    name: Some(hello.name),
-                    capabilities: Some(hello.capabilities),
-                    slots: Some(hello.slots),
-                    groups: (!hello.groups.is_empty()).then_some(hello.groups),
-                    running: (!hello.running.is_empty()).then_some(hello.running),
-                    encoding,
-                    compression,
-                    batch,
-                    ..Default::default()
-                }
-            }
-            WorkerMessage::Heartbeat => RawWorkerMessage {
-                kind: "heartbeat".into(),
-                ..Default::default()
-            },
-            WorkerMessage::Drain => RawWorkerMessage {
-                kind: "drain".into(),
-                ..Default::default()
-            },
-            WorkerMessage::Result(result) => RawWorkerMessage {
-                kind: "result".into(),
-                task_id: Some(result.task_id),
-                attempt: Some(result.attempt),
-                ok: Some(result.ok),
-                output: result.output,
-                error: result.error,
-                retry: (!result.ok).then_some(result.retry),
-                ..Default::default()
-            },
-            WorkerMessage::Reply { message_id, output } => RawWorkerMessage {
-                kind: "reply".into(),
-                message_id: Some(message_id),
-                output: Some(output),
-                ..Default::default()
-            },
-            WorkerMessage::Progress(p) => RawWorkerMessage {
-                kind: "progress".into(),
-                task_id: Some(p.task_id),
-                attempt: Some(p.attempt),
-                fraction: p.fraction,
-                message: p.message,
-                output: p
-                    .output
-                    .map(|text| serde_json::value::to_raw_value(&text).expect("a string is JSON")),
-                ..Default::default()
-            },
-            WorkerMessage::Batch(frames) => RawWorkerMessage {
-                kind: "batch".into(),
-                frames: Some(frames),
-                ..Default::default()
-            },
+/// A worker message as its frame has it, borrowed: the fields of [`RawWorkerMessage`] in the
+/// same order, so that the bytes are the same (see [`HubMessageRef`]).
+#[derive(Serialize)]
+struct WorkerMessageRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<&'a Capabilities>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slots: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<crate::codec::json_value::AsJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running: Option<&'a [RunningAttempt]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<Encoding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression: Option<Compression>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames: Option<&'a [WorkerMessage]>,
+}
+
+impl WorkerMessageRef<'_> {
+    fn of(kind: &'static str) -> Self {
+        WorkerMessageRef {
+            kind,
+            name: None,
+            capabilities: None,
+            slots: None,
+            task_id: None,
+            attempt: None,
+            ok: None,
+            output: None,
+            error: None,
+            retry: None,
+            groups: None,
+            running: None,
+            message_id: None,
+            fraction: None,
+            message: None,
+            encoding: None,
+            compression: None,
+            batch: None,
+            frames: None,
         }
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+impl Serialize for WorkerMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::codec::json_value::AsJson;
+        // A progress frame's text goes out as a JSON string value, as `output` always is.
+        let progress_output: Option<Box<RawValue>>;
+        let view = match self {
+            WorkerMessage::Hello(hello) => {
+                let (encoding, compression, batch) = format_fields(hello.format);
+                WorkerMessageRef {
+                    name: Some(&hello.name),
+                    capabilities: Some(&hello.capabilities),
+                    slots: Some(hello.slots),
+                    groups: (!hello.groups.is_empty()).then_some(&hello.groups[..]),
+                    running: (!hello.running.is_empty()).then_some(&hello.running[..]),
+                    encoding,
+                    compression,
+                    batch,
+                    ..WorkerMessageRef::of("hello")
+                }
+            }
+            WorkerMessage::Heartbeat => WorkerMessageRef::of("heartbeat"),
+            WorkerMessage::Drain => WorkerMessageRef::of("drain"),
+            WorkerMessage::Result(result) => WorkerMessageRef {
+                task_id: Some(&result.task_id),
+                attempt: Some(result.attempt),
+                ok: Some(result.ok),
+                output: result.output.as_deref().map(AsJson),
+                error: result.error.as_deref(),
+                retry: (!result.ok).then_some(result.retry),
+                ..WorkerMessageRef::of("result")
+            },
+            WorkerMessage::Reply { message_id, output } => WorkerMessageRef {
+                message_id: Some(message_id),
+                output: Some(AsJson(output)),
+                ..WorkerMessageRef::of("reply")
+            },
+            WorkerMessage::Progress(p) => {
+                progress_output = p
+                    .output
+                    .as_ref()
+                    .map(|text| serde_json::value::to_raw_value(text).expect("a string is JSON"));
+                WorkerMessageRef {
+                    task_id: Some(&p.task_id),
+                    attempt: Some(p.attempt),
+                    fraction: p.fraction,
+                    message: p.message.as_deref(),
+                    output: progress_output.as_deref().map(AsJson),
+                    ..WorkerMessageRef::of("progress")
+                }
+            }
+            WorkerMessage::Batch(frames) => WorkerMessageRef {
+                frames: Some(frames),
+                ..WorkerMessageRef::of("batch")
+            },
+        };
+        view.serialize(s)
+    }
+}
+
+#[derive(Debug, Deserialize)]
 struct RawHubMessage {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     agent_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     heartbeat_interval_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     protocol: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     tasks: Option<Vec<Assignment>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     task_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     attempt: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     message_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     group: Option<String>,
-    #[serde(
-        default,
-        with = "crate::codec::json_value::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "crate::codec::json_value::present")]
     payload: Option<Box<RawValue>>,
     // Not `#[serde(flatten)]`: that buffers every frame into a map before reading it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     encoding: Option<Encoding>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     compression: Option<Compression>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     batch: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     frames: Option<Vec<HubMessage>>,
 }
 
@@ -767,6 +827,112 @@ mod tests {
             assert_eq!(serde_json::to_string(&back).unwrap(), expected);
             let packed = rmp_serde::to_vec_named(&message).unwrap();
             let unpacked: HubMessage = rmp_serde::from_slice(&packed).unwrap();
+            assert_eq!(serde_json::to_string(&unpacked).unwrap(), expected);
+        }
+    }
+
+    /// Each kind of worker message as its frame must read (docs/protocol.md), written by
+    /// reference (`WorkerMessageRef`) and read back, in JSON and in MessagePack.
+    #[test]
+    fn every_worker_message_is_written_as_documented_and_reads_back() {
+        let raw = |text: &str| RawValue::from_string(text.into()).unwrap();
+        let failed = || {
+            WorkerMessage::Result(TaskResult {
+                task_id: "t".into(),
+                attempt: 2,
+                ok: false,
+                output: None,
+                error: Some("boom".into()),
+                retry: false,
+            })
+        };
+        let cases = [
+            (
+                WorkerMessage::Hello(Hello {
+                    name: "w".into(),
+                    capabilities: Capabilities::Levels([("echo".to_string(), 0.5)].into()),
+                    slots: 4,
+                    groups: vec!["g".into()],
+                    format: FrameFormat {
+                        encoding: Encoding::Msgpack,
+                        compression: Compression::Lz4,
+                        batch: true,
+                    },
+                    running: vec![RunningAttempt {
+                        task_id: "t".into(),
+                        attempt: 1,
+                    }],
+                }),
+                r#"{"type":"hello","name":"w","capabilities":{"echo":0.5},"slots":4,"groups":["g"],"running":[{"task_id":"t","attempt":1}],"encoding":"msgpack","compression":"lz4","batch":true}"#,
+            ),
+            (
+                WorkerMessage::Hello(Hello {
+                    name: "w".into(),
+                    capabilities: Capabilities::Names(vec!["echo".into()]),
+                    slots: 1,
+                    groups: vec![],
+                    format: FrameFormat::default(),
+                    running: vec![],
+                }),
+                r#"{"type":"hello","name":"w","capabilities":["echo"],"slots":1}"#,
+            ),
+            (WorkerMessage::Heartbeat, r#"{"type":"heartbeat"}"#),
+            (WorkerMessage::Drain, r#"{"type":"drain"}"#),
+            (
+                WorkerMessage::Result(TaskResult {
+                    task_id: "t".into(),
+                    attempt: 2,
+                    ok: true,
+                    output: Some(raw(r#"{"a":[1]}"#)),
+                    error: None,
+                    retry: true,
+                }),
+                r#"{"type":"result","task_id":"t","attempt":2,"ok":true,"output":{"a":[1]}}"#,
+            ),
+            (
+                WorkerMessage::Result(TaskResult {
+                    task_id: "t".into(),
+                    attempt: 2,
+                    ok: true,
+                    output: Some(raw("null")),
+                    error: None,
+                    retry: true,
+                }),
+                r#"{"type":"result","task_id":"t","attempt":2,"ok":true,"output":null}"#,
+            ),
+            (
+                failed(),
+                r#"{"type":"result","task_id":"t","attempt":2,"ok":false,"error":"boom","retry":false}"#,
+            ),
+            (
+                WorkerMessage::Reply {
+                    message_id: "m".into(),
+                    output: raw(r#""x""#),
+                },
+                r#"{"type":"reply","output":"x","message_id":"m"}"#,
+            ),
+            (
+                WorkerMessage::Progress(Progress {
+                    task_id: "t".into(),
+                    attempt: 1,
+                    fraction: Some(0.5),
+                    message: Some("half".into()),
+                    output: Some(r#"a "b""#.into()),
+                }),
+                r#"{"type":"progress","task_id":"t","attempt":1,"output":"a \"b\"","fraction":0.5,"message":"half"}"#,
+            ),
+            (
+                WorkerMessage::Batch(vec![WorkerMessage::Heartbeat, failed()]),
+                r#"{"type":"batch","frames":[{"type":"heartbeat"},{"type":"result","task_id":"t","attempt":2,"ok":false,"error":"boom","retry":false}]}"#,
+            ),
+        ];
+        for (message, expected) in cases {
+            let text = serde_json::to_string(&message).unwrap();
+            assert_eq!(text, expected);
+            let back: WorkerMessage = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), expected);
+            let packed = rmp_serde::to_vec_named(&message).unwrap();
+            let unpacked: WorkerMessage = rmp_serde::from_slice(&packed).unwrap();
             assert_eq!(serde_json::to_string(&unpacked).unwrap(), expected);
         }
     }
