@@ -329,7 +329,7 @@ fn progress(raw: RawWorkerMessage) -> Result<Progress, FrameError> {
 
 /// A worker message as its frame has it, borrowed: the fields of [`RawWorkerMessage`] in the
 /// same order, so that the bytes are the same (see [`HubMessageRef`]).
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct WorkerMessageRef<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -375,24 +375,7 @@ impl WorkerMessageRef<'_> {
     fn of(kind: &'static str) -> Self {
         WorkerMessageRef {
             kind,
-            name: None,
-            capabilities: None,
-            slots: None,
-            task_id: None,
-            attempt: None,
-            ok: None,
-            output: None,
-            error: None,
-            retry: None,
-            groups: None,
-            running: None,
-            message_id: None,
-            fraction: None,
-            message: None,
-            encoding: None,
-            compression: None,
-            batch: None,
-            frames: None,
+            ..Default::default()
         }
     }
 }
@@ -534,7 +517,7 @@ impl TryFrom<RawHubMessage> for HubMessage {
 /// A hub message as its frame has it, borrowed: the fields of [`RawHubMessage`] in the same
 /// order, so that the bytes are the same. Serialising through an owned `RawHubMessage`
 /// (`#[serde(into)]`) cloned every message, payloads included, each time it was sent.
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct HubMessageRef<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -570,25 +553,11 @@ struct HubMessageRef<'a> {
     frames: Option<&'a [HubMessage]>,
 }
 
-impl<'a> HubMessageRef<'a> {
+impl HubMessageRef<'_> {
     fn of(kind: &'static str) -> Self {
         HubMessageRef {
             kind,
-            agent_id: None,
-            heartbeat_interval_ms: None,
-            protocol: None,
-            tasks: None,
-            task_id: None,
-            attempt: None,
-            code: None,
-            message: None,
-            message_id: None,
-            group: None,
-            payload: None,
-            encoding: None,
-            compression: None,
-            batch: None,
-            frames: None,
+            ..Default::default()
         }
     }
 }
