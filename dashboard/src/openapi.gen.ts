@@ -819,6 +819,13 @@ export interface components {
         NewToken: {
             /** @description Agent tokens only: the capabilities it may offer (absent: any). */
             capabilities?: string[] | null;
+            /**
+             * Format: int64
+             * @description Seconds from now after which the token is refused (`401 token_expired`); 1 to
+             *     315,360,000 (ten years). Absent: it never expires.
+             * @example 2592000
+             */
+            expires_in_s?: number | null;
             /** @description Agent tokens only: the swarms it may join (absent: any). */
             groups?: string[] | null;
             /**
@@ -1047,6 +1054,8 @@ export interface components {
         TokenInfo: {
             capabilities?: string[] | null;
             created_at: string;
+            /** @description When it stops being accepted (absent: never). */
+            expires_at?: string | null;
             groups?: string[] | null;
             name: string;
             revoked_at?: string | null;

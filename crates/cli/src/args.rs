@@ -233,9 +233,26 @@ pub struct TokenCreateArgs {
     /// Agent tokens: a swarm it may join; repeat for several (default: any).
     #[arg(long = "group")]
     pub groups: Vec<String>,
+    /// Refuse the token after this long, e.g. 30d, 12h; 1s to 10 years (default: it never
+    /// expires).
+    #[arg(long, value_parser = token_lifetime_s)]
+    pub expires_in: Option<u64>,
     /// Print the whole answer as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--expires-in`: a duration in whole seconds within the bounds the hub takes.
+fn token_lifetime_s(text: &str) -> Result<u64, String> {
+    let seconds = humantime::parse_duration(text)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let max = hive_proto::api::MAX_TOKEN_LIFETIME_S;
+    if (1..=max).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{text} is outside 1s to 10 years ({max} s)"))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -440,6 +440,9 @@ pub struct HubList {
     pub pooled: u64,
 }
 
+/// The longest lifetime a token may be given: ten years, in seconds.
+pub const MAX_TOKEN_LIFETIME_S: u64 = 10 * 365 * 24 * 3600;
+
 /// A token to create (admin only).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -460,6 +463,11 @@ pub struct NewToken {
     /// Agent tokens only: the swarms it may join (absent: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<String>>,
+    /// Seconds from now after which the token is refused (`401 token_expired`); 1 to
+    /// 315,360,000 (ten years). Absent: it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 315_360_000, example = 2_592_000)]
+    pub expires_in_s: Option<u64>,
 }
 
 /// A token as listed: never its secret.
@@ -474,6 +482,9 @@ pub struct TokenInfo {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// When it stops being accepted (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// A token just created: `token` is shown this once and kept nowhere.

@@ -33,6 +33,8 @@ pub enum ApiError {
     NotFound { what: String },
     #[error("a valid token is required: Authorization: Bearer <token>")]
     Unauthorized,
+    #[error("the token {name:?} expired at {at}; ask an admin for a new one")]
+    TokenExpired { name: String, at: String },
     #[error("the token {name:?} is over its rate limit; try again in {retry_after_s} s")]
     RateLimited { name: String, retry_after_s: u64 },
     /// Refused by a browser defence (Host, Origin) or a token's role; `code` says which.
@@ -112,6 +114,7 @@ impl ApiError {
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::TokenExpired { .. } => (StatusCode::UNAUTHORIZED, "token_expired", None),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", None),
             ApiError::MethodNotAllowed { .. } => {
@@ -164,11 +167,19 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
-        if matches!(self, ApiError::Unauthorized) {
-            // How to authenticate, which a 401 must say (RFC 9110, 11.6.1).
+        // How to authenticate, which a 401 must say (RFC 9110, 11.6.1); for an expired token,
+        // in the words of RFC 6750, 3.1.
+        let challenge = match self {
+            ApiError::Unauthorized => Some("Bearer"),
+            ApiError::TokenExpired { .. } => {
+                Some("Bearer error=\"invalid_token\", error_description=\"the token expired\"")
+            }
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
+                axum::http::HeaderValue::from_static(challenge),
             );
         }
         if let Some(seconds) = self.retry_after_s() {

@@ -8,11 +8,11 @@ use axum::extract::ws::Message;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::broadcast;
 
-/// The close frame for a stream whose token was revoked while it was open.
-pub fn token_revoked() -> axum::extract::ws::CloseFrame {
+/// The close frame for a stream whose token was revoked, or expired, while it was open.
+pub fn token_ended(end: crate::auth::TokenEnd) -> axum::extract::ws::CloseFrame {
     axum::extract::ws::CloseFrame {
         code: 1008,
-        reason: "token revoked".into(),
+        reason: end.reason().into(),
     }
 }
 

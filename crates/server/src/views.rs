@@ -302,5 +302,6 @@ pub fn token(record: &hive_store::StoredToken) -> api::TokenInfo {
         groups: record.groups.clone(),
         created_at: rfc3339(record.created_at),
         revoked_at: record.revoked_at.map(rfc3339),
+        expires_at: record.expires_at.map(rfc3339),
     }
 }

@@ -153,8 +153,8 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
 
     let stop = crate::state::stopped(state.shutdown.clone());
     tokio::pin!(stop);
-    let revoked = crate::auth::revoked(&state, who.as_ref());
-    tokio::pin!(revoked);
+    let token_ended = crate::auth::token_ended(&state, who.as_ref());
+    tokio::pin!(token_ended);
     let mut writer_done = false;
     // A worker that closes the connection itself (drained, or shut down) is not lost; one whose
     // connection breaks or that the hub closes for missed heartbeats is.
@@ -210,10 +210,14 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
                 lost = false;
                 break;
             }
-            _ = &mut revoked => {
-                send_error(&state, agent, "token_revoked", "the token this agent connected with \
-                    was revoked".into());
-                close(&state, agent, 1008, "token revoked");
+            end = &mut token_ended => {
+                let how = match end {
+                    crate::auth::TokenEnd::Revoked => "was revoked",
+                    crate::auth::TokenEnd::Expired => "expired",
+                };
+                send_error(&state, agent, end.code(), format!("the token this agent connected \
+                    with {how}"));
+                close(&state, agent, 1008, end.reason());
                 lost = false;
                 break;
             }

@@ -180,6 +180,8 @@ pub struct StoredToken {
     pub secret_hash: Vec<u8>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// Refused from this moment on (`None`: never expires).
+    pub expires_at: Option<Timestamp>,
 }
 
 /// Saved models by name (the neural routing model saves itself as `routing`): a blob of a few

@@ -544,6 +544,7 @@ pub fn tokens_keep_only_their_hash_and_survive_a_reopen(b: impl Backend) {
         secret_hash: vec![1, 2, 3],
         created_at: Timestamp(5),
         revoked_at: None,
+        expires_at: Some(Timestamp(3_600_005)),
     };
     {
         let tokens = b.tokens();
@@ -571,6 +572,15 @@ pub fn tokens_keep_only_their_hash_and_survive_a_reopen(b: impl Backend) {
         token
     );
     assert_eq!(tokens.list().unwrap().len(), 1);
+    // A token that never expires reads back as such.
+    let lasting = StoredToken {
+        id: "lasting".into(),
+        name: "forever".into(),
+        expires_at: None,
+        ..token
+    };
+    tokens.insert(&lasting).unwrap();
+    assert_eq!(tokens.get("lasting").unwrap().unwrap(), lasting);
 }
 
 pub fn a_saved_model_is_replaced_by_the_next_save_and_survives_a_reopen(b: impl Backend) {

@@ -20,6 +20,7 @@ pub async fn run(command: TokenCommand, hub: &Target) -> Outcome {
                 role: args.role,
                 capabilities: some(args.capabilities),
                 groups: some(args.groups),
+                expires_in_s: args.expires_in,
             };
             let created = client.create_token(&new).await.map_err(Failure::hub)?;
             if args.json {
@@ -27,8 +28,13 @@ pub async fn run(command: TokenCommand, hub: &Target) -> Outcome {
             } else {
                 // The token alone on stdout, so `$(hive token create ...)` captures it.
                 println!("{}", created.token);
+                let expiry = created
+                    .info
+                    .expires_at
+                    .as_deref()
+                    .map_or(String::new(), |at| format!(", expires {at}"));
                 eprintln!(
-                    "token {:?} ({}) created; it is shown this once",
+                    "token {:?} ({}{expiry}) created; it is shown this once",
                     created.info.name, created.info.role
                 );
             }
@@ -51,6 +57,7 @@ pub async fn run(command: TokenCommand, hub: &Target) -> Outcome {
                             t.role.to_string(),
                             scope,
                             t.created_at.clone(),
+                            t.expires_at.clone().unwrap_or_else(|| "-".into()),
                             t.revoked_at.clone().unwrap_or_else(|| "-".into()),
                         ]
                     })
@@ -63,6 +70,7 @@ pub async fn run(command: TokenCommand, hub: &Target) -> Outcome {
                             "ROLE",
                             "CAPABILITIES / GROUPS",
                             "CREATED",
+                            "EXPIRES",
                             "REVOKED"
                         ],
                         &rows

@@ -371,12 +371,47 @@ async fn tokens_from_the_command_line_and_who_submitted_what() {
         listing.contains("BY") && listing.contains(" ci"),
         "{listing}"
     );
+    let brief = &[
+        "token",
+        "create",
+        "--role",
+        "read",
+        "--name",
+        "brief",
+        "--expires-in",
+        "30d",
+    ];
+    assert_eq!(as_admin(brief).await.0, Some(0));
     let (code, tokens) = as_admin(&["token", "list"]).await;
     assert_eq!(code, Some(0));
     assert!(
-        tokens.contains("ci") && tokens.contains("client"),
+        tokens.contains("ci") && tokens.contains("client") && tokens.contains("EXPIRES"),
         "{tokens}"
     );
+    let brief_row = tokens.lines().find(|l| l.starts_with("brief")).unwrap();
+    let ci_row = tokens.lines().find(|l| l.starts_with("ci ")).unwrap();
+    // The brief token's row has an expiry where ci's has '-' (never).
+    assert!(
+        brief_row.matches('Z').count() > ci_row.matches('Z').count(),
+        "{tokens}"
+    );
+    // A lifetime out of bounds is refused before anything is sent, naming the flag.
+    let (code, _, err) = run(
+        &[
+            "token",
+            "create",
+            "--role",
+            "read",
+            "--name",
+            "x",
+            "--expires-in",
+            "0s",
+        ],
+        &hub.url,
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--expires-in"), "{err}");
     // Without a token: refused, and the error says what is missing.
     let (code, _, err) = run(&["status"], &hub.url).await;
     assert_ne!(code, 0);

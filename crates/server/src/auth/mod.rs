@@ -121,12 +121,19 @@ pub fn authorize(state: &AppState, request: &mut Request) -> Result<(), ApiError
         request.extensions_mut().insert(who);
         return Ok(());
     }
-    let principal = presented(request.headers()).and_then(|t| tokens.verify(t));
+    let now = state.clock.now();
+    let principal = presented(request.headers())
+        .ok_or(tokens::Refused::Invalid)
+        .and_then(|t| tokens.verify(t, now));
     match principal {
-        None => Err(ApiError::Unauthorized),
-        Some(who) if !allows(who.role, needed) => Err(role_forbids(&who)),
-        Some(who) => {
-            if let Err(wait_ms) = state.rate_limiter.take(&who, state.clock.now().0) {
+        Err(tokens::Refused::Invalid) => Err(ApiError::Unauthorized),
+        Err(tokens::Refused::Expired { name, at }) => Err(ApiError::TokenExpired {
+            name,
+            at: crate::views::rfc3339(at),
+        }),
+        Ok(who) if !allows(who.role, needed) => Err(role_forbids(&who)),
+        Ok(who) => {
+            if let Err(wait_ms) = state.rate_limiter.take(&who, now.0) {
                 return Err(ApiError::RateLimited {
                     name: who.name.to_string(),
                     retry_after_s: wait_ms.div_ceil(1000).max(1),
@@ -155,18 +162,68 @@ fn role_forbids(who: &Principal) -> ApiError {
     }
 }
 
-/// Completes when the token `who` connected with is revoked, so that a WebSocket opened with it
-/// is closed then, as the token's next request would be refused. Never completes for a
-/// connection made without a token (authentication off).
-pub async fn revoked(state: &AppState, who: Option<&Principal>) {
+/// How the token a connection was opened with stopped being good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEnd {
+    Revoked,
+    Expired,
+}
+
+impl TokenEnd {
+    /// The `error` frame's code a worker gets (docs/protocol.md).
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenEnd::Revoked => "token_revoked",
+            TokenEnd::Expired => "token_expired",
+        }
+    }
+
+    /// The close frame's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenEnd::Revoked => "token revoked",
+            TokenEnd::Expired => "token expired",
+        }
+    }
+}
+
+/// The longest single wait for an expiry: the timer is set again after it, so a lifetime of
+/// years never becomes one far-future timer.
+const EXPIRY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Completes when the token `who` connected with is revoked or expires, so that a WebSocket
+/// opened with it is closed then, as the token's next request would be refused. Never completes
+/// for a connection made without a token (authentication off).
+pub async fn token_ended(state: &AppState, who: Option<&Principal>) -> TokenEnd {
     let (Some(tokens), Some(who)) = (&state.tokens, who) else {
         return std::future::pending().await;
     };
     // Subscribed before the first look, so a revocation in between is not missed.
     let mut revocations = tokens.revocations();
-    while tokens.is_live(&who.token_id) {
-        if revocations.changed().await.is_err() {
-            return std::future::pending().await;
+    loop {
+        let now = state.clock.now();
+        let expires_at = match tokens.standing(&who.token_id, now) {
+            tokens::Standing::Revoked => return TokenEnd::Revoked,
+            tokens::Standing::Expired => return TokenEnd::Expired,
+            tokens::Standing::Live { expires_at } => expires_at,
+        };
+        let expiry = async {
+            match expires_at {
+                Some(at) => {
+                    let left = std::time::Duration::from_millis(at.ms_since(now));
+                    tokio::time::sleep(left.min(EXPIRY_WAIT_MAX)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let revocation = async {
+            if revocations.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            () = revocation => {}
+            () = expiry => {}
         }
     }
 }
@@ -194,7 +251,7 @@ pub fn bootstrap_admin(
 ) -> Result<Option<std::path::PathBuf>, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if tokens.has_admin() {
+    if tokens.has_admin(now) {
         return Ok(None);
     }
     let name = format!("admin-{}", now.0);
@@ -203,6 +260,7 @@ pub fn bootstrap_admin(
         role: Role::Admin,
         capabilities: None,
         groups: None,
+        expires_in_s: None,
     };
     let (text, _) = tokens.create(grant, now).map_err(|e| e.to_string())?;
     let path = dir.join(ADMIN_TOKEN_FILE);

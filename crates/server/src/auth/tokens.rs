@@ -4,6 +4,10 @@
 //!
 //! The records are kept in memory as well (a std `RwLock`, no await held across it): a request
 //! checks its token without touching SQLite. Creating and revoking write through to the store.
+//!
+//! A token may be given a lifetime when it is made (`expires_in_s`); from its `expires_at` on it
+//! is refused as a revoked one is, but with its own answer (`token_expired`), so that its holder
+//! knows to get a new one rather than to look for a mistake.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,6 +38,28 @@ pub struct Grant {
     /// Agent tokens: the capabilities it may offer, the swarms it may join (`None`: any).
     pub capabilities: Option<Vec<String>>,
     pub groups: Option<Vec<String>>,
+    /// Seconds from its making after which it is refused (`None`: never).
+    pub expires_in_s: Option<u64>,
+}
+
+/// Why [`Tokens::verify`] refused a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Malformed, unknown, revoked, or its secret does not match: nothing more is said.
+    Invalid,
+    /// The right secret, past its expiry.
+    Expired { name: String, at: Timestamp },
+}
+
+/// Where a token stands at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Live {
+        expires_at: Option<Timestamp>,
+    },
+    /// Revoked, or unknown to this hub.
+    Revoked,
+    Expired,
 }
 
 pub struct Tokens {
@@ -45,6 +71,7 @@ pub struct Tokens {
 
 const PREFIX: &str = "hive_";
 pub const MAX_NAME_LEN: usize = 64;
+pub use hive_proto::api::MAX_TOKEN_LIFETIME_S as MAX_EXPIRES_IN_S;
 
 fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
@@ -111,6 +138,17 @@ impl Tokens {
                 }
             }
         }
+        if let Some(seconds) = grant.expires_in_s
+            && !(1..=MAX_EXPIRES_IN_S).contains(&seconds)
+        {
+            return Err(TokenError::Invalid {
+                field: "expires_in_s",
+                message: format!(
+                    "{seconds} is outside 1 to {MAX_EXPIRES_IN_S} seconds (ten years); leave it \
+                     out for a token that does not expire"
+                ),
+            });
+        }
         let id = Uuid::new_v4().simple().to_string();
         let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let record = StoredToken {
@@ -122,24 +160,35 @@ impl Tokens {
             secret_hash: hash(&secret),
             created_at: now,
             revoked_at: None,
+            expires_at: grant.expires_in_s.map(|s| now.plus_ms(s * 1000)),
         };
         self.store.insert(&record)?;
         self.write().insert(id.clone(), record.clone());
         Ok((format!("{PREFIX}{id}_{secret}"), record))
     }
 
-    /// Who holds `token`, if it is a live token of this hub.
-    pub fn verify(&self, token: &str) -> Option<Principal> {
-        let (id, secret) = token.strip_prefix(PREFIX)?.split_once('_')?;
+    /// Who holds `token`, if it is a live token of this hub at `now`.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Principal, Refused> {
+        let (id, secret) = token
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .ok_or(Refused::Invalid)?;
         let by_id = self.by_id.read().unwrap_or_else(|p| p.into_inner());
-        let record = by_id.get(id)?;
+        let record = by_id.get(id).ok_or(Refused::Invalid)?;
         if record.revoked_at.is_some() || !same(&hash(secret), &record.secret_hash) {
-            return None;
+            return Err(Refused::Invalid);
         }
-        Some(Principal {
+        // Only after the secret matched: whether a token expired is its holder's business.
+        if let Some(at) = record.expires_at.filter(|at| *at <= now) {
+            return Err(Refused::Expired {
+                name: record.name.clone(),
+                at,
+            });
+        }
+        Ok(Principal {
             token_id: id.into(),
             name: record.name.as_str().into(),
-            role: record.role.parse().ok()?,
+            role: record.role.parse().map_err(|_| Refused::Invalid)?,
             capabilities: record.capabilities.clone(),
             groups: record.groups.clone(),
         })
@@ -171,13 +220,17 @@ impl Tokens {
         Ok(true)
     }
 
-    /// True while the token with this id exists and is not revoked.
-    pub fn is_live(&self, id: &str) -> bool {
-        self.by_id
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .is_some_and(|t| t.revoked_at.is_none())
+    /// Where the token with this id stands at `now`.
+    pub fn standing(&self, id: &str, now: Timestamp) -> Standing {
+        let by_id = self.by_id.read().unwrap_or_else(|p| p.into_inner());
+        match by_id.get(id) {
+            Some(t) if t.revoked_at.is_some() => Standing::Revoked,
+            Some(t) if t.expires_at.is_some_and(|at| at <= now) => Standing::Expired,
+            Some(t) => Standing::Live {
+                expires_at: t.expires_at,
+            },
+            None => Standing::Revoked,
+        }
     }
 
     /// Changes after each revocation.
@@ -185,11 +238,12 @@ impl Tokens {
         self.revocations.subscribe()
     }
 
-    /// True when a live admin token exists.
-    pub fn has_admin(&self) -> bool {
-        self.list()
-            .iter()
-            .any(|t| t.role == Role::Admin.as_str() && t.revoked_at.is_none())
+    /// True when an admin token is live at `now`.
+    pub fn has_admin(&self, now: Timestamp) -> bool {
+        self.list().iter().any(|t| {
+            t.role == Role::Admin.as_str()
+                && matches!(self.standing(&t.id, now), Standing::Live { .. })
+        })
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StoredToken>> {
@@ -237,6 +291,7 @@ mod tests {
             role,
             capabilities: None,
             groups: None,
+            expires_in_s: None,
         }
     }
 
@@ -247,16 +302,17 @@ mod tests {
             .create(grant("ci", Role::Client), Timestamp(1))
             .unwrap();
         assert!(text.starts_with("hive_") && !record.secret_hash.is_empty());
-        let who = tokens.verify(&text).unwrap();
+        let who = tokens.verify(&text, Timestamp(1)).unwrap();
         assert_eq!((&*who.name, who.role), ("ci", Role::Client));
         // The same token with its last hex digit changed.
         let last = if text.ends_with('0') { '1' } else { '0' };
         let forged = format!("{}{last}", &text[..text.len() - 1]);
-        assert!(tokens.verify(&forged).is_none());
-        assert!(tokens.verify("hive_nope_nope").is_none());
-        assert!(tokens.verify("").is_none());
+        for wrong in [forged.as_str(), "hive_nope_nope", ""] {
+            assert_eq!(tokens.verify(wrong, Timestamp(1)), Err(Refused::Invalid));
+        }
         assert!(tokens.revoke("ci", Timestamp(2)).unwrap());
-        assert!(tokens.verify(&text).is_none());
+        assert_eq!(tokens.verify(&text, Timestamp(2)), Err(Refused::Invalid));
+        assert_eq!(tokens.standing(&record.id, Timestamp(2)), Standing::Revoked);
         assert!(
             !tokens.revoke("ci", Timestamp(3)).unwrap(),
             "already revoked"
@@ -297,6 +353,58 @@ mod tests {
             }
             other => panic!("a group outside the capability rules was taken: {other:?}"),
         }
-        assert!(!tokens.has_admin());
+        assert!(!tokens.has_admin(Timestamp(1)));
+    }
+
+    #[test]
+    fn a_token_with_a_lifetime_is_refused_from_its_expiry_on_and_only_then() {
+        let tokens = Tokens::load(Arc::new(Memory::default())).unwrap();
+        let start = Timestamp(1_000);
+        let lasting = Grant {
+            expires_in_s: Some(60),
+            ..grant("admin-for-a-minute", Role::Admin)
+        };
+        let (text, record) = tokens.create(lasting, start).unwrap();
+        let expiry = Timestamp(61_000);
+        assert_eq!(record.expires_at, Some(expiry));
+        let just_before = Timestamp(expiry.0 - 1);
+        assert!(tokens.verify(&text, just_before).is_ok());
+        assert!(tokens.has_admin(just_before));
+        assert_eq!(
+            tokens.standing(&record.id, just_before),
+            Standing::Live {
+                expires_at: Some(expiry)
+            }
+        );
+        assert_eq!(
+            tokens.verify(&text, expiry),
+            Err(Refused::Expired {
+                name: "admin-for-a-minute".into(),
+                at: expiry
+            })
+        );
+        assert_eq!(tokens.standing(&record.id, expiry), Standing::Expired);
+        assert!(
+            !tokens.has_admin(expiry),
+            "an expired admin token is no admin"
+        );
+        // The wrong secret of an expired token says nothing about the expiry.
+        let last = if text.ends_with('0') { '1' } else { '0' };
+        let forged = format!("{}{last}", &text[..text.len() - 1]);
+        assert_eq!(tokens.verify(&forged, expiry), Err(Refused::Invalid));
+        // A lifetime of none, or of more than ten years, is refused naming the field.
+        for seconds in [0, MAX_EXPIRES_IN_S + 1] {
+            let grant = Grant {
+                expires_in_s: Some(seconds),
+                ..grant("bad", Role::Read)
+            };
+            assert!(matches!(
+                tokens.create(grant, start),
+                Err(TokenError::Invalid {
+                    field: "expires_in_s",
+                    ..
+                })
+            ));
+        }
     }
 }

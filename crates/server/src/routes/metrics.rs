@@ -73,7 +73,7 @@ async fn stream_snapshots(
     let close = tokio::select! {
         _ = streams::forward(receiver, &mut socket, render) => None,
         _ = stop => None,
-        _ = crate::auth::revoked(&state, who.as_ref()) => Some(streams::token_revoked()),
+        end = crate::auth::token_ended(&state, who.as_ref()) => Some(streams::token_ended(end)),
     };
     streams::close(&mut socket, close).await;
 }

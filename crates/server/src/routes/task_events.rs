@@ -76,12 +76,12 @@ pub async fn follow(
         let who = who.map(|axum::Extension(who)| who);
         tokio::spawn(async move {
             let relayed = relay(&state, id, events, &sender);
-            // Over at the deadline, when the client goes, or when its token is revoked (as the
-            // other live streams are).
+            // Over at the deadline, when the client goes, or when its token is revoked or expires
+            // (as the other live streams are).
             tokio::select! {
                 _ = tokio::time::timeout(deadline, relayed) => {}
                 _ = sender.closed() => {}
-                _ = crate::auth::revoked(&state, who.as_ref()) => {}
+                _ = crate::auth::token_ended(&state, who.as_ref()) => {}
             }
         });
     }

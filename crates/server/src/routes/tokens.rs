@@ -34,6 +34,7 @@ pub async fn create(
         role: new.role,
         capabilities: new.capabilities,
         groups: new.groups,
+        expires_in_s: new.expires_in_s,
     };
     let (token, record) = tokens
         .create(grant, state.clock.now())

@@ -32,6 +32,7 @@ fn new_token(name: &str, role: &str) -> NewToken {
         role: role.parse().unwrap(),
         capabilities: None,
         groups: None,
+        expires_in_s: None,
     }
 }
 
@@ -341,4 +342,117 @@ async fn revoking_a_token_closes_the_websockets_opened_with_it() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the revoked agent is still listed as connected");
+}
+
+#[tokio::test]
+async fn a_token_with_a_lifetime_works_until_it_expires_and_then_ends_its_connections() {
+    let (t, admin) = start_with_auth().await;
+    // A lifetime out of bounds is refused naming the field.
+    let too_short = NewToken {
+        expires_in_s: Some(0),
+        ..new_token("never", "read")
+    };
+    let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
+    let refused = http()
+        .post(format!("{}/api/v1/tokens", t.url))
+        .bearer_auth(admin_token.trim())
+        .json(&too_short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "expires_in_s", "{body}");
+
+    // Long enough to connect with, even on a busy machine; the test waits for it to pass.
+    let brief = |name: &str, role: &str| NewToken {
+        expires_in_s: Some(3),
+        ..new_token(name, role)
+    };
+    let agent = admin
+        .create_token(&brief("w-brief", "agent"))
+        .await
+        .unwrap();
+    let reader = admin.create_token(&brief("r-brief", "read")).await.unwrap();
+    let listed = admin.tokens().await.unwrap();
+    let expiry = listed
+        .iter()
+        .find(|t| t.name == "w-brief")
+        .and_then(|t| t.expires_at.clone())
+        .expect("the lifetime is listed");
+    assert_eq!(Some(&expiry), agent.info.expires_at.as_ref());
+    assert!(
+        listed
+            .iter()
+            .filter(|t| t.name.starts_with("admin-"))
+            .all(|t| t.expires_at.is_none()),
+        "the first admin token never expires"
+    );
+
+    let connect = |path: &str, token: String| {
+        let address = t.url.replace("http://", "ws://") + path;
+        async move {
+            let mut request = address.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(request).await.unwrap().0
+        }
+    };
+    let mut worker = connect("/ws/agent", agent.token.clone()).await;
+    let hello = serde_json::json!({"type": "hello", "name": "w-brief", "capabilities": ["x"]});
+    worker
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut worker).await["type"], "welcome");
+    let mut events = connect("/ws/events", reader.token.clone()).await;
+    let as_reader = HubClient::new(&t.url).with_token(Some(reader.token.clone()));
+    assert!(as_reader.status().await.is_ok(), "live before its expiry");
+
+    // At the expiry the hub ends both connections itself, saying why.
+    let error = next_json(&mut worker).await;
+    assert_eq!(error["code"], "token_expired", "{error}");
+    let closed_with = |frame: Message| match frame {
+        Message::Close(Some(close)) => (u16::from(close.code), close.reason.to_string()),
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    assert_eq!(
+        closed_with(next_frame(&mut worker).await),
+        (1008, "token expired".into())
+    );
+    loop {
+        match next_frame(&mut events).await {
+            Message::Text(_) | Message::Ping(_) => continue,
+            frame => {
+                assert_eq!(closed_with(frame), (1008, "token expired".into()));
+                break;
+            }
+        }
+    }
+    // And a request with it is answered 401 naming the expiry, for any route.
+    let answer = http()
+        .get(format!("{}/api/v1/status", t.url))
+        .bearer_auth(&agent.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
+    assert!(
+        answer.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token"),
+        "{:?}",
+        answer.headers()
+    );
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_expired", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&expiry),
+        "{body}"
+    );
+    assert!(as_reader.status().await.is_err());
+    // The admin token, which has no lifetime, is untouched.
+    assert!(admin.status().await.is_ok());
 }

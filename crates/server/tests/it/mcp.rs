@@ -164,6 +164,7 @@ async fn tools_take_the_callers_token_and_role() {
                 role: role.parse().unwrap(),
                 capabilities: None,
                 groups: None,
+                expires_in_s: None,
             };
             admin.create_token(&grant).await.unwrap().token
         }

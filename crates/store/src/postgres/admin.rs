@@ -131,7 +131,8 @@ impl PgTokenStore {
         self.shared.block(|shared| async move {
             let client = shared.connection().await?;
             let sql = format!(
-                "SELECT id, name, role, capabilities, groups, secret_hash, created_at, revoked_at
+                "SELECT id, name, role, capabilities, groups, secret_hash, created_at, revoked_at,
+                    expires_at
                  FROM tokens {filter}"
             );
             let rows = match &id {
@@ -153,6 +154,10 @@ impl PgTokenStore {
                             .try_get::<_, Option<i64>>(7)
                             .map_err(db_error)?
                             .map(from_ts),
+                        expires_at: row
+                            .try_get::<_, Option<i64>>(8)
+                            .map_err(db_error)?
+                            .map(from_ts),
                     })
                 })
                 .collect()
@@ -168,7 +173,7 @@ impl TokenStore for PgTokenStore {
             let inserted = client
                 .execute(
                     "INSERT INTO tokens (id, name, role, capabilities, groups, secret_hash,
-                        created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     &[
                         &token.id,
                         &token.name,
@@ -177,6 +182,7 @@ impl TokenStore for PgTokenStore {
                         &list_to_json(&token.groups),
                         &token.secret_hash,
                         &ts(token.created_at),
+                        &token.expires_at.map(ts),
                     ],
                 )
                 .await;

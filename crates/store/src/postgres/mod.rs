@@ -80,6 +80,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         12,
         include_str!("../../migrations/postgres/0012_attempt_in_task.sql"),
     ),
+    (
+        13,
+        include_str!("../../migrations/postgres/0013_token_expiry.sql"),
+    ),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         12,
         include_str!("../../migrations/0012_attempt_in_task.sql"),
     ),
+    (13, include_str!("../../migrations/0013_token_expiry.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

@@ -308,3 +308,38 @@ fn a_version_11_directory_moves_running_attempts_into_their_tasks() {
     store.writer().unwrap().apply(&[&[succeeded]]).unwrap();
     assert_eq!(log(1), [(1, agent, 11, Some(20)), (2, agent, 12, Some(40))]);
 }
+
+/// A data directory of schema version 12, from before tokens could expire: its tokens read back
+/// as never expiring, and a new one keeps its expiry.
+#[test]
+fn a_version_12_directory_keeps_its_tokens_as_never_expiring() {
+    use crate::{StoredToken, TokenStore};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (_, sql) in MIGRATIONS.iter().filter(|(version, _)| *version <= 12) {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.execute_batch("PRAGMA user_version = 12").unwrap();
+        tx.execute(
+            "INSERT INTO tokens (id, name, role, secret_hash, created_at)
+             VALUES ('old', 'ci', 'client', x'01', 5)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let tokens = store.token_store().unwrap();
+    let old = tokens.get("old").unwrap().unwrap();
+    assert_eq!((old.name.as_str(), old.expires_at), ("ci", None));
+    let new = StoredToken {
+        id: "new".into(),
+        name: "brief".into(),
+        expires_at: Some(hive_core::Timestamp(99)),
+        ..old
+    };
+    tokens.insert(&new).unwrap();
+    assert_eq!(tokens.get("new").unwrap().unwrap(), new);
+}

@@ -26,7 +26,8 @@ impl SqliteTokenStore {
     }
 }
 
-const COLUMNS: &str = "id, name, role, capabilities, groups, secret_hash, created_at, revoked_at";
+const COLUMNS: &str =
+    "id, name, role, capabilities, groups, secret_hash, created_at, revoked_at, expires_at";
 
 fn token_from_row(
     row: &Row<'_>,
@@ -42,6 +43,9 @@ fn token_from_row(
             created_at: Timestamp(row.get::<_, i64>(6)?.max(0) as u64),
             revoked_at: row
                 .get::<_, Option<i64>>(7)?
+                .map(|t| Timestamp(t.max(0) as u64)),
+            expires_at: row
+                .get::<_, Option<i64>>(8)?
                 .map(|t| Timestamp(t.max(0) as u64)),
         },
         row.get(3)?,
@@ -60,8 +64,9 @@ fn complete(
 impl TokenStore for SqliteTokenStore {
     fn insert(&self, token: &StoredToken) -> Result<(), StoreError> {
         let inserted = self.lock().execute(
-            "INSERT INTO tokens (id, name, role, capabilities, groups, secret_hash, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO tokens (id, name, role, capabilities, groups, secret_hash, created_at,
+                expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 token.id,
                 token.name,
@@ -69,7 +74,8 @@ impl TokenStore for SqliteTokenStore {
                 list_to_json(&token.capabilities),
                 list_to_json(&token.groups),
                 token.secret_hash,
-                token.created_at.0 as i64
+                token.created_at.0 as i64,
+                token.expires_at.map(|t| t.0 as i64)
             ],
         );
         match inserted {
