@@ -170,8 +170,7 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
                 }
                 Some(Err(e)) => {
                     // A frame over the size limit: say so, with the close code for it.
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("Space limit") {
+                    if over_size_limit(e) {
                         send_error(&state, agent, "frame_too_large", format!(
                             "a frame is over the limit of {limit} bytes"));
                         close(&state, agent, 1009, "frame over the size limit");
@@ -238,6 +237,16 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
 }
 
 /// Queues a close frame with `code` (after anything queued before it).
+/// True when the socket failed because the peer sent a message over the size limit (any other
+/// error is a broken connection).
+fn over_size_limit(error: axum::Error) -> bool {
+    use tungstenite::error::{CapacityError, Error};
+    matches!(
+        error.into_inner().downcast_ref::<Error>(),
+        Some(Error::Capacity(CapacityError::MessageTooLong { .. }))
+    )
+}
+
 fn close(state: &AppState, agent: AgentId, code: u16, reason: &str) {
     let why = CloseReason {
         code,

@@ -131,18 +131,23 @@ pub fn for_hub(config: &crate::config::HubConfig) -> Value {
     doc
 }
 
+/// `hive_core::Capability::parse`'s rule, which swarm groups follow too. utoipa takes a pattern
+/// only as a literal, so `NewTask.capability` and the task list's `capability` filter write it
+/// again: a test holds every copy in the document equal to this one.
+const CAPABILITY_PATTERN: &str = "^[A-Za-z0-9_.:/-]+$";
+/// `auth::tokens`: token names (`NewToken.name` writes it again, held equal the same way).
+const TOKEN_NAME_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
+
 /// What a path parameter, or a query parameter that holds an id, must look like, as the
 /// handlers check it.
 fn parameter_schema(location: &str, name: &str) -> Option<Value> {
     match (location, name) {
         ("path", "id") | ("query", "cursor") => Some(json!({"type": "string", "format": "uuid"})),
-        // Capability::parse: swarm groups follow the capability rules.
         ("path", "group") => Some(json!({
-            "type": "string", "pattern": "^[A-Za-z0-9_.:/-]+$", "minLength": 1, "maxLength": 128
+            "type": "string", "pattern": CAPABILITY_PATTERN, "minLength": 1, "maxLength": 128
         })),
-        // auth::tokens: token names.
         ("path", "name") => Some(json!({
-            "type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "minLength": 1, "maxLength": 64
+            "type": "string", "pattern": TOKEN_NAME_PATTERN, "minLength": 1, "maxLength": 64
         })),
         _ => None,
     }
@@ -153,6 +158,7 @@ fn shared_answers(
     path: &str,
     method: &str,
     has_parameters: bool,
+    reads_body: bool,
 ) -> Vec<(&'static str, &'static str)> {
     let mut answers = vec![(
         "503",
@@ -173,13 +179,17 @@ fn shared_answers(
         answers.push(("400", "A parameter is invalid; `field` names it"));
     }
     if method == "post" {
+        answers.push(("415", "A POST must carry `Content-Type: application/json`"));
+    }
+    // Only a route that reads its body can find it too slow or too large: one that takes no
+    // input answers before reading any.
+    if reads_body {
         answers.extend([
             (
                 "408",
                 "The body did not arrive within `limits.body_read_timeout_ms`",
             ),
             ("413", "The body is over the limit"),
-            ("415", "A POST must carry `Content-Type: application/json`"),
         ]);
     }
     answers
@@ -215,7 +225,8 @@ fn amend(doc: &mut Value) {
                         }
                     }
                 }
-                if method == "post" && operation.get("requestBody").is_none() {
+                let reads_body = operation.get("requestBody").is_some();
+                if method == "post" && !reads_body {
                     operation["requestBody"] = json!({
                         "required": true,
                         "description": "Any JSON value, ignored: this route takes no input, but a \
@@ -241,7 +252,9 @@ fn amend(doc: &mut Value) {
                         response["description"] = json!(reason);
                     }
                 }
-                for (status, description) in shared_answers(path, method, has_parameters) {
+                for (status, description) in
+                    shared_answers(path, method, has_parameters, reads_body)
+                {
                     responses.entry(status).or_insert_with(
                         || json!({"description": description, "content": error_body.clone()}),
                     );
@@ -271,12 +284,18 @@ mod tests {
     fn every_route_documents_the_shared_answers_and_posts_take_json() {
         let doc = document();
         let cancel = &doc["paths"]["/api/v1/tasks/{id}/cancel"]["post"];
-        for status in [
-            "400", "401", "403", "404", "409", "413", "415", "429", "503",
-        ] {
+        for status in ["400", "401", "403", "404", "409", "415", "429", "503"] {
             assert!(
                 cancel["responses"][status].is_object(),
                 "cancel lacks {status}"
+            );
+        }
+        // Cancel reads no body, so it never finds one too slow or too large; submit does.
+        for status in ["408", "413"] {
+            assert!(cancel["responses"][status].is_null(), "cancel has {status}");
+            assert!(
+                doc["paths"]["/api/v1/tasks"]["post"]["responses"][status].is_object(),
+                "submit lacks {status}"
             );
         }
         assert_eq!(cancel["requestBody"]["required"], true);
@@ -329,6 +348,52 @@ mod tests {
             "dashboard/openapi.json is stale: run `cargo run -p hive-cli -- openapi > \
              dashboard/openapi.json`, then `npm run types` in dashboard/, and commit both"
         );
+    }
+
+    /// The patterns utoipa needs as literals are the same as the ones `amend` writes.
+    #[test]
+    fn every_copy_of_a_name_pattern_in_the_document_is_the_same() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let list_capability = doc["paths"]["/api/v1/tasks"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "capability")
+            .unwrap()["schema"]["pattern"]
+            .clone();
+        for (what, pattern) in [
+            (
+                "NewTask.capability",
+                &schemas["NewTask"]["properties"]["capability"]["pattern"],
+            ),
+            ("the task list's capability", &list_capability),
+            (
+                "NewToken.capabilities",
+                &schemas["NewToken"]["properties"]["capabilities"]["items"]["pattern"],
+            ),
+            (
+                "a swarm's group",
+                &doc["paths"]["/api/v1/swarms/{group}/messages"]["post"]["parameters"][0]["schema"]
+                    ["pattern"],
+            ),
+        ] {
+            assert_eq!(pattern, CAPABILITY_PATTERN, "{what}");
+        }
+        assert_eq!(
+            schemas["NewToken"]["properties"]["name"]["pattern"],
+            TOKEN_NAME_PATTERN
+        );
+        // And the rule is the one the hub checks.
+        for byte in 0x20u8..0x7f {
+            let text = (byte as char).to_string();
+            let allowed = byte.is_ascii_alphanumeric() || b"_.:/-".contains(&byte);
+            assert_eq!(
+                hive_core::Capability::parse(&text, "capability").is_ok(),
+                allowed,
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
