@@ -54,10 +54,20 @@ pub struct Admission {
     metrics: Arc<HubMetrics>,
 }
 
-/// Held while an admitted submit is inside the hub.
+/// Held while an admitted submit's tasks are inside the hub (the request's own place is held by
+/// the route checks, [`room_for_submit`]).
 pub struct Admitted {
-    _request: OwnedSemaphorePermit,
     _tasks: OwnedSemaphorePermit,
+}
+
+/// The routes that submit tasks: each request to them takes a place among the submits in
+/// flight before its body is read.
+fn submits(request: &Request) -> bool {
+    request.method() == Method::POST
+        && matches!(
+            request.uri().path(),
+            "/api/v1/tasks" | "/api/v1/tasks/batch"
+        )
 }
 
 impl Admission {
@@ -71,23 +81,28 @@ impl Admission {
         }
     }
 
-    /// Admits a submit of `tasks` tasks, or refuses it at once.
+    /// Admits the `tasks` tasks of a submit whose request was admitted, or refuses them at once.
     pub fn admit(&self, tasks: usize) -> Result<Admitted, ApiError> {
         let tasks = tasks.clamp(1, self.limits.max_tasks.max(1)) as u32;
-        let request = self.requests.clone().try_acquire_owned();
-        let tasks = self.tasks.clone().try_acquire_many_owned(tasks);
-        match (request, tasks) {
-            (Ok(request), Ok(tasks)) => Ok(Admitted {
-                _request: request,
-                _tasks: tasks,
-            }),
-            _ => {
-                self.metrics.add(Count::SubmitsShed, 1);
-                Err(ApiError::Overloaded {
-                    what: "submits",
-                    retry_after_s: 1,
-                })
-            }
+        match self.tasks.clone().try_acquire_many_owned(tasks) {
+            Ok(tasks) => Ok(Admitted { _tasks: tasks }),
+            Err(_) => Err(self.shed()),
+        }
+    }
+
+    /// Admits a submit request, or refuses it at once.
+    fn admit_request(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.shed())
+    }
+
+    fn shed(&self) -> ApiError {
+        self.metrics.add(Count::SubmitsShed, 1);
+        ApiError::Overloaded {
+            what: "submits",
+            retry_after_s: 1,
         }
     }
 
@@ -107,6 +122,19 @@ impl Admission {
                 }
             })
     }
+}
+
+/// A submit request's place among the submits in flight, held until it is answered (`None`: not
+/// a submit). `Err`: 503, before its body is read or parsed, so that refusing costs as little as
+/// it can: past capacity most requests are refused. One of the route checks
+/// (`crate::routes::checks`).
+pub fn room_for_submit(
+    state: &AppState,
+    request: &Request,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    submits(request)
+        .then(|| state.admission.admit_request())
+        .transpose()
 }
 
 /// Room for a request's body, held until it is answered (`None`: it has none). `Err`: 503, the
@@ -149,12 +177,13 @@ mod tests {
     #[test]
     fn a_submit_past_either_bound_is_refused_until_room_returns() {
         let a = admission(2, 100);
-        let first = a.admit(60).unwrap();
+        let first = (a.admit_request().unwrap(), a.admit(60).unwrap());
+        let _waiting = a.admit_request().unwrap();
         assert!(matches!(a.admit(41), Err(ApiError::Overloaded { .. })));
         let second = a.admit(40).unwrap();
-        assert!(a.admit(1).is_err(), "two requests in flight");
+        assert!(a.admit_request().is_err(), "two requests in flight");
         drop(first);
-        let _third = a.admit(60).unwrap();
+        let _third = (a.admit_request().unwrap(), a.admit(60).unwrap());
         drop(second);
         // A batch larger than the bound waits for the whole of it, not forever.
         assert!(a.admit(1_000).is_err());

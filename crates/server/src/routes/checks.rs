@@ -1,5 +1,6 @@
 //! What every request that matched a route passes before its handler, as one route layer: the
-//! token (`auth::authorize`), room for its body (`admission::room_for_body`), its timing
+//! token (`auth::authorize`), a submit's place among those in flight
+//! (`admission::room_for_submit`), room for its body (`admission::room_for_body`), its timing
 //! (`metrics::http`, when metrics are on) and a POST's content type (`auth::browser::json_post`),
 //! in that order. One layer, not four: axum clones a route's whole stack of layers for each
 //! request, and each `from_fn` layer clones the layers inside it again: as four layers they
@@ -18,6 +19,10 @@ pub async fn run(State(state): State<AppState>, mut request: Request, next: Next
     if let Err(refused) = auth::authorize(&state, &mut request) {
         return refused.into_response();
     }
+    let _place = match admission::room_for_submit(&state, &request) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
     let _room = match admission::room_for_body(&state, &request) {
         Ok(room) => room,
         Err(refused) => return refused.into_response(),
