@@ -822,7 +822,7 @@ export interface components {
             /**
              * Format: int64
              * @description Seconds from now after which the token is refused (`401 token_expired`); 1 to
-             *     315,360,000 (ten years). Absent: it never expires.
+             *     315,576,000 (ten years, `MAX_TOKEN_LIFETIME_S`). Absent: it never expires.
              * @example 2592000
              */
             expires_in_s?: number | null;
@@ -1115,7 +1115,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1182,7 +1182,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1263,7 +1263,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1362,7 +1362,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1457,7 +1457,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1513,7 +1513,7 @@ export interface operations {
                     "application/json": components["schemas"]["HubList"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1569,7 +1569,7 @@ export interface operations {
                     "application/json": components["schemas"]["MetricsSnapshot"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1625,7 +1625,7 @@ export interface operations {
                     "application/json": components["schemas"]["Status"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1681,7 +1681,7 @@ export interface operations {
                     "application/json": components["schemas"]["SwarmList"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1752,7 +1752,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1860,7 +1860,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1938,7 +1938,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2034,7 +2034,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2128,7 +2128,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2218,7 +2218,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2322,7 +2322,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2404,7 +2404,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2469,7 +2469,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenList"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2547,7 +2547,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2655,7 +2655,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Authentication is on and no valid token was given */
+            /** @description Authentication is on and no valid token was given (`unauthorized`), or it expired (`token_expired`) */
             401: {
                 headers: {
                     [name: string]: unknown;

@@ -440,8 +440,9 @@ pub struct HubList {
     pub pooled: u64,
 }
 
-/// The longest lifetime a token may be given: ten years, in seconds.
-pub const MAX_TOKEN_LIFETIME_S: u64 = 10 * 365 * 24 * 3600;
+/// The longest lifetime a token may be given: ten years of 365.25 days (as `--expires-in 10y`
+/// reads), in seconds.
+pub const MAX_TOKEN_LIFETIME_S: u64 = 10 * 31_557_600;
 
 /// A token to create (admin only).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -464,9 +465,9 @@ pub struct NewToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<String>>,
     /// Seconds from now after which the token is refused (`401 token_expired`); 1 to
-    /// 315,360,000 (ten years). Absent: it never expires.
+    /// 315,576,000 (ten years, `MAX_TOKEN_LIFETIME_S`). Absent: it never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 315_360_000, example = 2_592_000)]
+    #[schema(minimum = 1, maximum = 315_576_000, example = 2_592_000)]
     pub expires_in_s: Option<u64>,
 }
 

@@ -6,8 +6,10 @@
 //! once: `503 overloaded` with `Retry-After`. What was admitted stays fast.
 //!
 //! Three bounds, each a semaphore taken without waiting:
-//! - requests in flight: each submit request is one; with the hub's throughput this bounds the
-//!   queueing delay an admitted request sees;
+//! - submit requests in flight: each is one, from before its body is read (so that refusing one
+//!   costs as little as it can) until it is answered; with the hub's throughput this bounds the
+//!   queueing delay an admitted request sees. A client slow to send its body holds its place
+//!   meanwhile, up to `limits.body_read_timeout_ms`;
 //! - tasks in flight: a batch counts its tasks; this bounds the memory they hold;
 //! - request body bytes being read or parsed (any route with a body), taken from
 //!   `Content-Length` before the body is read (the most a body may be when it is chunked): many
@@ -25,7 +27,7 @@ use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionLimits {
-    /// Submit requests waiting for the scheduler or a commit.
+    /// Submit requests being read, or waiting for the scheduler or a commit.
     pub max_requests: usize,
     /// Tasks in those requests; at least the largest batch.
     pub max_tasks: usize,
@@ -63,11 +65,9 @@ pub struct Admitted {
 /// The routes that submit tasks: each request to them takes a place among the submits in
 /// flight before its body is read.
 fn submits(request: &Request) -> bool {
-    request.method() == Method::POST
-        && matches!(
-            request.uri().path(),
-            "/api/v1/tasks" | "/api/v1/tasks/batch"
-        )
+    use crate::routes::{SUBMIT, SUBMIT_BATCH};
+    let path = request.uri().path();
+    request.method() == Method::POST && (path == SUBMIT || path == SUBMIT_BATCH)
 }
 
 impl Admission {

@@ -210,12 +210,8 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
                 break;
             }
             end = &mut token_ended => {
-                let how = match end {
-                    crate::auth::TokenEnd::Revoked => "was revoked",
-                    crate::auth::TokenEnd::Expired => "expired",
-                };
                 send_error(&state, agent, end.code(), format!("the token this agent connected \
-                    with {how}"));
+                    with {}", end.how()));
                 close(&state, agent, 1008, end.reason());
                 lost = false;
                 break;
@@ -236,7 +232,6 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
     }
 }
 
-/// Queues a close frame with `code` (after anything queued before it).
 /// True when the socket failed because the peer sent a message over the size limit (any other
 /// error is a broken connection).
 fn over_size_limit(error: axum::Error) -> bool {
@@ -247,6 +242,7 @@ fn over_size_limit(error: axum::Error) -> bool {
     )
 }
 
+/// Queues a close frame with `code` (after anything queued before it).
 fn close(state: &AppState, agent: AgentId, code: u16, reason: &str) {
     let why = CloseReason {
         code,

@@ -412,6 +412,18 @@ async fn tokens_from_the_command_line_and_who_submitted_what() {
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("--expires-in"), "{err}");
+    // The longest lifetime is ten years as the flag reads them.
+    let decade = &[
+        "token",
+        "create",
+        "--role",
+        "read",
+        "--name",
+        "decade",
+        "--expires-in",
+        "10y",
+    ];
+    assert_eq!(as_admin(decade).await.0, Some(0));
     // Without a token: refused, and the error says what is missing.
     let (code, _, err) = run(&["status"], &hub.url).await;
     assert_ne!(code, 0);

@@ -178,6 +178,14 @@ impl TokenEnd {
         }
     }
 
+    /// What happened to the token, for a sentence: "the token ... {how}".
+    pub fn how(self) -> &'static str {
+        match self {
+            TokenEnd::Revoked => "was revoked",
+            TokenEnd::Expired => "expired",
+        }
+    }
+
     /// The close frame's reason.
     pub fn reason(self) -> &'static str {
         match self {
@@ -187,9 +195,10 @@ impl TokenEnd {
     }
 }
 
-/// The longest single wait for an expiry: the timer is set again after it, so a lifetime of
-/// years never becomes one far-future timer.
-const EXPIRY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The longest single wait for an expiry: the timer runs on the monotonic clock, so the wall
+/// clock is looked at again at least this often (after a suspend or a clock step a connection
+/// outlives its token by at most this), and a lifetime of years is never one far-future timer.
+const EXPIRY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Completes when the token `who` connected with is revoked or expires, so that a WebSocket
 /// opened with it is closed then, as the token's next request would be refused. Never completes

@@ -71,10 +71,24 @@ pub struct Tokens {
 
 const PREFIX: &str = "hive_";
 pub const MAX_NAME_LEN: usize = 64;
-pub use hive_proto::api::MAX_TOKEN_LIFETIME_S as MAX_EXPIRES_IN_S;
+use hive_proto::api::MAX_TOKEN_LIFETIME_S;
 
 fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// A token's name: 1 to [`MAX_NAME_LEN`] letters, digits, `-`, `_` or `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// True from the token's expiry on.
+fn expired(token: &StoredToken, now: Timestamp) -> bool {
+    token.expires_at.is_some_and(|at| at <= now)
 }
 
 /// Equal bytes, in a time that does not depend on where they first differ.
@@ -102,13 +116,7 @@ impl Tokens {
         grant: Grant,
         now: Timestamp,
     ) -> Result<(String, StoredToken), TokenError> {
-        let name_ok = !grant.name.is_empty()
-            && grant.name.len() <= MAX_NAME_LEN
-            && grant
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !name_ok {
+        if !valid_name(&grant.name) {
             return Err(TokenError::Invalid {
                 field: "name",
                 message: format!("1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'"),
@@ -139,12 +147,12 @@ impl Tokens {
             }
         }
         if let Some(seconds) = grant.expires_in_s
-            && !(1..=MAX_EXPIRES_IN_S).contains(&seconds)
+            && !(1..=MAX_TOKEN_LIFETIME_S).contains(&seconds)
         {
             return Err(TokenError::Invalid {
                 field: "expires_in_s",
                 message: format!(
-                    "{seconds} is outside 1 to {MAX_EXPIRES_IN_S} seconds (ten years); leave it \
+                    "{seconds} is outside 1 to {MAX_TOKEN_LIFETIME_S} seconds (ten years); leave it \
                      out for a token that does not expire"
                 ),
             });
@@ -179,7 +187,7 @@ impl Tokens {
             return Err(Refused::Invalid);
         }
         // Only after the secret matched: whether a token expired is its holder's business.
-        if let Some(at) = record.expires_at.filter(|at| *at <= now) {
+        if let Some(at) = record.expires_at.filter(|_| expired(record, now)) {
             return Err(Refused::Expired {
                 name: record.name.clone(),
                 at,
@@ -225,7 +233,7 @@ impl Tokens {
         let by_id = self.by_id.read().unwrap_or_else(|p| p.into_inner());
         match by_id.get(id) {
             Some(t) if t.revoked_at.is_some() => Standing::Revoked,
-            Some(t) if t.expires_at.is_some_and(|at| at <= now) => Standing::Expired,
+            Some(t) if expired(t, now) => Standing::Expired,
             Some(t) => Standing::Live {
                 expires_at: t.expires_at,
             },
@@ -240,10 +248,11 @@ impl Tokens {
 
     /// True when an admin token is live at `now`.
     pub fn has_admin(&self, now: Timestamp) -> bool {
-        self.list().iter().any(|t| {
-            t.role == Role::Admin.as_str()
-                && matches!(self.standing(&t.id, now), Standing::Live { .. })
-        })
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|t| t.role == Role::Admin.as_str() && t.revoked_at.is_none() && !expired(t, now))
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StoredToken>> {
@@ -393,7 +402,7 @@ mod tests {
         let forged = format!("{}{last}", &text[..text.len() - 1]);
         assert_eq!(tokens.verify(&forged, expiry), Err(Refused::Invalid));
         // A lifetime of none, or of more than ten years, is refused naming the field.
-        for seconds in [0, MAX_EXPIRES_IN_S + 1] {
+        for seconds in [0, MAX_TOKEN_LIFETIME_S + 1] {
             let grant = Grant {
                 expires_in_s: Some(seconds),
                 ..grant("bad", Role::Read)

@@ -35,12 +35,16 @@ pub fn app(state: AppState) -> Router {
     secured(routes().route("/mcp", mcp), &state)
 }
 
+/// The routes that submit tasks (admission takes their place before reading their body).
+pub const SUBMIT: &str = "/api/v1/tasks";
+pub const SUBMIT_BATCH: &str = "/api/v1/tasks/batch";
+
 fn routes() -> Router<AppState> {
     // The API's paths in full rather than a nested router: `nest` wraps each of its routes in
     // one more layer, and a request pays for every layer of its route (see `secured`).
     Router::new()
-        .route("/api/v1/tasks", post(tasks::create).get(tasks::list))
-        .route("/api/v1/tasks/batch", post(tasks::create_batch))
+        .route(SUBMIT, post(tasks::create).get(tasks::list))
+        .route(SUBMIT_BATCH, post(tasks::create_batch))
         .route("/api/v1/tasks/{id}", get(tasks::get_one))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/api/v1/tasks/{id}/wait", get(tasks::wait))

@@ -167,7 +167,11 @@ fn shared_answers(
     )];
     if path.starts_with("/api/v1/") {
         answers.extend([
-            ("401", "Authentication is on and no valid token was given"),
+            (
+                "401",
+                "Authentication is on and no valid token was given (`unauthorized`), or it \
+                 expired (`token_expired`)",
+            ),
             ("403", "The token's role may not do this"),
             (
                 "429",
@@ -384,16 +388,53 @@ mod tests {
             schemas["NewToken"]["properties"]["name"]["pattern"],
             TOKEN_NAME_PATTERN
         );
-        // And the rule is the one the hub checks.
+        // And each pattern is the rule the hub checks, byte for byte.
         for byte in 0x20u8..0x7f {
             let text = (byte as char).to_string();
-            let allowed = byte.is_ascii_alphanumeric() || b"_.:/-".contains(&byte);
             assert_eq!(
                 hive_core::Capability::parse(&text, "capability").is_ok(),
-                allowed,
-                "{text:?}"
+                in_class(CAPABILITY_PATTERN, byte),
+                "capability {text:?}"
+            );
+            assert_eq!(
+                crate::auth::tokens::valid_name(&text),
+                in_class(TOKEN_NAME_PATTERN, byte),
+                "token name {text:?}"
             );
         }
+    }
+
+    /// Whether `byte` is in the one character class of a pattern `^[...]+$` (ranges `a-z`, and
+    /// a `-` last or first standing for itself).
+    fn in_class(pattern: &str, byte: u8) -> bool {
+        let class = pattern
+            .strip_prefix("^[")
+            .and_then(|p| p.strip_suffix("]+$"))
+            .expect("a pattern of one character class")
+            .as_bytes();
+        let mut i = 0;
+        while i < class.len() {
+            if i + 2 < class.len() && class[i + 1] == b'-' {
+                if (class[i]..=class[i + 2]).contains(&byte) {
+                    return true;
+                }
+                i += 3;
+            } else {
+                if class[i] == byte {
+                    return true;
+                }
+                i += 1;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_token_lifetimes_bound_is_the_one_the_hub_checks() {
+        let doc = document();
+        let lifetime = &doc["components"]["schemas"]["NewToken"]["properties"]["expires_in_s"];
+        assert_eq!(lifetime["maximum"], hive_proto::api::MAX_TOKEN_LIFETIME_S);
+        assert_eq!(lifetime["minimum"], 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! an attempt starting or ending), `progress` (what its running attempt reports:
 //! docs/protocol.md, "Progress"), and `skipped` when the client fell behind. The stream also
 //! ends after `timeout_ms` (the client then opens it again), and when the token it was opened
-//! with is revoked.
+//! with is revoked or expires.
 
 use std::convert::Infallible;
 use std::time::Duration;

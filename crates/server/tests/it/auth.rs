@@ -366,7 +366,7 @@ async fn a_token_with_a_lifetime_works_until_it_expires_and_then_ends_its_connec
 
     // Long enough to connect with, even on a busy machine; the test waits for it to pass.
     let brief = |name: &str, role: &str| NewToken {
-        expires_in_s: Some(3),
+        expires_in_s: Some(5),
         ..new_token(name, role)
     };
     let agent = admin

@@ -177,6 +177,80 @@ async fn submits_past_the_bound_in_flight_are_refused_at_once_with_retry_after()
         .await
         .unwrap();
     assert!(metrics.contains("hive_submits_shed_total"), "{metrics}");
+    // A shed submit is a 5xx answer of its route, and counts as one.
+    let shed_5xx = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("hive_http_requests_total{")
+                && l.contains("route=\"/api/v1/tasks\"")
+                && l.contains("method=\"POST\"")
+                && l.contains("status=\"5xx\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(shed_5xx.is_some_and(|n| n >= 1.0), "{metrics}");
+}
+
+/// A submit waiting for its body holds its place among the submits in flight, and a submit past
+/// the bound is refused before its body is read: a body that is not even JSON gets 503, not 400.
+#[tokio::test]
+async fn a_submit_over_the_bound_is_refused_before_its_body_is_read() {
+    let t = start_hub_with(|c| c.admission.max_requests = 1).await;
+    let head = "POST /api/v1/tasks/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"tasks\": [";
+    let http = http();
+    let not_json = || {
+        http.post(format!("{}/api/v1/tasks", t.url))
+            .header("content-type", "application/json")
+            .body("not json")
+            .send()
+    };
+    // A batch that sends a part of its body and stops. Until it holds the one place, a probe
+    // takes it instead (400), and the batch itself may be the one refused: then it starts over.
+    // Bounded against hanging, not a timing check.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut slow: Option<TcpStream> = None;
+    let refused = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no submit was refused while a batch held the place"
+        );
+        if slow.as_ref().is_none_or(stream_has_data) {
+            let mut stream = TcpStream::connect(t.hub.addr()).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            slow = Some(stream);
+            continue;
+        }
+        let response = not_json().await.unwrap();
+        if response.status().as_u16() == 503 {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    // Reads are not submits.
+    let listed = http
+        .get(format!("{}/api/v1/tasks", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 200);
+    // When the slow client goes, its place returns: the same bad body is now read, and refused
+    // for what it is.
+    drop(slow);
+    eventually("the place returned", Duration::from_secs(10), || async {
+        (not_json().await.unwrap().status().as_u16() == 400).then_some(())
+    })
+    .await;
+}
+
+/// True when the hub has answered on `stream` (or closed it), without waiting.
+fn stream_has_data(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.try_read(&mut byte) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
 }
 
 async fn agent(t: &TestHub, hello: serde_json::Value) -> Socket {
