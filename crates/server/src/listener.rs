@@ -42,7 +42,8 @@ pub struct ConnectionLimits {
     /// Longest a client may take to send a request's headers.
     pub header_read_timeout: Duration,
     /// Longest a client may take to send a JSON request body, once its headers are in (a body
-    /// that trickles in would hold its connection and its room among the body bytes in flight).
+    /// that trickles in would hold its connection, its room among the body bytes in flight and,
+    /// for a submit, its place among the submits in flight).
     pub body_read_timeout: Duration,
 }
 
