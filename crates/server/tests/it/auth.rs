@@ -281,34 +281,20 @@ async fn revoking_a_token_closes_the_websockets_opened_with_it() {
         .await
         .unwrap()
         .token;
-    let connect = |path: &str, token: String| {
-        let address = t.url.replace("http://", "ws://") + path;
-        async move {
-            let mut request = address.into_client_request().unwrap();
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            tokio_tungstenite::connect_async(request).await.unwrap().0
-        }
-    };
-    let mut agent = connect("/ws/agent", agent_token).await;
+    let mut agent = ws_with_token(&t.url, "/ws/agent", &agent_token).await;
     let hello = serde_json::json!({"type": "hello", "name": "w1", "capabilities": ["x"]});
     agent
         .send(Message::Text(hello.to_string().into()))
         .await
         .unwrap();
     assert_eq!(next_json(&mut agent).await["type"], "welcome");
-    let mut events = connect("/ws/events", read_token.clone()).await;
-    let mut performance = connect("/ws/performance", read_token).await;
+    let mut events = ws_with_token(&t.url, "/ws/events", &read_token).await;
+    let mut performance = ws_with_token(&t.url, "/ws/performance", &read_token).await;
 
     admin.revoke_token("w1").await.unwrap();
     let error = next_json(&mut agent).await;
     assert_eq!(error["code"], "token_revoked", "{error}");
-    let closed_with = |frame: Message| match frame {
-        Message::Close(Some(close)) => u16::from(close.code),
-        other => panic!("expected a close frame, got {other:?}"),
-    };
-    assert_eq!(closed_with(next_frame(&mut agent).await), 1008);
+    assert_eq!(close_of(&mut agent).await, (1008, "token revoked".into()));
     // The other token's stream is untouched: it still gets the events of a task submitted now.
     let task = admin.submit(&NewTask::new("x")).await.unwrap();
     loop {
@@ -320,15 +306,7 @@ async fn revoking_a_token_closes_the_websockets_opened_with_it() {
     }
     admin.revoke_token("viewer").await.unwrap();
     for stream in [&mut events, &mut performance] {
-        loop {
-            match next_frame(stream).await {
-                Message::Text(_) => continue,
-                frame => {
-                    assert_eq!(closed_with(frame), 1008);
-                    break;
-                }
-            }
-        }
+        assert_eq!(close_of(stream).await, (1008, "token revoked".into()));
     }
     // And the agent goes offline in the registry, not left behind as connected.
     for _ in 0..200 {
@@ -389,47 +367,22 @@ async fn a_token_with_a_lifetime_works_until_it_expires_and_then_ends_its_connec
         "the first admin token never expires"
     );
 
-    let connect = |path: &str, token: String| {
-        let address = t.url.replace("http://", "ws://") + path;
-        async move {
-            let mut request = address.into_client_request().unwrap();
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            tokio_tungstenite::connect_async(request).await.unwrap().0
-        }
-    };
-    let mut worker = connect("/ws/agent", agent.token.clone()).await;
+    let mut worker = ws_with_token(&t.url, "/ws/agent", &agent.token).await;
     let hello = serde_json::json!({"type": "hello", "name": "w-brief", "capabilities": ["x"]});
     worker
         .send(Message::Text(hello.to_string().into()))
         .await
         .unwrap();
     assert_eq!(next_json(&mut worker).await["type"], "welcome");
-    let mut events = connect("/ws/events", reader.token.clone()).await;
+    let mut events = ws_with_token(&t.url, "/ws/events", &reader.token).await;
     let as_reader = HubClient::new(&t.url).with_token(Some(reader.token.clone()));
     assert!(as_reader.status().await.is_ok(), "live before its expiry");
 
     // At the expiry the hub ends both connections itself, saying why.
     let error = next_json(&mut worker).await;
     assert_eq!(error["code"], "token_expired", "{error}");
-    let closed_with = |frame: Message| match frame {
-        Message::Close(Some(close)) => (u16::from(close.code), close.reason.to_string()),
-        other => panic!("expected a close frame, got {other:?}"),
-    };
-    assert_eq!(
-        closed_with(next_frame(&mut worker).await),
-        (1008, "token expired".into())
-    );
-    loop {
-        match next_frame(&mut events).await {
-            Message::Text(_) | Message::Ping(_) => continue,
-            frame => {
-                assert_eq!(closed_with(frame), (1008, "token expired".into()));
-                break;
-            }
-        }
-    }
+    assert_eq!(close_of(&mut worker).await, (1008, "token expired".into()));
+    assert_eq!(close_of(&mut events).await, (1008, "token expired".into()));
     // And a request with it is answered 401 naming the expiry, for any route.
     let answer = http()
         .get(format!("{}/api/v1/status", t.url))
@@ -455,4 +408,27 @@ async fn a_token_with_a_lifetime_works_until_it_expires_and_then_ends_its_connec
     assert!(as_reader.status().await.is_err());
     // The admin token, which has no lifetime, is untouched.
     assert!(admin.status().await.is_ok());
+}
+
+/// A WebSocket to `path` of the hub at `url`, opened with `token` in `Authorization`.
+async fn ws_with_token(url: &str, path: &str, token: &str) -> Socket {
+    let address = url.replace("http://", "ws://") + path;
+    let mut request = address.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// The code and reason of the close frame that ends `socket` (the frames before it skipped).
+async fn close_of(socket: &mut Socket) -> (u16, String) {
+    loop {
+        match next_frame(socket).await {
+            Message::Close(Some(close)) => {
+                return (u16::from(close.code), close.reason.to_string());
+            }
+            Message::Close(None) => panic!("closed without a code"),
+            _ => continue,
+        }
+    }
 }
