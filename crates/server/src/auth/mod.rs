@@ -212,9 +212,8 @@ pub async fn token_ended(state: &AppState, who: Option<&Principal>) -> TokenEnd 
     loop {
         let now = state.clock.now();
         let expires_at = match tokens.standing(&who.token_id, now) {
-            tokens::Standing::Revoked => return TokenEnd::Revoked,
-            tokens::Standing::Expired => return TokenEnd::Expired,
-            tokens::Standing::Live { expires_at } => expires_at,
+            Ok(expires_at) => expires_at,
+            Err(end) => return end,
         };
         let expiry = async {
             match expires_at {

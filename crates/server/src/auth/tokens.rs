@@ -17,7 +17,7 @@ use hive_store::{StoreError, StoredToken, TokenStore};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Principal, Role};
+use super::{Principal, Role, TokenEnd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -49,17 +49,6 @@ pub enum Refused {
     Invalid,
     /// The right secret, past its expiry.
     Expired { name: String, at: Timestamp },
-}
-
-/// Where a token stands at a given moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
-    Live {
-        expires_at: Option<Timestamp>,
-    },
-    /// Revoked, or unknown to this hub.
-    Revoked,
-    Expired,
 }
 
 pub struct Tokens {
@@ -228,16 +217,15 @@ impl Tokens {
         Ok(true)
     }
 
-    /// Where the token with this id stands at `now`.
-    pub fn standing(&self, id: &str, now: Timestamp) -> Standing {
+    /// Where the token with this id stands at `now`: live, with its expiry if it has one, or
+    /// ended (a token unknown to this hub reads as revoked).
+    pub fn standing(&self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, TokenEnd> {
         let by_id = self.by_id.read().unwrap_or_else(|p| p.into_inner());
         match by_id.get(id) {
-            Some(t) if t.revoked_at.is_some() => Standing::Revoked,
-            Some(t) if expired(t, now) => Standing::Expired,
-            Some(t) => Standing::Live {
-                expires_at: t.expires_at,
-            },
-            None => Standing::Revoked,
+            Some(t) if t.revoked_at.is_some() => Err(TokenEnd::Revoked),
+            Some(t) if expired(t, now) => Err(TokenEnd::Expired),
+            Some(t) => Ok(t.expires_at),
+            None => Err(TokenEnd::Revoked),
         }
     }
 
@@ -321,7 +309,10 @@ mod tests {
         }
         assert!(tokens.revoke("ci", Timestamp(2)).unwrap());
         assert_eq!(tokens.verify(&text, Timestamp(2)), Err(Refused::Invalid));
-        assert_eq!(tokens.standing(&record.id, Timestamp(2)), Standing::Revoked);
+        assert_eq!(
+            tokens.standing(&record.id, Timestamp(2)),
+            Err(TokenEnd::Revoked)
+        );
         assert!(
             !tokens.revoke("ci", Timestamp(3)).unwrap(),
             "already revoked"
@@ -379,12 +370,7 @@ mod tests {
         let just_before = Timestamp(expiry.0 - 1);
         assert!(tokens.verify(&text, just_before).is_ok());
         assert!(tokens.has_admin(just_before));
-        assert_eq!(
-            tokens.standing(&record.id, just_before),
-            Standing::Live {
-                expires_at: Some(expiry)
-            }
-        );
+        assert_eq!(tokens.standing(&record.id, just_before), Ok(Some(expiry)));
         assert_eq!(
             tokens.verify(&text, expiry),
             Err(Refused::Expired {
@@ -392,7 +378,7 @@ mod tests {
                 at: expiry
             })
         );
-        assert_eq!(tokens.standing(&record.id, expiry), Standing::Expired);
+        assert_eq!(tokens.standing(&record.id, expiry), Err(TokenEnd::Expired));
         assert!(
             !tokens.has_admin(expiry),
             "an expired admin token is no admin"

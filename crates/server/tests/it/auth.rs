@@ -283,10 +283,7 @@ async fn revoking_a_token_closes_the_websockets_opened_with_it() {
         .token;
     let mut agent = ws_with_token(&t.url, "/ws/agent", &agent_token).await;
     let hello = serde_json::json!({"type": "hello", "name": "w1", "capabilities": ["x"]});
-    agent
-        .send(Message::Text(hello.to_string().into()))
-        .await
-        .unwrap();
+    send(&mut agent, hello).await;
     assert_eq!(next_json(&mut agent).await["type"], "welcome");
     let mut events = ws_with_token(&t.url, "/ws/events", &read_token).await;
     let mut performance = ws_with_token(&t.url, "/ws/performance", &read_token).await;
@@ -369,10 +366,7 @@ async fn a_token_with_a_lifetime_works_until_it_expires_and_then_ends_its_connec
 
     let mut worker = ws_with_token(&t.url, "/ws/agent", &agent.token).await;
     let hello = serde_json::json!({"type": "hello", "name": "w-brief", "capabilities": ["x"]});
-    worker
-        .send(Message::Text(hello.to_string().into()))
-        .await
-        .unwrap();
+    send(&mut worker, hello).await;
     assert_eq!(next_json(&mut worker).await["type"], "welcome");
     let mut events = ws_with_token(&t.url, "/ws/events", &reader.token).await;
     let as_reader = HubClient::new(&t.url).with_token(Some(reader.token.clone()));
