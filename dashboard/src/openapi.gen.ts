@@ -452,7 +452,7 @@ export interface components {
          * @description How one attempt ended.
          * @enum {string}
          */
-        AttemptOutcome: "succeeded" | "failed" | "lease_expired" | "cancelled";
+        AttemptOutcome: "succeeded" | "failed" | "lease_expired" | "cancelled" | "released";
         BatchCreated: {
             ids: string[];
         };
@@ -2791,7 +2791,7 @@ export const pathsApiV1TasksIdEventsGetResponses200ContentTextEventStreamEventVa
 export const agentStateValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["AgentState"]> = ["idle", "busy", "draining", "offline"];
 export const alertChangeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["AlertChange"]> = ["firing", "resolved"];
 export const alertStateValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["AlertState"]> = ["pending", "firing"];
-export const attemptOutcomeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["AttemptOutcome"]> = ["succeeded", "failed", "lease_expired", "cancelled"];
+export const attemptOutcomeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["AttemptOutcome"]> = ["succeeded", "failed", "lease_expired", "cancelled", "released"];
 export const eventOneOf0TypeValues: ReadonlyArray<Extract<FlattenedDeepRequired<components>["schemas"]["Event"], {
     type: unknown;
 }>["type"]> = ["task"];

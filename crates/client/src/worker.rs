@@ -163,7 +163,7 @@ fn ws_url(hub: &str) -> String {
 /// drops.
 ///
 /// On `shutdown` while connected, the worker stops taking work (a task assigned meanwhile is
-/// handed back at once as a retryable failure), lets running tasks finish for up to
+/// given back at once with `release`: it did not start, so its attempt does not count), lets running tasks finish for up to
 /// [`grace`](WorkerOptions::grace), then stops the rest (dropping their futures: a command's
 /// whole process group is killed) and reports each as a retryable failure, so the hub retries
 /// them at once instead of waiting out their leases.
@@ -461,8 +461,14 @@ async fn session<S: Future<Output = ()>>(
                     HubMessage::Assign { tasks: assigned } => {
                         for task in assigned {
                             if stop_at.is_some() {
-                                let handed_back = Outcome::failure("the worker is shutting down", true);
-                                report!(task_result(task.task_id, task.attempt, handed_back));
+                                // Assigned before the hub saw our drain: given back unstarted,
+                                // so the task keeps its attempts. Lost with the connection, it
+                                // ends with its lease.
+                                let held = RunningAttempt { task_id: task.task_id, attempt: task.attempt };
+                                let frame = encode_frame(&WorkerMessage::Release(held), options.format);
+                                if let Err(e) = sink.send(frame).await {
+                                    return Ok(Session::Lost { reason: e.to_string() });
+                                }
                                 continue;
                             }
                             let key = (task.task_id.clone(), task.attempt);

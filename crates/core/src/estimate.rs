@@ -185,10 +185,13 @@ impl Estimate {
         match outcome {
             AttemptOutcome::Succeeded => self.successes += 1.0,
             AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => self.failures += 1.0,
-            AttemptOutcome::Cancelled => {}
+            AttemptOutcome::Cancelled | AttemptOutcome::Released => {}
         }
         let sample = run_ms as f64;
-        let censored = outcome == AttemptOutcome::Cancelled;
+        let censored = matches!(
+            outcome,
+            AttemptOutcome::Cancelled | AttemptOutcome::Released
+        );
         if self.samples == 0 {
             if !censored {
                 self.latency_ms = sample;

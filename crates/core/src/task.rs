@@ -152,6 +152,9 @@ pub enum AttemptOutcome {
     Failed,
     LeaseExpired,
     Cancelled,
+    /// The agent gave the attempt back before starting it (it was stopping): the task runs
+    /// elsewhere, and the attempt does not count toward `max_attempts`.
+    Released,
 }
 
 impl AttemptOutcome {
@@ -161,6 +164,7 @@ impl AttemptOutcome {
             AttemptOutcome::Failed => "failed",
             AttemptOutcome::LeaseExpired => "lease_expired",
             AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Released => "released",
         }
     }
 
@@ -170,6 +174,7 @@ impl AttemptOutcome {
             AttemptOutcome::Failed,
             AttemptOutcome::LeaseExpired,
             AttemptOutcome::Cancelled,
+            AttemptOutcome::Released,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)

@@ -306,7 +306,7 @@ impl Predictor for Handle {
             AttemptOutcome::Failed => (Some(attempt.run_ms as f64), Some(false)),
             // It ran until its lease ended: a failure, but its run time is the lease's.
             AttemptOutcome::LeaseExpired => (None, Some(false)),
-            AttemptOutcome::Cancelled => return,
+            AttemptOutcome::Cancelled | AttemptOutcome::Released => return,
         };
         let sample = Sample {
             capability: attempt.capability.into(),

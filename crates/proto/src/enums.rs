@@ -95,6 +95,9 @@ wire_enum! {
         Failed = "failed",
         LeaseExpired = "lease_expired",
         Cancelled = "cancelled",
+        /// Given back unstarted by an agent that was stopping; not counted toward
+        /// `max_attempts`.
+        Released = "released",
     }
 }
 
@@ -223,7 +226,13 @@ mod tests {
             serde_json::to_value(<AttemptOutcome as utoipa::PartialSchema>::schema()).unwrap();
         assert_eq!(
             schema["enum"],
-            serde_json::json!(["succeeded", "failed", "lease_expired", "cancelled"])
+            serde_json::json!([
+                "succeeded",
+                "failed",
+                "lease_expired",
+                "cancelled",
+                "released"
+            ])
         );
     }
 }

@@ -31,6 +31,9 @@ pub enum WorkerMessage {
     Result(TaskResult),
     /// The worker takes no more work (it is shutting down); it still reports what it runs.
     Drain,
+    /// A stopping worker gives back an attempt it did not start: the task runs elsewhere, and
+    /// the attempt does not count toward its `max_attempts` (after a `drain` only).
+    Release(RunningAttempt),
     /// The answer to a swarm `message`.
     Reply {
         message_id: String,
@@ -267,6 +270,10 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
             })),
             "heartbeat" => Ok(WorkerMessage::Heartbeat),
             "drain" => Ok(WorkerMessage::Drain),
+            "release" => Ok(WorkerMessage::Release(RunningAttempt {
+                task_id: raw.task_id.ok_or_else(|| missing("release", "task_id"))?,
+                attempt: raw.attempt.ok_or_else(|| missing("release", "attempt"))?,
+            })),
             "result" => {
                 let ok = raw.ok.ok_or_else(|| missing("result", "ok"))?;
                 if ok && raw.output.is_none() {
@@ -293,7 +300,7 @@ impl TryFrom<RawWorkerMessage> for WorkerMessage {
                 matches!(m, WorkerMessage::Batch(_))
             })?)),
             other => Err(FrameError(format!(
-                "unknown message type {other:?}; expected hello, heartbeat, result, reply, progress, drain or batch"
+                "unknown message type {other:?}; expected hello, heartbeat, result, reply, progress, drain, release or batch"
             ))),
         }
     }
@@ -402,6 +409,11 @@ impl Serialize for WorkerMessage {
             }
             WorkerMessage::Heartbeat => WorkerMessageRef::of("heartbeat"),
             WorkerMessage::Drain => WorkerMessageRef::of("drain"),
+            WorkerMessage::Release(held) => WorkerMessageRef {
+                task_id: Some(&held.task_id),
+                attempt: Some(held.attempt),
+                ..WorkerMessageRef::of("release")
+            },
             WorkerMessage::Result(result) => WorkerMessageRef {
                 task_id: Some(&result.task_id),
                 attempt: Some(result.attempt),
@@ -847,6 +859,13 @@ mod tests {
             ),
             (WorkerMessage::Heartbeat, r#"{"type":"heartbeat"}"#),
             (WorkerMessage::Drain, r#"{"type":"drain"}"#),
+            (
+                WorkerMessage::Release(RunningAttempt {
+                    task_id: "t".into(),
+                    attempt: 3,
+                }),
+                r#"{"type":"release","task_id":"t","attempt":3}"#,
+            ),
             (
                 WorkerMessage::Result(TaskResult {
                     task_id: "t".into(),

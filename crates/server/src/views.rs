@@ -48,6 +48,7 @@ pub fn attempt_outcome(outcome: AttemptOutcome) -> api::AttemptOutcome {
         AttemptOutcome::Failed => api::AttemptOutcome::Failed,
         AttemptOutcome::LeaseExpired => api::AttemptOutcome::LeaseExpired,
         AttemptOutcome::Cancelled => api::AttemptOutcome::Cancelled,
+        AttemptOutcome::Released => api::AttemptOutcome::Released,
     }
 }
 

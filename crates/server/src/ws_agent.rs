@@ -272,6 +272,18 @@ async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage
                 reply,
             })
         }
+        WorkerMessage::Release(held) => match held.task_id.parse() {
+            Ok(task) => Ok(Command::Report {
+                agent,
+                task,
+                attempt: held.attempt,
+                report: Report::Released,
+            }),
+            Err(e) => {
+                let e: hive_core::IdParseError = e;
+                Err(("invalid_message", format!("release.task_id: {e}")))
+            }
+        },
         WorkerMessage::Result(result) => {
             let (command, refused) = report(agent, result, &state.config.limits);
             if let Some(why) = refused {

@@ -48,6 +48,7 @@ macro_rules! store_suite {
             learned_estimates_are_kept_latest_first_and_read_back_after_reopening,
             the_alert_history_is_read_newest_first,
             a_saved_model_is_replaced_by_the_next_save_and_survives_a_reopen,
+            attempts_given_back_unstarted_are_counted_on_reload,
         );
     };
     (@tests $open:path; $($name:ident,)*) => {
@@ -1010,5 +1011,93 @@ pub fn a_long_group_that_fails_at_its_end_writes_nothing(b: impl Backend) {
     assert_eq!(
         (one.status, one.updated_at),
         (TaskStatus::Queued, Timestamp(200))
+    );
+}
+
+/// A restart must know which attempts a stopping agent gave back unstarted: they do not count
+/// toward `max_attempts`. Written step by step and as one commit (which PostgreSQL's writer folds
+/// into one row per attempt).
+pub fn attempts_given_back_unstarted_are_counted_on_reload(b: impl Backend) {
+    let agent = AgentId(Uuid::from_u128(7));
+    let ready = |n: u128| Change::TaskReady {
+        task: spec(n).id,
+        capability: spec(n).capability.clone(),
+        at: Timestamp(11),
+    };
+    let start = |n: u128, attempt: u32| Change::AttemptStarted {
+        spec: spec(n),
+        attempt,
+        agent,
+        started_at: Timestamp(12),
+        lease_until: Timestamp(1_012),
+        queued_ms: 1,
+        inputs: vec![],
+        identity: None,
+    };
+    let end = |n: u128, attempt: u32, outcome| Change::AttemptEnded {
+        task: spec(n).id,
+        capability: spec(n).capability.clone(),
+        attempt,
+        agent: Some(agent),
+        created_at: Timestamp(10),
+        started_at: Timestamp(12),
+        ended_at: Timestamp(20),
+        outcome,
+        output: None,
+        error: Some("x".into()),
+        next: NextStatus::Retry {
+            not_before: Timestamp(20),
+        },
+    };
+    let mut writer = b.writer();
+    let step_by_step = [
+        created(1),
+        ready(1),
+        start(1, 1),
+        end(1, 1, AttemptOutcome::Released),
+        start(1, 2),
+        end(1, 2, AttemptOutcome::Failed),
+        start(1, 3),
+    ];
+    for change in step_by_step {
+        writer.apply(&[&[change]]).unwrap();
+    }
+    writer
+        .apply(&[&[
+            created(2),
+            ready(2),
+            created(3),
+            ready(3),
+            start(3, 1),
+            end(3, 1, AttemptOutcome::Released),
+        ]])
+        .unwrap();
+    drop(writer);
+    let b = b.reopen();
+    let reader = b.reader();
+    let mut active: Vec<(u128, TaskStatus, u32, u32)> = reader
+        .load_active()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.spec.id.0.as_u128(), t.status, t.attempt, t.released))
+        .collect();
+    active.sort_by_key(|t| t.0);
+    assert_eq!(
+        active,
+        vec![
+            (1, TaskStatus::Running, 3, 1),
+            (2, TaskStatus::Queued, 0, 0),
+            (3, TaskStatus::Queued, 1, 1),
+        ]
+    );
+    let log = reader.get_task(spec(1).id).unwrap().unwrap().attempt_log;
+    let outcomes: Vec<_> = log.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            Some(AttemptOutcome::Released),
+            Some(AttemptOutcome::Failed),
+            None
+        ]
     );
 }

@@ -3,7 +3,8 @@
 (docs/protocol.md). It keeps `slots` tasks running at once, heartbeats, reconnects with backoff
 (naming the attempts it still holds, so their results count), sends progress, stops a task the
 hub cancels, and on `stop()` (or Ctrl-C, SIGTERM) drains: takes no more work, finishes what runs
-within `grace`, hands the rest back, then closes."""
+within `grace`, hands the rest back (a task assigned meanwhile is released unstarted, its attempt
+not counted), then closes."""
 
 from __future__ import annotations
 
@@ -364,8 +365,10 @@ class Worker:
         if kind == "assign":
             for task in message["tasks"]:
                 if self._stopping is not None and self._stopping.is_set():
-                    # Assigned before the hub saw our drain: hand it back at once.
-                    self._send(self._handed_back(task["task_id"], task["attempt"]))
+                    # Assigned before the hub saw our drain: given back unstarted, so the task
+                    # keeps its attempts.
+                    self._send({"type": "release", "task_id": task["task_id"],
+                                "attempt": task["attempt"]})
                     continue
                 key = (task["task_id"], task["attempt"])
                 self._running[key] = asyncio.create_task(self._work(task))

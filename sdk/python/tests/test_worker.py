@@ -190,3 +190,25 @@ def test_a_worker_the_hub_refuses_stops_with_the_reason(secured_hub):
         assert "401" in str(refused)
     else:
         raise AssertionError("serve() should raise Refused")
+
+
+def test_a_task_assigned_while_stopping_is_released_unstarted():
+    # The moment between the worker's drain and the hub reading it, set up by hand: the hub
+    # cannot be made to assign in it on cue.
+    worker = hive_sdk.Worker(name="py-stopping")
+
+    @worker.task("job")
+    def job(job):
+        raise AssertionError("a released task must not run")
+
+    async def assigned_while_stopping():
+        worker._stopping = asyncio.Event()
+        worker._stopping.set()
+        worker._outbox = asyncio.Queue()
+        worker._handle({"type": "assign", "tasks": [
+            {"task_id": "t1", "attempt": 2, "capability": "job", "payload": None}]})
+        return worker._outbox.get_nowait(), worker._outbox.empty(), dict(worker._running)
+
+    sent, nothing_else, running = asyncio.run(assigned_while_stopping())
+    assert sent == {"type": "release", "task_id": "t1", "attempt": 2}
+    assert nothing_else and not running

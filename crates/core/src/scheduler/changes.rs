@@ -194,6 +194,10 @@ pub enum Report {
         error: String,
         retry_after_ms: u64,
     },
+    /// The agent did not start the attempt and will not (it is stopping). Taken as such only
+    /// from a draining agent, so that no agent can hand a task around for ever; from any other
+    /// it is a failure worth retrying.
+    Released,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -386,6 +386,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
             Report::Failure { error, .. } | Report::Throttled { error, .. } => {
                 self.end_replica(task, attempt, Err((AttemptOutcome::Failed, error)), now);
             }
+            // A replica given back counts as failed: a ballot's budget is per replica, and
+            // who may vote depends on who failed (docs/protocol.md, "Stopping a worker").
+            Report::Released => {
+                let error = "released by its agent (a replica counts as failed)".to_string();
+                self.end_replica(task, attempt, Err((AttemptOutcome::Failed, error)), now);
+            }
         }
         Ok(())
     }

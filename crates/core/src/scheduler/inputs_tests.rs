@@ -40,6 +40,7 @@ fn recovered(spec: TaskSpec, status: TaskStatus) -> RecoveredTask {
         spec,
         status,
         attempt: 0,
+        released: 0,
         lease_until: None,
         not_before: None,
         replicas: vec![],

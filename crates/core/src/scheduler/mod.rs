@@ -30,6 +30,8 @@ mod placement;
 mod proptests;
 mod recovery;
 mod rejoin;
+#[cfg(test)]
+mod release_tests;
 mod sharing;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -98,7 +100,17 @@ struct ActiveTask {
     spec: Arc<TaskSpec>,
     /// Attempts started so far; the current one while running.
     attempt: u32,
+    /// Of those, attempts given back unstarted by a stopping agent: they do not count toward
+    /// `max_attempts`.
+    released: u32,
     phase: Phase,
+}
+
+impl ActiveTask {
+    /// Whether a failed attempt leaves another within `max_attempts`.
+    fn may_retry(&self) -> bool {
+        self.attempt - self.released < self.spec.max_attempts
+    }
 }
 
 /// Where an active task stands, holding only what that phase needs (a million queued tasks are
@@ -380,7 +392,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             error: None,
         });
         // A queued task is made ready just below, which sets its phase.
-        self.insert_task(spec, 0, Phase::Waiting);
+        self.insert_task(spec, 0, 0, Phase::Waiting);
         for (dep, end) in inputs {
             self.add_input(id, dep, end);
         }
@@ -531,8 +543,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 current: current.attempt,
             });
         }
+        let mut draining = false;
         if let Some(entry) = self.agents.get_mut(&agent) {
             entry.last_heartbeat = now;
+            draining = entry.draining;
         }
         match report {
             Report::Success { output } => self.end_attempt(
@@ -566,6 +580,24 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 Retry::Backoff {
                     at_least_ms: retry_after_ms,
                 },
+                now,
+            ),
+            Report::Released if draining => self.end_attempt(
+                task,
+                AttemptOutcome::Released,
+                None,
+                Some("released unstarted by its agent, which is stopping".into()),
+                Retry::No,
+                now,
+            ),
+            // Only a stopping agent may give work back uncounted: any other could pass a task
+            // around for ever.
+            Report::Released => self.end_attempt(
+                task,
+                AttemptOutcome::Failed,
+                None,
+                Some(RELEASED_NOT_DRAINING.into()),
+                Retry::AFTER_BACKOFF,
                 now,
             ),
         }
@@ -739,7 +771,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
     }
 
-    fn insert_task(&mut self, spec: Arc<TaskSpec>, attempt: u32, phase: Phase) {
+    fn insert_task(&mut self, spec: Arc<TaskSpec>, attempt: u32, released: u32, phase: Phase) {
         let id = spec.id;
         self.payload_bytes += spec.payload.len();
         count_queued(&mut self.queued, &spec.capability, false, phase.queued());
@@ -748,6 +780,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             Box::new(ActiveTask {
                 spec,
                 attempt,
+                released,
                 phase,
             }),
         );
@@ -823,8 +856,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let next = match outcome {
             AttemptOutcome::Succeeded => NextStatus::Succeeded,
             AttemptOutcome::Cancelled => NextStatus::Cancelled,
+            // Back in its queue at once, its attempt not counted.
+            AttemptOutcome::Released => {
+                task.released += 1;
+                NextStatus::Retry { not_before: now }
+            }
             AttemptOutcome::Failed | AttemptOutcome::LeaseExpired
-                if retry != Retry::No && attempt < task.spec.max_attempts =>
+                if retry != Retry::No && task.may_retry() =>
             {
                 let at_least_ms = match retry {
                     Retry::Backoff { at_least_ms } => at_least_ms,
@@ -948,6 +986,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 }
 
+/// The error of an attempt released by an agent that was not draining (a failure).
+pub(crate) const RELEASED_NOT_DRAINING: &str =
+    "released by an agent that is not draining (counted as a failed attempt)";
+
 /// `others_running` of an attempt recovered after a restart: its run time counts from the
 /// restart and its load is unknown, so no routing model learns from it.
 pub(crate) const UNKNOWN_LOAD: u32 = u32::MAX;
@@ -980,6 +1022,10 @@ impl AttemptEnd<'_> {
         let run_ms = now.ms_since(self.started_at);
         let capability = &self.spec.capability;
         entry.running -= 1;
+        if outcome == AttemptOutcome::Released {
+            // It never ran: nothing to learn or count.
+            return;
+        }
         if let Some((_, slot)) = entry.capability(capability) {
             knowledge.update(slot, |e| e.observe(outcome, run_ms, now, learning));
         }
@@ -1002,7 +1048,7 @@ impl AttemptEnd<'_> {
                 stats.total_latency_ms += run_ms;
             }
             AttemptOutcome::Failed | AttemptOutcome::LeaseExpired => stats.failed += 1,
-            AttemptOutcome::Cancelled => {}
+            AttemptOutcome::Cancelled | AttemptOutcome::Released => {}
         }
     }
 }

@@ -43,6 +43,8 @@ enum Event {
         skew: i8,
         /// Which of two outputs a success reports, so that replicas may disagree.
         second_answer: bool,
+        /// Instead of a result: the attempt is given back unstarted.
+        release: bool,
     },
     Cancel(usize),
     Drain(usize),
@@ -56,7 +58,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<usize>().prop_map(Event::Disconnect),
         1 => any::<usize>().prop_map(Event::Reconnect),
         1 => any::<usize>().prop_map(Event::Heartbeat),
-        5 => (any::<usize>(), any::<bool>(), any::<bool>(), -1i8..=1, any::<bool>()).prop_map(|(pick, ok, retryable, skew, second_answer)| Event::Report { pick, ok, retryable, skew, second_answer }),
+        5 => (any::<usize>(), any::<bool>(), any::<bool>(), -1i8..=1, any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(pick, ok, retryable, skew, second_answer, release)| Event::Report { pick, ok, retryable, skew, second_answer, release }),
         1 => any::<usize>().prop_map(Event::Cancel),
         1 => any::<usize>().prop_map(Event::Drain),
         3 => (0u64..3_000).prop_map(Event::Advance),
@@ -221,12 +223,15 @@ fn run(events: Vec<Event>, policy: impl RoutingPolicy) -> Result<(), TestCaseErr
                 retryable,
                 skew,
                 second_answer,
+                release,
             } if !open.is_empty() => {
                 let keys: Vec<_> = open.keys().copied().collect();
                 let (task, attempt) = keys[pick % keys.len()];
                 let agent = open[&(task, attempt)];
                 let attempt = attempt.saturating_add_signed(i32::from(skew));
-                let report = if ok {
+                let report = if release {
+                    Report::Released
+                } else if ok {
                     let output = if second_answer { "2" } else { "1" };
                     Report::Success {
                         output: output.into(),

@@ -21,6 +21,9 @@ pub struct RecoveredTask {
     pub status: TaskStatus,
     /// Attempts started so far.
     pub attempt: u32,
+    /// Of those, attempts a stopping agent gave back unstarted (not counted toward
+    /// `max_attempts`): the `released` rows of its attempt log.
+    pub released: u32,
     /// For a running task: when its lease ends.
     pub lease_until: Option<Timestamp>,
     /// For a queued task backing off: when it may run.
@@ -106,7 +109,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             if recovered.status != TaskStatus::Waiting {
                 started.push(id);
             }
-            self.insert_task(spec, attempt, phase);
+            self.insert_task(spec, attempt, recovered.released, phase);
         }
 
         // Tasks past waiting had every parent ended: they get their inputs back.

@@ -202,6 +202,7 @@ mod tests {
                 spec: task(7, 0),
                 status: TaskStatus::Queued,
                 attempt: 0,
+                released: 0,
                 lease_until: None,
                 not_before: None,
                 replicas: Vec::new(),

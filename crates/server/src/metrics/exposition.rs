@@ -60,6 +60,7 @@ pub fn render(
             ("failed", Count::AttemptsFailed),
             ("lease_expired", Count::AttemptsLeaseExpired),
             ("cancelled", Count::AttemptsCancelled),
+            ("released", Count::AttemptsReleased),
         ],
     );
     counter(

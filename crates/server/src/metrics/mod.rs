@@ -32,6 +32,8 @@ pub enum Count {
     AttemptsFailed,
     AttemptsLeaseExpired,
     AttemptsCancelled,
+    /// Given back unstarted by a stopping agent.
+    AttemptsReleased,
     TasksSucceeded,
     TasksFailed,
     TasksCancelled,
@@ -63,13 +65,14 @@ pub enum Count {
 }
 
 impl Count {
-    pub const ALL: [Count; 28] = [
+    pub const ALL: [Count; 29] = [
         Count::TasksSubmitted,
         Count::AttemptsStarted,
         Count::AttemptsSucceeded,
         Count::AttemptsFailed,
         Count::AttemptsLeaseExpired,
         Count::AttemptsCancelled,
+        Count::AttemptsReleased,
         Count::TasksSucceeded,
         Count::TasksFailed,
         Count::TasksCancelled,
@@ -103,6 +106,7 @@ impl Count {
             Count::AttemptsFailed => "attempts_failed",
             Count::AttemptsLeaseExpired => "attempts_lease_expired",
             Count::AttemptsCancelled => "attempts_cancelled",
+            Count::AttemptsReleased => "attempts_released",
             Count::TasksSucceeded => "tasks_succeeded",
             Count::TasksFailed => "tasks_failed",
             Count::TasksCancelled => "tasks_cancelled",
@@ -253,11 +257,15 @@ impl HubMetrics {
                             AttemptOutcome::Failed => Count::AttemptsFailed,
                             AttemptOutcome::LeaseExpired => Count::AttemptsLeaseExpired,
                             AttemptOutcome::Cancelled => Count::AttemptsCancelled,
+                            AttemptOutcome::Released => Count::AttemptsReleased,
                         },
                         1,
                     );
-                    self.execution
-                        .record_us(ended_at.ms_since(*started_at) * 1000);
+                    // A released attempt never ran.
+                    if *outcome != AttemptOutcome::Released {
+                        self.execution
+                            .record_us(ended_at.ms_since(*started_at) * 1000);
+                    }
                     if let Some(status) = next.terminal_status() {
                         self.end_to_end
                             .record_us(ended_at.ms_since(*created_at) * 1000);

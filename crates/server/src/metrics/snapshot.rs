@@ -229,6 +229,7 @@ fn take(
         Count::AttemptsFailed,
         Count::AttemptsLeaseExpired,
         Count::AttemptsCancelled,
+        Count::AttemptsReleased,
     ];
     let ended: u64 = attempts_ended.iter().map(|&c| delta(c)).sum();
     let hits = metrics.count(Count::FinishedCacheHits);

@@ -80,3 +80,61 @@ async fn a_stopping_worker_finishes_its_task_takes_no_more_and_hands_back_the_re
     assert_eq!(later.status, TaskStatus::Queued);
     assert!(later.attempts.is_empty());
 }
+
+/// A task assigned just before its worker's `drain` reached the hub is given back with
+/// `release`: it runs elsewhere with its whole `max_attempts`, and a restart keeps the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_released_unstarted_keeps_its_attempts_across_a_restart() {
+    use hive_proto::api::AttemptOutcome;
+    use serde_json::json;
+
+    let t = start_hub().await;
+    let mut stopping = ws(&t.url, "/ws/agent").await;
+    let hello = json!({"type":"hello","name":"stopping","capabilities":["job"],"slots":1});
+    send(&mut stopping, hello).await;
+    assert_eq!(next_json(&mut stopping).await["type"], "welcome");
+    let task = t
+        .client
+        .submit(&NewTask {
+            max_attempts: Some(2),
+            backoff_ms: Some(0),
+            ..NewTask::new("job")
+        })
+        .await
+        .unwrap();
+    let assign = next_json(&mut stopping).await;
+    assert_eq!(assign["tasks"][0]["attempt"], 1);
+    send(&mut stopping, json!({"type":"drain"})).await;
+    let release = json!({"type":"release","task_id":task.id,"attempt":1});
+    send(&mut stopping, release).await;
+    let released = eventually("the attempt released", Duration::from_secs(10), || async {
+        let task = t.client.task(&task.id).await.ok()?;
+        (task.status == TaskStatus::Queued).then_some(task)
+    })
+    .await;
+    assert_eq!(released.attempts[0].outcome, Some(AttemptOutcome::Released));
+    drop(stopping);
+
+    // After a restart, a worker that fails the task once and then succeeds: of its two
+    // attempts, the failure is the first counted, so a second one runs.
+    let t = restart(t).await;
+    let executor = |task: Assignment| async move {
+        if task.attempt == 2 {
+            Outcome::failure("first counted attempt fails", true)
+        } else {
+            Outcome::json(&"done")
+        }
+    };
+    let _worker = spawn_worker(&t.url, &["job"], 1, executor);
+    let done = finished(&t.client, &task.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    let outcomes: Vec<_> = done.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Some(AttemptOutcome::Released),
+            Some(AttemptOutcome::Failed),
+            Some(AttemptOutcome::Succeeded)
+        ]
+    );
+}

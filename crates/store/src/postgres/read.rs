@@ -357,10 +357,32 @@ pub(super) async fn recovered_tasks(
                 });
         }
     }
+    // Attempts given back unstarted do not count toward `max_attempts`; only a task that was
+    // started can have any.
+    let started: Vec<Uuid> = tasks
+        .iter()
+        .filter(|t| t.attempts > 0)
+        .map(|t| t.spec.id.0)
+        .collect();
+    let mut released: HashMap<Uuid, u32> = HashMap::new();
+    if !started.is_empty() {
+        let rows = client
+            .query(
+                "SELECT task_id, count(*) FROM attempts
+                 WHERE task_id = ANY($1) AND outcome = 'released' GROUP BY task_id",
+                &[&started],
+            )
+            .await
+            .map_err(db_error)?;
+        for row in &rows {
+            released.insert(col(row, 0)?, col::<i64>(row, 1)?.max(0) as u32);
+        }
+    }
     Ok(tasks
         .into_iter()
         .map(|task| RecoveredTask {
             replicas: replicas.remove(&task.spec.id.0).unwrap_or_default(),
+            released: released.remove(&task.spec.id.0).unwrap_or(0),
             spec: task.spec,
             status: task.status,
             attempt: task.attempts,

@@ -160,6 +160,17 @@ fn complete_attempt_log(
 
 /// A consensus task's attempts with the names of the agents that ran them (the identities
 /// asked, kept on the attempt; else the agent's row's, else its id).
+/// Attempts of a task its agents gave back unstarted: they do not count toward its
+/// `max_attempts`, so a restart must know them.
+fn released_of(conn: &Connection, id: TaskId) -> Result<u32, StoreError> {
+    let count: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM attempts WHERE task_id = ?1 AND outcome = 'released'",
+        )?
+        .query_row(params![id.as_bytes()], |row| row.get(0))?;
+    Ok(count.max(0) as u32)
+}
+
 fn replicas_of(conn: &Connection, id: TaskId) -> Result<Vec<RecoveredReplica>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT a.attempt, a.agent_id, COALESCE(a.agent_name, g.name), a.started_at, a.outcome,
@@ -378,10 +389,16 @@ impl TaskReader for SqliteReader {
                     Some(_) => replicas_of(conn, task.spec.id)?,
                     None => Vec::new(),
                 };
+                // A task never started has no attempts to look up (most of a long queue).
+                let released = match task.attempts {
+                    0 => 0,
+                    _ => released_of(conn, task.spec.id)?,
+                };
                 out.push(RecoveredTask {
                     spec: task.spec,
                     status: task.status,
                     attempt: task.attempts,
+                    released,
                     lease_until: task.lease_until,
                     not_before: task.not_before,
                     replicas,
