@@ -5,7 +5,8 @@
 //! decisions are committed. Only then does the hub accept requests.
 //!
 //! Shutdown runs in the reverse order: stop accepting, close worker connections and long-polls,
-//! let the actor flush its last batch, let the writer commit everything queued.
+//! let the local agents report what they held (`local_agent`), let the actor flush its last
+//! batch, let the writer commit everything queued.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,7 +81,14 @@ pub struct Hub {
     /// The neural routing model's trainer, and what tells it to stop; it saves the model as it
     /// ends.
     trainer: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// The local agents (built-in executors, LLM providers), each ending once it has left.
+    local_agents: Vec<JoinHandle<()>>,
 }
+
+/// How long a stopping hub waits for its local agents to report what they held: they stop their
+/// jobs at once (a built-in job looks at its cancel flag every 4,096 rounds), so this bounds only
+/// one that is stuck, whose attempts then wait out their leases.
+const LOCAL_AGENTS_LEAVE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Hub {
     pub async fn start(config: HubConfig) -> Result<Hub, StartError> {
@@ -251,10 +259,11 @@ impl Hub {
         if state.config.metrics_enabled {
             crate::metrics::snapshot::start(state.clone(), state.config.metrics_interval).await;
         }
+        let mut local_agents = Vec::new();
         if state.config.builtin_threads > 0 {
-            crate::builtin::start(&state, state.config.builtin_threads).await?;
+            local_agents.push(crate::builtin::start(&state, state.config.builtin_threads).await?);
         }
-        crate::llm::start(&state, &state.config.llm).await?;
+        local_agents.extend(crate::llm::start(&state, &state.config.llm).await?);
         let trainer = match &neural {
             Some(neural) => {
                 let (stop, stopping) = watch::channel(false);
@@ -288,6 +297,7 @@ impl Hub {
             membership,
             recovered,
             trainer,
+            local_agents,
         })
     }
 
@@ -356,6 +366,14 @@ impl Hub {
         let _ = self.shutdown.send(true);
         self.connections.close_all();
         let _ = self.server.await;
+        let deadline = tokio::time::Instant::now() + LOCAL_AGENTS_LEAVE;
+        for agent in self.local_agents {
+            if tokio::time::timeout_at(deadline, agent).await.is_err() {
+                tracing::warn!(
+                    "a local agent did not leave in time: its attempts end with their leases"
+                );
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self
             .commands

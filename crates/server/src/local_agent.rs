@@ -2,6 +2,12 @@
 //! like a worker, so the scheduler leases, times out, retries and cancels its attempts the same
 //! way; its assignments and cancels arrive through [`Connections`](crate::connections) as a
 //! worker's would, only without a socket, and it heartbeats like one.
+//!
+//! When the hub stops, a local agent leaves the way `hive worker` does on SIGTERM, while the
+//! scheduler still listens (the hub waits for it, [`crate::hub::Hub::shutdown`]): it drains,
+//! gives back unstarted what it had not begun (not counted against the task) and reports what it
+//! had to stop as a failure worth retrying, so that none of it waits out its lease after a
+//! restart: a local agent, unlike a worker, cannot take an attempt back when the hub returns.
 
 use std::time::Duration;
 
@@ -54,8 +60,8 @@ impl LocalAgent {
     }
 
     /// Hands each assignment and cancel to `work`, and heartbeats, until the hub closes its
-    /// connections; then the agent is disconnected (its leases bring unfinished work back).
-    pub async fn serve(mut self, state: AppState, mut work: impl FnMut(Work)) {
+    /// connections; then drains the agent, and returns what is left to do to leave.
+    pub async fn serve(mut self, state: AppState, mut work: impl FnMut(Work)) -> Leaving {
         let agent = self.id;
         let every = Duration::from_millis(state.config.heartbeat_interval_ms());
         let mut heartbeat = tokio::time::interval(every);
@@ -79,8 +85,53 @@ impl LocalAgent {
                 }
             }
         }
-        state.connections.remove(agent);
-        let _ = state.commands.send(Command::Disconnected { agent }).await;
+        // Draining first: what it then gives back unstarted does not count against the task.
+        let (reply, _) = oneshot::channel();
+        let drain = Command::Drain {
+            agent,
+            undo: false,
+            reply,
+        };
+        let _ = state.commands.send(drain).await;
+        Leaving { agent, state }
+    }
+}
+
+/// A local agent on its way out: its owner reports what it still holds, then [`leave`]s.
+///
+/// [`leave`]: Leaving::leave
+pub struct Leaving {
+    agent: AgentId,
+    state: AppState,
+}
+
+impl Leaving {
+    /// Reports an attempt the agent held as it stopped.
+    pub async fn report(&self, task: TaskId, attempt: u32, report: Report) {
+        let _ = self
+            .state
+            .commands
+            .send(self::report(self.agent, task, attempt, report))
+            .await;
+    }
+
+    /// Disconnects the agent; after what it reported, in the scheduler's order.
+    pub async fn leave(self) {
+        self.state.connections.remove(self.agent);
+        let agent = self.agent;
+        let _ = self
+            .state
+            .commands
+            .send(Command::Disconnected { agent })
+            .await;
+    }
+}
+
+/// The failure of an attempt a local agent stopped because the hub did: worth retrying at once.
+pub fn stopped_by_the_hub() -> Report {
+    Report::Failure {
+        error: "stopped: the hub shut down while it ran".into(),
+        retryable: true,
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use hive_core::{AgentId, AgentSpec, Capability, Report, TaskId};
 use hive_proto::protocol::Assignment;
+use tokio::task::JoinHandle;
 
 use crate::local_agent::{self, HubStopped, LocalAgent, Work};
 use crate::state::AppState;
@@ -28,8 +29,39 @@ type Executor = fn(&str, &AtomicBool) -> Result<String, Stopped>;
 
 const EXECUTORS: [(&str, Executor); 1] = [(sha256::CAPABILITY, sha256::run)];
 
-/// Cancel flags of the attempts queued or running on the pool.
-type Running = Arc<Mutex<HashMap<(TaskId, u32), Arc<AtomicBool>>>>;
+/// The attempts queued or running on the pool, and what tells their jobs the hub is stopping.
+#[derive(Default)]
+struct Jobs {
+    /// Cancel flags of the attempts queued or running on the pool.
+    running: Mutex<HashMap<(TaskId, u32), Arc<AtomicBool>>>,
+    /// Set when the hub stops: a job not yet begun gives its attempt back unstarted.
+    stopping: AtomicBool,
+    /// Woken as each job ends, for the agent waiting to leave.
+    ended: tokio::sync::Notify,
+}
+
+impl Jobs {
+    /// Stops every job (those not begun give their attempts back, those running stop and report
+    /// it) and waits until each has reported.
+    async fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            {
+                let running = lock(&self.running);
+                if running.is_empty() {
+                    return;
+                }
+                for flag in running.values() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
+            ended.await;
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuiltinError {
@@ -40,8 +72,9 @@ pub enum BuiltinError {
 }
 
 /// Starts the pool (`threads` threads) and registers the `builtin` agent; it runs until the hub
-/// closes its connections. Two slots per thread, so each thread has its next job at hand.
-pub async fn start(state: &AppState, threads: usize) -> Result<AgentId, BuiltinError> {
+/// closes its connections, and the task returned ends once the agent has left (the hub waits for
+/// it, see [`local_agent`]). Two slots per thread, so each thread has its next job at hand.
+pub async fn start(state: &AppState, threads: usize) -> Result<JoinHandle<()>, BuiltinError> {
     let pool = CpuPool::new(threads)?;
     let spec = AgentSpec {
         name: "builtin".into(),
@@ -60,30 +93,28 @@ pub async fn start(state: &AppState, threads: usize) -> Result<AgentId, BuiltinE
         .await
         .map_err(|HubStopped| BuiltinError::Stopped)?;
     let agent = local.id;
-    let running: Running = Arc::default();
-    let serving = running.clone();
+    let jobs: Arc<Jobs> = Arc::default();
+    let serving = jobs.clone();
     let serving_state = state.clone();
-    tokio::spawn(async move {
-        local
+    let agent_task = tokio::spawn(async move {
+        let leaving = local
             .serve(serving_state.clone(), |work| match work {
                 Work::Assign(task) => dispatch(&serving_state, agent, &pool, &serving, task),
                 Work::Cancel { task, attempt } => {
-                    if let Some(flag) = lock(&serving).get(&(task, attempt)) {
+                    if let Some(flag) = lock(&serving.running).get(&(task, attempt)) {
                         flag.store(true, Ordering::Relaxed);
                     }
                 }
             })
             .await;
-        // The hub is stopping: abandon what the pool still has (the leases bring it back later).
-        for flag in lock(&running).values() {
-            flag.store(true, Ordering::Relaxed);
-        }
+        jobs.stop().await;
+        leaving.leave().await;
     });
     tracing::info!(%agent, threads = threads.max(1), "built-in executors ready");
-    Ok(agent)
+    Ok(agent_task)
 }
 
-fn dispatch(state: &AppState, agent: AgentId, pool: &CpuPool, running: &Running, task: Assignment) {
+fn dispatch(state: &AppState, agent: AgentId, pool: &CpuPool, jobs: &Arc<Jobs>, task: Assignment) {
     let Ok(id) = task.task_id.parse::<TaskId>() else {
         return;
     };
@@ -93,28 +124,41 @@ fn dispatch(state: &AppState, agent: AgentId, pool: &CpuPool, running: &Running,
         .find(|(name, _)| *name == task.capability)
         .map(|(_, run)| *run);
     let cancelled = Arc::new(AtomicBool::new(false));
-    lock(running).insert((id, attempt), cancelled.clone());
-    let (commands, running) = (state.commands.clone(), running.clone());
+    lock(&jobs.running).insert((id, attempt), cancelled.clone());
+    let (commands, jobs) = (state.commands.clone(), jobs.clone());
     pool.spawn(move || {
-        let outcome = match executor {
-            Some(run) => run(task.payload.get(), &cancelled),
-            None => Err(Stopped::BadPayload(format!(
-                "no built-in executor for capability {:?}",
-                task.capability
-            ))),
+        let report = if jobs.stopping.load(Ordering::Relaxed) {
+            // Queued behind others when the hub began to stop: never begun.
+            Some(Report::Released)
+        } else {
+            let outcome = match executor {
+                Some(run) => run(task.payload.get(), &cancelled),
+                None => Err(Stopped::BadPayload(format!(
+                    "no built-in executor for capability {:?}",
+                    task.capability
+                ))),
+            };
+            match outcome {
+                Ok(output) => Some(Report::Success { output }),
+                Err(Stopped::BadPayload(error)) => Some(Report::Failure {
+                    error,
+                    retryable: false,
+                }),
+                Err(Stopped::Cancelled) if jobs.stopping.load(Ordering::Relaxed) => {
+                    Some(local_agent::stopped_by_the_hub())
+                }
+                // The scheduler already ended the attempt.
+                Err(Stopped::Cancelled) => None,
+            }
         };
-        lock(&running).remove(&(id, attempt));
-        let report = match outcome {
-            Ok(output) => Report::Success { output },
-            Err(Stopped::BadPayload(error)) => Report::Failure {
-                error,
-                retryable: false,
-            },
-            // The scheduler already ended the attempt.
-            Err(Stopped::Cancelled) => return,
-        };
-        // A plain thread, not the runtime: blocking here is what it is for.
-        let _ = commands.blocking_send(local_agent::report(agent, id, attempt, report));
+        if let Some(report) = report {
+            // A plain thread, not the runtime: blocking here is what it is for.
+            let _ = commands.blocking_send(local_agent::report(agent, id, attempt, report));
+        }
+        // Only after its report: an agent leaving counts on every report being sent once no
+        // job is left.
+        lock(&jobs.running).remove(&(id, attempt));
+        jobs.ended.notify_waiters();
     });
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hive_core::{AgentId, AgentSpec, Capability, Report, TaskId};
 use hive_proto::protocol::{Assignment, Progress};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::local_agent::{self, HubStopped, LocalAgent, Work};
 use crate::metrics::llm::Tokens;
@@ -110,10 +110,15 @@ pub enum LlmError {
 }
 
 /// Registers each provider's agent; they run until the hub closes its connections, which
-/// aborts the requests still in flight.
-pub async fn start(state: &AppState, providers: &[Provider]) -> Result<(), LlmError> {
+/// aborts the requests still in flight (reported as failures worth retrying). The tasks returned
+/// end once each agent has left (the hub waits for them, see [`local_agent`]).
+pub async fn start(
+    state: &AppState,
+    providers: &[Provider],
+) -> Result<Vec<JoinHandle<()>>, LlmError> {
+    let mut agents = Vec::new();
     if providers.is_empty() {
-        return Ok(());
+        return Ok(agents);
     }
     let tls = hive_tls::client_config(None).expect("a TLS client config with ring builds");
     let http = reqwest::Client::builder()
@@ -151,17 +156,21 @@ pub async fn start(state: &AppState, providers: &[Provider]) -> Result<(), LlmEr
                 }
             }
         });
-        tokio::spawn(async move {
-            serve.await;
+        agents.push(tokio::spawn(async move {
+            let leaving = serve.await;
             // The agent is gone (the hub is stopping, or let go of it): spend no more tokens on
-            // what it held (the leases bring the work back).
-            for (_, abort) in lock(&executor.in_flight).drain() {
+            // what it held, and say so, so that it is retried at once rather than after its lease.
+            let stopped: Vec<_> = lock(&executor.in_flight).drain().collect();
+            for ((task, attempt), abort) in stopped {
                 abort.abort();
+                let report = local_agent::stopped_by_the_hub();
+                leaving.report(task, attempt, report).await;
             }
-        });
+            leaving.leave().await;
+        }));
         tracing::info!(%agent, provider = %provider.name, models = provider.models.len(), "LLM provider ready");
     }
-    Ok(())
+    Ok(agents)
 }
 
 struct Executor {

@@ -83,3 +83,37 @@ async fn a_bad_payload_fails_once_and_a_cancel_stops_a_long_digest() {
         TaskStatus::Succeeded
     );
 }
+
+/// A hub that stops while its pool works: the digest running stops and fails (retried at once,
+/// not after its lease), the one queued behind it is given back unstarted (not counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_hub_fails_the_running_digest_and_releases_the_queued_one() {
+    use hive_proto::api::AttemptOutcome;
+
+    // One thread, two slots: the second digest waits behind the first on the pool.
+    let t = start_hub_with(|c| c.builtin_threads = 1).await;
+    let long = |data: &str| NewTask {
+        timeout_ms: Some(600_000),
+        backoff_ms: Some(1),
+        ..sha_task(data, hive_server::builtin::sha256::MAX_ROUNDS)
+    };
+    let running = t.client.submit(&long("running")).await.unwrap().id;
+    let queued = t.client.submit(&long("queued")).await.unwrap().id;
+    eventually("both digests assigned", Duration::from_secs(10), || async {
+        let agents = t.client.agents().await.ok()?;
+        (agents[0].running == 2).then_some(())
+    })
+    .await;
+
+    let t = restart_with(t, |c| c.builtin_threads = 1).await;
+    // Ended before the restart, as recorded; the retries that follow do not matter here.
+    let first = |task: hive_proto::api::Task| task.attempts[0].clone();
+    let stopped = first(t.client.task(&running).await.unwrap());
+    assert_eq!(stopped.outcome, Some(AttemptOutcome::Failed));
+    assert!(stopped.error.unwrap().contains("the hub shut down"));
+    let released = first(t.client.task(&queued).await.unwrap());
+    assert_eq!(released.outcome, Some(AttemptOutcome::Released));
+    for id in [running, queued] {
+        t.client.cancel(&id).await.unwrap();
+    }
+}

@@ -17,7 +17,9 @@ use hive_proto::api::{NewTask, TaskStatus};
 use hive_server::llm::{Price, Provider};
 use serde_json::{Value, json};
 
-use crate::util::{TestHub, eventually, finished, metrics_text, snapshot, start_hub_with};
+use crate::util::{
+    TestHub, eventually, finished, metrics_text, restart_with, snapshot, start_hub_with,
+};
 
 /// What the fake provider saw, and how often.
 #[derive(Clone, Default)]
@@ -342,6 +344,39 @@ async fn a_cancel_aborts_the_request_in_flight() {
         || async { (seen.abandoned.load(Ordering::SeqCst) == 1).then_some(()) },
     )
     .await;
+}
+
+/// A hub that stops with a request in flight aborts it and fails the attempt then, so that
+/// after the restart the task is asked again at once, not after its ten-minute lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_when_the_hub_stops_is_retried_at_once_after_the_restart() {
+    let (url, seen) = fake_provider().await;
+    let t = hub(&url).await;
+    let task = NewTask {
+        payload: Some(serde_json::value::to_raw_value(&json!({"prompt": "hang"})).unwrap()),
+        timeout_ms: Some(600_000),
+        backoff_ms: Some(10),
+        ..NewTask::new("llm:plain/m1")
+    };
+    let id = t.client.submit(&task).await.unwrap().id;
+    eventually("the request to arrive", Duration::from_secs(10), || async {
+        (seen.calls.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let plain = provider("plain", &url, false);
+    let t = restart_with(t, |c| c.llm = vec![plain]).await;
+    eventually("the request aborted", Duration::from_secs(10), || async {
+        (seen.abandoned.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let first = t.client.task(&id).await.unwrap().attempts[0].clone();
+    assert_eq!(first.outcome, Some(hive_proto::api::AttemptOutcome::Failed));
+    assert!(first.error.unwrap().contains("the hub shut down"));
+    eventually("the task asked again", Duration::from_secs(10), || async {
+        (seen.calls.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    t.client.cancel(&id).await.unwrap();
 }
 
 #[tokio::test]
