@@ -1,7 +1,8 @@
 //! `ApiJson<T>`: the JSON body extractor. Unlike axum's `Json`, every rejection is an
 //! [`ApiError`] with a JSON body that names the offending field (as a path such as
 //! `tasks[3].priority`), found with `serde_path_to_error`. The body must arrive within
-//! `limits.body_read_timeout_ms` (`408 body_timeout`).
+//! `limits.body_read_timeout_ms` (`408 body_timeout`), and find room as it arrives (`503
+//! overloaded` otherwise, `admission::body`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -35,7 +36,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 ms: limit.as_millis() as u64,
             })?;
         let bytes = read.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            if crate::admission::body::found_no_room(&rejection) {
+                ApiError::Overloaded {
+                    what: "request bodies",
+                    retry_after_s: 1,
+                }
+            } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge {
                     field: None,
                     message: "the request body is over the hub's limit".into(),

@@ -1,8 +1,8 @@
 //! What every request that matched a route passes before its handler, as one route layer: the
-//! token (`auth::authorize`), its timing (`metrics::http`, when metrics are on), a submit's place
-//! among those in flight (`admission::room_for_submit`), room for its body
-//! (`admission::room_for_body`) and a POST's content type (`auth::browser::json_post`), in that
-//! order. One layer, not one per check: axum clones a route's whole stack of layers for each
+//! token (`auth::authorize`), its timing (`metrics::http`, when metrics are on), room for a
+//! submit among those in flight (`admission::room_for_submit`), room for its body
+//! (`admission::body::room_for_body`) and a POST's content type (`auth::browser::json_post`), in
+//! that order. One layer, not one per check: axum clones a route's whole stack of layers for each
 //! request, and each `from_fn` layer clones the layers inside it again: as four layers they
 //! cost a single-task request 48 more allocations of its 157 (BENCHMARKS.md, "Changes made
 //! because of these counts"). Timing starts before admission, so that a submit shed as
@@ -28,14 +28,13 @@ pub async fn run(State(state): State<AppState>, mut request: Request, next: Next
     response
 }
 
-/// The handler's answer, or the refusal of a check; the room taken is held until the answer.
+/// The handler's answer, or the refusal of a check; the body's room is held until the answer.
 async fn admitted(state: &AppState, request: Request, next: Next) -> Response {
-    let _place = match admission::room_for_submit(state, &request) {
-        Ok(place) => place,
-        Err(refused) => return refused.into_response(),
-    };
-    let _room = match admission::room_for_body(state, &request) {
-        Ok(room) => room,
+    if let Err(refused) = admission::room_for_submit(state, &request) {
+        return refused.into_response();
+    }
+    let (request, _room) = match admission::body::room_for_body(state, request) {
+        Ok(metered) => metered,
         Err(refused) => return refused.into_response(),
     };
     match auth::browser::json_post(&request) {

@@ -190,60 +190,62 @@ async fn submits_past_the_bound_in_flight_are_refused_at_once_with_retry_after()
     assert!(shed_5xx.is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
-/// A submit waiting for its body holds its place among the submits in flight, and a submit past
-/// the bound is refused before its body is read: a body that is not even JSON gets 503, not 400.
+/// A client that stalls in the middle of its body holds only the room of the bytes it sent: not a
+/// place among the submits in flight, nor room it has not used. A body whose stated length does
+/// not fit beside it is refused before it is read (not JSON: 503, not 400).
 #[tokio::test]
-async fn a_submit_over_the_bound_is_refused_before_its_body_is_read() {
-    let t = start_hub_with(|c| c.admission.max_requests = 1).await;
+async fn a_stalled_body_holds_only_what_it_sent() {
+    let t = start_hub_with(|c| {
+        c.admission.max_requests = 1;
+        c.admission.max_body_bytes = 4 * 1024;
+    })
+    .await;
+    // Stated as 3,000 bytes, of which it sends 11: it holds 1 KiB of the 4, not 3.
     let head = "POST /api/v1/tasks/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"tasks\": [";
+                Content-Type: application/json\r\nContent-Length: 3000\r\n\r\n{\"tasks\": [";
+    let mut slow = TcpStream::connect(t.hub.addr()).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // Needs 4 KiB: it fits only until the slow body holds its KiB. Bounded per request, so that
+    // the deadline below holds.
     let http = http();
-    // Each request bounded, so that the deadlines below hold.
-    let not_json = || {
+    let not_json = |bytes: usize| {
         http.post(format!("{}/api/v1/tasks", t.url))
             .header("content-type", "application/json")
-            .body("not json")
+            .body("x".repeat(bytes))
             .timeout(Duration::from_secs(5))
             .send()
     };
-    // A batch that sends a part of its body and stops. Until it holds the one place, a probe
-    // takes it instead (400), and the batch itself may be the one refused: then it starts over.
-    // Bounded against hanging, not a timing check.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut slow: Option<TcpStream> = None;
-    let refused = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no submit was refused while a batch held the place"
-        );
-        if slow.as_ref().is_none_or(stream_has_data) {
-            let mut stream = TcpStream::connect(t.hub.addr()).await.unwrap();
-            stream.write_all(head.as_bytes()).await.unwrap();
-            slow = Some(stream);
-            continue;
-        }
-        // A connection the hub closed after a refusal is tried again, as a client would.
-        if let Ok(response) = not_json().await
-            && response.status().as_u16() == 503
-        {
-            break response;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let refused = eventually(
+        "the slow body holding its room",
+        Duration::from_secs(10),
+        || async {
+            let response = not_json(3_500).await.ok()?;
+            (response.status().as_u16() == 503).then_some(response)
+        },
+    )
+    .await;
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
-    // Reads are not submits.
-    let listed = http
-        .get(format!("{}/api/v1/tasks", t.url))
-        .send()
+    assert!(
+        !stream_has_data(&slow),
+        "the slow batch is still being read"
+    );
+    // 2 KiB fit beside the 1 it holds: read, and refused for what it is.
+    let read = not_json(1_500).await.unwrap();
+    assert_eq!(read.status().as_u16(), 400);
+
+    // The one place among the submits in flight is free: a submit goes through.
+    let task = t
+        .client
+        .submit(&hive_proto::api::NewTask::new("echo"))
         .await
         .unwrap();
-    assert_eq!(listed.status().as_u16(), 200);
-    // When the slow client goes, its place returns: the same bad body is now read, and refused
-    // for what it is.
+    assert_eq!(task.status, TaskStatus::Queued);
+    // When the slow client goes, its room returns: the same body is read, and refused for what
+    // it is.
     drop(slow);
-    eventually("the place returned", Duration::from_secs(10), || async {
-        (not_json().await.ok()?.status().as_u16() == 400).then_some(())
+    eventually("the room returned", Duration::from_secs(10), || async {
+        (not_json(3_500).await.ok()?.status().as_u16() == 400).then_some(())
     })
     .await;
 }
