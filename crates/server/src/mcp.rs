@@ -37,8 +37,8 @@ impl Api for InProcess {
         let mut request = Request::builder().method(call.method).uri(&call.target);
         let body = call.body.map(|b| b.to_string());
         if let Some(body) = &body {
-            // With its length stated, admission reserves what the body is, not the most a body
-            // may be (`admission::room_for_body`).
+            // With its length stated, a body that does not fit beside those being read is refused
+            // before it is read (`admission::body::room_for_body`).
             request = request
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CONTENT_LENGTH, body.len());
