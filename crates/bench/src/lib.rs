@@ -18,6 +18,7 @@ pub mod consensus;
 pub mod cpu;
 pub mod hub;
 pub mod load;
+pub mod machine;
 pub mod neural;
 pub mod overload;
 pub mod plot;
@@ -493,7 +494,7 @@ async fn measure(
         neural: None,
         store_pool_wait,
         settings: report::Settings::new(options, rate),
-        machine: report::Machine::read(),
+        machine: machine::Machine::read(options.store.as_deref()),
         timeline: Vec::new(),
     })
 }

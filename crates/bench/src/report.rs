@@ -6,6 +6,7 @@ use hive_proto::codec::FrameFormat;
 use crate::BenchOptions;
 use crate::consensus::ConsensusRun;
 use crate::cpu::CpuRun;
+use crate::machine::Machine;
 use crate::overload::OverloadRun;
 use crate::recorder::Percentiles;
 use crate::routing::RoutingRun;
@@ -100,7 +101,7 @@ impl Report {
             neural: None,
             store_pool_wait: None,
             settings: Settings::new(options, 0),
-            machine: Machine::read(),
+            machine: Machine::read(options.store.as_deref()),
             timeline: Vec::new(),
         }
     }
@@ -150,30 +151,6 @@ impl Settings {
                 }
                 Some(url) => hive_store::postgres::redact(url),
             },
-        }
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Machine {
-    pub cores: usize,
-    pub cpu: String,
-}
-
-impl Machine {
-    pub fn read() -> Machine {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu,
         }
     }
 }
@@ -381,8 +358,8 @@ impl Report {
             out.push_str(&line(row.each_ref().map(String::as_str)));
         }
         out.push_str(&format!(
-            "\n{} cores ({}); store {}; {} workers x {} slots; batch {}; {} s per workload; assign latency from {} tasks, result latency from {} sampled waits\n",
-            self.machine.cores, self.machine.cpu, self.settings.store, self.settings.workers, self.settings.slots,
+            "\n{}\nstore {}; {} workers x {} slots; batch {}; {} s per workload; assign latency from {} tasks, result latency from {} sampled waits\n",
+            self.machine.describe(), self.settings.store, self.settings.workers, self.settings.slots,
             self.settings.batch, self.settings.duration_s,
             self.assign_latency_ms.map_or(0, |p| p.count),
             self.result_latency_ms.map_or(0, |p| p.count),

@@ -445,6 +445,26 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Whether every host the URL names is this machine (loopback addresses, `localhost`, a Unix
+/// socket), so that what the machine reports (its disk, its kernel's writeback) is the database
+/// host's too. `None` when the URL does not parse.
+pub fn is_on_this_machine(url: &str) -> Option<bool> {
+    use tokio_postgres::config::Host;
+    let config = tokio_postgres::Config::from_str(url).ok()?;
+    Some(config.get_hosts().iter().all(|host| {
+        match host {
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            Host::Unix(_) => true,
+        }
+    }))
+}
+
 /// `password=...` (a URL parameter, or a key=value connection string's, spaces around `=` and a
 /// quoted value included) as `password=***`.
 fn redact_parameter(url: &str) -> String {

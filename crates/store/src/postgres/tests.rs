@@ -141,3 +141,24 @@ fn a_password_is_never_shown() {
     assert_eq!(redact("password="), "password=***");
     assert_eq!(redact("passwords"), "passwords");
 }
+
+#[test]
+fn a_database_on_loopback_or_a_socket_is_on_this_machine() {
+    for local in [
+        "postgres://hive@127.0.0.1:54329/hive",
+        "postgres://hive@localhost/hive",
+        "postgres://hive@[::1]:5432/hive",
+        "host=/var/run/postgresql user=hive",
+        "host=127.0.0.1,localhost user=hive",
+    ] {
+        assert_eq!(is_on_this_machine(local), Some(true), "{local}");
+    }
+    for remote in [
+        "postgres://hive@db:5432/hive",
+        "postgres://hive@10.0.0.5/hive",
+        "host=127.0.0.1,db user=hive",
+    ] {
+        assert_eq!(is_on_this_machine(remote), Some(false), "{remote}");
+    }
+    assert_eq!(is_on_this_machine("postgres://hive@db:notaport/hive"), None);
+}
