@@ -113,27 +113,7 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
         }
     }
     let log = profiles.join("valgrind.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut hub = HubProcess(
-        Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(format!("--log-file={}", log.display()))
-            .arg(hive)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            // The default log level, whatever the caller's environment says.
-            .env_remove("HIVE_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot run valgrind (install it: apt-get install valgrind)")?,
-    );
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut hub, url) = HubProcess::spawn(hive, &out, &log, &dir.path().join("data"), &[])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -217,12 +197,44 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
     })
 }
 
-/// Kills the hub if the measurement fails half way.
-struct HubProcess(Child);
+/// A `hive serve` under callgrind; killed if the measurement fails half way.
+pub(crate) struct HubProcess(Child);
 
 impl HubProcess {
+    /// Starts `hive serve` under callgrind on a free loopback port, with its data in `data`, the
+    /// profile written to `out` and valgrind's log to `log`; `callgrind_args` are added to
+    /// callgrind's own. Returns the hub and its URL (answering once [`ready`] says so).
+    pub(crate) fn spawn(
+        hive: &Path,
+        out: &Path,
+        log: &Path,
+        data: &Path,
+        callgrind_args: &[&str],
+    ) -> anyhow::Result<(HubProcess, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(format!("--log-file={}", log.display()))
+            .args(callgrind_args)
+            .arg(hive)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            // The default log level, whatever the caller's environment says.
+            .env_remove("HIVE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run valgrind (install it: apt-get install valgrind)")?;
+        Ok((HubProcess(child), format!("http://127.0.0.1:{port}")))
+    }
+
     /// Asks callgrind for a profile of the instructions since the last dump, written to `file`.
-    fn dump(&self, file: &Path) -> anyhow::Result<()> {
+    pub(crate) fn dump(&self, file: &Path) -> anyhow::Result<()> {
         let output = Command::new("callgrind_control")
             .arg("--dump")
             .arg(self.0.id().to_string())
@@ -257,7 +269,7 @@ impl HubProcess {
     }
 
     /// SIGTERM, then waits for the hub's clean shutdown.
-    fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(&mut self) -> anyhow::Result<()> {
         let pid = rustix::process::Pid::from_raw(self.0.id() as i32).context("the hub's pid")?;
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -292,7 +304,7 @@ async fn within_limit(work: impl Future<Output = anyhow::Result<()>>) -> anyhow:
     }
 }
 
-async fn ready(url: &str, hub: &mut HubProcess) -> anyhow::Result<()> {
+pub(crate) async fn ready(url: &str, hub: &mut HubProcess) -> anyhow::Result<()> {
     let client = HubClient::new(url);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

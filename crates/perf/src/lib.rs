@@ -9,10 +9,12 @@
 //! - [`store`]: a task's life in Hive's SQLite writer, and in the least schema on the same
 //!   engine (the store's raw limit).
 //!
-//! And the whole path, a real hub under callgrind driven over loopback: [`end_to_end`].
+//! And the whole path, a real hub under callgrind driven over loopback: [`end_to_end`]; the link
+//! order of the hub's start-up code, from a profile of one: [`order`].
 
 pub mod callgrind;
 pub mod end_to_end;
+pub mod order;
 pub mod size_classes;
 pub mod stages;
 pub mod store;

@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 use hive_perf::size_classes::SizeClasses;
-use hive_perf::{callgrind, end_to_end};
+use hive_perf::{callgrind, end_to_end, order};
 
 #[global_allocator]
 static HEAP: SizeClasses = SizeClasses::new();
@@ -178,6 +178,65 @@ fn print_counts(counts: &[(String, u64, u64)]) -> bool {
     true
 }
 
+/// `crates/cli/start-up.order`, the link order of the hub's start-up code (`hive_perf::order`).
+fn order_path() -> PathBuf {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+    crates
+        .unwrap_or(Path::new("crates"))
+        .join("cli/start-up.order")
+}
+
+/// Remakes the order file from a profile of the hub beside this binary.
+fn write_order() -> anyhow::Result<bool> {
+    let hive = hive_binary()?;
+    let order = order::measure(&hive)?;
+    let path = order_path();
+    std::fs::write(&path, order::file_text(&order, &order::this_compiler()?))?;
+    println!(
+        "{} functions written to {}: rebuild `hive` to link them together",
+        order.len(),
+        path.display()
+    );
+    Ok(true)
+}
+
+/// Fails when the order file no longer serves the hub beside this binary: more than a quarter of
+/// its symbols gone (the code changed under it), or its functions not together (not linked in
+/// order).
+fn check_order() -> anyhow::Result<bool> {
+    let path = order_path();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    // Symbol names change with the compiler: a file made with another cannot be checked, only
+    // remade.
+    let compiler = order::this_compiler()?;
+    if order::made_with(&text) != Some(compiler.as_str()) {
+        println!(
+            "start-up order: made with {}, this is {compiler}: not checked (the hub links its \
+             start-up code together only once `hive-perf order` remakes the file with it)",
+            order::made_with(&text).unwrap_or("an unnamed compiler")
+        );
+        return Ok(true);
+    }
+    let placed = order::placement(&hive_binary()?, &order::listed(&text))?;
+    let serves = placed.serves();
+    println!(
+        "start-up order: {} of {} functions found in the hub ({:.0}%), 95% of them within {:.2} MB \
+         of its {:.2} MB of code: {}",
+        placed.found,
+        placed.listed,
+        placed.found as f64 * 100.0 / placed.listed.max(1) as f64,
+        placed.span as f64 / 1e6,
+        placed.text as f64 / 1e6,
+        if serves {
+            "ok"
+        } else {
+            "FAIL: stale or not applied; remake it with `hive-perf order` and rebuild `hive`"
+        }
+    );
+    Ok(serves)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args
@@ -199,9 +258,12 @@ fn main() -> ExitCode {
             end_to_end_counts(Some(Path::new(dir))).map(|counts| print_counts(&counts))
         }
         ["check", "--update"] => check(true),
+        ["order"] => write_order(),
+        ["order", "--check"] => check_order(),
         _ => Err(anyhow::anyhow!(
             "usage: hive-perf run <scheduler|scheduler_learned|codec|store_writer|store_raw> | \
-             hive-perf check [--update] | hive-perf end-to-end [--keep DIR]"
+             hive-perf check [--update] | hive-perf end-to-end [--keep DIR] | \
+             hive-perf order [--check]"
         )),
     };
     match outcome {
