@@ -2,20 +2,23 @@
 //! of `start-up.order` (made by `hive-perf order`; see `hive_perf::order` for why): an idle hub
 //! then keeps about half the memory resident (BENCHMARKS.md, "Idle memory").
 //!
-//! The order is an option of LLD's that GNU ld lacks: it is passed where Rust links
-//! with its own LLD by default (x86_64 Linux, Rust 1.90 and later) and the build chose no other
-//! linker; elsewhere `hive` links as before, in the default order. `HIVE_LINK_ORDER=0` turns it
-//! off.
+//! The order is an LLD option (`--symbol-ordering-file`) that GNU ld lacks, and which linker a
+//! build uses depends on the compiler's own defaults and the build's settings. So the option is
+//! tried first on an empty program, linked as this build links; only if that link succeeds is it
+//! passed to `hive`'s. Elsewhere `hive` links as before, in the default order.
+//! `HIVE_LINK_ORDER=0` leaves it out.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 fn main() {
     println!("cargo:rerun-if-changed=start-up.order");
-    println!("cargo:rerun-if-env-changed=HIVE_LINK_ORDER");
-    let order = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
-        .join("start-up.order");
-    let off = std::env::var("HIVE_LINK_ORDER").is_ok_and(|v| v == "0");
-    if off || !order.is_file() || !links_with_rust_lld() {
+    for setting in ["HIVE_LINK_ORDER", "RUSTC_LINKER", "CARGO_ENCODED_RUSTFLAGS"] {
+        println!("cargo:rerun-if-env-changed={setting}");
+    }
+    let order = Path::new(&env("CARGO_MANIFEST_DIR")).join("start-up.order");
+    let off = env("HIVE_LINK_ORDER") == "0";
+    if off || !order.is_file() || !linker_takes_an_order(&PathBuf::from(env("OUT_DIR"))) {
         return;
     }
     println!(
@@ -26,24 +29,41 @@ fn main() {
     println!("cargo:rustc-link-arg-bin=hive=-Wl,--no-warn-symbol-ordering");
 }
 
-/// Whether this build links with the LLD that Rust ships: the default for
-/// `x86_64-unknown-linux-gnu` since Rust 1.90, unless the build names a linker of its own.
-fn links_with_rust_lld() -> bool {
-    let target = std::env::var("TARGET").unwrap_or_default();
-    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let chose_linker = flags.contains("linker")
-        || flags.contains("link-self-contained")
-        || flags.contains("fuse-ld")
-        || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some();
-    target == "x86_64-unknown-linux-gnu" && !chose_linker && rustc_minor().is_some_and(|m| m >= 90)
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
 }
 
-/// The compiler's minor version (`rustc 1.95.0 (...)` -> 95).
-fn rustc_minor() -> Option<u32> {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let output = Command::new(rustc).arg("--version").output().ok()?;
-    let version = String::from_utf8(output.stdout).ok()?;
-    let mut numbers = version.split_whitespace().nth(1)?.split('.');
-    (numbers.next()? == "1").then_some(())?;
-    numbers.next()?.parse().ok()
+/// Whether an empty program links, with this build's compiler, flags, target and linker, when
+/// given an (empty) symbol ordering file.
+fn linker_takes_an_order(out: &Path) -> bool {
+    let source = out.join("link_order_probe.rs");
+    let order = out.join("link_order_probe.order");
+    if std::fs::write(&source, "fn main() {}\n").is_err() || std::fs::write(&order, "").is_err() {
+        return false;
+    }
+    let rustc = Some(env("RUSTC")).filter(|r| !r.is_empty());
+    let mut link = Command::new(rustc.as_deref().unwrap_or("rustc"));
+    link.arg(&source)
+        .arg("-o")
+        .arg(out.join("link_order_probe"))
+        .args(["--crate-type", "bin"])
+        .arg(format!(
+            "-Clink-arg=-Wl,--symbol-ordering-file={}",
+            order.display()
+        ))
+        .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering");
+    // The flags and linker the build gives rustc (RUSTFLAGS, `.cargo/config.toml`).
+    let flags = env("CARGO_ENCODED_RUSTFLAGS");
+    link.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    let linker = env("RUSTC_LINKER");
+    if !linker.is_empty() {
+        link.arg(format!("-Clinker={linker}"));
+    }
+    if env("TARGET") != env("HOST") {
+        link.args(["--target", &env("TARGET")]);
+    }
+    link.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }

@@ -161,6 +161,9 @@ fn phase_bar(name: &str) -> ProgressBar {
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
+    // The machine first: no hub is writing to the disk its fsync timing uses.
+    let database = machine::Database::of(&options);
+    let machine = tokio::task::spawn_blocking(move || machine::Machine::read(database)).await?;
     // The routing workload starts a hub of its own per policy; it runs first, apart.
     let (routing, routing_crossover) = if options.workloads.contains(&Workload::Routing) {
         if options.hub.is_some() {
@@ -211,10 +214,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
             routing,
             routing_crossover,
             consensus,
-            ..Report::empty(&options)
+            ..Report::empty(&options, machine)
         });
     }
-    let mut report = run_on_one_hub(&options).await?;
+    let mut report = run_on_one_hub(&options, machine).await?;
     report.routing = routing;
     report.routing_crossover = routing_crossover;
     report.consensus = consensus;
@@ -222,7 +225,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn run_on_one_hub(options: &BenchOptions) -> anyhow::Result<Report> {
+async fn run_on_one_hub(
+    options: &BenchOptions,
+    machine: machine::Machine,
+) -> anyhow::Result<Report> {
     let hubs = match &options.hub {
         Some(url) => vec![HubUnderTest::external(url)],
         None => {
@@ -256,7 +262,7 @@ async fn run_on_one_hub(options: &BenchOptions) -> anyhow::Result<Report> {
             )
         })
         .collect();
-    let outcome = measure(options, hub, &recorder, &timeline).await;
+    let outcome = measure(options, hub, &recorder, &timeline, machine).await;
     for w in workers {
         w.stop().await;
     }
@@ -275,6 +281,7 @@ async fn measure(
     hub: &HubUnderTest,
     recorder: &Arc<Recorder>,
     timeline: &timeline::Timeline,
+    machine: machine::Machine,
 ) -> anyhow::Result<Report> {
     let url = hub.url.as_str();
     let run = |w: Workload| options.workloads.contains(&w);
@@ -494,7 +501,7 @@ async fn measure(
         neural: None,
         store_pool_wait,
         settings: report::Settings::new(options, rate),
-        machine: machine::Machine::read(options.store.as_deref()),
+        machine,
         timeline: Vec::new(),
     })
 }

@@ -1,16 +1,19 @@
 //! The machine a report was measured on, as the report prints it beside its figures: cores and
 //! CPU model, how long the disk under the temporary directory (where the bench's own hub keeps
-//! its data) takes to make 4 KiB durable, and the kernel's writeback settings when the database is
-//! on this machine.
+//! its data on SQLite) takes to make 4 KiB durable, and the kernel's writeback settings when the
+//! database is on this machine.
 //!
 //! Machines here differ in speed by up to 3x, most of it in fsync and system calls; and a
 //! database host's writeback settings decided PostgreSQL's latency tail (BENCHMARKS.md). A figure
-//! without these beside it cannot be compared with another machine's.
+//! without these beside it cannot be compared with another machine's. Read once, before any hub
+//! starts, so that no hub's writes are in the fsync timing.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
+
+use crate::BenchOptions;
 
 /// Writes of 4 KiB, each made durable before the next: enough for a stable mean (about 50 ms
 /// on a fast disk), as `dd bs=4k count=200 oflag=dsync` would do.
@@ -22,34 +25,71 @@ pub struct Machine {
     pub cpu: String,
     /// Mean time of a 4 KiB write made durable (`fdatasync`), in the temporary directory.
     pub fsync_4k_ms: Option<f64>,
-    /// The kernel's writeback settings; `None` when the database is on another machine (a
-    /// PostgreSQL URL naming another host) or they cannot be read.
+    /// Where the database of the hubs under test is.
+    pub database: Database,
+    /// The kernel's writeback settings, read when the database is on this machine (`None`
+    /// otherwise, or when `/proc/sys/vm` cannot be read).
     pub writeback: Option<Writeback>,
 }
 
+/// Where the database of the hubs under test is, as far as the bench can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Database {
+    /// SQLite in the bench's own hub, or a PostgreSQL URL on loopback or a Unix socket.
+    ThisMachine,
+    /// A PostgreSQL URL naming another host (or one that does not parse).
+    AnotherHost,
+    /// A hub the bench did not start (`--hub`): its database could be anywhere.
+    Unknown,
+}
+
+impl Database {
+    /// Where the hubs' database is for these options. Only `--store` is looked at: a store
+    /// that `--hub-config` sets is not (the report's store line does not name it either).
+    pub fn of(options: &BenchOptions) -> Database {
+        let shared_hub = !options.workloads.iter().all(|w| w.own_hub());
+        match (&options.hub, &options.store) {
+            // The routing, consensus and neural workloads run on SQLite hubs of their own.
+            (Some(_), _) if shared_hub => Database::Unknown,
+            (_, Some(url)) if shared_hub => match hive_store::postgres::is_on_this_machine(url) {
+                Some(true) => Database::ThisMachine,
+                _ => Database::AnotherHost,
+            },
+            _ => Database::ThisMachine,
+        }
+    }
+}
+
 impl Machine {
-    /// Reads this machine. `store` is the PostgreSQL URL the hubs used, `None` for SQLite
-    /// (whose data is on this machine).
-    pub fn read(store: Option<&str>) -> Machine {
-        let database_here =
-            store.is_none_or(|url| hive_store::postgres::is_on_this_machine(url).unwrap_or(false));
+    /// Reads this machine (blocking: it times [`FSYNC_WRITES`] durable writes).
+    pub fn read(database: Database) -> Machine {
         Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
             fsync_4k_ms: fsync_ms(&std::env::temp_dir()).ok(),
-            writeback: database_here.then(Writeback::read).flatten(),
+            database,
+            writeback: (database == Database::ThisMachine)
+                .then(Writeback::read)
+                .flatten(),
         }
     }
 
-    /// One line: "2 cores (model); fsync of 4 KiB 0.24 ms; writeback ...".
+    /// One line: "2 cores (model); fsync of 4 KiB 0.24 ms (...); kernel writeback ...".
     pub fn describe(&self) -> String {
         let fsync = self.fsync_4k_ms.map_or("fsync not measured".into(), |ms| {
             format!("fsync of 4 KiB {ms:.2} ms (mean of {FSYNC_WRITES} in the temporary directory)")
         });
-        let writeback = self.writeback.as_ref().map_or(
-            "the database host's writeback not read (not this machine)".into(),
-            Writeback::describe,
-        );
+        let writeback = match (self.database, &self.writeback) {
+            (Database::ThisMachine, Some(writeback)) => writeback.describe(),
+            (Database::ThisMachine, None) => "kernel writeback settings unreadable".into(),
+            (Database::AnotherHost, _) => {
+                "the database host's writeback not read (another host)".into()
+            }
+            (Database::Unknown, _) => {
+                "the database host's writeback not read (a hub this bench did not start)".into()
+            }
+        };
         format!("{} cores ({}); {fsync}; {writeback}", self.cores, self.cpu)
     }
 }
@@ -146,13 +186,59 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_database_leaves_writeback_unread() {
-        let remote = Machine::read(Some("postgres://hive@db.example:5432/hive"));
+    fn writeback_is_read_only_for_a_database_on_this_machine() {
+        let remote = Machine::read(Database::AnotherHost);
         assert_eq!(remote.writeback, None);
-        assert!(remote.describe().contains("not this machine"));
-        let here = Machine::read(None);
+        assert!(remote.describe().contains("(another host)"), "{remote:?}");
+        let unknown = Machine::read(Database::Unknown);
+        assert_eq!(unknown.writeback, None);
+        assert!(unknown.describe().contains("did not start"), "{unknown:?}");
+        let here = Machine::read(Database::ThisMachine);
         // Linux has these settings; the report is built for it.
         assert!(here.writeback.is_some(), "{here:?}");
+        assert!(
+            here.describe().contains("kernel writeback from"),
+            "{here:?}"
+        );
+    }
+
+    #[test]
+    fn the_database_is_placed_by_the_hub_and_store_options() {
+        use crate::Workload;
+        let options = |hub: Option<&str>, store: Option<&str>, workloads: Vec<Workload>| {
+            Database::of(&BenchOptions {
+                hub: hub.map(String::from),
+                hive: "hive".into(),
+                duration: std::time::Duration::from_secs(1),
+                workers: 1,
+                slots: 1,
+                batch: 1,
+                rate: None,
+                queued_tasks: 0,
+                soak_tasks: 0,
+                workloads,
+                format: Default::default(),
+                broadcasters: 1,
+                hub_config: None,
+                store: store.map(String::from),
+                hubs: 1,
+                seed: 0,
+                routing_slots: 1,
+            })
+        };
+        let single = || vec![Workload::Single];
+        assert_eq!(options(None, None, single()), Database::ThisMachine);
+        let local = Some("postgres://hive@127.0.0.1:54329/hive");
+        assert_eq!(options(None, local, single()), Database::ThisMachine);
+        let remote = Some("postgres://hive@db.example/hive");
+        assert_eq!(options(None, remote, single()), Database::AnotherHost);
+        let hub = Some("http://10.0.0.5:7700");
+        assert_eq!(options(hub, None, single()), Database::Unknown);
+        // The routing workload's hubs are the bench's own, on SQLite, whatever --store says.
+        assert_eq!(
+            options(None, remote, vec![Workload::Routing]),
+            Database::ThisMachine
+        );
     }
 
     #[test]

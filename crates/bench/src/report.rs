@@ -67,7 +67,7 @@ pub struct Report {
 
 impl Report {
     /// Nothing measured yet: the start of a report of workloads that need no shared hub.
-    pub fn empty(options: &BenchOptions) -> Report {
+    pub fn empty(options: &BenchOptions, machine: Machine) -> Report {
         Report {
             task_ops_per_sec: None,
             task_ops_single_per_sec: None,
@@ -101,7 +101,7 @@ impl Report {
             neural: None,
             store_pool_wait: None,
             settings: Settings::new(options, 0),
-            machine: Machine::read(options.store.as_deref()),
+            machine,
             timeline: Vec::new(),
         }
     }

@@ -197,8 +197,8 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
     })
 }
 
-/// A `hive serve` under callgrind; killed if the measurement fails half way.
-pub(crate) struct HubProcess(Child);
+/// A `hive serve` under callgrind, and valgrind's log; killed if the measurement fails half way.
+pub(crate) struct HubProcess(Child, PathBuf);
 
 impl HubProcess {
     /// Starts `hive serve` under callgrind on a free loopback port, with its data in `data`, the
@@ -230,7 +230,8 @@ impl HubProcess {
             .stderr(Stdio::null())
             .spawn()
             .context("cannot run valgrind (install it: apt-get install valgrind)")?;
-        Ok((HubProcess(child), format!("http://127.0.0.1:{port}")))
+        let hub = HubProcess(child, log.to_path_buf());
+        Ok((hub, format!("http://127.0.0.1:{port}")))
     }
 
     /// Asks callgrind for a profile of the instructions since the last dump, written to `file`.
@@ -312,9 +313,13 @@ pub(crate) async fn ready(url: &str, hub: &mut HubProcess) -> anyhow::Result<()>
             return Ok(());
         }
         if let Some(status) = hub.0.try_wait()? {
+            // The log may be in a temporary folder, gone once this fails: its end goes along.
+            let log = std::fs::read_to_string(&hub.1).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
             bail!(
-                "the hub under callgrind exited before it was ready ({status}): see valgrind.log \
-                 in the profiles folder (`--keep DIR` keeps it)"
+                "the hub under callgrind exited before it was ready ({status}); valgrind's log \
+                 ends:\n{}",
+                lines[lines.len().saturating_sub(12)..].join("\n")
             );
         }
         if Instant::now() > deadline {

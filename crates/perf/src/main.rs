@@ -1,6 +1,7 @@
 //! `hive-perf`: runs one fixed workload (`run NAME`), counts the whole path's instructions in a
 //! real hub (`end-to-end`: see `hive_perf::end_to_end`), or checks the instruction counts of all
-//! of them under `valgrind --tool=callgrind` against the committed baseline (`check`).
+//! of them under `valgrind --tool=callgrind` against the committed baseline (`check`); and makes
+//! or checks the link order of the hub's start-up code (`order [--check]`: `hive_perf::order`).
 //!
 //! Instruction counts do not depend on how busy the machine is, so the check can gate CI where a
 //! timing could not: it fails when a workload needs more than 10% more instructions than its
@@ -78,7 +79,7 @@ fn count(workload: &str) -> anyhow::Result<(u64, u64)> {
         .with_context(|| format!("no instruction summary in {}", profile.display()))
 }
 
-/// The hub binary the end-to-end count runs: `hive` beside this binary (both built by
+/// The hub binary the end-to-end count and the start-up order use: `hive` beside this binary (both built by
 /// `cargo build --release -p hive-cli -p hive-perf`), or `HIVE_PERF_HIVE`.
 fn hive_binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("HIVE_PERF_HIVE") {
@@ -87,7 +88,7 @@ fn hive_binary() -> anyhow::Result<PathBuf> {
     };
     if !path.is_file() {
         bail!(
-            "no hub binary at {} for the end-to-end count: build it with \
+            "no hub binary at {} (the end-to-end count and the start-up order profile one): build it with \
              `cargo build --release -p hive-cli`, or name one in HIVE_PERF_HIVE",
             path.display()
         );
@@ -189,9 +190,11 @@ fn order_path() -> PathBuf {
 /// Remakes the order file from a profile of the hub beside this binary.
 fn write_order() -> anyhow::Result<bool> {
     let hive = hive_binary()?;
+    let compiler = order::compiler_of(&hive)?
+        .with_context(|| format!("{} names no rustc in its .comment section", hive.display()))?;
     let order = order::measure(&hive)?;
     let path = order_path();
-    std::fs::write(&path, order::file_text(&order, &order::this_compiler()?))?;
+    std::fs::write(&path, order::file_text(&order, &compiler))?;
     println!(
         "{} functions written to {}: rebuild `hive` to link them together",
         order.len(),
@@ -201,40 +204,50 @@ fn write_order() -> anyhow::Result<bool> {
 }
 
 /// Fails when the order file no longer serves the hub beside this binary: more than a quarter of
-/// its symbols gone (the code changed under it), or its functions not together (not linked in
-/// order).
+/// its symbols gone (the code changed under it), or its functions not together (the build did
+/// not apply the order). A hub built by another compiler than the file names is not checked
+/// (every symbol name differs), unless `HIVE_REQUIRE_LINK_ORDER=1` (`.ci/run`) makes that a
+/// failure too.
 fn check_order() -> anyhow::Result<bool> {
     let path = order_path();
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    // Symbol names change with the compiler: a file made with another cannot be checked, only
-    // remade.
-    let compiler = order::this_compiler()?;
-    if order::made_with(&text) != Some(compiler.as_str()) {
+    let hive = hive_binary()?;
+    let compiler = order::compiler_of(&hive)?;
+    let made_with = order::made_with(&text);
+    if compiler.as_deref() != made_with {
+        let required = std::env::var("HIVE_REQUIRE_LINK_ORDER").is_ok_and(|v| v == "1");
         println!(
-            "start-up order: made with {}, this is {compiler}: not checked (the hub links its \
-             start-up code together only once `hive-perf order` remakes the file with it)",
-            order::made_with(&text).unwrap_or("an unnamed compiler")
+            "start-up order: made with {}, the hub with {}: {}",
+            made_with.unwrap_or("an unnamed compiler"),
+            compiler.as_deref().unwrap_or("an unnamed compiler"),
+            if required {
+                "FAIL: remake it with `hive-perf order` (HIVE_REQUIRE_LINK_ORDER=1)"
+            } else {
+                "not checked; `hive-perf order` remakes it for this compiler"
+            }
         );
-        return Ok(true);
+        return Ok(!required);
     }
-    let placed = order::placement(&hive_binary()?, &order::listed(&text))?;
-    let serves = placed.serves();
+    let placed = order::placement(&hive, &order::listed(&text))?;
+    let verdict = if placed.serves() {
+        "ok"
+    } else if placed.found as f64 >= order::FRESH_ENOUGH * placed.listed as f64 {
+        "FAIL: not linked together (a linker without --symbol-ordering-file, or \
+         HIVE_LINK_ORDER=0, when `hive` was built)"
+    } else {
+        "FAIL: stale; remake it with `hive-perf order` and rebuild `hive`"
+    };
     println!(
         "start-up order: {} of {} functions found in the hub ({:.0}%), 95% of them within {:.2} MB \
-         of its {:.2} MB of code: {}",
+         of its {:.2} MB of code: {verdict}",
         placed.found,
         placed.listed,
         placed.found as f64 * 100.0 / placed.listed.max(1) as f64,
         placed.span as f64 / 1e6,
         placed.text as f64 / 1e6,
-        if serves {
-            "ok"
-        } else {
-            "FAIL: stale or not applied; remake it with `hive-perf order` and rebuild `hive`"
-        }
     );
-    Ok(serves)
+    Ok(placed.serves())
 }
 
 fn main() -> ExitCode {

@@ -90,8 +90,8 @@ pub fn functions_by_cost(profile: &str, object: &str) -> Vec<String> {
     order.into_iter().map(|(f, _)| f.to_string()).collect()
 }
 
-/// The order file's text: two comment lines, the second naming the compiler (`rustc
-/// --version`; symbol names change with it), then the symbols. The linker skips `#` comments.
+/// The order file's text: two comment lines, the second naming the compiler that built the
+/// profiled hub (symbol names change with it), then the symbols. The linker skips `#` comments.
 pub fn file_text(order: &[String], compiler: &str) -> String {
     let mut text = format!(
         "# hive's start-up and idle functions, most run first: `hive-perf order` remakes this file\n\
@@ -112,14 +112,19 @@ pub fn made_with(text: &str) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix(COMPILER))
 }
 
-/// The compiler on this machine (`$RUSTC`, else `rustc`), as `rustc --version` names it.
-pub fn this_compiler() -> anyhow::Result<String> {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let output = Command::new(&rustc)
-        .arg("--version")
+/// The Rust compiler that built `binary`, as its `.comment` section names it (`rustc version
+/// 1.95.0 (...)`), read with `readelf`; `None` when the section does not name one.
+pub fn compiler_of(binary: &Path) -> anyhow::Result<Option<String>> {
+    let output = Command::new("readelf")
+        .args(["-p", ".comment"])
+        .arg(binary)
         .output()
-        .with_context(|| format!("cannot run {rustc} --version"))?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .context("cannot run readelf (it comes with binutils)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.lines().find_map(|line| {
+        let at = line.find("rustc version ")?;
+        Some(line[at..].trim().to_string())
+    }))
 }
 
 /// The symbols an order file lists (its comment lines left out).
@@ -267,24 +272,41 @@ fn=(7) sqlite3RunParser
         assert_eq!(listed(&text), order);
     }
 
+    /// `nm` output: code from 0x1000 to 0x100000, the `listed` functions at the given addresses,
+    /// and a data symbol (not code) beyond it.
+    fn nm(listed: &[(u64, &str)]) -> String {
+        let mut text = String::from("0000000000001000 T _start\n0000000000100000 T last\n");
+        for (address, name) in listed {
+            text.push_str(&format!("{address:016x} t {name}\n"));
+        }
+        text + "0000000000200000 D data\n"
+    }
+
     #[test]
     fn functions_linked_together_serve_and_spread_or_missing_ones_do_not() {
-        let nm = |listed: [u64; 3]| {
-            format!(
-                "0000000000001000 T _start\n{:016x} t a\n{:016x} T b\n{:016x} t c\n\
-                 0000000000100000 T last\n0000000000200000 D data\n",
-                listed[0], listed[1], listed[2]
-            )
-        };
-        let together = placement_in(&nm([0x2000, 0x2100, 0x2200]), &["a", "b", "c"]);
-        assert_eq!(together.found, 3);
-        assert_eq!(together.text, 0xff000);
-        assert!(together.serves(), "{together:?}");
-        let spread = placement_in(&nm([0x2000, 0x80000, 0xf0000]), &["a", "b", "c"]);
-        assert!(!spread.serves(), "{spread:?}");
-        let stale = placement_in(&nm([0x2000, 0x2100, 0x2200]), &["a", "x", "y", "z"]);
-        assert_eq!((stale.found, stale.listed), (1, 4));
-        assert!(!stale.serves(), "{stale:?}");
+        let names: Vec<String> = (0..40).map(|n| format!("f{n}")).collect();
+        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Forty functions in 40 KiB, and one local name defined twice, far away: the 95% span
+        // leaves the stray copy out.
+        let mut together: Vec<(u64, &str)> = (0..40)
+            .map(|n| (0x2000 + n * 0x400, listed[n as usize]))
+            .collect();
+        together.push((0xf0000, "f3"));
+        let placed = placement_in(&nm(&together), &listed);
+        assert_eq!((placed.found, placed.listed), (40, 40));
+        assert_eq!(placed.text, 0xff000);
+        assert_eq!(placed.span, 38 * 0x400);
+        assert!(placed.serves(), "{placed:?}");
+        // The same functions spread over the whole text.
+        let spread: Vec<(u64, &str)> = (0..40)
+            .map(|n| (0x2000 + n * 0x6000, listed[n as usize]))
+            .collect();
+        let placed = placement_in(&nm(&spread), &listed);
+        assert!(!placed.serves(), "{placed:?}");
+        // Together, but half of the names gone from the binary.
+        let placed = placement_in(&nm(&together[..20]), &listed);
+        assert_eq!(placed.found, 20);
+        assert!(!placed.serves(), "{placed:?}");
     }
 
     #[test]

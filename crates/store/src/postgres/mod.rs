@@ -447,10 +447,14 @@ pub fn redact(url: &str) -> String {
 
 /// Whether every host the URL names is this machine (loopback addresses, `localhost`, a Unix
 /// socket), so that what the machine reports (its disk, its kernel's writeback) is the database
-/// host's too. `None` when the URL does not parse.
+/// host's too. Addresses given as `hostaddr` are what is connected to when present. `None` when
+/// the URL does not parse.
 pub fn is_on_this_machine(url: &str) -> Option<bool> {
     use tokio_postgres::config::Host;
     let config = tokio_postgres::Config::from_str(url).ok()?;
+    if !config.get_hostaddrs().is_empty() {
+        return Some(config.get_hostaddrs().iter().all(|ip| ip.is_loopback()));
+    }
     Some(config.get_hosts().iter().all(|host| {
         match host {
             Host::Tcp(name) => {
@@ -460,6 +464,7 @@ pub fn is_on_this_machine(url: &str) -> Option<bool> {
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| ip.is_loopback())
             }
+            #[cfg(unix)]
             Host::Unix(_) => true,
         }
     }))

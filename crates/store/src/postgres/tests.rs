@@ -150,6 +150,7 @@ fn a_database_on_loopback_or_a_socket_is_on_this_machine() {
         "postgres://hive@[::1]:5432/hive",
         "host=/var/run/postgresql user=hive",
         "host=127.0.0.1,localhost user=hive",
+        "host=db hostaddr=127.0.0.1 user=hive",
     ] {
         assert_eq!(is_on_this_machine(local), Some(true), "{local}");
     }
@@ -157,6 +158,7 @@ fn a_database_on_loopback_or_a_socket_is_on_this_machine() {
         "postgres://hive@db:5432/hive",
         "postgres://hive@10.0.0.5/hive",
         "host=127.0.0.1,db user=hive",
+        "host=localhost hostaddr=10.0.0.5 user=hive",
     ] {
         assert_eq!(is_on_this_machine(remote), Some(false), "{remote}");
     }
