@@ -118,12 +118,7 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let object = format!(
-        "/{}",
-        hive.file_name()
-            .and_then(|n| n.to_str())
-            .context("the hub's file name")?
-    );
+    let object = object_of(hive)?;
     let dump =
         |hub: &HubProcess, n: usize| -> anyhow::Result<(Count, HashMap<&'static str, u64>)> {
             // The hub checkpoints the WAL every 250 ms on a thread of its own: the pages a phase
@@ -195,6 +190,12 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
         agents,
         by_stage,
     })
+}
+
+/// How callgrind names the hub's own object (`/hive`): what [`callgrind::read`] selects by.
+pub(crate) fn object_of(hive: &Path) -> anyhow::Result<String> {
+    let name = hive.file_name().and_then(|n| n.to_str());
+    Ok(format!("/{}", name.context("the hub's file name")?))
 }
 
 /// A `hive serve` under callgrind, and valgrind's log; killed if the measurement fails half way.

@@ -232,7 +232,7 @@ fn check_order() -> anyhow::Result<bool> {
     let placed = order::placement(&hive, &order::listed(&text))?;
     let verdict = if placed.serves() {
         "ok"
-    } else if placed.found as f64 >= order::FRESH_ENOUGH * placed.listed as f64 {
+    } else if placed.fresh() {
         "FAIL: not linked together (a linker without --symbol-ordering-file, or \
          HIVE_LINK_ORDER=0, when `hive` was built)"
     } else {

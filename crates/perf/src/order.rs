@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::callgrind;
-use crate::end_to_end::{HubProcess, ready};
+use crate::end_to_end::{HubProcess, object_of, ready};
 
 /// How long the hub idles in the profile: its periodic work (WAL checkpoint every 250 ms,
 /// metrics snapshot and alert rules every second, lease and membership timers) runs many times.
@@ -57,12 +57,7 @@ pub fn measure(hive: &Path) -> anyhow::Result<Vec<String>> {
     hub.dump(&dumped)?;
     hub.stop()?;
     let text = std::fs::read_to_string(&dumped)?;
-    let object = format!(
-        "/{}",
-        hive.file_name()
-            .and_then(|n| n.to_str())
-            .context("the hub's file name")?
-    );
+    let object = object_of(hive)?;
     let order = functions_by_cost(&text, &object);
     if order.is_empty() {
         bail!("no function of {object} in the profile");
@@ -120,6 +115,13 @@ pub fn compiler_of(binary: &Path) -> anyhow::Result<Option<String>> {
         .arg(binary)
         .output()
         .context("cannot run readelf (it comes with binutils)")?;
+    if !output.status.success() {
+        bail!(
+            "readelf -p .comment {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     Ok(text.lines().find_map(|line| {
         let at = line.find("rustc version ")?;
@@ -152,8 +154,17 @@ impl Placement {
     /// Whether the file still serves: most of its names are in the binary, and they lie
     /// together (the linker applied the order) in under [`TOGETHER`] of the code.
     pub fn serves(&self) -> bool {
+        self.fresh() && self.together()
+    }
+
+    /// At least [`FRESH_ENOUGH`] of the file's names are in the binary.
+    pub fn fresh(&self) -> bool {
         self.found as f64 >= FRESH_ENOUGH * self.listed as f64
-            && (self.span as f64) < TOGETHER * self.text as f64
+    }
+
+    /// The found functions lie in under [`TOGETHER`] of the binary's code.
+    pub fn together(&self) -> bool {
+        (self.span as f64) < TOGETHER * self.text as f64
     }
 }
 
