@@ -84,6 +84,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         13,
         include_str!("../../migrations/postgres/0013_token_expiry.sql"),
     ),
+    (
+        14,
+        include_str!("../../migrations/postgres/0014_task_seq.sql"),
+    ),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.

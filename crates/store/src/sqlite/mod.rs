@@ -8,6 +8,7 @@ mod alerts;
 mod checkpoint;
 mod models;
 mod read;
+mod rows;
 mod tokens;
 mod write;
 
@@ -45,6 +46,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/0012_attempt_in_task.sql"),
     ),
     (13, include_str!("../../migrations/0013_token_expiry.sql")),
+    (14, include_str!("../../migrations/0014_task_seq.sql")),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies
@@ -136,7 +138,7 @@ impl SqliteStore {
         conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}; PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"
         ))?;
-        Ok(SqliteWriter::new(conn))
+        SqliteWriter::new(conn)
     }
 
     /// Checkpoints the WAL every `every`, off the commit path.

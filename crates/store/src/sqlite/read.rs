@@ -245,7 +245,8 @@ pub(super) fn list_query(filter: &TaskFilter) -> (String, Vec<Box<dyn rusqlite::
         sql.push_str(" AND status = ?");
         // The term that lets SQLite use the partial index holding this status (the index's own
         // condition, word for word: migrations/0011_finished.sql). Succeeded tasks, in no
-        // index, are found walking the table newest first, where they are most of the rows.
+        // status index, are found walking the id index newest first, where they are most of
+        // the rows.
         sql.push_str(match s {
             TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Running => {
                 " AND finished_at IS NULL"

@@ -44,6 +44,20 @@ impl Backend for Sqlite {
 
 store_suite!(sqlite);
 
+/// Makes `dir` a data directory of schema version `version` whose rows `fill` writes, as an older
+/// hive left it.
+fn at_version(dir: &std::path::Path, version: u32, fill: impl FnOnce(&rusqlite::Transaction<'_>)) {
+    let mut conn = Connection::open(dir.join(SqliteStore::FILE_NAME)).unwrap();
+    let tx = conn.transaction().unwrap();
+    for (_, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= version) {
+        tx.execute_batch(sql).unwrap();
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {version}"))
+        .unwrap();
+    fill(&tx);
+    tx.commit().unwrap();
+}
+
 #[test]
 fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,7 +120,7 @@ fn the_wal_stays_bounded_under_commits_that_never_pause() {
 }
 
 /// Listing by a status walks the partial index that holds it, newest first, without sorting;
-/// only succeeded tasks (most rows, in no index) walk the table. A plan that scanned the whole
+/// only succeeded tasks (most rows, in no status index) walk all tasks by id. A plan that scanned the whole
 /// table for failed tasks would be correct and slow, so the suite's results cannot catch it.
 #[test]
 fn listing_by_status_reads_the_index_that_holds_it() {
@@ -135,7 +149,10 @@ fn listing_by_status_reads_the_index_that_holds_it() {
         };
         match index {
             Some(index) => assert!(plan.contains(index), "{status:?}: {plan}"),
-            None => assert!(plan.starts_with("SCAN tasks"), "{status:?}: {plan}"),
+            None => assert!(
+                plan.starts_with("SCAN tasks USING INDEX tasks_by_id"),
+                "{status:?}: {plan}"
+            ),
         }
         assert!(!plan.contains("TEMP B-TREE"), "{status:?} sorts: {plan}");
     }
@@ -146,13 +163,7 @@ fn listing_by_status_reads_the_index_that_holds_it() {
 #[test]
 fn a_version_10_directory_gets_the_end_of_each_ended_task() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
-        let tx = conn.transaction().unwrap();
-        for (_, sql) in MIGRATIONS.iter().filter(|(version, _)| *version <= 10) {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.execute_batch("PRAGMA user_version = 10").unwrap();
+    at_version(dir.path(), 10, |tx| {
         let statuses = [
             "waiting",
             "queued",
@@ -174,8 +185,7 @@ fn a_version_10_directory_gets_the_end_of_each_ended_task() {
             )
             .unwrap();
         }
-        tx.commit().unwrap();
-    }
+    });
     let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
     let conn = store.connect().unwrap();
     let ends: Vec<(String, Option<i64>)> = conn
@@ -222,13 +232,7 @@ fn a_version_11_directory_moves_running_attempts_into_their_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let id = |n: u128| uuid::Uuid::from_u128(n);
     let agent = hive_core::AgentId(id(70));
-    {
-        let mut conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
-        let tx = conn.transaction().unwrap();
-        for (_, sql) in MIGRATIONS.iter().filter(|(version, _)| *version <= 11) {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.execute_batch("PRAGMA user_version = 11").unwrap();
+    at_version(dir.path(), 11, |tx| {
         // 1: plain, running its second attempt; 2: consensus, running two replicas; 3: plain,
         // succeeded.
         for (n, status, attempts, replicas) in [
@@ -267,8 +271,7 @@ fn a_version_11_directory_moves_running_attempts_into_their_tasks() {
             rusqlite::params![id(3).as_bytes(), agent.as_bytes()],
         )
         .unwrap();
-        tx.commit().unwrap();
-    }
+    });
     let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
     let rows: i64 = store
         .connect()
@@ -315,21 +318,14 @@ fn a_version_11_directory_moves_running_attempts_into_their_tasks() {
 fn a_version_12_directory_keeps_its_tokens_as_never_expiring() {
     use crate::{StoredToken, TokenStore};
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
-        let tx = conn.transaction().unwrap();
-        for (_, sql) in MIGRATIONS.iter().filter(|(version, _)| *version <= 12) {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.execute_batch("PRAGMA user_version = 12").unwrap();
+    at_version(dir.path(), 12, |tx| {
         tx.execute(
             "INSERT INTO tokens (id, name, role, secret_hash, created_at)
              VALUES ('old', 'ci', 'client', x'01', 5)",
             [],
         )
         .unwrap();
-        tx.commit().unwrap();
-    }
+    });
     let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
     let tokens = store.token_store().unwrap();
     let old = tokens.get("old").unwrap().unwrap();
@@ -342,4 +338,180 @@ fn a_version_12_directory_keeps_its_tokens_as_never_expiring() {
     };
     tokens.insert(&new).unwrap();
     assert_eq!(tokens.get("new").unwrap().unwrap(), new);
+}
+
+/// A commit that fails after inserting a task gives the task's row number back, and SQLite hands
+/// it to the next insert. An update for the task whose insert was rolled back must then change
+/// nothing, not the row of the task that took its number; the others are updated as usual.
+#[test]
+fn an_update_never_reaches_another_tasks_row_after_a_failed_commit() {
+    use crate::suite::{created, spec};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    let id = |n: u128| spec(n).id;
+    writer.apply(&[&[created(1)]]).unwrap();
+    // SQLite refuses to park a task (only PostgreSQL has other hubs): the commit fails after
+    // task 2 was inserted.
+    let parked = Change::TaskParked {
+        task: id(2),
+        parents: vec![],
+    };
+    assert!(writer.apply(&[&[created(2), parked]]).is_err());
+    writer.apply(&[&[created(3)]]).unwrap();
+    let seq = |n: u128| -> i64 {
+        store
+            .connect()
+            .unwrap()
+            .query_row(
+                "SELECT seq FROM tasks WHERE id = ?1",
+                [id(n).as_bytes()],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        (seq(1), seq(3)),
+        (1, 2),
+        "task 3 took the number task 2 had"
+    );
+    let ready = |n: u128| Change::TaskReady {
+        task: id(n),
+        capability: spec(n).capability.clone(),
+        at: hive_core::Timestamp(50),
+    };
+    let cancel_2 = Change::TaskFinished {
+        task: id(2),
+        capability: spec(2).capability.clone(),
+        status: TaskStatus::Cancelled,
+        error: Some("cancelled".into()),
+        result: None,
+        at: hive_core::Timestamp(51),
+    };
+    writer.apply(&[&[ready(1), ready(3), cancel_2]]).unwrap();
+    let reader = store.reader();
+    let status = |n: u128| reader.get_task(id(n)).unwrap().map(|t| t.status);
+    assert_eq!(
+        [status(1), status(2), status(3)],
+        [Some(TaskStatus::Queued), None, Some(TaskStatus::Queued)]
+    );
+}
+
+/// A data directory of schema version 13, whose task table was keyed by the id: its tasks move
+/// to the table keyed by `seq` in id order, read back as they were, and a writer opened on it
+/// ends the unfinished ones.
+#[test]
+fn a_version_13_directory_gets_its_tasks_numbered_in_id_order() {
+    use crate::suite::spec;
+    let dir = tempfile::tempdir().unwrap();
+    let id = |n: u128| spec(n).id;
+    at_version(dir.path(), 13, |tx| {
+        // Inserted out of id order: 3 (queued), 1 (succeeded), 2 (running).
+        for (n, status, finished_at) in [
+            (3, "queued", None),
+            (1, "succeeded", Some(30)),
+            (2, "running", None),
+        ] {
+            tx.execute(
+                "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
+                    backoff_base_ms, backoff_max_ms, status, attempts, created_at, updated_at,
+                    result, finished_at)
+                 VALUES (?1, 'echo', '{\"n\": 1}', 5, 3, 1000, 100, 1000, ?2, 1, 10, 20,
+                    CASE WHEN ?2 = 'succeeded' THEN '[1]' END, ?3)",
+                rusqlite::params![id(n).as_bytes(), status, finished_at],
+            )
+            .unwrap();
+        }
+    });
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let numbered: Vec<(i64, Vec<u8>)> = store
+        .connect()
+        .unwrap()
+        .prepare("SELECT seq, id FROM tasks ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let in_id_order: Vec<(i64, Vec<u8>)> = (1..=3)
+        .map(|n| (n as i64, id(n).as_bytes().to_vec()))
+        .collect();
+    assert_eq!(numbered, in_id_order);
+    let reader = store.reader();
+    let one = reader.get_task(id(1)).unwrap().unwrap();
+    assert_eq!(
+        (one.status, one.result.as_deref(), &*one.spec.payload),
+        (TaskStatus::Succeeded, Some("[1]"), "{\"n\": 1}")
+    );
+    assert_eq!(reader.load_active().unwrap().len(), 2);
+    let finished = |n: u128| Change::TaskFinished {
+        task: id(n),
+        capability: spec(n).capability.clone(),
+        status: TaskStatus::Cancelled,
+        error: Some("cancelled".into()),
+        result: None,
+        at: hive_core::Timestamp(40),
+    };
+    store
+        .writer()
+        .unwrap()
+        .apply(&[&[finished(2), finished(3)]])
+        .unwrap();
+    assert!(reader.load_active().unwrap().is_empty());
+    let status = |n: u128| reader.get_task(id(n)).unwrap().unwrap().status;
+    assert_eq!(
+        [status(1), status(2), status(3)],
+        [
+            TaskStatus::Succeeded,
+            TaskStatus::Cancelled,
+            TaskStatus::Cancelled
+        ]
+    );
+}
+
+/// More unfinished tasks than the writer keeps the row numbers of: those it does not know are
+/// found by their id, at every step of their lives, including after a reopen.
+#[test]
+fn a_backlog_longer_than_the_writers_map_is_updated_by_id() {
+    use crate::suite::{created, spec};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let tasks = 3 * super::rows::MOST as u128;
+    let id = |n: u128| spec(n).id;
+    let all: Vec<Change> = (1..=tasks).map(created).collect();
+    store.writer().unwrap().apply(&[&all]).unwrap();
+    let ready: Vec<Change> = (1..=tasks)
+        .map(|n| Change::TaskReady {
+            task: id(n),
+            capability: spec(n).capability.clone(),
+            at: hive_core::Timestamp(50),
+        })
+        .collect();
+    store.writer().unwrap().apply(&[&ready]).unwrap();
+    drop(store);
+    store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let cancel: Vec<Change> = (1..=tasks)
+        .map(|n| Change::TaskFinished {
+            task: id(n),
+            capability: spec(n).capability.clone(),
+            status: TaskStatus::Cancelled,
+            error: Some("cancelled".into()),
+            result: None,
+            at: hive_core::Timestamp(60),
+        })
+        .collect();
+    let reader = store.reader();
+    let queued = reader
+        .list_tasks(&crate::TaskFilter {
+            limit: 1_000,
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(queued.len() as u128, tasks);
+    store.writer().unwrap().apply(&[&cancel]).unwrap();
+    assert!(reader.load_active().unwrap().is_empty());
+    let mut counts = reader.count_by_status().unwrap();
+    counts.retain(|(_, n)| *n > 0);
+    assert_eq!(counts, [(TaskStatus::Cancelled, tasks as u64)]);
 }

@@ -3,74 +3,92 @@
 //! succeeds, stays there: `attempts` gets a row for it only when it ends otherwise
 //! (`migrations/0012_attempt_in_task.sql`; the reader puts the two together). Each statement is taken from rusqlite's cache once per transaction and reused for
 //! every row ([`Statements`]): a cache lookup hashes and compares the whole SQL text, which per
-//! row showed in the profile (BENCHMARKS.md).
+//! row showed in the profile (BENCHMARKS.md). A task's row is updated by its integer key, which
+//! the writer keeps from the task's insert ([`TaskRows`]), not by its id.
 
 use hive_core::{
     AgentId, Change, Feature, NextStatus, OnParentFailure, TaskId, TaskSpec, TaskStatus,
 };
-use rusqlite::{CachedStatement, Connection, Params, params};
+use rusqlite::types::ToSql;
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Params, params};
 
+use super::rows::TaskRows;
 use crate::codec::{agent_json, join_ids, ts};
 use crate::{BatchWriter, StoreError};
 
 pub struct SqliteWriter {
     conn: Connection,
+    rows: TaskRows,
 }
 
 impl SqliteWriter {
-    pub(super) fn new(conn: Connection) -> Self {
-        SqliteWriter { conn }
+    pub(super) fn new(conn: Connection) -> Result<Self, StoreError> {
+        let rows = TaskRows::load(&conn)?;
+        Ok(SqliteWriter { conn, rows })
     }
 }
 
 impl BatchWriter for SqliteWriter {
     fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        let mut st = Statements::new(&tx);
-        let mut changes = batches.iter().flat_map(|b| b.iter()).peekable();
-        while let Some(change) = changes.next() {
-            // A task created and assigned in the same scheduler turn (there was a free slot) is
-            // inserted as running: one INSERT instead of an INSERT and an UPDATE that rewrites
-            // its status index entry.
-            if let Change::TaskCreated {
-                spec,
-                status: TaskStatus::Queued,
-                error: None,
-            } = change
-                && let Some(Change::AttemptStarted { spec: started, .. }) = changes.peek()
-                && started.id == spec.id
-            {
-                let Some(Change::AttemptStarted {
-                    attempt,
-                    agent,
-                    started_at,
-                    lease_until,
-                    identity,
-                    ..
-                }) = changes.next()
-                else {
-                    unreachable!("peeked an AttemptStarted")
-                };
-                let running = Running {
-                    attempt: *attempt,
-                    agent: *agent,
-                    started_at: *started_at,
-                    lease_until: *lease_until,
-                };
-                insert_task(&mut st, spec, TaskStatus::Running, None, Some(running))?;
-                if spec.consensus.is_some() {
-                    let identity = identity.as_deref();
-                    insert_attempt(&mut st, spec.id, *attempt, *agent, *started_at, identity)?;
-                }
-                continue;
-            }
-            apply_one(&mut st, change)?;
+        let applied = apply_all(&mut self.conn, &mut self.rows, batches);
+        if applied.is_err() {
+            // The transaction is rolled back, and with it the numbers its inserts were given.
+            self.rows.clear();
         }
-        // The statements borrow the transaction: back to the cache before the commit.
-        drop(st);
-        tx.commit()?;
-        Ok(())
+        applied
     }
+}
+
+fn apply_all(
+    conn: &mut Connection,
+    rows: &mut TaskRows,
+    batches: &[&[Change]],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let mut st = Statements::new(&tx, rows);
+    let mut changes = batches.iter().flat_map(|b| b.iter()).peekable();
+    while let Some(change) = changes.next() {
+        // A task created and assigned in the same scheduler turn (there was a free slot) is
+        // inserted as running: one INSERT instead of an INSERT and an UPDATE that rewrites
+        // its status index entry.
+        if let Change::TaskCreated {
+            spec,
+            status: TaskStatus::Queued,
+            error: None,
+        } = change
+            && let Some(Change::AttemptStarted { spec: started, .. }) = changes.peek()
+            && started.id == spec.id
+        {
+            let Some(Change::AttemptStarted {
+                attempt,
+                agent,
+                started_at,
+                lease_until,
+                identity,
+                ..
+            }) = changes.next()
+            else {
+                unreachable!("peeked an AttemptStarted")
+            };
+            let running = Running {
+                attempt: *attempt,
+                agent: *agent,
+                started_at: *started_at,
+                lease_until: *lease_until,
+            };
+            insert_task(&mut st, spec, TaskStatus::Running, None, Some(running))?;
+            if spec.consensus.is_some() {
+                let identity = identity.as_deref();
+                insert_attempt(&mut st, spec.id, *attempt, *agent, *started_at, identity)?;
+            }
+            continue;
+        }
+        apply_one(&mut st, change)?;
+    }
+    // The statements borrow the transaction: back to the cache before the commit.
+    drop(st);
+    tx.commit()?;
+    Ok(())
 }
 
 /// The statements the writer runs.
@@ -85,6 +103,7 @@ enum Sql {
     ReplicaEnded,
     TaskAfterAttempt,
     TaskFinished,
+    TaskSeq,
     UpsertAgent,
     AttemptAgent,
     TaskAttemptAgent,
@@ -93,7 +112,7 @@ enum Sql {
 }
 
 impl Sql {
-    const COUNT: usize = 14;
+    const COUNT: usize = 15;
 
     fn text(self) -> &'static str {
         match self {
@@ -117,11 +136,15 @@ impl Sql {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name)
                  VALUES (?1, ?2, ?3, ?4, ?5)"
             }
-            Sql::TaskReady => "UPDATE tasks SET status = 'queued', updated_at = ?2 WHERE id = ?1",
+            // The updates of a task's row find it by its integer key and check its id
+            // (`Statements::update_task`).
+            Sql::TaskReady => {
+                "UPDATE tasks SET status = 'queued', updated_at = ?3 WHERE seq = ?1 AND id = ?2"
+            }
             Sql::TaskRunning => {
-                "UPDATE tasks SET status = 'running', attempts = ?2, lease_until = ?3,
-                    not_before = NULL, updated_at = ?4, attempt_agent = ?5,
-                    attempt_started_at = ?6 WHERE id = ?1"
+                "UPDATE tasks SET status = 'running', attempts = ?3, lease_until = ?4,
+                    not_before = NULL, updated_at = ?5, attempt_agent = ?6,
+                    attempt_started_at = ?7 WHERE seq = ?1 AND id = ?2"
             }
             // The agent and start as the task's row has them: a task reloaded by a restarted hub
             // ends its attempt without knowing its agent until the agent rejoins. REPLACE: a row
@@ -138,13 +161,15 @@ impl Sql {
                  WHERE task_id = ?1 AND attempt = ?2"
             }
             Sql::TaskAfterAttempt => {
-                "UPDATE tasks SET status = ?2, result = ?3, error = ?4, not_before = ?5,
-                    lease_until = NULL, updated_at = ?6, finished_at = ?7 WHERE id = ?1"
+                "UPDATE tasks SET status = ?3, result = ?4, error = ?5, not_before = ?6,
+                    lease_until = NULL, updated_at = ?7, finished_at = ?8
+                 WHERE seq = ?1 AND id = ?2"
             }
             Sql::TaskFinished => {
-                "UPDATE tasks SET status = ?2, error = ?3, result = ?5, not_before = NULL,
-                    lease_until = NULL, updated_at = ?4, finished_at = ?4 WHERE id = ?1"
+                "UPDATE tasks SET status = ?3, error = ?4, result = ?6, not_before = NULL,
+                    lease_until = NULL, updated_at = ?5, finished_at = ?5 WHERE seq = ?1 AND id = ?2"
             }
+            Sql::TaskSeq => "SELECT seq FROM tasks WHERE id = ?1",
             Sql::UpsertAgent => {
                 "INSERT OR REPLACE INTO agents
                     (id, name, capabilities, slots, state, connected_at, last_heartbeat, stats)
@@ -167,27 +192,78 @@ impl Sql {
     }
 }
 
-/// The prepared statements of one transaction, each prepared (from the cache) on first use.
+/// The prepared statements of one transaction, each prepared (from the cache) on first use, and
+/// where the tasks' rows are.
 struct Statements<'c> {
     conn: &'c Connection,
     prepared: [Option<CachedStatement<'c>>; Sql::COUNT],
+    rows: &'c mut TaskRows,
 }
 
 impl<'c> Statements<'c> {
-    fn new(conn: &'c Connection) -> Self {
+    fn new(conn: &'c Connection, rows: &'c mut TaskRows) -> Self {
         Statements {
             conn,
             prepared: Default::default(),
+            rows,
         }
     }
 
-    fn execute(&mut self, sql: Sql, params: impl Params) -> Result<usize, StoreError> {
+    fn statement(&mut self, sql: Sql) -> Result<&mut CachedStatement<'c>, StoreError> {
         let slot = &mut self.prepared[sql as usize];
-        let statement = match slot {
+        Ok(match slot {
             Some(statement) => statement,
             None => slot.insert(self.conn.prepare_cached(sql.text())?),
-        };
-        Ok(statement.execute(params)?)
+        })
+    }
+
+    fn execute(&mut self, sql: Sql, params: impl Params) -> Result<usize, StoreError> {
+        Ok(self.statement(sql)?.execute(params)?)
+    }
+
+    /// Runs `sql`, an update of `task`'s row found by `seq = ?1 AND id = ?2`, with `rest` as its
+    /// parameters from ?3 on. A row number that is unknown, or stale (the update matches no row),
+    /// is looked up by the id first. A task the store does not hold is left alone, as an update
+    /// by id that matches no row would.
+    fn update_task(
+        &mut self,
+        sql: Sql,
+        task: TaskId,
+        rest: &[&dyn ToSql],
+    ) -> Result<(), StoreError> {
+        if let Some(seq) = self.rows.get(task) {
+            if self.update_row(sql, seq, task, rest)? == 1 {
+                return Ok(());
+            }
+            self.rows.remove(task);
+        }
+        let found: Option<i64> = self
+            .statement(Sql::TaskSeq)?
+            .query_row(params![task.as_bytes()], |row| row.get(0))
+            .optional()?;
+        if let Some(seq) = found {
+            self.rows.insert(task, seq);
+            self.update_row(sql, seq, task, rest)?;
+        }
+        Ok(())
+    }
+
+    fn update_row(
+        &mut self,
+        sql: Sql,
+        seq: i64,
+        task: TaskId,
+        rest: &[&dyn ToSql],
+    ) -> Result<usize, StoreError> {
+        let statement = self.statement(sql)?;
+        debug_assert_eq!(statement.parameter_count(), rest.len() + 2, "{sql:?}");
+        // Every parameter is bound on every run: a statement keeps its bindings across runs.
+        statement.raw_bind_parameter(1, seq)?;
+        statement.raw_bind_parameter(2, task.as_bytes())?;
+        for (n, value) in rest.iter().enumerate() {
+            statement.raw_bind_parameter(n + 3, value)?;
+        }
+        Ok(statement.raw_execute()?)
     }
 }
 
@@ -228,6 +304,7 @@ fn insert_task(
                 running.as_ref().map(|r| ts(r.started_at)),
             ],
         )?;
+        st.rows.insert(spec.id, st.conn.last_insert_rowid());
         return Ok(());
     }
     // A consensus task's replicas have rows of their own in `attempts` from their start.
@@ -266,6 +343,9 @@ fn insert_task(
             plain.and(running.as_ref()).map(|r| ts(r.started_at)),
         ],
     )?;
+    if !status.is_terminal() {
+        st.rows.insert(spec.id, st.conn.last_insert_rowid());
+    }
     Ok(())
 }
 
@@ -308,7 +388,7 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             error,
         } => insert_task(st, spec, *status, error.as_deref(), None)?,
         Change::TaskReady { task, at, .. } => {
-            st.execute(Sql::TaskReady, params![task.as_bytes(), ts(*at)])?;
+            st.update_task(Sql::TaskReady, *task, params![ts(*at)])?;
         }
         Change::AttemptStarted {
             spec,
@@ -320,10 +400,10 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             ..
         } => {
             let plain = spec.consensus.is_none();
-            st.execute(
+            st.update_task(
                 Sql::TaskRunning,
+                spec.id,
                 params![
-                    spec.id.as_bytes(),
                     attempt,
                     ts(*lease_until),
                     ts(*started_at),
@@ -391,10 +471,10 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             };
             let status = next.status();
             let finished_at = status.is_terminal().then(|| ts(*ended_at));
-            st.execute(
+            st.update_task(
                 Sql::TaskAfterAttempt,
+                *task,
                 params![
-                    task.as_bytes(),
                     status.as_str(),
                     output.as_deref(),
                     error,
@@ -403,6 +483,9 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
                     finished_at
                 ],
             )?;
+            if status.is_terminal() {
+                st.rows.remove(*task);
+            }
         }
         Change::TaskFinished {
             task,
@@ -413,16 +496,12 @@ fn apply_one(st: &mut Statements<'_>, change: &Change) -> Result<(), StoreError>
             ..
         } => {
             debug_assert!(status.is_terminal());
-            st.execute(
+            st.update_task(
                 Sql::TaskFinished,
-                params![
-                    task.as_bytes(),
-                    status.as_str(),
-                    error,
-                    ts(*at),
-                    result.as_deref()
-                ],
+                *task,
+                params![status.as_str(), error, ts(*at), result.as_deref()],
             )?;
+            st.rows.remove(*task);
         }
         Change::AgentChanged(agent) => {
             let (capabilities, stats) = agent_json(agent);

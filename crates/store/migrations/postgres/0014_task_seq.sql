@@ -1,0 +1,3 @@
+-- The SQLite store's task table gets an integer key for its writer (../0014_task_seq.sql).
+-- PostgreSQL's tables are unchanged; this version exists so that both stores count their
+-- versions alike.
