@@ -50,6 +50,11 @@ impl Capability {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the two are one copy of a name (the tasks of a capability share their queue's).
+    pub fn is_same_copy(&self, other: &Capability) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl fmt::Display for Capability {

@@ -342,7 +342,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// finished task) ended, or `None` if no such task exists.
     pub fn submit(
         &mut self,
-        spec: TaskSpec,
+        mut spec: TaskSpec,
         now: Timestamp,
         resolve: &mut dyn FnMut(TaskId) -> Option<TaskEnd>,
     ) -> Result<TaskStatus, SubmitError> {
@@ -365,6 +365,11 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 }
                 None => return Err(SubmitError::UnknownDependency(dep)),
             }
+        }
+        // The tasks of a capability share one copy of its name, its queue's: a copy of its own
+        // cost each queued task 48 bytes (BENCHMARKS.md, "Memory per queued task").
+        if let Some((name, _)) = self.queues.get_key_value(&spec.capability) {
+            spec.capability = name.clone();
         }
         let spec = Arc::new(spec);
         let id = spec.id;

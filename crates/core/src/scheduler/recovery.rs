@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
 use super::consensus::{Ballot, ReplicaRun, Vote};
 use super::{Change, Phase, Scheduler, Timer, dependency_error, distinct, runs_after};
@@ -10,7 +10,7 @@ use crate::consensus::vote_of;
 use crate::ids::TaskId;
 use crate::routing::RoutingPolicy;
 use crate::task::AttemptOutcome;
-use crate::task::{TaskEnd, TaskSpec, TaskStatus};
+use crate::task::{Capability, TaskEnd, TaskSpec, TaskStatus};
 use crate::time::Timestamp;
 
 /// An active task as the store last saw it.
@@ -64,11 +64,20 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let mut waiting = Vec::new();
         let mut ready = Vec::new();
         let mut voting = Vec::new();
+        // One copy of each capability's name for its tasks, as `submit` shares its queue's.
+        let mut names: HashSet<Capability> = HashSet::default();
         for recovered in tasks {
             if recovered.status.is_terminal() {
                 continue;
             }
-            let spec = Arc::new(recovered.spec);
+            let mut spec = recovered.spec;
+            match names.get(&spec.capability) {
+                Some(name) => spec.capability = name.clone(),
+                None => {
+                    names.insert(spec.capability.clone());
+                }
+            }
+            let spec = Arc::new(spec);
             let id = spec.id;
             let attempt = recovered.attempt;
             let phase = match recovered.status {
