@@ -1,5 +1,5 @@
 //! Identifiers. Both are UUIDs; the runtime mints version 7 so that ids sort by creation time,
-//! which makes the store's primary key an insertion-ordered index and paging by id stable.
+//! which makes the stores' id indexes insertion-ordered and paging by id stable.
 
 use std::fmt;
 use std::str::FromStr;

@@ -366,8 +366,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 None => return Err(SubmitError::UnknownDependency(dep)),
             }
         }
-        // The tasks of a capability share one copy of its name, its queue's: a copy of its own
-        // cost each queued task 48 bytes (BENCHMARKS.md, "Memory per queued task").
+        // The tasks of a capability share one copy of its name, its queue's once it has one: a
+        // copy of its own cost each queued task 48 bytes (BENCHMARKS.md, "Memory per queued
+        // task").
         if let Some((name, _)) = self.queues.get_key_value(&spec.capability) {
             spec.capability = name.clone();
         }

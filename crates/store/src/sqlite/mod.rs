@@ -187,6 +187,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        // Some steps copy a table (version 14): on a large database the start waits here.
+        tracing::info!(version, "applying database migration");
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;

@@ -18,9 +18,9 @@ use rusqlite::Connection;
 use crate::StoreError;
 use crate::codec::task_id;
 
-/// The most numbers kept, about 2 MB: the tasks of a longer backlog are found by id when they
-/// are updated. Without a bound the map would add ~40 bytes to every queued task, whose whole
-/// cost in the hub is under 400 (BENCHMARKS.md). The tests' bound is small enough for a test to
+/// The most numbers kept, a map of about 2 MB: the tasks of a longer backlog are found by id
+/// when they are updated. Without a bound the map would add 20-40 bytes to every queued task,
+/// whose whole cost in the hub is under 400 (BENCHMARKS.md). The tests' bound is small enough for a test to
 /// pass it.
 pub(super) const MOST: usize = if cfg!(test) { 16 } else { 100_000 };
 
@@ -37,8 +37,8 @@ fn key(task: TaskId) -> u64 {
 }
 
 impl TaskRows {
-    /// The rows of the tasks not yet ended, up to [`MOST`], read through the index that holds
-    /// them (its entries carry the row's key, so the table itself is not read).
+    /// The rows of the tasks not yet ended, up to [`MOST`], found through the index that holds
+    /// them.
     pub(super) fn load(conn: &Connection) -> Result<TaskRows, StoreError> {
         let mut stmt =
             conn.prepare("SELECT id, seq FROM tasks WHERE finished_at IS NULL LIMIT ?1")?;

@@ -515,3 +515,49 @@ fn a_backlog_longer_than_the_writers_map_is_updated_by_id() {
     counts.retain(|(_, n)| *n > 0);
     assert_eq!(counts, [(TaskStatus::Cancelled, tasks as u64)]);
 }
+
+/// Two tasks whose ids share the writer's key (their low halves): the second's number replaces
+/// the first's, so the first's next update finds a row of another task's id, matches nothing,
+/// and is made by the first's id instead. Both tasks get their updates, neither the other's.
+#[test]
+fn a_stale_row_number_is_found_out_by_the_id_and_the_row_found_by_id() {
+    use crate::suite::spec;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut writer = store.writer().unwrap();
+    let task = |hi: u64| {
+        let mut spec = (*spec(1)).clone();
+        spec.id = hive_core::TaskId(uuid::Uuid::from_u64_pair(hi, 5));
+        spec.idempotency_key = Some(format!("key-{hi}"));
+        std::sync::Arc::new(spec)
+    };
+    let (first, second) = (task(1), task(2));
+    let created = |spec: &std::sync::Arc<hive_core::TaskSpec>| Change::TaskCreated {
+        spec: spec.clone(),
+        status: TaskStatus::Waiting,
+        error: None,
+    };
+    writer
+        .apply(&[&[created(&first), created(&second)]])
+        .unwrap();
+    let finished = |spec: &hive_core::TaskSpec, status| Change::TaskFinished {
+        task: spec.id,
+        capability: spec.capability.clone(),
+        status,
+        error: None,
+        result: None,
+        at: hive_core::Timestamp(60),
+    };
+    writer
+        .apply(&[&[
+            finished(&first, TaskStatus::Cancelled),
+            finished(&second, TaskStatus::Failed),
+        ]])
+        .unwrap();
+    let reader = store.reader();
+    let status = |spec: &hive_core::TaskSpec| reader.get_task(spec.id).unwrap().unwrap().status;
+    assert_eq!(
+        [status(&first), status(&second)],
+        [TaskStatus::Cancelled, TaskStatus::Failed]
+    );
+}

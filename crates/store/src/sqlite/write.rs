@@ -3,8 +3,8 @@
 //! succeeds, stays there: `attempts` gets a row for it only when it ends otherwise
 //! (`migrations/0012_attempt_in_task.sql`; the reader puts the two together). Each statement is taken from rusqlite's cache once per transaction and reused for
 //! every row ([`Statements`]): a cache lookup hashes and compares the whole SQL text, which per
-//! row showed in the profile (BENCHMARKS.md). A task's row is updated by its integer key, which
-//! the writer keeps from the task's insert ([`TaskRows`]), not by its id.
+//! row showed in the profile (BENCHMARKS.md). A task's row is normally updated by its integer key,
+//! which the writer keeps from the task's insert ([`TaskRows`]), rather than found by its id.
 
 use hive_core::{
     AgentId, Change, Feature, NextStatus, OnParentFailure, TaskId, TaskSpec, TaskStatus,
