@@ -9,10 +9,12 @@
 //!
 //! The names are the symbols as the linker sees them (mangled), read from a callgrind profile of
 //! a real `hive serve` from exec until it has idled [`IDLE`], most instructions first. They go
-//! stale as the code changes (a changed function's symbol hash changes with it): stale names are
-//! ignored by the linker and their functions stay where they were, so the file is remade with
-//! `hive-perf order`, and `.ci/run` checks that the binary still has most of its names, together
-//! ([`Placement::serves`]).
+//! stale as the code changes (new start-up functions, and ThinLTO's `.llvm.<hash>` names, which
+//! change with the code around them): the linker ignores names it does not find and leaves
+//! unnamed functions where they were, each costing up to 64 KiB resident. So the file is remade
+//! with `hive-perf order` as the last step of a change to start-up code, and `.ci/run` checks
+//! that the binary still has most of its names, together ([`Placement::serves`]); a few missing
+//! names pass that check (BENCHMARKS.md, "The file goes stale").
 
 use std::path::Path;
 use std::process::Command;
@@ -110,19 +112,7 @@ pub fn made_with(text: &str) -> Option<&str> {
 /// The Rust compiler that built `binary`, as its `.comment` section names it (`rustc version
 /// 1.95.0 (...)`), read with `readelf`; `None` when the section does not name one.
 pub fn compiler_of(binary: &Path) -> anyhow::Result<Option<String>> {
-    let output = Command::new("readelf")
-        .args(["-p", ".comment"])
-        .arg(binary)
-        .output()
-        .context("cannot run readelf (it comes with binutils)")?;
-    if !output.status.success() {
-        bail!(
-            "readelf -p .comment {} failed: {}",
-            binary.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = binutils("readelf", &["-p", ".comment"], binary)?;
     Ok(text.lines().find_map(|line| {
         let at = line.find("rustc version ")?;
         Some(line[at..].trim().to_string())
@@ -174,22 +164,26 @@ pub const TOGETHER: f64 = 0.3;
 
 /// Where `symbols` lie in the binary at `binary`, from its symbol table (read with `nm`).
 pub fn placement(binary: &Path, symbols: &[&str]) -> anyhow::Result<Placement> {
-    let output = Command::new("nm")
-        .arg("--defined-only")
+    let nm = binutils("nm", &["--defined-only"], binary)?;
+    Ok(placement_in(&nm, symbols))
+}
+
+/// What `tool args binary` prints; its failure, with what it said, is an error.
+fn binutils(tool: &str, args: &[&str], binary: &Path) -> anyhow::Result<String> {
+    let output = Command::new(tool)
+        .args(args)
         .arg(binary)
         .output()
-        .context("cannot run nm (it comes with binutils)")?;
+        .with_context(|| format!("cannot run {tool} (it comes with binutils)"))?;
     if !output.status.success() {
         bail!(
-            "nm {} failed: {}",
+            "{tool} {} {} failed: {}",
+            args.join(" "),
             binary.display(),
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(placement_in(
-        &String::from_utf8_lossy(&output.stdout),
-        symbols,
-    ))
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// [`placement`] from `nm`'s output (`address type name` per line).

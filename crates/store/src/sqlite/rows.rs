@@ -75,7 +75,7 @@ impl TaskRows {
 /// 1,000 instructions per task for a map's three uses). No one can craft keys that collide: the
 /// hub makes the ids, and a crafted set would only make the map slower, never wrong.
 #[derive(Default)]
-pub(super) struct IdHasher(u64);
+struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
