@@ -69,7 +69,8 @@ pub struct BenchOptions {
     pub broadcasters: usize,
     /// Passed to the spawned hub as `--config`.
     pub hub_config: Option<PathBuf>,
-    /// A PostgreSQL server for the spawned hubs (each on a new schema); `None`: SQLite.
+    /// A PostgreSQL server for the spawned hubs (each on a new schema): `--store`, or the
+    /// `[store] url` of `--hub-config`; `None`: SQLite.
     pub store: Option<String>,
     /// Hubs started on the one schema (with `store`): workers spread across them, load sent
     /// to the first.

@@ -45,8 +45,8 @@ pub enum Database {
 }
 
 impl Database {
-    /// Where the hubs' database is for these options. Only `--store` is looked at: a store
-    /// that `--hub-config` sets is not (the report's store line does not name it either).
+    /// Where the hubs' database is for these options. `store` is `--store`, or the `[store]
+    /// url` of `--hub-config` when the flag is absent (the CLI resolves it).
     pub fn of(options: &BenchOptions) -> Database {
         let shared_hub = !options.workloads.iter().all(|w| w.own_hub());
         match (&options.hub, &options.store) {

@@ -84,7 +84,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub rate: Option<u64>,
     /// A config file for the hub the bench starts (`hive serve --config FILE`), e.g. to compare
-    /// `[metrics] enabled = false`.
+    /// `[metrics] enabled = false`. A `[store] url` in it is used as --store is (unless
+    /// --store is given too).
     #[arg(long)]
     pub hub_config: Option<PathBuf>,
     /// Run the hub the bench starts on PostgreSQL: a server URL whose user may create schemas

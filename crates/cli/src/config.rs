@@ -237,6 +237,13 @@ fn alerts(section: AlertsSection) -> anyhow::Result<AlertConfig> {
     Ok(config)
 }
 
+impl RawConfig {
+    /// `[store] url`: the PostgreSQL database the file puts the hub on, if any.
+    pub fn store_url(&self) -> Option<&str> {
+        self.store.url.as_deref()
+    }
+}
+
 pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;

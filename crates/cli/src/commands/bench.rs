@@ -31,9 +31,10 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if args.hubs != 1 && (args.store.is_none() || hub.is_some() || !(1..=16).contains(&args.hubs)) {
+    let store = bench_store(&args)?;
+    if args.hubs != 1 && (store.is_none() || hub.is_some() || !(1..=16).contains(&args.hubs)) {
         return Err(Failure::usage(anyhow::anyhow!(
-            "--hubs: 1-16, and several only with --store (hubs share a PostgreSQL database) and without --hub"
+            "--hubs: 1-16, and several only with --store or a --hub-config that sets store.url (hubs share a PostgreSQL database) and without --hub"
         )));
     }
     let hive = std::env::current_exe()
@@ -53,7 +54,7 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         format: args.frames.format(),
         broadcasters: args.broadcasters,
         hub_config: args.hub_config.clone(),
-        store: args.store.clone(),
+        store,
         hubs: args.hubs,
         seed: args.seed,
         routing_slots: args.routing_slots,
@@ -83,4 +84,72 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The database the bench's hubs use: `--store`, else the `[store] url` of `--hub-config`, else
+/// none (SQLite). A database named in the file is treated as `--store` names one: the hubs
+/// keep their state in a new schema of it, dropped after, so a benchmark never writes into the
+/// tables a hub of that file serves, and the report names the database it measured.
+fn bench_store(args: &BenchArgs) -> Result<Option<String>, Failure> {
+    match (&args.store, &args.hub_config) {
+        (Some(url), _) => Ok(Some(url.clone())),
+        (None, Some(path)) => {
+            let file =
+                crate::config::load(path).map_err(|e| Failure::usage(e.context("--hub-config")))?;
+            Ok(file.store_url().map(str::to_string))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn bench_args(flags: &[&str]) -> BenchArgs {
+        let cli = Cli::try_parse_from(["hive", "bench"].iter().chain(flags)).expect("valid flags");
+        match cli.command {
+            Command::Bench(args) => args,
+            _ => unreachable!("parsed as bench"),
+        }
+    }
+
+    #[test]
+    fn the_store_comes_from_the_flag_then_the_hub_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_store = dir.path().join("pg.toml");
+        std::fs::write(&with_store, "[store]\nurl = \"postgres://hive@db/hive\"\n").unwrap();
+        let without = dir.path().join("plain.toml");
+        std::fs::write(&without, "[metrics]\nenabled = false\n").unwrap();
+        let store = |flags: &[&str]| bench_store(&bench_args(flags)).ok().flatten();
+
+        assert_eq!(store(&[]), None);
+        assert_eq!(store(&["--hub-config", without.to_str().unwrap()]), None);
+        assert_eq!(
+            store(&["--hub-config", with_store.to_str().unwrap()]).as_deref(),
+            Some("postgres://hive@db/hive")
+        );
+        assert_eq!(
+            store(&[
+                "--hub-config",
+                with_store.to_str().unwrap(),
+                "--store",
+                "postgres://x@h/y"
+            ])
+            .as_deref(),
+            Some("postgres://x@h/y")
+        );
+        let missing = dir.path().join("missing.toml");
+        let err = bench_store(&bench_args(&["--hub-config", missing.to_str().unwrap()]))
+            .expect_err("a missing file is an error");
+        assert_eq!(err.code, 2);
+        assert!(
+            format!("{:#}", err.error).contains("--hub-config"),
+            "{:#}",
+            err.error
+        );
+    }
 }

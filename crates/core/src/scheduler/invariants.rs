@@ -97,6 +97,20 @@ impl<P: RoutingPolicy> Scheduler<P> {
         if queued != keyed {
             return Err(format!("{queued} queue entries for {keyed} ready tasks"));
         }
+        // What is kept per capability name goes once nothing waits for it and no agent serves
+        // it (`forget_if_unused`).
+        for capability in self.queues.keys().chain(self.agents_by_capability.keys()) {
+            let waits = self.queues.get(capability).is_some_and(|q| !q.is_empty());
+            let served = self
+                .agents_by_capability
+                .get(capability)
+                .is_some_and(|agents| !agents.is_empty());
+            if !waits && !served {
+                return Err(format!(
+                    "{capability} is kept with nothing queued and no agent"
+                ));
+            }
+        }
         for (id, agent) in &self.agents {
             let running = running_per_agent.get(id).copied().unwrap_or(0);
             if running != agent.running {

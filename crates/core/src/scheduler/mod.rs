@@ -479,6 +479,15 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         self.emit_agent(id);
         self.release_holds_of(id);
+        let capabilities: Vec<Capability> = self.agents[&id]
+            .spec
+            .capabilities
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
+        for capability in &capabilities {
+            self.forget_if_unused(capability);
+        }
         self.offline.push_back(id);
         if self.offline.len() > MAX_OFFLINE_AGENTS {
             // Its attempts, if any, still end by their leases; a missing agent is skipped there.
@@ -937,6 +946,25 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     /// Ends a task that is not running (waiting or queued).
+    /// Drops what the scheduler keeps per capability name (its ready queue, its list of
+    /// agents, its arrival rate) once no task waits in the queue and no connected agent serves
+    /// it. Names come from clients and workers: kept for ever, a client submitting tasks under
+    /// ever new names and cancelling them would grow the scheduler without bound. A capability
+    /// that is served keeps its entries, so the hot path does not make and drop them.
+    pub(super) fn forget_if_unused(&mut self, capability: &Capability) {
+        let queued = self.queues.get(capability).is_some_and(|q| !q.is_empty());
+        let served = self
+            .agents_by_capability
+            .get(capability)
+            .is_some_and(|agents| !agents.is_empty());
+        if queued || served {
+            return;
+        }
+        self.queues.remove(capability);
+        self.agents_by_capability.remove(capability);
+        self.arrivals.remove(capability);
+    }
+
     fn finish_unstarted(
         &mut self,
         id: TaskId,
@@ -951,7 +979,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
             (task.phase, self.queues.get_mut(&task.spec.capability))
         {
             queue.remove(&(rank, id));
+            let capability = task.spec.capability.clone();
+            self.forget_if_unused(&capability);
         }
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
         // A backoff timer left behind finds the task gone and does nothing.
         let end = TaskEnd::Unsuccessful {
             status,

@@ -116,6 +116,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 });
                 released += 1;
             }
+            self.forget_if_unused(&capability);
         }
         released
     }

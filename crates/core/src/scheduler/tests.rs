@@ -834,3 +834,36 @@ fn an_agent_rejoining_as_draining_is_offered_nothing() {
     assert_eq!(s.snapshot(agent_id(1)).unwrap().state, AgentState::Draining);
     s.check_invariants().unwrap();
 }
+
+#[test]
+fn a_capability_name_is_forgotten_once_nothing_waits_for_it_and_no_agent_serves_it() {
+    let mut s = sched();
+    // A client makes up names: each task queues under a new one and is cancelled.
+    for n in 1..=100 {
+        s.submit(spec(n, &format!("made-up-{n}")), Timestamp(1), &mut none)
+            .unwrap();
+        s.cancel(task_id(n), Timestamp(2)).unwrap();
+    }
+    s.check_invariants().unwrap();
+    assert_eq!((s.queues.len(), s.agents_by_capability.len()), (0, 0));
+
+    // A served name stays while its agent is connected, though its queue is empty, and goes
+    // with the agent; a name with tasks queued stays until they leave.
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(3));
+    s.submit(spec(101, "a"), Timestamp(3), &mut none).unwrap();
+    s.submit(spec(102, "b"), Timestamp(3), &mut none).unwrap();
+    assert!(s.queues.contains_key(&Capability::parse("b", "c").unwrap()));
+    s.check_invariants().unwrap();
+    s.disconnect_agent(agent_id(1));
+    s.check_invariants().unwrap();
+    let kept: Vec<String> = s.queues.keys().map(|c| c.to_string()).collect();
+    assert_eq!(
+        kept,
+        vec!["b".to_string()],
+        "a has nothing queued and no agent"
+    );
+    assert!(s.agents_by_capability.is_empty());
+    s.cancel(task_id(102), Timestamp(4)).unwrap();
+    s.check_invariants().unwrap();
+    assert!(s.queues.is_empty());
+}
