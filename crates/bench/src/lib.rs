@@ -164,7 +164,10 @@ fn phase_bar(name: &str) -> ProgressBar {
 pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     // The machine first: no hub is writing to the disk its fsync timing uses.
     let database = machine::Database::of(&options);
-    let machine = tokio::task::spawn_blocking(move || machine::Machine::read(database)).await?;
+    let postgres = machine::measured_postgres(&options).map(str::to_string);
+    let machine =
+        tokio::task::spawn_blocking(move || machine::Machine::read(database, postgres.as_deref()))
+            .await?;
     // The routing workload starts a hub of its own per policy; it runs first, apart.
     let (routing, routing_crossover) = if options.workloads.contains(&Workload::Routing) {
         if options.hub.is_some() {

@@ -1,7 +1,8 @@
 //! The machine a report was measured on, as the report prints it beside its figures: cores and
 //! CPU model, how long the disk under the temporary directory (where the bench's own hub keeps
-//! its data on SQLite) takes to make 4 KiB durable, and the kernel's writeback settings when the
-//! database is on this machine.
+//! its data on SQLite) takes to make 4 KiB durable, the kernel's writeback settings when the
+//! database is on this machine, and a PostgreSQL server's settings that decide how long a
+//! commit waits.
 //!
 //! Machines here differ in speed by up to 3x, most of it in fsync and system calls; and a
 //! database host's writeback settings decided PostgreSQL's latency tail (BENCHMARKS.md). A figure
@@ -30,6 +31,9 @@ pub struct Machine {
     /// The kernel's writeback settings, read when the database is on this machine (`None`
     /// otherwise, or when `/proc/sys/vm` cannot be read).
     pub writeback: Option<Writeback>,
+    /// The PostgreSQL server's commit settings (`name`, `value`), when the bench's hubs use one;
+    /// `Err` says why they could not be read.
+    pub postgres: Option<Result<Vec<(String, String)>, String>>,
 }
 
 /// Where the database of the hubs under test is, as far as the bench can tell.
@@ -61,9 +65,20 @@ impl Database {
     }
 }
 
+/// The PostgreSQL server of the hub the bench starts and measures, if it uses one (not with
+/// `--hub`, whose store is unknown, nor for workloads whose hubs are their own, on SQLite).
+pub fn measured_postgres(options: &BenchOptions) -> Option<&str> {
+    let shared_hub = !options.workloads.iter().all(|w| w.own_hub());
+    match (&options.hub, &options.store) {
+        (None, Some(url)) if shared_hub => Some(url),
+        _ => None,
+    }
+}
+
 impl Machine {
-    /// Reads this machine (blocking: it times [`FSYNC_WRITES`] durable writes).
-    pub fn read(database: Database) -> Machine {
+    /// Reads this machine (blocking: it times [`FSYNC_WRITES`] durable writes), and the
+    /// settings of `postgres`, the server the bench's hubs use, if any.
+    pub fn read(database: Database, postgres: Option<&str>) -> Machine {
         Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
@@ -72,6 +87,9 @@ impl Machine {
             writeback: (database == Database::ThisMachine)
                 .then(Writeback::read)
                 .flatten(),
+            postgres: postgres.map(|url| {
+                hive_store::postgres::settings::commit_settings(url).map_err(|e| e.to_string())
+            }),
         }
     }
 
@@ -90,7 +108,19 @@ impl Machine {
                 "the database host's writeback not read (a hub this bench did not start)".into()
             }
         };
-        format!("{} cores ({}); {fsync}; {writeback}", self.cores, self.cpu)
+        let postgres = match &self.postgres {
+            None => String::new(),
+            Some(Ok(settings)) => {
+                let settings: Vec<String> =
+                    settings.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                format!("; PostgreSQL {}", settings.join(", "))
+            }
+            Some(Err(e)) => format!("; PostgreSQL settings not read ({e})"),
+        };
+        format!(
+            "{} cores ({}); {fsync}; {writeback}{postgres}",
+            self.cores, self.cpu
+        )
     }
 }
 
@@ -187,13 +217,13 @@ mod tests {
 
     #[test]
     fn writeback_is_read_only_for_a_database_on_this_machine() {
-        let remote = Machine::read(Database::AnotherHost);
+        let remote = Machine::read(Database::AnotherHost, None);
         assert_eq!(remote.writeback, None);
         assert!(remote.describe().contains("(another host)"), "{remote:?}");
-        let unknown = Machine::read(Database::Unknown);
+        let unknown = Machine::read(Database::Unknown, None);
         assert_eq!(unknown.writeback, None);
         assert!(unknown.describe().contains("did not start"), "{unknown:?}");
-        let here = Machine::read(Database::ThisMachine);
+        let here = Machine::read(Database::ThisMachine, None);
         // Linux has these settings; the report is built for it.
         assert!(here.writeback.is_some(), "{here:?}");
         assert!(
@@ -205,8 +235,8 @@ mod tests {
     #[test]
     fn the_database_is_placed_by_the_hub_and_store_options() {
         use crate::Workload;
-        let options = |hub: Option<&str>, store: Option<&str>, workloads: Vec<Workload>| {
-            Database::of(&BenchOptions {
+        let bench =
+            |hub: Option<&str>, store: Option<&str>, workloads: Vec<Workload>| BenchOptions {
                 hub: hub.map(String::from),
                 hive: "hive".into(),
                 duration: std::time::Duration::from_secs(1),
@@ -224,8 +254,8 @@ mod tests {
                 hubs: 1,
                 seed: 0,
                 routing_slots: 1,
-            })
-        };
+            };
+        let options = |hub, store, workloads| Database::of(&bench(hub, store, workloads));
         let single = || vec![Workload::Single];
         assert_eq!(options(None, None, single()), Database::ThisMachine);
         let local = Some("postgres://hive@127.0.0.1:54329/hive");
@@ -238,6 +268,41 @@ mod tests {
         assert_eq!(
             options(None, remote, vec![Workload::Routing]),
             Database::ThisMachine
+        );
+        // Whose server settings the report prints: the measured hub's only.
+        let measured = |hub, store, workloads| {
+            measured_postgres(&bench(hub, store, workloads)).map(str::to_string)
+        };
+        assert_eq!(measured(None, remote, single()).as_deref(), remote);
+        assert_eq!(measured(None, None, single()), None);
+        assert_eq!(measured(hub, remote, single()), None);
+        assert_eq!(measured(None, remote, vec![Workload::Routing]), None);
+    }
+
+    #[test]
+    fn the_postgres_settings_are_printed_or_said_to_be_unread() {
+        let mut machine = Machine::read(Database::AnotherHost, None);
+        assert!(!machine.describe().contains("PostgreSQL"), "{machine:?}");
+        machine.postgres = Some(Ok(vec![
+            ("synchronous_commit".into(), "on".into()),
+            ("min_wal_size".into(), "80MB".into()),
+        ]));
+        assert!(
+            machine
+                .describe()
+                .ends_with("; PostgreSQL synchronous_commit on, min_wal_size 80MB"),
+            "{}",
+            machine.describe()
+        );
+        let unread = Machine::read(
+            Database::AnotherHost,
+            Some("postgres://nobody@127.0.0.1:1/x"),
+        );
+        assert!(
+            unread.describe().contains("PostgreSQL settings not read (")
+                && unread.describe().contains("cannot connect"),
+            "{}",
+            unread.describe()
         );
     }
 

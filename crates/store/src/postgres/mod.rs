@@ -21,6 +21,7 @@ pub mod relay;
 mod replica_tests;
 mod replicas;
 pub mod scratch;
+pub mod settings;
 mod swarm;
 mod write;
 

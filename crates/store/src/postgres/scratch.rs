@@ -204,6 +204,15 @@ fn run(url: &str, sql: String) {
 /// Runs one statement on a connection of its own, on a thread of its own (callable from
 /// anywhere, an async test included).
 fn try_run(url: &str, sql: String) -> Result<(), StoreError> {
+    simple_query_apart(url, sql).map(drop)
+}
+
+/// Runs `sql` (one or more statements, text protocol) on a connection of its own, on a thread of
+/// its own, and returns what the server answered.
+pub(super) fn simple_query_apart(
+    url: &str,
+    sql: String,
+) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, StoreError> {
     let config = tokio_postgres::Config::from_str(url).map_err(|e| {
         StoreError::Database(format!("not a PostgreSQL URL ({}): {e}", redact(url)))
     })?;
@@ -219,7 +228,7 @@ fn try_run(url: &str, sql: String) -> Result<(), StoreError> {
                 .map_err(|e| StoreError::Database(format!("cannot connect: {e}")))?;
             tokio::spawn(connection);
             client
-                .batch_execute(&sql)
+                .simple_query(&sql)
                 .await
                 .map_err(|e| StoreError::Database(format!("{sql}: {}", db_error(e))))
         })
