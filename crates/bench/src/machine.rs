@@ -31,9 +31,56 @@ pub struct Machine {
     /// The kernel's writeback settings, read when the database is on this machine (`None`
     /// otherwise, or when `/proc/sys/vm` cannot be read).
     pub writeback: Option<Writeback>,
-    /// The PostgreSQL server's commit settings (`name`, `value`), when the bench's hubs use one;
-    /// `Err` says why they could not be read.
-    pub postgres: Option<Result<Vec<(String, String)>, String>>,
+    /// The PostgreSQL server's commit settings, when the bench's hubs use one.
+    pub postgres: Option<ServerSettings>,
+}
+
+/// A database server's settings as the report gives them: read, or why not.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ServerSettings {
+    /// In the order they are printed; empty when they could not be read.
+    pub settings: Vec<Setting>,
+    /// Why they could not be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Setting {
+    pub name: String,
+    pub value: String,
+}
+
+impl ServerSettings {
+    fn read_postgres(url: &str) -> ServerSettings {
+        match hive_store::postgres::settings::commit_settings(url) {
+            Ok(settings) => ServerSettings {
+                settings: settings
+                    .into_iter()
+                    .map(|(name, value)| Setting { name, value })
+                    .collect(),
+                error: None,
+            },
+            Err(e) => ServerSettings {
+                settings: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// "; PostgreSQL synchronous_commit on, ..." or why they were not read.
+    fn describe(&self) -> String {
+        match &self.error {
+            Some(e) => format!("; PostgreSQL settings not read ({e})"),
+            None => {
+                let settings: Vec<String> = self
+                    .settings
+                    .iter()
+                    .map(|s| format!("{} {}", s.name, s.value))
+                    .collect();
+                format!("; PostgreSQL {}", settings.join(", "))
+            }
+        }
+    }
 }
 
 /// Where the database of the hubs under test is, as far as the bench can tell.
@@ -52,7 +99,7 @@ impl Database {
     /// Where the hubs' database is for these options. `store` is `--store`, or the `[store]
     /// url` of `--hub-config` when the flag is absent (the CLI resolves it).
     pub fn of(options: &BenchOptions) -> Database {
-        let shared_hub = !options.workloads.iter().all(|w| w.own_hub());
+        let shared_hub = measures_a_shared_hub(options);
         match (&options.hub, &options.store) {
             // The routing, consensus and neural workloads run on SQLite hubs of their own.
             (Some(_), _) if shared_hub => Database::Unknown,
@@ -68,11 +115,16 @@ impl Database {
 /// The PostgreSQL server of the hub the bench starts and measures, if it uses one (not with
 /// `--hub`, whose store is unknown, nor for workloads whose hubs are their own, on SQLite).
 pub fn measured_postgres(options: &BenchOptions) -> Option<&str> {
-    let shared_hub = !options.workloads.iter().all(|w| w.own_hub());
     match (&options.hub, &options.store) {
-        (None, Some(url)) if shared_hub => Some(url),
+        (None, Some(url)) if measures_a_shared_hub(options) => Some(url),
         _ => None,
     }
+}
+
+/// Whether a workload runs on the one hub the bench measures (`--hub`, or the one it starts on
+/// `--store`): the routing, consensus and neural workloads run on SQLite hubs of their own.
+fn measures_a_shared_hub(options: &BenchOptions) -> bool {
+    !options.workloads.iter().all(|w| w.own_hub())
 }
 
 impl Machine {
@@ -87,9 +139,7 @@ impl Machine {
             writeback: (database == Database::ThisMachine)
                 .then(Writeback::read)
                 .flatten(),
-            postgres: postgres.map(|url| {
-                hive_store::postgres::settings::commit_settings(url).map_err(|e| e.to_string())
-            }),
+            postgres: postgres.map(ServerSettings::read_postgres),
         }
     }
 
@@ -108,15 +158,10 @@ impl Machine {
                 "the database host's writeback not read (a hub this bench did not start)".into()
             }
         };
-        let postgres = match &self.postgres {
-            None => String::new(),
-            Some(Ok(settings)) => {
-                let settings: Vec<String> =
-                    settings.iter().map(|(n, v)| format!("{n} {v}")).collect();
-                format!("; PostgreSQL {}", settings.join(", "))
-            }
-            Some(Err(e)) => format!("; PostgreSQL settings not read ({e})"),
-        };
+        let postgres = self
+            .postgres
+            .as_ref()
+            .map_or(String::new(), ServerSettings::describe);
         format!(
             "{} cores ({}); {fsync}; {writeback}{postgres}",
             self.cores, self.cpu
@@ -283,10 +328,17 @@ mod tests {
     fn the_postgres_settings_are_printed_or_said_to_be_unread() {
         let mut machine = Machine::read(Database::AnotherHost, None);
         assert!(!machine.describe().contains("PostgreSQL"), "{machine:?}");
-        machine.postgres = Some(Ok(vec![
-            ("synchronous_commit".into(), "on".into()),
-            ("min_wal_size".into(), "80MB".into()),
-        ]));
+        let setting = |name: &str, value: &str| Setting {
+            name: name.into(),
+            value: value.into(),
+        };
+        machine.postgres = Some(ServerSettings {
+            settings: vec![
+                setting("synchronous_commit", "on"),
+                setting("min_wal_size", "80MB"),
+            ],
+            error: None,
+        });
         assert!(
             machine
                 .describe()

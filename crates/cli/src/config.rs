@@ -242,6 +242,11 @@ impl RawConfig {
     pub fn store_url(&self) -> Option<&str> {
         self.store.url.as_deref()
     }
+
+    /// Whether the file gives the hub read replicas (`store.replicas`, `replica_max_lag_ms`).
+    pub fn has_replicas(&self) -> bool {
+        self.store.replicas.is_some() || self.store.replica_max_lag_ms.is_some()
+    }
 }
 
 pub fn load(path: &Path) -> anyhow::Result<RawConfig> {

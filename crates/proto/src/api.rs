@@ -133,12 +133,46 @@ impl NewTask {
     }
 }
 
+/// Tasks in one `POST /tasks/batch` at most.
+pub const MAX_BATCH_TASKS: usize = 10_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTaskBatch {
     /// 1 to 10,000 tasks, all accepted or none.
     #[schema(min_items = 1, max_items = 10_000)]
+    #[serde(deserialize_with = "at_most_a_batch")]
     pub tasks: Vec<NewTask>,
+}
+
+/// A batch's tasks, refused as soon as there is one too many: a body of a million tasks is not
+/// parsed to its end, and held, only to be refused then.
+fn at_most_a_batch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<NewTask>, D::Error> {
+    struct Tasks;
+    impl<'de> serde::de::Visitor<'de> for Tasks {
+        type Value = Vec<NewTask>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_BATCH_TASKS} tasks")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut tasks = Vec::new();
+            while let Some(task) = seq.next_element()? {
+                if tasks.len() == MAX_BATCH_TASKS {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "at most {MAX_BATCH_TASKS} tasks per batch"
+                    )));
+                }
+                tasks.push(task);
+            }
+            Ok(tasks)
+        }
+    }
+    d.deserialize_seq(Tasks)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -499,4 +533,32 @@ pub struct TokenCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenList {
     pub items: Vec<TokenInfo>,
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn batch_of(n: usize) -> String {
+        format!(
+            r#"{{"tasks":[{}]}}"#,
+            vec![r#"{"capability":"a"}"#; n].join(",")
+        )
+    }
+
+    #[test]
+    fn a_batch_is_refused_at_one_task_too_many_before_the_rest_is_parsed() {
+        let full: NewTaskBatch = serde_json::from_str(&batch_of(MAX_BATCH_TASKS)).unwrap();
+        assert_eq!(full.tasks.len(), MAX_BATCH_TASKS);
+        let err = serde_json::from_str::<NewTaskBatch>(&batch_of(MAX_BATCH_TASKS + 1)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("at most 10000 tasks per batch"),
+            "{err}"
+        );
+        // The parse stops there: what follows the task too many is never read, so a broken
+        // tail is not what is reported.
+        let broken = batch_of(MAX_BATCH_TASKS + 1).replace("]}", ",{nonsense");
+        let err = serde_json::from_str::<NewTaskBatch>(&broken).unwrap_err();
+        assert!(err.to_string().starts_with("at most 10000 tasks"), "{err}");
+    }
 }

@@ -89,16 +89,22 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
 /// The database the bench's hubs use: `--store`, else the `[store] url` of `--hub-config`, else
 /// none (SQLite). A database named in the file is treated as `--store` names one: the hubs
 /// keep their state in a new schema of it, dropped after, so a benchmark never writes into the
-/// tables a hub of that file serves, and the report names the database it measured.
+/// tables a hub of that file serves, and the report names the database it measured. Such a
+/// file may not give replicas: they would serve the hubs' reads from the file's tables, not
+/// from the new schema.
 fn bench_store(args: &BenchArgs) -> Result<Option<String>, Failure> {
-    match (&args.store, &args.hub_config) {
-        (Some(url), _) => Ok(Some(url.clone())),
-        (None, Some(path)) => {
-            let file =
-                crate::config::load(path).map_err(|e| Failure::usage(e.context("--hub-config")))?;
-            Ok(file.store_url().map(str::to_string))
-        }
-        (None, None) => Ok(None),
+    let (None, Some(path)) = (&args.store, &args.hub_config) else {
+        return Ok(args.store.clone());
+    };
+    let file = crate::config::load(path).map_err(|e| Failure::usage(e.context("--hub-config")))?;
+    match file.store_url() {
+        Some(_) if file.has_replicas() => Err(Failure::usage(anyhow!(
+            "--hub-config {}: store.replicas / store.replica_max_lag_ms: the bench's hubs keep \
+             their state in a new schema, which the replicas would not serve; leave them out \
+             of the file, or give --store",
+            path.display()
+        ))),
+        url => Ok(url.map(str::to_string)),
     }
 }
 
@@ -141,6 +147,19 @@ mod tests {
             ])
             .as_deref(),
             Some("postgres://x@h/y")
+        );
+        let replicas = dir.path().join("replicas.toml");
+        std::fs::write(
+            &replicas,
+            "[store]\nurl = \"postgres://hive@db/hive\"\nreplicas = [\"postgres://hive@r/hive\"]\n",
+        )
+        .unwrap();
+        let err = bench_store(&bench_args(&["--hub-config", replicas.to_str().unwrap()]))
+            .expect_err("replicas would read the file's tables");
+        assert!(
+            format!("{:#}", err.error).contains("store.replicas"),
+            "{:#}",
+            err.error
         );
         let missing = dir.path().join("missing.toml");
         let err = bench_store(&bench_args(&["--hub-config", missing.to_str().unwrap()]))

@@ -1,6 +1,7 @@
 //! The scheduler's internal consistency, checked by the tests after every step (the property
 //! tests after each random event): what every task's phase implies (queue entries, timers,
-//! waiting counts, ballots), the agents' slot counts, the queued counts, the payload bytes.
+//! waiting counts, ballots), the agents' slot counts, the queued counts, the payload bytes, and
+//! that nothing is kept per capability name that neither queues tasks nor has an agent.
 
 use super::consensus::BALLOT_LOOKAHEAD;
 use super::{Phase, Scheduler, Timer};
@@ -99,7 +100,8 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         // What is kept per capability name goes once nothing waits for it and no agent serves
         // it (`forget_if_unused`).
-        for capability in self.queues.keys().chain(self.agents_by_capability.keys()) {
+        let named = self.queues.keys().chain(self.agents_by_capability.keys());
+        for capability in named.chain(self.arrivals.keys()) {
             let waits = self.queues.get(capability).is_some_and(|q| !q.is_empty());
             let served = self
                 .agents_by_capability

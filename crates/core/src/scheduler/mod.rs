@@ -284,8 +284,8 @@ pub struct SchedulerMemory {
     pub bytes: usize,
 }
 
-/// Offline agents remembered in memory (the store keeps them all). Every reconnect is a new
-/// agent, so without a bound a hub with flapping workers would grow without end.
+/// Offline agents remembered (the store forgets one with it: [`Change::AgentForgotten`]). Every
+/// reconnect is a new agent, so without a bound a hub with flapping workers would grow without end.
 pub const MAX_OFFLINE_AGENTS: usize = 1_000;
 
 impl<P: RoutingPolicy> Scheduler<P> {
@@ -945,13 +945,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
     }
 
-    /// Ends a task that is not running (waiting or queued).
     /// Drops what the scheduler keeps per capability name (its ready queue, its list of
     /// agents, its arrival rate) once no task waits in the queue and no connected agent serves
     /// it. Names come from clients and workers: kept for ever, a client submitting tasks under
     /// ever new names and cancelling them would grow the scheduler without bound. A capability
     /// that is served keeps its entries, so the hot path does not make and drop them.
-    pub(super) fn forget_if_unused(&mut self, capability: &Capability) {
+    fn forget_if_unused(&mut self, capability: &Capability) {
         let queued = self.queues.get(capability).is_some_and(|q| !q.is_empty());
         let served = self
             .agents_by_capability
@@ -965,6 +964,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.arrivals.remove(capability);
     }
 
+    /// Ends a task that is not running (waiting or queued).
     fn finish_unstarted(
         &mut self,
         id: TaskId,
@@ -975,16 +975,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
-        if let (Phase::Ready { rank }, Some(queue)) =
-            (task.phase, self.queues.get_mut(&task.spec.capability))
+        let capability = task.spec.capability.clone();
+        if let (Phase::Ready { rank }, Some(queue)) = (task.phase, self.queues.get_mut(&capability))
         {
             queue.remove(&(rank, id));
-            let capability = task.spec.capability.clone();
             self.forget_if_unused(&capability);
         }
-        let Some(task) = self.tasks.get(&id) else {
-            return;
-        };
         // A backoff timer left behind finds the task gone and does nothing.
         let end = TaskEnd::Unsuccessful {
             status,
@@ -992,7 +988,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         };
         self.changes.push(Change::TaskFinished {
             task: id,
-            capability: task.spec.capability.clone(),
+            capability,
             status,
             error,
             result: None,

@@ -867,3 +867,33 @@ fn a_capability_name_is_forgotten_once_nothing_waits_for_it_and_no_agent_serves_
     s.check_invariants().unwrap();
     assert!(s.queues.is_empty());
 }
+
+#[test]
+fn a_holding_policy_forgets_a_name_with_its_arrival_rate_and_a_lease_brings_its_queue_back() {
+    let mut s = Scheduler::new(
+        SchedulerConfig::default(),
+        crate::routing::Learned::new(1, 0.0),
+    );
+    s.submit(spec(1, "made-up"), Timestamp(1), &mut none)
+        .unwrap();
+    assert_eq!(s.arrivals.len(), 1, "the policy counts arrivals per name");
+    s.cancel(task_id(1), Timestamp(2)).unwrap();
+    s.check_invariants().unwrap();
+    assert!(s.queues.is_empty() && s.arrivals.is_empty());
+
+    // A task running on an agent that disconnects keeps its lease; the name is forgotten
+    // meanwhile, and the lease's end queues the task under it again.
+    s.register_agent(agent_id(1), agent_spec(&[("a", 1.0)], 1), Timestamp(3));
+    s.submit(spec(2, "a"), Timestamp(3), &mut none).unwrap();
+    assert_eq!(started(&s.take_changes()).len(), 1);
+    s.disconnect_agent(agent_id(1));
+    s.check_invariants().unwrap();
+    assert!(s.queues.is_empty() && s.agents_by_capability.is_empty() && s.arrivals.is_empty());
+    s.advance(Timestamp(3 + spec(2, "a").timeout_ms + 60_000));
+    s.check_invariants().unwrap();
+    assert_eq!(
+        s.queue_depths().len(),
+        1,
+        "the task waits under its name again"
+    );
+}

@@ -23,8 +23,6 @@ use crate::reads::Client;
 use crate::state::AppState;
 use crate::views;
 
-/// Most tasks in one batch request.
-pub const MAX_BATCH: usize = 10_000;
 /// Most tasks in one page of a listing.
 pub const MAX_PAGE: usize = 1_000;
 
@@ -121,12 +119,7 @@ pub async fn create_batch(
     if batch.tasks.is_empty() {
         return Err(ApiError::invalid("tasks", "must hold at least one task"));
     }
-    if batch.tasks.len() > MAX_BATCH {
-        return Err(ApiError::invalid(
-            "tasks",
-            format!("at most {MAX_BATCH} tasks per batch"),
-        ));
-    }
+    // More than `hive_proto::api::MAX_BATCH_TASKS` were refused while parsing.
     let _admitted = state.admission.admit(batch.tasks.len())?;
     let now = state.clock.now();
     let specs = batch

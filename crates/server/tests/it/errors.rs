@@ -106,6 +106,17 @@ async fn each_bad_input_gets_its_status_and_names_the_field() {
             Some("max_attempts"),
         ),
         (
+            "a batch of one task too many (refused while parsing)",
+            "/api/v1/tasks/batch",
+            format!(
+                r#"{{"tasks":[{}]}}"#,
+                vec![r#"{"capability":"a"}"#; hive_proto::api::MAX_BATCH_TASKS + 1].join(",")
+            ),
+            400,
+            "invalid_field",
+            Some("tasks"),
+        ),
+        (
             "payload over the limit",
             "/api/v1/tasks",
             format!(r#"{{"capability":"a","payload":"{}"}}"#, "x".repeat(2000)),
@@ -260,6 +271,28 @@ impl XorShift {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413() {
+    let t = start_hub_with(|c| c.max_body_bytes = 64 * 1024).await;
+    let tasks = vec![r#"{"capability":"a"}"#; 5_000].join(",");
+    let (status, body) = post(
+        &t.url,
+        "/api/v1/tasks/batch",
+        format!(r#"{{"tasks":[{tasks}]}}"#),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 413, "{body}");
+    assert_eq!(code(&body).0, "payload_too_large", "{body}");
+    // Under the limit the same route takes a batch.
+    let (status, body) = post(
+        &t.url,
+        "/api/v1/tasks/batch",
+        r#"{"tasks":[{"capability":"a"}]}"#,
+    )
+    .await;
+    assert_eq!(status.as_u16(), 201, "{body}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
-//! The server settings that decide how long a commit waits, read for reports: `hive bench`
-//! prints them beside its figures for a PostgreSQL store, as it prints the kernel's writeback
-//! settings, because they moved the latency tail more than any change to the hub
-//! (BENCHMARKS.md, "The stalls left at half capacity").
+//! The server settings around a commit, read for reports: `hive bench` prints them beside its
+//! figures for a PostgreSQL store, as it prints the kernel's writeback settings. Two of them
+//! (`wal_init_zero`, `min_wal_size`) moved the latency tail in BENCHMARKS.md ("The stalls left at
+//! half capacity"); the others are printed for context.
 
 use tokio_postgres::SimpleQueryMessage;
 
@@ -17,29 +17,28 @@ const NAMES: [&str; 5] = [
     "shared_buffers",
 ];
 
-/// `name = value` of each of [`NAMES`] on the server at `url`, in their order, values with
-/// their unit as `SHOW` gives them (`80MB`).
+/// Each of [`NAMES`] and its value on the server at `url`, in their order, values with their
+/// unit as `SHOW` gives them (`80MB`); `n/a` for a setting the server does not have (an older
+/// PostgreSQL).
 pub fn commit_settings(url: &str) -> Result<Vec<(String, String)>, StoreError> {
-    let sql = NAMES
+    let columns: Vec<String> = NAMES
         .iter()
-        .map(|name| format!("SHOW {name};"))
-        .collect::<String>();
+        .map(|name| format!("current_setting('{name}', true)"))
+        .collect();
+    let sql = format!("SELECT {}", columns.join(", "));
     let answers = simple_query_apart(url, sql)?;
-    let values: Vec<String> = answers
+    let row = answers
         .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
         })
-        .collect();
-    if values.len() != NAMES.len() {
-        return Err(StoreError::Database(format!(
-            "expected {} settings, the server answered {}",
-            NAMES.len(),
-            values.len()
-        )));
-    }
-    Ok(NAMES.iter().map(|n| n.to_string()).zip(values).collect())
+        .ok_or_else(|| StoreError::Database("the server answered no settings".into()))?;
+    Ok(NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.to_string(), row.get(i).unwrap_or("n/a").to_string()))
+        .collect())
 }
 
 #[cfg(test)]
