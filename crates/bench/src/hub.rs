@@ -35,8 +35,8 @@ impl HubUnderTest {
         let Some(url) = store else {
             return Ok(vec![HubUnderTest::spawn(hive, config, None).await?]);
         };
-        let schema =
-            ScratchSchema::create(url, "hive_bench").context("--store: a schema for the hubs")?;
+        let schema = ScratchSchema::create(url, "hive_bench")
+            .context("--store (or store.url in --hub-config): a schema for the hubs")?;
         let url = schema.url().to_string();
         let mut hubs = Vec::with_capacity(count);
         for n in 0..count {
@@ -57,7 +57,7 @@ impl HubUnderTest {
         let schema = match store {
             Some(url) => Some(
                 ScratchSchema::create(url, "hive_bench")
-                    .context("--store: a schema for the hub")?,
+                    .context("--store (or store.url in --hub-config): a schema for the hub")?,
             ),
             None => None,
         };

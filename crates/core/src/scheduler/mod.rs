@@ -479,13 +479,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
         self.emit_agent(id);
         self.release_holds_of(id);
-        let capabilities: Vec<Capability> = self.agents[&id]
-            .spec
-            .capabilities
-            .iter()
-            .map(|(c, _)| c.clone())
-            .collect();
-        for capability in &capabilities {
+        for capability in &self.capabilities_of(id) {
             self.forget_if_unused(capability);
         }
         self.offline.push_back(id);
@@ -943,6 +937,17 @@ impl<P: RoutingPolicy> Scheduler<P> {
         if let Some(agent) = agent {
             self.fill_agent(agent, now);
         }
+    }
+
+    /// The agent's capabilities, copied out so that the scheduler can change while going
+    /// through them.
+    fn capabilities_of(&self, agent: AgentId) -> Vec<Capability> {
+        self.agents[&agent]
+            .spec
+            .capabilities
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect()
     }
 
     /// Drops what the scheduler keeps per capability name (its ready queue, its list of

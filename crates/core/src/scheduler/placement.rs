@@ -187,13 +187,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         if !holds && self.ballot_queue.is_empty() {
             return;
         }
-        let capabilities: Vec<Capability> = self.agents[&agent]
-            .spec
-            .capabilities
-            .iter()
-            .map(|(c, _)| c.clone())
-            .collect();
-        for capability in &capabilities {
+        for capability in &self.capabilities_of(agent) {
             if holds {
                 self.offer_queued(capability, self.now);
             }

@@ -138,6 +138,7 @@ async fn an_agent_token_connects_only_for_its_capabilities() {
     let (t, admin) = start_with_auth().await;
     let grant = NewToken {
         capabilities: Some(vec!["pay".into()]),
+        groups: Some(vec!["billing".into()]),
         ..new_token("payments-worker", "agent")
     };
     let agent_token = admin.create_token(&grant).await.unwrap().token;
@@ -175,6 +176,29 @@ async fn an_agent_token_connects_only_for_its_capabilities() {
         error["message"].as_str().unwrap().contains("may not offer"),
         "{error}"
     );
+    // Its capability, but a swarm it may not join; then one it may.
+    let joining = |group: &str| {
+        serde_json::json!({"type": "hello", "name": "w", "capabilities": ["pay"], "groups": [group]})
+            .to_string()
+    };
+    let (mut socket, _) = connect(agent_token.clone()).await.unwrap();
+    socket
+        .send(Message::Text(joining("payroll").into()))
+        .await
+        .unwrap();
+    let error = next_json(&mut socket).await;
+    assert_eq!(error["code"], "invalid_hello");
+    assert!(
+        error["message"].as_str().unwrap().contains("may not join"),
+        "{error}"
+    );
+    let (mut socket, _) = connect(agent_token.clone()).await.unwrap();
+    socket
+        .send(Message::Text(joining("billing").into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    drop(socket);
     // And for what it may: a real worker with the token runs a task.
     let mut options = WorkerOptions::new(&t.url, &["pay"], 1);
     options.token = Some(agent_token);

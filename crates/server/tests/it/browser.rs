@@ -109,3 +109,35 @@ async fn a_post_that_is_not_json_is_refused_so_a_page_cannot_forge_one() {
         TaskStatus::Cancelled
     );
 }
+
+#[tokio::test]
+async fn an_origin_listed_in_allowed_origins_may_connect_and_post() {
+    let dev_server = "http://127.0.0.1:5173";
+    let t = start_hub_with(|c| c.browser.allowed_origins = vec![dev_server.into()]).await;
+    let address = t.url.replace("http://", "ws://") + "/ws/events";
+    let handshake = |origin: &str| {
+        let mut request = address.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    assert!(handshake(dev_server).await.is_ok(), "a listed origin");
+    assert!(
+        handshake("http://127.0.0.1:5174").await.is_err(),
+        "only the origin listed, not its neighbours"
+    );
+    let post = |origin: &'static str| {
+        http()
+            .post(format!("{}/api/v1/tasks", t.url))
+            .header("content-type", "application/json")
+            .header("origin", origin)
+            .body(r#"{"capability":"x"}"#)
+            .send()
+    };
+    assert_eq!(post(dev_server).await.unwrap().status().as_u16(), 201);
+    assert_eq!(
+        post("http://evil.example").await.unwrap().status().as_u16(),
+        403
+    );
+}
