@@ -1,7 +1,7 @@
 //! The server settings around a commit, read for reports: `hive bench` prints them beside its
 //! figures for a PostgreSQL store, as it prints the kernel's writeback settings. Two of them
-//! (`wal_init_zero`, `min_wal_size`) moved the latency tail in BENCHMARKS.md ("The stalls left at
-//! half capacity"); the others are printed for context.
+//! (`wal_init_zero`, `min_wal_size`) changed the WAL stalls measured in BENCHMARKS.md ("The
+//! stalls left at half capacity"); the others are printed for context.
 
 use tokio_postgres::SimpleQueryMessage;
 
