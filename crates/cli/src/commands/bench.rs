@@ -89,23 +89,26 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
 /// The database the bench's hubs use: `--store`, else the `[store] url` of `--hub-config`, else
 /// none (SQLite). A database named in the file is treated as `--store` names one: the hubs
 /// keep their state in a new schema of it, dropped after, so a benchmark never writes into the
-/// tables a hub of that file serves, and the report names the database it measured. Such a
-/// file may not give replicas: they would serve the hubs' reads from the file's tables, not
-/// from the new schema.
+/// tables a hub of that file serves, and the report names the database it measured. The file
+/// may not give replicas, whichever flag names the database: the hubs would read from the
+/// replicas' copy of the file's tables, not from their new schema.
 fn bench_store(args: &BenchArgs) -> Result<Option<String>, Failure> {
-    let (None, Some(path)) = (&args.store, &args.hub_config) else {
+    let Some(path) = &args.hub_config else {
         return Ok(args.store.clone());
     };
     let file = crate::config::load(path).map_err(|e| Failure::usage(e.context("--hub-config")))?;
-    match file.store_url() {
-        Some(_) if file.has_replicas() => Err(Failure::usage(anyhow!(
+    if file.has_replicas() {
+        return Err(Failure::usage(anyhow!(
             "--hub-config {}: store.replicas / store.replica_max_lag_ms: the bench's hubs keep \
              their state in a new schema, which the replicas would not serve; leave them out \
-             of the file, or give --store",
+             of the file",
             path.display()
-        ))),
-        url => Ok(url.map(str::to_string)),
+        )));
     }
+    Ok(args
+        .store
+        .clone()
+        .or_else(|| file.store_url().map(str::to_string)))
 }
 
 #[cfg(test)]
@@ -154,13 +157,24 @@ mod tests {
             "[store]\nurl = \"postgres://hive@db/hive\"\nreplicas = [\"postgres://hive@r/hive\"]\n",
         )
         .unwrap();
-        let err = bench_store(&bench_args(&["--hub-config", replicas.to_str().unwrap()]))
-            .expect_err("replicas would read the file's tables");
-        assert!(
-            format!("{:#}", err.error).contains("store.replicas"),
-            "{:#}",
-            err.error
-        );
+        for flags in [
+            &["--hub-config", replicas.to_str().unwrap()][..],
+            &[
+                "--hub-config",
+                replicas.to_str().unwrap(),
+                "--store",
+                "postgres://x@h/y",
+            ],
+        ] {
+            let err =
+                bench_store(&bench_args(flags)).expect_err("replicas would read the file's tables");
+            assert_eq!(err.code, 2);
+            assert!(
+                format!("{:#}", err.error).contains("store.replicas"),
+                "{:#}",
+                err.error
+            );
+        }
         let missing = dir.path().join("missing.toml");
         let err = bench_store(&bench_args(&["--hub-config", missing.to_str().unwrap()]))
             .expect_err("a missing file is an error");
