@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use hive_core::{
-    AgentId, AttemptOutcome, Backoff, Capability, Change, ConsensusSpec, NextStatus,
-    OnParentFailure, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
+    AgentId, AgentSnapshot, AgentSpec, AgentState, AttemptOutcome, Backoff, Capability, Change,
+    ConsensusSpec, NextStatus, OnParentFailure, TaskEnd, TaskId, TaskSpec, TaskStatus, Timestamp,
 };
 use uuid::Uuid;
 
@@ -24,6 +24,9 @@ pub trait Backend: Sized {
     fn models(&self) -> impl ModelStore;
     /// Closes the store and opens the same database again.
     fn reopen(self) -> Self;
+    /// The ids in the agents table, sorted: nothing in the store's API reads them back (the
+    /// scheduler's agent list is the live view), so the suite looks at the rows themselves.
+    fn agent_rows(&self) -> Vec<Uuid>;
 }
 
 /// A `#[test]` per function of the suite, each on a backend from `$open(test_name)` (an
@@ -49,6 +52,7 @@ macro_rules! store_suite {
             the_alert_history_is_read_newest_first,
             a_saved_model_is_replaced_by_the_next_save_and_survives_a_reopen,
             attempts_given_back_unstarted_are_counted_on_reload,
+            an_agent_forgotten_by_the_scheduler_leaves_the_store,
         );
     };
     (@tests $open:path; $($name:ident,)*) => {
@@ -1100,4 +1104,54 @@ pub fn attempts_given_back_unstarted_are_counted_on_reload(b: impl Backend) {
             None
         ]
     );
+}
+
+/// Offline agents past the scheduler's bound are forgotten (`Change::AgentForgotten`); their
+/// rows must go too, or the table grows with every worker that ever connected.
+pub fn an_agent_forgotten_by_the_scheduler_leaves_the_store(b: impl Backend) {
+    let agent = |n: u128, state| {
+        Change::AgentChanged(AgentSnapshot {
+            id: AgentId(Uuid::from_u128(n)),
+            spec: AgentSpec {
+                name: format!("worker-{n}"),
+                capabilities: vec![(Capability::parse("echo", "capability").unwrap(), 1.0)],
+                slots: 2,
+            },
+            state,
+            running: 0,
+            connected_at: Timestamp(1),
+            last_heartbeat: Timestamp(2),
+            stats: vec![],
+            routing: vec![],
+        })
+    };
+    let mut writer = b.writer();
+    writer
+        .apply(&[&[
+            agent(1, AgentState::Idle),
+            agent(2, AgentState::Idle),
+            agent(3, AgentState::Idle),
+        ]])
+        .unwrap();
+    writer
+        .apply(&[&[
+            agent(1, AgentState::Offline),
+            agent(2, AgentState::Offline),
+            Change::AgentForgotten {
+                agent: AgentId(Uuid::from_u128(1)),
+            },
+        ]])
+        .unwrap();
+    // Forgotten in the same commit as its own first write: nothing is left of it either.
+    writer
+        .apply(&[&[
+            agent(4, AgentState::Offline),
+            Change::AgentForgotten {
+                agent: AgentId(Uuid::from_u128(4)),
+            },
+        ]])
+        .unwrap();
+    drop(writer);
+    let b = b.reopen();
+    assert_eq!(b.agent_rows(), vec![Uuid::from_u128(2), Uuid::from_u128(3)]);
 }

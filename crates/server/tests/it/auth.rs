@@ -292,6 +292,47 @@ async fn a_token_over_its_rate_limit_is_answered_429_with_retry_after() {
     assert!(admin.status().await.is_ok());
 }
 
+/// The Rust client waits as a `429`'s `Retry-After` asks, within its budget, and repeats the
+/// call; with no budget it returns the refusal at once.
+#[tokio::test]
+async fn the_rust_client_waits_out_a_429_as_retry_after_asks() {
+    let t = start_hub_with(|c| {
+        c.auth.enabled = true;
+        // A burst of one, then one request per two seconds.
+        c.auth.rate_limits.by_token = vec![("patient".into(), 0.5)];
+    })
+    .await;
+    let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
+    let admin = HubClient::new(&t.url).with_token(Some(admin_token.trim().into()));
+    let token = admin
+        .create_token(&new_token("patient", "read"))
+        .await
+        .unwrap()
+        .token;
+    let impatient = HubClient::new(&t.url)
+        .with_token(Some(token.clone()))
+        .with_busy_budget(std::time::Duration::ZERO);
+    let patient = HubClient::new(&t.url).with_token(Some(token));
+
+    impatient
+        .status()
+        .await
+        .expect("the bucket's first request");
+    match impatient.status().await {
+        Err(hive_client::ClientError::Api { status, code, .. }) => {
+            assert_eq!(status.as_u16(), 429);
+            assert_eq!(code, "rate_limited");
+        }
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    // The bucket is still empty; the patient client is told to wait about two seconds, does, and
+    // is served.
+    patient
+        .status()
+        .await
+        .expect("served after waiting as Retry-After asked");
+}
+
 #[tokio::test]
 async fn revoking_a_token_closes_the_websockets_opened_with_it() {
     let (t, admin) = start_with_auth().await;

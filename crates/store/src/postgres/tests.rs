@@ -53,6 +53,16 @@ impl Backend for Postgres {
         let store = PgStore::open_as(database.url(), small(), &named()).unwrap();
         Postgres { database, store }
     }
+    fn agent_rows(&self) -> Vec<uuid::Uuid> {
+        let ids = super::scratch::query_on(
+            self.database.url(),
+            "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM agents",
+        );
+        ids.split(',')
+            .filter(|id| !id.is_empty())
+            .map(|id| id.parse().unwrap())
+            .collect()
+    }
 }
 
 store_suite!(postgres);

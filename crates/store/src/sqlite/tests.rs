@@ -40,6 +40,14 @@ impl Backend for Sqlite {
         let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
         Sqlite { dir, store }
     }
+    fn agent_rows(&self) -> Vec<uuid::Uuid> {
+        let conn = Connection::open(self.dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        let mut rows = conn.prepare("SELECT id FROM agents ORDER BY id").unwrap();
+        rows.query_map([], |row| row.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|id| uuid::Uuid::from_slice(&id.unwrap()).unwrap())
+            .collect()
+    }
 }
 
 store_suite!(sqlite);
