@@ -148,3 +148,63 @@ async fn a_bad_alerts_limit_is_a_400_naming_it() {
         assert_eq!(body["error"]["field"], "limit", "{body}");
     }
 }
+
+/// The totals of the hub's latest snapshot, once `ready` holds for them (polled, bounded).
+async fn totals_when(
+    t: &TestHub,
+    what: &str,
+    ready: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
+) -> std::collections::BTreeMap<String, u64> {
+    eventually(what, Duration::from_secs(10), || async {
+        let totals = snapshot(&t.url).await.totals;
+        ready(&totals).then_some(totals)
+    })
+    .await
+}
+
+/// A worker stopped on purpose is not an operator's problem, one that vanishes is: only the
+/// second counts as lost, and the default `agents_lost` rule fires on it.
+#[tokio::test]
+async fn a_worker_stopped_cleanly_is_not_lost_and_one_that_vanishes_fires_agents_lost() {
+    let t = start_hub_with(|c| c.metrics_interval = Duration::from_millis(100)).await;
+    let count = |name: &'static str| {
+        move |totals: &std::collections::BTreeMap<String, u64>| {
+            totals.get(name).copied().unwrap_or(0)
+        }
+    };
+
+    let clean = spawn_worker(&t.url, &["calm"], 1, echo());
+    totals_when(&t, "the first worker registers", |s| {
+        count("agents_registered")(s) == 1
+    })
+    .await;
+    clean.stop().await;
+    let after_stop = totals_when(&t, "the clean stop is counted", |s| {
+        count("agents_disconnected")(s) == 1
+    })
+    .await;
+    assert_eq!(count("agents_lost")(&after_stop), 0, "{after_stop:?}");
+
+    let vanishing = spawn_worker(&t.url, &["calm"], 1, echo());
+    totals_when(&t, "the second worker registers", |s| {
+        count("agents_registered")(s) == 2
+    })
+    .await;
+    vanishing.kill().await;
+    let firing = eventually("agents_lost fires", Duration::from_secs(10), || async {
+        alerts(&t.url)
+            .await
+            .active
+            .into_iter()
+            .find(|a| a.rule == "agents_lost" && a.state == AlertState::Firing)
+    })
+    .await;
+    assert_eq!(firing.value, Some(1.0), "one agent lost, not two");
+    let after_kill = snapshot(&t.url).await.totals;
+    assert_eq!(count("agents_lost")(&after_kill), 1, "{after_kill:?}");
+    assert_eq!(
+        count("agents_disconnected")(&after_kill),
+        2,
+        "{after_kill:?}"
+    );
+}

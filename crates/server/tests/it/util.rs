@@ -55,11 +55,17 @@ async fn hub_on(dir: TempDir, adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
 
 pub struct TestWorker {
     /// Dropping it shuts the worker down.
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
     pub handle: JoinHandle<Result<WorkerExit, hive_client::worker::WorkerError>>,
 }
 
 impl TestWorker {
+    /// Stops the worker as SIGTERM does: it drains, closes its connection cleanly and ends.
+    pub async fn stop(self) {
+        drop(self.stop);
+        let _ = self.handle.await;
+    }
+
     /// Ends the worker abruptly, as a crash would: the connection drops and its running tasks
     /// are dropped with it.
     pub async fn kill(self) {
@@ -95,7 +101,7 @@ pub fn spawn_worker_with(options: WorkerOptions, executor: impl Executor) -> Tes
         let _ = stopped.await;
     }));
     TestWorker {
-        _stop: stop,
+        stop,
         handle,
     }
 }
