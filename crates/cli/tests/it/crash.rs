@@ -74,3 +74,75 @@ async fn every_acknowledged_task_survives_kill_9_and_finishes_exactly_once() {
     }
     assert!(hub.terminate().await.success());
 }
+
+/// A task running when the hub is killed with SIGKILL keeps its attempt: the worker reconnects
+/// to the restarted hub naming the attempt it holds, the hub re-binds the lease, and the result
+/// counts. Without that the task would wait out its ten-minute lease and run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_running_through_a_kill_9_is_re_attached_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut hub = HubProcess::start(dir.path(), port).await;
+    let url = hub.url.clone();
+
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (started, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = WorkerOptions {
+        max_reconnect_delay: Duration::from_millis(200),
+        ..WorkerOptions::new(&url, &["long"], 1)
+    };
+    let executor = Arc::new(move |task: Assignment| {
+        let mut released = released.clone();
+        let started = started.clone();
+        async move {
+            let _ = started.send(task.attempt);
+            let _ = released.wait_for(|r| *r).await;
+            Outcome::Success(task.payload)
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(options, executor, async move {
+        let _ = stopped.await;
+    }));
+
+    let client = HubClient::new(&url);
+    let task = client
+        .submit(&NewTask {
+            payload: Some(RawValue::from_string("\"kept\"".into()).unwrap()),
+            // Far longer than the test may take: only re-attaching lets it finish in time.
+            timeout_ms: Some(600_000),
+            ..NewTask::new("long")
+        })
+        .await
+        .unwrap();
+    assert_eq!(started_rx.recv().await, Some(1), "the first attempt runs");
+
+    hub.kill_9().await;
+    let hub = HubProcess::start(dir.path(), port).await;
+    // The worker re-attaches after it reconnects; a result sent before that waits for the
+    // connection, so releasing now is as good as later.
+    release.send(true).unwrap();
+    let mut done = client
+        .wait(&task.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        if done.status != hive_proto::api::TaskStatus::Running {
+            break;
+        }
+        done = client
+            .wait(&task.id, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    assert_eq!(done.status, hive_proto::api::TaskStatus::Succeeded);
+    assert_eq!(done.result.unwrap().get(), "\"kept\"");
+    assert_eq!(done.attempts.len(), 1, "re-attached: {:?}", done.attempts);
+    assert!(
+        started_rx.try_recv().is_err(),
+        "the task was not offered again"
+    );
+    drop(stop);
+    let _ = worker.await;
+    assert!(hub.terminate().await.success());
+}

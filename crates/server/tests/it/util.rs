@@ -100,10 +100,7 @@ pub fn spawn_worker_with(options: WorkerOptions, executor: impl Executor) -> Tes
     let handle = tokio::spawn(run_worker(options, Arc::new(executor), async move {
         let _ = stopped.await;
     }));
-    TestWorker {
-        stop,
-        handle,
-    }
+    TestWorker { stop, handle }
 }
 
 /// An executor answering with its payload.
