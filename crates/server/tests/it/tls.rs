@@ -40,6 +40,18 @@ async fn the_api_the_websockets_and_a_worker_run_over_tls() {
     // Plain HTTP to the TLS port gets nothing useful.
     assert!(HubClient::new(&t.url).status().await.is_err());
 
+    // The dashboard's live stream over wss://, trusting the same CA file.
+    let wss = https.replace("https://", "wss://") + "/ws/events";
+    let tls = hive_tls::client_config(Some(&cert)).unwrap();
+    let (mut events, _) = tokio_tungstenite::connect_async_tls_with_config(
+        wss,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
+    )
+    .await
+    .unwrap();
+
     let mut options = WorkerOptions::new(&https, &["secure"], 2);
     options.ca_file = Some(cert.clone());
     let worker = tokio::spawn(hive_client::worker::run_worker(
@@ -57,6 +69,16 @@ async fn the_api_the_websockets_and_a_worker_run_over_tls() {
     let done = finished(&client, &task.id).await;
     assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.result.unwrap().get(), "\"sealed\"");
+    // Its status changes came over the wss:// stream, up to the end.
+    loop {
+        let frame = next_json(&mut events).await;
+        let ended = frame["events"].as_array().into_iter().flatten().any(|e| {
+            e["type"] == "task" && e["task_id"] == task.id.as_str() && e["status"] == "succeeded"
+        });
+        if ended {
+            break;
+        }
+    }
     worker.abort();
 }
 
