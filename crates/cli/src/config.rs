@@ -143,6 +143,8 @@ struct MetricsSection {
 #[serde(deny_unknown_fields)]
 struct AlertsSection {
     webhook_url: Option<String>,
+    /// PEM certificates to trust for an `https://` webhook, besides the system's.
+    webhook_ca_file: Option<PathBuf>,
     /// Keep the built-in rules (default true); a rule of the same name replaces one.
     defaults: Option<bool>,
     #[serde(default)]
@@ -233,6 +235,12 @@ fn alerts(section: AlertsSection) -> anyhow::Result<AlertConfig> {
             bail!("alerts.webhook_url: {url:?} must be an http:// or https:// URL");
         }
         config.webhook_url = Some(url);
+    }
+    if let Some(path) = section.webhook_ca_file {
+        if config.webhook_url.is_none() {
+            bail!("alerts.webhook_ca_file: set only with alerts.webhook_url");
+        }
+        config.webhook_ca_file = Some(path);
     }
     Ok(config)
 }
@@ -871,6 +879,10 @@ when_above = 0.0
             (
                 "[alerts]\nwebhook_url = \"ftp://x\"\n",
                 "alerts.webhook_url",
+            ),
+            (
+                "[alerts]\nwebhook_ca_file = \"ca.pem\"\n",
+                "alerts.webhook_ca_file",
             ),
         ] {
             let err = resolve(&args(), parse(text).unwrap()).unwrap_err();

@@ -60,6 +60,8 @@ pub enum StartError {
     Llm(#[from] crate::llm::LlmError),
     #[error("TLS (--tls-cert / --tls-key): {0}")]
     Tls(#[from] hive_tls::TlsError),
+    #[error("alerts.webhook_ca_file: {0}")]
+    WebhookCa(hive_tls::TlsError),
 }
 
 /// Commands that may wait for the actor before senders slow down.
@@ -152,7 +154,10 @@ impl Hub {
         let metrics = Arc::new(metrics);
         let events = Arc::new(Events::default());
         let alert_log = backend.alert_log().map_err(store_error)?;
-        let alerts = Arc::new(Alerts::new(&config.alerts, alert_log, events.clone()));
+        let alerts = Arc::new(
+            Alerts::new(&config.alerts, alert_log, events.clone())
+                .map_err(StartError::WebhookCa)?,
+        );
         let effects = Arc::new(Effects::new(
             connections.clone(),
             waiters.clone(),

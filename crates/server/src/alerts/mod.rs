@@ -26,6 +26,9 @@ pub struct AlertConfig {
     pub rules: Vec<Rule>,
     /// `http://` or `https://` URL the alert events are posted to.
     pub webhook_url: Option<String>,
+    /// For an `https://` webhook: trust the certificates in this PEM file besides the system's
+    /// (a receiver behind an internal CA).
+    pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AlertConfig {
@@ -33,6 +36,7 @@ impl Default for AlertConfig {
         AlertConfig {
             rules: rules::defaults(),
             webhook_url: None,
+            webhook_ca_file: None,
         }
     }
 }
@@ -55,8 +59,20 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub fn new(config: &AlertConfig, log: Arc<dyn AlertLog>, events: Arc<Events>) -> Alerts {
-        Alerts {
+    /// Fails only when the webhook's CA file cannot be read.
+    pub fn new(
+        config: &AlertConfig,
+        log: Arc<dyn AlertLog>,
+        events: Arc<Events>,
+    ) -> Result<Alerts, hive_tls::TlsError> {
+        let webhook = match &config.webhook_url {
+            Some(url) => Some(Webhook::spawn(
+                url.clone(),
+                hive_tls::client_config(config.webhook_ca_file.as_deref())?,
+            )),
+            None => None,
+        };
+        Ok(Alerts {
             states: Mutex::new(
                 config
                     .rules
@@ -70,9 +86,9 @@ impl Alerts {
             rules: config.rules.clone(),
             rss_by_minute: Mutex::default(),
             log,
-            webhook: config.webhook_url.clone().map(Webhook::spawn),
+            webhook,
             events,
-        }
+        })
     }
 
     /// Evaluates every rule against the latest snapshot (the last of `history`).

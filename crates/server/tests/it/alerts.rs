@@ -82,6 +82,7 @@ async fn an_alert_fires_reaches_the_webhook_after_a_failure_and_resolves() {
                 when: None,
             }],
             webhook_url: Some(hook),
+            webhook_ca_file: None,
         };
     })
     .await;

@@ -94,3 +94,113 @@ async fn a_hub_with_an_unreadable_certificate_does_not_start() {
     let refused = hive_server::Hub::start(config).await.err().unwrap();
     assert!(refused.to_string().contains("missing.pem"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_hub_with_an_unreadable_webhook_ca_file_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        hive_server::HubConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+    config.alerts.webhook_url = Some("https://127.0.0.1:9/hook".into());
+    config.alerts.webhook_ca_file = Some(dir.path().join("missing-ca.pem"));
+    let refused = hive_server::Hub::start(config).await.err().unwrap();
+    let text = refused.to_string();
+    assert!(
+        text.contains("alerts.webhook_ca_file") && text.contains("missing-ca.pem"),
+        "{text}"
+    );
+}
+
+/// An HTTPS receiver on 127.0.0.1 serving `cert`: each request's body goes to the channel and
+/// is answered 200 (one request per connection, as `connection: close` asks).
+async fn https_receiver(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = hive_tls::server_config(cert, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let (bodies, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, bodies) = (acceptor.clone(), bodies.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate fails here: nothing to answer.
+                let Ok(mut stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break request[end + 4..end + 4 + length].to_vec();
+                    }
+                };
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = stream.shutdown().await;
+                let _ = bodies.send(serde_json::from_slice(&body).unwrap());
+            });
+        }
+    });
+    (url, received)
+}
+
+/// An alert reaches an `https://` webhook whose certificate only `alerts.webhook_ca_file`
+/// vouches for.
+#[tokio::test]
+async fn an_alert_reaches_an_https_webhook_trusted_through_its_ca_file() {
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(pki.path());
+    let (hook, mut received) = https_receiver(&cert, &key).await;
+    let t = start_hub_with(|c| {
+        c.metrics_interval = std::time::Duration::from_millis(100);
+        c.alerts = hive_server::alerts::AlertConfig {
+            rules: vec![hive_server::alerts::rules::Rule {
+                name: "backlog".into(),
+                metric: hive_server::alerts::rules::Metric::QueuedTasks,
+                direction: hive_server::alerts::rules::Direction::Above,
+                threshold: 0.0,
+                clear: 0.0,
+                for_ms: 0,
+                severity: "warning".into(),
+                when: None,
+            }],
+            webhook_url: Some(hook),
+            webhook_ca_file: Some(cert.clone()),
+        };
+    })
+    .await;
+    t.client.submit(&NewTask::new("nobody")).await.unwrap();
+    let body = tokio::time::timeout(std::time::Duration::from_secs(20), received.recv())
+        .await
+        .expect("the webhook is called (bounded against hanging)")
+        .unwrap();
+    assert_eq!(body["rule"], "backlog");
+    assert_eq!(body["state"], "firing");
+}
