@@ -424,3 +424,46 @@ async fn the_agent_list_is_paged() {
     assert_eq!(status, 400);
     assert_eq!(error["error"]["field"], "limit");
 }
+
+/// A worker that takes assignments and never reads them: once its socket's buffers are full the
+/// hub's writes to it block, and past the write timeout (10 s) the hub lets go of it instead of
+/// holding its frames for ever.
+#[tokio::test]
+async fn a_worker_that_stops_reading_is_let_go() {
+    let t = start_hub().await;
+    let _socket = agent(
+        &t,
+        serde_json::json!({"type": "hello", "name": "deaf", "capabilities": ["big"], "slots": 64}),
+    )
+    .await;
+    let deaf = eventually(
+        "the worker is registered",
+        Duration::from_secs(10),
+        || async {
+            let agents = t.client.agents().await.unwrap();
+            agents.into_iter().find(|a| a.name == "deaf")
+        },
+    )
+    .await;
+    // 64 payloads of about 1 MB: far more than loopback's socket buffers hold.
+    let text = "x".repeat(1_000_000);
+    for _ in 0..64 {
+        t.client
+            .submit(&hive_proto::api::NewTask {
+                payload: Some(hive_proto::RawValue::from_string(format!("\"{text}\"")).unwrap()),
+                ..hive_proto::api::NewTask::new("big")
+            })
+            .await
+            .unwrap();
+    }
+    // Bounded against hanging: the write timeout plus room for a slow machine.
+    eventually(
+        "the hub lets go of the worker",
+        Duration::from_secs(60),
+        || async {
+            let agent = t.client.agent(&deaf.id).await.unwrap();
+            (agent.state == hive_proto::api::AgentState::Offline).then_some(())
+        },
+    )
+    .await;
+}
