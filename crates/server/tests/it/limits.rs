@@ -320,29 +320,51 @@ async fn a_worker_flooding_invalid_frames_is_closed_with_1008() {
     assert_eq!(u16::from(close.unwrap().code), 1008);
 }
 
+/// At a configured limit and at the default one (`server.max_body_bytes`, 32 MiB: above
+/// tungstenite's own 16 MiB default, which reset the connection without a word).
 #[tokio::test]
 async fn a_frame_over_the_limit_is_answered_with_close_code_1009() {
     use futures_util::SinkExt;
-    let t = start_hub_with(|c| c.max_body_bytes = 64 * 1024).await;
-    let mut socket = agent(
-        &t,
-        serde_json::json!({"type": "hello", "name": "w", "capabilities": ["x"]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut socket).await["type"], "welcome");
-    let _ = socket
-        .send(Message::Text("x".repeat(100 * 1024).into()))
+    let default =
+        hive_server::HubConfig::new("127.0.0.1:0".parse().unwrap(), "unused".into()).max_body_bytes;
+    assert_eq!(
+        default,
+        32 * 1024 * 1024,
+        "docs/security.md names this default"
+    );
+    for (limit, sent) in [(Some(64 * 1024), 100 * 1024), (None, default + 1)] {
+        let t = start_hub_with(|c| {
+            if let Some(limit) = limit {
+                c.max_body_bytes = limit;
+            }
+        })
         .await;
-    let mut saw_error = false;
-    let close = loop {
-        match next_frame(&mut socket).await {
-            Message::Close(frame) => break frame,
-            Message::Text(text) => saw_error |= text.contains("frame_too_large"),
-            _ => continue,
+        let mut socket = agent(
+            &t,
+            serde_json::json!({"type": "hello", "name": "w", "capabilities": ["x"]}),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await["type"], "welcome");
+        if limit.is_none() {
+            // One frame of 20 MiB, under the limit and over the library's default: read and
+            // answered as the bad message it is, the connection kept.
+            let _ = socket
+                .send(Message::Text("x".repeat(20 << 20).into()))
+                .await;
+            assert_eq!(next_json(&mut socket).await["code"], "invalid_message");
         }
-    };
-    assert!(saw_error, "an error frame says why");
-    assert_eq!(u16::from(close.unwrap().code), 1009);
+        let _ = socket.send(Message::Text("x".repeat(sent).into())).await;
+        let mut saw_error = false;
+        let close = loop {
+            match next_frame(&mut socket).await {
+                Message::Close(frame) => break frame,
+                Message::Text(text) => saw_error |= text.contains("frame_too_large"),
+                _ => continue,
+            }
+        };
+        assert!(saw_error, "an error frame says why ({sent} bytes)");
+        assert_eq!(u16::from(close.unwrap().code), 1009, "{sent} bytes");
+    }
 }
 
 #[tokio::test]
