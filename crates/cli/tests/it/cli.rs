@@ -478,3 +478,49 @@ async fn bench_overload_offers_shares_of_the_measured_capacity_and_loses_nothing
         assert!(step["generator_wait_ms"]["p99"].is_number(), "{step}");
     }
 }
+
+/// The soft and hard limits on open files of process `pid`, from /proc.
+fn open_file_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// A hub started under a low soft limit on open files raises it to the hard limit, so that its
+/// connection bound (docs/security.md) is not the shell's default of 1,024.
+#[tokio::test]
+async fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {
+    let (_, hard) = open_file_limits("self");
+    if hard <= 512 {
+        eprintln!("skipped: the hard limit here is {hard}, no room to start lower");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = tokio::process::Command::new("sh")
+        .args(["-c", r#"ulimit -Sn 512 && exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_hive"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("HIVE_LOG", "warn")
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hub = HubProcess::ready(child, port).await;
+    let pid = hub.child.id().unwrap().to_string();
+    assert_eq!(open_file_limits(&pid), (hard, hard));
+    assert!(hub.terminate().await.success());
+}

@@ -47,6 +47,11 @@ impl HubProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("hive serve starts");
+        HubProcess::ready(child, port).await
+    }
+
+    /// Waits until the hub `child` started on `port` answers.
+    pub async fn ready(child: Child, port: u16) -> HubProcess {
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest_lite(&url);
         for _ in 0..300 {
