@@ -4,7 +4,8 @@
 //!   the connection's IO, which an upgrade carries along). Past the bound a connection is still
 //!   accepted, answered `503` with `Retry-After` in one write, and closed, so clients learn at once
 //!   instead of timing out; the hub keeps file descriptors in reserve for that, for its store and
-//!   for its workers' command pipes ([`raise_fd_limit`]).
+//!   for its workers' command pipes ([`raise_fd_limit`]). On a TLS port the refusal follows the
+//!   handshake (a plain answer would only fail it), within the same second.
 //! - **Request headers must arrive within `header_read_timeout`** (hyper's timer): a slowloris
 //!   client sending a byte a second, or an idle keep-alive connection, is closed.
 //! - A failed `accept` (out of descriptors after all) is retried after a short pause, not the
@@ -116,8 +117,9 @@ pub async fn serve(
             metrics.add(Count::ConnectionsRefused, 1);
             // Refusals are bounded too: past the bound a connection is just closed.
             if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    refuse(stream).await;
+                    refuse(stream, tls).await;
                     drop(refusing);
                 });
             }
@@ -195,19 +197,27 @@ async fn serve_connection<S>(
 /// Refusals answered at once; each holds a descriptor for up to a second (within the reserve).
 const MAX_REFUSALS: usize = 64;
 
-/// Answers a connection over the bound and closes it. The request is read (briefly) before the
-/// close: closing with unread bytes makes the kernel reset the connection, which can destroy the
-/// answer before the client reads it.
-async fn refuse(mut stream: TcpStream) {
-    use tokio::io::AsyncReadExt;
+/// Answers a connection over the bound and closes it, all within a second: on a TLS port after
+/// the handshake, so that the client can read the answer. The request is read (briefly) before
+/// the close: closing with unread bytes makes the kernel reset the connection, which can destroy
+/// the answer before the client reads it.
+async fn refuse(stream: TcpStream, tls: Option<TlsAcceptor>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(REFUSAL).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, io::Error>(())
+        match tls {
+            None => answer_and_close(stream).await,
+            Some(tls) => answer_and_close(tls.accept(stream).await?).await,
+        }
     })
     .await;
+}
+
+async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    stream.write_all(REFUSAL).await?;
+    stream.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
 }
 
 /// A connection's socket, holding its place under the bound for as long as it is open.

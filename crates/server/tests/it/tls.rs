@@ -204,3 +204,33 @@ async fn an_alert_reaches_an_https_webhook_trusted_through_its_ca_file() {
     assert_eq!(body["rule"], "backlog");
     assert_eq!(body["state"], "firing");
 }
+
+/// Past `limits.max_connections` a TLS client is answered like a plain one (503,
+/// `too_many_connections`, `Retry-After`), after the handshake, so it can read the answer.
+#[tokio::test]
+async fn a_tls_connection_over_the_bound_reads_a_503_it_can_act_on() {
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(pki.path());
+    let t = start_hub_with(|c| {
+        c.connections.max_connections = 2;
+        c.tls = Some(hive_server::TlsFiles {
+            cert: cert.clone(),
+            key,
+        })
+    })
+    .await;
+    let addr = t.hub.addr();
+    let _first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let https = format!("https://127.0.0.1:{}", addr.port());
+    let client = HubClient::with_ca_file(&https, Some(&cert))
+        .unwrap()
+        .with_busy_budget(std::time::Duration::ZERO);
+    match client.status().await {
+        Err(hive_client::ClientError::Api { status, code, .. }) => {
+            assert_eq!(status.as_u16(), 503);
+            assert_eq!(code, "too_many_connections");
+        }
+        other => panic!("expected a 503 over TLS, got {other:?}"),
+    }
+}
