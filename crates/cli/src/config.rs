@@ -237,8 +237,12 @@ fn alerts(section: AlertsSection) -> anyhow::Result<AlertConfig> {
         config.webhook_url = Some(url);
     }
     if let Some(path) = section.webhook_ca_file {
-        if config.webhook_url.is_none() {
-            bail!("alerts.webhook_ca_file: set only with alerts.webhook_url");
+        if !config
+            .webhook_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+        {
+            bail!("alerts.webhook_ca_file: set only with an https:// alerts.webhook_url");
         }
         config.webhook_ca_file = Some(path);
     }
@@ -882,6 +886,10 @@ when_above = 0.0
             ),
             (
                 "[alerts]\nwebhook_ca_file = \"ca.pem\"\n",
+                "alerts.webhook_ca_file",
+            ),
+            (
+                "[alerts]\nwebhook_url = \"http://127.0.0.1:9/hook\"\nwebhook_ca_file = \"ca.pem\"\n",
                 "alerts.webhook_ca_file",
             ),
         ] {

@@ -24,6 +24,9 @@ pub enum ClientError {
     Decode { status: StatusCode, detail: String },
 }
 
+/// How long an idle connection is kept for the next call: half the hub's default header time.
+const IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct HubClient {
     base: String,
@@ -103,6 +106,10 @@ impl HubClient {
     fn with_tls_config(base: &str, tls: rustls::ClientConfig) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            // The hub closes a keep-alive connection idle for its header time (10 s by default,
+            // `limits.header_read_timeout_ms`): a request sent on one as it closes fails with an
+            // incomplete message (seen after a 10 s `Retry-After`). Let go of idle ones sooner.
+            .pool_idle_timeout(IDLE_CONNECTION_KEPT)
             .tls_backend_preconfigured(tls)
             .build()
             .expect("an HTTP client builds");

@@ -494,7 +494,8 @@ fn open_file_limits(pid: &str) -> (u64, u64) {
 }
 
 /// A hub started under a low soft limit on open files raises it to the hard limit, so that its
-/// connection bound (docs/security.md) is not the shell's default of 1,024.
+/// connection bound (docs/security.md) is not the shell's default of 1,024; with
+/// `limits.max_connections` set too, since a set bound may be above the soft limit.
 #[tokio::test]
 async fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {
     let (_, hard) = open_file_limits("self");
@@ -503,24 +504,33 @@ async fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = tokio::process::Command::new("sh")
-        .args(["-c", r#"ulimit -Sn 512 && exec "$0" "$@""#])
-        .arg(env!("CARGO_BIN_EXE_hive"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("HIVE_LOG", "warn")
-        .kill_on_drop(true)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let hub = HubProcess::ready(child, port).await;
-    let pid = hub.child.id().unwrap().to_string();
-    assert_eq!(open_file_limits(&pid), (hard, hard));
-    assert!(hub.terminate().await.success());
+    let config = dir.path().join("hive.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 100\n").unwrap();
+    for more in [
+        vec![],
+        vec!["--config".to_string(), config.display().to_string()],
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", r#"ulimit -Sn 512 && exec "$0" "$@""#])
+            .arg(env!("CARGO_BIN_EXE_hive"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .args(&more)
+            .env("HIVE_LOG", "warn")
+            .kill_on_drop(true)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hub = HubProcess::ready(child, port).await;
+        let pid = hub.child.id().unwrap().to_string();
+        assert_eq!(open_file_limits(&pid), (hard, hard), "serve {more:?}");
+        assert!(hub.terminate().await.success());
+    }
 }

@@ -115,7 +115,10 @@ async fn a_task_running_through_a_kill_9_is_re_attached_not_run_again() {
         })
         .await
         .unwrap();
-    assert_eq!(started_rx.recv().await, Some(1), "the first attempt runs");
+    let first = tokio::time::timeout(Duration::from_secs(30), started_rx.recv())
+        .await
+        .expect("the task is assigned (bounded against hanging)");
+    assert_eq!(first, Some(1), "the first attempt runs");
 
     hub.kill_9().await;
     let hub = HubProcess::start(dir.path(), port).await;
@@ -143,6 +146,8 @@ async fn a_task_running_through_a_kill_9_is_re_attached_not_run_again() {
         "the task was not offered again"
     );
     drop(stop);
-    let _ = worker.await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker stops (bounded against hanging)");
     assert!(hub.terminate().await.success());
 }

@@ -298,8 +298,9 @@ async fn a_token_over_its_rate_limit_is_answered_429_with_retry_after() {
 async fn the_rust_client_waits_out_a_429_as_retry_after_asks() {
     let t = start_hub_with(|c| {
         c.auth.enabled = true;
-        // A burst of one, then one request per two seconds.
-        c.auth.rate_limits.by_token = vec![("patient".into(), 0.5)];
+        // A burst of one, then one request per ten seconds: the impatient second call finds the
+        // bucket empty however slow this machine is, and the patient one waits inside its 30 s.
+        c.auth.rate_limits.by_token = vec![("patient".into(), 0.1)];
     })
     .await;
     let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
@@ -325,7 +326,7 @@ async fn the_rust_client_waits_out_a_429_as_retry_after_asks() {
         }
         other => panic!("expected a 429, got {other:?}"),
     }
-    // The bucket is still empty; the patient client is told to wait about two seconds, does, and
+    // The bucket is still empty; the patient client is told to wait about ten seconds, does, and
     // is served.
     patient
         .status()

@@ -452,7 +452,9 @@ async fn the_agent_list_is_paged() {
 /// holding its frames for ever.
 #[tokio::test]
 async fn a_worker_that_stops_reading_is_let_go() {
-    let t = start_hub().await;
+    // Heartbeats would end the silent worker too (after 15 s by default): only the write timeout
+    // may end it within the test's bound.
+    let t = start_hub_with(|c| c.scheduler.heartbeat_timeout_ms = 600_000).await;
     let _socket = agent(
         &t,
         serde_json::json!({"type": "hello", "name": "deaf", "capabilities": ["big"], "slots": 64}),

@@ -69,16 +69,23 @@ async fn the_api_the_websockets_and_a_worker_run_over_tls() {
     let done = finished(&client, &task.id).await;
     assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(done.result.unwrap().get(), "\"sealed\"");
-    // Its status changes came over the wss:// stream, up to the end.
-    loop {
-        let frame = next_json(&mut events).await;
-        let ended = frame["events"].as_array().into_iter().flatten().any(|e| {
-            e["type"] == "task" && e["task_id"] == task.id.as_str() && e["status"] == "succeeded"
-        });
-        if ended {
-            break;
+    // Its status changes came over the wss:// stream, up to the end (bounded against hanging).
+    let ended = async {
+        loop {
+            let frame = next_json(&mut events).await;
+            let ended = frame["events"].as_array().into_iter().flatten().any(|e| {
+                e["type"] == "task"
+                    && e["task_id"] == task.id.as_str()
+                    && e["status"] == "succeeded"
+            });
+            if ended {
+                break;
+            }
         }
-    }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), ended)
+        .await
+        .expect("the task's end came over wss://");
     worker.abort();
 }
 
@@ -206,7 +213,7 @@ async fn an_alert_reaches_an_https_webhook_trusted_through_its_ca_file() {
 }
 
 /// Past `limits.max_connections` a TLS client is answered like a plain one (503,
-/// `too_many_connections`, `Retry-After`), after the handshake, so it can read the answer.
+/// `too_many_connections`), after the handshake, so it can read the answer.
 #[tokio::test]
 async fn a_tls_connection_over_the_bound_reads_a_503_it_can_act_on() {
     let pki = tempfile::tempdir().unwrap();
