@@ -124,28 +124,8 @@ pub fn agent_json(agent: &hive_core::AgentSnapshot) -> (String, String) {
 /// Name -> value pairs as one JSON object, sorted by name, the last of equal names kept: what
 /// collecting them into a `serde_json::Map` and printing it wrote.
 fn object<'a, V: serde::Serialize>(entries: impl Iterator<Item = (&'a str, V)>) -> String {
-    struct Entries<'a, V>(Vec<(&'a str, V)>);
-    impl<V: serde::Serialize> serde::Serialize for Entries<'_, V> {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::SerializeMap;
-            let mut map = serializer.serialize_map(Some(self.0.len()))?;
-            for (name, value) in &self.0 {
-                map.serialize_entry(name, value)?;
-            }
-            map.end()
-        }
-    }
-    let mut sorted: Vec<(&str, V)> = entries.collect();
-    // Stable: equal names keep their order, and the later one's value is kept.
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    sorted.dedup_by(|later, kept| {
-        let same = later.0 == kept.0;
-        if same {
-            std::mem::swap(later, kept);
-        }
-        same
-    });
-    serde_json::to_string(&Entries(sorted)).expect("names and numbers serialise")
+    let sorted: std::collections::BTreeMap<&str, V> = entries.collect();
+    serde_json::to_string(&sorted).expect("names and numbers serialise")
 }
 
 #[cfg(test)]

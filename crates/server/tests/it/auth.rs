@@ -13,7 +13,19 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::util::*;
 
 async fn start_with_auth() -> (TestHub, HubClient) {
-    let t = start_hub_with(|c| c.auth.enabled = true).await;
+    start_with_auth_and(|_| {}).await
+}
+
+/// A hub with authentication on, configured further by `adjust`, and a client with its admin
+/// token.
+async fn start_with_auth_and(
+    adjust: impl FnOnce(&mut hive_server::HubConfig),
+) -> (TestHub, HubClient) {
+    let t = start_hub_with(|c| {
+        c.auth.enabled = true;
+        adjust(c);
+    })
+    .await;
     let file = t.dir.path().join("admin.token");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(
@@ -255,14 +267,11 @@ async fn ws_refused(url: &str, path: &str) -> bool {
 
 #[tokio::test]
 async fn a_token_over_its_rate_limit_is_answered_429_with_retry_after() {
-    let t = start_hub_with(|c| {
-        c.auth.enabled = true;
+    let (t, admin) = start_with_auth_and(|c| {
         // One request per 100 s: a burst of one, then refused however slow this machine is.
         c.auth.rate_limits.by_token = vec![("limited".into(), 0.01)];
     })
     .await;
-    let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
-    let admin = HubClient::new(&t.url).with_token(Some(admin_token.trim().into()));
     let token = admin
         .create_token(&new_token("limited", "read"))
         .await
@@ -296,15 +305,12 @@ async fn a_token_over_its_rate_limit_is_answered_429_with_retry_after() {
 /// call; with no budget it returns the refusal at once.
 #[tokio::test]
 async fn the_rust_client_waits_out_a_429_as_retry_after_asks() {
-    let t = start_hub_with(|c| {
-        c.auth.enabled = true;
+    let (t, admin) = start_with_auth_and(|c| {
         // A burst of one, then one request per ten seconds: the impatient second call finds the
         // bucket empty however slow this machine is, and the patient one waits inside its 30 s.
         c.auth.rate_limits.by_token = vec![("patient".into(), 0.1)];
     })
     .await;
-    let admin_token = std::fs::read_to_string(t.dir.path().join("admin.token")).unwrap();
-    let admin = HubClient::new(&t.url).with_token(Some(admin_token.trim().into()));
     let token = admin
         .create_token(&new_token("patient", "read"))
         .await
