@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hive_core::{AgentId, AgentSpec, Capability, Report, TaskId};
-use hive_proto::protocol::Assignment;
+use hive_proto::protocol::{Assignment, Progress};
 use tokio::task::JoinHandle;
 
 use crate::local_agent::{self, HubStopped, LocalAgent, Work};
@@ -25,7 +25,16 @@ pub enum Stopped {
     Cancelled,
 }
 
-type Executor = fn(&str, &AtomicBool) -> Result<String, Stopped>;
+/// What a running job looks at and tells.
+pub struct Job<'a> {
+    /// Set when the attempt is cancelled or the hub stops; a job looks every millisecond or so.
+    pub cancelled: &'a AtomicBool,
+    /// Reports the fraction done (0.0-1.0) as the attempt's progress (docs/protocol.md,
+    /// "progress"); a job calls it at most once a second or so.
+    pub progress: &'a dyn Fn(f64),
+}
+
+type Executor = fn(&str, &Job) -> Result<String, Stopped>;
 
 const EXECUTORS: [(&str, Executor); 1] = [(sha256::CAPABILITY, sha256::run)];
 
@@ -125,14 +134,29 @@ fn dispatch(state: &AppState, agent: AgentId, pool: &CpuPool, jobs: &Arc<Jobs>, 
         .map(|(_, run)| *run);
     let cancelled = Arc::new(AtomicBool::new(false));
     lock(&jobs.running).insert((id, attempt), cancelled.clone());
-    let (commands, jobs) = (state.commands.clone(), jobs.clone());
+    let (state, jobs) = (state.clone(), jobs.clone());
     pool.spawn(move || {
         let report = if jobs.stopping.load(Ordering::Relaxed) {
             // Queued behind others when the hub began to stop: never begun.
             Some(Report::Released)
         } else {
+            let progress = |fraction: f64| {
+                let progress = Progress {
+                    task_id: task.task_id.clone(),
+                    attempt,
+                    fraction: Some(fraction),
+                    message: None,
+                    output: None,
+                };
+                // Nothing in it can be too large.
+                let _ = crate::progress::pass_on(&state, agent, progress);
+            };
+            let job = Job {
+                cancelled: &cancelled,
+                progress: &progress,
+            };
             let outcome = match executor {
-                Some(run) => run(task.payload.get(), &cancelled),
+                Some(run) => run(task.payload.get(), &job),
                 None => Err(Stopped::BadPayload(format!(
                     "no built-in executor for capability {:?}",
                     task.capability
@@ -153,7 +177,9 @@ fn dispatch(state: &AppState, agent: AgentId, pool: &CpuPool, jobs: &Arc<Jobs>, 
         };
         if let Some(report) = report {
             // A plain thread, not the runtime: blocking here is what it is for.
-            let _ = commands.blocking_send(local_agent::report(agent, id, attempt, report));
+            let _ = state
+                .commands
+                .blocking_send(local_agent::report(agent, id, attempt, report));
         }
         // Only after its report: an agent leaving counts on every report being sent once no
         // job is left.

@@ -2,19 +2,25 @@
 //! `{"data": "<text>", "rounds": N}`: the first round hashes `data`, each later round hashes the
 //! previous digest (32 bytes). The output is `{"sha256": "<hex of the last digest>", "rounds": N}`.
 //! Useful for proofs of work, for checking a hub, and for loading its CPU pool on purpose.
+//!
+//! A long job reports its progress (the fraction of rounds done): first after [`CHECK_EVERY`]
+//! rounds, so that a short one sends none, then at most once per [`PROGRESS_EVERY`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::Stopped;
+use super::{Job, Stopped};
 
 pub const CAPABILITY: &str = "hive.sha256";
 pub const MAX_ROUNDS: u64 = 100_000_000;
 
-/// How many rounds run between two looks at the cancel flag.
-const CHECK_EVERY: u64 = 4096;
+/// How many rounds run between two looks at the cancel flag and the clock (about a millisecond).
+pub const CHECK_EVERY: u64 = 4096;
+/// The least time between two progress reports of a job.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +35,7 @@ fn one() -> u64 {
 }
 
 /// Runs one job: the output JSON.
-pub fn run(payload: &str, cancelled: &AtomicBool) -> Result<String, Stopped> {
+pub fn run(payload: &str, job: &Job) -> Result<String, Stopped> {
     let input: Input = serde_json::from_str(payload).map_err(|e| {
         Stopped::BadPayload(format!(
             "payload: {e}; expected {{\"data\": string, \"rounds\": 1-{MAX_ROUNDS}}}"
@@ -41,9 +47,16 @@ pub fn run(payload: &str, cancelled: &AtomicBool) -> Result<String, Stopped> {
         )));
     }
     let mut digest = Sha256::digest(input.data.as_bytes());
+    let mut reported: Option<Instant> = None;
     for round in 1..input.rounds {
-        if round.is_multiple_of(CHECK_EVERY) && cancelled.load(Ordering::Relaxed) {
-            return Err(Stopped::Cancelled);
+        if round.is_multiple_of(CHECK_EVERY) {
+            if job.cancelled.load(Ordering::Relaxed) {
+                return Err(Stopped::Cancelled);
+            }
+            if reported.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                (job.progress)(round as f64 / input.rounds as f64);
+                reported = Some(Instant::now());
+            }
         }
         digest = Sha256::digest(digest);
     }
@@ -54,10 +67,20 @@ pub fn run(payload: &str, cancelled: &AtomicBool) -> Result<String, Stopped> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::sync::atomic::AtomicBool;
+
+    fn job<'a>(cancelled: &'a AtomicBool, progress: &'a dyn Fn(f64)) -> Job<'a> {
+        Job {
+            cancelled,
+            progress,
+        }
+    }
 
     #[test]
     fn one_round_is_the_standard_digest_and_rounds_chain() {
         let go = AtomicBool::new(false);
+        let go = job(&go, &|_| {});
         // FIPS 180-2's example.
         assert_eq!(
             run(r#"{"data":"abc"}"#, &go).unwrap(),
@@ -72,6 +95,7 @@ mod tests {
     #[test]
     fn bad_payloads_name_the_field_and_cancel_stops_the_work() {
         let go = AtomicBool::new(false);
+        let go = job(&go, &|_| {});
         for (payload, field) in [
             (r#"{"data":"x","rounds":0}"#, "payload.rounds"),
             (r#"{"rounds":3}"#, "data"),
@@ -85,8 +109,19 @@ mod tests {
         }
         let stop = AtomicBool::new(true);
         assert_eq!(
-            run(r#"{"data":"x","rounds":100000}"#, &stop),
+            run(r#"{"data":"x","rounds":100000}"#, &job(&stop, &|_| {})),
             Err(Stopped::Cancelled)
         );
+    }
+
+    #[test]
+    fn a_long_job_reports_progress_and_a_short_one_does_not() {
+        let go = AtomicBool::new(false);
+        let seen = RefCell::new(Vec::new());
+        let record = |fraction: f64| seen.borrow_mut().push(fraction);
+        run(r#"{"data":"x","rounds":4096}"#, &job(&go, &record)).unwrap();
+        assert_eq!(*seen.borrow(), Vec::<f64>::new());
+        run(r#"{"data":"x","rounds":8192}"#, &job(&go, &record)).unwrap();
+        assert_eq!(*seen.borrow(), vec![0.5]);
     }
 }

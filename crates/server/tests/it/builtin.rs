@@ -97,21 +97,33 @@ async fn a_stopping_hub_fails_the_running_digest_and_releases_the_queued_one() {
         backoff_ms: Some(1),
         ..sha_task(data, hive_server::builtin::sha256::MAX_ROUNDS)
     };
-    let running = t.client.submit(&long("running")).await.unwrap().id;
-    let queued = t.client.submit(&long("queued")).await.unwrap().id;
-    eventually("both digests assigned", Duration::from_secs(10), || async {
+    let first = t.client.submit(&long("first")).await.unwrap().id;
+    let second = t.client.submit(&long("second")).await.unwrap().id;
+    // Both assigned, and one begun on the pool's thread (its first progress report): the pool's
+    // thread runs at the lowest priority, so on a busy machine it may not have begun by the time
+    // both are assigned, and a job not begun when the hub stops is given back unstarted.
+    let (running, queued) = eventually("one digest begun", Duration::from_secs(30), || async {
         let agents = t.client.agents().await.ok()?;
-        (agents[0].running == 2).then_some(())
+        if agents[0].running != 2 {
+            return None;
+        }
+        let first_begun = t.client.task(&first).await.ok()?.progress.is_some();
+        let second_begun = t.client.task(&second).await.ok()?.progress.is_some();
+        match (first_begun, second_begun) {
+            (true, false) => Some((first.clone(), second.clone())),
+            (false, true) => Some((second.clone(), first.clone())),
+            _ => None,
+        }
     })
     .await;
 
     let t = restart_with(t, |c| c.builtin_threads = 1).await;
     // Ended before the restart, as recorded; the retries that follow do not matter here.
-    let first = |task: hive_proto::api::Task| task.attempts[0].clone();
-    let stopped = first(t.client.task(&running).await.unwrap());
+    let first_attempt = |task: hive_proto::api::Task| task.attempts[0].clone();
+    let stopped = first_attempt(t.client.task(&running).await.unwrap());
     assert_eq!(stopped.outcome, Some(AttemptOutcome::Failed));
     assert!(stopped.error.unwrap().contains("the hub shut down"));
-    let released = first(t.client.task(&queued).await.unwrap());
+    let released = first_attempt(t.client.task(&queued).await.unwrap());
     assert_eq!(released.outcome, Some(AttemptOutcome::Released));
     for id in [running, queued] {
         t.client.cancel(&id).await.unwrap();
