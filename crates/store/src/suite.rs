@@ -298,6 +298,24 @@ pub fn listing_pages_newest_first_and_filters(b: impl Backend) {
         })
         .unwrap();
     assert_eq!(next.len(), 3);
+    // A cursor the store does not hold (a client may make one up): the tasks older than it.
+    writer.apply(&[&[created(7)]]).unwrap();
+    for (cursor, expected) in [
+        (6, vec![5, 4, 3, 2, 1]),
+        (100, vec![7, 5, 4, 3, 2, 1]),
+        (0, vec![]),
+    ] {
+        let page = reader
+            .list_tasks(&TaskFilter {
+                limit: 10,
+                before: Some(TaskId(Uuid::from_u128(cursor))),
+                ..Default::default()
+            })
+            .unwrap();
+        let ids: Vec<_> = page.iter().map(|t| t.spec.id).collect();
+        let expected: Vec<_> = expected.into_iter().map(|n| spec(n).id).collect();
+        assert_eq!(ids, expected, "cursor {cursor}");
+    }
     let queued = reader
         .list_tasks(&TaskFilter {
             limit: 10,
@@ -308,9 +326,9 @@ pub fn listing_pages_newest_first_and_filters(b: impl Backend) {
     assert!(queued.is_empty());
     assert_eq!(
         reader.count_by_status().unwrap(),
-        vec![(TaskStatus::Waiting, 5)]
+        vec![(TaskStatus::Waiting, 6)]
     );
-    assert_eq!(reader.load_active().unwrap().len(), 5);
+    assert_eq!(reader.load_active().unwrap().len(), 6);
 }
 
 pub fn reopening_keeps_data_and_does_not_migrate_twice(b: impl Backend) {

@@ -89,6 +89,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         14,
         include_str!("../../migrations/postgres/0014_task_seq.sql"),
     ),
+    (
+        15,
+        include_str!("../../migrations/postgres/0015_index_by_seq.sql"),
+    ),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.

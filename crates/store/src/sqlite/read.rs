@@ -245,8 +245,8 @@ pub(super) fn list_query(filter: &TaskFilter) -> (String, Vec<Box<dyn rusqlite::
         sql.push_str(" AND status = ?");
         // The term that lets SQLite use the partial index holding this status (the index's own
         // condition, word for word: migrations/0011_finished.sql). Succeeded tasks, in no
-        // status index, are found walking the id index newest first, where they are most of
-        // the rows.
+        // status index, are found walking the table newest first, where they are most of the
+        // rows.
         sql.push_str(match s {
             TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Running => {
                 " AND finished_at IS NULL"
@@ -261,10 +261,16 @@ pub(super) fn list_query(filter: &TaskFilter) -> (String, Vec<Box<dyn rusqlite::
         args.push(Box::new(c.clone()));
     }
     if let Some(before) = filter.before {
-        sql.push_str(" AND id < ?");
+        // Listings walk `seq` (migrations/0015_index_by_seq.sql): the cursor's own `seq`, or,
+        // for an id the store does not hold, just past the nearest older task's.
+        sql.push_str(
+            " AND seq < COALESCE((SELECT seq FROM tasks WHERE id = ?),
+                (SELECT seq + 1 FROM tasks WHERE id < ? ORDER BY id DESC LIMIT 1), 0)",
+        );
+        args.push(Box::new(before.as_bytes().to_vec()));
         args.push(Box::new(before.as_bytes().to_vec()));
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
     args.push(Box::new(filter.limit as i64));
     (sql, args)
 }
@@ -379,7 +385,7 @@ impl TaskReader for SqliteReader {
         self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {TASK_COLUMNS} FROM tasks
-                 WHERE finished_at IS NULL ORDER BY id"
+                 WHERE finished_at IS NULL ORDER BY seq"
             );
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query([])?;

@@ -128,8 +128,10 @@ fn the_wal_stays_bounded_under_commits_that_never_pause() {
 }
 
 /// Listing by a status walks the partial index that holds it, newest first, without sorting;
-/// only succeeded tasks (most rows, in no status index) walk all tasks by id. A plan that scanned the whole
-/// table for failed tasks would be correct and slow, so the suite's results cannot catch it.
+/// only succeeded tasks (most rows, in no status index) walk the whole table, newest first. A
+/// plan that scanned the whole table for failed tasks would be correct and slow, so the suite's
+/// results cannot catch it. A capability's listing after a cursor walks the capability's index
+/// from the cursor on.
 #[test]
 fn listing_by_status_reads_the_index_that_holds_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,13 +159,28 @@ fn listing_by_status_reads_the_index_that_holds_it() {
         };
         match index {
             Some(index) => assert!(plan.contains(index), "{status:?}: {plan}"),
-            None => assert!(
-                plan.starts_with("SCAN tasks USING INDEX tasks_by_id"),
-                "{status:?}: {plan}"
-            ),
+            None => assert!(plan == "SCAN tasks", "{status:?}: {plan}"),
         }
         assert!(!plan.contains("TEMP B-TREE"), "{status:?} sorts: {plan}");
     }
+    let (sql, args) = super::read::list_query(&crate::TaskFilter {
+        limit: 10,
+        capability: Some("work".into()),
+        before: Some(hive_core::TaskId(uuid::Uuid::from_u128(7))),
+        ..Default::default()
+    });
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let plan: Vec<String> = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), |row| row.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let plan = plan.join("; ");
+    assert!(
+        plan.starts_with("SEARCH tasks USING INDEX tasks_by_capability (capability=? AND rowid<?)"),
+        "{plan}"
+    );
+    assert!(!plan.contains("TEMP B-TREE"), "sorts: {plan}");
 }
 
 /// A data directory written before tasks recorded their end (schema version 10) gets each ended

@@ -1,0 +1,3 @@
+-- The SQLite store's task indexes end in its integer key (../0015_index_by_seq.sql).
+-- PostgreSQL's tables are unchanged; this version exists so that both stores count their
+-- versions alike.
