@@ -7,7 +7,6 @@
 //! Only attempts started since the hub started are followed: one recovered after a restart (or
 //! after a failed commit rebuilt the scheduler) reports progress again from its next attempt.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use hive_core::{AgentId, Capability, Change, TaskId, Timestamp};
@@ -55,13 +54,20 @@ pub enum Refused {
     TooLarge(String),
 }
 
+/// The running attempts of each task that has any, by attempt: nearly always one (a consensus
+/// task runs several at once). Every attempt that starts passes through here whether or not its
+/// agent ever reports progress, so the map is a hash map with foldhash (ids the hub minted) and
+/// a task's attempts a short list: an ordered map of (task, attempt) cost about 2% of a batched
+/// task's instructions end to end (BENCHMARKS.md).
+type Running = foldhash::HashMap<TaskId, Vec<(u32, Watched)>>;
+
 #[derive(Default)]
 pub struct ProgressBoard {
-    running: Mutex<BTreeMap<(TaskId, u32), Watched>>,
+    running: Mutex<Running>,
 }
 
 impl ProgressBoard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(TaskId, u32), Watched>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -90,37 +96,36 @@ impl ProgressBoard {
                     started_at,
                     ..
                 } => {
-                    running.insert(
-                        (spec.id, *attempt),
-                        Watched {
-                            agent: *agent,
-                            capability: spec.capability.clone(),
-                            latest: None,
-                            tokens: BURST,
-                            refilled: *started_at,
-                        },
-                    );
+                    let watched = Watched {
+                        agent: *agent,
+                        capability: spec.capability.clone(),
+                        latest: None,
+                        tokens: BURST,
+                        refilled: *started_at,
+                    };
+                    let attempts = running.entry(spec.id).or_default();
+                    attempts.retain(|(n, _)| n != attempt);
+                    attempts.push((*attempt, watched));
                 }
                 Change::AttemptReattached {
                     task,
                     attempt,
                     agent,
                 } => {
-                    if let Some(entry) = running.get_mut(&(*task, *attempt)) {
+                    if let Some(entry) = find(&mut running, *task, *attempt) {
                         entry.agent = *agent;
                     }
                 }
                 Change::AttemptEnded { task, attempt, .. } => {
-                    running.remove(&(*task, *attempt));
+                    if let Some(attempts) = running.get_mut(task) {
+                        attempts.retain(|(n, _)| n != attempt);
+                        if attempts.is_empty() {
+                            running.remove(task);
+                        }
+                    }
                 }
                 Change::TaskFinished { task, .. } => {
-                    let ended: Vec<_> = running
-                        .range((*task, 0)..=(*task, u32::MAX))
-                        .map(|(key, _)| *key)
-                        .collect();
-                    for key in ended {
-                        running.remove(&key);
-                    }
+                    running.remove(task);
                 }
                 _ => {}
             }
@@ -151,8 +156,7 @@ impl ProgressBoard {
             )));
         }
         let mut running = self.lock();
-        let entry = running
-            .get_mut(&(task, progress.attempt))
+        let entry = find(&mut running, task, progress.attempt)
             .filter(|e| e.agent == agent)
             .ok_or(Refused::NotRunning)?;
         let elapsed_s = now.ms_since(entry.refilled) as f64 / 1000.0;
@@ -189,10 +193,19 @@ impl ProgressBoard {
     /// The latest progress of the task's newest running attempt that reported any.
     pub fn latest(&self, task: TaskId) -> Option<Latest> {
         self.lock()
-            .range((task, 0)..=(task, u32::MAX))
-            .rev()
-            .find_map(|(_, e)| e.latest.clone())
+            .get(&task)?
+            .iter()
+            .filter(|(_, e)| e.latest.is_some())
+            .max_by_key(|(n, _)| *n)
+            .and_then(|(_, e)| e.latest.clone())
     }
+}
+
+fn find(running: &mut Running, task: TaskId, attempt: u32) -> Option<&mut Watched> {
+    running
+        .get_mut(&task)?
+        .iter_mut()
+        .find_map(|(n, e)| (*n == attempt).then_some(e))
 }
 
 fn truncate(text: &mut String, max: usize) {
@@ -224,5 +237,114 @@ pub fn pass_on(state: &AppState, agent: AgentId, progress: Progress) -> Result<(
             Ok(())
         }
         Err(Refused::TooLarge(why)) => Err(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hive_core::{AttemptOutcome, Backoff, NextStatus, OnParentFailure, TaskSpec, TaskStatus};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn started(spec: &Arc<TaskSpec>, attempt: u32, agent: AgentId) -> Change {
+        Change::AttemptStarted {
+            spec: spec.clone(),
+            attempt,
+            agent,
+            started_at: Timestamp(1_000),
+            lease_until: Timestamp(60_000),
+            queued_ms: 0,
+            inputs: Vec::new(),
+            identity: None,
+        }
+    }
+
+    fn frame(spec: &TaskSpec, attempt: u32, fraction: f64) -> Progress {
+        Progress {
+            task_id: spec.id.to_string(),
+            attempt,
+            fraction: Some(fraction),
+            message: None,
+            output: None,
+        }
+    }
+
+    /// A consensus task runs several attempts at once: each is followed on its own, the newest
+    /// one that reported is the task's latest, and the task's end forgets all of them.
+    #[test]
+    fn each_running_attempt_of_a_task_is_followed_until_it_or_the_task_ends() {
+        let board = ProgressBoard::default();
+        let spec = Arc::new(TaskSpec {
+            id: TaskId(Uuid::now_v7()),
+            capability: Capability::parse("vote", "capability").unwrap(),
+            payload: "{}".into(),
+            priority: 5,
+            max_attempts: 3,
+            timeout_ms: 60_000,
+            backoff: Backoff::default(),
+            idempotency_key: None,
+            depends_on: Vec::new(),
+            on_parent_failure: OnParentFailure::Fail,
+            consensus: None,
+            created_at: Timestamp(0),
+            submitted_by: None,
+            features: None,
+        });
+        let (a, b, c) = (
+            AgentId(Uuid::from_u128(1)),
+            AgentId(Uuid::from_u128(2)),
+            AgentId(Uuid::from_u128(3)),
+        );
+        board.follow(&[
+            started(&spec, 1, a),
+            started(&spec, 2, b),
+            started(&spec, 3, c),
+        ]);
+        let now = Timestamp(2_000);
+        assert!(board.report(a, frame(&spec, 1, 0.1), now).is_ok());
+        assert_eq!(
+            board.report(a, frame(&spec, 2, 0.1), now).unwrap_err(),
+            Refused::NotRunning
+        );
+        assert!(board.report(b, frame(&spec, 2, 0.2), now).is_ok());
+        assert_eq!(board.latest(spec.id).unwrap().fraction, Some(0.2));
+
+        board.follow(&[Change::AttemptEnded {
+            task: spec.id,
+            capability: spec.capability.clone(),
+            attempt: 2,
+            agent: Some(b),
+            created_at: Timestamp(0),
+            started_at: Timestamp(1_000),
+            ended_at: now,
+            outcome: AttemptOutcome::Failed,
+            output: None,
+            error: Some("no".into()),
+            next: NextStatus::Voting,
+        }]);
+        assert_eq!(
+            board.report(b, frame(&spec, 2, 0.3), now).unwrap_err(),
+            Refused::NotRunning
+        );
+        assert_eq!(board.latest(spec.id).unwrap().fraction, Some(0.1));
+        assert!(board.report(c, frame(&spec, 3, 0.5), now).is_ok());
+
+        board.follow(&[Change::TaskFinished {
+            task: spec.id,
+            capability: spec.capability.clone(),
+            status: TaskStatus::Succeeded,
+            error: None,
+            result: Some("1".into()),
+            at: now,
+        }]);
+        assert_eq!(board.latest(spec.id), None);
+        assert_eq!(
+            board.report(a, frame(&spec, 1, 0.9), now).unwrap_err(),
+            Refused::NotRunning
+        );
+        assert!(board.lock().is_empty());
     }
 }
