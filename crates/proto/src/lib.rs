@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod assign_json;
 pub mod codec;
 pub mod enums;
 pub mod events;

@@ -36,7 +36,8 @@ impl SharedMessage {
     }
 
     fn body(&self, encoding: Encoding) -> &Bytes {
-        self.bodies[encoding as usize].get_or_init(|| codec::body(&self.message, encoding).into())
+        self.bodies[encoding as usize]
+            .get_or_init(|| codec::hub_body(&self.message, encoding).into())
     }
 
     fn frame(&self, format: FrameFormat) -> Message {
@@ -78,7 +79,7 @@ pub fn frames(
         let bodies: Vec<Bytes> = items
             .drain(..)
             .map(|item| match item {
-                Outbound::Message(m) => codec::body(&m, format.encoding).into(),
+                Outbound::Message(m) => codec::hub_body(&m, format.encoding).into(),
                 Outbound::Shared(s) => s.body(format.encoding).clone(),
                 Outbound::Close(_) => unreachable!("drained above"),
             })
@@ -91,7 +92,7 @@ pub fn frames(
         )));
     } else {
         out.extend(items.drain(..).map(|item| match item {
-            Outbound::Message(m) => message(codec::encode(&m, format)),
+            Outbound::Message(m) => message(codec::hub_encode(&m, format)),
             Outbound::Shared(s) => s.frame(format),
             Outbound::Close(_) => unreachable!("drained above"),
         }));
@@ -107,7 +108,7 @@ pub fn text(message: &HubMessage) -> Message {
         compression: Compression::None,
         batch: false,
     };
-    self::message(codec::encode(message, format))
+    self::message(codec::hub_encode(message, format))
 }
 
 #[cfg(test)]
