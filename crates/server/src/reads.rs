@@ -11,12 +11,11 @@
 //! before it has expired.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use moka::sync::Cache;
 
 use crate::auth::Principal;
 
@@ -47,9 +46,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
-/// Notes kept at most (a bound on memory: past it the least used go first, and such a client's
-/// next reads may miss its write for a moment).
-const MAX_NOTES: u64 = 100_000;
+/// Notes kept at most (a bound on memory: past it, once the moot ones are gone, a tenth of the
+/// rest go, and such a client's next reads may miss its write for a moment).
+const MAX_NOTES: usize = 100_000;
 
 /// A client's latest write, as noted.
 #[derive(Debug, Clone, Copy)]
@@ -63,12 +62,23 @@ struct Note {
 }
 
 /// Each client's latest write: the store's written position after it, and when it was noted.
+///
+/// A map behind a mutex, pruned of moot notes as it goes: every acknowledged write updates it,
+/// and moka's cache (with its own expiry and eviction) cost about 9,500 instructions a write,
+/// 8% of a task submitted alone end to end (BENCHMARKS.md).
 pub struct OwnWrites {
-    notes: Cache<Client, Note>,
+    notes: Mutex<Notes>,
     /// After this a note is moot: every cached answer read before the write has expired, and
     /// every replica in rotation lags less than its bound (by a check still valid), so even an
     /// answer a replica gave just before has the write.
     keep_for: Duration,
+    capacity: usize,
+}
+
+struct Notes {
+    by_client: foldhash::HashMap<Client, Note>,
+    /// When the moot notes were last dropped.
+    pruned_at: Instant,
 }
 
 impl OwnWrites {
@@ -78,17 +88,22 @@ impl OwnWrites {
         let replicas = max_lag.map_or(Duration::ZERO, |lag| {
             lag + hive_store::postgres::REPLICA_CHECK_VALID_FOR
         });
-        OwnWrites::keeping_for(cached + replicas)
+        OwnWrites::keeping_for(cached + replicas, MAX_NOTES)
     }
 
-    fn keeping_for(keep_for: Duration) -> OwnWrites {
+    fn keeping_for(keep_for: Duration, capacity: usize) -> OwnWrites {
         OwnWrites {
-            notes: Cache::builder()
-                .max_capacity(MAX_NOTES)
-                .time_to_live(keep_for.max(Duration::from_millis(1)))
-                .build(),
+            notes: Mutex::new(Notes {
+                by_client: foldhash::HashMap::default(),
+                pruned_at: Instant::now(),
+            }),
             keep_for,
+            capacity,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Notes> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `client`'s write was acknowledged; `position` is the store's written position now (0
@@ -96,38 +111,71 @@ impl OwnWrites {
     /// may have made: its reads go to the primary until that note is moot).
     pub fn wrote(&self, client: &Client, position: u64) {
         let now = Instant::now();
-        self.notes.entry_by_ref(client).and_upsert_with(|before| {
-            let before = before.map(|n| n.into_value());
-            let unknown_until = before
-                .and_then(|n| n.unknown_until)
-                .filter(|until| *until > now);
-            let known = before.map_or(0, |n| n.position);
-            if position == u64::MAX {
-                Note {
-                    position: known,
-                    at: now,
-                    unknown_until: Some(now + self.keep_for),
-                }
-            } else {
-                Note {
-                    position: known.max(position),
-                    at: now,
-                    unknown_until,
-                }
+        let mut notes = self.lock();
+        // Moot notes go every few `keep_for`s (a walk of the map), and whenever it is full.
+        let full = notes.by_client.len() >= self.capacity;
+        if full || now.duration_since(notes.pruned_at) > self.keep_for * 4 {
+            notes.prune(now, self.keep_for, self.capacity);
+        }
+        let before = notes.by_client.get(client).copied();
+        let unknown_until = before
+            .and_then(|n| n.unknown_until)
+            .filter(|until| *until > now);
+        let known = before.map_or(0, |n| n.position);
+        let note = if position == u64::MAX {
+            Note {
+                position: known,
+                at: now,
+                unknown_until: Some(now + self.keep_for),
             }
-        });
+        } else {
+            Note {
+                position: known.max(position),
+                at: now,
+                unknown_until,
+            }
+        };
+        match notes.by_client.get_mut(client) {
+            Some(noted) => *noted = note,
+            None => {
+                notes.by_client.insert(client.clone(), note);
+            }
+        }
     }
 
     /// The position a replica must have replayed to answer `client` (0: any in rotation;
     /// `u64::MAX`: none), and whether the client wrote lately (then cached answers may miss its
     /// write).
     pub fn after(&self, client: &Client) -> (u64, bool) {
-        match self.notes.get(client) {
+        match self.lock().by_client.get(client) {
             Some(note) if note.at.elapsed() < self.keep_for => {
                 let unknown = note.unknown_until.is_some_and(|u| u > Instant::now());
                 (if unknown { u64::MAX } else { note.position }, true)
             }
             _ => (0, false),
+        }
+    }
+
+    #[cfg(test)]
+    fn noted(&self) -> usize {
+        self.lock().by_client.len()
+    }
+}
+
+impl Notes {
+    /// Drops the moot notes; if the map is still full, a tenth of it besides (any: the map has
+    /// no order), so that a flood of new clients costs one walk per tenth of the bound.
+    fn prune(&mut self, now: Instant, keep_for: Duration, capacity: usize) {
+        self.pruned_at = now;
+        self.by_client
+            .retain(|_, note| now.duration_since(note.at) < keep_for);
+        if self.by_client.len() >= capacity {
+            let keep = capacity - capacity.div_ceil(10);
+            let mut kept = 0;
+            self.by_client.retain(|_, _| {
+                kept += 1;
+                kept <= keep
+            });
         }
     }
 }
@@ -155,9 +203,29 @@ mod tests {
 
     #[test]
     fn a_note_is_forgotten_once_every_replica_must_have_passed_it() {
-        let writes = OwnWrites::keeping_for(Duration::ZERO);
+        let writes = OwnWrites::keeping_for(Duration::ZERO, MAX_NOTES);
         writes.wrote(&Client::Unknown, 10);
         assert_eq!(writes.after(&Client::Unknown), (0, false));
+    }
+
+    #[test]
+    fn notes_stay_within_their_bound_and_moot_ones_go() {
+        let client = |n: u32| Client::Token(n.to_string().into());
+        let writes = OwnWrites::keeping_for(Duration::from_secs(600), 100);
+        for n in 0..1_000 {
+            writes.wrote(&client(n), 1);
+            assert!(writes.noted() <= 100, "{} notes", writes.noted());
+        }
+        // The newest write is always noted, whatever made room for it.
+        assert_eq!(writes.after(&client(999)), (1, true));
+
+        let writes = OwnWrites::keeping_for(Duration::ZERO, 100);
+        for n in 0..100 {
+            writes.wrote(&client(n), 1);
+        }
+        // All moot: the next write finds the map full and drops them, not a tenth.
+        writes.wrote(&client(100), 1);
+        assert_eq!(writes.noted(), 1);
     }
 }
 
@@ -167,7 +235,7 @@ mod unknown_tests {
 
     #[test]
     fn an_unknown_position_is_moot_after_a_while_and_later_positions_count() {
-        let writes = OwnWrites::keeping_for(Duration::from_millis(50));
+        let writes = OwnWrites::keeping_for(Duration::from_millis(50), MAX_NOTES);
         let carol = Client::Token("carol".into());
         writes.wrote(&carol, u64::MAX);
         assert_eq!(writes.after(&carol).0, u64::MAX);
