@@ -5,7 +5,6 @@
 //! membership, which looks the parked tasks up in the store a few times a second.
 //! A std Mutex: held only for a map operation, never across an await.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hive_core::TaskId;
@@ -13,7 +12,8 @@ use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub struct Waiters {
-    parked: Mutex<HashMap<TaskId, Vec<oneshot::Sender<()>>>>,
+    /// foldhash, not SipHash: every task's end looks here, and its keys are ids the hub minted.
+    parked: Mutex<foldhash::HashMap<TaskId, Vec<oneshot::Sender<()>>>>,
 }
 
 impl Waiters {
@@ -52,7 +52,9 @@ impl Waiters {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Vec<oneshot::Sender<()>>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, foldhash::HashMap<TaskId, Vec<oneshot::Sender<()>>>> {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -188,8 +188,9 @@ pub struct Actor {
     seq: u64,
     replies: Vec<DeferredReply>,
     /// Tasks ended in a batch not yet committed (how, for the inputs of their dependents), with
-    /// the batch number.
-    recently_finished: HashMap<TaskId, TaskEnd>,
+    /// the batch number. foldhash, not SipHash: every task passes through it, and its keys are
+    /// ids the hub minted.
+    recently_finished: foldhash::HashMap<TaskId, TaskEnd>,
     finishing: VecDeque<(u64, TaskId)>,
     /// Idempotency keys of tasks whose creation is not yet committed.
     pending_keys: HashMap<String, TaskId>,
@@ -223,7 +224,7 @@ impl Actor {
             clock,
             seq: 1,
             replies: Vec::new(),
-            recently_finished: HashMap::new(),
+            recently_finished: foldhash::HashMap::default(),
             finishing: VecDeque::new(),
             pending_keys: HashMap::new(),
             keys_by_seq: VecDeque::new(),
