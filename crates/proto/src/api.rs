@@ -180,6 +180,8 @@ pub struct BatchCreated {
     pub ids: Vec<String>,
 }
 
+// The hub writes a task through `crate::fast_json::task`: a field added here must be added
+// there too (its test lists every field).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     pub id: String,

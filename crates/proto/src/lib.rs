@@ -8,10 +8,10 @@
 
 pub mod alerts;
 pub mod api;
-pub mod assign_json;
 pub mod codec;
 pub mod enums;
 pub mod events;
+pub mod fast_json;
 pub mod integral;
 pub mod metrics;
 pub mod protocol;
