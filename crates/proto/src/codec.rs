@@ -183,7 +183,10 @@ pub fn decode<T: DeserializeOwned>(frame: Incoming<'_>, limit: usize) -> Result<
         rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Msgpack(e.to_string()))
     };
     match frame {
-        Incoming::Text(text) => json(text.as_bytes()),
+        // Text, UTF-8 already: serde_json then does not check each string of it again.
+        Incoming::Text(text) => {
+            serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))
+        }
         Incoming::Binary(bytes) => {
             let (&tag, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
             match tag {
