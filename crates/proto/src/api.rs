@@ -180,8 +180,8 @@ pub struct BatchCreated {
     pub ids: Vec<String>,
 }
 
-// The hub writes a task through `crate::fast_json::task`: a field added here must be added
-// there too (its test lists every field).
+// The hub writes a task through `crate::fast_json::task`, which names every field: a field
+// added here does not compile until it is written there too.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     pub id: String,

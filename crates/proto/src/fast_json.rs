@@ -1,10 +1,12 @@
 //! JSON written by hand for what the hub writes once per task: the `assign` frame every task
-//! goes out to its worker in, and the task view `POST /tasks` answers with (and `GET /tasks`
-//! lists). serde wrote them key by key, escaping each constant key and each id at run time:
-//! about 2,200 instructions per assignment and 6,300 per task view (3% of a batched task's
-//! instructions end to end, 5% of a single one's; BENCHMARKS.md). The bytes are serde's, field
-//! for field; tests hold the two together. Nested values that are rare or varied (attempts,
-//! features, votes, progress) still go through serde, as do MessagePack frames.
+//! goes out to its worker in, and the task view that `POST /tasks`, `GET /tasks/{id}`, `/wait`
+//! and `/cancel` answer with and `GET /tasks` lists. serde wrote them key by key, escaping each
+//! constant key and each id at run time: about 2,200 instructions per assignment and 6,300 per
+//! task view (BENCHMARKS.md, "Later changes"). The bytes are serde's, field for field; tests
+//! hold the two together, and each writer names every field of its type (no `..`), so a field
+//! added to the type does not compile until it is written here. Enums and nested values
+//! (`status`, `on_parent_failure`, attempts, features, votes, dissenters, progress) still go
+//! through serde, as do MessagePack frames.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -16,71 +18,234 @@ use crate::protocol::Assignment;
 ///
 /// [`HubMessage::Assign`]: crate::protocol::HubMessage::Assign
 pub fn assign(tasks: &[Assignment]) -> Vec<u8> {
-    let size: usize = tasks.iter().map(size_of).sum();
-    let mut out = Vec::with_capacity(32 + size);
-    out.extend_from_slice(br#"{"type":"assign","tasks":["#);
-    for (n, task) in tasks.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        assignment(&mut out, task);
-    }
-    out.extend_from_slice(b"]}");
-    out
+    let size: usize = tasks.iter().map(assignment_size).sum();
+    let mut out = Out(Vec::with_capacity(32 + size));
+    out.bytes(br#"{"type":"assign","tasks":"#);
+    out.list(tasks, Out::assignment);
+    out.bytes(b"}");
+    out.0
+}
+
+/// A task as `serde_json::to_vec` of [`Task`] writes it.
+pub fn task(task: &Task) -> Vec<u8> {
+    let mut out = Out(Vec::with_capacity(task_size(task)));
+    out.task(task);
+    out.0
+}
+
+/// `{"items":[...],"next_cursor":...}`, as `serde_json::to_vec` of
+/// [`TaskList`](crate::api::TaskList) writes it.
+pub fn task_list(items: &[Task], next_cursor: Option<&str>) -> Vec<u8> {
+    let size: usize = items.iter().map(task_size).sum();
+    let mut out = Out(Vec::with_capacity(32 + size));
+    out.bytes(br#"{"items":"#);
+    out.list(items, Out::task);
+    out.bytes(br#","next_cursor":"#);
+    out.optional_string(next_cursor);
+    out.bytes(b"}");
+    out.0
 }
 
 /// About the bytes of one assignment: its texts and room for the keys and numbers.
-fn size_of(task: &Assignment) -> usize {
+fn assignment_size(task: &Assignment) -> usize {
     let inputs = task.inputs.as_ref().map_or(0, |i| i.get().len() + 10);
     let failed: usize = task.failed_inputs.iter().map(|id| id.len() + 3).sum();
     128 + task.task_id.len() + task.capability.len() + task.payload.get().len() + inputs + failed
 }
 
-fn assignment(out: &mut Vec<u8>, task: &Assignment) {
-    let mut numbers = itoa::Buffer::new();
-    out.extend_from_slice(br#"{"task_id":"#);
-    string(out, &task.task_id);
-    out.extend_from_slice(br#","attempt":"#);
-    out.extend_from_slice(numbers.format(task.attempt).as_bytes());
-    out.extend_from_slice(br#","capability":"#);
-    string(out, &task.capability);
-    out.extend_from_slice(br#","payload":"#);
-    raw(out, &task.payload);
-    out.extend_from_slice(br#","priority":"#);
-    out.extend_from_slice(numbers.format(task.priority).as_bytes());
-    out.extend_from_slice(br#","timeout_ms":"#);
-    out.extend_from_slice(numbers.format(task.timeout_ms).as_bytes());
-    if let Some(inputs) = &task.inputs {
-        out.extend_from_slice(br#","inputs":"#);
-        raw(out, inputs);
-    }
-    if !task.failed_inputs.is_empty() {
-        out.extend_from_slice(br#","failed_inputs":["#);
-        for (n, id) in task.failed_inputs.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            string(out, id);
+/// About the bytes of a task without attempts: its payload and room for the rest.
+fn task_size(task: &Task) -> usize {
+    320 + task.payload.get().len()
+}
+
+struct Out(Vec<u8>);
+
+impl Out {
+    fn assignment(&mut self, task: &Assignment) {
+        let Assignment {
+            task_id,
+            attempt,
+            capability,
+            payload,
+            priority,
+            timeout_ms,
+            inputs,
+            failed_inputs,
+        } = task;
+        self.bytes(br#"{"task_id":"#);
+        self.string(task_id);
+        self.bytes(br#","attempt":"#);
+        self.number(*attempt);
+        self.bytes(br#","capability":"#);
+        self.string(capability);
+        self.bytes(br#","payload":"#);
+        self.raw(payload);
+        self.bytes(br#","priority":"#);
+        self.number(*priority);
+        self.bytes(br#","timeout_ms":"#);
+        self.number(*timeout_ms);
+        if let Some(inputs) = inputs {
+            self.bytes(br#","inputs":"#);
+            self.raw(inputs);
         }
-        out.push(b']');
+        if !failed_inputs.is_empty() {
+            self.bytes(br#","failed_inputs":"#);
+            self.list(failed_inputs, |out, id| out.string(id));
+        }
+        self.bytes(b"}");
     }
-    out.push(b'}');
+
+    fn task(&mut self, task: &Task) {
+        let Task {
+            id,
+            status,
+            capability,
+            payload,
+            priority,
+            max_attempts,
+            timeout_ms,
+            backoff_ms,
+            idempotency_key,
+            depends_on,
+            on_parent_failure,
+            attempts,
+            result,
+            error,
+            created_at,
+            updated_at,
+            submitted_by,
+            replicas,
+            quorum,
+            vote,
+            features,
+            votes,
+            dissenters,
+            progress,
+        } = task;
+        self.bytes(br#"{"id":"#);
+        self.string(id);
+        self.bytes(br#","status":"#);
+        self.value(status);
+        self.bytes(br#","capability":"#);
+        self.string(capability);
+        self.bytes(br#","payload":"#);
+        self.raw(payload);
+        self.bytes(br#","priority":"#);
+        self.number(*priority);
+        self.bytes(br#","max_attempts":"#);
+        self.number(*max_attempts);
+        self.bytes(br#","timeout_ms":"#);
+        self.number(*timeout_ms);
+        self.bytes(br#","backoff_ms":"#);
+        self.number(*backoff_ms);
+        self.bytes(br#","idempotency_key":"#);
+        self.optional_string(idempotency_key.as_deref());
+        self.bytes(br#","depends_on":"#);
+        self.list(depends_on, |out, id| out.string(id));
+        self.bytes(br#","on_parent_failure":"#);
+        self.value(on_parent_failure);
+        self.bytes(br#","attempts":"#);
+        self.value(attempts);
+        self.bytes(br#","result":"#);
+        match result {
+            Some(result) => self.raw(result),
+            None => self.bytes(b"null"),
+        }
+        self.bytes(br#","error":"#);
+        self.optional_string(error.as_deref());
+        self.bytes(br#","created_at":"#);
+        self.string(created_at);
+        self.bytes(br#","updated_at":"#);
+        self.string(updated_at);
+        // The fields serde skips when absent.
+        if let Some(by) = submitted_by {
+            self.bytes(br#","submitted_by":"#);
+            self.string(by);
+        }
+        if let Some(replicas) = replicas {
+            self.bytes(br#","replicas":"#);
+            self.number(*replicas);
+        }
+        if let Some(quorum) = quorum {
+            self.bytes(br#","quorum":"#);
+            self.number(*quorum);
+        }
+        if let Some(vote) = vote {
+            self.bytes(br#","vote":"#);
+            self.string(vote);
+        }
+        if let Some(features) = features {
+            self.bytes(br#","features":"#);
+            self.value(features);
+        }
+        if let Some(votes) = votes {
+            self.bytes(br#","votes":"#);
+            self.value(votes);
+        }
+        if let Some(dissenters) = dissenters {
+            self.bytes(br#","dissenters":"#);
+            self.value(dissenters);
+        }
+        if let Some(progress) = progress {
+            self.bytes(br#","progress":"#);
+            self.value(progress);
+        }
+        self.bytes(b"}");
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// `[a,b,...]`, each item written by `write`.
+    fn list<T>(&mut self, items: &[T], write: impl Fn(&mut Out, &T)) {
+        self.bytes(b"[");
+        for (n, item) in items.iter().enumerate() {
+            if n > 0 {
+                self.bytes(b",");
+            }
+            write(self, item);
+        }
+        self.bytes(b"]");
+    }
+
+    fn number(&mut self, n: impl itoa::Integer) {
+        self.bytes(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// A JSON string: as it is when nothing in it needs escaping (ids, capability names), else
+    /// through serde_json, which escapes exactly these bytes.
+    fn string(&mut self, text: &str) {
+        if needs_escaping(text.as_bytes()) {
+            self.value(text);
+        } else {
+            self.bytes(b"\"");
+            self.bytes(text.as_bytes());
+            self.bytes(b"\"");
+        }
+    }
+
+    fn optional_string(&mut self, text: Option<&str>) {
+        match text {
+            Some(text) => self.string(text),
+            None => self.bytes(b"null"),
+        }
+    }
+
+    /// A raw value's text, as serde_json writes it.
+    fn raw(&mut self, value: &RawValue) {
+        self.bytes(value.get().as_bytes());
+    }
+
+    /// Anything else, through serde_json.
+    fn value(&mut self, value: &(impl Serialize + ?Sized)) {
+        let written = serde_json::to_writer(&mut self.0, value);
+        // Plain data and maps with string keys: serde_json does not fail on them.
+        debug_assert!(written.is_ok(), "{written:?}");
+    }
 }
 
-/// A JSON string: as it is when nothing in it needs escaping (ids, capability names), else
-/// through serde_json, which escapes exactly these bytes.
-fn string(out: &mut Vec<u8>, text: &str) {
-    if !needs_escaping(text.as_bytes()) {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, text);
-    }
-}
-
-/// Whether any byte is one JSON escapes (a control character, `"` or `\\`): eight bytes at a
+/// Whether any byte is one JSON escapes (a control character, `"` or a backslash): eight bytes at a
 /// time (a byte-by-byte look was a third of this module's instructions).
 fn needs_escaping(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -102,126 +267,6 @@ fn needs_escaping(bytes: &[u8]) -> bool {
         .remainder()
         .iter()
         .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
-}
-
-/// A raw value's text, as serde_json writes it.
-fn raw(out: &mut Vec<u8>, value: &RawValue) {
-    out.extend_from_slice(value.get().as_bytes());
-}
-
-/// A task as `serde_json::to_vec` of [`Task`] writes it.
-pub fn task(task: &Task) -> Vec<u8> {
-    let mut out = Vec::with_capacity(320 + task.payload.get().len());
-    write_task(&mut out, task);
-    out
-}
-
-/// `{"items":[...],"next_cursor":...}`, as `serde_json::to_vec` of
-/// [`TaskList`](crate::api::TaskList) writes it.
-pub fn task_list(items: &[Task], next_cursor: Option<&str>) -> Vec<u8> {
-    let size: usize = items.iter().map(|t| 320 + t.payload.get().len()).sum();
-    let mut out = Vec::with_capacity(32 + size);
-    out.extend_from_slice(br#"{"items":["#);
-    for (n, item) in items.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        write_task(&mut out, item);
-    }
-    out.extend_from_slice(br#"],"next_cursor":"#);
-    optional_string(&mut out, next_cursor);
-    out.push(b'}');
-    out
-}
-
-fn write_task(out: &mut Vec<u8>, task: &Task) {
-    let mut numbers = itoa::Buffer::new();
-    out.extend_from_slice(br#"{"id":"#);
-    string(out, &task.id);
-    out.extend_from_slice(br#","status":"#);
-    value(out, &task.status);
-    out.extend_from_slice(br#","capability":"#);
-    string(out, &task.capability);
-    out.extend_from_slice(br#","payload":"#);
-    raw(out, &task.payload);
-    out.extend_from_slice(br#","priority":"#);
-    out.extend_from_slice(numbers.format(task.priority).as_bytes());
-    out.extend_from_slice(br#","max_attempts":"#);
-    out.extend_from_slice(numbers.format(task.max_attempts).as_bytes());
-    out.extend_from_slice(br#","timeout_ms":"#);
-    out.extend_from_slice(numbers.format(task.timeout_ms).as_bytes());
-    out.extend_from_slice(br#","backoff_ms":"#);
-    out.extend_from_slice(numbers.format(task.backoff_ms).as_bytes());
-    out.extend_from_slice(br#","idempotency_key":"#);
-    optional_string(out, task.idempotency_key.as_deref());
-    out.extend_from_slice(br#","depends_on":["#);
-    for (n, id) in task.depends_on.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        string(out, id);
-    }
-    out.extend_from_slice(br#"],"on_parent_failure":"#);
-    value(out, &task.on_parent_failure);
-    out.extend_from_slice(br#","attempts":"#);
-    value(out, &task.attempts);
-    out.extend_from_slice(br#","result":"#);
-    match &task.result {
-        Some(result) => raw(out, result),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(br#","error":"#);
-    optional_string(out, task.error.as_deref());
-    out.extend_from_slice(br#","created_at":"#);
-    string(out, &task.created_at);
-    out.extend_from_slice(br#","updated_at":"#);
-    string(out, &task.updated_at);
-    if let Some(by) = &task.submitted_by {
-        out.extend_from_slice(br#","submitted_by":"#);
-        string(out, by);
-    }
-    if let Some(replicas) = task.replicas {
-        out.extend_from_slice(br#","replicas":"#);
-        out.extend_from_slice(numbers.format(replicas).as_bytes());
-    }
-    if let Some(quorum) = task.quorum {
-        out.extend_from_slice(br#","quorum":"#);
-        out.extend_from_slice(numbers.format(quorum).as_bytes());
-    }
-    if let Some(vote) = &task.vote {
-        out.extend_from_slice(br#","vote":"#);
-        string(out, vote);
-    }
-    if let Some(features) = &task.features {
-        out.extend_from_slice(br#","features":"#);
-        value(out, features);
-    }
-    if let Some(votes) = &task.votes {
-        out.extend_from_slice(br#","votes":"#);
-        value(out, votes);
-    }
-    if let Some(dissenters) = &task.dissenters {
-        out.extend_from_slice(br#","dissenters":"#);
-        value(out, dissenters);
-    }
-    if let Some(progress) = &task.progress {
-        out.extend_from_slice(br#","progress":"#);
-        value(out, progress);
-    }
-    out.push(b'}');
-}
-
-fn optional_string(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => string(out, text),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// Anything else, through serde_json.
-fn value(out: &mut Vec<u8>, value: &impl Serialize) {
-    // Writing these into a Vec cannot fail: plain data, maps with string keys.
-    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[cfg(test)]

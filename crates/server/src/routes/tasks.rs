@@ -284,7 +284,7 @@ async fn cancel_task(state: &AppState, task: TaskId) -> Result<(StatusCode, Task
     let mut forwarded = false;
     loop {
         // Parked before asking, so that the end of a cancel forwarded to another hub wakes it.
-        let woken = state.waiters.register(task);
+        let mut parked = state.waiters.park(task);
         let outcome = state.ask(|reply| Command::Cancel { task, reply }).await;
         let ended_meanwhile = match outcome {
             Ok(Ok(Cancelled::Requested)) => {
@@ -294,8 +294,7 @@ async fn cancel_task(state: &AppState, task: TaskId) -> Result<(StatusCode, Task
             // Asked again after a forward: it ended meanwhile; what it became decides, below.
             Ok(Err(ApiError::Conflict { .. })) if forwarded => true,
             outcome => {
-                drop(woken);
-                state.waiters.prune(task);
+                drop(parked);
                 outcome??;
                 return Ok((StatusCode::OK, TaskJson(fetch(state, task).await?)));
             }
@@ -305,14 +304,12 @@ async fn cancel_task(state: &AppState, task: TaskId) -> Result<(StatusCode, Task
             // or a lost hub's task not yet taken over, had nobody act on the first request.
             let again = (tokio::time::Instant::now() + CANCEL_AGAIN_AFTER).min(deadline);
             tokio::select! {
-                _ = woken => {}
+                _ = parked.woken() => {}
                 _ = tokio::time::sleep_until(again) => {}
                 _ = crate::state::stopped(state.shutdown.clone()) => {}
             }
-        } else {
-            drop(woken);
         }
-        state.waiters.prune(task);
+        drop(parked);
         let current = fetch(state, task).await?;
         match current.status {
             api::TaskStatus::Cancelled => return Ok((StatusCode::OK, TaskJson(current))),
@@ -382,16 +379,16 @@ pub async fn wait(
         },
     };
     // Park before reading, so an end committed in between still wakes us.
-    let woken = state.waiters.register(id);
+    let mut parked = state.waiters.park(id);
     let task = fetch(&state, id).await?;
     if task.status.is_finished() {
         return Ok(TaskJson(task));
     }
     tokio::select! {
-        _ = woken => {}
+        _ = parked.woken() => {}
         _ = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {}
         _ = crate::state::stopped(state.shutdown.clone()) => {}
     }
-    state.waiters.prune(id);
+    drop(parked);
     Ok(TaskJson(fetch(&state, id).await?))
 }
