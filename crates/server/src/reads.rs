@@ -94,6 +94,7 @@ impl OwnWrites {
     }
 
     fn keeping_for(keep_for: Duration, capacity: usize) -> OwnWrites {
+        debug_assert!(capacity > 0, "a bound of no notes");
         OwnWrites {
             notes: Mutex::new(Notes {
                 by_client: foldhash::HashMap::default(),

@@ -27,9 +27,12 @@ pub struct Parked<'a> {
 }
 
 impl Parked<'_> {
+    /// Resolves when the task ends; after it has, at once.
     pub async fn woken(&mut self) {
         if let Some(woken) = self.woken.as_mut() {
             let _ = woken.await;
+            // A finished receiver must not be polled again.
+            self.woken = None;
         }
     }
 }
