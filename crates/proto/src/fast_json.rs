@@ -84,10 +84,7 @@ impl Out {
         self.number(*priority);
         self.bytes(br#","timeout_ms":"#);
         self.number(*timeout_ms);
-        if let Some(inputs) = inputs {
-            self.bytes(br#","inputs":"#);
-            self.raw(inputs);
-        }
+        self.present(br#","inputs":"#, inputs.as_deref(), Out::raw);
         if !failed_inputs.is_empty() {
             self.bytes(br#","failed_inputs":"#);
             self.list(failed_inputs, |out, id| out.string(id));
@@ -158,43 +155,31 @@ impl Out {
         self.bytes(br#","updated_at":"#);
         self.string(updated_at);
         // The fields serde skips when absent.
-        if let Some(by) = submitted_by {
-            self.bytes(br#","submitted_by":"#);
-            self.string(by);
-        }
-        if let Some(replicas) = replicas {
-            self.bytes(br#","replicas":"#);
-            self.number(*replicas);
-        }
-        if let Some(quorum) = quorum {
-            self.bytes(br#","quorum":"#);
-            self.number(*quorum);
-        }
-        if let Some(vote) = vote {
-            self.bytes(br#","vote":"#);
-            self.string(vote);
-        }
-        if let Some(features) = features {
-            self.bytes(br#","features":"#);
-            self.value(features);
-        }
-        if let Some(votes) = votes {
-            self.bytes(br#","votes":"#);
-            self.value(votes);
-        }
-        if let Some(dissenters) = dissenters {
-            self.bytes(br#","dissenters":"#);
-            self.value(dissenters);
-        }
-        if let Some(progress) = progress {
-            self.bytes(br#","progress":"#);
-            self.value(progress);
-        }
+        self.present(br#","submitted_by":"#, submitted_by.as_deref(), Out::string);
+        self.present(br#","replicas":"#, replicas.as_ref(), |out, n| {
+            out.number(*n)
+        });
+        self.present(br#","quorum":"#, quorum.as_ref(), |out, n| out.number(*n));
+        self.present(br#","vote":"#, vote.as_deref(), Out::string);
+        self.present(br#","features":"#, features.as_ref(), |out, v| out.value(v));
+        self.present(br#","votes":"#, votes.as_ref(), |out, v| out.value(v));
+        self.present(br#","dissenters":"#, dissenters.as_ref(), |out, v| {
+            out.value(v)
+        });
+        self.present(br#","progress":"#, progress.as_ref(), |out, v| out.value(v));
         self.bytes(b"}");
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
+    }
+
+    /// `key` and the value, when there is one (a field serde skips when absent).
+    fn present<T: ?Sized>(&mut self, key: &[u8], value: Option<&T>, write: impl Fn(&mut Out, &T)) {
+        if let Some(value) = value {
+            self.bytes(key);
+            write(self, value);
+        }
     }
 
     /// `[a,b,...]`, each item written by `write`.

@@ -138,18 +138,14 @@ fn listing_by_status_reads_the_index_that_holds_it() {
     let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
     let conn = store.connect().unwrap();
     for status in TaskStatus::ALL {
-        let (sql, args) = super::read::list_query(&crate::TaskFilter {
-            limit: 10,
-            status: Some(status),
-            ..Default::default()
-        });
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let plan: Vec<String> = stmt
-            .query_map(rusqlite::params_from_iter(args.iter()), |row| row.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("; ");
+        let plan = listing_plan(
+            &conn,
+            &crate::TaskFilter {
+                limit: 10,
+                status: Some(status),
+                ..Default::default()
+            },
+        );
         let index = match status {
             TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Running => {
                 Some("tasks_unfinished")
@@ -163,24 +159,32 @@ fn listing_by_status_reads_the_index_that_holds_it() {
         }
         assert!(!plan.contains("TEMP B-TREE"), "{status:?} sorts: {plan}");
     }
-    let (sql, args) = super::read::list_query(&crate::TaskFilter {
-        limit: 10,
-        capability: Some("work".into()),
-        before: Some(hive_core::TaskId(uuid::Uuid::from_u128(7))),
-        ..Default::default()
-    });
+    let plan = listing_plan(
+        &conn,
+        &crate::TaskFilter {
+            limit: 10,
+            capability: Some("work".into()),
+            before: Some(hive_core::TaskId(uuid::Uuid::from_u128(7))),
+            ..Default::default()
+        },
+    );
+    assert!(
+        plan.starts_with("SEARCH tasks USING INDEX tasks_by_capability (capability=? AND rowid<?)"),
+        "{plan}"
+    );
+    assert!(!plan.contains("TEMP B-TREE"), "sorts: {plan}");
+}
+
+/// SQLite's plan for a listing, its steps joined by "; ".
+fn listing_plan(conn: &rusqlite::Connection, filter: &crate::TaskFilter) -> String {
+    let (sql, args) = super::read::list_query(filter);
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let plan: Vec<String> = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), |row| row.get(3))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let plan = plan.join("; ");
-    assert!(
-        plan.starts_with("SEARCH tasks USING INDEX tasks_by_capability (capability=? AND rowid<?)"),
-        "{plan}"
-    );
-    assert!(!plan.contains("TEMP B-TREE"), "sorts: {plan}");
+    plan.join("; ")
 }
 
 /// A data directory written before tasks recorded their end (schema version 10) gets each ended
