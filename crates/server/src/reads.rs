@@ -143,12 +143,7 @@ impl OwnWrites {
                 unknown_until,
             }
         };
-        match notes.by_client.get_mut(client) {
-            Some(noted) => *noted = note,
-            None => {
-                notes.by_client.insert(client.clone(), note);
-            }
-        }
+        notes.by_client.insert(client.clone(), note);
     }
 
     /// The position a replica must have replayed to answer `client` (0: any in rotation;

@@ -18,7 +18,7 @@ pub const CAPABILITY: &str = "hive.sha256";
 pub const MAX_ROUNDS: u64 = 100_000_000;
 
 /// How many rounds run between two looks at the cancel flag and the clock (about a millisecond).
-pub const CHECK_EVERY: u64 = 4096;
+const CHECK_EVERY: u64 = 4096;
 /// The least time between two progress reports of a job.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
