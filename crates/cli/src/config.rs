@@ -80,6 +80,7 @@ struct ServerSection {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    max_message_bytes: Option<usize>,
     max_wait_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -272,6 +273,9 @@ pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
     Ok(toml::from_str(text)?)
 }
 
+/// The least `server.max_message_bytes`: a hello with its capabilities and groups must fit.
+const MIN_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// How long a stopping hub among several waits for its running tasks (`store.drain_grace_s`).
 const DEFAULT_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -447,6 +451,16 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     }
     if config.max_body_bytes < config.limits.max_payload_bytes {
         bail!("server.max_body_bytes must be at least tasks.max_payload_bytes");
+    }
+    if let Some(bytes) = file.server.max_message_bytes {
+        config.max_message_bytes = bytes;
+    }
+    // A result's output travels in one message: a smaller message limit would refuse, as too
+    // large a frame, an output the hub would accept.
+    if config.max_message_bytes < config.limits.max_output_bytes.max(MIN_MESSAGE_BYTES) {
+        bail!(
+            "server.max_message_bytes must be at least tasks.max_output_bytes and at least {MIN_MESSAGE_BYTES} (64 KiB)"
+        );
     }
     if let Some(ms) = file.server.max_wait_ms {
         config.max_wait = std::time::Duration::from_millis(ms);
@@ -658,6 +672,28 @@ mod tests {
                 .to_string()
                 .contains("tasks.max_inputs_bytes")
         );
+    }
+
+    #[test]
+    fn the_message_limit_is_its_own_key_and_must_hold_an_output() {
+        let config = resolve(&args(), RawConfig::default()).unwrap();
+        assert_eq!(config.max_message_bytes, config.max_body_bytes);
+        let text = "[server]\nmax_body_bytes = 2097152\nmax_message_bytes = 1048576\n";
+        let config = resolve(&args(), parse(text).unwrap()).unwrap();
+        assert_eq!(
+            (config.max_body_bytes, config.max_message_bytes),
+            (2 << 20, 1 << 20)
+        );
+        for text in [
+            "[server]\nmax_message_bytes = 1000\n",
+            "[server]\nmax_message_bytes = 1048576\n[tasks]\nmax_output_bytes = 2000000\n",
+        ] {
+            let err = resolve(&args(), parse(text).unwrap()).unwrap_err();
+            assert!(
+                err.to_string().contains("server.max_message_bytes"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct HubConfig {
     pub limits: TaskLimits,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest message a worker may send on `/ws/agent` (one frame or fragmented; also the
+    /// decompressed size of an lz4 frame), in bytes.
+    pub max_message_bytes: usize,
     /// Open connections and how long their request headers may take.
     pub connections: crate::listener::ConnectionLimits,
     /// What submits may wait inside the hub before new ones are refused.
@@ -142,6 +145,7 @@ impl HubConfig {
             postgres: None,
             limits: TaskLimits::default(),
             max_body_bytes: 32 * 1024 * 1024,
+            max_message_bytes: 32 * 1024 * 1024,
             connections: crate::listener::ConnectionLimits::default(),
             admission: crate::admission::AdmissionLimits::default(),
             browser: crate::auth::browser::BrowserPolicy::for_listen(listen, None, Vec::new()),

@@ -41,7 +41,7 @@ pub async fn upgrade(
     who: Option<Extension<Principal>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.max_message_bytes;
     let who = who.map(|Extension(who)| who);
     ws.max_message_size(limit)
         .max_frame_size(limit)
@@ -69,7 +69,7 @@ fn decode(frame: &Message, limit: usize) -> Option<Result<WorkerMessage, String>
 
 /// `who`: the agent token's holder (`None` with authentication off).
 async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>) {
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.max_message_bytes;
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(frame))) => match decode(&frame, limit) {
             Some(Ok(WorkerMessage::Hello(hello))) => {
@@ -172,7 +172,7 @@ async fn session(state: AppState, mut socket: WebSocket, who: Option<Principal>)
                     // A frame over the size limit: say so, with the close code for it.
                     if over_size_limit(e) {
                         send_error(&state, agent, "frame_too_large", format!(
-                            "a frame is over the limit of {limit} bytes"));
+                            "a message is over the limit of {limit} bytes (server.max_message_bytes)"));
                         close(&state, agent, 1009, "frame over the size limit");
                     }
                     break;

@@ -320,13 +320,13 @@ async fn a_worker_flooding_invalid_frames_is_closed_with_1008() {
     assert_eq!(u16::from(close.unwrap().code), 1008);
 }
 
-/// At a configured limit and at the default one (`server.max_body_bytes`, 32 MiB: above
+/// At a configured limit and at the default one (`server.max_message_bytes`, 32 MiB: above
 /// tungstenite's own 16 MiB default, which reset the connection without a word).
 #[tokio::test]
 async fn a_frame_over_the_limit_is_answered_with_close_code_1009() {
     use futures_util::SinkExt;
-    let default =
-        hive_server::HubConfig::new("127.0.0.1:0".parse().unwrap(), "unused".into()).max_body_bytes;
+    let default = hive_server::HubConfig::new("127.0.0.1:0".parse().unwrap(), "unused".into())
+        .max_message_bytes;
     assert_eq!(
         default,
         32 * 1024 * 1024,
@@ -335,7 +335,8 @@ async fn a_frame_over_the_limit_is_answered_with_close_code_1009() {
     for (limit, sent) in [(Some(64 * 1024), 100 * 1024), (None, default + 1)] {
         let t = start_hub_with(|c| {
             if let Some(limit) = limit {
-                c.max_body_bytes = limit;
+                // The request body limit stays at its 32 MiB: it does not govern frames.
+                c.max_message_bytes = limit;
             }
         })
         .await;
@@ -358,7 +359,10 @@ async fn a_frame_over_the_limit_is_answered_with_close_code_1009() {
         let close = loop {
             match next_frame(&mut socket).await {
                 Message::Close(frame) => break frame,
-                Message::Text(text) => saw_error |= text.contains("frame_too_large"),
+                Message::Text(text) => {
+                    saw_error |= text.contains("frame_too_large")
+                        && text.contains("server.max_message_bytes")
+                }
                 _ => continue,
             }
         };
