@@ -71,7 +71,7 @@ pub async fn measure(
     bar: &ProgressBar,
 ) -> anyhow::Result<ConsensusRun> {
     let hub = HubUnderTest::spawn(hive, None, None).await?;
-    let outcome = run(&hub.url, duration, bar).await;
+    let outcome = run(&hub.target.url, duration, bar).await;
     hub.stop().await;
     outcome
 }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hive_client::HubClient;
 use hive_proto::RawValue;
 use hive_proto::api::{NewTask, TaskStatus};
 use indicatif::ProgressBar;
 
 use crate::recorder::{Percentiles, Recorder};
+use crate::target::Target;
 use crate::workloads;
 use hive_metrics::procfs::ProcessSample;
 
@@ -45,27 +45,27 @@ fn digest_task(n: u64) -> NewTask {
 }
 
 async fn latency(
-    url: &str,
+    hub: &Target,
     duration: Duration,
     rate: u64,
     bar: &ProgressBar,
 ) -> anyhow::Result<(Percentiles, u64)> {
     let recorder = Arc::new(Recorder::default());
     // Every tenth task followed to its result: enough samples for a p99 in a few seconds.
-    let run = workloads::open_loop(url, &recorder, duration, rate, 10, bar).await?;
+    let run = workloads::open_loop(hub, &recorder, duration, rate, 10, bar).await?;
     let result = Percentiles::of(&recorder.result_us.lock().unwrap_or_else(|p| p.into_inner()));
     Ok((result, run.errors + run.timeouts))
 }
 
 /// `None` when the hub has no built-in executors (`executors.threads = 0`): nothing to saturate.
 pub async fn saturated_pool(
-    url: &str,
+    hub: &Target,
     duration: Duration,
     rate: u64,
     sample: impl Fn() -> Option<ProcessSample>,
     bar: &ProgressBar,
 ) -> anyhow::Result<Option<CpuRun>> {
-    let client = HubClient::new(url);
+    let client = hub.client();
     let Some(slots) = client
         .agents()
         .await?
@@ -76,7 +76,7 @@ pub async fn saturated_pool(
         return Ok(None);
     };
     let half = duration / 2;
-    let (idle_pool, idle_errors) = latency(url, half, rate, bar).await?;
+    let (idle_pool, idle_errors) = latency(hub, half, rate, bar).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let digests = Arc::new(AtomicU64::new(0));
@@ -105,7 +105,7 @@ pub async fn saturated_pool(
     // Let the pool fill before measuring.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (before, started, counted) = (sample(), Instant::now(), digests.load(Ordering::Relaxed));
-    let (saturated, saturated_errors) = latency(url, half, rate, bar).await?;
+    let (saturated, saturated_errors) = latency(hub, half, rate, bar).await?;
     let (after, seconds) = (sample(), started.elapsed().as_secs_f64());
     let finished = digests.load(Ordering::Relaxed) - counted;
     stop.store(true, Ordering::Relaxed);

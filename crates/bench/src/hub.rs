@@ -1,6 +1,6 @@
 //! The hub under test: a `hive serve` child process on a free loopback port with a temporary data
 //! directory (so its memory and CPU are measured apart from the load generator), or an external
-//! hub given by URL (then memory and CPU are not measured). With `--store postgres://...` the
+//! hub given by URL, token and CA file (then memory and CPU are not measured). With `--store postgres://...` the
 //! spawned hub keeps its state in a new schema of that database, dropped when the hub stops
 //! (the database server's own CPU and memory are not measured); with `--hubs N`, N hubs share
 //! that schema (memory and CPU are the first one's).
@@ -16,8 +16,10 @@ use tokio::process::{Child, Command};
 use hive_metrics::procfs::{self as process, ProcessSample};
 use hive_store::postgres::scratch::ScratchSchema;
 
+use crate::target::Target;
+
 pub struct HubUnderTest {
-    pub url: String,
+    pub target: Target,
     child: Option<(Child, u32, tempfile::TempDir)>,
     /// Dropped after the hub stops.
     _schema: Option<ScratchSchema>,
@@ -105,7 +107,7 @@ impl HubUnderTest {
         for _ in 0..200 {
             if client.status().await.is_ok() {
                 return Ok(HubUnderTest {
-                    url,
+                    target: Target::plain(&url),
                     child: Some((child, pid, dir)),
                     _schema: schema,
                 });
@@ -115,9 +117,9 @@ impl HubUnderTest {
         bail!("the hub did not become ready on port {port}")
     }
 
-    pub fn external(url: &str) -> HubUnderTest {
+    pub fn external(target: Target) -> HubUnderTest {
         HubUnderTest {
-            url: url.trim_end_matches('/').to_string(),
+            target,
             child: None,
             _schema: None,
         }

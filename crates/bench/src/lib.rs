@@ -7,7 +7,8 @@
 //! share the machine's cores with the hub, as the targets require.
 //!
 //! # Layout
-//! - [`hub`]: the hub under test, read through `hive_metrics::procfs`.
+//! - [`hub`]: the hub under test, read through `hive_metrics::procfs`; [`target`]: how the
+//!   bench's clients reach it (URL, token, TLS trust).
 //! - [`load`]: no-op workers and task bodies; [`recorder`]: histograms and counters.
 //! - [`workloads`], [`swarm`], [`cpu`], [`overload`]: the measured runs; [`timeline`]: throughput
 //!   and latency over time.
@@ -27,6 +28,7 @@ pub mod recorder;
 pub mod report;
 pub mod routing;
 pub mod swarm;
+pub mod target;
 pub mod timeline;
 pub mod workloads;
 
@@ -47,6 +49,10 @@ pub use report::Report;
 pub struct BenchOptions {
     /// An external hub to measure instead of spawning one.
     pub hub: Option<String>,
+    /// For the external hub: a token (an `admin` one: the workloads submit, connect agents and
+    /// drain them) and a CA file for an `https://` hub. Unused for a spawned hub.
+    pub token: Option<String>,
+    pub ca_file: Option<PathBuf>,
     /// The `hive` executable to spawn as the hub.
     pub hive: PathBuf,
     /// How long each workload runs.
@@ -234,7 +240,11 @@ async fn run_on_one_hub(
     machine: machine::Machine,
 ) -> anyhow::Result<Report> {
     let hubs = match &options.hub {
-        Some(url) => vec![HubUnderTest::external(url)],
+        Some(url) => vec![HubUnderTest::external(target::Target::external(
+            url,
+            options.token.clone(),
+            options.ca_file.clone(),
+        )?)],
         None => {
             HubUnderTest::spawn_several(
                 &options.hive,
@@ -258,7 +268,7 @@ async fn run_on_one_hub(
             let count =
                 options.workers / hubs.len() + usize::from(i < options.workers % hubs.len());
             Workers::spawn(
-                &h.url,
+                &h.target,
                 count,
                 options.slots,
                 options.format,
@@ -287,15 +297,15 @@ async fn measure(
     timeline: &timeline::Timeline,
     machine: machine::Machine,
 ) -> anyhow::Result<Report> {
-    let url = hub.url.as_str();
+    let target = &hub.target;
     let run = |w: Workload| options.workloads.contains(&w);
     let duration = options.duration;
 
-    let pool_before = pool::read(url).await;
+    let pool_before = pool::read(target).await;
     timeline.phase("warm-up");
     let bar = phase_bar("warm-up");
     let short = duration.min(Duration::from_secs(2));
-    workloads::tasks_end_to_end(url, recorder, short, options.batch, 4, &bar).await?;
+    workloads::tasks_end_to_end(target, recorder, short, options.batch, 4, &bar).await?;
     bar.finish_and_clear();
     let warm = hub.sample();
 
@@ -305,7 +315,7 @@ async fn measure(
         timeline.phase("batched");
         let bar = phase_bar("batched");
         let r =
-            workloads::tasks_end_to_end(url, recorder, duration, options.batch, 4, &bar).await?;
+            workloads::tasks_end_to_end(target, recorder, duration, options.batch, 4, &bar).await?;
         bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
         batched = Some(r);
         after_batched = hub.sample();
@@ -317,7 +327,7 @@ async fn measure(
         timeline.phase("single");
         let bar = phase_bar("single");
         let before = hub.sample();
-        let r = workloads::tasks_end_to_end(url, recorder, duration, 1, 64, &bar).await?;
+        let r = workloads::tasks_end_to_end(target, recorder, duration, 1, 64, &bar).await?;
         bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
         cpu_single = cpu_per_task(before, hub.sample(), r.tasks);
         single = Some(r);
@@ -327,7 +337,7 @@ async fn measure(
     if run(Workload::Agents) {
         timeline.phase("agents");
         let bar = phase_bar("agents");
-        let r = workloads::agent_ops(url, duration, 32, &bar).await?;
+        let r = workloads::agent_ops(target, duration, 32, &bar).await?;
         bar.finish_with_message(format!("{:.0} agent ops/s", r.ops_per_sec));
         agents = Some(r);
     }
@@ -337,7 +347,7 @@ async fn measure(
         timeline.phase("swarm");
         let bar = phase_bar("swarm");
         let r = swarm::fan_out(
-            url,
+            target,
             100,
             duration,
             options.broadcasters.max(1),
@@ -360,7 +370,7 @@ async fn measure(
         (None, true) => {
             timeline.phase("capacity");
             let bar = phase_bar("capacity");
-            let r = workloads::tasks_end_to_end(url, recorder, short, 1, 64, &bar).await?;
+            let r = workloads::tasks_end_to_end(target, recorder, short, 1, 64, &bar).await?;
             bar.finish_with_message(format!("{:.0} tasks/s single", r.end_to_end_per_sec));
             Some(r.end_to_end_per_sec)
         }
@@ -376,7 +386,7 @@ async fn measure(
     if run(Workload::Latency) {
         timeline.phase("open-loop");
         let bar = phase_bar("open loop");
-        let r = workloads::open_loop(url, recorder, duration, rate, 50, &bar).await?;
+        let r = workloads::open_loop(target, recorder, duration, rate, 50, &bar).await?;
         bar.finish_with_message(format!("{} tasks offered at {rate}/s", r.sent));
         open = Some(r);
     }
@@ -386,7 +396,7 @@ async fn measure(
     if run(Workload::Cpu) {
         timeline.phase("cpu");
         let bar = phase_bar("cpu pool");
-        cpu = cpu::saturated_pool(url, duration, rate, || hub.sample(), &bar).await?;
+        cpu = cpu::saturated_pool(target, duration, rate, || hub.sample(), &bar).await?;
         bar.finish_with_message(match &cpu {
             Some(r) => format!(
                 "result p99 {:.2} ms idle pool, {:.2} ms saturated ({:.0} digests/s)",
@@ -404,7 +414,7 @@ async fn measure(
         let bar = phase_bar("soak");
         let every = (options.soak_tasks / 10).max(1);
         let r = workloads::soak(
-            url,
+            target,
             recorder,
             options.soak_tasks,
             every,
@@ -420,7 +430,7 @@ async fn measure(
     if let (true, Some(capacity)) = (run(Workload::Overload), capacity) {
         timeline.phase("overload");
         let bar = phase_bar("overload");
-        let r = overload::overload(url, capacity, duration, || hub.sample(), &bar).await?;
+        let r = overload::overload(target, capacity, duration, || hub.sample(), &bar).await?;
         let last = r.steps.last();
         bar.finish_with_message(format!(
             "at {:.0}% of {capacity:.0}/s: goodput {:.0}/s",
@@ -435,7 +445,8 @@ async fn measure(
     if run(Workload::Queued) {
         timeline.phase("queued");
         let bar = phase_bar("queued");
-        let r = workloads::queued_memory(url, options.queued_tasks, || hub.sample(), &bar).await?;
+        let r =
+            workloads::queued_memory(target, options.queued_tasks, || hub.sample(), &bar).await?;
         bar.finish_with_message(format!("{} tasks queued", r.tasks));
         queued = Some(r);
     }
@@ -463,7 +474,7 @@ async fn measure(
         + overload
             .as_ref()
             .map_or(0, |r| r.steps.iter().map(|s| s.failed).sum());
-    let store_pool_wait = pool::between(pool_before, pool::read(url).await);
+    let store_pool_wait = pool::between(pool_before, pool::read(target).await);
     let percentiles = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
         open.map(|_| Percentiles::of(&h.lock().unwrap_or_else(|p| p.into_inner())))
     };

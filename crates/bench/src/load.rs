@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use hive_client::WorkerOptions;
 use hive_client::worker::{Outcome, WorkerError, WorkerExit, run_worker};
 use hive_proto::RawValue;
 use hive_proto::api::NewTask;
@@ -16,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::recorder::Recorder;
+use crate::target::Target;
 
 pub const CAPABILITY: &str = "bench";
 
@@ -38,7 +38,7 @@ pub struct Workers {
 
 impl Workers {
     pub fn spawn(
-        url: &str,
+        hub: &Target,
         count: usize,
         slots: u32,
         format: FrameFormat,
@@ -60,7 +60,7 @@ impl Workers {
                 let output = null.clone();
                 async move { Outcome::Success(output) }
             });
-            let mut options = WorkerOptions::new(url, &[CAPABILITY], slots);
+            let mut options = hub.worker(&[CAPABILITY], slots);
             options.name = format!("bench-{i}");
             options.format = format;
             let (stop, stopped) = oneshot::channel::<()>();

@@ -283,6 +283,8 @@ mod tests {
         let bench =
             |hub: Option<&str>, store: Option<&str>, workloads: Vec<Workload>| BenchOptions {
                 hub: hub.map(String::from),
+                token: None,
+                ca_file: None,
                 hive: "hive".into(),
                 duration: std::time::Duration::from_secs(1),
                 workers: 1,

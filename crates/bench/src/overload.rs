@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use hive_client::{ClientError, HubClient};
+use hive_client::ClientError;
 use indicatif::ProgressBar;
 
 use crate::load;
 use crate::recorder::{Percentiles, histogram};
+use crate::target::Target;
 use crate::workloads::succeeded;
 
 /// The shares of capacity offered, in order.
@@ -69,7 +70,7 @@ pub struct OverloadRun {
 }
 
 pub async fn overload(
-    url: &str,
+    hub: &Target,
     capacity_per_sec: f64,
     duration: Duration,
     sample: impl Fn() -> Option<hive_metrics::procfs::ProcessSample>,
@@ -79,7 +80,7 @@ pub async fn overload(
     for share in SHARES {
         let rate = (capacity_per_sec * share).max(1.0);
         bar.set_message(format!("{:.0}% of capacity: {rate:.0}/s", share * 100.0));
-        steps.push(step(url, share, rate, duration, &sample).await?);
+        steps.push(step(hub, share, rate, duration, &sample).await?);
     }
     Ok(OverloadRun {
         capacity_per_sec,
@@ -88,14 +89,14 @@ pub async fn overload(
 }
 
 async fn step(
-    url: &str,
+    hub: &Target,
     share: f64,
     rate: f64,
     duration: Duration,
     sample: &impl Fn() -> Option<hive_metrics::procfs::ProcessSample>,
 ) -> anyhow::Result<OverloadStep> {
     // Rejections are what this measures: counted, not waited out.
-    let client = HubClient::new(url).with_busy_budget(Duration::ZERO);
+    let client = hub.client().with_busy_budget(Duration::ZERO);
     let before = succeeded(&client).await?;
     let accepted_us = Arc::new(Mutex::new(histogram()));
     let waited_us = Arc::new(Mutex::new(histogram()));

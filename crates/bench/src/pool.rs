@@ -2,7 +2,7 @@
 //! `/metrics` (`hive_store_pool_acquired_total`, `hive_store_pool_wait_seconds_total`) before
 //! and after. Absent on SQLite, which has no pool.
 
-use hive_client::http::HubClient;
+use crate::target::Target;
 
 /// Connections handed out during the run and the time waited for them.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -14,8 +14,8 @@ pub struct PoolWait {
 }
 
 /// The pool's counters now: (acquired, seconds waited); `None` without a pool.
-pub async fn read(url: &str) -> Option<(f64, f64)> {
-    let text = HubClient::new(url).prometheus().await.ok()?;
+pub async fn read(hub: &Target) -> Option<(f64, f64)> {
+    let text = hub.client().prometheus().await.ok()?;
     let value = |name: &str| {
         text.lines().find_map(|line| {
             line.strip_prefix(name)?

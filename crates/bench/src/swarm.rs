@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hive_client::HubClient;
 use hive_proto::RawValue;
 use hive_proto::api::NewSwarmMessage;
 use hive_proto::codec::{self, Encoded, FrameFormat};
 use indicatif::ProgressBar;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::target::Target;
 
 pub const GROUP: &str = "bench-swarm";
 
@@ -44,12 +45,12 @@ fn encode(message: &serde_json::Value, format: FrameFormat) -> Message {
 }
 
 async fn member(
-    ws_url: String,
+    hub: Target,
     n: usize,
     format: FrameFormat,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+    let mut socket = hub.agent_socket().await?;
     let mut hello = serde_json::json!({
         "type": "hello", "name": format!("swarm-{n}"), "capabilities": ["swarm-bench"],
         "slots": 1, "groups": [GROUP], "batch": format.batch,
@@ -96,22 +97,21 @@ async fn member(
 }
 
 pub async fn fan_out(
-    url: &str,
+    hub: &Target,
     agents: usize,
     duration: Duration,
     broadcasters: usize,
     format: FrameFormat,
     bar: &ProgressBar,
 ) -> anyhow::Result<SwarmRun> {
-    let ws_url = url.replace("http://", "ws://") + "/ws/agent";
     let (ready, mut joined) = tokio::sync::mpsc::channel(agents);
     let members: Vec<_> = (0..agents)
-        .map(|n| tokio::spawn(member(ws_url.clone(), n, format, ready.clone())))
+        .map(|n| tokio::spawn(member(hub.clone(), n, format, ready.clone())))
         .collect();
     for _ in 0..agents {
         joined.recv().await;
     }
-    let client = HubClient::new(url);
+    let client = hub.client();
     // Registration is asynchronous to the welcome: wait until the hub lists every member.
     for _ in 0..200 {
         let swarms = client.swarms().await?;

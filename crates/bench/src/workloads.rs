@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::load;
 use crate::recorder::Recorder;
+use crate::target::Target;
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct TaskRun {
@@ -66,14 +67,14 @@ pub(crate) async fn watch(
 
 /// Closed-loop submitters: `batch` tasks per request (1: the single-task endpoint).
 pub async fn tasks_end_to_end(
-    url: &str,
+    hub: &Target,
     recorder: &Arc<Recorder>,
     duration: Duration,
     batch: usize,
     submitters: usize,
     bar: &ProgressBar,
 ) -> anyhow::Result<TaskRun> {
-    let client = HubClient::new(url);
+    let client = hub.client();
     let before = succeeded(&client).await?;
     let executed_before = recorder.executed.load(Ordering::Relaxed);
     let accepted = Arc::new(AtomicU64::new(0));
@@ -82,7 +83,7 @@ pub async fn tasks_end_to_end(
     let deadline = started + duration;
     let mut handles = Vec::new();
     for _ in 0..submitters {
-        let (client, recorder) = (HubClient::new(url), recorder.clone());
+        let (client, recorder) = (hub.client(), recorder.clone());
         let (accepted, errors) = (accepted.clone(), errors.clone());
         handles.push(tokio::spawn(async move {
             while Instant::now() < deadline {
@@ -148,7 +149,7 @@ pub struct AgentRun {
 
 /// Register, get, drain, disconnect; a list every tenth round. Each counted op is a round trip.
 pub async fn agent_ops(
-    url: &str,
+    hub: &Target,
     duration: Duration,
     concurrency: usize,
     bar: &ProgressBar,
@@ -157,16 +158,15 @@ pub async fn agent_ops(
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
-    let ws_url = url.replace("http://", "ws://") + "/ws/agent";
     let mut handles = Vec::new();
     for c in 0..concurrency {
-        let (client, ws_url) = (HubClient::new(url), ws_url.clone());
+        let (client, hub) = (hub.client(), hub.clone());
         let (ops, errors) = (ops.clone(), errors.clone());
         handles.push(tokio::spawn(async move {
             let mut round = 0u64;
             while Instant::now() < deadline {
                 round += 1;
-                match agent_round(&client, &ws_url, c, round.is_multiple_of(10)).await {
+                match agent_round(&client, &hub, c, round.is_multiple_of(10)).await {
                     Ok(n) => ops.fetch_add(n, Ordering::Relaxed),
                     Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                 };
@@ -184,11 +184,11 @@ pub async fn agent_ops(
 
 async fn agent_round(
     client: &HubClient,
-    ws_url: &str,
+    hub: &Target,
     c: usize,
     list: bool,
 ) -> anyhow::Result<u64> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    let mut socket = hub.agent_socket().await?;
     let hello = format!(
         r#"{{"type":"hello","name":"agent-op-{c}","capabilities":["agent-ops"],"slots":1}}"#
     );
@@ -226,14 +226,14 @@ pub struct OpenLoopRun {
 
 /// Single tasks at `rate` per second; every `sample_every`-th is followed to its result.
 pub async fn open_loop(
-    url: &str,
+    hub: &Target,
     recorder: &Arc<Recorder>,
     duration: Duration,
     rate: u64,
     sample_every: u64,
     bar: &ProgressBar,
 ) -> anyhow::Result<OpenLoopRun> {
-    let client = HubClient::new(url);
+    let client = hub.client();
     let errors = Arc::new(AtomicU64::new(0));
     let timeouts = Arc::new(AtomicU64::new(0));
     let interval_us = (1_000_000 / rate.max(1)).max(1);
@@ -312,7 +312,7 @@ pub struct QueuedRun {
 /// `count` tasks for a capability no worker has, so they all stay queued in the hub's memory;
 /// the hub's RSS before and after, per task.
 pub async fn queued_memory(
-    url: &str,
+    hub: &Target,
     count: u64,
     sample: impl Fn() -> Option<hive_metrics::procfs::ProcessSample>,
     bar: &ProgressBar,
@@ -323,7 +323,7 @@ pub async fn queued_memory(
     let batch = 1_000u64;
     let mut handles = Vec::new();
     for _ in 0..4 {
-        let client = HubClient::new(url);
+        let client = hub.client();
         let (submitted, errors) = (submitted.clone(), errors.clone());
         handles.push(tokio::spawn(async move {
             loop {
@@ -383,7 +383,7 @@ pub struct SoakRun {
 /// Batched submitters that never let more than `max_backlog` tasks wait for a worker, so memory
 /// measures what processing leaves behind, not a queue.
 pub async fn soak(
-    url: &str,
+    hub: &Target,
     recorder: &Arc<Recorder>,
     total: u64,
     sample_every: u64,
@@ -402,7 +402,7 @@ pub async fn soak(
     let errors = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for _ in 0..4 {
-        let (client, recorder) = (HubClient::new(url), recorder.clone());
+        let (client, recorder) = (hub.client(), recorder.clone());
         let (accepted, errors, executed) = (accepted.clone(), errors.clone(), executed.clone());
         handles.push(tokio::spawn(async move {
             while accepted.load(Ordering::Relaxed) < total {

@@ -105,7 +105,9 @@ fn main() -> ExitCode {
             Command::Mcp => commands::mcp::run(hub).await,
             Command::Openapi => commands::openapi::run(),
             Command::Token(command) => commands::tokens::run(command, hub).await,
-            Command::Bench(args) => commands::bench::run(args, cli.hub.as_deref()).await,
+            Command::Bench(args) => {
+                commands::bench::run(args, cli.hub.is_some().then_some(hub)).await
+            }
         }
     });
     match outcome {

@@ -88,7 +88,7 @@ impl HubClient {
         } else {
             hive_tls::plain_client_config()
         };
-        Self::with_tls_config(base, tls)
+        Self::with_tls(base, tls)
     }
 
     /// For an `https://` hub whose certificate is signed by the CA in `ca_file` (PEM), e.g. a
@@ -97,13 +97,12 @@ impl HubClient {
         base: &str,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, hive_tls::TlsError> {
-        Ok(Self::with_tls_config(
-            base,
-            hive_tls::client_config(ca_file)?,
-        ))
+        Ok(Self::with_tls(base, hive_tls::client_config(ca_file)?))
     }
 
-    fn with_tls_config(base: &str, tls: rustls::ClientConfig) -> Self {
+    /// With a TLS configuration made once (`hive_tls::client_config`) for many clients: reading
+    /// the system's roots for each would cost a client that makes many of them.
+    pub fn with_tls(base: &str, tls: rustls::ClientConfig) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             // The hub closes a keep-alive connection idle for its header time (10 s by default,

@@ -310,7 +310,8 @@ fn read(frame: &Message) -> Option<Result<Vec<HubMessage>, String>> {
 
 type Sink = futures_util::stream::SplitSink<Socket, Message>;
 type Stream = futures_util::stream::SplitStream<Socket>;
-type Socket =
+/// A WebSocket to the hub, over TLS or not.
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the connection, says hello (naming the attempts held), and waits for the welcome.
@@ -319,54 +320,15 @@ async fn connect(
     url: &str,
     running: Vec<RunningAttempt>,
 ) -> Result<(Sink, Stream, u64), WorkerError> {
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| WorkerError::Connect {
-            url: url.to_string(),
-            detail: e.to_string(),
-        })?;
-    if let Some(token) = &options.token {
-        let value = format!("Bearer {token}").parse().map_err(|_| {
-            WorkerError::Rejected("the token holds characters a header cannot".into())
-        })?;
-        request.headers_mut().insert("authorization", value);
-    }
     // TLS for a wss:// hub: the system's roots and the configured CA file, with ring.
-    let connector = if url.starts_with("wss://") {
+    let tls = if url.starts_with("wss://") {
         let tls = hive_tls::client_config(options.ca_file.as_deref())
             .map_err(|e| WorkerError::Rejected(e.to_string()))?;
-        tokio_tungstenite::Connector::Rustls(Arc::new(tls))
+        Some(Arc::new(tls))
     } else {
-        tokio_tungstenite::Connector::Plain
+        None
     };
-    let frames = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(hive_proto::protocol::READ_BUFFER_BYTES);
-    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(frames),
-        false,
-        Some(connector),
-    )
-    .await
-    .map_err(|e| match e {
-        // 401/403: the token is missing, wrong or not an agent's; retrying cannot help.
-        tokio_tungstenite::tungstenite::Error::Http(response)
-            if matches!(response.status().as_u16(), 401 | 403) =>
-        {
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            WorkerError::Rejected(format!("{}: {body}", response.status()))
-        }
-        e => WorkerError::Connect {
-            url: url.to_string(),
-            detail: e.to_string(),
-        },
-    })?;
+    let socket = open_socket(url, options.token.as_deref(), tls).await?;
     let (mut sink, mut stream) = socket.split();
 
     let hello = WorkerMessage::Hello(Hello {
@@ -403,6 +365,66 @@ async fn connect(
             None => return Err(WorkerError::Lost("closed before welcome".into())),
         }
     }
+}
+
+/// Opens a WebSocket to the hub's `url` (`ws://` or `wss://`, with the path), sending `token` as
+/// `Authorization: Bearer`; over TLS it trusts `tls` (the system's roots when `None`). Reads frames
+/// up to 64 MiB. A 401 or 403 is [`WorkerError::Rejected`]: retrying cannot help.
+pub async fn open_socket(
+    url: &str,
+    token: Option<&str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Socket, WorkerError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| WorkerError::Connect {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            WorkerError::Rejected("the token holds characters a header cannot".into())
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let connector = match tls {
+        Some(tls) => tokio_tungstenite::Connector::Rustls(tls),
+        None if url.starts_with("wss://") => {
+            let tls =
+                hive_tls::client_config(None).map_err(|e| WorkerError::Rejected(e.to_string()))?;
+            tokio_tungstenite::Connector::Rustls(Arc::new(tls))
+        }
+        None => tokio_tungstenite::Connector::Plain,
+    };
+    let frames = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(hive_proto::protocol::READ_BUFFER_BYTES);
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(frames),
+        false,
+        Some(connector),
+    )
+    .await
+    .map_err(|e| match e {
+        // 401/403: the token is missing, wrong or not an agent's.
+        tokio_tungstenite::tungstenite::Error::Http(response)
+            if matches!(response.status().as_u16(), 401 | 403) =>
+        {
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            WorkerError::Rejected(format!("{}: {body}", response.status()))
+        }
+        e => WorkerError::Connect {
+            url: url.to_string(),
+            detail: e.to_string(),
+        },
+    })?;
+    Ok(socket)
 }
 
 async fn session<S: Future<Output = ()>>(

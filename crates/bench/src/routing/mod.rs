@@ -146,7 +146,15 @@ pub async fn compare(
     let config = tempfile::NamedTempFile::new()?;
     std::fs::write(config.path(), "[routing]\npolicy = \"least_loaded\"\n")?;
     let hub = HubUnderTest::spawn(options.hive, Some(config.path()), None).await?;
-    let capacity = measure_capacity(&hub.url, &profiles, &order, nominal, scenario, options).await;
+    let capacity = measure_capacity(
+        &hub.target.url,
+        &profiles,
+        &order,
+        nominal,
+        scenario,
+        options,
+    )
+    .await;
     hub.stop().await;
     let capacity = capacity?;
     let rate = capacity * LOAD_SHARE;
@@ -169,7 +177,7 @@ pub async fn compare(
             order: &order,
             rate,
         };
-        let outcome = run_policy(&hub.url, &run, options, bar).await;
+        let outcome = run_policy(&hub.target.url, &run, options, bar).await;
         hub.stop().await;
         policies.push(outcome?);
     }

@@ -7,9 +7,12 @@ use anyhow::{Context, anyhow};
 use hive_bench::{BenchOptions, Workload};
 
 use crate::args::BenchArgs;
+use crate::commands::Target;
 use crate::{Failure, Outcome};
 
-pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
+/// `hub`: an external hub given with `--hub` (with `--token` and `--ca-file` for it), or `None`
+/// to start one.
+pub async fn run(args: BenchArgs, hub: Option<&Target>) -> Outcome {
     if args.workers == 0
         || args.slots == 0
         || args.batch == 0
@@ -41,7 +44,9 @@ pub async fn run(args: BenchArgs, hub: Option<&str>) -> Outcome {
         .context("cannot find the hive executable")
         .map_err(Failure::usage)?;
     let options = BenchOptions {
-        hub: hub.map(str::to_string),
+        hub: hub.map(|h| h.url.clone()),
+        token: hub.and_then(|h| h.token.clone()),
+        ca_file: hub.and_then(|h| h.ca_file.clone()),
         hive,
         duration: args.duration,
         workers: args.workers,

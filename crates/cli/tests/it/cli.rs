@@ -479,6 +479,81 @@ async fn bench_overload_offers_shares_of_the_measured_capacity_and_loses_nothing
     }
 }
 
+/// `hive bench --hub` against a hub with authentication and TLS on: every client, worker and
+/// WebSocket of the bench shows the token and trusts the CA file. Without the token the bench
+/// stops at once, naming the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_an_external_hub_with_a_token_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("hub.pem"), dir.path().join("hub.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let _hub = hive()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--auth"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let admin = async {
+        for _ in 0..300 {
+            if let Ok(token) = std::fs::read_to_string(data.join("admin.token")) {
+                let client = hive_client::HubClient::with_ca_file(&url, Some(&cert_path))
+                    .unwrap()
+                    .with_token(Some(token.trim().to_string()));
+                if client.status().await.is_ok() {
+                    return token.trim().to_string();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the TLS hub did not become ready");
+    }
+    .await;
+    let bench = |token: Option<&str>, workloads: &str| {
+        let json = dir.path().join(format!("{workloads}.json"));
+        let mut command = hive();
+        command
+            .args(["bench", "--hub", &url, "--ca-file"])
+            .arg(&cert_path)
+            .args(["--duration", "1s", "--workers", "2", "--slots", "8"])
+            .args(["--batch", "10", "--rate", "100", "--workloads", workloads])
+            .arg("--json")
+            .arg(&json)
+            .env_remove("HIVE_TOKEN");
+        if let Some(token) = token {
+            command.env("HIVE_TOKEN", token);
+        }
+        async move { (command.output().await.unwrap(), json) }
+    };
+    let (output, json) = bench(Some(&admin), "batched,agents,swarm,latency").await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["batched"]["tasks"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["agent_ops_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(report["swarm_deliveries_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(report["assign_latency_ms"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(report["error_rate"], 0.0, "{report}");
+
+    let (output, _) = bench(None, "batched").await;
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("401"), "{err}");
+}
+
 /// The soft and hard limits on open files of process `pid`, from /proc.
 fn open_file_limits(pid: &str) -> (u64, u64) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
