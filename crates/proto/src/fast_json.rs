@@ -1,17 +1,21 @@
 //! JSON written by hand for what the hub writes once per task: the `assign` frame every task
 //! goes out to its worker in, and the task view that `POST /tasks`, `GET /tasks/{id}`, `/wait`
-//! and `/cancel` answer with and `GET /tasks` lists. serde wrote them key by key, escaping each
-//! constant key and each id at run time: about 2,200 instructions per assignment and 6,300 per
-//! task view (BENCHMARKS.md, "Later changes"). The bytes are serde's, field for field; tests
-//! hold the two together, and each writer names every field of its type (no `..`), so a field
-//! added to the type does not compile until it is written here. Enums and nested values
+//! and `/cancel` answer with and `GET /tasks` lists; and for the agent view that an agent's
+//! round of the API answers with (`GET /agents/{id}`, the drain, `GET /agents`). serde wrote
+//! them key by key, escaping each constant key, id and map key at run time: about 2,200
+//! instructions per assignment, 6,300 per task view and 2,000 per agent view (BENCHMARKS.md,
+//! "Later changes"). The bytes are serde's, field for field; tests hold the two together, and
+//! each writer names every field of its type (no `..`), so a field added to the type does not
+//! compile until it is written here. Enums, floating-point numbers and nested values
 //! (`status`, `on_parent_failure`, attempts, features, votes, dissenters, progress) still go
 //! through serde, as do MessagePack frames.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::api::Task;
+use std::collections::BTreeMap;
+
+use crate::api::{Agent, CapabilityStats, Predicted, RoutingEstimate, Task};
 use crate::protocol::Assignment;
 
 /// `{"type":"assign","tasks":[...]}`, as `serde_json::to_vec` of [`HubMessage::Assign`] writes it.
@@ -44,6 +48,30 @@ pub fn task_list(items: &[Task], next_cursor: Option<&str>) -> Vec<u8> {
     out.optional_string(next_cursor);
     out.bytes(b"}");
     out.0
+}
+
+/// An agent as `serde_json::to_vec` of [`Agent`] writes it.
+pub fn agent(agent: &Agent) -> Vec<u8> {
+    let mut out = Out(Vec::with_capacity(agent_size(agent)));
+    out.agent(agent);
+    out.0
+}
+
+/// `{"items":[...]}` and `"next_cursor"` when there is one, as `serde_json::to_vec` of
+/// [`AgentList`](crate::api::AgentList) writes it.
+pub fn agent_list(items: &[Agent], next_cursor: Option<&str>) -> Vec<u8> {
+    let size: usize = items.iter().map(agent_size).sum();
+    let mut out = Out(Vec::with_capacity(32 + size));
+    out.bytes(br#"{"items":"#);
+    out.list(items, Out::agent);
+    out.present(br#","next_cursor":"#, next_cursor, Out::string);
+    out.bytes(b"}");
+    out.0
+}
+
+/// About the bytes of an agent: room for its fixed fields and for each capability's entries.
+fn agent_size(agent: &Agent) -> usize {
+    256 + 256 * agent.capabilities.len()
 }
 
 /// About the bytes of one assignment: its texts and room for the keys and numbers.
@@ -170,6 +198,90 @@ impl Out {
         self.bytes(b"}");
     }
 
+    fn agent(&mut self, agent: &Agent) {
+        let Agent {
+            id,
+            name,
+            state,
+            capabilities,
+            slots,
+            running,
+            connected_at,
+            last_heartbeat,
+            stats,
+            routing,
+        } = agent;
+        self.bytes(br#"{"id":"#);
+        self.string(id);
+        self.bytes(br#","name":"#);
+        self.string(name);
+        self.bytes(br#","state":"#);
+        self.value(state);
+        self.bytes(br#","capabilities":"#);
+        self.map(capabilities, |out, level| out.value(level));
+        self.bytes(br#","slots":"#);
+        self.number(*slots);
+        self.bytes(br#","running":"#);
+        self.number(*running);
+        self.bytes(br#","connected_at":"#);
+        self.string(connected_at);
+        self.bytes(br#","last_heartbeat":"#);
+        self.string(last_heartbeat);
+        self.bytes(br#","stats":"#);
+        self.map(stats, Out::capability_stats);
+        self.bytes(br#","routing":"#);
+        self.map(routing, Out::routing_estimate);
+        self.bytes(b"}");
+    }
+
+    fn capability_stats(&mut self, stats: &CapabilityStats) {
+        let CapabilityStats {
+            completed,
+            failed,
+            mean_latency_ms,
+        } = stats;
+        self.bytes(br#"{"completed":"#);
+        self.number(*completed);
+        self.bytes(br#","failed":"#);
+        self.number(*failed);
+        self.bytes(br#","mean_latency_ms":"#);
+        self.value(mean_latency_ms);
+        self.bytes(b"}");
+    }
+
+    fn routing_estimate(&mut self, estimate: &RoutingEstimate) {
+        let RoutingEstimate {
+            success_probability,
+            latency_ms,
+            tail_ms,
+            samples,
+            share,
+            predicted,
+        } = estimate;
+        self.bytes(br#"{"success_probability":"#);
+        self.value(success_probability);
+        self.bytes(br#","latency_ms":"#);
+        self.value(latency_ms);
+        self.bytes(br#","tail_ms":"#);
+        self.value(tail_ms);
+        self.bytes(br#","samples":"#);
+        self.number(*samples);
+        self.bytes(br#","share":"#);
+        self.value(share);
+        self.present(br#","predicted":"#, predicted.as_ref(), |out, predicted| {
+            let Predicted {
+                latency_ms,
+                success_probability,
+            } = predicted;
+            out.bytes(br#"{"latency_ms":"#);
+            out.value(latency_ms);
+            out.bytes(br#","success_probability":"#);
+            out.value(success_probability);
+            out.bytes(b"}");
+        });
+        self.bytes(b"}");
+    }
+
     fn bytes(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
     }
@@ -192,6 +304,20 @@ impl Out {
             write(self, item);
         }
         self.bytes(b"]");
+    }
+
+    /// `{"key":value,...}` in the map's order, each value written by `write`.
+    fn map<T>(&mut self, entries: &BTreeMap<String, T>, write: impl Fn(&mut Out, &T)) {
+        self.bytes(b"{");
+        for (n, (key, value)) in entries.iter().enumerate() {
+            if n > 0 {
+                self.bytes(b",");
+            }
+            self.string(key);
+            self.bytes(b":");
+            write(self, value);
+        }
+        self.bytes(b"}");
     }
 
     fn number(&mut self, n: impl itoa::Integer) {
@@ -329,6 +455,71 @@ mod tests {
             .unwrap();
             assert_eq!(
                 String::from_utf8(task_list(&items, next_cursor)).unwrap(),
+                expected
+            );
+        }
+    }
+
+    fn agent(id: &str, capabilities: &[&str]) -> Agent {
+        let json = serde_json::json!({
+            "id": id, "name": format!("host:{}", capabilities.join("+")), "state": "draining",
+            "capabilities": capabilities.iter().enumerate()
+                .map(|(n, c)| (c.to_string(), serde_json::json!(1.0 / (n as f64 + 3.0))))
+                .collect::<serde_json::Map<_, _>>(),
+            "slots": 4_000_000_000u32, "running": 2,
+            "connected_at": "2026-12-04T17:00:00.123Z", "last_heartbeat": "h\"b",
+            "stats": capabilities.iter().enumerate()
+                .map(|(n, c)| (c.to_string(), serde_json::json!({
+                    "completed": u64::MAX, "failed": n,
+                    "mean_latency_ms": if n == 0 { serde_json::Value::Null } else { serde_json::json!(12.5e-7) },
+                })))
+                .collect::<serde_json::Map<_, _>>(),
+            "routing": capabilities.iter().enumerate()
+                .map(|(n, c)| {
+                    let mut estimate = serde_json::json!({
+                        "success_probability": 0.1 + 0.2, "latency_ms": null, "tail_ms": 1e300,
+                        "samples": n, "share": 0.0,
+                    });
+                    if n == 1 {
+                        estimate["latency_ms"] = serde_json::json!(3.0);
+                        estimate["predicted"] =
+                            serde_json::json!({"latency_ms": 1.5, "success_probability": 1.0});
+                    }
+                    (c.to_string(), estimate)
+                })
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn an_agent_and_a_listing_of_agents_are_serdes_bytes() {
+        let agents = [
+            agent("0192", &[]),
+            agent("0193", &["echo"]),
+            agent("a\"b", &["summarize", "tr\u{1}anslate é", "b\\"]),
+        ];
+        // Every optional field is there to be written: `predicted`.
+        let full = serde_json::to_string(&agents[2]).unwrap();
+        assert!(full.contains(r#""predicted":{"latency_ms":1.5"#), "{full}");
+        for item in &agents {
+            assert_eq!(
+                String::from_utf8(super::agent(item)).unwrap(),
+                serde_json::to_string(item).unwrap()
+            );
+        }
+        for (items, next_cursor) in [
+            (&agents[..0], None),
+            (&agents[..1], Some("0192")),
+            (&agents[..], None),
+        ] {
+            let expected = serde_json::to_string(&crate::api::AgentList {
+                items: items.to_vec(),
+                next_cursor: next_cursor.map(str::to_string),
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(agent_list(items, next_cursor)).unwrap(),
                 expected
             );
         }

@@ -239,7 +239,7 @@ pub async fn list(
 }
 
 /// A JSON body encoded already (a cached listing).
-fn json_body(body: Bytes) -> Response {
+pub(super) fn json_body(body: Bytes) -> Response {
     ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
