@@ -10,10 +10,13 @@
 //!
 //! Relative relocations are packed (`-z pack-relative-relocs`, DT_RELR) where a probe linked so
 //! runs here: the loader reads 8 KB of them at start instead of 690 KB (one 24-byte entry for
-//! each of about 29,000 pointers in static data), about 0.7 MB less resident for an idle hub. A
-//! C library older than glibc 2.36 cannot load such a binary, so a build for another target
-//! (where the probe cannot run) or on such a system links as before. `HIVE_PACK_RELOCS=0`
-//! leaves it out.
+//! each of about 29,000 pointers in static data), 0.4-0.6 MB less resident for an idle hub
+//! (BENCHMARKS.md). Such a binary needs glibc 2.36 or later wherever it runs: the probe only
+//! answers for the building machine, so a build for another target (where the probe cannot
+//! run) links as before, and a build meant for older systems than the one building it (an
+//! older sysroot, a release for other distributions) should set `HIVE_PACK_RELOCS=0`, which
+//! leaves it out. A linker that does not know the option (GNU ld before 2.38) ignores it with
+//! a warning: the probe passes and nothing is packed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

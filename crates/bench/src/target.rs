@@ -10,14 +10,16 @@ use anyhow::Context;
 use hive_client::worker::{Socket, open_socket};
 use hive_client::{HubClient, WorkerOptions};
 
+/// The hub's URL and what its clients show it and trust.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// `http://` or `https://`, without a trailing slash.
     pub url: String,
     token: Option<String>,
     ca_file: Option<PathBuf>,
-    /// For an `https://` hub: made once, as reading the system's roots for every client and
-    /// socket would load the load generator.
+    /// For an `https://` hub: made once for every REST client and raw socket, as reading the
+    /// system's roots for each would load the load generator (the workers, which connect once
+    /// each, read them and the CA file at each connect, as `hive worker` does).
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 

@@ -273,8 +273,9 @@ pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
     Ok(toml::from_str(text)?)
 }
 
-/// The least `server.max_message_bytes`: a hello with its capabilities and groups must fit.
-const MIN_MESSAGE_BYTES: usize = 64 * 1024;
+/// What `server.max_message_bytes` holds besides the largest output: the result message around
+/// it, and a hello with its capabilities and groups.
+const MESSAGE_HEADROOM: usize = 64 * 1024;
 
 /// How long a stopping hub among several waits for its running tasks (`store.drain_grace_s`).
 const DEFAULT_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
@@ -452,16 +453,20 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
     if config.max_body_bytes < config.limits.max_payload_bytes {
         bail!("server.max_body_bytes must be at least tasks.max_payload_bytes");
     }
-    if let Some(bytes) = file.server.max_message_bytes {
-        config.max_message_bytes = bytes;
-    }
-    // A result's output travels in one message: a smaller message limit would refuse, as too
-    // large a frame, an output the hub would accept.
-    if config.max_message_bytes < config.limits.max_output_bytes.max(MIN_MESSAGE_BYTES) {
-        bail!(
-            "server.max_message_bytes must be at least tasks.max_output_bytes and at least {MIN_MESSAGE_BYTES} (64 KiB)"
-        );
-    }
+    // A result's output travels in one message with the result around it: a smaller limit
+    // would refuse, as too large a frame, an output the hub accepts. Unset, the limit follows
+    // the request body limit, as it did when the two were one setting.
+    let least = config
+        .limits
+        .max_output_bytes
+        .saturating_add(MESSAGE_HEADROOM);
+    config.max_message_bytes = match file.server.max_message_bytes {
+        Some(bytes) if bytes < least => bail!(
+            "server.max_message_bytes must be at least tasks.max_output_bytes + {MESSAGE_HEADROOM} (64 KiB), here {least}"
+        ),
+        Some(bytes) => bytes,
+        None => config.max_body_bytes.max(least),
+    };
     if let Some(ms) = file.server.max_wait_ms {
         config.max_wait = std::time::Duration::from_millis(ms);
     }
@@ -677,16 +682,24 @@ mod tests {
     #[test]
     fn the_message_limit_is_its_own_key_and_must_hold_an_output() {
         let config = resolve(&args(), RawConfig::default()).unwrap();
-        assert_eq!(config.max_message_bytes, config.max_body_bytes);
-        let text = "[server]\nmax_body_bytes = 2097152\nmax_message_bytes = 1048576\n";
+        assert_eq!(config.max_message_bytes, 32 << 20);
+        // Set, it is its own; unset, it follows the body limit, or the output limit plus room.
+        let text = "[server]\nmax_body_bytes = 2097152\nmax_message_bytes = 1114112\n";
         let config = resolve(&args(), parse(text).unwrap()).unwrap();
         assert_eq!(
             (config.max_body_bytes, config.max_message_bytes),
-            (2 << 20, 1 << 20)
+            (2 << 20, 1_114_112)
         );
+        let text = "[server]\nmax_body_bytes = 50000000\n";
+        let config = resolve(&args(), parse(text).unwrap()).unwrap();
+        assert_eq!(config.max_message_bytes, 50_000_000);
+        let text = "[tasks]\nmax_output_bytes = 40000000\n";
+        let config = resolve(&args(), parse(text).unwrap()).unwrap();
+        assert_eq!(config.max_message_bytes, 40_000_000 + 65_536);
         for text in [
             "[server]\nmax_message_bytes = 1000\n",
-            "[server]\nmax_message_bytes = 1048576\n[tasks]\nmax_output_bytes = 2000000\n",
+            "[server]\nmax_message_bytes = 1048576\n",
+            "[server]\nmax_message_bytes = 2000000\n[tasks]\nmax_output_bytes = 2000000\n",
         ] {
             let err = resolve(&args(), parse(text).unwrap()).unwrap_err();
             assert!(

@@ -10,10 +10,10 @@
 //! (`status`, `on_parent_failure`, attempts, features, votes, dissenters, progress) still go
 //! through serde, as do MessagePack frames.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
-
-use std::collections::BTreeMap;
 
 use crate::api::{Agent, CapabilityStats, Predicted, RoutingEstimate, Task};
 use crate::protocol::Assignment;

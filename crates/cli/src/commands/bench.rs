@@ -40,6 +40,10 @@ pub async fn run(args: BenchArgs, hub: Option<&Target>) -> Outcome {
             "--hubs: 1-16, and several only with --store or a --hub-config that sets store.url (hubs share a PostgreSQL database) and without --hub"
         )));
     }
+    if let Some(hub) = hub {
+        // An unreadable --ca-file is the caller's to fix, said before anything runs.
+        hub.client()?;
+    }
     let hive = std::env::current_exe()
         .context("cannot find the hive executable")
         .map_err(Failure::usage)?;

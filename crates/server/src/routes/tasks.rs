@@ -238,7 +238,7 @@ pub async fn list(
     Ok(json_body(body))
 }
 
-/// A JSON body encoded already (a cached listing).
+/// A JSON body encoded already (a cached listing, a view written by `hive_proto::fast_json`).
 pub(super) fn json_body(body: Bytes) -> Response {
     ([(CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -332,6 +332,16 @@ async fn a_frame_over_the_limit_is_answered_with_close_code_1009() {
         32 * 1024 * 1024,
         "docs/security.md names this default"
     );
+    // The request body limit does not govern frames: with it at 64 KiB, a 100 KiB frame is read
+    // and answered as the bad message it is.
+    let t = start_hub_with(|c| c.max_body_bytes = 64 * 1024).await;
+    let hello = serde_json::json!({"type": "hello", "name": "w", "capabilities": ["x"]});
+    let mut socket = agent(&t, hello).await;
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    let _ = socket
+        .send(Message::Text("x".repeat(100 * 1024).into()))
+        .await;
+    assert_eq!(next_json(&mut socket).await["code"], "invalid_message");
     for (limit, sent) in [(Some(64 * 1024), 100 * 1024), (None, default + 1)] {
         let t = start_hub_with(|c| {
             if let Some(limit) = limit {
