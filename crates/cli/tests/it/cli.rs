@@ -554,6 +554,27 @@ async fn bench_measures_an_external_hub_with_a_token_over_tls() {
     assert!(err.contains("401"), "{err}");
 }
 
+#[tokio::test]
+async fn bench_names_an_unreadable_ca_file_before_it_runs() {
+    let output = hive()
+        .args([
+            "bench",
+            "--hub",
+            "https://127.0.0.1:9",
+            "--ca-file",
+            "/nonexistent/hub.pem",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("--ca-file") && err.contains("hub.pem"),
+        "{err}"
+    );
+}
+
 /// The soft and hard limits on open files of process `pid`, from /proc.
 fn open_file_limits(pid: &str) -> (u64, u64) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
