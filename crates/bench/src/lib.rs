@@ -47,12 +47,8 @@ pub use report::Report;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// An external hub to measure instead of spawning one.
-    pub hub: Option<String>,
-    /// For the external hub: a token (an `admin` one: the workloads submit, connect agents and
-    /// drain them) and a CA file for an `https://` hub. Unused for a spawned hub.
-    pub token: Option<String>,
-    pub ca_file: Option<PathBuf>,
+    /// An external hub to measure instead of spawning one, with its token and trust.
+    pub hub: Option<target::Target>,
     /// The `hive` executable to spawn as the hub.
     pub hive: PathBuf,
     /// How long each workload runs.
@@ -240,11 +236,7 @@ async fn run_on_one_hub(
     machine: machine::Machine,
 ) -> anyhow::Result<Report> {
     let hubs = match &options.hub {
-        Some(url) => vec![HubUnderTest::external(target::Target::external(
-            url,
-            options.token.clone(),
-            options.ca_file.clone(),
-        )?)],
+        Some(target) => vec![HubUnderTest::external(target.clone())],
         None => {
             HubUnderTest::spawn_several(
                 &options.hive,

@@ -282,9 +282,7 @@ mod tests {
         use crate::Workload;
         let bench =
             |hub: Option<&str>, store: Option<&str>, workloads: Vec<Workload>| BenchOptions {
-                hub: hub.map(String::from),
-                token: None,
-                ca_file: None,
+                hub: hub.map(crate::target::Target::plain),
                 hive: "hive".into(),
                 duration: std::time::Duration::from_secs(1),
                 workers: 1,

@@ -23,50 +23,61 @@ use crate::protocol::Assignment;
 /// [`HubMessage::Assign`]: crate::protocol::HubMessage::Assign
 pub fn assign(tasks: &[Assignment]) -> Vec<u8> {
     let size: usize = tasks.iter().map(assignment_size).sum();
-    let mut out = Out(Vec::with_capacity(32 + size));
-    out.bytes(br#"{"type":"assign","tasks":"#);
-    out.list(tasks, Out::assignment);
-    out.bytes(b"}");
-    out.0
+    written(32 + size, |out| {
+        out.bytes(br#"{"type":"assign","tasks":"#);
+        out.list(tasks, Out::assignment);
+        out.bytes(b"}");
+    })
 }
 
 /// A task as `serde_json::to_vec` of [`Task`] writes it.
 pub fn task(task: &Task) -> Vec<u8> {
-    let mut out = Out(Vec::with_capacity(task_size(task)));
-    out.task(task);
-    out.0
+    written(task_size(task), |out| out.task(task))
 }
 
 /// `{"items":[...],"next_cursor":...}`, as `serde_json::to_vec` of
 /// [`TaskList`](crate::api::TaskList) writes it.
 pub fn task_list(items: &[Task], next_cursor: Option<&str>) -> Vec<u8> {
-    let size: usize = items.iter().map(task_size).sum();
-    let mut out = Out(Vec::with_capacity(32 + size));
-    out.bytes(br#"{"items":"#);
-    out.list(items, Out::task);
-    out.bytes(br#","next_cursor":"#);
-    out.optional_string(next_cursor);
-    out.bytes(b"}");
-    out.0
+    page(items, task_size, Out::task, |out| {
+        out.bytes(br#","next_cursor":"#);
+        out.optional_string(next_cursor);
+    })
 }
 
 /// An agent as `serde_json::to_vec` of [`Agent`] writes it.
 pub fn agent(agent: &Agent) -> Vec<u8> {
-    let mut out = Out(Vec::with_capacity(agent_size(agent)));
-    out.agent(agent);
-    out.0
+    written(agent_size(agent), |out| out.agent(agent))
 }
 
 /// `{"items":[...]}` and `"next_cursor"` when there is one, as `serde_json::to_vec` of
 /// [`AgentList`](crate::api::AgentList) writes it.
 pub fn agent_list(items: &[Agent], next_cursor: Option<&str>) -> Vec<u8> {
-    let size: usize = items.iter().map(agent_size).sum();
-    let mut out = Out(Vec::with_capacity(32 + size));
-    out.bytes(br#"{"items":"#);
-    out.list(items, Out::agent);
-    out.present(br#","next_cursor":"#, next_cursor, Out::string);
-    out.bytes(b"}");
+    page(items, agent_size, Out::agent, |out| {
+        out.present(br#","next_cursor":"#, next_cursor, Out::string);
+    })
+}
+
+/// What `write` writes, into a buffer of about `size` bytes.
+fn written(size: usize, write: impl FnOnce(&mut Out)) -> Vec<u8> {
+    let mut out = Out(Vec::with_capacity(size));
+    write(&mut out);
     out.0
+}
+
+/// `{"items":[...]` and the cursor as `cursor` writes it, then `}`: a page of a listing.
+fn page<T>(
+    items: &[T],
+    size: fn(&T) -> usize,
+    item: fn(&mut Out, &T),
+    cursor: impl FnOnce(&mut Out),
+) -> Vec<u8> {
+    let size: usize = items.iter().map(size).sum();
+    written(32 + size, |out| {
+        out.bytes(br#"{"items":"#);
+        out.list(items, item);
+        cursor(out);
+        out.bytes(b"}");
+    })
 }
 
 /// About the bytes of an agent: room for its fixed fields and for each capability's entries.

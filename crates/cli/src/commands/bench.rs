@@ -4,15 +4,15 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
+use hive_bench::target::Target;
 use hive_bench::{BenchOptions, Workload};
 
 use crate::args::BenchArgs;
-use crate::commands::Target;
 use crate::{Failure, Outcome};
 
 /// `hub`: an external hub given with `--hub` (with `--token` and `--ca-file` for it), or `None`
 /// to start one.
-pub async fn run(args: BenchArgs, hub: Option<&Target>) -> Outcome {
+pub async fn run(args: BenchArgs, hub: Option<&crate::commands::Target>) -> Outcome {
     if args.workers == 0
         || args.slots == 0
         || args.batch == 0
@@ -40,17 +40,16 @@ pub async fn run(args: BenchArgs, hub: Option<&Target>) -> Outcome {
             "--hubs: 1-16, and several only with --store or a --hub-config that sets store.url (hubs share a PostgreSQL database) and without --hub"
         )));
     }
-    if let Some(hub) = hub {
-        // An unreadable --ca-file is the caller's to fix, said before anything runs.
-        hub.client()?;
-    }
+    // An unreadable --ca-file is the caller's to fix, said before anything runs.
+    let hub = hub
+        .map(|h| Target::external(&h.url, h.token.clone(), h.ca_file.clone()))
+        .transpose()
+        .map_err(Failure::usage)?;
     let hive = std::env::current_exe()
         .context("cannot find the hive executable")
         .map_err(Failure::usage)?;
     let options = BenchOptions {
-        hub: hub.map(|h| h.url.clone()),
-        token: hub.and_then(|h| h.token.clone()),
-        ca_file: hub.and_then(|h| h.ca_file.clone()),
+        hub,
         hive,
         duration: args.duration,
         workers: args.workers,
