@@ -52,7 +52,15 @@ async fn latency(
 ) -> anyhow::Result<(Percentiles, u64)> {
     let recorder = Arc::new(Recorder::default());
     // Every tenth task followed to its result: enough samples for a p99 in a few seconds.
-    let run = workloads::open_loop(hub, &recorder, duration, rate, 10, bar).await?;
+    let run = workloads::open_loop(
+        std::slice::from_ref(hub),
+        &recorder,
+        duration,
+        rate,
+        10,
+        bar,
+    )
+    .await?;
     let result = Percentiles::of(&recorder.result_us.lock().unwrap_or_else(|p| p.into_inner()));
     Ok((result, run.errors + run.timeouts))
 }

@@ -44,6 +44,7 @@ use hub::HubUnderTest;
 use load::Workers;
 use recorder::{Percentiles, Recorder};
 pub use report::Report;
+use target::Target;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -75,8 +76,11 @@ pub struct BenchOptions {
     /// `[store] url` of `--hub-config`; `None`: SQLite.
     pub store: Option<String>,
     /// Hubs started on the one schema (with `store`): workers spread across them, load sent
-    /// to the first.
+    /// to the first unless `spread`.
     pub hubs: usize,
+    /// With several hubs: the submitters spread over all of them, as behind a load balancer
+    /// (each submitter keeps to one hub), instead of all submitting to the first.
+    pub spread: bool,
     /// Seeds the routing workload's arrivals, failures, join order and policies.
     pub seed: u64,
     /// Slots of each agent in the routing workload's pool.
@@ -252,15 +256,18 @@ async fn run_on_one_hub(
     let idle = hub.sample();
     let recorder = Arc::new(Recorder::default());
     let timeline = timeline::Timeline::start(recorder.clone());
-    // The workers round-robin over the hubs.
+    // The workers are spread over the hubs (3, 3, 2 of 8 on three), named in one sequence.
+    let mut named = 0;
     let workers: Vec<Workers> = hubs
         .iter()
         .enumerate()
         .map(|(i, h)| {
             let count =
                 options.workers / hubs.len() + usize::from(i < options.workers % hubs.len());
+            named += count;
             Workers::spawn(
                 &h.target,
+                named - count,
                 count,
                 options.slots,
                 options.format,
@@ -268,7 +275,13 @@ async fn run_on_one_hub(
             )
         })
         .collect();
-    let outcome = measure(options, hub, &recorder, &timeline, machine).await;
+    // Where the tasks are submitted: the first hub, or each of them as behind a load balancer.
+    let fronts: Vec<Target> = if options.spread {
+        hubs.iter().map(|h| h.target.clone()).collect()
+    } else {
+        vec![hub.target.clone()]
+    };
+    let outcome = measure(options, hub, &fronts, &recorder, &timeline, machine).await;
     for w in workers {
         w.stop().await;
     }
@@ -285,6 +298,7 @@ async fn run_on_one_hub(
 async fn measure(
     options: &BenchOptions,
     hub: &HubUnderTest,
+    fronts: &[Target],
     recorder: &Arc<Recorder>,
     timeline: &timeline::Timeline,
     machine: machine::Machine,
@@ -297,7 +311,7 @@ async fn measure(
     timeline.phase("warm-up");
     let bar = phase_bar("warm-up");
     let short = duration.min(Duration::from_secs(2));
-    workloads::tasks_end_to_end(target, recorder, short, options.batch, 4, &bar).await?;
+    workloads::tasks_end_to_end(fronts, recorder, short, options.batch, 4, &bar).await?;
     bar.finish_and_clear();
     let warm = hub.sample();
 
@@ -307,7 +321,7 @@ async fn measure(
         timeline.phase("batched");
         let bar = phase_bar("batched");
         let r =
-            workloads::tasks_end_to_end(target, recorder, duration, options.batch, 4, &bar).await?;
+            workloads::tasks_end_to_end(fronts, recorder, duration, options.batch, 4, &bar).await?;
         bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
         batched = Some(r);
         after_batched = hub.sample();
@@ -319,7 +333,7 @@ async fn measure(
         timeline.phase("single");
         let bar = phase_bar("single");
         let before = hub.sample();
-        let r = workloads::tasks_end_to_end(target, recorder, duration, 1, 64, &bar).await?;
+        let r = workloads::tasks_end_to_end(fronts, recorder, duration, 1, 64, &bar).await?;
         bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
         cpu_single = cpu_per_task(before, hub.sample(), r.tasks);
         single = Some(r);
@@ -362,7 +376,7 @@ async fn measure(
         (None, true) => {
             timeline.phase("capacity");
             let bar = phase_bar("capacity");
-            let r = workloads::tasks_end_to_end(target, recorder, short, 1, 64, &bar).await?;
+            let r = workloads::tasks_end_to_end(fronts, recorder, short, 1, 64, &bar).await?;
             bar.finish_with_message(format!("{:.0} tasks/s single", r.end_to_end_per_sec));
             Some(r.end_to_end_per_sec)
         }
@@ -378,7 +392,7 @@ async fn measure(
     if run(Workload::Latency) {
         timeline.phase("open-loop");
         let bar = phase_bar("open loop");
-        let r = workloads::open_loop(target, recorder, duration, rate, 50, &bar).await?;
+        let r = workloads::open_loop(fronts, recorder, duration, rate, 50, &bar).await?;
         bar.finish_with_message(format!("{} tasks offered at {rate}/s", r.sent));
         open = Some(r);
     }

@@ -37,8 +37,12 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// `count` workers on `hub`, named `bench-{first}` on: names unique across the hubs of a
+    /// run, as a swarm's would be. Workers of one name on several hubs share one learned
+    /// estimate, which every hub writes.
     pub fn spawn(
         hub: &Target,
+        first: usize,
         count: usize,
         slots: u32,
         format: FrameFormat,
@@ -47,7 +51,7 @@ impl Workers {
         let null = RawValue::from_string("null".into()).expect("valid JSON");
         let mut stops = Vec::new();
         let mut handles = Vec::new();
-        for i in 0..count {
+        for i in first..first + count {
             let recorder = recorder.clone();
             let null = null.clone();
             let executor = Arc::new(move |task: Assignment| {

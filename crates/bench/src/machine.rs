@@ -297,6 +297,7 @@ mod tests {
                 hub_config: None,
                 store: store.map(String::from),
                 hubs: 1,
+                spread: false,
                 seed: 0,
                 routing_slots: 1,
             };

@@ -146,9 +146,12 @@ impl Settings {
             hub_config: o.hub_config.as_ref().map(|p| p.display().to_string()),
             store: match o.store.as_deref() {
                 None => "sqlite".into(),
-                Some(url) if o.hubs > 1 => {
-                    format!("{} hubs on {}", o.hubs, hive_store::postgres::redact(url))
-                }
+                Some(url) if o.hubs > 1 => format!(
+                    "{} hubs on {}, tasks submitted to {}",
+                    o.hubs,
+                    hive_store::postgres::redact(url),
+                    if o.spread { "every hub" } else { "the first" }
+                ),
                 Some(url) => hive_store::postgres::redact(url),
             },
         }

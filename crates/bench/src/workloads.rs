@@ -65,16 +65,18 @@ pub(crate) async fn watch(
     Ok(())
 }
 
-/// Closed-loop submitters: `batch` tasks per request (1: the single-task endpoint).
+/// Closed-loop submitters: `batch` tasks per request (1: the single-task endpoint). Submitter
+/// `i` submits to `fronts[i % fronts.len()]` (several hubs behind a load balancer, or one);
+/// the counts are read from the first, which on a shared store are every hub's.
 pub async fn tasks_end_to_end(
-    hub: &Target,
+    fronts: &[Target],
     recorder: &Arc<Recorder>,
     duration: Duration,
     batch: usize,
     submitters: usize,
     bar: &ProgressBar,
 ) -> anyhow::Result<TaskRun> {
-    let client = hub.client();
+    let client = fronts[0].client();
     let before = succeeded(&client).await?;
     let executed_before = recorder.executed.load(Ordering::Relaxed);
     let accepted = Arc::new(AtomicU64::new(0));
@@ -82,8 +84,8 @@ pub async fn tasks_end_to_end(
     let started = Instant::now();
     let deadline = started + duration;
     let mut handles = Vec::new();
-    for _ in 0..submitters {
-        let (client, recorder) = (hub.client(), recorder.clone());
+    for i in 0..submitters {
+        let (client, recorder) = (fronts[i % fronts.len()].client(), recorder.clone());
         let (accepted, errors) = (accepted.clone(), errors.clone());
         handles.push(tokio::spawn(async move {
             while Instant::now() < deadline {
@@ -224,16 +226,18 @@ pub struct OpenLoopRun {
     pub sampled: u64,
 }
 
-/// Single tasks at `rate` per second; every `sample_every`-th is followed to its result.
+/// Single tasks at `rate` per second; every `sample_every`-th is followed to its result. The
+/// requests go to `fronts` in turn (one hub, or several behind a load balancer); a followed
+/// task is waited for on the hub it was submitted to.
 pub async fn open_loop(
-    hub: &Target,
+    fronts: &[Target],
     recorder: &Arc<Recorder>,
     duration: Duration,
     rate: u64,
     sample_every: u64,
     bar: &ProgressBar,
 ) -> anyhow::Result<OpenLoopRun> {
-    let client = hub.client();
+    let clients: Vec<HubClient> = fronts.iter().map(Target::client).collect();
     let errors = Arc::new(AtomicU64::new(0));
     let timeouts = Arc::new(AtomicU64::new(0));
     let interval_us = (1_000_000 / rate.max(1)).max(1);
@@ -254,7 +258,8 @@ pub async fn open_loop(
             sent += 1;
             let follow = sent.is_multiple_of(sample_every);
             sampled += u64::from(follow);
-            let (client, recorder) = (client.clone(), recorder.clone());
+            let client = clients[sent as usize % clients.len()].clone();
+            let recorder = recorder.clone();
             let (errors, timeouts) = (errors.clone(), timeouts.clone());
             handles.spawn(async move {
                 // Latency counts from the moment the request leaves; how late that is against the

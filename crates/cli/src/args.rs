@@ -94,9 +94,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
     /// With --store: start this many hubs on the one schema (1-16); the workers are spread
-    /// across them, the load is submitted to the first (as a client behind no load balancer).
+    /// across them, the load is submitted to the first (as a client behind no load balancer)
+    /// unless --spread.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub hubs: usize,
+    /// With --hubs 2 or more: the submitters spread over every hub, as behind a load balancer
+    /// (each submitter, and each open-loop request in turn, to one hub).
+    #[arg(long)]
+    pub spread: bool,
     /// Swarm broadcasts in flight at once (each sender waits for all replies before its next).
     #[arg(long, default_value_t = 128)]
     pub broadcasters: usize,

@@ -40,6 +40,11 @@ pub async fn run(args: BenchArgs, hub: Option<&crate::commands::Target>) -> Outc
             "--hubs: 1-16, and several only with --store or a --hub-config that sets store.url (hubs share a PostgreSQL database) and without --hub"
         )));
     }
+    if args.spread && args.hubs < 2 {
+        return Err(Failure::usage(anyhow!(
+            "--spread: spreads the load over several hubs, so it needs --hubs 2 or more"
+        )));
+    }
     // An unreadable --ca-file is the caller's to fix, said before anything runs.
     let hub = hub
         .map(|h| Target::external(&h.url, h.token.clone(), h.ca_file.clone()))
@@ -64,6 +69,7 @@ pub async fn run(args: BenchArgs, hub: Option<&crate::commands::Target>) -> Outc
         hub_config: args.hub_config.clone(),
         store,
         hubs: args.hubs,
+        spread: args.spread,
         seed: args.seed,
         routing_slots: args.routing_slots,
     };

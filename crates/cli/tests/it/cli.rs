@@ -289,6 +289,19 @@ async fn bench_writes_every_key_of_its_json_report() {
 }
 
 #[tokio::test]
+async fn bench_refuses_to_spread_the_load_over_one_hub() {
+    let output = hive()
+        .args(["bench", "--spread"])
+        .env_remove("HIVE_HUB")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(err.contains("--spread") && err.contains("--hubs"), "{err}");
+}
+
+#[tokio::test]
 async fn bench_refuses_an_unknown_workload_by_name() {
     let output = hive()
         .args(["bench", "--workloads", "batched,teleport"])

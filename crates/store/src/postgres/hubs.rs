@@ -147,6 +147,13 @@ async fn take_over(tx: &Transaction<'_>, me: Uuid, lost: &[Uuid]) -> Result<Vec<
     Ok(taken)
 }
 
+/// Takes up to `$2` pooled tasks of the capability `$1` that no other claim holds, in the order
+/// of a hub's ready queue.
+pub(super) const CLAIM: &str = "DELETE FROM pool WHERE task_id IN (
+        SELECT task_id FROM pool WHERE capability = $1
+        ORDER BY rank, task_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+    RETURNING task_id";
+
 /// A transaction of hub `me`, fenced first (see `hive_fence`, migration 0007).
 async fn fenced(
     client: &mut deadpool_postgres::Object,
@@ -342,18 +349,10 @@ impl Membership for PgMembership {
             let me = shared.hub;
             let mut client = shared.connection().await?;
             let tx = fenced(&mut client, me).await?;
+            tx.batch_execute(super::BY_INDEX).await.map_err(db_error)?;
             let mut ids: Vec<Uuid> = Vec::new();
             for (capability, n) in &wants {
-                let rows = tx
-                    .query(
-                        "DELETE FROM pool WHERE task_id IN (
-                            SELECT task_id FROM pool WHERE capability = $1
-                            ORDER BY rank, task_id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                         RETURNING task_id",
-                        &[capability, n],
-                    )
-                    .await
-                    .map_err(db_error)?;
+                let rows = tx.query(CLAIM, &[capability, n]).await.map_err(db_error)?;
                 ids.extend(rows.iter().map(|row| row.get::<_, Uuid>(0)));
             }
             make_mine(tx, me, ids).await

@@ -1,4 +1,5 @@
-//! The writer side: the scheduler's changes as rows, every batch of a group in one transaction.
+//! The writer side: the scheduler's changes as rows, every batch of a group in one transaction
+//! (what routing learned in it apart, in a transaction of its own that does not wait for the disk).
 //!
 //! A row per statement would cost PostgreSQL a parse-free but still full statement execution per
 //! row (five per task). Instead the changes are cut into *segments* in which no row (a task, an
@@ -38,24 +39,38 @@ impl PgWriter {
 
 impl BatchWriter for PgWriter {
     fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
-        let mut statements = plan(batches, self.shared.hub);
-        if statements.is_empty() {
+        let Plan {
+            mut statements,
+            estimates,
+        } = plan(batches, self.shared.hub);
+        if statements.is_empty() && estimates.is_none() {
             return Ok(());
         }
-        // First: fails the transaction once another hub took this one's tasks over (see
-        // `hive_fence`, migration 0007).
-        statements.insert(0, (Sql::Fence, vec![Box::new(self.shared.hub)]));
+        if !statements.is_empty() {
+            // First: fails the transaction once another hub took this one's tasks over (see
+            // `hive_fence`, migration 0007).
+            statements.insert(0, (Sql::Fence, vec![Box::new(self.shared.hub)]));
+        }
         self.shared.block(|shared| async move {
             let client = shared.connection().await?;
             let mut prepared = Vec::with_capacity(Sql::COUNT);
             for sql in Sql::ALL {
-                if statements.iter().any(|(s, _)| *s == sql) {
-                    let statement = client.prepare_cached(sql.text()).await.map_err(db_error)?;
-                    prepared.push(Some(statement));
+                let used = statements.iter().chain(&estimates).any(|(s, _)| *s == sql);
+                prepared.push(if used {
+                    Some(client.prepare_cached(sql.text()).await.map_err(db_error)?)
                 } else {
-                    prepared.push(None);
-                }
+                    None
+                });
             }
+            let conn: &tokio_postgres::Client = &client;
+            let prepared = &prepared;
+            let execute = move |sql: Sql, columns| {
+                let statement = prepared[sql as usize].as_ref().expect("prepared above");
+                request(conn, statement, columns)
+            };
+            let simple = |sql: &'static str| -> Request<'_> {
+                Box::pin(maybe_done(Box::pin(conn.batch_execute(sql))))
+            };
             // BEGIN, the statements and COMMIT in one pipeline: one round trip. Each request is
             // written to the connection when its future is first polled, so they are polled
             // once each, in order, before any answer is awaited (a combinator's polling order is
@@ -64,53 +79,92 @@ impl BatchWriter for PgWriter {
             // pipeline before the COMMIT goes out. Should a statement fail on the server, it
             // aborts the transaction and turns the COMMIT into a rollback; the first error in
             // the pipeline's order is what comes back.
-            let mut pipeline: Vec<Request<'_>> = Vec::with_capacity(statements.len() + 2);
-            pipeline.push(Box::pin(maybe_done(Box::pin(
-                client.batch_execute("BEGIN"),
-            ))));
-            for (sql, columns) in &statements {
-                let statement = prepared[*sql as usize].as_ref().expect("prepared above");
-                let params = columns.iter().map(|c| &**c as &(dyn ToSql + Sync));
-                let execute = client.execute_raw(statement, params);
-                pipeline.push(Box::pin(maybe_done(Box::pin(async move {
-                    execute.await.map(|_| ())
-                }))));
+            let mut pipeline: Vec<Request<'_>> = Vec::with_capacity(statements.len() + 6);
+            if !statements.is_empty() {
+                pipeline.push(simple("BEGIN"));
+                pipeline.push(simple(super::BY_INDEX));
+                pipeline.extend(statements.iter().map(|(sql, columns)| execute(*sql, columns)));
+                send_in_order(&mut pipeline).await;
+                let unsent = pipeline
+                    .iter_mut()
+                    .any(|request| matches!(request.as_mut().output_mut(), Some(Err(_))));
+                if unsent {
+                    let error = first_error(pipeline).await;
+                    let _ = deadpool_postgres::Object::take(client);
+                    return Err(error.map_or_else(
+                        || StoreError::Database("a statement could not be sent".into()),
+                        db_error,
+                    ));
+                }
+                pipeline.push(simple("COMMIT"));
+            }
+            // The estimates after it, in a transaction of their own that does not wait for the
+            // disk: they are what routing has learned, rewritten from the hub's memory at its
+            // next commit, not work anyone was told is committed. Workers of one name connect
+            // to several hubs, and each hub writes their rows; inside the tasks' transaction
+            // those row locks were held through its flush, so one hub's commit waited for
+            // another's (BENCHMARKS.md, "Several hubs").
+            let ours = pipeline.len();
+            if let Some(estimates) = &estimates {
+                pipeline.push(simple("BEGIN; SET LOCAL synchronous_commit = off"));
+                pipeline.push(execute(estimates.0, &estimates.1));
+                pipeline.push(simple("COMMIT"));
             }
             send_in_order(&mut pipeline).await;
-            let unsent = pipeline
-                .iter_mut()
-                .any(|request| matches!(request.as_mut().output_mut(), Some(Err(_))));
-            if !unsent {
-                pipeline.push(Box::pin(maybe_done(Box::pin(
-                    client.batch_execute("COMMIT"),
-                ))));
-                send_in_order(&mut pipeline).await;
+            let learned = pipeline.split_off(ours);
+            let outcome = first_error(pipeline).await;
+            let learned = first_error(learned).await;
+            if let Some(e) = &learned {
+                tracing::warn!(error = %e, "cannot write the learned estimates; the next commit rewrites them");
             }
-            let mut outcome = Ok(());
-            for mut request in pipeline {
-                request.as_mut().await;
-                if let Some(Err(e)) = request.as_mut().take_output()
-                    && outcome.is_ok()
-                {
-                    outcome = Err(e);
-                }
-            }
-            if let Err(e) = outcome {
+            if let Some(e) = outcome {
                 // Not handed out again: its state after a failed pipeline is not worth trusting,
                 // and closing it rolls back a transaction left open without its COMMIT.
                 let _ = deadpool_postgres::Object::take(client);
                 return Err(db_error(e));
             }
-            if let Some(replicas) = shared.replicas.get() {
+            if ours > 0
+                && let Some(replicas) = shared.replicas.get()
+            {
                 // Read after the COMMIT answered, so at or past it: a replica that replayed up
                 // to here shows this commit (how clients read their own writes). Should it fail,
                 // the commit stands, and reads after writes go to the primary until a later
                 // commit's position is read.
                 replicas.record_written(super::replicas::position(&client).await);
             }
+            if learned.is_some() {
+                let _ = deadpool_postgres::Object::take(client);
+            }
             Ok(())
         })
     }
+}
+
+/// One prepared statement over `columns`, as a request of a pipeline.
+fn request<'c>(
+    client: &'c tokio_postgres::Client,
+    statement: &'c tokio_postgres::Statement,
+    columns: &'c [Box<dyn ToSql + Sync + Send>],
+) -> Request<'c> {
+    let params = columns.iter().map(|c| &**c as &(dyn ToSql + Sync));
+    let execute = client.execute_raw(statement, params);
+    Box::pin(maybe_done(Box::pin(
+        async move { execute.await.map(|_| ()) },
+    )))
+}
+
+/// Awaits every request of `pipeline`; the first error in its order, if any.
+async fn first_error(pipeline: Vec<Request<'_>>) -> Option<tokio_postgres::Error> {
+    let mut first = None;
+    for mut request in pipeline {
+        request.as_mut().await;
+        if let Some(Err(e)) = request.as_mut().take_output()
+            && first.is_none()
+        {
+            first = Some(e);
+        }
+    }
+    first
 }
 
 /// Polls every request of the pipeline that has not answered yet once, in order, which sends it.
@@ -132,16 +186,22 @@ type Request<'c> = Pin<
 /// One multi-row statement: its kind and one array per column.
 type Statement = (Sql, Vec<Box<dyn ToSql + Sync + Send>>);
 
-/// The statements that write `batches` for the hub `hub`, in an order that applies them as
-/// written.
-fn plan(batches: &[&[Change]], hub: Uuid) -> Vec<Statement> {
+/// What a group commit writes: its statements, in an order that applies them as written, and
+/// the estimates learned in it, which are written apart (`PgWriter::apply`).
+struct Plan {
+    statements: Vec<Statement>,
+    estimates: Option<Statement>,
+}
+
+/// The statements that write `batches` for the hub `hub`.
+fn plan(batches: &[&[Change]], hub: Uuid) -> Plan {
     let mut segment = Segment::default();
     let mut statements = Vec::new();
     let mut rows = Vec::new();
     let mut pooled: Vec<String> = Vec::new();
     // Estimates are last-value rows that several hubs write (workers of one name connect to
-    // any hub): each is written once per transaction, all in one statement at the end, in key
-    // order, so that two hubs' commits lock them in the same order and never deadlock.
+    // any hub): each is written once per commit, all in one statement, in key order, so that
+    // two hubs' writes lock them in the same order and never deadlock.
     let mut estimates: BTreeMap<Key, Row> = BTreeMap::new();
     for change in batches.iter().flat_map(|b| b.iter()) {
         rows.clear();
@@ -167,15 +227,18 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Vec<Statement> {
         }
     }
     segment.flush(&mut statements);
-    if !estimates.is_empty() {
-        let rows = estimates.into_values().map(|row| row.values).collect();
-        statements.push((Sql::UpsertEstimate, columns(rows)));
-    }
     if !pooled.is_empty() {
         // Delivered when the transaction commits: the other hubs claim what it pooled.
         statements.push((Sql::NotifyPool, vec![Box::new(pooled)]));
     }
-    statements
+    let estimates = (!estimates.is_empty()).then(|| {
+        let rows = estimates.into_values().map(|row| row.values).collect();
+        (Sql::UpsertEstimate, columns(rows))
+    });
+    Plan {
+        statements,
+        estimates,
+    }
 }
 
 /// The row a statement touches, so that no segment touches one twice.
@@ -286,7 +349,7 @@ fn array(values: Vec<Value>) -> Box<dyn ToSql + Sync + Send> {
 
 /// The statements the writer runs, each over `unnest` of one array per column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sql {
+pub(super) enum Sql {
     InsertTask,
     InsertAttempt,
     TaskReady,
@@ -329,7 +392,7 @@ impl Sql {
         Sql::NotifyPool,
     ];
 
-    fn text(self) -> &'static str {
+    pub(super) fn text(self) -> &'static str {
         match self {
             Sql::InsertTask => {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
@@ -847,7 +910,7 @@ mod tests {
     }
 
     #[test]
-    fn estimates_are_written_once_each_in_key_order_after_everything_else() {
+    fn estimates_are_written_once_each_in_key_order_apart_from_the_tasks() {
         let learned = |identity: &str, samples: u64| {
             Change::Learned(hive_core::LearnedEstimate {
                 identity: identity.into(),
@@ -860,9 +923,13 @@ mod tests {
         };
         let first = [learned("w-b", 1), learned("w-a", 1), started(1, 1)];
         let second = [learned("w-b", 2)];
-        let statements = plan(&[&first, &second], Uuid::nil());
-        assert_eq!(kinds(&statements).last(), Some(&Sql::UpsertEstimate));
-        let estimates = &statements.last().unwrap().1;
+        let Plan {
+            statements,
+            estimates,
+        } = plan(&[&first, &second], Uuid::nil());
+        assert!(!kinds(&statements).contains(&Sql::UpsertEstimate));
+        let (sql, estimates) = estimates.expect("the estimates are written");
+        assert_eq!(sql, Sql::UpsertEstimate);
         let rendered = format!("{:?} {:?}", estimates[0], estimates[6]);
         assert_eq!(rendered, r#"[Some("w-a"), Some("w-b")] [Some(1), Some(2)]"#);
     }
@@ -882,7 +949,7 @@ mod tests {
                 error: None,
             })
             .collect();
-        let statements = plan(&[&created[..25], &created[25..]], Uuid::nil());
+        let statements = plan(&[&created[..25], &created[25..]], Uuid::nil()).statements;
         assert_eq!(kinds(&statements), vec![Sql::InsertTask]);
         assert_eq!(statements[0].1.len(), 25, "one array per column");
     }
@@ -902,7 +969,7 @@ mod tests {
             failed(1, 1),
             started(1, 2),
         ];
-        let statements = plan(&[&changes], Uuid::nil());
+        let statements = plan(&[&changes], Uuid::nil()).statements;
         assert_eq!(
             kinds(&statements),
             vec![Sql::InsertTask, Sql::InsertAttempt, Sql::TaskRunning],
@@ -914,7 +981,7 @@ mod tests {
     fn a_row_updated_again_waits_for_the_next_segment_so_changes_apply_in_order() {
         // Task 1 exists already: its updates cannot fold into an insert.
         let changes = [started(1, 1), failed(1, 1), started(1, 2)];
-        let statements = plan(&[&changes], Uuid::nil());
+        let statements = plan(&[&changes], Uuid::nil()).statements;
         assert_eq!(
             kinds(&statements),
             vec![

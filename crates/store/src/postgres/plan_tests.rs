@@ -1,0 +1,87 @@
+//! The planner settings of the writer's and the claims' transactions ([`super::BY_INDEX`]): a
+//! plan made from statistics that do not describe the table as it is (a plan kept from when the
+//! table was nearly empty, a table not yet analyzed) must still find its rows through an index.
+
+use super::hubs::CLAIM;
+use super::scratch::{ScratchSchema, query_on};
+use super::write::Sql;
+use super::{BY_INDEX, HubIdentity, PgStore, PoolBounds};
+
+/// The plan `explain` shows (`EXPLAIN (FORMAT JSON)`, the one row it returns) after `setup`, in
+/// a transaction begun with `settings`, on a store's new schema; `None` without a database (the
+/// test is then skipped).
+fn plan(test: &str, settings: &str, setup: &str, explain: &str) -> Option<String> {
+    let database = ScratchSchema::for_test(test)?;
+    let bounds = PoolBounds { min: 1, max: 1 };
+    let store = PgStore::open_as(database.url(), bounds, &HubIdentity::default()).unwrap();
+    // Statistics stay what the test makes them: autovacuum would analyze a table this size
+    // within a minute of its first rows, and sooner or later than the test's statements.
+    let plan = query_on(
+        database.url(),
+        &format!(
+            "ALTER TABLE attempts SET (autovacuum_enabled = off);
+             ALTER TABLE pool SET (autovacuum_enabled = off);
+             {setup}; BEGIN; {settings}; {explain}; ROLLBACK"
+        ),
+    );
+    drop(store);
+    Some(plan)
+}
+
+/// A commit's update of ended attempts, planned (a generic plan, kept per connection) while
+/// `attempts` held 100 rows, as it runs once the table holds 30,100.
+fn attempt_ended(test: &str, settings: &str) -> Option<String> {
+    let rows = |from: u32, to: u32| {
+        format!(
+            "INSERT INTO attempts (task_id, attempt, started_at)
+             SELECT gen_random_uuid(), 1, 0 FROM generate_series({from}, {to})"
+        )
+    };
+    let arguments = "ARRAY[gen_random_uuid()], ARRAY[1], ARRAY[5::bigint], ARRAY['succeeded'], \
+        ARRAY[NULL::text]";
+    let explain = format!(
+        "SET LOCAL plan_cache_mode = force_generic_plan;
+         PREPARE kept(uuid[], int[], bigint[], text[], text[]) AS {};
+         EXECUTE kept({arguments});
+         {};
+         EXPLAIN (FORMAT JSON) EXECUTE kept({arguments})",
+        Sql::AttemptEnded.text(),
+        rows(101, 30_100),
+    );
+    plan(test, settings, &rows(1, 100), &explain)
+}
+
+/// A claim of 192 tasks from a pool of 60,000 of one capability that was never analyzed.
+fn claim(test: &str, settings: &str) -> Option<String> {
+    let setup = "INSERT INTO pool (task_id, capability, priority, created_at, rank)
+        SELECT gen_random_uuid(), 'c', 0, g, g FROM generate_series(1, 60000) g";
+    let explain = format!(
+        "PREPARE claim(text, bigint) AS {CLAIM}; EXPLAIN (FORMAT JSON) EXECUTE claim('c', 192)"
+    );
+    plan(test, settings, setup, &explain)
+}
+
+#[test]
+fn ending_attempts_by_a_plan_made_for_a_small_table_finds_their_rows_by_key() {
+    let Some(plan) = attempt_ended("plan_attempts", BY_INDEX) else {
+        return;
+    };
+    assert!(plan.contains("\"Index Scan\""), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    // Without the settings, the plan kept scans the whole table at every commit.
+    let plan = attempt_ended("plan_attempts_unset", "").unwrap();
+    assert!(plan.contains("Seq Scan"), "{plan}");
+}
+
+#[test]
+fn a_claim_on_a_pool_never_analyzed_reads_only_the_rows_it_takes() {
+    let Some(plan) = claim("plan_claim", BY_INDEX) else {
+        return;
+    };
+    assert!(plan.contains("pool_by_rank"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    // Without them, the claim sorts every pooled task of the capability (and scans the pool).
+    let plan = claim("plan_claim_unset", "").unwrap();
+    assert!(plan.contains("Sort"), "{plan}");
+}
