@@ -427,13 +427,14 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
 const LEASE_LOST: &str = "H0001";
 
 /// For a transaction whose every statement finds its rows through an index (the writer's, a
-/// claim's): the planner is told so. Its statistics can be those of a nearly empty table for a
-/// while (a new database, a queue that grew), and a plan made then is kept per connection (a
-/// prepared statement's generic plan): an update over `unnest` joined to `attempts` was seen to
-/// hash-join a sequential scan, 30,000 rows read for 40 changed, 16 ms per commit and growing
-/// with the table; a claim sorted all 70,000 pooled rows of a capability to take 192 of them,
-/// 73 ms (BENCHMARKS.md, "Several hubs"). Disabled, a scan, join or sort of those kinds is still
-/// used where nothing else can run the statement.
+/// claim's): the planner is told so. What it believes of a table can be far from the table: a
+/// prepared statement's plan is kept per connection from when the table was small, and a table
+/// not yet analyzed (a new database, a pool that just filled) is guessed at. Seen: an update over
+/// `unnest` joined to `attempts` hash-joined a sequential scan, 30,000 rows read for 40
+/// changed, 16 ms per commit and growing with the table; a claim sorted all 70,000 pooled rows
+/// of a capability to take 192 of them, 73 ms (BENCHMARKS.md, "Several hubs: plans made for an
+/// empty table"). Disabled, a scan, join or sort of those kinds is still used where nothing else
+/// can run the statement.
 const BY_INDEX: &str = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
     SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 

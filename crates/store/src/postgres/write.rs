@@ -103,7 +103,7 @@ impl BatchWriter for PgWriter {
             // next commit, not work anyone was told is committed. Workers of one name connect
             // to several hubs, and each hub writes their rows; inside the tasks' transaction
             // those row locks were held through its flush, so one hub's commit waited for
-            // another's (BENCHMARKS.md, "Several hubs").
+            // another's (BENCHMARKS.md, "Several hubs: plans made for an empty table").
             let ours = pipeline.len();
             if let Some(estimates) = &estimates {
                 pipeline.push(simple("BEGIN; SET LOCAL synchronous_commit = off"));
