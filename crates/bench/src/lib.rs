@@ -281,7 +281,7 @@ async fn run_on_one_hub(
     } else {
         vec![hub.target.clone()]
     };
-    let outcome = measure(options, hub, &fronts, &recorder, &timeline, machine).await;
+    let outcome = measure(options, &hubs, &fronts, &recorder, &timeline, machine).await;
     for w in workers {
         w.stop().await;
     }
@@ -297,12 +297,13 @@ async fn run_on_one_hub(
 
 async fn measure(
     options: &BenchOptions,
-    hub: &HubUnderTest,
+    hubs: &[HubUnderTest],
     fronts: &[Target],
     recorder: &Arc<Recorder>,
     timeline: &timeline::Timeline,
     machine: machine::Machine,
 ) -> anyhow::Result<Report> {
+    let hub = &hubs[0];
     let target = &hub.target;
     let run = |w: Workload| options.workloads.contains(&w);
     let duration = options.duration;
@@ -314,9 +315,11 @@ async fn measure(
     workloads::tasks_end_to_end(fronts, recorder, short, options.batch, 4, &bar).await?;
     bar.finish_and_clear();
     let warm = hub.sample();
+    let warm_cpu = cpu_us(hubs);
 
     let mut batched = None;
     let mut after_batched = None;
+    let mut after_batched_cpu = None;
     if run(Workload::Batched) {
         timeline.phase("batched");
         let bar = phase_bar("batched");
@@ -325,6 +328,7 @@ async fn measure(
         bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
         batched = Some(r);
         after_batched = hub.sample();
+        after_batched_cpu = cpu_us(hubs);
     }
 
     let mut single = None;
@@ -332,10 +336,10 @@ async fn measure(
     if run(Workload::Single) {
         timeline.phase("single");
         let bar = phase_bar("single");
-        let before = hub.sample();
+        let before = cpu_us(hubs);
         let r = workloads::tasks_end_to_end(fronts, recorder, duration, 1, 64, &bar).await?;
         bar.finish_with_message(format!("{:.0} tasks/s end to end", r.end_to_end_per_sec));
-        cpu_single = cpu_per_task(before, hub.sample(), r.tasks);
+        cpu_single = cpu_per_task(before, cpu_us(hubs), r.tasks);
         single = Some(r);
     }
 
@@ -500,7 +504,7 @@ async fn measure(
             }
             _ => None,
         },
-        cpu_us_per_task: batched.and_then(|b| cpu_per_task(warm, after_batched, b.tasks)),
+        cpu_us_per_task: batched.and_then(|b| cpu_per_task(warm_cpu, after_batched_cpu, b.tasks)),
         cpu_us_per_task_single: cpu_single,
         load_avg,
         error_rate: errors as f64 / requests.max(1) as f64,
@@ -531,10 +535,12 @@ async fn measure(
 /// default: loaded, but with room, so the latency is the hub's and not a queue's.
 pub const LATENCY_SHARE: f64 = 0.25;
 
-fn cpu_per_task(
-    before: Option<process::ProcessSample>,
-    after: Option<process::ProcessSample>,
-    tasks: u64,
-) -> Option<f64> {
-    Some((after?.cpu_us - before?.cpu_us) as f64 / tasks.max(1) as f64)
+fn cpu_per_task(before: Option<u64>, after: Option<u64>, tasks: u64) -> Option<f64> {
+    Some((after? - before?) as f64 / tasks.max(1) as f64)
+}
+
+/// The CPU time of every hub started for the run (with `--hubs`, all of them: the tasks are
+/// spread over them); `None` for an external hub.
+fn cpu_us(hubs: &[HubUnderTest]) -> Option<u64> {
+    hubs.iter().map(|h| h.sample().map(|s| s.cpu_us)).sum()
 }

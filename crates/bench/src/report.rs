@@ -29,6 +29,8 @@ pub struct Report {
     pub idle_rss_bytes: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
     pub rss_growth_bytes_per_million_tasks: Option<f64>,
+    /// CPU time (user and system) of the hub per task, of all of them with `--hubs`: the
+    /// database server's is not counted.
     pub cpu_us_per_task: Option<f64>,
     pub cpu_us_per_task_single: Option<f64>,
     pub load_avg: Option<f64>,

@@ -258,7 +258,11 @@ pub async fn open_loop(
             sent += 1;
             let follow = sent.is_multiple_of(sample_every);
             sampled += u64::from(follow);
-            let client = clients[sent as usize % clients.len()].clone();
+            // The hubs in turn, and the followed requests in turn among themselves: every
+            // `sample_every`-th request alone would fall on one hub whenever the hubs' count
+            // divides it.
+            let turn = if follow { sampled } else { sent };
+            let client = clients[turn as usize % clients.len()].clone();
             let recorder = recorder.clone();
             let (errors, timeouts) = (errors.clone(), timeouts.clone());
             handles.spawn(async move {

@@ -99,7 +99,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub hubs: usize,
     /// With --hubs 2 or more: the submitters spread over every hub, as behind a load balancer
-    /// (each submitter, and each open-loop request in turn, to one hub).
+    /// (submitter i to hub i mod N, so the batched workload's four over three hubs are 2, 1,
+    /// 1; the open-loop requests to each hub in turn).
     #[arg(long)]
     pub spread: bool,
     /// Swarm broadcasts in flight at once (each sender waits for all replies before its next).

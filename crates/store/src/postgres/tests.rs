@@ -174,3 +174,36 @@ fn a_database_on_loopback_or_a_socket_is_on_this_machine() {
     }
     assert_eq!(is_on_this_machine("postgres://hive@db:notaport/hive"), None);
 }
+
+#[test]
+fn learned_estimates_whose_write_failed_go_again_with_the_next_commit() {
+    use hive_core::{Capability, Change, Estimate, LearnedEstimate};
+    let Some(p) = postgres("estimates_again") else {
+        return;
+    };
+    let estimate = LearnedEstimate {
+        identity: "gpu-box".into(),
+        capability: Capability::parse("echo", "capability").unwrap(),
+        estimate: Estimate {
+            samples: 3,
+            ..Estimate::default()
+        },
+    };
+    let url = p.database.url();
+    let mut writer = p.store.writer();
+    // The estimates' transaction fails; the tasks' commits do not depend on it.
+    super::scratch::execute_on(
+        url,
+        "ALTER TABLE estimates ADD CONSTRAINT refused CHECK (samples > 10)",
+    );
+    writer
+        .apply(&[&[created(1), Change::Learned(estimate.clone())]])
+        .unwrap();
+    assert!(p.store.reader().load_learned().unwrap().is_empty());
+    let reader = p.store.reader();
+    assert!(reader.get_task(crate::suite::spec(1).id).unwrap().is_some());
+    // The estimate changes no more, but the next commit, of anything, writes it.
+    super::scratch::execute_on(url, "ALTER TABLE estimates DROP CONSTRAINT refused");
+    writer.apply(&[&[created(2)]]).unwrap();
+    assert_eq!(p.store.reader().load_learned().unwrap(), vec![estimate]);
+}

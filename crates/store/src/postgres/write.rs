@@ -29,11 +29,17 @@ use crate::{BatchWriter, StoreError};
 
 pub struct PgWriter {
     shared: std::sync::Arc<Shared>,
+    /// Learned estimates whose write failed: written with the next group's, under what it
+    /// learned since (the scheduler hands each over once, when it changes).
+    unwritten: BTreeMap<Key, Row>,
 }
 
 impl PgWriter {
     pub(super) fn new(shared: std::sync::Arc<Shared>) -> Self {
-        PgWriter { shared }
+        PgWriter {
+            shared,
+            unwritten: BTreeMap::new(),
+        }
     }
 }
 
@@ -43,15 +49,24 @@ impl BatchWriter for PgWriter {
             mut statements,
             estimates,
         } = plan(batches, self.shared.hub);
-        if statements.is_empty() && estimates.is_none() {
+        let mut learned = std::mem::take(&mut self.unwritten);
+        learned.extend(estimates);
+        if statements.is_empty() && learned.is_empty() {
             return Ok(());
         }
+        // First in each transaction: fails it once another hub took this one's tasks over
+        // (see `hive_fence`, migration 0007).
+        let fence = || -> Statement { (Sql::Fence, vec![Box::new(self.shared.hub)]) };
         if !statements.is_empty() {
-            // First: fails the transaction once another hub took this one's tasks over (see
-            // `hive_fence`, migration 0007).
-            statements.insert(0, (Sql::Fence, vec![Box::new(self.shared.hub)]));
+            statements.insert(0, fence());
         }
-        self.shared.block(|shared| async move {
+        let estimates: Vec<Statement> = if learned.is_empty() {
+            Vec::new()
+        } else {
+            let rows = learned.values().map(|row| row.values.clone()).collect();
+            vec![fence(), (Sql::UpsertEstimate, columns(rows))]
+        };
+        let written = self.shared.block(|shared| async move {
             let client = shared.connection().await?;
             let mut prepared = Vec::with_capacity(Sql::COUNT);
             for sql in Sql::ALL {
@@ -91,31 +106,29 @@ impl BatchWriter for PgWriter {
                 if unsent {
                     let error = first_error(pipeline).await;
                     let _ = deadpool_postgres::Object::take(client);
-                    return Err(error.map_or_else(
-                        || StoreError::Database("a statement could not be sent".into()),
-                        db_error,
-                    ));
+                    return Err(db_error(error.expect("a request failed to be sent")));
                 }
                 pipeline.push(simple("COMMIT"));
             }
-            // The estimates after it, in a transaction of their own that does not wait for the
-            // disk: they are what routing has learned, rewritten from the hub's memory at its
-            // next commit, not work anyone was told is committed. Workers of one name connect
-            // to several hubs, and each hub writes their rows; inside the tasks' transaction
-            // those row locks were held through its flush, so one hub's commit waited for
-            // another's (BENCHMARKS.md, "Several hubs: plans made for an empty table").
+            // The estimates after it, in a transaction of their own (fenced too) that does not
+            // wait for the disk: they are what routing has learned, not work anyone was told is
+            // committed; should this write fail, they go again with the next commit. Workers of
+            // one name connect to several hubs, and each hub writes their rows; inside the
+            // tasks' transaction those row locks were held through its flush, so one hub's
+            // commit waited for another's (BENCHMARKS.md, "Several hubs: plans made for an
+            // empty table").
             let ours = pipeline.len();
-            if let Some(estimates) = &estimates {
+            if !estimates.is_empty() {
                 pipeline.push(simple("BEGIN; SET LOCAL synchronous_commit = off"));
-                pipeline.push(execute(estimates.0, &estimates.1));
+                pipeline.extend(estimates.iter().map(|(sql, columns)| execute(*sql, columns)));
                 pipeline.push(simple("COMMIT"));
             }
             send_in_order(&mut pipeline).await;
             let learned = pipeline.split_off(ours);
             let outcome = first_error(pipeline).await;
             let learned = first_error(learned).await;
-            if let Some(e) = &learned {
-                tracing::warn!(error = %e, "cannot write the learned estimates; the next commit rewrites them");
+            if let (None, Some(e)) = (&outcome, &learned) {
+                tracing::warn!(error = %e, "cannot write the learned estimates; they go again with the next commit");
             }
             if let Some(e) = outcome {
                 // Not handed out again: its state after a failed pipeline is not worth trusting,
@@ -135,8 +148,13 @@ impl BatchWriter for PgWriter {
             if learned.is_some() {
                 let _ = deadpool_postgres::Object::take(client);
             }
-            Ok(())
-        })
+            Ok(learned.is_none())
+        });
+        if !matches!(written, Ok(true)) {
+            // Written again whatever became of them: an estimate is a last value.
+            self.unwritten = learned;
+        }
+        written.map(|_| ())
     }
 }
 
@@ -190,7 +208,7 @@ type Statement = (Sql, Vec<Box<dyn ToSql + Sync + Send>>);
 /// the estimates learned in it, which are written apart (`PgWriter::apply`).
 struct Plan {
     statements: Vec<Statement>,
-    estimates: Option<Statement>,
+    estimates: BTreeMap<Key, Row>,
 }
 
 /// The statements that write `batches` for the hub `hub`.
@@ -231,10 +249,6 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Plan {
         // Delivered when the transaction commits: the other hubs claim what it pooled.
         statements.push((Sql::NotifyPool, vec![Box::new(pooled)]));
     }
-    let estimates = (!estimates.is_empty()).then(|| {
-        let rows = estimates.into_values().map(|row| row.values).collect();
-        (Sql::UpsertEstimate, columns(rows))
-    });
     Plan {
         statements,
         estimates,
@@ -928,8 +942,8 @@ mod tests {
             estimates,
         } = plan(&[&first, &second], Uuid::nil());
         assert!(!kinds(&statements).contains(&Sql::UpsertEstimate));
-        let (sql, estimates) = estimates.expect("the estimates are written");
-        assert_eq!(sql, Sql::UpsertEstimate);
+        assert!(estimates.values().all(|row| row.sql == Sql::UpsertEstimate));
+        let estimates = columns(estimates.into_values().map(|row| row.values).collect());
         let rendered = format!("{:?} {:?}", estimates[0], estimates[6]);
         assert_eq!(rendered, r#"[Some("w-a"), Some("w-b")] [Some(1), Some(2)]"#);
     }
