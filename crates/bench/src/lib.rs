@@ -498,8 +498,10 @@ async fn measure(
         schedule_lag_ms: percentiles(&recorder.schedule_lag_us),
         idle_rss_bytes: None,
         peak_rss_bytes: end.map(|s| s.peak_rss_bytes),
+        // One hub's growth per task: with several, the first hub's memory is known but not
+        // its share of the tasks.
         rss_growth_bytes_per_million_tasks: match (warm, after_batched, batched) {
-            (Some(w), Some(a), Some(b)) => {
+            (Some(w), Some(a), Some(b)) if hubs.len() == 1 => {
                 Some((a.rss_bytes as f64 - w.rss_bytes as f64) / b.tasks.max(1) as f64 * 1e6)
             }
             _ => None,

@@ -288,29 +288,29 @@ async fn bench_writes_every_key_of_its_json_report() {
     );
 }
 
-#[tokio::test]
-async fn bench_refuses_to_spread_the_load_over_one_hub() {
+/// `hive bench ARGS` with no hub in the environment, expected to stop at once with a usage
+/// error (exit 2): what it wrote to stderr.
+async fn bench_usage_error(args: &[&str]) -> String {
     let output = hive()
-        .args(["bench", "--spread"])
+        .arg("bench")
+        .args(args)
         .env_remove("HIVE_HUB")
         .output()
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    let err = String::from_utf8(output.stderr).unwrap();
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[tokio::test]
+async fn bench_refuses_to_spread_the_load_over_one_hub() {
+    let err = bench_usage_error(&["--spread"]).await;
     assert!(err.contains("--spread") && err.contains("--hubs"), "{err}");
 }
 
 #[tokio::test]
 async fn bench_refuses_an_unknown_workload_by_name() {
-    let output = hive()
-        .args(["bench", "--workloads", "batched,teleport"])
-        .env_remove("HIVE_HUB")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let err = String::from_utf8(output.stderr).unwrap();
+    let err = bench_usage_error(&["--workloads", "batched,teleport"]).await;
     assert!(
         err.contains("--workloads") && err.contains("teleport"),
         "{err}"

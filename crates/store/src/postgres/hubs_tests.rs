@@ -186,6 +186,14 @@ fn a_hub_whose_lease_ended_is_fenced_out_and_its_tasks_adopted() {
         a.membership().claim(&[(echo(), 1)]),
         Err(StoreError::LeaseLost)
     ));
+    // What it learned too: written apart from its tasks, but fenced as they are.
+    let learned = Change::Learned(hive_core::LearnedEstimate {
+        identity: "gpu-box".into(),
+        capability: echo(),
+        estimate: hive_core::Estimate::default(),
+    });
+    writer.apply(&[&[learned]]).unwrap();
+    assert!(b.reader().load_learned().unwrap().is_empty());
 }
 
 #[test]

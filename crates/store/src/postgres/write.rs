@@ -106,7 +106,10 @@ impl BatchWriter for PgWriter {
                 if unsent {
                     let error = first_error(pipeline).await;
                     let _ = deadpool_postgres::Object::take(client);
-                    return Err(db_error(error.expect("a request failed to be sent")));
+                    return Ok((
+                        Err(db_error(error.expect("a request failed to be sent"))),
+                        false,
+                    ));
                 }
                 pipeline.push(simple("COMMIT"));
             }
@@ -134,7 +137,7 @@ impl BatchWriter for PgWriter {
                 // Not handed out again: its state after a failed pipeline is not worth trusting,
                 // and closing it rolls back a transaction left open without its COMMIT.
                 let _ = deadpool_postgres::Object::take(client);
-                return Err(db_error(e));
+                return Ok((Err(db_error(e)), learned.is_none()));
             }
             if ours > 0
                 && let Some(replicas) = shared.replicas.get()
@@ -148,13 +151,15 @@ impl BatchWriter for PgWriter {
             if learned.is_some() {
                 let _ = deadpool_postgres::Object::take(client);
             }
-            Ok(learned.is_none())
+            Ok((Ok(()), learned.is_none()))
         });
-        if !matches!(written, Ok(true)) {
-            // Written again whatever became of them: an estimate is a last value.
+        // The tasks' outcome, and whether the estimates were written (nothing was sent when
+        // the connection or a statement's preparation failed).
+        let (tasks, estimates_written) = written.unwrap_or_else(|e| (Err(e), false));
+        if !estimates_written {
             self.unwritten = learned;
         }
-        written.map(|_| ())
+        tasks
     }
 }
 
@@ -504,7 +509,8 @@ impl Sql {
                     successes = EXCLUDED.successes, failures = EXCLUDED.failures,
                     latency_ms = EXCLUDED.latency_ms, deviation_ms = EXCLUDED.deviation_ms,
                     samples = EXCLUDED.samples, updated_at = EXCLUDED.updated_at,
-                    assigned = EXCLUDED.assigned, assigned_at = EXCLUDED.assigned_at"
+                    assigned = EXCLUDED.assigned, assigned_at = EXCLUDED.assigned_at
+                 WHERE estimates.updated_at <= EXCLUDED.updated_at"
             }
         }
     }
