@@ -894,9 +894,9 @@ pub fn every_status_is_listed_counted_and_reloaded_as_written(b: impl Backend) {
 
 /// The attempt log at each step of a plain task's life: started, moved to another agent,
 /// its lease expired (ended by a restarted hub that knows neither the agent nor the start:
-/// the stored ones stay), retried, succeeded. SQLite keeps a plain task's latest attempt in the
-/// task's row until it ends otherwise than by succeeding (migrations/0012_attempt_in_task.sql);
-/// PostgreSQL writes every attempt to `attempts`: both must read alike.
+/// the stored ones stay), retried, succeeded. Both stores keep a plain task's latest attempt in
+/// the task's row until it ends otherwise than by succeeding (SQLite since its version 12,
+/// PostgreSQL since 16: migrations/0012_attempt_in_task.sql, postgres/0016_attempt_in_task.sql).
 pub fn an_attempt_log_reads_the_same_at_every_step_of_a_task_life(b: impl Backend) {
     let (first, second) = (AgentId(Uuid::from_u128(7)), AgentId(Uuid::from_u128(8)));
     let id = spec(1).id;

@@ -95,6 +95,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         15,
         include_str!("../../migrations/postgres/0015_index_by_seq.sql"),
     ),
+    (
+        16,
+        include_str!("../../migrations/postgres/0016_attempt_in_task.sql"),
+    ),
 ];
 
 /// Any number fixed for Hive: the advisory lock hubs take while they migrate.

@@ -21,7 +21,7 @@ use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, attempts, result, error,
     lease_until, not_before, created_at, updated_at, submitted_by, on_parent_failure, replicas,
-    quorum, vote, features";
+    quorum, vote, features, attempt_agent, attempt_started_at";
 
 pub struct PgReader {
     shared: Arc<Shared>,
@@ -107,7 +107,8 @@ impl PgReader {
             by_task.entry(task).or_default().push(attempt);
         }
         for task in &mut tasks {
-            task.attempt_log = by_task.remove(&task.spec.id.0).unwrap_or_default();
+            let rows = by_task.remove(&task.spec.id.0).unwrap_or_default();
+            complete_attempt_log(task, rows);
         }
         Ok(tasks)
     }
@@ -165,18 +166,60 @@ fn spec_from_row(row: &Row) -> Result<TaskSpec, StoreError> {
     })
 }
 
+/// A task as its row has it; `attempt_log` holds only the latest attempt when the row keeps it
+/// (see [`complete_attempt_log`]).
 fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
+    let status = status(&col::<String>(row, 10)?)?;
+    let attempts = col::<i32>(row, 11)?.max(0) as u32;
+    let updated_at = from_ts(col(row, 17)?);
+    let latest = col::<Option<i64>>(row, 25)?.map(|started_at| {
+        let succeeded = status == TaskStatus::Succeeded;
+        Ok::<_, StoreError>(StoredAttempt {
+            attempt: attempts,
+            agent: col::<Option<Uuid>>(row, 24)?.map(AgentId),
+            started_at: from_ts(started_at),
+            ended_at: succeeded.then_some(updated_at),
+            outcome: succeeded.then_some(AttemptOutcome::Succeeded),
+            error: None,
+            output: None,
+        })
+    });
     Ok(StoredTask {
         spec: spec_from_row(row)?,
-        status: status(&col::<String>(row, 10)?)?,
-        attempts: col::<i32>(row, 11)?.max(0) as u32,
+        status,
+        attempts,
         result: col(row, 12)?,
         error: col(row, 13)?,
         lease_until: col::<Option<i64>>(row, 14)?.map(from_ts),
         not_before: col::<Option<i64>>(row, 15)?.map(from_ts),
-        updated_at: from_ts(col(row, 17)?),
-        attempt_log: Vec::new(),
+        updated_at,
+        attempt_log: latest.transpose()?.into_iter().collect(),
     })
+}
+
+/// A task's attempts: the rows of `attempts` (in order), and the latest attempt that
+/// [`task_from_row`] read from the task's row when `attempts` has no row of its number. A plain
+/// task's attempt is written to `attempts` only when it ends otherwise than by succeeding; until
+/// then, and if it succeeds, the task's row has it (migrations/postgres/0016_attempt_in_task.sql).
+/// A row left open by a hub of an older version, which wrote one at every start, on a task that
+/// succeeded since is shown ended with it: its end was written to the task's row only.
+fn complete_attempt_log(task: &mut StoredTask, mut rows: Vec<StoredAttempt>) {
+    let latest = task.attempt_log.pop();
+    if task.status == TaskStatus::Succeeded
+        && let Some(open) = rows
+            .iter_mut()
+            .find(|a| a.attempt == task.attempts && a.ended_at.is_none())
+    {
+        open.ended_at = Some(task.updated_at);
+        open.outcome = Some(AttemptOutcome::Succeeded);
+    }
+    if let Some(latest) = latest
+        && !rows.iter().any(|a| a.attempt == latest.attempt)
+    {
+        rows.push(latest);
+        rows.sort_by_key(|a| a.attempt);
+    }
+    task.attempt_log = rows;
 }
 
 impl TaskReader for PgReader {

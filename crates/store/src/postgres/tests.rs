@@ -207,3 +207,76 @@ fn learned_estimates_whose_write_failed_go_again_with_the_next_commit() {
     writer.apply(&[&[created(2)]]).unwrap();
     assert_eq!(p.store.reader().load_learned().unwrap(), vec![estimate]);
 }
+
+/// A hub of a version before 16 (migrations/postgres/0016_attempt_in_task.sql) wrote an
+/// `attempts` row at each start and ended it in place; a newer hub that takes such a task over
+/// ends it in that row when it fails, and a reader shows it ended when the task succeeded.
+#[test]
+fn attempts_an_older_hub_started_are_ended_by_a_newer_one() {
+    use hive_core::{AgentId, AttemptOutcome, Change, NextStatus, TaskStatus, Timestamp};
+    use uuid::Uuid;
+
+    use crate::StoredAttempt;
+    use crate::suite::spec;
+    let Some(p) = postgres("older_hub_attempts") else {
+        return;
+    };
+    let agent = AgentId(Uuid::from_u128(7));
+    let mut writer = p.store.writer();
+    let mut changes = Vec::new();
+    for n in [1, 2] {
+        changes.push(Change::TaskCreated {
+            spec: spec(n),
+            status: TaskStatus::Queued,
+            error: None,
+        });
+        changes.push(Change::AttemptStarted {
+            spec: spec(n),
+            attempt: 1,
+            agent,
+            started_at: Timestamp(12),
+            lease_until: Timestamp(1_012),
+            queued_ms: 0,
+            inputs: vec![],
+            identity: None,
+        });
+    }
+    writer.apply(&[&changes]).unwrap();
+    // As the older hub left them: the attempt in its own row, none in the task's.
+    super::scratch::execute_on(
+        p.database.url(),
+        "UPDATE tasks SET attempt_agent = NULL, attempt_started_at = NULL;
+         INSERT INTO attempts (task_id, attempt, agent_id, started_at)
+            SELECT id, 1, '00000000-0000-0000-0000-000000000007', 12 FROM tasks",
+    );
+    // Ended by a hub that reloaded the tasks: it knows neither the agent nor the start.
+    let ended = |n: u128, outcome: AttemptOutcome, next| Change::AttemptEnded {
+        task: spec(n).id,
+        capability: spec(n).capability.clone(),
+        attempt: 1,
+        agent: None,
+        created_at: Timestamp(10),
+        started_at: Timestamp(19),
+        ended_at: Timestamp(20),
+        outcome,
+        output: None,
+        error: (outcome == AttemptOutcome::Failed).then(|| "boom".to_string()),
+        next,
+    };
+    let failed = ended(1, AttemptOutcome::Failed, NextStatus::Failed);
+    let succeeded = ended(2, AttemptOutcome::Succeeded, NextStatus::Succeeded);
+    writer.apply(&[&[failed, succeeded]]).unwrap();
+    let reader = p.store.reader();
+    let log = |n: u128| reader.get_task(spec(n).id).unwrap().unwrap().attempt_log;
+    let attempt = |outcome: AttemptOutcome| StoredAttempt {
+        attempt: 1,
+        agent: Some(agent),
+        started_at: Timestamp(12),
+        ended_at: Some(Timestamp(20)),
+        outcome: Some(outcome),
+        error: (outcome == AttemptOutcome::Failed).then(|| "boom".to_string()),
+        output: None,
+    };
+    assert_eq!(log(1), [attempt(AttemptOutcome::Failed)]);
+    assert_eq!(log(2), [attempt(AttemptOutcome::Succeeded)]);
+}

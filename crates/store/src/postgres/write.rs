@@ -240,7 +240,8 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Plan {
         {
             pooled.push(capability.as_str().to_string());
         }
-        for row in rows.drain(..) {
+        for mut row in rows.drain(..) {
+            segment.take_attempt_from_insert(&mut row);
             if !segment.fold(&row) {
                 if segment.touched.contains_key(&row.key) {
                     segment.flush(&mut statements);
@@ -316,6 +317,32 @@ impl Segment {
         }
     }
 
+    /// An attempt ending that reads its agent and start from the task's row
+    /// ([`Sql::AttemptEndedOtherwise`]) takes them from the task's insert instead when this
+    /// segment inserts the task: by the time the statement runs, later changes folded into the
+    /// insert (the next attempt's start) may have replaced them there.
+    fn take_attempt_from_insert(&self, row: &mut Row) {
+        use task_column::{ATTEMPT_AGENT, ATTEMPT_STARTED_AT, ATTEMPTS};
+        const AGENT: usize = 5;
+        const STARTED_AT: usize = 6;
+        let (Sql::AttemptEndedOtherwise, Key::Attempt(task, attempt)) = (row.sql, &row.key) else {
+            return;
+        };
+        let Some(&(Sql::InsertTask, at)) = self.touched.get(&Key::Task(*task)) else {
+            return;
+        };
+        let inserted = &self.rows[Sql::InsertTask as usize][at];
+        if let (Value::Int(Some(holds)), Value::Big(Some(started_at))) =
+            (&inserted[ATTEMPTS], &inserted[ATTEMPT_STARTED_AT])
+            && holds == attempt
+        {
+            if let Value::Uuid(None) = row.values[AGENT] {
+                row.values[AGENT] = inserted[ATTEMPT_AGENT].clone();
+            }
+            row.values[STARTED_AT] = big(*started_at);
+        }
+    }
+
     /// One statement per kind with rows (their order within a segment does not matter: no row
     /// is touched twice), then an empty segment.
     fn flush(&mut self, statements: &mut Vec<Statement>) {
@@ -373,12 +400,13 @@ pub(super) enum Sql {
     InsertAttempt,
     TaskReady,
     TaskRunning,
-    AttemptEnded,
+    AttemptEndedOtherwise,
     ReplicaEnded,
     TaskAfterAttempt,
     TaskFinished,
     UpsertAgent,
     AttemptAgent,
+    TaskAttemptAgent,
     DeleteAgent,
     UpsertEstimate,
     ReleaseTask,
@@ -389,19 +417,20 @@ pub(super) enum Sql {
 }
 
 impl Sql {
-    const COUNT: usize = 17;
+    const COUNT: usize = 18;
     /// Fence and NotifyPool are placed by hand (first and last), never in a segment.
     const ALL: [Sql; Sql::COUNT] = [
         Sql::InsertTask,
         Sql::InsertAttempt,
         Sql::TaskReady,
         Sql::TaskRunning,
-        Sql::AttemptEnded,
+        Sql::AttemptEndedOtherwise,
         Sql::ReplicaEnded,
         Sql::TaskAfterAttempt,
         Sql::TaskFinished,
         Sql::UpsertAgent,
         Sql::AttemptAgent,
+        Sql::TaskAttemptAgent,
         Sql::DeleteAgent,
         Sql::UpsertEstimate,
         Sql::ReleaseTask,
@@ -417,12 +446,13 @@ impl Sql {
                 "INSERT INTO tasks (id, capability, payload, priority, max_attempts, timeout_ms,
                     backoff_base_ms, backoff_max_ms, idempotency_key, depends_on, status, error,
                     attempts, lease_until, created_at, updated_at, submitted_by, on_parent_failure,
-                    replicas, quorum, vote, result, not_before, hub, features)
+                    replicas, quorum, vote, result, not_before, hub, features, attempt_agent,
+                    attempt_started_at)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[],
                     $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],
                     $12::text[], $13::int[], $14::bigint[], $15::bigint[], $16::bigint[],
                     $17::text[], $18::text[], $19::int[], $20::int[], $21::text[], $22::text[],
-                    $23::bigint[], $24::uuid[], $25::text[])"
+                    $23::bigint[], $24::uuid[], $25::text[], $26::uuid[], $27::bigint[])"
             }
             Sql::InsertAttempt => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, agent_name,
@@ -434,18 +464,32 @@ impl Sql {
                 "UPDATE tasks t SET status = 'queued', updated_at = u.at
                  FROM unnest($1::uuid[], $2::bigint[]) AS u(id, at) WHERE t.id = u.id"
             }
+            // A plain task's attempt is kept in its row (NULL for a consensus task's replicas,
+            // which have rows of their own): migrations/postgres/0016_attempt_in_task.sql.
             Sql::TaskRunning => {
                 "UPDATE tasks t SET status = 'running', attempts = u.attempt,
-                    lease_until = u.lease_until, not_before = NULL, updated_at = u.at
-                 FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[])
-                    AS u(id, attempt, lease_until, at)
+                    lease_until = u.lease_until, not_before = NULL, updated_at = u.at,
+                    attempt_agent = u.agent, attempt_started_at = u.started_at
+                 FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[], $5::uuid[],
+                    $6::bigint[]) AS u(id, attempt, lease_until, at, agent, started_at)
                  WHERE t.id = u.id"
             }
-            Sql::AttemptEnded => {
-                "UPDATE attempts a SET ended_at = u.ended_at, outcome = u.outcome, error = u.error
-                 FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[])
-                    AS u(task_id, attempt, ended_at, outcome, error)
-                 WHERE a.task_id = u.task_id AND a.attempt = u.attempt"
+            // The agent and start as the task's row has them when it holds this attempt: a task
+            // reloaded by a restarted hub ends its attempt without knowing its agent until the
+            // agent rejoins. A row of this number is there when a hub of an older version
+            // started the attempt (it wrote one at every start): it is ended in place.
+            Sql::AttemptEndedOtherwise => {
+                "INSERT INTO attempts (task_id, attempt, agent_id, started_at, ended_at, outcome,
+                    error)
+                 SELECT u.task_id, u.attempt, COALESCE(u.agent, t.attempt_agent),
+                    COALESCE(t.attempt_started_at, u.started_at), u.ended_at, u.outcome, u.error
+                 FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[],
+                    $6::uuid[], $7::bigint[])
+                    AS u(task_id, attempt, ended_at, outcome, error, agent, started_at)
+                 LEFT JOIN tasks t ON t.id = u.task_id AND t.attempts = u.attempt
+                 ON CONFLICT (task_id, attempt) DO UPDATE SET ended_at = EXCLUDED.ended_at,
+                    outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+                    agent_id = COALESCE(EXCLUDED.agent_id, attempts.agent_id)"
             }
             Sql::ReplicaEnded => {
                 "UPDATE attempts a SET ended_at = u.ended_at, outcome = u.outcome, error = u.error,
@@ -483,6 +527,11 @@ impl Sql {
                 "UPDATE attempts a SET agent_id = u.agent
                  FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS u(task_id, attempt, agent)
                  WHERE a.task_id = u.task_id AND a.attempt = u.attempt"
+            }
+            Sql::TaskAttemptAgent => {
+                "UPDATE tasks t SET attempt_agent = u.agent
+                 FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS u(id, attempt, agent)
+                 WHERE t.id = u.id AND t.attempts = u.attempt AND t.attempt_started_at IS NOT NULL"
             }
             Sql::DeleteAgent => "DELETE FROM agents WHERE id = ANY($1::uuid[])",
             Sql::ReleaseTask => "UPDATE tasks SET hub = NULL WHERE id = ANY($1::uuid[])",
@@ -579,6 +628,8 @@ fn insert_task(spec: &TaskSpec, status: TaskStatus, error: Option<&str>, hub: Uu
             Value::Big(None),
             uuid(hub),
             Value::Text(spec.features.as_deref().map(Feature::to_json)),
+            Value::Uuid(None),
+            Value::Big(None),
         ],
     }
 }
@@ -593,6 +644,8 @@ mod task_column {
     pub const RESULT: usize = 21;
     pub const NOT_BEFORE: usize = 22;
     pub const HUB: usize = 23;
+    pub const ATTEMPT_AGENT: usize = 25;
+    pub const ATTEMPT_STARTED_AT: usize = 26;
 }
 
 /// Applies a later change of a task to the values of its insert, as its UPDATE would.
@@ -610,6 +663,8 @@ fn fold_task(inserted: &mut [Value], row: &Row) -> bool {
             inserted[LEASE_UNTIL] = v[2].clone();
             inserted[NOT_BEFORE] = Value::Big(None);
             inserted[UPDATED_AT] = v[3].clone();
+            inserted[ATTEMPT_AGENT] = v[4].clone();
+            inserted[ATTEMPT_STARTED_AT] = v[5].clone();
         }
         Sql::TaskAfterAttempt => {
             inserted[STATUS] = v[1].clone();
@@ -639,13 +694,11 @@ fn fold_attempt(inserted: &mut [Value], row: &Row) -> bool {
     const ENDED_AT: usize = 5;
     let v = &row.values;
     match row.sql {
-        Sql::AttemptEnded | Sql::ReplicaEnded => {
+        Sql::ReplicaEnded => {
             inserted[ENDED_AT] = v[2].clone();
             inserted[ENDED_AT + 1] = v[3].clone();
             inserted[ENDED_AT + 2] = v[4].clone();
-            if row.sql == Sql::ReplicaEnded {
-                inserted[ENDED_AT + 3] = v[5].clone();
-            }
+            inserted[ENDED_AT + 3] = v[5].clone();
         }
         Sql::AttemptAgent => inserted[AGENT] = v[2].clone(),
         _ => return false,
@@ -735,6 +788,8 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
             identity,
             ..
         } => {
+            // A consensus task's replicas have rows of their own in `attempts` from their start.
+            let plain = spec.consensus.is_none();
             rows.push(Row {
                 sql: Sql::TaskRunning,
                 key: Key::Task(spec.id.0),
@@ -743,19 +798,25 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
                     int_v(int(*attempt)),
                     big(ts(*lease_until)),
                     big(ts(*started_at)),
+                    Value::Uuid(plain.then_some(agent.0)),
+                    Value::Big(plain.then(|| ts(*started_at))),
                 ],
             });
-            rows.push(insert_attempt(
-                spec.id.0,
-                *attempt,
-                agent.0,
-                *started_at,
-                identity.as_deref(),
-            ));
+            if !plain {
+                rows.push(insert_attempt(
+                    spec.id.0,
+                    *attempt,
+                    agent.0,
+                    *started_at,
+                    identity.as_deref(),
+                ));
+            }
         }
         Change::AttemptEnded {
             task,
             attempt,
+            agent,
+            started_at,
             ended_at,
             outcome,
             output,
@@ -781,11 +842,16 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
                 });
                 return;
             }
-            rows.push(Row {
-                sql: Sql::AttemptEnded,
-                key: attempt_key,
-                values: ended,
-            });
+            // Any other end is a plain task's; one that succeeded stays in the task's row.
+            if *next != NextStatus::Succeeded {
+                ended.push(Value::Uuid(agent.map(|a| a.0)));
+                ended.push(big(ts(*started_at)));
+                rows.push(Row {
+                    sql: Sql::AttemptEndedOtherwise,
+                    key: attempt_key,
+                    values: ended,
+                });
+            }
             let not_before = match next {
                 NextStatus::Retry { not_before } => Some(ts(*not_before)),
                 _ => None,
@@ -846,11 +912,20 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
             task,
             attempt,
             agent,
-        } => rows.push(Row {
-            sql: Sql::AttemptAgent,
-            key: Key::Attempt(task.0, int(*attempt)),
-            values: vec![uuid(task.0), int_v(int(*attempt)), uuid(agent.0)],
-        }),
+        } => {
+            // A replica's row, or a plain task's; one of the two matches.
+            let values = vec![uuid(task.0), int_v(int(*attempt)), uuid(agent.0)];
+            rows.push(Row {
+                sql: Sql::AttemptAgent,
+                key: Key::Attempt(task.0, int(*attempt)),
+                values: values.clone(),
+            });
+            rows.push(Row {
+                sql: Sql::TaskAttemptAgent,
+                key: Key::Task(task.0),
+                values,
+            });
+        }
         Change::AgentForgotten { agent } => rows.push(Row {
             sql: Sql::DeleteAgent,
             key: Key::Agent(agent.0),
@@ -971,7 +1046,7 @@ mod tests {
             .collect();
         let statements = plan(&[&created[..25], &created[25..]], Uuid::nil()).statements;
         assert_eq!(kinds(&statements), vec![Sql::InsertTask]);
-        assert_eq!(statements[0].1.len(), 25, "one array per column");
+        assert_eq!(statements[0].1.len(), 27, "one array per column");
     }
 
     #[test]
@@ -992,8 +1067,12 @@ mod tests {
         let statements = plan(&[&changes], Uuid::nil()).statements;
         assert_eq!(
             kinds(&statements),
-            vec![Sql::InsertTask, Sql::InsertAttempt, Sql::TaskRunning],
-            "task 1 and its first attempt written once, as they end up"
+            vec![
+                Sql::InsertTask,
+                Sql::TaskRunning,
+                Sql::AttemptEndedOtherwise
+            ],
+            "task 1 written once, as it ends up, and its failed attempt once"
         );
     }
 
@@ -1005,12 +1084,44 @@ mod tests {
         assert_eq!(
             kinds(&statements),
             vec![
-                Sql::InsertAttempt,
                 Sql::TaskRunning,
+                Sql::AttemptEndedOtherwise,
                 Sql::TaskAfterAttempt,
-                Sql::InsertAttempt,
                 Sql::TaskRunning,
             ]
+        );
+    }
+
+    #[test]
+    fn a_plain_attempt_is_kept_in_its_task_row_and_a_replica_in_a_row_of_its_own() {
+        let mut succeeded = failed(1, 1);
+        if let Change::AttemptEnded { next, outcome, .. } = &mut succeeded {
+            (*next, *outcome) = (NextStatus::Succeeded, AttemptOutcome::Succeeded);
+        }
+        let statements = plan(&[&[started(1, 1), succeeded]], Uuid::nil()).statements;
+        assert_eq!(
+            kinds(&statements),
+            vec![Sql::TaskRunning, Sql::TaskAfterAttempt],
+            "no row of `attempts` for an attempt that succeeded"
+        );
+        let mut replicated = (*spec(2)).clone();
+        replicated.consensus = hive_core::ConsensusSpec::from_fields(Some(3), Some(2), None)
+            .unwrap()
+            .map(Box::new);
+        let replica = Change::AttemptStarted {
+            spec: Arc::new(replicated),
+            attempt: 1,
+            agent: AgentId(Uuid::from_u128(9)),
+            started_at: Timestamp(15),
+            lease_until: Timestamp(1_015),
+            queued_ms: 0,
+            inputs: vec![],
+            identity: Some("w".into()),
+        };
+        let statements = plan(&[&[replica]], Uuid::nil()).statements;
+        assert_eq!(
+            kinds(&statements),
+            vec![Sql::InsertAttempt, Sql::TaskRunning]
         );
     }
 }

@@ -48,6 +48,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (13, include_str!("../../migrations/0013_token_expiry.sql")),
     (14, include_str!("../../migrations/0014_task_seq.sql")),
     (15, include_str!("../../migrations/0015_index_by_seq.sql")),
+    (
+        16,
+        include_str!("../../migrations/0016_attempt_in_task_postgres.sql"),
+    ),
 ];
 
 /// WAL pages after which the writer checkpoints itself. The background [`Checkpointer`] copies

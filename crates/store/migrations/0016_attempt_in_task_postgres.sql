@@ -1,0 +1,3 @@
+-- The PostgreSQL store keeps a plain task's latest attempt in the task row from its version 16
+-- (postgres/0016_attempt_in_task.sql), as this store has since version 12. SQLite's tables are
+-- unchanged; this version exists so that both stores count their versions alike.
