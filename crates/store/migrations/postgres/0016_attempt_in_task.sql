@@ -10,7 +10,10 @@
 -- Unlike SQLite's version, open attempts stay where they are: hubs of the older version may
 -- still be running them against this schema (docs/scaling.md, a rolling upgrade), and end them
 -- by updating their row. A newer hub that ends one of those upserts the row; a reader that
--- finds it open on a task that succeeded ends it at the task's end. The columns have no
+-- finds it open on a task that succeeded ends it at the task's end. The other way round is not
+-- covered: an older hub that takes over a newer hub's running task ends its attempt by an
+-- update that finds no row, so an attempt of it that fails is missing from its log (and one
+-- given back unstarted counts toward its `max_attempts` at a later reload). The columns have no
 -- default and no index: adding them rewrites nothing, and the tasks' updates stay HOT.
 ALTER TABLE tasks ADD COLUMN attempt_agent uuid, ADD COLUMN attempt_started_at bigint;
 
@@ -18,9 +21,8 @@ ALTER TABLE tasks ADD COLUMN attempt_agent uuid, ADD COLUMN attempt_started_at b
 -- Tasks inserted together share pages and start together, in one statement of one transaction,
 -- which cannot prune the versions it just replaced: with a fifth of each page kept free (0001),
 -- most starts went to other pages, with new entries in every index (44% of the updates HOT in a
--- batched bench). Half a page keeps room for a second
--- version of every row inserted into it (91% HOT, and a start's update 3.3 us a row instead of
--- 5.9: BENCHMARKS.md, "PostgreSQL: a task's attempt in its row"). The cost: inserts fill a page to
--- half instead of four fifths, so the table of past tasks takes up to 1.6 times the pages. Pages
--- already written keep theirs.
+-- batched bench). Half a page keeps room for a second version of every row inserted into it
+-- (91% HOT, and a start's update 3.3 us a row instead of 5.9: BENCHMARKS.md, "PostgreSQL: a
+-- task's attempt in its row"). The cost: inserts fill a page to half instead of four fifths, so
+-- the table of past tasks takes up to 1.6 times the pages. Pages already written keep theirs.
 ALTER TABLE tasks SET (fillfactor = 50);

@@ -78,3 +78,22 @@ fn a_claim_on_a_pool_never_analyzed_reads_only_the_rows_it_takes() {
     let plan = claim("plan_claim_unset", "").unwrap();
     assert!(plan.contains("Sort"), "{plan}");
 }
+
+/// A commit's ends of attempts that failed, as a connection plans it while `tasks` is known to
+/// be empty: each reads its task's row (for the attempt's agent and start) by the table's key,
+/// as the update of ended attempts above came to scan `attempts` when it did not.
+#[test]
+fn ending_attempts_that_failed_reads_their_tasks_rows_by_key() {
+    let explain = format!(
+        "SET LOCAL plan_cache_mode = force_generic_plan;
+         PREPARE kept(uuid[], int[], bigint[], text[], text[], uuid[], bigint[]) AS {};
+         EXPLAIN (FORMAT JSON) EXECUTE kept(ARRAY[gen_random_uuid()], ARRAY[1], ARRAY[5::bigint],
+            ARRAY['failed'], ARRAY[NULL::text], ARRAY[NULL::uuid], ARRAY[3::bigint])",
+        Sql::AttemptEndedOtherwise.text(),
+    );
+    let Some(plan) = plan("plan_attempt_failed", BY_INDEX, "ANALYZE tasks", &explain) else {
+        return;
+    };
+    assert!(plan.contains("tasks_pkey"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+}

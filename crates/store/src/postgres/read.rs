@@ -172,18 +172,21 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
     let status = status(&col::<String>(row, 10)?)?;
     let attempts = col::<i32>(row, 11)?.max(0) as u32;
     let updated_at = from_ts(col(row, 17)?);
-    let latest = col::<Option<i64>>(row, 25)?.map(|started_at| {
-        let succeeded = status == TaskStatus::Succeeded;
-        Ok::<_, StoreError>(StoredAttempt {
-            attempt: attempts,
-            agent: col::<Option<Uuid>>(row, 24)?.map(AgentId),
-            started_at: from_ts(started_at),
-            ended_at: succeeded.then_some(updated_at),
-            outcome: succeeded.then_some(AttemptOutcome::Succeeded),
-            error: None,
-            output: None,
-        })
-    });
+    let latest = match col::<Option<i64>>(row, 25)? {
+        Some(started_at) => {
+            let succeeded = status == TaskStatus::Succeeded;
+            vec![StoredAttempt {
+                attempt: attempts,
+                agent: col::<Option<Uuid>>(row, 24)?.map(AgentId),
+                started_at: from_ts(started_at),
+                ended_at: succeeded.then_some(updated_at),
+                outcome: succeeded.then_some(AttemptOutcome::Succeeded),
+                error: None,
+                output: None,
+            }]
+        }
+        None => Vec::new(),
+    };
     Ok(StoredTask {
         spec: spec_from_row(row)?,
         status,
@@ -193,7 +196,7 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
         lease_until: col::<Option<i64>>(row, 14)?.map(from_ts),
         not_before: col::<Option<i64>>(row, 15)?.map(from_ts),
         updated_at,
-        attempt_log: latest.transpose()?.into_iter().collect(),
+        attempt_log: latest,
     })
 }
 
@@ -201,11 +204,13 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
 /// [`task_from_row`] read from the task's row when `attempts` has no row of its number. A plain
 /// task's attempt is written to `attempts` only when it ends otherwise than by succeeding; until
 /// then, and if it succeeds, the task's row has it (migrations/postgres/0016_attempt_in_task.sql).
-/// A row left open by a hub of an older version, which wrote one at every start, on a task that
-/// succeeded since is shown ended with it: its end was written to the task's row only.
+/// A plain task's row left open by a hub of an older version, which wrote one at every start, on
+/// a task that succeeded since is shown ended with it: its end was written to the task's row
+/// only. (A consensus task's replicas are all ended when it is decided.)
 fn complete_attempt_log(task: &mut StoredTask, mut rows: Vec<StoredAttempt>) {
     let latest = task.attempt_log.pop();
     if task.status == TaskStatus::Succeeded
+        && task.spec.consensus.is_none()
         && let Some(open) = rows
             .iter_mut()
             .find(|a| a.attempt == task.attempts && a.ended_at.is_none())

@@ -209,8 +209,10 @@ fn learned_estimates_whose_write_failed_go_again_with_the_next_commit() {
 }
 
 /// A hub of a version before 16 (migrations/postgres/0016_attempt_in_task.sql) wrote an
-/// `attempts` row at each start and ended it in place; a newer hub that takes such a task over
-/// ends it in that row when it fails, and a reader shows it ended when the task succeeded.
+/// `attempts` row at each start and ended it in place, and left in the task's row what a newer
+/// hub wrote there for an earlier attempt. A newer hub that ends such an attempt without
+/// knowing its agent (as after a restart) ends it in that row, its agent and start kept, and a
+/// reader shows it ended when the task succeeded.
 #[test]
 fn attempts_an_older_hub_started_are_ended_by_a_newer_one() {
     use hive_core::{AgentId, AttemptOutcome, Change, NextStatus, TaskStatus, Timestamp};
@@ -242,10 +244,12 @@ fn attempts_an_older_hub_started_are_ended_by_a_newer_one() {
         });
     }
     writer.apply(&[&changes]).unwrap();
-    // As the older hub left them: the attempt in its own row, none in the task's.
+    // As the older hub left them: the attempt in its own row, and in the task's row an
+    // earlier attempt's agent and start, which its start did not replace.
     super::scratch::execute_on(
         p.database.url(),
-        "UPDATE tasks SET attempt_agent = NULL, attempt_started_at = NULL;
+        "UPDATE tasks SET attempt_agent = '00000000-0000-0000-0000-000000000005',
+            attempt_started_at = 3;
          INSERT INTO attempts (task_id, attempt, agent_id, started_at)
             SELECT id, 1, '00000000-0000-0000-0000-000000000007', 12 FROM tasks",
     );

@@ -2,13 +2,13 @@
 //! (what routing learned in it apart, in a transaction of its own that does not wait for the disk).
 //!
 //! A row per statement would cost PostgreSQL a parse-free but still full statement execution per
-//! row (five per task). Instead the changes are cut into *segments* in which no row (a task, an
+//! row (three per plain task: its insert, its start, its end). Instead the changes are cut into *segments* in which no row (a task, an
 //! attempt, an agent, an estimate) is touched twice; a segment's rows of one kind go into one
 //! multi-row statement over `unnest` of arrays, so a group of thousands of changes is a handful
 //! of statements. Touching a row again starts a new segment, so the changes still apply in
 //! their order, except when the row is one the segment inserts: then the change is folded into
-//! the insert (a task created, run and finished within one group is one task row and one attempt
-//! row written once, with no update; under load the group commit gathers exactly that).
+//! the insert (a task created, run and finished within one group is one task row written once,
+//! with no update; under load the group commit gathers exactly that).
 //! Statements are pipelined (all sent before the first answer is awaited, in order) and
 //! prepared once per connection.
 
@@ -322,9 +322,8 @@ impl Segment {
     /// segment inserts the task: by the time the statement runs, later changes folded into the
     /// insert (the next attempt's start) may have replaced them there.
     fn take_attempt_from_insert(&self, row: &mut Row) {
+        use ended_column::{AGENT, STARTED_AT};
         use task_column::{ATTEMPT_AGENT, ATTEMPT_STARTED_AT, ATTEMPTS};
-        const AGENT: usize = 5;
-        const STARTED_AT: usize = 6;
         let (Sql::AttemptEndedOtherwise, Key::Attempt(task, attempt)) = (row.sql, &row.key) else {
             return;
         };
@@ -343,8 +342,9 @@ impl Segment {
         }
     }
 
-    /// One statement per kind with rows (their order within a segment does not matter: no row
-    /// is touched twice), then an empty segment.
+    /// One statement per kind with rows, in the order of [`Sql::ALL`], then an empty segment. No
+    /// row is touched twice in a segment; what one statement reads of another's rows is said
+    /// at `Sql::ALL`.
     fn flush(&mut self, statements: &mut Vec<Statement>) {
         for sql in Sql::ALL {
             let rows = std::mem::take(&mut self.rows[sql as usize]);
@@ -418,7 +418,9 @@ pub(super) enum Sql {
 
 impl Sql {
     const COUNT: usize = 18;
-    /// Fence and NotifyPool are placed by hand (first and last), never in a segment.
+    /// A segment's statements run in this order. Fence and NotifyPool are placed by hand (first
+    /// and last), never in a segment. `AttemptEndedOtherwise` reads the task's row, which the
+    /// segment's `InsertTask` or `TaskRunning` may write: it comes after both.
     const ALL: [Sql; Sql::COUNT] = [
         Sql::InsertTask,
         Sql::InsertAttempt,
@@ -477,7 +479,9 @@ impl Sql {
             // The agent and start as the task's row has them when it holds this attempt: a task
             // reloaded by a restarted hub ends its attempt without knowing its agent until the
             // agent rejoins. A row of this number is there when a hub of an older version
-            // started the attempt (it wrote one at every start): it is ended in place.
+            // started the attempt (it wrote one at every start): it is ended in place, its
+            // agent kept (the task's row may still name an earlier attempt's, which that hub's
+            // start left there; a reattach updates both).
             Sql::AttemptEndedOtherwise => {
                 "INSERT INTO attempts (task_id, attempt, agent_id, started_at, ended_at, outcome,
                     error)
@@ -489,7 +493,7 @@ impl Sql {
                  LEFT JOIN tasks t ON t.id = u.task_id AND t.attempts = u.attempt
                  ON CONFLICT (task_id, attempt) DO UPDATE SET ended_at = EXCLUDED.ended_at,
                     outcome = EXCLUDED.outcome, error = EXCLUDED.error,
-                    agent_id = COALESCE(EXCLUDED.agent_id, attempts.agent_id)"
+                    agent_id = COALESCE(attempts.agent_id, EXCLUDED.agent_id)"
             }
             Sql::ReplicaEnded => {
                 "UPDATE attempts a SET ended_at = u.ended_at, outcome = u.outcome, error = u.error,
@@ -646,6 +650,13 @@ mod task_column {
     pub const HUB: usize = 23;
     pub const ATTEMPT_AGENT: usize = 25;
     pub const ATTEMPT_STARTED_AT: usize = 26;
+}
+
+/// Where `rows_of` puts the columns of an attempt's end ([`Sql::AttemptEndedOtherwise`]) that
+/// the planner may take from the task's insert.
+mod ended_column {
+    pub const AGENT: usize = 5;
+    pub const STARTED_AT: usize = 6;
 }
 
 /// Applies a later change of a task to the values of its insert, as its UPDATE would.
@@ -913,7 +924,8 @@ fn rows_of(change: &Change, hub: Uuid, rows: &mut Vec<Row>) {
             attempt,
             agent,
         } => {
-            // A replica's row, or a plain task's; one of the two matches.
+            // A replica's row, or a plain task's (both, for an attempt a hub of a version before
+            // migration 16 started: it wrote a row, and the task's row may hold the attempt too).
             let values = vec![uuid(task.0), int_v(int(*attempt)), uuid(agent.0)];
             rows.push(Row {
                 sql: Sql::AttemptAgent,
@@ -1093,6 +1105,42 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_ended_in_the_segment_that_inserts_its_task_takes_its_agent_and_start_from_the_insert()
+     {
+        // Task 1 is created and started at 15 by agent 9; its attempt fails, reported without
+        // the agent and with another start (as by a hub that reloaded it), and the task starts
+        // again at 40 by agent 8: all folded into the task's insert by the time it runs.
+        let queued = Change::TaskCreated {
+            spec: spec(1),
+            status: TaskStatus::Queued,
+            error: None,
+        };
+        let mut again = started(1, 2);
+        if let Change::AttemptStarted {
+            agent, started_at, ..
+        } = &mut again
+        {
+            (*agent, *started_at) = (AgentId(Uuid::from_u128(8)), Timestamp(40));
+        }
+        let mut reloaded = failed(1, 1);
+        if let Change::AttemptEnded { started_at, .. } = &mut reloaded {
+            *started_at = Timestamp(19);
+        }
+        let statements = plan(&[&[queued, started(1, 1), reloaded, again]], Uuid::nil()).statements;
+        let (sql, columns) = &statements[1];
+        assert_eq!(*sql, Sql::AttemptEndedOtherwise);
+        let rendered = format!(
+            "{:?} {:?}",
+            columns[ended_column::AGENT],
+            columns[ended_column::STARTED_AT]
+        );
+        assert_eq!(
+            rendered,
+            "[Some(00000000-0000-0000-0000-000000000009)] [Some(15)]"
+        );
+    }
+
+    #[test]
     fn a_plain_attempt_is_kept_in_its_task_row_and_a_replica_in_a_row_of_its_own() {
         let mut succeeded = failed(1, 1);
         if let Change::AttemptEnded { next, outcome, .. } = &mut succeeded {
@@ -1104,20 +1152,15 @@ mod tests {
             vec![Sql::TaskRunning, Sql::TaskAfterAttempt],
             "no row of `attempts` for an attempt that succeeded"
         );
-        let mut replicated = (*spec(2)).clone();
-        replicated.consensus = hive_core::ConsensusSpec::from_fields(Some(3), Some(2), None)
-            .unwrap()
-            .map(Box::new);
-        let replica = Change::AttemptStarted {
-            spec: Arc::new(replicated),
-            attempt: 1,
-            agent: AgentId(Uuid::from_u128(9)),
-            started_at: Timestamp(15),
-            lease_until: Timestamp(1_015),
-            queued_ms: 0,
-            inputs: vec![],
-            identity: Some("w".into()),
-        };
+        let mut replica = started(2, 1);
+        if let Change::AttemptStarted { spec, identity, .. } = &mut replica {
+            let mut replicated = (**spec).clone();
+            replicated.consensus = hive_core::ConsensusSpec::from_fields(Some(3), Some(2), None)
+                .unwrap()
+                .map(Box::new);
+            *spec = Arc::new(replicated);
+            *identity = Some("w".into());
+        }
         let statements = plan(&[&[replica]], Uuid::nil()).statements;
         assert_eq!(
             kinds(&statements),
