@@ -113,25 +113,35 @@ impl Alerts {
             rss_by_minute: &rss_by_minute,
         };
         let mut changed = Vec::new();
-        {
-            let mut states = self.lock();
-            for (rule, state) in self.rules.iter().zip(states.iter_mut()) {
-                let value = rule.metric.read(&inputs);
-                let gate = rule.when.is_none_or(|g| {
-                    g.metric
-                        .read(&inputs)
-                        .is_some_and(|v| rules::step_gate(g, v))
-                });
-                let (phase, transition) = rules::step(rule, state.phase, value, gate, now.0);
-                state.phase = phase;
-                state.value = value.or(state.value);
-                if let Some(transition) = transition {
-                    changed.push(self.event(rule, transition, state.value, now));
-                }
-            }
+        let next: Vec<RuleState> = {
+            let states = self.lock();
+            self.rules
+                .iter()
+                .zip(states.iter())
+                .map(|(rule, state)| {
+                    let value = rule.metric.read(&inputs);
+                    let gate = rule.when.is_none_or(|g| {
+                        g.metric
+                            .read(&inputs)
+                            .is_some_and(|v| rules::step_gate(g, v))
+                    });
+                    let (phase, transition) = rules::step(rule, state.phase, value, gate, now.0);
+                    let value = value.or(state.value);
+                    if let Some(transition) = transition {
+                        changed.push(self.event(rule, transition, value, now));
+                    }
+                    RuleState { phase, value }
+                })
+                .collect()
+        };
+        // The history first, then the state: whoever sees an alert firing (`GET /alerts`) finds
+        // the event in the history beside it. Only this (periodic) check changes the states.
+        for event in &changed {
+            self.record(event, now).await;
         }
+        *self.lock() = next;
         for event in changed {
-            self.announce(event, now).await;
+            self.announce(event);
         }
     }
 
@@ -168,8 +178,8 @@ impl Alerts {
         }
     }
 
-    async fn announce(&self, event: AlertEvent, at: Timestamp) {
-        notify::log(&event);
+    /// Writes `event` to the alert history.
+    async fn record(&self, event: &AlertEvent, at: Timestamp) {
         let record = AlertRecord {
             rule: event.rule.clone(),
             state: event.state.to_string(),
@@ -185,6 +195,11 @@ impl Alerts {
             Ok(Err(e)) => tracing::error!(error = %e, "cannot store an alert event"),
             Err(e) => tracing::error!(error = %e, "cannot store an alert event"),
         }
+    }
+
+    /// Tells the log, the webhook and the event stream.
+    fn announce(&self, event: AlertEvent) {
+        notify::log(&event);
         if let Some(webhook) = &self.webhook {
             webhook.send(event.clone());
         }

@@ -1,6 +1,6 @@
 -- What the SQLite store did in its version 12 (../0012_attempt_in_task.sql), for PostgreSQL:
 -- a plain task's attempt was a row of `attempts` inserted at its start and updated at its end,
--- two of a task's five statements and 28% of the database's statement time under load
+-- two of a task's five statements and 28% of the five's time in the database under load
 -- (BENCHMARKS.md). Now the task row keeps its latest attempt's agent and start
 -- (`attempt_agent`, `attempt_started_at`; NULL for a consensus task, whose replicas keep their
 -- rows), and `attempts` gets a plain task's attempt once, at its end, only when it ends
@@ -13,8 +13,9 @@
 -- finds it open on a task that succeeded ends it at the task's end. The other way round is not
 -- covered: an older hub that takes over a newer hub's running task ends its attempt by an
 -- update that finds no row, so an attempt of it that fails is missing from its log (and one
--- given back unstarted counts toward its `max_attempts` at a later reload). The columns have no
--- default and no index: adding them rewrites nothing, and the tasks' updates stay HOT.
+-- given back unstarted counts toward its `max_attempts` at a later reload), and an older hub's
+-- reader shows no attempt of a newer hub's that succeeded or runs. The columns have no default
+-- and no index: adding them rewrites nothing, and the tasks' updates stay HOT.
 ALTER TABLE tasks ADD COLUMN attempt_agent uuid, ADD COLUMN attempt_started_at bigint;
 
 -- A task's update is HOT (no index entry rewritten) only when its new version fits on its page.

@@ -204,7 +204,7 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
 /// [`task_from_row`] read from the task's row when `attempts` has no row of its number. A plain
 /// task's attempt is written to `attempts` only when it ends otherwise than by succeeding; until
 /// then, and if it succeeds, the task's row has it (migrations/postgres/0016_attempt_in_task.sql).
-/// A plain task's row left open by a hub of an older version, which wrote one at every start, on
+/// A plain task's attempt row left open by a hub of an older version, which wrote one at every start, on
 /// a task that succeeded since is shown ended with it: its end was written to the task's row
 /// only. (A consensus task's replicas are all ended when it is decided.)
 fn complete_attempt_log(task: &mut StoredTask, mut rows: Vec<StoredAttempt>) {

@@ -2,13 +2,14 @@
 //! (what routing learned in it apart, in a transaction of its own that does not wait for the disk).
 //!
 //! A row per statement would cost PostgreSQL a parse-free but still full statement execution per
-//! row (three per plain task: its insert, its start, its end). Instead the changes are cut into *segments* in which no row (a task, an
-//! attempt, an agent, an estimate) is touched twice; a segment's rows of one kind go into one
-//! multi-row statement over `unnest` of arrays, so a group of thousands of changes is a handful
-//! of statements. Touching a row again starts a new segment, so the changes still apply in
-//! their order, except when the row is one the segment inserts: then the change is folded into
-//! the insert (a task created, run and finished within one group is one task row written once,
-//! with no update; under load the group commit gathers exactly that).
+//! row (three per plain task: its insert, its start, its end). Instead the changes are cut into
+//! *segments* in which no row (a task, an attempt, an agent, an estimate) is touched twice; a
+//! segment's rows of one kind go into one multi-row statement over `unnest` of arrays, so a group
+//! of thousands of changes is a handful of statements. Touching a row again starts a new
+//! segment, so the changes still apply in their order, except when the row is one the segment
+//! inserts: then the change is folded into the insert (a task created, run and finished within
+//! one group is one task row written once, with no update; under load the group commit gathers
+//! exactly that).
 //! Statements are pipelined (all sent before the first answer is awaited, in order) and
 //! prepared once per connection.
 
