@@ -2,7 +2,7 @@
 
 use hive_core::{AgentId, TaskEnd, TaskId, TaskStatus, Timestamp};
 
-use crate::StoreError;
+use crate::{StoreError, StoredAttempt};
 
 pub fn ts(t: Timestamp) -> i64 {
     t.0 as i64
@@ -126,6 +126,44 @@ pub fn agent_json(agent: &hive_core::AgentSnapshot) -> (String, String) {
 fn object<'a, V: serde::Serialize>(entries: impl Iterator<Item = (&'a str, V)>) -> String {
     let sorted: std::collections::BTreeMap<&str, V> = entries.collect();
     serde_json::to_string(&sorted).expect("names and numbers serialise")
+}
+
+/// A plain task's latest attempt as its task's row keeps it (both stores: migrations
+/// 0012_attempt_in_task.sql, postgres/0016_attempt_in_task.sql): its number, agent and start,
+/// and, when the task succeeded, its end (`ended_at`); otherwise it is open.
+pub fn attempt_in_row(
+    attempt: u32,
+    agent: Option<AgentId>,
+    started_at: Timestamp,
+    status: TaskStatus,
+    ended_at: Option<Timestamp>,
+) -> StoredAttempt {
+    let succeeded = status == TaskStatus::Succeeded;
+    StoredAttempt {
+        attempt,
+        agent,
+        started_at,
+        ended_at: ended_at.filter(|_| succeeded),
+        outcome: succeeded.then_some(hive_core::AttemptOutcome::Succeeded),
+        error: None,
+        output: None,
+    }
+}
+
+/// A task's attempt log: the rows of `attempts` (in order), with the task row's `latest` attempt
+/// added when `attempts` has no row of its number (it is written there only when it ends
+/// otherwise than by succeeding).
+pub fn with_latest(
+    mut rows: Vec<StoredAttempt>,
+    latest: Option<StoredAttempt>,
+) -> Vec<StoredAttempt> {
+    if let Some(latest) = latest
+        && !rows.iter().any(|a| a.attempt == latest.attempt)
+    {
+        rows.push(latest);
+        rows.sort_by_key(|a| a.attempt);
+    }
+    rows
 }
 
 #[cfg(test)]

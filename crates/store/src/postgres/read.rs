@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use super::replicas::Replica;
 use super::{Shared, db_error};
-use crate::codec::{features_from, from_ts, split_ids, status, task_end};
+use crate::codec::{
+    attempt_in_row, features_from, from_ts, split_ids, status, task_end, with_latest,
+};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
@@ -172,19 +174,15 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
     let status = status(&col::<String>(row, 10)?)?;
     let attempts = col::<i32>(row, 11)?.max(0) as u32;
     let updated_at = from_ts(col(row, 17)?);
+    // A task's row is not updated after it ended: `updated_at` is when it succeeded.
     let latest = match col::<Option<i64>>(row, 25)? {
-        Some(started_at) => {
-            let succeeded = status == TaskStatus::Succeeded;
-            vec![StoredAttempt {
-                attempt: attempts,
-                agent: col::<Option<Uuid>>(row, 24)?.map(AgentId),
-                started_at: from_ts(started_at),
-                ended_at: succeeded.then_some(updated_at),
-                outcome: succeeded.then_some(AttemptOutcome::Succeeded),
-                error: None,
-                output: None,
-            }]
-        }
+        Some(started_at) => vec![attempt_in_row(
+            attempts,
+            col::<Option<Uuid>>(row, 24)?.map(AgentId),
+            from_ts(started_at),
+            status,
+            Some(updated_at),
+        )],
         None => Vec::new(),
     };
     Ok(StoredTask {
@@ -204,9 +202,9 @@ fn task_from_row(row: &Row) -> Result<StoredTask, StoreError> {
 /// [`task_from_row`] read from the task's row when `attempts` has no row of its number. A plain
 /// task's attempt is written to `attempts` only when it ends otherwise than by succeeding; until
 /// then, and if it succeeds, the task's row has it (migrations/postgres/0016_attempt_in_task.sql).
-/// A plain task's attempt row left open by a hub of an older version, which wrote one at every start, on
-/// a task that succeeded since is shown ended with it: its end was written to the task's row
-/// only. (A consensus task's replicas are all ended when it is decided.)
+/// A plain task's attempt row left open by a hub of an older version, which wrote one at every
+/// start, on a task that succeeded since is shown ended with it: its end was written to the
+/// task's row only. (A consensus task's replicas are all ended when it is decided.)
 fn complete_attempt_log(task: &mut StoredTask, mut rows: Vec<StoredAttempt>) {
     let latest = task.attempt_log.pop();
     if task.status == TaskStatus::Succeeded
@@ -218,13 +216,7 @@ fn complete_attempt_log(task: &mut StoredTask, mut rows: Vec<StoredAttempt>) {
         open.ended_at = Some(task.updated_at);
         open.outcome = Some(AttemptOutcome::Succeeded);
     }
-    if let Some(latest) = latest
-        && !rows.iter().any(|a| a.attempt == latest.attempt)
-    {
-        rows.push(latest);
-        rows.sort_by_key(|a| a.attempt);
-    }
-    task.attempt_log = rows;
+    task.attempt_log = with_latest(rows, latest);
 }
 
 impl TaskReader for PgReader {

@@ -10,7 +10,10 @@ use hive_core::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use crate::codec::{agent_id, features_from, from_ts, split_ids, status, task_end, task_id};
+use crate::codec::{
+    agent_id, attempt_in_row, features_from, from_ts, split_ids, status, task_end, task_id,
+    with_latest,
+};
 use crate::{StoreError, StoredAttempt, StoredTask, TaskFilter, TaskReader};
 
 const TASK_COLUMNS: &str = "id, capability, payload, priority, max_attempts, timeout_ms,
@@ -104,24 +107,15 @@ fn task_from_row(row: &Row<'_>) -> Result<StoredTask, StoreError> {
     let status = status(&row.get::<_, String>(10)?)?;
     let attempts = row.get(11)?;
     let latest = match row.get::<_, Option<i64>>(25)? {
-        Some(started_at) => {
-            let succeeded = status == TaskStatus::Succeeded;
-            vec![StoredAttempt {
-                attempt: attempts,
-                agent: row
-                    .get::<_, Option<Vec<u8>>>(24)?
-                    .map(|b| agent_id(&b))
-                    .transpose()?,
-                started_at: from_ts(started_at),
-                ended_at: match succeeded {
-                    true => row.get::<_, Option<i64>>(26)?.map(from_ts),
-                    false => None,
-                },
-                outcome: succeeded.then_some(AttemptOutcome::Succeeded),
-                error: None,
-                output: None,
-            }]
-        }
+        Some(started_at) => vec![attempt_in_row(
+            attempts,
+            row.get::<_, Option<Vec<u8>>>(24)?
+                .map(|b| agent_id(&b))
+                .transpose()?,
+            from_ts(started_at),
+            status,
+            row.get::<_, Option<i64>>(26)?.map(from_ts),
+        )],
         None => Vec::new(),
     };
     Ok(StoredTask {
@@ -147,14 +141,7 @@ fn complete_attempt_log(
     outputs: bool,
 ) -> Result<(), StoreError> {
     let latest = task.attempt_log.pop();
-    let mut log = attempts_of(conn, task.spec.id, outputs)?;
-    if let Some(latest) = latest
-        && !log.iter().any(|a| a.attempt == latest.attempt)
-    {
-        log.push(latest);
-        log.sort_by_key(|a| a.attempt);
-    }
-    task.attempt_log = log;
+    task.attempt_log = with_latest(attempts_of(conn, task.spec.id, outputs)?, latest);
     Ok(())
 }
 
