@@ -208,6 +208,47 @@ fn learned_estimates_whose_write_failed_go_again_with_the_next_commit() {
     assert_eq!(p.store.reader().load_learned().unwrap(), vec![estimate]);
 }
 
+#[test]
+fn learned_estimates_are_written_at_most_so_often_and_when_the_writer_stops() {
+    use hive_core::{Capability, Change, Estimate, LearnedEstimate};
+    let Some(p) = postgres("estimates_deferred") else {
+        return;
+    };
+    let estimate = |samples| LearnedEstimate {
+        identity: "gpu-box".into(),
+        capability: Capability::parse("echo", "capability").unwrap(),
+        estimate: Estimate {
+            samples,
+            ..Estimate::default()
+        },
+    };
+    let learned = || p.store.reader().load_learned().unwrap();
+    let mut writer = p
+        .store
+        .writer()
+        .writing_estimates_every(std::time::Duration::from_secs(3600));
+    writer
+        .apply(&[&[created(1), Change::Learned(estimate(3))]])
+        .unwrap();
+    assert_eq!(
+        learned(),
+        vec![estimate(3)],
+        "the first are written at once"
+    );
+    writer
+        .apply(&[&[created(2), Change::Learned(estimate(4))]])
+        .unwrap();
+    let reader = p.store.reader();
+    assert!(reader.get_task(crate::suite::spec(2).id).unwrap().is_some());
+    assert_eq!(learned(), vec![estimate(3)], "the next wait for their time");
+    drop(writer);
+    assert_eq!(
+        learned(),
+        vec![estimate(4)],
+        "and are written when the writer stops"
+    );
+}
+
 /// A hub of a version before 16 (migrations/postgres/0016_attempt_in_task.sql) wrote an
 /// `attempts` row at each start and ended it in place, and left in the task's row what a newer
 /// hub wrote there for an earlier attempt. A newer hub that ends such an attempt without

@@ -1,5 +1,6 @@
 //! The writer side: the scheduler's changes as rows, every batch of a group in one transaction
-//! (what routing learned in it apart, in a transaction of its own that does not wait for the disk).
+//! (what routing learned apart, at most once a second, in a transaction of its own that does
+//! not wait for the disk).
 //!
 //! A row per statement would cost PostgreSQL a parse-free but still full statement execution per
 //! row (three per plain task: its insert, its start, its end). Instead the changes are cut into
@@ -18,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{MaybeDone, maybe_done};
 use hive_core::{Change, Feature, NextStatus, OnParentFailure, TaskSpec, TaskStatus, Timestamp};
@@ -28,11 +30,22 @@ use super::{Shared, db_error};
 use crate::codec::{agent_json, join_ids, ts};
 use crate::{BatchWriter, StoreError};
 
+/// How often at most the learned estimates are written (with the commit that comes first after
+/// this long since the last written; see [`PgWriter::unwritten`]).
+const ESTIMATES_EVERY: Duration = Duration::from_secs(1);
+
 pub struct PgWriter {
     shared: std::sync::Arc<Shared>,
-    /// Learned estimates whose write failed: written with the next group's, under what it
-    /// learned since (the scheduler hands each over once, when it changes).
+    /// Learned estimates not written yet, the latest of each row: the scheduler hands each
+    /// over once, when it changes, and they are written with the first commit at least
+    /// `estimates_every` after the last write of them that succeeded (a failed write's go again
+    /// with the next commit), and when the writer is dropped. Their transaction cost PostgreSQL
+    /// about as much as a commit's tasks on small commits (BENCHMARKS.md, "PostgreSQL: learned
+    /// estimates once a second").
     unwritten: BTreeMap<Key, Row>,
+    estimates_every: Duration,
+    /// When the estimates were last written; `None` before the first write.
+    estimates_written_at: Option<Instant>,
 }
 
 impl PgWriter {
@@ -40,18 +53,38 @@ impl PgWriter {
         PgWriter {
             shared,
             unwritten: BTreeMap::new(),
+            estimates_every: ESTIMATES_EVERY,
+            estimates_written_at: None,
         }
     }
-}
 
-impl BatchWriter for PgWriter {
-    fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
-        let Plan {
-            mut statements,
-            estimates,
-        } = plan(batches, self.shared.hub);
-        let mut learned = std::mem::take(&mut self.unwritten);
-        learned.extend(estimates);
+    /// Writes the learned estimates at most this often (tests: longer than they run).
+    #[cfg(test)]
+    pub(crate) fn writing_estimates_every(mut self, every: Duration) -> Self {
+        self.estimates_every = every;
+        self
+    }
+
+    /// The estimates to write with this commit: every one not written yet when they are due.
+    fn estimates_due(&mut self, estimates: BTreeMap<Key, Row>) -> BTreeMap<Key, Row> {
+        self.unwritten.extend(estimates);
+        let due = self
+            .estimates_written_at
+            .is_none_or(|at| at.elapsed() >= self.estimates_every);
+        if due {
+            std::mem::take(&mut self.unwritten)
+        } else {
+            BTreeMap::new()
+        }
+    }
+
+    /// The tasks' statements in one transaction and the estimates `learned` in another, in one
+    /// round trip; the tasks' outcome. Estimates whose write failed go back to `unwritten`.
+    fn commit(
+        &mut self,
+        mut statements: Vec<Statement>,
+        learned: BTreeMap<Key, Row>,
+    ) -> Result<(), StoreError> {
         if statements.is_empty() && learned.is_empty() {
             return Ok(());
         }
@@ -157,10 +190,46 @@ impl BatchWriter for PgWriter {
         // The tasks' outcome, and whether the estimates were written (nothing was sent when
         // the connection or a statement's preparation failed).
         let (tasks, estimates_written) = written.unwrap_or_else(|e| (Err(e), false));
-        if !estimates_written {
-            self.unwritten = learned;
+        if !learned.is_empty() {
+            if estimates_written {
+                self.estimates_written_at = Some(Instant::now());
+            } else {
+                // Under what was learned since.
+                for (key, row) in learned {
+                    self.unwritten.entry(key).or_insert(row);
+                }
+            }
         }
         tasks
+    }
+}
+
+impl Drop for PgWriter {
+    /// A hub that stops writes what it learned last (its estimates are kept at most
+    /// `estimates_every` in memory otherwise).
+    fn drop(&mut self) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        let learned = std::mem::take(&mut self.unwritten);
+        let rows = learned.len();
+        if self.commit(Vec::new(), learned).is_err() || !self.unwritten.is_empty() {
+            tracing::warn!(
+                rows,
+                "the learned estimates could not be written before the writer stopped"
+            );
+        }
+    }
+}
+
+impl BatchWriter for PgWriter {
+    fn apply(&mut self, batches: &[&[Change]]) -> Result<(), StoreError> {
+        let Plan {
+            statements,
+            estimates,
+        } = plan(batches, self.shared.hub);
+        let learned = self.estimates_due(estimates);
+        self.commit(statements, learned)
     }
 }
 
