@@ -241,11 +241,14 @@ fn learned_estimates_are_written_at_most_so_often_and_when_the_writer_stops() {
     let reader = p.store.reader();
     assert!(reader.get_task(crate::suite::spec(2).id).unwrap().is_some());
     assert_eq!(learned(), vec![estimate(3)], "the next wait for their time");
+    writer
+        .apply(&[&[created(3), Change::Learned(estimate(5))]])
+        .unwrap();
     drop(writer);
     assert_eq!(
         learned(),
-        vec![estimate(4)],
-        "and are written when the writer stops"
+        vec![estimate(5)],
+        "and are written, the latest of each, when the writer stops"
     );
 }
 

@@ -38,10 +38,10 @@ pub struct PgWriter {
     shared: std::sync::Arc<Shared>,
     /// Learned estimates not written yet, the latest of each row: the scheduler hands each
     /// over once, when it changes, and they are written with the first commit at least
-    /// `estimates_every` after the last write of them that succeeded (a failed write's go again
-    /// with the next commit), and when the writer is dropped. Their transaction cost PostgreSQL
-    /// about as much as a commit's tasks on small commits (BENCHMARKS.md, "PostgreSQL: learned
-    /// estimates once a second").
+    /// `estimates_every` after the last write of them that succeeded (those of a failed write
+    /// go again with the next commit), and when the writer is dropped. Written with every
+    /// commit, their transaction was half of a hub's transactions when commits are small
+    /// (BENCHMARKS.md, "PostgreSQL: learned estimates once a second").
     unwritten: BTreeMap<Key, Row>,
     estimates_every: Duration,
     /// When the estimates were last written; `None` before the first write.
@@ -194,10 +194,8 @@ impl PgWriter {
             if estimates_written {
                 self.estimates_written_at = Some(Instant::now());
             } else {
-                // Under what was learned since.
-                for (key, row) in learned {
-                    self.unwritten.entry(key).or_insert(row);
-                }
+                // `unwritten` was emptied for this write (nothing is learned while it runs).
+                self.unwritten = learned;
             }
         }
         tasks
@@ -205,19 +203,20 @@ impl PgWriter {
 }
 
 impl Drop for PgWriter {
-    /// A hub that stops writes what it learned last (its estimates are kept at most
-    /// `estimates_every` in memory otherwise).
+    /// A hub that stops writes what it learned since its last write of estimates (up to
+    /// `estimates_every` of learning, held until the next commit or this).
     fn drop(&mut self) {
         if self.unwritten.is_empty() {
             return;
         }
         let learned = std::mem::take(&mut self.unwritten);
         let rows = learned.len();
-        if self.commit(Vec::new(), learned).is_err() || !self.unwritten.is_empty() {
-            tracing::warn!(
-                rows,
-                "the learned estimates could not be written before the writer stopped"
-            );
+        let lost = "the learned estimates could not be written before the writer stopped";
+        match self.commit(Vec::new(), learned) {
+            Err(error) => tracing::warn!(rows, %error, "{lost}"),
+            // The transaction failed on the server: `commit` logged why.
+            Ok(()) if !self.unwritten.is_empty() => tracing::warn!(rows, "{lost}"),
+            Ok(()) => {}
         }
     }
 }
@@ -293,7 +292,8 @@ fn plan(batches: &[&[Change]], hub: Uuid) -> Plan {
     let mut rows = Vec::new();
     let mut pooled: Vec<String> = Vec::new();
     // Estimates are last-value rows that several hubs write (workers of one name connect to
-    // any hub): each is written once per commit, all in one statement, in key order, so that
+    // any hub): each is written at most once per commit (the writer holds them back between
+    // writes: `ESTIMATES_EVERY`), all in one statement, in key order, so that
     // two hubs' writes lock them in the same order and never deadlock.
     let mut estimates: BTreeMap<Key, Row> = BTreeMap::new();
     for change in batches.iter().flat_map(|b| b.iter()) {
