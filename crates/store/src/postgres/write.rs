@@ -203,8 +203,8 @@ impl PgWriter {
 }
 
 impl Drop for PgWriter {
-    /// A hub that stops writes what it learned since its last write of estimates (up to
-    /// `estimates_every` of learning, held until the next commit or this).
+    /// A hub that stops writes what it learned since its last successful write of estimates
+    /// (held back until the next commit due, or this).
     fn drop(&mut self) {
         if self.unwritten.is_empty() {
             return;
@@ -214,7 +214,7 @@ impl Drop for PgWriter {
         let lost = "the learned estimates could not be written before the writer stopped";
         match self.commit(Vec::new(), learned) {
             Err(error) => tracing::warn!(rows, %error, "{lost}"),
-            // The transaction failed on the server: `commit` logged why.
+            // The estimates' transaction failed: `commit` logged why.
             Ok(()) if !self.unwritten.is_empty() => tracing::warn!(rows, "{lost}"),
             Ok(()) => {}
         }
