@@ -489,8 +489,9 @@ pub(super) enum Sql {
 impl Sql {
     const COUNT: usize = 18;
     /// A segment's statements run in this order. Fence and NotifyPool are placed by hand (first
-    /// and last), and UpsertEstimate in a transaction of its own, never in a segment. `AttemptEndedOtherwise` reads the task's row, which the
-    /// segment's `InsertTask` or `TaskRunning` may write: it comes after both.
+    /// and last), UpsertEstimate in a transaction of its own, never in a segment.
+    /// `AttemptEndedOtherwise` reads the task's row, which `InsertTask` or `TaskRunning` may
+    /// write: it comes after both.
     const ALL: [Sql; Sql::COUNT] = [
         Sql::InsertTask,
         Sql::InsertAttempt,
