@@ -27,6 +27,7 @@
 
 pub mod actor;
 pub mod admission;
+pub mod agent_view;
 pub mod alerts;
 pub mod auth;
 pub mod backend;

@@ -1,14 +1,13 @@
 //! Conversions between the API's wire types and the domain: building a validated [`TaskSpec`]
-//! from a submitted [`NewTask`], and rendering stored tasks and agents.
+//! from a submitted [`NewTask`], and rendering stored tasks (agents: [`crate::agent_view`]).
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use hive_core::consensus::vote_of;
 use hive_core::routing::PolicyKind;
 use hive_core::{
-    AgentSnapshot, AgentState, AttemptOutcome, Backoff, Capability, ConsensusSpec, Feature,
-    OnParentFailure, TaskId, TaskLimits, TaskSpec, TaskStatus, Timestamp,
+    AgentState, AttemptOutcome, Backoff, Capability, ConsensusSpec, Feature, OnParentFailure,
+    TaskId, TaskLimits, TaskSpec, TaskStatus, Timestamp,
 };
 use hive_proto::RawValue;
 use hive_proto::api;
@@ -71,7 +70,8 @@ pub fn routing_policy(policy: PolicyKind) -> api::RoutingPolicy {
 }
 
 pub fn rfc3339(t: Timestamp) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0)).to_string()
+    let text = hive_proto::fast_json::rfc3339_millis(t.0);
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Validates a submitted task; errors name the field under `prefix` (`tasks[2]` in a batch).
@@ -236,60 +236,6 @@ fn votes(
             })
         })
         .collect()
-}
-
-/// An agent as the API shows it; `model`: the neural routing model's weights, whose prediction
-/// for the agent on each capability's typical task goes beside what was learned.
-pub fn agent(snapshot: &AgentSnapshot, model: Option<&hive_neural::Weights>) -> api::Agent {
-    api::Agent {
-        id: snapshot.id.to_string(),
-        name: snapshot.spec.name.clone(),
-        state: agent_state(snapshot.state),
-        capabilities: snapshot
-            .spec
-            .capabilities
-            .iter()
-            .map(|(c, l)| (c.to_string(), *l))
-            .collect(),
-        slots: snapshot.spec.slots,
-        running: snapshot.running,
-        connected_at: rfc3339(snapshot.connected_at),
-        last_heartbeat: rfc3339(snapshot.last_heartbeat),
-        stats: snapshot
-            .stats
-            .iter()
-            .map(|(c, s)| {
-                let stats = api::CapabilityStats {
-                    completed: s.completed,
-                    failed: s.failed,
-                    mean_latency_ms: s.mean_latency_ms(),
-                };
-                (c.to_string(), stats)
-            })
-            .collect(),
-        routing: snapshot
-            .routing
-            .iter()
-            .map(|(c, r)| {
-                let estimate = api::RoutingEstimate {
-                    success_probability: r.success_probability,
-                    latency_ms: r.latency_ms,
-                    tail_ms: r.tail_ms,
-                    samples: r.samples,
-                    share: r.share,
-                    predicted: model
-                        .and_then(|m| {
-                            m.predict_typical(c.as_str(), &snapshot.spec.name, snapshot.spec.slots)
-                        })
-                        .map(|p| api::Predicted {
-                            latency_ms: p.latency_ms,
-                            success_probability: p.success,
-                        }),
-                };
-                (c.to_string(), estimate)
-            })
-            .collect(),
-    }
 }
 
 pub fn token(record: &hive_store::StoredToken) -> api::TokenInfo {

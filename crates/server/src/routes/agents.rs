@@ -9,9 +9,9 @@ use hive_proto::api::{Agent, AgentList, ErrorBody};
 use serde::Deserialize;
 
 use crate::actor::Command;
+use crate::agent_view;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::views;
 
 fn parse_agent_id(id: &str) -> Result<AgentId, ApiError> {
     id.parse()
@@ -37,7 +37,7 @@ pub struct AgentParams {
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<AgentParams>, QueryRejection>,
-) -> Result<AgentListJson, ApiError> {
+) -> Result<JsonBody, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::InvalidField {
         field: None,
         message: e.body_text(),
@@ -49,22 +49,16 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
     let agents = state.ask(|reply| Command::Agents { reply }).await?;
-    let model = model_of(&state);
     // Sorted by id, so a cursor is a position.
-    let page: Vec<_> = agents
+    let mut page: Vec<_> = agents
         .iter()
         .filter(|a| after.is_none_or(|after| a.id > after))
         .take(limit + 1)
         .collect();
     let next_cursor = (page.len() > limit).then(|| page[limit - 1].id.to_string());
-    Ok(AgentListJson(AgentList {
-        items: page
-            .into_iter()
-            .take(limit)
-            .map(|a| views::agent(a, model.as_deref()))
-            .collect(),
-        next_cursor,
-    }))
+    page.truncate(limit);
+    let body = agent_view::agent_list(&page, next_cursor.as_deref(), model_of(&state).as_deref());
+    Ok(JsonBody(body))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{id}", operation_id = "get_agent", params(("id" = String, Path)), responses(
@@ -73,12 +67,12 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<AgentJson, ApiError> {
+) -> Result<JsonBody, ApiError> {
     let agent = parse_agent_id(&id)?;
     state
         .ask(|reply| Command::Agent { agent, reply })
         .await?
-        .map(|a| AgentJson(views::agent(&a, model_of(&state).as_deref())))
+        .map(|a| JsonBody(agent_view::agent(&a, model_of(&state).as_deref())))
         .ok_or_else(|| ApiError::NotFound {
             what: format!("agent {agent}"),
         })
@@ -92,7 +86,7 @@ pub async fn get_one(
 pub async fn drain(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<AgentJson, ApiError> {
+) -> Result<JsonBody, ApiError> {
     set_draining(&state, &id, false).await
 }
 
@@ -104,16 +98,16 @@ pub async fn drain(
 pub async fn undrain(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<AgentJson, ApiError> {
+) -> Result<JsonBody, ApiError> {
     set_draining(&state, &id, true).await
 }
 
-async fn set_draining(state: &AppState, id: &str, undo: bool) -> Result<AgentJson, ApiError> {
+async fn set_draining(state: &AppState, id: &str, undo: bool) -> Result<JsonBody, ApiError> {
     let agent = parse_agent_id(id)?;
     let snapshot = state
         .ask(|reply| Command::Drain { agent, undo, reply })
         .await??;
-    Ok(AgentJson(views::agent(
+    Ok(JsonBody(agent_view::agent(
         &snapshot,
         model_of(state).as_deref(),
     )))
@@ -124,23 +118,12 @@ fn model_of(state: &AppState) -> Option<std::sync::Arc<hive_neural::Weights>> {
     state.neural.as_ref().map(|n| n.weights())
 }
 
-/// An agent as a response body, written by [`hive_proto::fast_json::agent`] (serde's bytes, in
-/// a fraction of the instructions: an agent's round of the API answers with two).
-pub struct AgentJson(pub Agent);
+/// An agent or a page of agents as a response body, written by [`agent_view`] (serde's bytes
+/// of [`Agent`] and [`AgentList`]).
+pub struct JsonBody(Vec<u8>);
 
-impl IntoResponse for AgentJson {
+impl IntoResponse for JsonBody {
     fn into_response(self) -> Response {
-        super::tasks::json_body(Bytes::from(hive_proto::fast_json::agent(&self.0)))
-    }
-}
-
-/// A page of agents as a response body, written by [`hive_proto::fast_json::agent_list`].
-pub struct AgentListJson(pub AgentList);
-
-impl IntoResponse for AgentListJson {
-    fn into_response(self) -> Response {
-        let AgentList { items, next_cursor } = &self.0;
-        let body = hive_proto::fast_json::agent_list(items, next_cursor.as_deref());
-        super::tasks::json_body(Bytes::from(body))
+        super::tasks::json_body(Bytes::from(self.0))
     }
 }
