@@ -260,6 +260,13 @@ impl HubClient {
         Ok(self.call(method, target, body, timeout).await?.1)
     }
 
+    /// Any `GET` by its path (with query), the answer parsed as `T`: a caller that needs only
+    /// part of an answer, or none of it (`serde::de::IgnoredAny` reads and checks the JSON
+    /// without building anything: `hive bench`'s listing of agents).
+    pub async fn get<T: DeserializeOwned>(&self, target: &str) -> Result<T, ClientError> {
+        Ok(self.call(Method::GET, target, Self::NO_BODY, None).await?.1)
+    }
+
     /// The hub's OpenAPI document (`/api/openapi.json`, open to anyone).
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
         Ok(self

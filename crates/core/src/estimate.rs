@@ -156,7 +156,10 @@ impl Rate {
 
 /// `exp(-elapsed / time_constant)`. Routing reads an estimate per candidate per decision, mostly
 /// moments after its last update: for those the Taylor series to the cubic term (error below
-/// 1e-9) spares the `exp` call that was most of the learned policy's instructions.
+/// 1e-9) spares the `exp` call that was most of the learned policy's instructions. Past
+/// [`NOTHING_LEFT`] time constants the answer is 0 (exp's is below 1e-304): an estimate never
+/// updated is dated 0, decades ago, and the C library's `exp` takes a slow path (it sets
+/// `errno`) for every result that underflows, a fifth of a listing of agents' snapshots.
 fn fade(elapsed_ms: u64, time_constant_ms: u64) -> f64 {
     if elapsed_ms == 0 {
         return 1.0;
@@ -164,10 +167,15 @@ fn fade(elapsed_ms: u64, time_constant_ms: u64) -> f64 {
     let x = elapsed_ms as f64 / time_constant_ms.max(1) as f64;
     if x < 0.01 {
         1.0 - x * (1.0 - x * (0.5 - x / 6.0))
-    } else {
+    } else if x < NOTHING_LEFT {
         (-x).exp()
+    } else {
+        0.0
     }
 }
+
+/// Time constants after which nothing of an estimate is left, for [`fade`].
+const NOTHING_LEFT: f64 = 700.0;
 
 impl Estimate {
     /// Takes in the outcome of an attempt that ran `run_ms`.
@@ -267,10 +275,15 @@ mod tests {
 
     #[test]
     fn fading_is_exp_of_the_elapsed_share_of_the_time_constant() {
-        for elapsed in [0, 1, 5, 99, 100, 101, 10_000, 1_000_000] {
+        for elapsed in [
+            0, 1, 5, 99, 100, 101, 10_000, 1_000_000, 6_999_999, 7_000_000,
+        ] {
             let exact = (-(elapsed as f64) / 10_000.0).exp();
             assert!((fade(elapsed, 10_000) - exact).abs() < 1e-9, "{elapsed}");
         }
+        assert!(fade(6_999_999, 10_000) > 0.0);
+        assert_eq!(fade(7_000_000, 10_000), 0.0);
+        assert_eq!(fade(u64::MAX, 1), 0.0);
     }
 
     #[test]

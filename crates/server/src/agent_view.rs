@@ -2,10 +2,10 @@
 //! [`AgentSnapshot`]: what `GET /agents/{id}`, a drain and `GET /agents` answer with. Building
 //! the API type first cost a dozen allocations and two timestamps formatted through `fmt` per
 //! agent, and a listing of a thousand agents made the view about 30% of the hub's CPU in
-//! `hive bench`'s agent workload (BENCHMARKS.md, "Agent ops"). The bytes are serde's of
-//! [`api::Agent`]: the tests parse what is written into that type and write it again with
-//! serde, and the writer names every field of the snapshot (no `..`), so a field added to it
-//! does not compile until it is decided here.
+//! `hive bench`'s agent workload (BENCHMARKS.md, "Agent ops: the listing"). The bytes are
+//! serde's of [`api::Agent`]: the tests parse what is written into that type and write it again
+//! with serde, and the writer names every field of the snapshot (no `..`), so a field added to
+//! it does not compile until it is decided here.
 
 use hive_core::{AgentSnapshot, AgentSpec, Capability, CapabilityStats, RoutingView};
 use hive_neural::Weights;
