@@ -2,6 +2,7 @@
 //! per-capability counters routing learns from.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::estimate::RoutingView;
 use crate::ids::AgentId;
@@ -77,7 +78,8 @@ impl CapabilityStats {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSnapshot {
     pub id: AgentId,
-    pub spec: AgentSpec,
+    /// The scheduler's own, shared: a listing of a thousand agents copies no names.
+    pub spec: Arc<AgentSpec>,
     pub state: AgentState,
     pub running: u32,
     pub connected_at: Timestamp,

@@ -57,7 +57,7 @@ fn write(out: &mut Writer, snapshot: &AgentSnapshot, model: Option<&Weights>) {
         name,
         capabilities,
         slots,
-    } = spec;
+    } = &**spec;
     out.bytes(br#"{"id":"#);
     out.string(id.0.hyphenated().encode_lower(&mut [0; Hyphenated::LENGTH]));
     out.bytes(br#","name":"#);
@@ -203,7 +203,8 @@ mod tests {
                     .map(|(c, level)| (capability(c), *level))
                     .collect(),
                 slots: 4_000_000_000,
-            },
+            }
+            .into(),
             state: AgentState::Draining,
             running: 2,
             connected_at: Timestamp(1_796_450_462_345),

@@ -212,7 +212,8 @@ mod tests {
                 name: "w".into(),
                 capabilities,
                 slots: 1,
-            },
+            }
+            .into(),
             state: AgentState::Idle,
             running: 0,
             connected_at: Timestamp(1),

@@ -1134,7 +1134,8 @@ pub fn an_agent_forgotten_by_the_scheduler_leaves_the_store(b: impl Backend) {
                 name: format!("worker-{n}"),
                 capabilities: vec![(Capability::parse("echo", "capability").unwrap(), 1.0)],
                 slots: 2,
-            },
+            }
+            .into(),
             state,
             running: 0,
             connected_at: Timestamp(1),

@@ -177,7 +177,8 @@ impl ActiveTask {
 
 #[derive(Debug)]
 struct AgentEntry {
-    spec: AgentSpec,
+    /// Shared with the snapshots (the API's views, the store's agent rows), which read it.
+    spec: Arc<AgentSpec>,
     /// Slab index in [`Knowledge`](knowledge::Knowledge) of each capability's estimate, in the
     /// order of `spec.capabilities`.
     estimate_slots: Vec<usize>,
@@ -434,7 +435,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.agents.insert(
             id,
             AgentEntry {
-                spec,
+                spec: Arc::new(spec),
                 estimate_slots: learned,
                 connected: true,
                 draining: false,
@@ -702,13 +703,13 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     pub fn agents(&self) -> Vec<AgentSnapshot> {
         let mut totals = HashMap::new();
-        let mut all: Vec<_> = self
-            .agents
-            .keys()
-            .filter_map(|id| self.snapshot_with(*id, &mut totals))
-            .collect();
-        all.sort_by_key(|a| a.id);
-        all
+        // The ids sorted, not the snapshots: a snapshot is ten times the bytes to move, and
+        // sorting them was a fifth of a listing's time on the actor.
+        let mut ids: Vec<AgentId> = self.agents.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| self.snapshot_with(id, &mut totals))
+            .collect()
     }
 
     pub fn snapshot(&self, id: AgentId) -> Option<AgentSnapshot> {
