@@ -261,8 +261,8 @@ impl HubClient {
     }
 
     /// Any `GET` by its path (with query), the answer parsed as `T`: a caller that needs only
-    /// part of an answer, or none of it (`serde::de::IgnoredAny` reads and checks the JSON
-    /// without building anything: `hive bench`'s listing of agents).
+    /// part of an answer, or none of it (`serde::de::IgnoredAny` reads it to the end and checks
+    /// its JSON syntax, building nothing: `hive bench`'s listing of agents).
     pub async fn get<T: DeserializeOwned>(&self, target: &str) -> Result<T, ClientError> {
         Ok(self.call(Method::GET, target, Self::NO_BODY, None).await?.1)
     }

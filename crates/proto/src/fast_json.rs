@@ -269,10 +269,11 @@ impl Writer {
         self.bytes(b"\"");
     }
 
-    /// Anything else, through serde_json.
+    /// Anything else, through serde_json. Only for what serde_json cannot fail on (plain data,
+    /// enums, floating-point numbers, maps with string keys): a failure would leave the text cut
+    /// off, and is caught only by a debug assertion.
     pub fn value(&mut self, value: &(impl Serialize + ?Sized)) {
         let written = serde_json::to_writer(&mut self.0, value);
-        // Plain data and maps with string keys: serde_json does not fail on them.
         debug_assert!(written.is_ok(), "{written:?}");
     }
 }

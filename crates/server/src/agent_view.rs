@@ -174,6 +174,7 @@ mod tests {
     use hive_core::{AgentId, AgentState, Timestamp};
 
     use super::*;
+    use crate::views::rfc3339;
 
     fn capability(name: &str) -> Capability {
         Capability::parse(name, "capabilities").unwrap()
@@ -181,11 +182,11 @@ mod tests {
 
     fn view(n: u64) -> RoutingView {
         RoutingView {
-            success_probability: 0.1 + 0.2,
+            success_probability: 0.1 + 0.2 * n as f64,
             latency_ms: (n > 0).then_some(3.0),
             tail_ms: Some(1e300),
             samples: n,
-            share: 0.0,
+            share: 0.5 / (n as f64 + 3.0),
         }
     }
 
@@ -229,69 +230,121 @@ mod tests {
         }
     }
 
-    /// What is written parses as the API's type, and serde writes that back to the same bytes.
-    fn parsed<T: serde::de::DeserializeOwned + serde::Serialize>(bytes: &[u8]) -> T {
-        let text = std::str::from_utf8(bytes).unwrap();
-        let value: T = serde_json::from_str(text).unwrap();
-        assert_eq!(serde_json::to_string(&value).unwrap(), text);
-        value
+    /// The API type a snapshot stands for, built field by field as the hub built it before it
+    /// wrote the view straight: serde's bytes of it are what the view must be.
+    fn reference(snapshot: &AgentSnapshot) -> api::Agent {
+        api::Agent {
+            id: snapshot.id.to_string(),
+            name: snapshot.spec.name.clone(),
+            state: agent_state(snapshot.state),
+            capabilities: snapshot
+                .spec
+                .capabilities
+                .iter()
+                .map(|(c, l)| (c.to_string(), *l))
+                .collect(),
+            slots: snapshot.spec.slots,
+            running: snapshot.running,
+            connected_at: rfc3339(snapshot.connected_at),
+            last_heartbeat: rfc3339(snapshot.last_heartbeat),
+            stats: snapshot
+                .stats
+                .iter()
+                .map(|(c, s)| {
+                    let stats = api::CapabilityStats {
+                        completed: s.completed,
+                        failed: s.failed,
+                        mean_latency_ms: s.mean_latency_ms(),
+                    };
+                    (c.to_string(), stats)
+                })
+                .collect(),
+            routing: snapshot
+                .routing
+                .iter()
+                .map(|(c, r)| (c.to_string(), estimate(r, None)))
+                .collect(),
+        }
+    }
+
+    fn estimate(view: &RoutingView, predicted: Option<api::Predicted>) -> api::RoutingEstimate {
+        api::RoutingEstimate {
+            success_probability: view.success_probability,
+            latency_ms: view.latency_ms,
+            tail_ms: view.tail_ms,
+            samples: view.samples,
+            share: view.share,
+            predicted,
+        }
+    }
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn snapshots() -> Vec<AgentSnapshot> {
+        vec![
+            snapshot(1, "w", &[]),
+            snapshot(2, "b", &[("echo", 1.0)]),
+            // Capabilities out of order, one named twice (the later level counts, as in a map
+            // collected from them), and a name that needs escaping.
+            snapshot(
+                u128::MAX,
+                "host \"a\\b\" \u{1}",
+                &[("tr.b", 0.25), ("a:x/y", 1.0), ("tr.b", 0.5), ("0", 1e-9)],
+            ),
+        ]
     }
 
     #[test]
     fn an_agent_is_serdes_bytes_of_the_api_agent_it_stands_for() {
-        let plain = snapshot(1, "w", &[]);
-        let agent: api::Agent = parsed(&super::agent(&plain, None));
-        assert_eq!(agent.id, "00000000-0000-0000-0000-000000000001");
-        assert_eq!(agent.state, api::AgentState::Draining);
-        assert!(agent.capabilities.is_empty() && agent.routing.is_empty());
-        assert_eq!((agent.slots, agent.running), (4_000_000_000, plain.running));
-        assert_eq!(agent.connected_at, "2026-12-05T06:01:02.345Z");
-        assert_eq!(agent.last_heartbeat, "9999-12-31T23:59:59.999Z");
-
-        // Capabilities out of order, one named twice (the later level counts, as in a map
-        // collected from them), and names and texts that need escaping.
-        let full = snapshot(
-            u128::MAX,
-            "host \"a\\b\" \u{1}",
-            &[("tr.b", 0.25), ("a:x/y", 1.0), ("tr.b", 0.5), ("0", 1e-9)],
-        );
-        let agent: api::Agent = parsed(&super::agent(&full, None));
-        assert_eq!(agent.name, full.spec.name);
-        let levels: Vec<_> = agent
+        for snapshot in snapshots() {
+            let expected = serde_json::to_string(&reference(&snapshot)).unwrap();
+            assert_eq!(text(agent(&snapshot, None)), expected);
+        }
+        // What the reference holds, so that it cannot agree with the view by sharing a mistake.
+        let full = reference(&snapshots()[2]);
+        assert_eq!(full.id, "ffffffff-ffff-ffff-ffff-ffffffffffff");
+        assert_eq!(full.connected_at, "2026-12-05T06:01:02.345Z");
+        assert_eq!(full.last_heartbeat, "9999-12-31T23:59:59.999Z");
+        let levels: Vec<_> = full
             .capabilities
             .iter()
             .map(|(c, l)| (c.as_str(), *l))
             .collect();
         assert_eq!(levels, [("0", 1e-9), ("a:x/y", 1.0), ("tr.b", 0.5)]);
-        let stats = &agent.stats["a:x/y"];
-        assert_eq!((stats.completed, stats.failed), (u64::MAX / 2, 1));
-        assert_eq!(stats.mean_latency_ms, Some(7.0 / (u64::MAX / 2) as f64));
-        assert_eq!(agent.stats["0"].mean_latency_ms, None);
-        let routing = &agent.routing["tr.b"];
-        assert_eq!(routing.latency_ms, Some(3.0));
-        assert_eq!((routing.samples, routing.tail_ms), (2, Some(1e300)));
-        assert_eq!(agent.routing["0"].latency_ms, None);
-        assert!(agent.routing.values().all(|r| r.predicted.is_none()));
+        assert_eq!(full.routing["tr.b"].success_probability, 0.1 + 0.2 * 2.0);
+        assert_eq!(full.routing["tr.b"].share, 0.5 / 5.0);
+        assert_eq!(full.stats["0"].mean_latency_ms, None);
+    }
+
+    #[test]
+    fn a_prediction_is_written_as_serde_writes_it() {
+        let predicted = api::Predicted {
+            latency_ms: 1.5,
+            success_probability: 0.875,
+        };
+        for (view, predicted) in [(view(1), Some(predicted)), (view(0), None)] {
+            let mut out = Writer::with_capacity(64);
+            routing_estimate(&mut out, &view, predicted);
+            let expected = serde_json::to_string(&estimate(&view, predicted)).unwrap();
+            assert_eq!(text(out.into_bytes()), expected);
+        }
     }
 
     #[test]
     fn a_listing_is_serdes_bytes_of_the_page_it_stands_for() {
-        let agents = [
-            snapshot(1, "a", &[]),
-            snapshot(2, "b", &[("echo", 1.0)]),
-            snapshot(3, "c\"", &[("y", 0.5), ("x", 0.5)]),
-        ];
+        let agents = snapshots();
         let all: Vec<&AgentSnapshot> = agents.iter().collect();
         for (page, cursor) in [(&all[..0], None), (&all[..1], Some("c")), (&all[..], None)] {
-            let list: api::AgentList = parsed(&agent_list(page, cursor, None));
-            assert_eq!(list.next_cursor.as_deref(), cursor);
-            let names: Vec<_> = list.items.iter().map(|a| a.name.as_str()).collect();
-            let expected: Vec<_> = page.iter().map(|a| a.spec.name.as_str()).collect();
-            assert_eq!(names, expected);
-            for (item, snapshot) in list.items.iter().zip(page) {
-                let alone = super::agent(snapshot, None);
-                assert_eq!(serde_json::to_vec(item).unwrap(), alone);
-            }
+            let expected = api::AgentList {
+                items: page.iter().map(|a| reference(a)).collect(),
+                next_cursor: cursor.map(str::to_string),
+            };
+            assert_eq!(
+                text(agent_list(page, cursor, None)),
+                serde_json::to_string(&expected).unwrap()
+            );
         }
     }
 }

@@ -16,7 +16,8 @@
 //! - [`routes`]: the REST API under `/api/v1`, health probes, OpenAPI, `/metrics`, the live
 //!   streams and the dashboard's assets; [`ws_agent`]: `/ws/agent`, framed by [`framer`].
 //! - [`mcp`]: `/mcp`, the Model Context Protocol, whose tools call the routes in process.
-//! - [`json`], [`error`], [`views`]: request parsing, error bodies, wire-type conversions.
+//! - [`json`], [`error`], [`views`]: request parsing, error bodies, wire-type conversions;
+//!   [`agent_view`]: the agent view, written straight from the scheduler's snapshot.
 //! - [`connections`], [`waiters`]: where frames and wake-ups are delivered.
 //! - [`swarms`]: swarm membership and broadcast replies (ephemeral, not stored).
 //! - [`local_agent`]: an agent inside the hub; [`builtin`]: the built-in executors and their CPU

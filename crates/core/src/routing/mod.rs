@@ -71,6 +71,9 @@ pub struct Route<'a> {
 }
 
 impl Route<'_> {
+    /// Inlined, with [`Estimate::belief`](crate::Estimate::belief): read per candidate per
+    /// decision.
+    #[inline]
     pub fn belief(&self, candidate: &Candidate<'_>) -> Belief {
         candidate
             .estimate

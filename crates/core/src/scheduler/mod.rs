@@ -415,14 +415,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
     }
 
     pub fn register_agent(&mut self, id: AgentId, spec: AgentSpec, now: Timestamp) {
-        self.add_agent(id, spec, now);
+        self.add_agent(id, Arc::new(spec), now);
         self.emit_agent(id);
         self.fill_agent(id, now);
     }
 
     /// Adds a connected agent with nothing running; announcing it and offering it work are the
     /// caller's.
-    fn add_agent(&mut self, id: AgentId, spec: AgentSpec, now: Timestamp) {
+    fn add_agent(&mut self, id: AgentId, spec: Arc<AgentSpec>, now: Timestamp) {
         let identity: Arc<str> = spec.name.as_str().into();
         let mut learned = Vec::with_capacity(spec.capabilities.len());
         for (i, (capability, _)) in spec.capabilities.iter().enumerate() {
@@ -435,7 +435,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         self.agents.insert(
             id,
             AgentEntry {
-                spec: Arc::new(spec),
+                spec,
                 estimate_slots: learned,
                 connected: true,
                 draining: false,
@@ -703,7 +703,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
 
     pub fn agents(&self) -> Vec<AgentSnapshot> {
         let mut totals = HashMap::new();
-        // The ids sorted, not the snapshots: a snapshot is ten times the bytes to move, and
+        // The ids sorted, not the snapshots: a snapshot is several times the bytes to move, and
         // sorting them was a fifth of a listing's time on the actor.
         let mut ids: Vec<AgentId> = self.agents.keys().copied().collect();
         ids.sort_unstable();

@@ -6,6 +6,8 @@
 //! other live agent runs it. The lease is not renewed: it is the attempt's time budget, counted
 //! from when it started. What cannot be re-bound gets a `cancel`, so the worker stops it.
 
+use std::sync::Arc;
+
 use super::{Change, Phase, Scheduler};
 use crate::agent::AgentSpec;
 use crate::ids::{AgentId, TaskId};
@@ -42,11 +44,12 @@ impl<P: RoutingPolicy> Scheduler<P> {
     pub fn rejoin_agent(
         &mut self,
         id: AgentId,
-        spec: AgentSpec,
+        spec: impl Into<Arc<AgentSpec>>,
         held: &[HeldAttempt],
         draining: bool,
         now: Timestamp,
     ) -> Rejoined {
+        let spec = spec.into();
         let name = spec.name.clone();
         let slots = spec.slots;
         self.add_agent(id, spec, now);

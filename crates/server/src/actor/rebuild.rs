@@ -168,8 +168,7 @@ impl Actor {
         for agent in kept.agents {
             let held: Vec<HeldAttempt> = held_by(&kept.running, agent.id);
             let draining = agent.state == AgentState::Draining;
-            let spec = std::sync::Arc::unwrap_or_clone(agent.spec);
-            scheduler.rejoin_agent(agent.id, spec, &held, draining, now);
+            scheduler.rejoin_agent(agent.id, agent.spec, &held, draining, now);
         }
         self.scheduler = scheduler;
         if let Some(t) = &mut self.trouble {
