@@ -8,7 +8,9 @@
 //! - `batched`: [`BATCHED`] tasks in requests of [`BATCH`], four submitters, until every result
 //!   is committed;
 //! - `single`: [`SINGLE`] tasks one per request, [`SINGLE_SUBMITTERS`] submitters, likewise;
-//! - `agents`: [`AGENT_ROUNDS`] agent rounds (connect and register, read, drain, disconnect).
+//! - `agents`: [`AGENT_ROUNDS`] agent rounds (connect and register, read, drain, disconnect);
+//! - `listings`: [`LISTINGS`] `GET /agents`, each of the agents the rounds left (offline) and the
+//!   worker, counted per agent listed (`hive bench`'s agent workload lists every tenth round).
 //!
 //! What is counted is the hub binary's own instructions: Hive, the standard library, SQLite
 //! (compiled in), not the C library's `malloc` and `memcpy` nor the kernel's system calls, which
@@ -45,6 +47,7 @@ pub const SINGLE: u64 = 2_000;
 pub const SINGLE_SUBMITTERS: u64 = 16;
 pub const AGENT_ROUNDS: u64 = 200;
 pub const AGENT_CONNECTIONS: usize = 4;
+pub const LISTINGS: u64 = 20;
 // Whole requests only: a remainder would never be sent and its phase would wait it out.
 const _: () = assert!(BATCHED.is_multiple_of(BATCH as u64));
 
@@ -78,6 +81,9 @@ pub struct Phases {
     pub batched: Count,
     pub single: Count,
     pub agents: Count,
+    pub listings: Count,
+    /// Agents in each listing.
+    pub listed: u64,
     /// The hub's own instructions by [`STAGES`]: per batched task, per single task, per agent
     /// round.
     pub by_stage: Vec<(&'static str, [u64; 3])>,
@@ -92,6 +98,9 @@ impl Phases {
     }
     pub fn per_agent_round(&self) -> Count {
         self.agents.per(AGENT_ROUNDS)
+    }
+    pub fn per_agent_listed(&self) -> Count {
+        self.listings.per(LISTINGS * self.listed.max(1))
     }
 }
 
@@ -156,6 +165,8 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
     let (single, single_stages) = dump(&hub, 3)?;
     runtime.block_on(within_limit(agent_rounds(&url)))?;
     let (agents, agent_stages) = dump(&hub, 4)?;
+    let listed = runtime.block_on(within_limit(listings(&url)))?;
+    let (listings, _) = dump(&hub, 5)?;
     let by_stage = STAGES
         .iter()
         .map(|(stage, _)| *stage)
@@ -188,6 +199,8 @@ pub fn measure(hive: &Path, keep: Option<&Path>) -> anyhow::Result<Phases> {
         batched,
         single,
         agents,
+        listings,
+        listed,
         by_stage,
     })
 }
@@ -299,7 +312,7 @@ impl Drop for HubProcess {
 
 /// A phase's work, given up after [`PHASE_LIMIT`] (a request the hub never answers must not
 /// hang the check).
-async fn within_limit(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+async fn within_limit<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     match tokio::time::timeout(PHASE_LIMIT, work).await {
         Ok(outcome) => outcome,
         Err(_) => bail!("a phase did not end within {} s", PHASE_LIMIT.as_secs()),
@@ -444,6 +457,20 @@ async fn agent_rounds(url: &str) -> anyhow::Result<()> {
         handle.await??;
     }
     Ok(())
+}
+
+/// [`LISTINGS`] `GET /agents`, one after another; answers how many agents each listed: the
+/// rounds' agents, the worker and the hub's own (`builtin`), the same in each.
+async fn listings(url: &str) -> anyhow::Result<u64> {
+    let client = HubClient::new(url);
+    let mut listed = Vec::new();
+    for _ in 0..LISTINGS {
+        listed.push(client.agents().await?.len() as u64);
+    }
+    match listed[..] {
+        [first, ..] if first > AGENT_ROUNDS && listed.iter().all(|n| *n == first) => Ok(first),
+        _ => bail!("listings of {listed:?} agents: expected the same, over {AGENT_ROUNDS}"),
+    }
 }
 
 async fn agent_round(client: &HubClient, ws_url: &str, connection: usize) -> anyhow::Result<()> {

@@ -115,6 +115,7 @@ fn end_to_end_counts(keep: Option<&Path>) -> anyhow::Result<Vec<(String, u64, u6
         ("end_to_end_batched_per_task", phases.per_batched_task()),
         ("end_to_end_single_per_task", phases.per_single_task()),
         ("end_to_end_agent_round", phases.per_agent_round()),
+        ("end_to_end_agent_listed", phases.per_agent_listed()),
     ]
     .into_iter()
     .map(|(name, count)| (name.to_string(), count.own, count.with_libraries))
