@@ -8,7 +8,7 @@
 //! baseline. The count is of this binary's own instructions, on its own allocator, so that it
 //! does not depend on the machine either (`callgrind`, `size_classes`); the total with the C
 //! library is printed beside it. The end-to-end counts are the `hive` binary's own instructions
-//! per task and per agent round. A change that makes a path slower on purpose updates the
+//! per task, per agent round and per agent listed. A change that makes a path slower on purpose updates the
 //! baseline in the same commit (`hive-perf check --update`). Counts depend on the compiler too:
 //! update the baseline when the toolchain changes.
 
@@ -96,8 +96,8 @@ fn hive_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The end-to-end counts as the baseline names them, per task and per agent round: the hub's
-/// own instructions, and all of them.
+/// The end-to-end counts as the baseline names them, per task, per agent round and per agent
+/// listed: the hub's own instructions, and all of them.
 fn end_to_end_counts(keep: Option<&Path>) -> anyhow::Result<Vec<(String, u64, u64)>> {
     let phases = end_to_end::measure(&hive_binary()?, keep)?;
     println!(

@@ -3,9 +3,9 @@
 //! the API type first cost a dozen allocations and two timestamps formatted through `fmt` per
 //! agent, and a listing of a thousand agents made the view about 30% of the hub's CPU in
 //! `hive bench`'s agent workload (BENCHMARKS.md, "Agent ops: the listing"). The bytes are
-//! serde's of [`api::Agent`]: the tests parse what is written into that type and write it again
-//! with serde, and the writer names every field of the snapshot (no `..`), so a field added to
-//! it does not compile until it is decided here.
+//! serde's of [`api::Agent`]: the tests compare them with serde's bytes of the API type built
+//! field by field, and the writer names every field of the snapshot (no `..`), so a field added
+//! to it does not compile until it is decided here.
 
 use hive_core::{AgentSnapshot, AgentSpec, Capability, CapabilityStats, RoutingView};
 use hive_neural::Weights;
