@@ -8,9 +8,9 @@
 //! and nested values (`status`, `on_parent_failure`, attempts, features, votes, dissenters,
 //! progress) still go through serde, as do MessagePack frames.
 //!
-//! [`Writer`] is public for views written straight from the hub's own state, without building
-//! the API type first (the agent view, `hive-server`'s `agent_view`), and [`rfc3339_millis`]
-//! writes the API's timestamps.
+//! [`Writer`] and [`page`] are public for views written straight from the hub's own state,
+//! without building the API type first (the agent view, `hive-server`'s `agent_view`), and
+//! [`rfc3339_millis`] writes the API's timestamps.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -51,11 +51,12 @@ fn written(size: usize, write: impl FnOnce(&mut Writer)) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// `{"items":[...]` and the cursor as `cursor` writes it, then `}`: a page of a listing.
-fn page<T>(
+/// `{"items":[...]` and the cursor as `cursor` writes it, then `}`: a page of a listing, each
+/// item about `size` bytes.
+pub fn page<T>(
     items: &[T],
-    size: fn(&T) -> usize,
-    item: fn(&mut Writer, &T),
+    size: impl Fn(&T) -> usize,
+    item: impl Fn(&mut Writer, &T),
     cursor: impl FnOnce(&mut Writer),
 ) -> Vec<u8> {
     let size: usize = items.iter().map(size).sum();

@@ -29,12 +29,12 @@ pub fn agent_list(
     next_cursor: Option<&str>,
     model: Option<&Weights>,
 ) -> Vec<u8> {
-    let mut out = Writer::with_capacity(32 + page.iter().map(|a| size(a)).sum::<usize>());
-    out.bytes(br#"{"items":"#);
-    out.list(page, |out, snapshot| write(out, snapshot, model));
-    out.present(br#","next_cursor":"#, next_cursor, Writer::string);
-    out.bytes(b"}");
-    out.into_bytes()
+    hive_proto::fast_json::page(
+        page,
+        |snapshot| size(snapshot),
+        |out, snapshot| write(out, snapshot, model),
+        |out| out.present(br#","next_cursor":"#, next_cursor, Writer::string),
+    )
 }
 
 /// About the bytes of an agent: room for its fixed fields and for each capability's entries.
