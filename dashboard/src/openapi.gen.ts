@@ -362,6 +362,7 @@ export interface components {
                 [key: string]: number;
             };
             connected_at: string;
+            /** Format: uuid */
             id: string;
             last_heartbeat: string;
             name: string;
@@ -990,6 +991,7 @@ export interface components {
             features?: {
                 [key: string]: number;
             } | null;
+            /** Format: uuid */
             id: string;
             idempotency_key: string | null;
             /** Format: int32 */
@@ -1124,7 +1126,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1191,7 +1193,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1272,7 +1274,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1371,7 +1373,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1466,7 +1468,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1522,7 +1524,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1578,7 +1580,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1634,7 +1636,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1690,7 +1692,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1761,7 +1763,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1788,7 +1790,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is over the limit */
+            /** @description The payload is over `tasks.max_payload_bytes` */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1869,7 +1871,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1947,7 +1949,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2043,7 +2045,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2137,7 +2139,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2227,7 +2229,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2331,7 +2333,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2413,7 +2415,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2478,7 +2480,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2556,7 +2558,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2664,7 +2666,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The token's role may not do this */
+            /** @description The token's role may not do this, or the `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2738,6 +2740,15 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description The `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Overloaded (connections or work in flight over their bounds) or the store refuses commits; `Retry-After` says when to try again */
             503: {
                 headers: {
@@ -2765,6 +2776,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description The `Host` header names a host this hub does not answer to (`forbidden_host`, `server.allowed_hosts`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Service Unavailable */

@@ -187,7 +187,8 @@ pub struct ServeArgs {
     pub store: Option<String>,
     /// With --store: this hub's name among the hubs sharing the database, unique to it; a hub
     /// restarted under its name takes its earlier run's tasks over at once.
-    /// [config: store.hub_name; default: made from the hub's id; lease store.hub_lease_s (10)]
+    /// [config: store.hub_name; default: the machine's name and the port (made from the hub's
+    /// id when the machine's name cannot be read); lease store.hub_lease_s (10)]
     #[arg(long, value_name = "NAME")]
     pub hub_name: Option<String>,
     /// With --store: a streaming replica of the database (repeat for several); listings and

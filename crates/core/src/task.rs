@@ -240,7 +240,31 @@ pub fn json_depth(text: &str) -> usize {
 }
 
 impl TaskLimits {
-    /// Why a worker's output cannot be kept, if it cannot.
+    /// Why a payload (a task's, or a swarm message's) is refused, if it is: over the size or
+    /// the nesting limit. The error names the field `payload`.
+    pub fn check_payload(&self, payload: &str) -> Result<(), ValidationError> {
+        if payload.len() > self.max_payload_bytes {
+            return Err(ValidationError::too_large(
+                "payload",
+                format!(
+                    "is {} bytes, over the limit of {} bytes",
+                    payload.len(),
+                    self.max_payload_bytes
+                ),
+            ));
+        }
+        let depth = json_depth(payload);
+        if depth > MAX_JSON_DEPTH {
+            return Err(ValidationError::new(
+                "payload",
+                format!("nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why a worker's output (a result's, or a reply's to a swarm message) cannot be kept, if
+    /// it cannot.
     pub fn check_output(&self, output: &str) -> Result<(), String> {
         if output.len() > self.max_output_bytes {
             return Err(format!(
@@ -436,23 +460,7 @@ impl TaskSpec {
                 "must be at most 86400000 (24 hours)",
             ));
         }
-        if self.payload.len() > limits.max_payload_bytes {
-            return Err(ValidationError::too_large(
-                "payload",
-                format!(
-                    "is {} bytes, over the limit of {} bytes",
-                    self.payload.len(),
-                    limits.max_payload_bytes
-                ),
-            ));
-        }
-        let depth = json_depth(&self.payload);
-        if depth > MAX_JSON_DEPTH {
-            return Err(ValidationError::new(
-                "payload",
-                format!("nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"),
-            ));
-        }
+        limits.check_payload(&self.payload)?;
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.chars().count() > Self::MAX_IDEMPOTENCY_KEY_LEN)
         {

@@ -44,7 +44,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge {
                     field: None,
-                    message: "the request body is over the hub's limit".into(),
+                    message: format!(
+                        "the request body is over the hub's limit of {} bytes \
+                         (server.max_body_bytes)",
+                        state.config.max_body_bytes
+                    ),
                 }
             } else {
                 ApiError::MalformedJson {

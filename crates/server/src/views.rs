@@ -89,8 +89,10 @@ pub fn spec_from_new(
             format!("{prefix}.{name}")
         }
     };
-    let capability = Capability::parse(&new.capability, &field("capability"))
-        .map_err(|e| ApiError::from_validation(e, ""))?;
+    // The field's name is made only for an error: a `format!` per accepted task was ~2% of a
+    // batched task's instructions.
+    let capability = Capability::parse(&new.capability, "capability")
+        .map_err(|e| ApiError::from_validation(e, prefix))?;
     let payload: Arc<str> = match new.payload {
         Some(raw) => Arc::from(Box::<str>::from(raw)),
         None => Arc::from("null"),

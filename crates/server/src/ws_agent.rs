@@ -293,7 +293,17 @@ async fn handle_message(state: &AppState, agent: AgentId, message: WorkerMessage
             command
         }
         WorkerMessage::Reply { message_id, output } => {
-            state.swarms.reply(&message_id, agent, output);
+            // A result's bounds: the reply is passed on to the client as it is.
+            match state.config.limits.check_output(output.get()) {
+                Ok(()) => state.swarms.reply(&message_id, agent, output),
+                // Dropped: the broadcast lists the agent as missing.
+                Err(why) => send_error(
+                    state,
+                    agent,
+                    "output_refused",
+                    format!("reply.output {why}"),
+                ),
+            }
             return false;
         }
         WorkerMessage::Progress(progress) => {

@@ -172,12 +172,23 @@ fn shared_answers(
                 "Authentication is on and no valid token was given (`unauthorized`), or it \
                  expired (`token_expired`)",
             ),
-            ("403", "The token's role may not do this"),
+            (
+                "403",
+                "The token's role may not do this, or the `Host` header names a host this hub \
+                 does not answer to (`forbidden_host`, `server.allowed_hosts`)",
+            ),
             (
                 "429",
                 "The token is over its rate limit; `Retry-After` says when to try again",
             ),
         ]);
+    } else {
+        // The Host check guards every route, the open ones too.
+        answers.push((
+            "403",
+            "The `Host` header names a host this hub does not answer to (`forbidden_host`, \
+             `server.allowed_hosts`)",
+        ));
     }
     if has_parameters {
         answers.push(("400", "A parameter is invalid; `field` names it"));
@@ -271,6 +282,17 @@ fn amend(doc: &mut Value) {
     if depends_on.is_object() {
         depends_on["items"]["format"] = json!("uuid");
     }
+    // Ids the hub answers with are UUIDs too.
+    for (schema, property) in [("Task", "id"), ("Agent", "id")] {
+        let id = &mut schemas[schema]["properties"][property];
+        if id.is_object() {
+            id["format"] = json!("uuid");
+        }
+    }
+    let parents = &mut schemas["Task"]["properties"]["depends_on"];
+    if parents.is_object() {
+        parents["items"]["format"] = json!("uuid");
+    }
     // An agent token's capabilities and swarms follow the capability rules.
     for list in ["capabilities", "groups"] {
         let property = &mut schemas["NewToken"]["properties"][list];
@@ -307,6 +329,17 @@ mod tests {
         assert_eq!(cancel["responses"]["404"]["description"], "Not Found");
         let health = &doc["paths"]["/healthz"]["get"]["responses"];
         assert!(health["401"].is_null() && health["503"].is_object());
+        assert!(
+            health["403"].is_object(),
+            "the Host check guards /healthz too"
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["Task"]["properties"]["id"]["format"], "uuid");
+        assert_eq!(
+            schemas["Task"]["properties"]["depends_on"]["items"]["format"],
+            "uuid"
+        );
+        assert_eq!(schemas["Agent"]["properties"]["id"]["format"], "uuid");
         let status = &doc["paths"]["/api/v1/status"]["get"];
         assert!(
             status.get("parameters").is_none(),

@@ -43,6 +43,7 @@ pub async fn list(State(state): State<AppState>) -> Json<SwarmList> {
     (status = 200, description = "Sent; the replies that came in time", body = SwarmMessageOutcome),
     (status = 404, description = "No connected agent is in this swarm", body = ErrorBody),
     (status = 400, body = ErrorBody),
+    (status = 413, description = "The payload is over `tasks.max_payload_bytes`", body = ErrorBody),
     (status = 503, description = "Several hubs: the store could not pass the message on", body = ErrorBody),
 ))]
 pub async fn broadcast(
@@ -62,6 +63,12 @@ pub async fn broadcast(
     let payload = message
         .payload
         .unwrap_or_else(|| RawValue::from_string("null".into()).expect("JSON"));
+    // The bounds of a task's payload: the message goes to every member of the swarm.
+    state
+        .config
+        .limits
+        .check_payload(payload.get())
+        .map_err(|e| ApiError::from_validation(e, ""))?;
     let timeout = Duration::from_millis(timeout_ms);
     let Some(outcome) = crate::broadcast::run(&state, id, &group, payload, timeout).await? else {
         return Err(ApiError::NotFound {

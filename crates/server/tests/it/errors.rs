@@ -285,6 +285,10 @@ async fn a_body_over_the_limit_is_refused_with_413() {
     .await;
     assert_eq!(status.as_u16(), 413, "{body}");
     assert_eq!(code(&body).0, "payload_too_large", "{body}");
+    // The bound and the setting that raises it are named.
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("65536 bytes"), "{body}");
+    assert!(message.contains("server.max_body_bytes"), "{body}");
     // Under the limit the same route takes a batch.
     let (status, body) = post(
         &t.url,

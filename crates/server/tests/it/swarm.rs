@@ -108,3 +108,62 @@ async fn a_broadcast_reaches_every_member_and_collects_the_replies() {
         matches!(bad, Err(hive_client::ClientError::Api { field: Some(f), .. }) if f == "timeout_ms")
     );
 }
+
+#[tokio::test]
+async fn a_broadcast_and_its_replies_keep_the_bounds_of_a_task() {
+    let t = start_hub_with(|c| {
+        c.limits.max_payload_bytes = 2_048;
+        c.limits.max_output_bytes = 1_024;
+    })
+    .await;
+    let _a = member(&t.url, "a", &["council"], true);
+    eventually("a member in the swarm", Duration::from_secs(10), || async {
+        let swarms = t.client.swarms().await.unwrap();
+        (swarms.items.len() == 1).then_some(())
+    })
+    .await;
+    // Waiting stops when every member answered, or at the timeout.
+    let send = |payload: String, timeout_ms: u64| {
+        let client = t.client.clone();
+        async move {
+            let message = NewSwarmMessage {
+                payload: Some(RawValue::from_string(payload).unwrap()),
+                timeout_ms: Some(timeout_ms),
+            };
+            client.broadcast("council", &message).await
+        }
+    };
+    // Over the payload bound: refused before anything is sent, naming the field.
+    let big = format!(r#"{{"q":"vote","pad":"{}"}}"#, "x".repeat(3_000));
+    let refused = send(big, 10_000).await;
+    assert!(
+        matches!(&refused, Err(hive_client::ClientError::Api { status, field: Some(f), .. })
+            if status.as_u16() == 413 && f == "payload"),
+        "{refused:?}"
+    );
+    let deep = format!(
+        r#"{{"q":"vote","deep":{}{}}}"#,
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    let refused = send(deep, 10_000).await;
+    assert!(
+        matches!(&refused, Err(hive_client::ClientError::Api { status, field: Some(f), .. })
+            if status.as_u16() == 400 && f == "payload"),
+        "{refused:?}"
+    );
+    // Within the bounds, but the member's reply (what it heard, and more) is over the output
+    // bound: the reply is dropped and the member reported missing.
+    let outcome = send(
+        format!(r#"{{"q":"vote","pad":"{}"}}"#, "x".repeat(1_500)),
+        1_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.recipients, 1);
+    assert!(outcome.replies.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.missing.len(), 1);
+    // A small message gets its reply.
+    let outcome = send(r#"{"q":"vote"}"#.into(), 10_000).await.unwrap();
+    assert_eq!(senders(&outcome), ["a"]);
+}
