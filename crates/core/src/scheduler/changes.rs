@@ -88,8 +88,9 @@ pub enum Change {
         /// across hubs as in one hub's queue.
         rank: i64,
     },
-    /// A new task (just created, `waiting`) whose parents include one another hub holds: stored
-    /// with no hub, and taken over by a hub once every parent ended. Not in memory here.
+    /// A waiting task whose parents include one another hub holds (a new one, just created) or
+    /// one this hub let go of (`release_excess`, a parent no agent here serves): stored with no
+    /// hub, and taken over by a hub once every parent ended. Not in memory here.
     TaskParked { task: TaskId, parents: Vec<TaskId> },
     /// An agent connected, started draining, or went offline.
     AgentChanged(AgentSnapshot),

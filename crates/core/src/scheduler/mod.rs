@@ -47,7 +47,7 @@ pub use changes::{CancelError, Change, DrainError, NextStatus, Report, ReportErr
 pub use knowledge::LearnedEstimate;
 pub use recovery::{RecoveredReplica, RecoveredTask};
 pub use rejoin::{HeldAttempt, Rejoined};
-pub use sharing::SpareSlots;
+pub use sharing::{Released, SpareSlots};
 
 use graph::{dependency_error, distinct, inputs_of, runs_after};
 

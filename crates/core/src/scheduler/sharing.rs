@@ -9,12 +9,22 @@
 //! the notifications between hubs are the runtime's business.
 
 use super::{Change, Phase, Scheduler, count_queued};
+use crate::ids::TaskId;
 use crate::routing::RoutingPolicy;
 use crate::task::{Capability, TaskSpec, TaskStatus};
 
 /// Ready tasks a capability could start at once here: its agents' free slots beyond what its
 /// ready queue already holds.
 pub type SpareSlots = Vec<(Capability, u32)>;
+
+/// What [`Scheduler::release_excess`] let go of.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Ready tasks handed to the pool.
+    pub tasks: usize,
+    /// Waiting tasks parked because a parent of theirs was released (in the order parked).
+    pub parked: Vec<TaskId>,
+}
 
 impl<P: RoutingPolicy> Scheduler<P> {
     /// Per capability with a connected agent: free slots of its agents that accept work, less the
@@ -60,11 +70,14 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// Lets go of ready tasks beyond what this hub's agents could take in one more round: per
     /// capability, the queue keeps as many tasks as its connected, undrained agents have slots
     /// (none when no agent here serves it), and the rest (those that would run last) leave
-    /// memory as [`Change::TaskReleased`]. A task that waiting tasks here depend on stays: they
-    /// learn of its end only from this scheduler. Consensus tasks never queue here (their
-    /// replicas do), so they stay too. Returns how many were released.
-    pub fn release_excess(&mut self) -> usize {
-        let mut released = 0;
+    /// memory as [`Change::TaskReleased`]. A task that waiting tasks here depend on stays while
+    /// an agent here serves its capability: they learn of its end only from this scheduler.
+    /// With none (or all of them draining) it goes too, or the graph would wait here for ever;
+    /// the tasks waiting on it here, and on them, are parked ([`Change::TaskParked`]), to be
+    /// taken over by a hub once their parents ended, as a child submitted behind a parent
+    /// another hub holds is. Consensus tasks never queue here (their replicas do), so they stay.
+    pub fn release_excess(&mut self) -> Released {
+        let mut released = Released::default();
         let capabilities: Vec<Capability> = self
             .queues
             .iter()
@@ -88,9 +101,10 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 continue;
             }
             let excess = queue.len() - keep;
+            let whole_graphs = keep == 0;
             let chosen: Vec<_> = queue
                 .iter_last_first()
-                .filter(|(_, id)| !self.dependents.contains_key(id))
+                .filter(|(_, id)| whole_graphs || !self.dependents.contains_key(id))
                 .take(excess)
                 .copied()
                 .collect();
@@ -114,11 +128,51 @@ impl<P: RoutingPolicy> Scheduler<P> {
                     created_at: task.spec.created_at,
                     rank: key.0,
                 });
-                released += 1;
+                released.tasks += 1;
+                self.park_waiting_on(id, &mut released.parked);
             }
             self.forget_if_unused(&capability);
         }
         released
+    }
+
+    /// Parks the tasks waiting here on `parent` (which left this hub's memory), and those
+    /// waiting on them, down the graph: each leaves memory, and every parent it had here
+    /// forgets it. The inputs kept for them are read from the store by the hub that takes them
+    /// over.
+    fn park_waiting_on(&mut self, parent: TaskId, parked: &mut Vec<TaskId>) {
+        let mut children = self.dependents.remove(&parent).unwrap_or_default();
+        while let Some(child) = children.pop() {
+            // A child of two released parents is parked once.
+            if !self
+                .tasks
+                .get(&child)
+                .is_some_and(|t| matches!(t.phase, Phase::Waiting))
+            {
+                continue;
+            }
+            let task = self.tasks.remove(&child).expect("checked above");
+            self.payload_bytes -= task.spec.payload.len();
+            if let Some(inputs) = self.inputs.remove(&child) {
+                self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
+            }
+            self.pending_deps.remove(&child);
+            let parents = super::distinct(&task.spec.depends_on);
+            for other in &parents {
+                if let Some(siblings) = self.dependents.get_mut(other) {
+                    siblings.retain(|c| *c != child);
+                    if siblings.is_empty() {
+                        self.dependents.remove(other);
+                    }
+                }
+            }
+            children.extend(self.dependents.remove(&child).unwrap_or_default());
+            self.changes.push(Change::TaskParked {
+                task: child,
+                parents,
+            });
+            parked.push(child);
+        }
     }
 }
 
@@ -167,7 +221,7 @@ mod tests {
             s.submit(task(n, 0), now, &mut none).unwrap();
         }
         s.take_changes();
-        assert_eq!(s.release_excess(), 3);
+        assert_eq!(s.release_excess().tasks, 3);
         assert_eq!(released(&s.take_changes()).len(), 3);
         assert_eq!(s.memory().active_tasks, 0);
         assert!(s.queue_depths().is_empty());
@@ -185,7 +239,7 @@ mod tests {
             s.submit(task(n, priority), now, &mut none).unwrap();
         }
         s.take_changes();
-        assert_eq!(s.release_excess(), 1);
+        assert_eq!(s.release_excess().tasks, 1);
         assert_eq!(released(&s.take_changes()), vec![task_id(5)]);
         assert_eq!(s.queue_depths(), vec![(cap(), 2)]);
         assert_eq!(s.spare_slots(), vec![]);
@@ -217,17 +271,57 @@ mod tests {
         check(&s);
     }
 
+    /// Tasks 1 and 2 (`echo`), 3 (`other`) waiting on 1 and 2, 4 (`other`) waiting on 3.
+    fn graph(s: &mut Scheduler<LeastLoaded>, now: Timestamp) {
+        s.submit(task(1, 0), now, &mut none).unwrap();
+        s.submit(task(2, 0), now, &mut none).unwrap();
+        let mut child = spec(3, "other");
+        child.depends_on = vec![task_id(1), task_id(2)];
+        s.submit(child, now, &mut none).unwrap();
+        let mut grandchild = spec(4, "other");
+        grandchild.depends_on = vec![task_id(3)];
+        s.submit(grandchild, now, &mut none).unwrap();
+        s.take_changes();
+    }
+
     #[test]
-    fn a_task_with_waiting_dependents_here_is_kept() {
+    fn a_task_with_waiting_dependents_here_is_kept_while_an_agent_here_serves_it() {
         let mut s = scheduler();
         let now = Timestamp(1_000);
-        s.submit(task(1, 0), now, &mut none).unwrap();
-        let mut child = task(2, 0);
-        child.depends_on = vec![task_id(1)];
-        s.submit(child, now, &mut none).unwrap();
-        s.take_changes();
-        assert_eq!(s.release_excess(), 0);
+        // One slot, busy: both parents are queued, one of them in excess.
+        s.register_agent(agent_id(1), agent_spec(&[("echo", 1.0)], 1), now);
+        s.submit(task(9, 9), now, &mut none).unwrap();
+        graph(&mut s, now);
+        assert_eq!(s.release_excess(), Released::default());
         assert_eq!(s.active_status(task_id(1)), Some(TaskStatus::Queued));
+        assert_eq!(s.active_status(task_id(4)), Some(TaskStatus::Waiting));
+        check(&s);
+    }
+
+    #[test]
+    fn with_no_agent_here_for_a_parent_it_is_released_and_its_graph_parked() {
+        let mut s = scheduler();
+        let now = Timestamp(1_000);
+        graph(&mut s, now);
+        let out = s.release_excess();
+        assert_eq!(out.tasks, 2);
+        let mut parked = out.parked.clone();
+        parked.sort();
+        assert_eq!(parked, vec![task_id(3), task_id(4)], "each parked once");
+        let changes = s.take_changes();
+        assert_eq!(released(&changes).len(), 2, "both parents go to the pool");
+        assert!(changes.contains(&Change::TaskParked {
+            task: task_id(3),
+            parents: vec![task_id(1), task_id(2)],
+        }));
+        assert!(changes.contains(&Change::TaskParked {
+            task: task_id(4),
+            parents: vec![task_id(3)],
+        }));
+        for n in 1..=4 {
+            assert_eq!(s.active_status(task_id(n)), None, "task {n} left memory");
+        }
+        assert_eq!(s.memory().active_tasks, 0);
         check(&s);
     }
 }

@@ -132,14 +132,18 @@ impl Actor {
     /// Before a batch goes out: releases what other hubs should run, and asks for pooled work
     /// when agents here have room for it.
     pub(super) fn share(&mut self) {
-        let Some(claims) = &self.sharing.claims else {
+        if self.sharing.claims.is_none() {
             return;
-        };
+        }
         if self.sharing.peers > 0 {
             let released = self.scheduler.release_excess();
             self.effects
                 .metrics
-                .add(Count::TasksReleased, released as u64);
+                .add(Count::TasksReleased, released.tasks as u64);
+            // Parked in this batch: a child submitted before it commits parks behind them.
+            for task in released.parked {
+                self.sharing.note_parked(self.seq, task);
+            }
         }
         if self.sharing.claiming {
             return;
@@ -151,6 +155,7 @@ impl Actor {
         if spare.is_empty() {
             return;
         }
+        let claims = self.sharing.claims.as_ref().expect("checked above");
         if claims.try_send(spare).is_ok() {
             self.sharing.claiming = true;
         }

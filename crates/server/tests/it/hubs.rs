@@ -223,6 +223,48 @@ async fn a_child_waits_for_a_parent_another_hub_runs_and_a_cancel_reaches_the_hu
     assert!(again.to_string().contains("already cancelled"), "{again}");
 }
 
+/// A graph accepted while a hub was alone, whose root no agent of that hub serves: once a
+/// peer with such an agent comes, the root goes to the pool and the tasks waiting on it are
+/// parked, so the whole graph runs (before, a root with waiting children was never let go).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_whose_root_no_agent_here_serves_runs_on_a_peer() {
+    let Some(database) = ScratchSchema::for_test("a_graph_whose_root") else {
+        return;
+    };
+    let a = hub_named(&database, "a").await;
+    let _near_on_a = spawn_worker(&a.url, &["near"], 2, echo());
+    let root = a.client.submit(&task("far", 1)).await.unwrap();
+    let child = NewTask {
+        depends_on: Some(vec![root.id.clone()]),
+        ..task("near", 2)
+    };
+    let child = a.client.submit(&child).await.unwrap();
+    let grandchild = NewTask {
+        depends_on: Some(vec![child.id.clone()]),
+        ..task("far", 3)
+    };
+    let grandchild = a.client.submit(&grandchild).await.unwrap();
+    assert_eq!(child.status, TaskStatus::Waiting);
+    assert_eq!(grandchild.status, TaskStatus::Waiting);
+    // Alone, a keeps them all: the root queued, no agent for it anywhere.
+    assert_eq!(hubs(&a).await.pooled, 0);
+    let b = hub_named(&database, "b").await;
+    let _far_on_b = spawn_worker(&b.url, &["far"], 2, echo());
+    for (id, what) in [
+        (&root.id, "the root"),
+        (&child.id, "the child"),
+        (&grandchild.id, "the grandchild"),
+    ] {
+        let done = finished(&a.client, id).await;
+        assert_eq!(
+            done.status,
+            TaskStatus::Succeeded,
+            "{what}: {:?}",
+            done.error
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_hub_starts_nothing_new_and_hands_its_queue_to_the_others() {
     let Some(database) = ScratchSchema::for_test("a_draining_hub") else {
