@@ -69,6 +69,7 @@ struct LimitsSection {
     max_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
+    write_stall_timeout_ms: Option<u64>,
     max_submits_in_flight: Option<usize>,
     max_tasks_in_flight: Option<usize>,
     max_body_bytes_in_flight: Option<usize>,
@@ -593,6 +594,12 @@ fn limits(config: &mut HubConfig, file: LimitsSection) -> anyhow::Result<()> {
         }
         config.connections.body_read_timeout = std::time::Duration::from_millis(ms);
     }
+    if let Some(ms) = file.write_stall_timeout_ms {
+        if ms < 100 {
+            bail!("limits.write_stall_timeout_ms must be at least 100");
+        }
+        config.connections.write_stall_timeout = std::time::Duration::from_millis(ms);
+    }
     if let Some(n) = at_least_one(file.max_submits_in_flight, "max_submits_in_flight")? {
         config.admission.max_requests = n;
     }
@@ -736,12 +743,17 @@ mod tests {
     #[test]
     fn limits_are_read_and_checked_by_key() {
         let text = "[limits]\nmax_connections = 7\nheader_read_timeout_ms = 500\n\
-                    body_read_timeout_ms = 2500\nmax_submits_in_flight = 9\n";
+                    body_read_timeout_ms = 2500\nmax_submits_in_flight = 9\n\
+                    write_stall_timeout_ms = 4000\n";
         let config = resolve(&args(), parse(text).unwrap()).unwrap();
         assert_eq!(config.connections.max_connections, 7);
         assert_eq!(
             config.connections.body_read_timeout,
             std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(
+            config.connections.write_stall_timeout,
+            std::time::Duration::from_millis(4000)
         );
         assert_eq!(config.admission.max_requests, 9);
         let err = resolve(
@@ -760,6 +772,15 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().contains("limits.body_read_timeout_ms"),
+            "{err}"
+        );
+        let err = resolve(
+            &args(),
+            parse("[limits]\nwrite_stall_timeout_ms = 5\n").unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("limits.write_stall_timeout_ms"),
             "{err}"
         );
     }

@@ -8,6 +8,9 @@
 //!   handshake (a plain answer would only fail it), within the same second.
 //! - **Request headers must arrive within `header_read_timeout`** (hyper's timer): a slowloris
 //!   client sending a byte a second, or an idle keep-alive connection, is closed.
+//! - **A write must make progress within `write_stall_timeout`**: a client that stops reading
+//!   (a response, an event stream, a WebSocket) is cut off instead of holding its connection and
+//!   the answer buffered for it for ever. A slow reader that keeps reading is not.
 //! - A failed `accept` (out of descriptors after all) is retried after a short pause, not the
 //!   second `axum::serve` waits.
 //! - **TLS** when the hub has a certificate: the handshake, too, must finish within
@@ -46,6 +49,9 @@ pub struct ConnectionLimits {
     /// that trickles in would hold its connection, its room among the body bytes in flight and,
     /// for a submit, its place among the submits in flight).
     pub body_read_timeout: Duration,
+    /// Longest a write to a client may wait without any of it going out: past it the connection
+    /// is closed.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -54,6 +60,7 @@ impl Default for ConnectionLimits {
             max_connections: 0,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -129,6 +136,8 @@ pub async fn serve(
         let counted = Counted {
             stream,
             _permit: permit,
+            stall_limit: limits.write_stall_timeout,
+            stalled: None,
         };
         let app = app.clone();
         let stopping = crate::state::stopped(shutdown.clone());
@@ -220,10 +229,39 @@ async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> i
     Ok(())
 }
 
-/// A connection's socket, holding its place under the bound for as long as it is open.
+/// A connection's socket, holding its place under the bound for as long as it is open, and
+/// failing a write that made no progress for `stall_limit` (the client stopped reading).
 struct Counted {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    stall_limit: Duration,
+    /// Set while writes wait on a full socket: when that began to count.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Counted {
+    /// A write's outcome, with the stall clock: progress (or an error) stops it, waiting
+    /// starts it, and waiting past it is an error that ends the connection.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.stall_limit;
+        let clock = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match clock.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} ms (limits.write_stall_timeout_ms)",
+                    limit.as_millis()
+                ),
+            ))),
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -242,10 +280,12 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A TCP socket's flush is immediate: nothing to watch.
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
@@ -258,7 +298,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

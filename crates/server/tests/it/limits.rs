@@ -80,6 +80,47 @@ async fn a_client_that_sends_its_headers_a_byte_at_a_time_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_a_response_is_cut_off() {
+    let t =
+        start_hub_with(|c| c.connections.write_stall_timeout = Duration::from_millis(300)).await;
+    // 40 queued tasks of 200 KB: a page of them (8 MB) is far more than the sockets hold.
+    let payload = format!(r#""{}""#, "x".repeat(200_000));
+    let tasks = (0..40)
+        .map(|_| hive_proto::api::NewTask {
+            payload: Some(hive_proto::RawValue::from_string(payload.clone()).unwrap()),
+            ..hive_proto::api::NewTask::new("nobody")
+        })
+        .collect();
+    t.client.submit_batch(tasks).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(t.hub.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /api/v1/tasks?limit=40 HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing for ten times the bound, then all it can.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answer = read_all(&mut stream).await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("the headers came");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    assert!(length > 8_000_000, "{head}");
+    assert!(
+        body.len() < length,
+        "all {length} bytes came: the hub waited for the client instead of closing"
+    );
+    // Everyone else is served meanwhile.
+    assert!(t.client.status().await.is_ok());
+}
+
+#[tokio::test]
 async fn a_body_that_trickles_in_is_answered_408_and_frees_its_room() {
     let t = start_hub_with(|c| {
         c.connections.body_read_timeout = Duration::from_millis(300);
