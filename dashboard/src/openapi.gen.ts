@@ -1967,6 +1967,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Several hubs: another hub's task took the idempotency key while this one was being committed (`idempotency_key_taken`); nothing was kept, and submitting again returns that task */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Payload or body over the limit */
             413: {
                 headers: {
@@ -2056,6 +2065,15 @@ export interface operations {
             };
             /** @description The body did not arrive within `limits.body_read_timeout_ms` */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Several hubs: another hub's task took an idempotency key of the batch while it was being committed (`idempotency_key_taken`, `field` names it); nothing was kept */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

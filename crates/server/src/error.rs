@@ -42,6 +42,13 @@ pub enum ApiError {
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { message: String },
+    /// A task of the request carries an idempotency key another hub's task took while this
+    /// request was being committed (several hubs): nothing of the request was kept.
+    #[error(
+        "a task submitted to another hub took the idempotency key {key:?} while this request was \
+         being committed; nothing of this request was kept: submit it again to get that task"
+    )]
+    KeyTaken { field: String, key: String },
     #[error("{message}")]
     MethodNotAllowed { message: String },
     #[error("the hub is shutting down")]
@@ -117,6 +124,11 @@ impl ApiError {
             ApiError::TokenExpired { .. } => (StatusCode::UNAUTHORIZED, "token_expired", None),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::KeyTaken { field, .. } => (
+                StatusCode::CONFLICT,
+                "idempotency_key_taken",
+                Some(field.clone()),
+            ),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }

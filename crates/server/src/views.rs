@@ -74,25 +74,24 @@ pub fn rfc3339(t: Timestamp) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-/// Validates a submitted task; errors name the field under `prefix` (`tasks[2]` in a batch).
+/// Validates a submitted task, the `at`-th of a batch or (`None`) one on its own; errors name
+/// the field under `tasks[at]` in a batch.
 pub fn spec_from_new(
     new: api::NewTask,
     now: Timestamp,
     limits: &TaskLimits,
-    prefix: &str,
+    at: Option<usize>,
     submitted_by: Option<&std::sync::Arc<str>>,
 ) -> Result<TaskSpec, ApiError> {
-    let field = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}.{name}")
-        }
+    // Field names are made only for an error: two `format!`s per accepted task (the prefix and
+    // the capability's name) were ~2.5% of a batched task's instructions.
+    let prefix = || at.map(|i| format!("tasks[{i}]")).unwrap_or_default();
+    let invalid = |e| ApiError::from_validation(e, &prefix());
+    let field = |name: &str| match at {
+        None => name.to_string(),
+        Some(i) => format!("tasks[{i}].{name}"),
     };
-    // The field's name is made only for an error: a `format!` per accepted task was ~2% of a
-    // batched task's instructions.
-    let capability = Capability::parse(&new.capability, "capability")
-        .map_err(|e| ApiError::from_validation(e, prefix))?;
+    let capability = Capability::parse(&new.capability, "capability").map_err(invalid)?;
     let payload: Arc<str> = match new.payload {
         Some(raw) => Arc::from(Box::<str>::from(raw)),
         None => Arc::from("null"),
@@ -126,14 +125,13 @@ pub fn spec_from_new(
             Some(api::OnParentFailure::Fail) | None => OnParentFailure::Fail,
         },
         consensus: ConsensusSpec::from_fields(new.replicas, new.quorum, new.vote.as_deref())
-            .map_err(|e| ApiError::from_validation(e, prefix))?
+            .map_err(invalid)?
             .map(Box::new),
         created_at: now,
         submitted_by: submitted_by.cloned(),
         features: Feature::from_pairs(new.features.unwrap_or_default()),
     };
-    spec.validate(limits)
-        .map_err(|e| ApiError::from_validation(e, prefix))?;
+    spec.validate(limits).map_err(invalid)?;
     Ok(spec)
 }
 

@@ -56,6 +56,11 @@ pub enum StoreError {
     /// A unique name is taken.
     #[error("{0} exists already")]
     Duplicate(String),
+    /// A task's idempotency key was taken, by a task another hub committed while this one
+    /// decided (several hubs: each checks keys before its commit, not inside it). Nothing of the
+    /// transaction was written.
+    #[error("the idempotency key {0:?} was taken meanwhile by a task submitted to another hub")]
+    IdempotencyKeyTaken(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -63,13 +63,40 @@ async fn submit(
     specs: Vec<hive_core::TaskSpec>,
     batch: bool,
 ) -> Result<Vec<Submitted>, ApiError> {
-    state
+    // Kept only for the answer to a key taken meanwhile (empty, not allocated, without keys).
+    let keys: Vec<(usize, String)> = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((i, s.idempotency_key.clone()?)))
+        .collect();
+    let outcome = state
         .ask(|reply| Command::Submit {
             specs,
             batch,
             reply,
         })
-        .await?
+        .await?;
+    outcome.map_err(|e| key_taken(e, &keys, batch))
+}
+
+/// The answer to a request whose commit failed on a key another hub took meanwhile: 409
+/// naming the key's field for the request that carried it; for the others committed with it,
+/// the store error stays (503, try again).
+fn key_taken(e: ApiError, keys: &[(usize, String)], batch: bool) -> ApiError {
+    let ApiError::Store(hive_store::StoreError::IdempotencyKeyTaken(taken)) = &e else {
+        return e;
+    };
+    match keys.iter().find(|(_, key)| key == taken) {
+        Some((i, key)) => ApiError::KeyTaken {
+            field: if batch {
+                format!("tasks[{i}].idempotency_key")
+            } else {
+                "idempotency_key".into()
+            },
+            key: key.clone(),
+        },
+        None => e,
+    }
 }
 
 /// Submit one task.
@@ -77,6 +104,7 @@ async fn submit(
     (status = 201, description = "Created and committed", body = Task),
     (status = 200, description = "The idempotency key matched an earlier task, returned as is", body = Task),
     (status = 400, description = "Invalid input; `field` names the culprit", body = ErrorBody),
+    (status = 409, description = "Several hubs: another hub's task took the idempotency key while this one was being committed (`idempotency_key_taken`); nothing was kept, and submitting again returns that task", body = ErrorBody),
     (status = 413, description = "Payload or body over the limit", body = ErrorBody),
     (status = 503, description = "Overloaded or the store refuses commits; `Retry-After` says when to try again", body = ErrorBody),
 ))]
@@ -88,7 +116,7 @@ pub async fn create(
 ) -> Result<(StatusCode, TaskJson), ApiError> {
     let _admitted = state.admission.admit(1)?;
     let by = who.as_ref().map(|w| &w.name);
-    let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, "", by)?;
+    let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, None, by)?;
     let view = spec.clone();
     let outcome = submit(&state, vec![spec], false).await?;
     state.wrote(&client);
@@ -107,6 +135,7 @@ pub async fn create(
 #[utoipa::path(post, path = "/api/v1/tasks/batch", operation_id = "submit_tasks", request_body = NewTaskBatch, responses(
     (status = 201, description = "All committed; ids in request order", body = BatchCreated),
     (status = 400, description = "Invalid input; `field` is e.g. `tasks[3].priority`", body = ErrorBody),
+    (status = 409, description = "Several hubs: another hub's task took an idempotency key of the batch while it was being committed (`idempotency_key_taken`, `field` names it); nothing was kept", body = ErrorBody),
     (status = 413, description = "Payload or body over the limit", body = ErrorBody),
     (status = 503, description = "Overloaded or the store refuses commits; `Retry-After` says when to try again", body = ErrorBody),
 ))]
@@ -128,7 +157,7 @@ pub async fn create_batch(
         .enumerate()
         .map(|(i, new)| {
             let by = who.as_ref().map(|w| &w.name);
-            views::spec_from_new(new, now, &state.config.limits, &format!("tasks[{i}]"), by)
+            views::spec_from_new(new, now, &state.config.limits, Some(i), by)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let outcome = submit(&state, specs, true).await?;
@@ -391,4 +420,40 @@ pub async fn wait(
     }
     drop(parked);
     Ok(TaskJson(fetch(&state, id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use hive_store::StoreError;
+
+    use super::*;
+
+    #[test]
+    fn a_key_taken_meanwhile_is_a_409_for_the_request_that_carried_it_only() {
+        let taken = || ApiError::Store(StoreError::IdempotencyKeyTaken("k".into()));
+        let keys = vec![(0, "a".to_string()), (3, "k".to_string())];
+        match key_taken(taken(), &keys, true) {
+            ApiError::KeyTaken { field, key } => {
+                assert_eq!(
+                    (field.as_str(), key.as_str()),
+                    ("tasks[3].idempotency_key", "k")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let one = vec![(0, "k".to_string())];
+        let answer = key_taken(taken(), &one, false);
+        assert!(
+            matches!(&answer, ApiError::KeyTaken { field, .. } if field == "idempotency_key"),
+            "{answer:?}"
+        );
+        assert_eq!(answer.into_response().status(), StatusCode::CONFLICT);
+        // A request committed with it but without the key: the store error, to try again.
+        let other = key_taken(taken(), &keys[..1], true);
+        assert!(matches!(other, ApiError::Store(_)), "{other:?}");
+        assert_eq!(
+            other.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

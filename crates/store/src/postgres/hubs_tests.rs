@@ -432,3 +432,34 @@ fn a_task_pooled_without_a_rank_by_an_older_hub_gets_the_default_agings() {
     );
     assert_eq!(rank, (100_000 - 3 * 5_000).to_string());
 }
+
+/// Two hubs each found a key free and submitted a task with it: the second commit is refused
+/// whole, with an error naming the key (the hub answers that request 409, the others 503).
+#[test]
+fn a_key_taken_by_another_hub_meanwhile_fails_the_commit_naming_it() {
+    let Some(database) = ScratchSchema::for_test("a_key_taken_meanwhile") else {
+        return;
+    };
+    let (a, b) = (hub(&database, "a"), hub(&database, "b"));
+    let keyed = |n: u128| TaskSpec {
+        idempotency_key: Some("order-7 (retry)".into()),
+        ..spec(n, 0, Vec::new())
+    };
+    let mut writer = a.writer();
+    writer
+        .apply(&[&[created(&keyed(1), TaskStatus::Queued)]])
+        .unwrap();
+    let mut writer = b.writer();
+    let other = created(&spec(3, 0, Vec::new()), TaskStatus::Queued);
+    let taken = writer.apply(&[&[other], &[created(&keyed(2), TaskStatus::Queued)]]);
+    assert!(
+        matches!(&taken, Err(StoreError::IdempotencyKeyTaken(key)) if key == "order-7 (retry)"),
+        "{taken:?}"
+    );
+    // Nothing of the transaction was written.
+    let reader = b.reader();
+    for n in [2, 3] {
+        let id = TaskId(Uuid::from_u128(n));
+        assert_eq!(reader.task_status(id).unwrap(), None, "task {n}");
+    }
+}

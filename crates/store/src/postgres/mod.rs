@@ -446,9 +446,25 @@ const BY_INDEX: &str = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmaps
 pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) if db.code().code() == LEASE_LOST => StoreError::LeaseLost,
+        Some(db)
+            if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                && db.constraint() == Some("tasks_by_idempotency_key") =>
+        {
+            StoreError::IdempotencyKeyTaken(taken_key(db.detail().unwrap_or_default()))
+        }
         Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
         None => StoreError::Database(e.to_string()),
     }
+}
+
+/// The key in a unique violation's detail, `Key (idempotency_key)=(KEY) already exists.`
+/// (empty when the detail says otherwise).
+fn taken_key(detail: &str) -> String {
+    detail
+        .strip_prefix("Key (idempotency_key)=(")
+        .and_then(|rest| rest.strip_suffix(") already exists."))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The URL without its password (in the user part or a `password=` parameter), for messages.
