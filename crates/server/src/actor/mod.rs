@@ -34,7 +34,7 @@ use crate::error::ApiError;
 use crate::metrics::Count;
 use effects::{DeferredReply, Effects};
 use lookup::{Found, LookedUp, Lookups, Missing};
-use rebuild::{SchedulerSetup, StoreTrouble};
+use rebuild::{Reloaded, Reloads, SchedulerSetup, StoreTrouble};
 
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
@@ -175,8 +175,12 @@ pub struct Actor {
     generation: u64,
     /// Set after a failed commit; see [`rebuild`].
     trouble: Option<StoreTrouble>,
-    /// Agents and attempts of a scheduler that could not be loaded again; see [`rebuild`].
+    /// Agents and attempts of a scheduler being loaded again, or that could not be; see
+    /// [`rebuild`].
     kept_aside: Option<rebuild::KeptAside>,
+    /// Loads of the scheduler on the blocking pool; see [`rebuild`].
+    reloads: Reloads,
+    reloaded: Option<mpsc::UnboundedReceiver<Reloaded>>,
     reader: Arc<dyn TaskReader>,
     /// Store reads of submissions in flight.
     lookups: Lookups,
@@ -210,12 +214,15 @@ impl Actor {
         sharing: sharing::Sharing,
     ) -> Self {
         let (lookups, looked_up) = Lookups::new(reader.clone());
+        let (reloads, reloaded) = Reloads::new();
         Actor {
             scheduler,
             setup,
             generation: 1,
             trouble: None,
             kept_aside: None,
+            reloads,
+            reloaded: Some(reloaded),
             reader,
             lookups,
             looked_up: Some(looked_up),
@@ -235,26 +242,38 @@ impl Actor {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let effects = self.effects.clone();
         let mut looked_up = self.looked_up.take().expect("the actor runs once");
+        let mut reloaded = self.reloaded.take().expect("the actor runs once");
         loop {
             if self.commit_failed() {
+                // Starts the load; its answer comes through `reloaded`.
                 self.rebuild_after_failed_commit(self.clock.now());
-                // What the rebuild decided (expired leases, assignments) goes out now.
-                self.flush().await;
             }
             self.retry_reload(self.clock.now());
             if self.trouble.is_some_and(|t| !t.unloaded) && self.recovered() {
                 self.trouble = None;
             }
             self.forget_committed();
-            let reload_at = self.trouble.filter(|t| t.unloaded).map(|t| t.refuse_until);
+            let reload_at = self
+                .trouble
+                .filter(|t| t.unloaded && !self.reloads.loading())
+                .map(|t| t.refuse_until);
+            // While the scheduler is being loaded, commands and looked-up submissions wait.
+            let open = !self.reloads.loading();
             let wake_in = [self.scheduler.next_wakeup(), reload_at]
                 .into_iter()
                 .flatten()
                 .min()
                 .map(|due| Duration::from_millis(due.ms_since(self.clock.now())));
             let first = tokio::select! {
-                command = commands.recv() => command,
-                Some(submission) = looked_up.recv() => {
+                command = commands.recv(), if open => command,
+                Some(answer) = reloaded.recv() => {
+                    let now = self.clock.now();
+                    self.reloaded(answer, now);
+                    // What the rebuild decided (expired leases, assignments) goes out now.
+                    self.flush().await;
+                    continue;
+                }
+                Some(submission) = looked_up.recv(), if open => {
                     let now = self.clock.now();
                     self.scheduler.advance(now);
                     self.resume_submit(submission, now);

@@ -11,9 +11,13 @@
 //! submits are refused at once with 503 instead of being accepted into a store that cannot take
 //! them, and the hub reads as not ready until a commit succeeds again.
 //!
-//! Should the store not even be readable, the scheduler stays empty (nothing is decided on a
-//! state the store does not hold), the agents and attempts are kept aside for the next try, and
-//! registrations, cancels and drains are refused until it succeeds.
+//! The store is read on the blocking pool, not on the actor's runtime thread (with PostgreSQL a
+//! load waits on the network, up to the pool's and the connection's timeouts when the database
+//! is gone), and the actor handles no command until the answer: a result or a registration
+//! handled meanwhile would meet an empty scheduler. Should the store not even be readable, the
+//! scheduler stays empty (nothing is decided on a state the store does not hold), the agents and
+//! attempts are kept aside for the next try, and registrations, cancels and drains are refused
+//! until it succeeds.
 
 use std::time::Duration;
 
@@ -21,6 +25,7 @@ use hive_core::{
     AgentId, AgentState, HeldAttempt, RoutingPolicy, Scheduler, SchedulerConfig, Timestamp,
 };
 use hive_store::{StoreError, TaskReader};
+use tokio::sync::mpsc;
 
 use crate::config::RoutingConfig;
 
@@ -70,6 +75,39 @@ impl SchedulerSetup {
         }
         scheduler.advance(now);
         Ok((scheduler, count))
+    }
+}
+
+type Loaded = Result<(Scheduler<Box<dyn RoutingPolicy>>, usize), StoreError>;
+
+/// A load of the scheduler, answered from the blocking pool.
+pub struct Reloaded {
+    id: u64,
+    outcome: Loaded,
+}
+
+/// The loads started and the one whose answer the actor waits for.
+pub struct Reloads {
+    sender: mpsc::UnboundedSender<Reloaded>,
+    started: u64,
+    /// The newest load, until it answers; an older one's answer is dropped.
+    awaited: Option<u64>,
+}
+
+impl Reloads {
+    pub fn new() -> (Reloads, mpsc::UnboundedReceiver<Reloaded>) {
+        let (sender, answers) = mpsc::unbounded_channel();
+        let reloads = Reloads {
+            sender,
+            started: 0,
+            awaited: None,
+        };
+        (reloads, answers)
+    }
+
+    /// True while the actor waits for a load.
+    pub fn loading(&self) -> bool {
+        self.awaited.is_some()
     }
 }
 
@@ -125,9 +163,10 @@ impl Actor {
 
     /// Loads the scheduler again at the end of a refusal that found the store unreadable.
     pub(super) fn retry_reload(&mut self, now: Timestamp) {
-        if self
-            .trouble
-            .is_some_and(|t| t.unloaded && t.refuse_until <= now)
+        if !self.reloads.loading()
+            && self
+                .trouble
+                .is_some_and(|t| t.unloaded && t.refuse_until <= now)
         {
             self.reload(now);
         }
@@ -153,18 +192,38 @@ impl Actor {
                 .collect(),
             running: self.scheduler.running_attempts(),
         });
-        let (mut scheduler, count) = match self.setup.load(&*self.reader, now) {
+        self.scheduler = self.setup.empty();
+        self.kept_aside = Some(kept);
+        self.reloads.started += 1;
+        let id = self.reloads.started;
+        self.reloads.awaited = Some(id);
+        let (setup, reader) = (self.setup.clone(), self.reader.clone());
+        let answer = self.reloads.sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = setup.load(&*reader, now);
+            let _ = answer.send(Reloaded { id, outcome });
+        });
+    }
+
+    /// Takes a load's answer: the scheduler it built, with the agents kept aside rejoined, or
+    /// (the store unreadable) another try at the end of the refusal. The answer of a load a
+    /// newer one replaced is dropped.
+    pub(super) fn reloaded(&mut self, answer: Reloaded, now: Timestamp) {
+        if self.reloads.awaited != Some(answer.id) {
+            return;
+        }
+        self.reloads.awaited = None;
+        let (mut scheduler, count) = match answer.outcome {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load the scheduler from the store; retrying");
-                self.scheduler = self.setup.empty();
-                self.kept_aside = Some(kept);
                 if let Some(t) = &mut self.trouble {
                     t.refuse_until = now.plus_ms(t.refusal.as_millis() as u64);
                 }
                 return;
             }
         };
+        let kept = self.kept_aside.take().expect("kept aside while loading");
         for agent in kept.agents {
             let held: Vec<HeldAttempt> = held_by(&kept.running, agent.id);
             let draining = agent.state == AgentState::Draining;
