@@ -1,7 +1,10 @@
 //! The worker protocol spoken by hand over a raw WebSocket, as a worker in another language would.
 
+use std::time::Duration;
+
 use hive_proto::api::{AgentState, NewTask, TaskStatus};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
 
@@ -80,6 +83,9 @@ async fn a_bad_hello_is_refused_with_a_reason() {
         json!({"type":"hello","name":"x","capabilities":[],"slots":1}),
         json!({"type":"hello","name":"x","capabilities":{"a":2.0},"slots":1}),
         json!({"type":"hello","name":"x","capabilities":["a"],"slots":0}),
+        // `name` and `capabilities` are required (docs/protocol.md).
+        json!({"type":"hello","capabilities":["a"],"slots":1}),
+        json!({"type":"hello","name":"x","slots":1}),
     ] {
         let mut socket = connect(&t.url).await;
         send(&mut socket, hello.clone()).await;
@@ -91,6 +97,65 @@ async fn a_bad_hello_is_refused_with_a_reason() {
         );
     }
     assert!(t.client.agents().await.unwrap().is_empty());
+}
+
+/// The contract of docs/protocol.md, held: a successful `result` must carry `output` (without it
+/// the frame is refused with `invalid_message` naming the field, and the attempt stays running
+/// until a whole result comes); `payload` may be `null`; WebSocket pings are not liveness.
+#[tokio::test]
+async fn a_success_without_output_is_refused_and_pings_are_not_heartbeats() {
+    let t = start_hub_with(|c| c.scheduler.heartbeat_timeout_ms = 1_500).await;
+    let mut socket = connect(&t.url).await;
+    send(
+        &mut socket,
+        json!({"type":"hello","name":"pinger","capabilities":["hand"],"slots":1}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await["type"], "welcome");
+    let task = t
+        .client
+        .submit(
+            &serde_json::from_value::<NewTask>(json!({"capability":"hand","payload":null}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let assign = receive(&mut socket).await;
+    assert_eq!(assign["tasks"][0]["payload"], Value::Null);
+    send(
+        &mut socket,
+        json!({"type":"result","task_id":task.id,"attempt":1,"ok":true}),
+    )
+    .await;
+    let error = receive(&mut socket).await;
+    assert_eq!(error["code"], "invalid_message", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("`output`"),
+        "{error}"
+    );
+    assert_eq!(
+        t.client.task(&task.id).await.unwrap().status,
+        TaskStatus::Running
+    );
+    // Only pings from now on: the agent goes offline when its heartbeats stop.
+    let agent_id = t.client.agents().await.unwrap()[0].id.clone();
+    let mut offline = false;
+    // A bound against hanging (80 pings, 250 ms apart), far past the 1.5 s without heartbeats.
+    for _ in 0..80 {
+        let ping = Message::Ping(Vec::new().into());
+        let sent = futures_util::SinkExt::send(&mut socket, ping).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let agent = t.client.agent(&agent_id).await.unwrap();
+        if agent.state == AgentState::Offline {
+            offline = true;
+            break;
+        }
+        if sent.is_err() {
+            break;
+        }
+    }
+    assert!(offline, "WebSocket pings kept the agent online");
+    drop(socket);
 }
 
 #[tokio::test]
