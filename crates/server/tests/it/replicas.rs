@@ -130,6 +130,22 @@ async fn a_client_reads_its_own_writes_while_others_read_the_lagging_replica() {
         theirs.contains(&first) && !theirs.contains(&second),
         "the other client reads the paused replica"
     );
+    // While it is paused and the primary moves on, /metrics shows how far behind it is.
+    eventually(
+        "the replica's lag in /metrics",
+        Duration::from_secs(60),
+        || async {
+            t.client.submit(&NewTask::new("filler")).await.unwrap();
+            metrics_text(&t.url)
+                .await
+                .lines()
+                .find(|l| l.starts_with("hive_store_replica_lag_seconds{replica=\"127.0.0.1:"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter(|lag| *lag > 0.0)
+                .map(|_| ())
+        },
+    )
+    .await;
 
     drop(resume);
     eventually(
