@@ -105,3 +105,67 @@ async fn three_hubs_lose_nothing_when_one_is_killed_with_9() {
         assert!(hub.terminate().await.success());
     }
 }
+
+/// A rolling upgrade's step: a hub stopped with SIGTERM mid-run (tasks running on its worker,
+/// more queued) stops claiming, lets what runs finish, hands the rest to the other hub and exits
+/// 0; every acknowledged task finishes exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_stopped_with_sigterm_mid_run_hands_its_work_on_and_loses_nothing() {
+    const TOTAL: usize = 4_000;
+    let Some(database) = ScratchSchema::for_test("a_hub_stopped_with_sigterm") else {
+        return;
+    };
+    let url = database.url().to_string();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut hubs = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        hubs.push(start(&url, free_port(), &format!("hub{n}"), dir.path()).await);
+    }
+    let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for url in &urls {
+        let stop = stop.clone();
+        let options = WorkerOptions {
+            max_reconnect_delay: Duration::from_millis(200),
+            ..WorkerOptions::new(url, &["spread"], 16)
+        };
+        // Each task takes a moment, so that some run when the stop comes.
+        let executor = Arc::new(|task: Assignment| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Outcome::Success(task.payload)
+        });
+        workers.push(tokio::spawn(run_worker(options, executor, async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })));
+    }
+    let acked = Acked::default();
+    let submitters: Vec<_> = urls
+        .iter()
+        .flat_map(|url| submitters(url, &acked, TOTAL, new_task))
+        .collect();
+    while acked.lock().unwrap().len() < TOTAL / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopped = hubs.remove(0);
+    assert!(
+        stopped.terminate().await.success(),
+        "the stopped hub exits 0"
+    );
+    for submitter in submitters {
+        submitter.await.unwrap();
+    }
+    let client = HubClient::new(&urls[1]);
+    until_idle(&client, Duration::from_secs(240)).await;
+    each_succeeded_once(&client, &acked, TOTAL).await;
+    assert_eq!(client.hubs().await.unwrap().pooled, 0);
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    for hub in hubs {
+        assert!(hub.terminate().await.success());
+    }
+}
