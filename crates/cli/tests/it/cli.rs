@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
-async fn run(args: &[&str], hub: &str) -> (i32, String, String) {
+/// `hive ARGS` against the hub at `hub`: exit code, stdout, stderr.
+pub async fn run(args: &[&str], hub: &str) -> (i32, String, String) {
     let output = hive()
         .args(args)
         .env("HIVE_HUB", hub)

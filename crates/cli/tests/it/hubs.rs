@@ -97,6 +97,21 @@ async fn three_hubs_lose_nothing_when_one_is_killed_with_9() {
     let list = client.hubs().await.unwrap();
     assert_eq!(list.items.len(), 3, "the killed run's row went: {list:?}");
     assert_eq!(list.pooled, 0);
+    // `hive hubs`: the same list on the command line, the hub that answered marked.
+    let (code, out, err) = crate::cli::run(&["hubs"], &urls[0]).await;
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "hub0 *",
+        "hub1",
+        "hub2",
+        "store: postgres; pooled (held by no hub): 0",
+    ] {
+        assert!(out.contains(name), "{name} missing from:\n{out}");
+    }
+    let (code, out, _) = crate::cli::run(&["hubs", "--json"], &urls[1]).await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["items"].as_array().unwrap().len(), 3, "{out}");
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         let _ = worker.await;
