@@ -25,6 +25,8 @@ use crate::framer::SharedMessage;
 #[derive(Debug)]
 pub enum Outbound {
     Message(HubMessage),
+    /// Assignments, in one `assign` frame (written from the tasks' specs: `assign_frame`).
+    Assign(Vec<crate::assign_frame::Assigned>),
     /// One message for many recipients (swarm broadcasts), serialised once.
     Shared(Arc<SharedMessage>),
     /// Close the connection, with a WebSocket close code and reason when there is one to give.

@@ -12,6 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use hive_proto::codec::{self, Compression, Encoded, Encoding, FrameFormat};
 use hive_proto::protocol::HubMessage;
 
+use crate::assign_frame;
 use crate::connections::Outbound;
 
 /// At most this many queued messages go into one `batch` frame.
@@ -80,6 +81,7 @@ pub fn frames(
             .drain(..)
             .map(|item| match item {
                 Outbound::Message(m) => codec::hub_body(&m, format.encoding).into(),
+                Outbound::Assign(tasks) => assign_frame::body(&tasks, format.encoding).into(),
                 Outbound::Shared(s) => s.body(format.encoding).clone(),
                 Outbound::Close(_) => unreachable!("drained above"),
             })
@@ -93,6 +95,11 @@ pub fn frames(
     } else {
         out.extend(items.drain(..).map(|item| match item {
             Outbound::Message(m) => message(codec::hub_encode(&m, format)),
+            Outbound::Assign(tasks) => message(codec::seal(
+                assign_frame::body(&tasks, format.encoding),
+                format.encoding,
+                format.compression,
+            )),
             Outbound::Shared(s) => s.frame(format),
             Outbound::Close(_) => unreachable!("drained above"),
         }));

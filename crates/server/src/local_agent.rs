@@ -68,8 +68,8 @@ impl LocalAgent {
         loop {
             tokio::select! {
                 item = self.queue.recv() => match item {
-                    Some(Outbound::Message(HubMessage::Assign { tasks })) => {
-                        tasks.into_iter().for_each(|task| work(Work::Assign(task)));
+                    Some(Outbound::Assign(tasks)) => {
+                        tasks.iter().for_each(|task| work(Work::Assign(task.assignment())));
                     }
                     Some(Outbound::Message(HubMessage::Cancel { task_id, attempt })) => {
                         if let Ok(task) = task_id.parse::<TaskId>() {

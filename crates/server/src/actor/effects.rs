@@ -9,9 +9,10 @@ use std::collections::HashMap;
 
 use hive_core::{AgentId, Change, TaskEnd, TaskId, TaskSpec};
 use hive_proto::RawValue;
-use hive_proto::protocol::{Assignment, HubMessage};
+use hive_proto::protocol::HubMessage;
 use hive_store::StoreError;
 
+use crate::assign_frame::Assigned;
 use crate::connections::{Connections, Outbound};
 use crate::events::Events;
 use crate::metrics::HubMetrics;
@@ -145,8 +146,7 @@ impl Effects {
             for tasks in frames.done {
                 // An agent gone meanwhile is fine: the lease runs out and the task is offered
                 // again.
-                self.connections
-                    .send(agent, Outbound::Message(HubMessage::Assign { tasks }));
+                self.connections.send(agent, Outbound::Assign(tasks));
             }
         }
     }
@@ -160,15 +160,13 @@ const ASSIGN_FRAME_BYTES: usize = 8 << 20;
 /// One agent's assignments of a batch, cut into frames of at most [`ASSIGN_FRAME_BYTES`].
 #[derive(Default)]
 struct AssignFrames {
-    done: Vec<Vec<Assignment>>,
+    done: Vec<Vec<Assigned>>,
     bytes: usize,
 }
 
 impl AssignFrames {
-    fn push(&mut self, assignment: Assignment) {
-        let size = assignment.payload.get().len()
-            + assignment.inputs.as_ref().map_or(0, |i| i.get().len())
-            + 256;
+    fn push(&mut self, assignment: Assigned) {
+        let size = assignment.size();
         match self.done.last_mut() {
             Some(frame) if self.bytes + size <= ASSIGN_FRAME_BYTES => frame.push(assignment),
             _ => {
@@ -180,20 +178,16 @@ impl AssignFrames {
     }
 }
 
-fn assignment(spec: &Arc<TaskSpec>, attempt: u32, inputs: &[(TaskId, TaskEnd)]) -> Assignment {
+fn assignment(spec: &Arc<TaskSpec>, attempt: u32, inputs: &[(TaskId, TaskEnd)]) -> Assigned {
     let (inputs, failed_inputs) = if spec.depends_on.is_empty() {
         (None, Vec::new())
     } else {
         let (inputs, failed) = render_inputs(&spec.depends_on, inputs);
         (Some(inputs), failed)
     };
-    Assignment {
-        task_id: spec.id.to_string(),
+    Assigned {
+        spec: spec.clone(),
         attempt,
-        capability: spec.capability.to_string(),
-        payload: crate::views::raw(&spec.payload),
-        priority: spec.priority,
-        timeout_ms: spec.timeout_ms,
         inputs,
         failed_inputs,
     }
@@ -251,15 +245,11 @@ fn render_inputs(
 mod tests {
     use super::*;
 
-    fn sized(bytes: usize) -> Assignment {
+    fn sized(bytes: usize) -> Assigned {
         let payload = format!("\"{}\"", "x".repeat(bytes));
-        Assignment {
-            task_id: "t".into(),
+        Assigned {
+            spec: crate::assign_frame::tests::spec(1, "c", &payload),
             attempt: 1,
-            capability: "c".into(),
-            payload: RawValue::from_string(payload).unwrap(),
-            priority: 5,
-            timeout_ms: 1_000,
             inputs: None,
             failed_inputs: Vec::new(),
         }

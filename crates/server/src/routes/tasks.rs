@@ -113,21 +113,20 @@ pub async fn create(
     who: Option<Extension<Principal>>,
     client: Client,
     ApiJson(new): ApiJson<NewTask>,
-) -> Result<(StatusCode, TaskJson), ApiError> {
+) -> Result<Response, ApiError> {
     let _admitted = state.admission.admit(1)?;
     let by = who.as_ref().map(|w| &w.name);
     let spec = views::spec_from_new(new, state.clock.now(), &state.config.limits, None, by)?;
-    let view = spec.clone();
+    // Written now, so that the spec goes to the scheduler without a copy kept for the answer.
+    let accepted = crate::task_view::Accepted::of(&spec);
     let outcome = submit(&state, vec![spec], false).await?;
     state.wrote(&client);
     let submitted = &outcome[0];
     if submitted.existing {
-        Ok((StatusCode::OK, TaskJson(fetch(&state, submitted.id).await?)))
+        Ok((StatusCode::OK, TaskJson(fetch(&state, submitted.id).await?)).into_response())
     } else {
-        Ok((
-            StatusCode::CREATED,
-            TaskJson(views::new_task(&view, submitted.status)),
-        ))
+        let body = accepted.with_status(submitted.status);
+        Ok((StatusCode::CREATED, json_body(Bytes::from(body))).into_response())
     }
 }
 

@@ -1,0 +1,195 @@
+//! Assignments as the hub sends them: [`Assigned`], the task's spec itself with the attempt and
+//! its inputs, and the `assign` frame written straight from it. Building the protocol's
+//! [`Assignment`] for each task copied the payload and parsed it again (`views::raw`), and made
+//! strings of its id and capability, about 2,000 instructions a task (BENCHMARKS.md, "One
+//! payload from the request to the frame"). The JSON bytes are serde's of
+//! [`HubMessage::Assign`]; the tests compare them. MessagePack, and the hub's in-process agents,
+//! still get an [`Assignment`] ([`Assigned::assignment`]).
+
+use std::sync::Arc;
+
+use hive_core::TaskSpec;
+use hive_proto::RawValue;
+use hive_proto::fast_json::Writer;
+use hive_proto::protocol::{Assignment, HubMessage};
+use uuid::fmt::Hyphenated;
+
+/// An attempt of a task, as it is sent to the agent that runs it.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub spec: Arc<TaskSpec>,
+    pub attempt: u32,
+    /// For a task with dependencies: its parents' results and errors, and the parents that
+    /// failed (see [`Assignment`]).
+    pub inputs: Option<Box<RawValue>>,
+    pub failed_inputs: Vec<String>,
+}
+
+impl Assigned {
+    /// The protocol's type, for what is not written here: MessagePack frames, in-process agents.
+    pub fn assignment(&self) -> Assignment {
+        Assignment {
+            task_id: self.spec.id.to_string(),
+            attempt: self.attempt,
+            capability: self.spec.capability.to_string(),
+            payload: crate::views::raw(&self.spec.payload),
+            priority: self.spec.priority,
+            timeout_ms: self.spec.timeout_ms,
+            inputs: self.inputs.clone(),
+            failed_inputs: self.failed_inputs.clone(),
+        }
+    }
+
+    /// About the bytes it takes in a frame.
+    pub fn size(&self) -> usize {
+        self.spec.payload.len() + self.inputs.as_ref().map_or(0, |i| i.get().len()) + 256
+    }
+}
+
+/// `tasks` as a [`HubMessage::Assign`]: JSON written here, MessagePack through serde.
+pub fn body(tasks: &[Assigned], encoding: hive_proto::codec::Encoding) -> Vec<u8> {
+    match encoding {
+        hive_proto::codec::Encoding::Json => json(tasks),
+        encoding => hive_proto::codec::hub_body(
+            &HubMessage::Assign {
+                tasks: tasks.iter().map(Assigned::assignment).collect(),
+            },
+            encoding,
+        ),
+    }
+}
+
+/// `{"type":"assign","tasks":[...]}`, as `serde_json::to_vec` of the [`HubMessage::Assign`] of
+/// the same tasks writes it.
+pub fn json(tasks: &[Assigned]) -> Vec<u8> {
+    let size: usize = tasks.iter().map(|t| t.size()).sum();
+    let mut out = Writer::with_capacity(32 + size);
+    out.bytes(br#"{"type":"assign","tasks":"#);
+    out.list(tasks, write);
+    out.bytes(b"}");
+    out.into_bytes()
+}
+
+fn write(out: &mut Writer, task: &Assigned) {
+    let Assigned {
+        spec,
+        attempt,
+        inputs,
+        failed_inputs,
+    } = task;
+    out.bytes(br#"{"task_id":"#);
+    out.string(
+        spec.id
+            .0
+            .hyphenated()
+            .encode_lower(&mut [0; Hyphenated::LENGTH]),
+    );
+    out.bytes(br#","attempt":"#);
+    out.number(*attempt);
+    out.bytes(br#","capability":"#);
+    out.string(spec.capability.as_str());
+    out.bytes(br#","payload":"#);
+    // JSON text validated when the task was accepted (or read back from the store, which holds
+    // only such text): written as it is, as serde writes a raw value.
+    out.bytes(spec.payload.as_bytes());
+    out.bytes(br#","priority":"#);
+    out.number(spec.priority);
+    out.bytes(br#","timeout_ms":"#);
+    out.number(spec.timeout_ms);
+    out.present(br#","inputs":"#, inputs.as_deref(), |out, raw| {
+        out.bytes(raw.get().as_bytes())
+    });
+    if !failed_inputs.is_empty() {
+        out.bytes(br#","failed_inputs":"#);
+        out.list(failed_inputs, |out, id| out.string(id));
+    }
+    out.bytes(b"}");
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use hive_core::{Backoff, Capability, OnParentFailure, TaskId, Timestamp};
+    use hive_proto::codec::Encoding;
+
+    use super::*;
+
+    /// A plain task `n` of `capability` carrying `payload`.
+    pub(crate) fn spec(n: u128, capability: &str, payload: &str) -> Arc<TaskSpec> {
+        Arc::new(TaskSpec {
+            id: TaskId(uuid::Uuid::from_u128(n)),
+            capability: Capability::parse(capability, "capability").unwrap(),
+            payload: payload.into(),
+            priority: 7,
+            max_attempts: 3,
+            timeout_ms: 12_345,
+            backoff: Backoff::default(),
+            idempotency_key: None,
+            depends_on: Vec::new(),
+            on_parent_failure: OnParentFailure::Fail,
+            consensus: None,
+            created_at: Timestamp(1),
+            submitted_by: None,
+            features: None,
+        })
+    }
+
+    fn tasks() -> Vec<Assigned> {
+        vec![
+            Assigned {
+                spec: spec(1, "echo", r#"{"n":1,"text":"a \"quoted\" é"}"#),
+                attempt: 1,
+                inputs: None,
+                failed_inputs: Vec::new(),
+            },
+            Assigned {
+                spec: spec(u128::MAX - 3, "a.b:c/d-e_f", "null"),
+                attempt: 3,
+                inputs: Some(
+                    RawValue::from_string(format!(
+                        r#"{{"{}":{{"ok":[1,2]}},"{}":{{"status":"failed","error":"x"}}}}"#,
+                        TaskId(uuid::Uuid::from_u128(5)),
+                        TaskId(uuid::Uuid::from_u128(6))
+                    ))
+                    .unwrap(),
+                ),
+                failed_inputs: vec![TaskId(uuid::Uuid::from_u128(6)).to_string()],
+            },
+            Assigned {
+                spec: spec(9, "echo", r#"[1, 2.5e3, "\u00e9", {}]"#),
+                attempt: 100,
+                inputs: None,
+                failed_inputs: Vec::new(),
+            },
+        ]
+    }
+
+    fn serdes(tasks: &[Assigned]) -> HubMessage {
+        HubMessage::Assign {
+            tasks: tasks.iter().map(Assigned::assignment).collect(),
+        }
+    }
+
+    #[test]
+    fn the_frame_is_serdes_bytes_of_the_assignments() {
+        let tasks = tasks();
+        let written = json(&tasks);
+        assert_eq!(
+            String::from_utf8(written.clone()).unwrap(),
+            String::from_utf8(serde_json::to_vec(&serdes(&tasks)).unwrap()).unwrap()
+        );
+        assert_eq!(body(&tasks, Encoding::Json), written);
+        for one in &tasks {
+            let alone = std::slice::from_ref(one);
+            assert_eq!(json(alone), serde_json::to_vec(&serdes(alone)).unwrap());
+        }
+    }
+
+    #[test]
+    fn messagepack_goes_through_the_protocols_type() {
+        let tasks = tasks();
+        assert_eq!(
+            body(&tasks, Encoding::Msgpack),
+            hive_proto::codec::hub_body(&serdes(&tasks), Encoding::Msgpack)
+        );
+    }
+}
