@@ -351,9 +351,10 @@ fn report(
     };
     let mut refused = None;
     let report = if result.ok {
+        // The frame's own text, taken over rather than copied.
         let output = result
             .output
-            .map(|o| o.get().to_string())
+            .map(|o| String::from(Box::<str>::from(o)))
             .unwrap_or_else(|| "null".into());
         match limits.check_output(&output) {
             Ok(()) => Report::Success { output },

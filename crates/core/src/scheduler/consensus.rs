@@ -290,7 +290,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         }
     }
 
-    fn unqueue_ballot(&mut self, capability: &Capability, key: QueueKey) {
+    pub(super) fn unqueue_ballot(&mut self, capability: &Capability, key: QueueKey) {
         if let Some(queue) = self.ballot_queue.get_mut(capability) {
             queue.remove(&key);
             if queue.is_empty() {

@@ -75,7 +75,9 @@ impl<P: RoutingPolicy> Scheduler<P> {
     /// With none (or all of them draining) it goes too, or the graph would wait here for ever;
     /// the tasks waiting on it here, and on them, are parked ([`Change::TaskParked`]), to be
     /// taken over by a hub once their parents ended, as a child submitted behind a parent
-    /// another hub holds is. Consensus tasks never queue here (their replicas do), so they stay.
+    /// another hub holds is. A consensus task waiting for replicas goes the same way when no
+    /// agent here serves its capability and none of its replicas ever started (a started one's
+    /// votes and leases live in this hub's memory): the hub that claims it asks for all of them.
     pub fn release_excess(&mut self) -> Released {
         let mut released = Released::default();
         let capabilities: Vec<Capability> = self
@@ -85,17 +87,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             .map(|(c, _)| c.clone())
             .collect();
         for capability in capabilities {
-            let keep: usize = self
-                .agents_by_capability
-                .get(&capability)
-                .map_or(0, |agents| {
-                    agents
-                        .iter()
-                        .map(|(id, _)| &self.agents[id])
-                        .filter(|a| a.connected && !a.draining)
-                        .map(|a| a.spec.slots as usize)
-                        .sum()
-                });
+            let keep = self.slots_here(&capability);
             let queue = &self.queues[&capability];
             if queue.len() <= keep {
                 continue;
@@ -109,31 +101,75 @@ impl<P: RoutingPolicy> Scheduler<P> {
                 .copied()
                 .collect();
             for key in chosen {
-                let id = key.1;
                 self.queues
                     .get_mut(&capability)
                     .expect("queue of a capability")
                     .remove(&key);
-                let task = self.tasks.remove(&id).expect("queued task is active");
-                debug_assert!(matches!(task.phase, Phase::Ready { .. }));
                 count_queued(&mut self.queued, &capability, true, false);
-                self.payload_bytes -= task.spec.payload.len();
-                if let Some(inputs) = self.inputs.remove(&id) {
-                    self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
-                }
-                self.changes.push(Change::TaskReleased {
-                    task: id,
-                    capability: capability.clone(),
-                    priority: task.spec.priority,
-                    created_at: task.spec.created_at,
-                    rank: key.0,
-                });
-                released.tasks += 1;
-                self.park_waiting_on(id, &mut released.parked);
+                debug_assert!(matches!(self.tasks[&key.1].phase, Phase::Ready { .. }));
+                self.release(key, &capability, &mut released);
+            }
+            self.forget_if_unused(&capability);
+        }
+        let ballots: Vec<Capability> = self
+            .ballot_queue
+            .keys()
+            .filter(|capability| self.slots_here(capability) == 0)
+            .cloned()
+            .collect();
+        for capability in ballots {
+            let unstarted: Vec<_> = self.ballot_queue[&capability]
+                .iter()
+                .filter(|(_, id)| self.ballots[id].started == 0)
+                .copied()
+                .collect();
+            for key in unstarted {
+                self.unqueue_ballot(&capability, key);
+                self.ballots.remove(&key.1);
+                self.release(key, &capability, &mut released);
             }
             self.forget_if_unused(&capability);
         }
         released
+    }
+
+    /// Slots of the connected, undrained agents here that serve `capability`.
+    fn slots_here(&self, capability: &Capability) -> usize {
+        self.agents_by_capability
+            .get(capability)
+            .map_or(0, |agents| {
+                agents
+                    .iter()
+                    .map(|(id, _)| &self.agents[id])
+                    .filter(|a| a.connected && !a.draining)
+                    .map(|a| a.spec.slots as usize)
+                    .sum()
+            })
+    }
+
+    /// Hands a task taken out of its queue (`key`: its place there) to the pool, and parks what
+    /// waits on it here.
+    fn release(
+        &mut self,
+        key: crate::queue::QueueKey,
+        capability: &Capability,
+        released: &mut Released,
+    ) {
+        let id = key.1;
+        let task = self.tasks.remove(&id).expect("queued task is active");
+        self.payload_bytes -= task.spec.payload.len();
+        if let Some(inputs) = self.inputs.remove(&id) {
+            self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
+        }
+        self.changes.push(Change::TaskReleased {
+            task: id,
+            capability: capability.clone(),
+            priority: task.spec.priority,
+            created_at: task.spec.created_at,
+            rank: key.0,
+        });
+        released.tasks += 1;
+        self.park_waiting_on(id, &mut released.parked);
     }
 
     /// Parks the tasks waiting here on `parent` (which left this hub's memory), and those
@@ -295,6 +331,35 @@ mod tests {
         assert_eq!(s.release_excess(), Released::default());
         assert_eq!(s.active_status(task_id(1)), Some(TaskStatus::Queued));
         assert_eq!(s.active_status(task_id(4)), Some(TaskStatus::Waiting));
+        check(&s);
+    }
+
+    #[test]
+    fn a_consensus_task_no_agent_here_serves_is_released_until_a_replica_started() {
+        let mut s = scheduler();
+        let now = Timestamp(1_000);
+        let voted = |n| {
+            let mut spec = task(n, 0);
+            spec.consensus = crate::ConsensusSpec::from_fields(Some(3), Some(2), None)
+                .unwrap()
+                .map(Box::new);
+            spec
+        };
+        s.submit(voted(1), now, &mut none).unwrap();
+        s.take_changes();
+        let out = s.release_excess();
+        assert_eq!(out.tasks, 1);
+        assert_eq!(released(&s.take_changes()), vec![task_id(1)]);
+        assert_eq!(s.active_status(task_id(1)), None);
+        assert!(s.queue_depths().is_empty());
+        check(&s);
+        // With a replica started here, it stays, though its agent drains.
+        s.register_agent(agent_id(1), agent_spec(&[("echo", 1.0)], 1), now);
+        s.submit(voted(2), now, &mut none).unwrap();
+        s.drain(agent_id(1)).unwrap();
+        s.take_changes();
+        assert_eq!(s.release_excess(), Released::default());
+        assert_eq!(s.active_status(task_id(2)), Some(TaskStatus::Running));
         check(&s);
     }
 

@@ -265,6 +265,34 @@ async fn a_graph_whose_root_no_agent_here_serves_runs_on_a_peer() {
     }
 }
 
+/// A consensus task submitted to a hub with no agent for it goes to the pool whole, and the
+/// hub whose agents claim it runs its replicas and decides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consensus_task_runs_on_the_agents_of_another_hub() {
+    let Some(database) = ScratchSchema::for_test("a_consensus_task_runs") else {
+        return;
+    };
+    let a = hub_named(&database, "a").await;
+    let b = hub_named(&database, "b").await;
+    let _voters: Vec<_> = ["v1", "v2", "v3"]
+        .into_iter()
+        .map(|name| {
+            spawn_named_worker(&b.url, name, &["vote"], |_: Assignment| async move {
+                Outcome::json(&json!({"answer": 42}))
+            })
+        })
+        .collect();
+    let voted = NewTask {
+        replicas: Some(3),
+        quorum: Some(2),
+        ..task("vote", 1)
+    };
+    let submitted = a.client.submit(&voted).await.unwrap();
+    let done = finished(&a.client, &submitted.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(done.result.unwrap().get(), r#"{"answer":42}"#);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_hub_starts_nothing_new_and_hands_its_queue_to_the_others() {
     let Some(database) = ScratchSchema::for_test("a_draining_hub") else {
