@@ -5,7 +5,9 @@
 //!   accepted, answered `503` with `Retry-After` in one write, and closed, so clients learn at once
 //!   instead of timing out; the hub keeps file descriptors in reserve for that, for its store and
 //!   for its workers' command pipes ([`raise_fd_limit`]). On a TLS port the refusal follows the
-//!   handshake (a plain answer would only fail it), within the same second.
+//!   handshake (a plain answer would only fail it), within the same second. `GET /healthz` is
+//!   answered `200` there instead: the process is up, and a liveness probe that failed because
+//!   the hub is busy would have an orchestrator restart it, which makes overload worse.
 //! - **Request headers must arrive within `header_read_timeout`** (hyper's timer): a slowloris
 //!   client sending a byte a second, or an idle keep-alive connection, is closed.
 //! - **A write must make progress within `write_stall_timeout`**: a client that stops reading
@@ -86,6 +88,12 @@ pub fn raise_fd_limit() -> usize {
 
 /// The answer to a connection over the bound: whole, so one write sends it.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 95\r\n\r\n{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the hub serves all the connections it can\"}}";
+
+/// `/healthz`'s answer over the connection bound (its body as the route's).
+const ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}";
+
+/// How long a connection over the bound may take to send its request line before it is refused.
+const PROBE_WAIT: Duration = Duration::from_millis(200);
 
 /// Serves `app` on `listener` until `shutdown` turns true.
 pub async fn serve(
@@ -222,7 +230,20 @@ async fn refuse(stream: TcpStream, tls: Option<TlsAcceptor>) {
 
 async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> io::Result<()> {
     use tokio::io::AsyncReadExt;
-    stream.write_all(REFUSAL).await?;
+    // The request line says whether this is a liveness probe. An HTTP client speaks first, at
+    // once; one that has sent nothing within a moment is refused all the same.
+    let mut head = [0u8; 64];
+    let read = tokio::time::timeout(PROBE_WAIT, stream.read(&mut head)).await;
+    let head = match read {
+        Ok(read) => &head[..read?],
+        Err(_) => &[][..],
+    };
+    let probe = [&b"GET /healthz "[..], b"GET /healthz?", b"HEAD /healthz "]
+        .iter()
+        .any(|start| head.starts_with(start));
+    stream
+        .write_all(if probe { ALIVE } else { REFUSAL })
+        .await?;
     stream.shutdown().await?;
     let mut sink = [0u8; 4096];
     while stream.read(&mut sink).await? > 0 {}
@@ -311,9 +332,9 @@ impl AsyncWrite for Counted {
 mod tests {
     use super::REFUSAL;
 
-    #[test]
-    fn the_refusal_is_a_whole_response_with_the_length_it_says() {
-        let text = std::str::from_utf8(REFUSAL).unwrap();
+    /// The body of a canned answer, checked against the length it says.
+    fn body(answer: &[u8]) -> serde_json::Value {
+        let text = std::str::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let length: usize = head
             .lines()
@@ -322,7 +343,17 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(body.len(), length);
-        let json: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(json["error"]["code"], "too_many_connections");
+        serde_json::from_str(body).unwrap()
+    }
+
+    #[test]
+    fn the_refusal_and_the_probes_answer_are_whole_responses_with_the_length_they_say() {
+        assert_eq!(body(REFUSAL)["error"]["code"], "too_many_connections");
+        let alive = body(super::ALIVE);
+        let route = serde_json::to_value(hive_proto::api::Health {
+            status: hive_proto::api::HealthStatus::Ok,
+        })
+        .unwrap();
+        assert_eq!(alive, route, "the same body as the route's");
     }
 }

@@ -26,6 +26,19 @@ async fn a_connection_over_the_bound_is_answered_503_and_room_returns_when_one_c
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1"), "{answer}");
     assert!(answer.contains("too_many_connections"), "{answer}");
+    // A liveness probe learns the process is up, however busy; other requests are refused.
+    for (request, status) in [
+        ("GET /healthz HTTP/1.1", "HTTP/1.1 200"),
+        ("GET /readyz HTTP/1.1", "HTTP/1.1 503"),
+        ("GET /api/v1/status HTTP/1.1", "HTTP/1.1 503"),
+    ] {
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        over.write_all(format!("{request}\r\nhost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = read_all(&mut over).await;
+        assert!(answer.starts_with(status), "{request}: {answer}");
+    }
 
     drop(first);
     eventually(
