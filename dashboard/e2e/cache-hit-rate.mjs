@@ -1,11 +1,12 @@
 // A measurement, run by hand (not in CI): the query cache's hit rate on the dashboard's own read
-// mix, with the dashboard open in a real browser on a busy hub. Starts `hive serve` (SQLite) and
+// mix, with the dashboard open in a real browser on a busy hub. Starts `hive serve` (SQLite, or
+// PostgreSQL with STORE=postgres://...: an empty database of its own) and
 // `hive worker --exec cat`, keeps submitting batches of tasks from another loopback address (a
 // client other than the browser, as on a real hub), opens the dashboard in Chromium and goes
 // through its views as a user would, then prints the API reads the page made and
 // `hive_query_cache_lookups_total` before and after.
 //
-//   HIVE_BIN=target/release/hive node e2e/cache-hit-rate.mjs   # RATE (tasks/s, 500), SECONDS (20 per view)
+//   HIVE_BIN=target/release/hive node e2e/cache-hit-rate.mjs   # RATE (tasks/s, 500), SECONDS (20 per view), STORE
 import { spawn } from "node:child_process";
 import { request } from "node:http";
 import { mkdtempSync } from "node:fs";
@@ -67,7 +68,8 @@ const port = await freePort();
 const url = `http://127.0.0.1:${port}`;
 let browser;
 try {
-  run(["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", join(dir, "data")]);
+  const store = process.env.STORE ? ["--store", process.env.STORE] : [];
+  run(["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", join(dir, "data"), ...store]);
   for (let i = 0; ; i++) {
     if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) break;
     if (i > 300) throw new Error("the hub did not start");
