@@ -126,8 +126,26 @@ async fn three_hubs_lose_nothing_when_one_is_killed_with_9() {
 /// 0; every acknowledged task finishes exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_stopped_with_sigterm_mid_run_hands_its_work_on_and_loses_nothing() {
+    one_of_two_stops("a_hub_stopped_with_sigterm", Stop::Term).await;
+}
+
+/// A hub killed with -9 mid-run and not started again: once its lease ends the other hub takes
+/// its tasks over (those its worker ran are retried, fenced by attempt); every acknowledged
+/// task finishes exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_for_good_has_its_tasks_taken_over_by_the_other() {
+    one_of_two_stops("a_hub_killed_for_good", Stop::Kill).await;
+}
+
+enum Stop {
+    Term,
+    Kill,
+}
+
+/// Two hubs, a worker on each, submissions to both; the first hub stops a third of the way in.
+async fn one_of_two_stops(test: &str, how: Stop) {
     const TOTAL: usize = 4_000;
-    let Some(database) = ScratchSchema::for_test("a_hub_stopped_with_sigterm") else {
+    let Some(database) = ScratchSchema::for_test(test) else {
         return;
     };
     let url = database.url().to_string();
@@ -164,11 +182,14 @@ async fn a_hub_stopped_with_sigterm_mid_run_hands_its_work_on_and_loses_nothing(
     while acked.lock().unwrap().len() < TOTAL / 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let stopped = hubs.remove(0);
-    assert!(
-        stopped.terminate().await.success(),
-        "the stopped hub exits 0"
-    );
+    let mut stopped = hubs.remove(0);
+    match how {
+        Stop::Term => assert!(
+            stopped.terminate().await.success(),
+            "the stopped hub exits 0"
+        ),
+        Stop::Kill => stopped.kill_9().await,
+    }
     for submitter in submitters {
         submitter.await.unwrap();
     }
