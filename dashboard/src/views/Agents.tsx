@@ -33,7 +33,7 @@ function predictions(agent: Agent): string {
 export function Agents({ changes, history }: { changes: number; history: MetricsSnapshot[] }) {
   const model = hasModel(history);
   // Slots in use change without an agent event: polled too.
-  const { data, error } = usePoll(api.agents, String(changes), 3000);
+  const { data, error } = usePoll(api.agents, "agents", 3000, changes);
   const agents = data ?? [];
   const [shareHistory, setShareHistory] = useState<shares.ShareSample[]>([]);
   useEffect(() => {

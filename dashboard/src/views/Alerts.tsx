@@ -4,7 +4,7 @@ import { usePoll } from "../usePoll";
 
 export function Alerts({ changes }: { changes: number }) {
   // Pending alerts change without an event: polled too.
-  const { data, error } = usePoll(api.alerts, String(changes), 5000);
+  const { data, error } = usePoll(api.alerts, "alerts", 5000, changes);
   const active = data?.active ?? [];
   const recent = data?.recent ?? [];
   return (

@@ -9,15 +9,16 @@ import { usePoll } from "../usePoll";
 
 const STATUSES = ["", ...TASK_STATUSES];
 
-function Detail({ id, onClose }: { id: string; onClose: () => void }) {
+function Detail({ id, changes, onClose }: { id: string; changes: number; onClose: () => void }) {
   const [task, setTask] = useState<Task | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [live, setLive] = useState<LiveProgress | null>(null);
-  const load = () => api.task(id).then(setTask, (e: Error) => setError(e.message));
+  // Reloaded as task events arrive, coalesced like the list's (it was once per event frame).
+  const loaded = usePoll(() => api.task(id), id, undefined, changes);
   useEffect(() => {
-    load();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [id]);
+    if (loaded.data) setTask(loaded.data);
+  }, [loaded.data]);
+  useEffect(() => setError(loaded.error), [loaded.error]);
   useEffect(() => watch(id, setLive), [id]);
   const cancel = () => api.cancel(id).then(setTask, (e: Error) => setError(e.message));
   return (
@@ -134,7 +135,7 @@ function Votes({ task }: { task: Task }) {
 export function Tasks({ changes }: { changes: number }) {
   const [filter, setFilter] = useState<api.TaskFilter>({});
   const [open, setOpen] = useState<string | null>(null);
-  const { data, error } = usePoll(() => api.tasks(filter), JSON.stringify([filter, changes]));
+  const { data, error } = usePoll(() => api.tasks(filter), JSON.stringify(filter), undefined, changes);
   const tasks = data?.items ?? [];
   return (
     <div className="tasks">
@@ -183,7 +184,7 @@ export function Tasks({ changes }: { changes: number }) {
           ))}
         </tbody>
       </table>
-      {open && <Detail key={`${open}-${changes}`} id={open} onClose={() => setOpen(null)} />}
+      {open && <Detail key={open} id={open} changes={changes} onClose={() => setOpen(null)} />}
     </div>
   );
 }
