@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hive_client::worker::{Outcome, run_worker};
+use hive_client::worker::{Outcome, WorkerError, WorkerExit, run_worker};
 use hive_client::{HubClient, WorkerOptions};
 use hive_proto::RawValue;
 use hive_proto::api::NewTask;
@@ -42,6 +42,33 @@ async fn start(url: &str, port: u16, name: &str, dir: &std::path::Path) -> HubPr
     .await
 }
 
+type Worker = tokio::task::JoinHandle<Result<WorkerExit, WorkerError>>;
+
+/// A worker of 16 slots on each hub, each task answered with its payload after `each`,
+/// until `stop`.
+fn spread_workers(urls: &[String], stop: &Arc<AtomicBool>, each: Duration) -> Vec<Worker> {
+    urls.iter()
+        .map(|url| {
+            let stop = stop.clone();
+            let options = WorkerOptions {
+                max_reconnect_delay: Duration::from_millis(200),
+                ..WorkerOptions::new(url, &["spread"], 16)
+            };
+            let executor = Arc::new(move |task: Assignment| async move {
+                if !each.is_zero() {
+                    tokio::time::sleep(each).await;
+                }
+                Outcome::Success(task.payload)
+            });
+            tokio::spawn(run_worker(options, executor, async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hubs_lose_nothing_when_one_is_killed_with_9() {
     let Some(database) = ScratchSchema::for_test("three_hubs_lose_nothing") else {
@@ -57,20 +84,7 @@ async fn three_hubs_lose_nothing_when_one_is_killed_with_9() {
     let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for url in &urls {
-        let stop = stop.clone();
-        let options = WorkerOptions {
-            max_reconnect_delay: Duration::from_millis(200),
-            ..WorkerOptions::new(url, &["spread"], 16)
-        };
-        let executor = Arc::new(|task: Assignment| async move { Outcome::Success(task.payload) });
-        workers.push(tokio::spawn(run_worker(options, executor, async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })));
-    }
+    let workers = spread_workers(&urls, &stop, Duration::ZERO);
 
     let acked = Acked::default();
     let submitters: Vec<_> = urls
@@ -156,24 +170,8 @@ async fn one_of_two_stops(test: &str, how: Stop) {
     }
     let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for url in &urls {
-        let stop = stop.clone();
-        let options = WorkerOptions {
-            max_reconnect_delay: Duration::from_millis(200),
-            ..WorkerOptions::new(url, &["spread"], 16)
-        };
-        // Each task takes a moment, so that some run when the stop comes.
-        let executor = Arc::new(|task: Assignment| async move {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            Outcome::Success(task.payload)
-        });
-        workers.push(tokio::spawn(run_worker(options, executor, async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })));
-    }
+    // Each task takes a moment, so that some run when the stop comes.
+    let workers = spread_workers(&urls, &stop, Duration::from_millis(2));
     let acked = Acked::default();
     let submitters: Vec<_> = urls
         .iter()
