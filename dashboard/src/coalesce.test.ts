@@ -28,31 +28,54 @@ function setup(gapMs: number) {
     gapMs,
     clock,
   );
+  // Lets the promise callbacks queued so far run (a load starts, and is taken back, on them).
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+  };
+  const ask = async () => {
+    coalescer.request();
+    await settle();
+  };
   const advance = async (ms: number) => {
     now += ms;
     const due = timers.filter((t) => t.at <= now);
     timers = timers.filter((t) => t.at > now);
     due.forEach((t) => t.run());
-    await Promise.resolve();
+    await settle();
   };
   const answer = async () => {
     pending.shift()?.();
-    // Let the load's `then` run.
-    await Promise.resolve();
-    await Promise.resolve();
+    await settle();
   };
-  return { coalescer, advance, answer, started: () => started, timers: () => timers.length };
+  return { coalescer, ask, advance, answer, started: () => started, timers: () => timers.length };
 }
 
 describe("coalesced reloads", () => {
+  it("takes a load that throws at once as a failed load and goes on", async () => {
+    let calls = 0;
+    const t = new Coalescer(() => {
+      calls++;
+      throw new Error("no network");
+    }, 0);
+    const settle = async () => {
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+    };
+    t.request();
+    await settle();
+    t.request();
+    await settle();
+    expect(calls).toBe(2);
+    t.stop();
+  });
+
   it("loads at once, then at most once a gap however often asked, and the last ask is loaded", async () => {
     const t = setup(500);
-    t.coalescer.request();
+    await t.ask();
     expect(t.started()).toBe(1);
     await t.answer();
     // Thirty changes in one second (an event frame every 33 ms).
     for (let i = 0; i < 30; i++) {
-      t.coalescer.request();
+      await t.ask();
       await t.advance(33);
       await t.answer();
     }
@@ -67,10 +90,10 @@ describe("coalesced reloads", () => {
 
   it("never runs two loads at once, and loads again after a slow one when asked meanwhile", async () => {
     const t = setup(100);
-    t.coalescer.request();
+    await t.ask();
     await t.advance(1_000);
-    t.coalescer.request();
-    t.coalescer.request();
+    await t.ask();
+    await t.ask();
     await t.advance(1_000);
     expect(t.started()).toBe(1);
     await t.answer();
@@ -81,7 +104,7 @@ describe("coalesced reloads", () => {
 
   it("starts nothing once stopped", async () => {
     const t = setup(500);
-    t.coalescer.request();
+    await t.ask();
     await t.answer();
     t.coalescer.request();
     t.coalescer.stop();

@@ -59,6 +59,9 @@ export class Coalescer {
       this.running = false;
       this.pump();
     };
-    this.load().then(done, done);
+    // A load that throws at once is a failed load, not a coalescer stuck running.
+    Promise.resolve()
+      .then(() => this.load())
+      .then(done, done);
   }
 }

@@ -181,7 +181,9 @@ pub struct BatchCreated {
 }
 
 // The hub writes a task through `crate::fast_json::task`, which names every field: a field
-// added here does not compile until it is written there too.
+// added here does not compile until it is written there too. The answer to `POST /tasks` is
+// written from the spec by `hive_server::task_view`, checked against this type's bytes by its
+// tests: a field added here must be added there as well.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     pub id: String,

@@ -46,7 +46,8 @@ pub enum ApiError {
     /// request was being committed (several hubs): nothing of the request was kept.
     #[error(
         "a task submitted to another hub took the idempotency key {key:?} while this request was \
-         being committed; nothing of this request was kept: submit it again to get that task"
+         being committed; nothing of this request was kept: submit it again after Retry-After to \
+         get that task"
     )]
     KeyTaken { field: String, key: String },
     #[error("{message}")]
@@ -147,7 +148,9 @@ impl ApiError {
             | ApiError::Overloaded { retry_after_s, .. }
             | ApiError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             // Not `ShuttingDown`: a request cut off by the stop may have been committed.
-            ApiError::Store(_) => Some(1),
+            // A key taken meanwhile: the hub refuses submits while it rebuilds (a quarter of a
+            // second), then the same request finds the other hub's task.
+            ApiError::Store(_) | ApiError::KeyTaken { .. } => Some(1),
             _ => None,
         }
     }

@@ -156,11 +156,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
         released: &mut Released,
     ) {
         let id = key.1;
-        let task = self.tasks.remove(&id).expect("queued task is active");
-        self.payload_bytes -= task.spec.payload.len();
-        if let Some(inputs) = self.inputs.remove(&id) {
-            self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
-        }
+        let task = self.forget_unstarted(id);
         self.changes.push(Change::TaskReleased {
             task: id,
             capability: capability.clone(),
@@ -170,6 +166,17 @@ impl<P: RoutingPolicy> Scheduler<P> {
         });
         released.tasks += 1;
         self.park_waiting_on(id, &mut released.parked);
+    }
+
+    /// Takes an active task that runs nowhere out of memory, with its payload's and its
+    /// inputs' bytes; its queue entries, dependents and ballot are the caller's.
+    fn forget_unstarted(&mut self, id: TaskId) -> Box<super::ActiveTask> {
+        let task = self.tasks.remove(&id).expect("an active task");
+        self.payload_bytes -= task.spec.payload.len();
+        if let Some(inputs) = self.inputs.remove(&id) {
+            self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
+        }
+        task
     }
 
     /// Parks the tasks waiting here on `parent` (which left this hub's memory), and those
@@ -187,11 +194,7 @@ impl<P: RoutingPolicy> Scheduler<P> {
             {
                 continue;
             }
-            let task = self.tasks.remove(&child).expect("checked above");
-            self.payload_bytes -= task.spec.payload.len();
-            if let Some(inputs) = self.inputs.remove(&child) {
-                self.payload_bytes -= inputs.iter().map(|(_, e)| e.text_len()).sum::<usize>();
-            }
+            let task = self.forget_unstarted(child);
             self.pending_deps.remove(&child);
             let parents = super::distinct(&task.spec.depends_on);
             for other in &parents {

@@ -200,7 +200,14 @@ impl Actor {
         let (setup, reader) = (self.setup.clone(), self.reader.clone());
         let answer = self.reloads.sender.clone();
         tokio::task::spawn_blocking(move || {
-            let outcome = setup.load(&*reader, now);
+            // A load that panics answers too: the actor, waiting for it, would take no command
+            // again. The failure is retried like a store that cannot be read.
+            let load = std::panic::AssertUnwindSafe(|| setup.load(&*reader, now));
+            let outcome = std::panic::catch_unwind(load).unwrap_or_else(|_| {
+                Err(StoreError::Corrupt(
+                    "loading the scheduler from the store panicked".into(),
+                ))
+            });
             let _ = answer.send(Reloaded { id, outcome });
         });
     }
