@@ -11,7 +11,6 @@ use hive_core::{AgentSnapshot, AgentSpec, Capability, CapabilityStats, RoutingVi
 use hive_neural::Weights;
 use hive_proto::api;
 use hive_proto::fast_json::Writer;
-use uuid::fmt::Hyphenated;
 
 use crate::views::agent_state;
 
@@ -59,7 +58,7 @@ fn write(out: &mut Writer, snapshot: &AgentSnapshot, model: Option<&Weights>) {
         slots,
     } = &**spec;
     out.bytes(br#"{"id":"#);
-    out.string(id.0.hyphenated().encode_lower(&mut [0; Hyphenated::LENGTH]));
+    crate::views::write_id(out, &id.0);
     out.bytes(br#","name":"#);
     out.string(name);
     out.bytes(br#","state":"#);

@@ -12,7 +12,6 @@ use hive_core::TaskSpec;
 use hive_proto::RawValue;
 use hive_proto::fast_json::Writer;
 use hive_proto::protocol::{Assignment, HubMessage};
-use uuid::fmt::Hyphenated;
 
 /// An attempt of a task, as it is sent to the agent that runs it.
 #[derive(Debug, Clone)]
@@ -78,12 +77,7 @@ fn write(out: &mut Writer, task: &Assigned) {
         failed_inputs,
     } = task;
     out.bytes(br#"{"task_id":"#);
-    out.string(
-        spec.id
-            .0
-            .hyphenated()
-            .encode_lower(&mut [0; Hyphenated::LENGTH]),
-    );
+    crate::views::write_id(out, &spec.id.0);
     out.bytes(br#","attempt":"#);
     out.number(*attempt);
     out.bytes(br#","capability":"#);

@@ -9,7 +9,6 @@
 use hive_core::{OnParentFailure, TaskSpec, TaskStatus};
 use hive_proto::api;
 use hive_proto::fast_json::Writer;
-use uuid::fmt::Hyphenated;
 
 use crate::views;
 
@@ -28,12 +27,7 @@ impl Accepted {
         }
         let mut out = Writer::with_capacity(320 + spec.payload.len());
         out.bytes(br#"{"id":"#);
-        out.string(
-            spec.id
-                .0
-                .hyphenated()
-                .encode_lower(&mut [0; Hyphenated::LENGTH]),
-        );
+        views::write_id(&mut out, &spec.id.0);
         out.bytes(br#","status":"#);
         let status_at = out.len();
         write_rest(&mut out, spec);
@@ -97,9 +91,7 @@ fn write_rest(out: &mut Writer, spec: &TaskSpec) {
         None => out.bytes(b"null"),
     }
     out.bytes(br#","depends_on":"#);
-    out.list(depends_on, |out, id| {
-        out.string(id.0.hyphenated().encode_lower(&mut [0; Hyphenated::LENGTH]))
-    });
+    out.list(depends_on, |out, id| views::write_id(out, &id.0));
     out.bytes(br#","on_parent_failure":"#);
     out.value(&match on_parent_failure {
         OnParentFailure::Run => api::OnParentFailure::Run,

@@ -29,6 +29,17 @@ pub fn task_status(status: TaskStatus) -> api::TaskStatus {
     }
 }
 
+/// An id as the API writes it: a lowercase hyphenated UUID in quotes (it needs no escaping).
+pub fn write_id(out: &mut hive_proto::fast_json::Writer, id: &Uuid) {
+    out.bytes(b"\"");
+    out.bytes(
+        id.hyphenated()
+            .encode_lower(&mut [0; uuid::fmt::Hyphenated::LENGTH])
+            .as_bytes(),
+    );
+    out.bytes(b"\"");
+}
+
 /// The wire's status as the domain's (a query's filter).
 pub fn domain_status(status: api::TaskStatus) -> TaskStatus {
     match status {
