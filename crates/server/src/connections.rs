@@ -93,3 +93,84 @@ impl Connections {
         self.senders.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain_frame() -> Outbound {
+        Outbound::Message(HubMessage::Drain)
+    }
+
+    fn broadcast() -> Outbound {
+        Outbound::Shared(crate::framer::SharedMessage::new(HubMessage::Resume))
+    }
+
+    #[test]
+    fn an_agent_whose_queue_fills_is_let_go_and_its_queue_closes_after_what_it_holds() {
+        let connections = Connections::default();
+        let agent = AgentId(uuid::Uuid::from_u128(1));
+        let (sender, mut queue) = outbound();
+        connections.insert(agent, sender);
+        for _ in 0..OUTBOUND_QUEUE {
+            assert!(connections.send(agent, drain_frame()));
+        }
+        // Full: a broadcast misses it and the agent stays; anything else lets it go.
+        assert!(!connections.send(agent, broadcast()));
+        assert!(
+            connections.lock().contains_key(&agent),
+            "kept after a broadcast"
+        );
+        assert!(!connections.send(agent, drain_frame()));
+        assert!(!connections.lock().contains_key(&agent), "let go");
+        assert!(
+            !connections.send(agent, drain_frame()),
+            "no longer connected"
+        );
+
+        // Its writer still gets what was queued, then the end of the queue.
+        let mut held = 0;
+        while let Ok(frame) = queue.try_recv() {
+            assert!(matches!(frame, Outbound::Message(HubMessage::Drain)));
+            held += 1;
+        }
+        assert_eq!(held, OUTBOUND_QUEUE);
+        assert!(matches!(
+            queue.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn closing_all_reaches_a_full_queue_too() {
+        let connections = Connections::default();
+        let (reading, full) = (
+            AgentId(uuid::Uuid::from_u128(1)),
+            AgentId(uuid::Uuid::from_u128(2)),
+        );
+        let (sender, mut reading_queue) = outbound();
+        connections.insert(reading, sender);
+        let (sender, mut full_queue) = outbound();
+        connections.insert(full, sender);
+        for _ in 0..OUTBOUND_QUEUE {
+            assert!(connections.send(full, drain_frame()));
+        }
+        connections.close_all();
+        assert!(matches!(
+            reading_queue.try_recv(),
+            Ok(Outbound::Close(None))
+        ));
+        // The full one cannot take a close: its sender is dropped, which ends its queue.
+        assert!(!connections.lock().contains_key(&full));
+        assert!(connections.lock().contains_key(&reading));
+        let mut held = 0;
+        while full_queue.try_recv().is_ok() {
+            held += 1;
+        }
+        assert_eq!(held, OUTBOUND_QUEUE);
+        assert!(matches!(
+            full_queue.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
+}

@@ -20,7 +20,7 @@ use crate::util::*;
 const TOTAL: usize = 20_000;
 const KILL_AFTER: usize = 8_000;
 
-fn new_task(n: usize) -> NewTask {
+pub(crate) fn new_task(n: usize) -> NewTask {
     NewTask {
         payload: Some(RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap()),
         timeout_ms: Some(2_000),
@@ -46,7 +46,11 @@ type Worker = tokio::task::JoinHandle<Result<WorkerExit, WorkerError>>;
 
 /// A worker of 16 slots on each hub, each task answered with its payload after `each`,
 /// until `stop`.
-fn spread_workers(urls: &[String], stop: &Arc<AtomicBool>, each: Duration) -> Vec<Worker> {
+pub(crate) fn spread_workers(
+    urls: &[String],
+    stop: &Arc<AtomicBool>,
+    each: Duration,
+) -> Vec<Worker> {
     urls.iter()
         .map(|url| {
             let stop = stop.clone();

@@ -7,6 +7,7 @@ mod follow;
 mod graphs;
 mod hubs;
 mod learning;
+mod replicas;
 mod survival;
 mod util;
 mod worker_stop;
