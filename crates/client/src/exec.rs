@@ -174,6 +174,7 @@ mod tests {
             payload: RawValue::from_string("null".into()).unwrap(),
             priority: 5,
             timeout_ms: 10_000,
+            deadline_ms: None,
             inputs: inputs.map(|text| RawValue::from_string(text).unwrap()),
             failed_inputs: failed.iter().map(|s| s.to_string()).collect(),
         }

@@ -526,6 +526,7 @@ async fn session<S: Future<Output = ()>>(
                             payload,
                             priority: 5,
                             timeout_ms: 30_000,
+                            deadline_ms: None,
                             inputs: None,
                             failed_inputs: Vec::new(),
                         };

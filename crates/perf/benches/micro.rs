@@ -189,6 +189,7 @@ fn lz4_assign_frame_of_16(bencher: divan::Bencher) {
             .unwrap(),
             priority: 5,
             timeout_ms: 30_000,
+            deadline_ms: Some(1_780_000_030_000),
             inputs: None,
             failed_inputs: Vec::new(),
         })

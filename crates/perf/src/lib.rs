@@ -137,6 +137,8 @@ pub fn codec_round_trip(frames: u64) -> usize {
                 .expect("JSON"),
                 priority: 5,
                 timeout_ms: 30_000,
+                // As a hub sends it.
+                deadline_ms: Some(1_780_000_030_000 + i),
                 inputs: None,
                 failed_inputs: Vec::new(),
             })

@@ -283,6 +283,7 @@ mod tests {
                 payload: RawValue::from_string(payload.into()).unwrap(),
                 priority: 5,
                 timeout_ms: 1000,
+                deadline_ms: None,
                 inputs: Some(RawValue::from_string(format!(r#"{{"p":{payload}}}"#)).unwrap()),
                 failed_inputs: vec!["q".into()],
             }],

@@ -110,6 +110,7 @@ impl Writer {
             payload,
             priority,
             timeout_ms,
+            deadline_ms,
             inputs,
             failed_inputs,
         } = task;
@@ -125,6 +126,10 @@ impl Writer {
         self.number(*priority);
         self.bytes(br#","timeout_ms":"#);
         self.number(*timeout_ms);
+        if let Some(deadline) = deadline_ms {
+            self.bytes(br#","deadline_ms":"#);
+            self.number(*deadline);
+        }
         self.present(br#","inputs":"#, inputs.as_deref(), Writer::raw);
         if !failed_inputs.is_empty() {
             self.bytes(br#","failed_inputs":"#);
@@ -374,6 +379,7 @@ mod tests {
             payload: RawValue::from_string(payload.into()).unwrap(),
             priority: 9,
             timeout_ms: u64::MAX,
+            deadline_ms: Some(u64::MAX),
             inputs: None,
             failed_inputs: Vec::new(),
         }

@@ -154,6 +154,10 @@ pub struct Assignment {
     pub priority: u8,
     /// The attempt's lease: past this many milliseconds the hub gives the attempt up.
     pub timeout_ms: u64,
+    /// When the lease ends, by the hub's clock: milliseconds since the Unix epoch (the attempt's
+    /// start plus `timeout_ms`; the worker cannot see the start). Absent from hubs before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
     /// For a task with `depends_on`: each parent's id mapped to its result. A parent that
     /// failed or was cancelled (only a task with `on_parent_failure: "run"` runs after one) maps
     /// to `{"status": ..., "error": ...}` and is listed in `failed_inputs`.
@@ -714,6 +718,7 @@ mod tests {
                 payload: RawValue::from_string("[1,2]".into()).unwrap(),
                 priority: 5,
                 timeout_ms: 100,
+                deadline_ms: Some(1_780_000_000_100),
                 inputs: None,
                 failed_inputs: vec![],
             }],
@@ -772,11 +777,12 @@ mod tests {
                         payload: raw(r#"{"x":[1,"y"]}"#),
                         priority: 5,
                         timeout_ms: 100,
+                        deadline_ms: Some(1_780_000_000_100),
                         inputs: Some(raw(r#"{"p":null}"#)),
                         failed_inputs: vec!["p".into()],
                     }],
                 },
-                r#"{"type":"assign","tasks":[{"task_id":"t","attempt":1,"capability":"c","payload":{"x":[1,"y"]},"priority":5,"timeout_ms":100,"inputs":{"p":null},"failed_inputs":["p"]}]}"#,
+                r#"{"type":"assign","tasks":[{"task_id":"t","attempt":1,"capability":"c","payload":{"x":[1,"y"]},"priority":5,"timeout_ms":100,"deadline_ms":1780000000100,"inputs":{"p":null},"failed_inputs":["p"]}]}"#,
             ),
             (cancel(), r#"{"type":"cancel","task_id":"t","attempt":2}"#),
             (HubMessage::Drain, r#"{"type":"drain"}"#),

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use hive_core::TaskSpec;
+use hive_core::{TaskSpec, Timestamp};
 use hive_proto::RawValue;
 use hive_proto::fast_json::Writer;
 use hive_proto::protocol::{Assignment, HubMessage};
@@ -18,6 +18,8 @@ use hive_proto::protocol::{Assignment, HubMessage};
 pub struct Assigned {
     pub spec: Arc<TaskSpec>,
     pub attempt: u32,
+    /// When the attempt's lease ends (`deadline_ms`).
+    pub lease_until: Timestamp,
     /// For a task with dependencies: its parents' results and errors, and the parents that
     /// failed (see [`Assignment`]).
     pub inputs: Option<Box<RawValue>>,
@@ -34,6 +36,7 @@ impl Assigned {
             payload: crate::views::raw(&self.spec.payload),
             priority: self.spec.priority,
             timeout_ms: self.spec.timeout_ms,
+            deadline_ms: Some(self.lease_until.0),
             inputs: self.inputs.clone(),
             failed_inputs: self.failed_inputs.clone(),
         }
@@ -73,6 +76,7 @@ fn write(out: &mut Writer, task: &Assigned) {
     let Assigned {
         spec,
         attempt,
+        lease_until,
         inputs,
         failed_inputs,
     } = task;
@@ -90,6 +94,8 @@ fn write(out: &mut Writer, task: &Assigned) {
     out.number(spec.priority);
     out.bytes(br#","timeout_ms":"#);
     out.number(spec.timeout_ms);
+    out.bytes(br#","deadline_ms":"#);
+    out.number(lease_until.0);
     out.present(br#","inputs":"#, inputs.as_deref(), |out, raw| {
         out.bytes(raw.get().as_bytes())
     });
@@ -132,12 +138,14 @@ pub(crate) mod tests {
             Assigned {
                 spec: spec(1, "echo", r#"{"n":1,"text":"a \"quoted\" é"}"#),
                 attempt: 1,
+                lease_until: Timestamp(1_780_000_012_345),
                 inputs: None,
                 failed_inputs: Vec::new(),
             },
             Assigned {
                 spec: spec(u128::MAX - 3, "a.b:c/d-e_f", "null"),
                 attempt: 3,
+                lease_until: Timestamp(u64::MAX),
                 inputs: Some(
                     RawValue::from_string(format!(
                         r#"{{"{}":{{"ok":[1,2]}},"{}":{{"status":"failed","error":"x"}}}}"#,
@@ -151,6 +159,7 @@ pub(crate) mod tests {
             Assigned {
                 spec: spec(9, "echo", r#"[1, 2.5e3, "\u00e9", {}]"#),
                 attempt: 100,
+                lease_until: Timestamp(0),
                 inputs: None,
                 failed_inputs: Vec::new(),
             },

@@ -72,6 +72,9 @@ class Job:
     #: Parents' results by id (tasks with `depends_on`); a failed parent maps to its error.
     inputs: dict[str, Any] = field(default_factory=dict)
     failed_inputs: list[str] = field(default_factory=list)
+    #: When the lease ends by the hub's clock (seconds since the epoch, as `time.time()`); None
+    #: from a hub that does not say. Counting `timeout_ms` from now needs no agreeing clocks.
+    deadline: float | None = None
     _send: Callable[[dict[str, Any]], None] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _fraction: float | None = None
@@ -158,6 +161,12 @@ async def _call(handler: Callable[[Any], Any], argument: Any) -> Any:
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+def _deadline(task: dict[str, Any]) -> float | None:
+    """The assignment's `deadline_ms` as seconds since the epoch, or None without one."""
+    ms = task.get("deadline_ms")
+    return ms / 1000 if isinstance(ms, int) else None
 
 
 def _json_error(value: Any) -> str | None:
@@ -391,7 +400,8 @@ class Worker:
         key = (task["task_id"], task["attempt"])
         job = Job(task["task_id"], task["attempt"], task["capability"], task.get("payload"),
                   task.get("priority", 5), task.get("timeout_ms", 30000), task.get("inputs") or {},
-                  task.get("failed_inputs") or [], _send=self._send, _loop=asyncio.get_running_loop())
+                  task.get("failed_inputs") or [], _deadline(task), _send=self._send,
+                  _loop=asyncio.get_running_loop())
         result: dict[str, Any] = {"type": "result", "task_id": job.task_id, "attempt": job.attempt}
         try:
             handler, _ = self.handlers[job.capability]

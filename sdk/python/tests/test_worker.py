@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import datetime
 
 import hive_sdk
 from conftest import until
@@ -64,6 +65,23 @@ def test_results_failures_and_inputs(hub):
         assert (refused.status, len(refused.attempts), refused.error) == ("failed", 1, "bad payload")
         [agent] = [a for a in client.agents() if a.name == "py-test"]
         assert set(agent.capabilities) == {"double", "sum", "flaky", "refuse"} and agent.slots == 4
+
+
+def test_a_job_knows_when_its_lease_ends(hub):
+    worker = hive_sdk.Worker(hub.url, name="py-lease")
+
+    @worker.task("lease")
+    async def lease(job):
+        return [job.timeout_ms, job.deadline]
+
+    with Running(worker), hive_sdk.Client(hub.url) as client:
+        done = client.wait(client.submit("lease", timeout_ms=45_000).id, timeout=30)
+        assert done.status == "succeeded", (done.error, done.attempts)
+        timeout_ms, deadline = done.result
+        assert timeout_ms == 45_000
+        # The attempt's start as the hub recorded it (milliseconds), plus the lease.
+        started = datetime.fromisoformat(done.attempts[0].started_at.replace("Z", "+00:00"))
+        assert round(deadline * 1000) == round(started.timestamp() * 1000) + 45_000
 
 
 def test_progress_cancels_and_swarm_replies(hub):

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::HashMap;
 
-use hive_core::{AgentId, Change, TaskEnd, TaskId, TaskSpec};
+use hive_core::{AgentId, Change, TaskEnd, TaskId, TaskSpec, Timestamp};
 use hive_proto::RawValue;
 use hive_proto::protocol::HubMessage;
 use hive_store::StoreError;
@@ -102,9 +102,10 @@ impl Effects {
                     attempt,
                     agent,
                     inputs,
+                    lease_until,
                     ..
                 } => {
-                    let assignment = assignment(spec, *attempt, inputs);
+                    let assignment = assignment(spec, *attempt, *lease_until, inputs);
                     match assignments.iter_mut().find(|(a, _)| a == agent) {
                         Some((_, frames)) => frames.push(assignment),
                         None => {
@@ -178,7 +179,12 @@ impl AssignFrames {
     }
 }
 
-fn assignment(spec: &Arc<TaskSpec>, attempt: u32, inputs: &[(TaskId, TaskEnd)]) -> Assigned {
+fn assignment(
+    spec: &Arc<TaskSpec>,
+    attempt: u32,
+    lease_until: Timestamp,
+    inputs: &[(TaskId, TaskEnd)],
+) -> Assigned {
     let (inputs, failed_inputs) = if spec.depends_on.is_empty() {
         (None, Vec::new())
     } else {
@@ -188,6 +194,7 @@ fn assignment(spec: &Arc<TaskSpec>, attempt: u32, inputs: &[(TaskId, TaskEnd)]) 
     Assigned {
         spec: spec.clone(),
         attempt,
+        lease_until,
         inputs,
         failed_inputs,
     }
@@ -250,6 +257,7 @@ mod tests {
         Assigned {
             spec: crate::assign_frame::tests::spec(1, "c", &payload),
             attempt: 1,
+            lease_until: Timestamp(1),
             inputs: None,
             failed_inputs: Vec::new(),
         }
