@@ -172,6 +172,14 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
         "a header, two workers and the built-in agent:\n{out}"
     );
     assert!(out.contains("builtin"), "{out}");
+    // Each worker is named after its host and its capabilities (what routing learns about).
+    for capability in ["echo", "boom"] {
+        let named = out.lines().any(|l| {
+            let name = l.split_whitespace().nth(1).unwrap_or_default();
+            name.ends_with(&format!(":{capability}")) && name.len() > capability.len() + 1
+        });
+        assert!(named, "a worker named HOST:{capability}:\n{out}");
+    }
     let (_, out, _) = run(&["tasks", "--status", "succeeded"], &url).await;
     assert_eq!(out.lines().count(), 3, "{out}");
 
