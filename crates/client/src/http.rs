@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the hub at {url}: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
+    /// The reason is the whole chain of causes in one line (`why_unreachable`), so the error
+    /// has no `source`: a caller printing the chain (anyhow's `{:#}`) would repeat it.
+    #[error("cannot reach the hub at {url}: {}", why_unreachable(cause))]
+    Unreachable { url: String, cause: reqwest::Error },
     #[error("the hub answered {status}: {message}{}", field.as_ref().map(|f| format!(" (field {f})")).unwrap_or_default())]
     Api {
         status: StatusCode,
@@ -55,6 +57,26 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 }
 
 /// The error of a refused call: the API's error body, or the body as text if it is not one.
+/// Why a request got no answer, as one line: the causes under reqwest's own message (which only
+/// repeats the URL), e.g. `client error (Connect): tcp connect error: Connection refused`; the
+/// message itself when there is nothing under it.
+fn why_unreachable(cause: &reqwest::Error) -> String {
+    let mut reasons: Vec<String> = Vec::new();
+    let mut next = std::error::Error::source(cause);
+    while let Some(reason) = next {
+        let text = reason.to_string();
+        if reasons.last() != Some(&text) {
+            reasons.push(text);
+        }
+        next = reason.source();
+    }
+    if reasons.is_empty() {
+        cause.to_string()
+    } else {
+        reasons.join(": ")
+    }
+}
+
 fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => ClientError::Api {
@@ -158,9 +180,9 @@ impl HubClient {
             let response = request
                 .send()
                 .await
-                .map_err(|source| ClientError::Unreachable {
+                .map_err(|cause| ClientError::Unreachable {
                     url: url.clone(),
-                    source,
+                    cause,
                 })?;
             // 429 and 503 with `Retry-After` mean "not done, try again then": the hub accepted
             // nothing, so repeating even a submit is safe.
@@ -178,7 +200,7 @@ impl HubClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| ClientError::Unreachable { url, source })?;
+            .map_err(|cause| ClientError::Unreachable { url, cause })?;
         if status.is_success() {
             let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
                 status,
@@ -201,9 +223,9 @@ impl HubClient {
     ) -> Result<Option<Task>, ClientError> {
         let url = format!("{}/api/v1/tasks/{id}/events", self.base);
         let request = self.authorized(self.http.get(&url));
-        let unreachable = |source| ClientError::Unreachable {
+        let unreachable = |cause| ClientError::Unreachable {
             url: url.clone(),
-            source,
+            cause,
         };
         let mut response = request.send().await.map_err(unreachable)?;
         let status = response.status();
@@ -430,9 +452,9 @@ impl HubClient {
     pub async fn prometheus(&self) -> Result<String, ClientError> {
         let url = format!("{}/metrics", self.base);
         let request = self.authorized(self.http.get(&url));
-        let unreachable = |source| ClientError::Unreachable {
+        let unreachable = |cause| ClientError::Unreachable {
             url: url.clone(),
-            source,
+            cause,
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();

@@ -202,6 +202,19 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
     assert!(exit.success(), "SIGTERM stops the hub cleanly: {exit:?}");
 }
 
+/// A hub that is not there: exit status 3 and one line that says where and why, each cause once.
+#[tokio::test]
+async fn an_unreachable_hub_is_named_with_the_reason_once() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let (code, out, err) = run(&["status"], &url).await;
+    assert_eq!((code, out.as_str()), (3, ""), "{err}");
+    let expected = format!("error: cannot reach the hub at {url}/api/v1/status: ");
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches(&url).count(), 1, "the URL once: {err}");
+}
+
 #[tokio::test]
 async fn a_bad_config_file_names_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
