@@ -202,6 +202,31 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
     assert!(exit.success(), "SIGTERM stops the hub cleanly: {exit:?}");
 }
 
+/// A port already taken: `serve` says so in one line, the reason once (each cause once).
+#[tokio::test]
+async fn a_taken_port_is_named_with_the_reason_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = hive()
+        .args(["serve", "--listen", &listen, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8(output.stderr).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.contains(&format!("cannot listen on {listen}")),
+        "{line}"
+    );
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+}
+
 /// A hub that is not there: exit status 3 and one line that says where and why, each cause once.
 #[tokio::test]
 async fn an_unreachable_hub_is_named_with_the_reason_once() {

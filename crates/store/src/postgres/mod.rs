@@ -414,6 +414,10 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
             "database schema version {current} is newer than this hive ({latest})"
         )));
     }
+    if current == 0 {
+        // A new database: one line, not one per step.
+        tracing::info!(version = latest, "creating the database schema");
+    }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         tx.batch_execute(sql).await.map_err(db_error)?;
         tx.execute(
@@ -422,7 +426,9 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         )
         .await
         .map_err(db_error)?;
-        tracing::info!(version, "applied database migration");
+        if current > 0 {
+            tracing::info!(version, "applied database migration");
+        }
     }
     tx.commit().await.map_err(db_error)
 }

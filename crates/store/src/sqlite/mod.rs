@@ -191,14 +191,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "database schema version {current} is newer than this hive ({latest})"
         )));
     }
+    if current == 0 {
+        // A new database: one line, not one per step.
+        tracing::info!(version = latest, "creating the database schema");
+    }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        // Some steps copy a table (version 14): on a large database the start waits here.
-        tracing::info!(version, "applying database migration");
+        // Some steps copy a table (version 14): on a large database the start waits here, so an
+        // upgrade says what it is doing.
+        if current > 0 {
+            tracing::info!(version, "applying database migration");
+        }
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
         tx.commit()?;
-        tracing::info!(version, "applied database migration");
+        tracing::debug!(version, "applied database migration");
     }
     Ok(())
 }
