@@ -114,8 +114,25 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("error: {}", one_line(&failure.error));
+            if let Some(hint) = hint(&failure.error, hub.token.is_some()) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// What to do about a refusal the person at the command line can act on.
+fn hint(error: &anyhow::Error, has_token: bool) -> Option<&'static str> {
+    let hive_client::ClientError::Api { status, .. } = error.downcast_ref()? else {
+        return None;
+    };
+    match status.as_u16() {
+        401 if !has_token => Some(
+            "this hub has authentication on: pass --token or set HIVE_TOKEN (the first admin token is in the hub's data directory, admin.token; `hive token create` makes others)",
+        ),
+        401 => Some("the token was not accepted: it may be mistyped, revoked or expired"),
+        _ => None,
     }
 }
 

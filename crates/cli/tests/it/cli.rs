@@ -413,6 +413,16 @@ async fn tokens_from_the_command_line_and_who_submitted_what() {
             )
         }
     };
+    // Without a token, or with a wrong one: refused, and told what to do.
+    let (code, _, err) = run(&["status"], &hub.url).await;
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("401") && err.contains("hint: ") && err.contains("HIVE_TOKEN"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--token", "hive_wrong", "status"], &hub.url).await;
+    assert_eq!(code, 3);
+    assert!(err.contains("hint: the token was not accepted"), "{err}");
     let (code, token) = as_admin(&["token", "create", "--role", "client", "--name", "ci"]).await;
     assert_eq!(code, Some(0));
     let token = token.trim().to_string();
