@@ -124,10 +124,15 @@ fn main() -> ExitCode {
 
 /// What to do about a refusal the person at the command line can act on.
 fn hint(error: &anyhow::Error, has_token: bool) -> Option<&'static str> {
-    let hive_client::ClientError::Api { status, .. } = error.downcast_ref()? else {
-        return None;
+    let status = match (error.downcast_ref(), error.downcast_ref()) {
+        (Some(hive_client::ClientError::Api { status, .. }), _) => status.as_u16(),
+        // A worker's handshake refused: the reason starts with the status.
+        (_, Some(hive_client::worker::WorkerError::Rejected(reason))) => {
+            reason.split(' ').next()?.parse().ok()?
+        }
+        _ => return None,
     };
-    match status.as_u16() {
+    match status {
         401 if !has_token => Some(
             "this hub has authentication on: pass --token or set HIVE_TOKEN (the first admin token is in the hub's data directory, admin.token; `hive token create` makes others)",
         ),

@@ -77,7 +77,7 @@ fn why_unreachable(cause: &reqwest::Error) -> String {
     }
 }
 
-fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
+pub(crate) fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => ClientError::Api {
             status,

@@ -412,12 +412,12 @@ pub async fn open_socket(
         tokio_tungstenite::tungstenite::Error::Http(response)
             if matches!(response.status().as_u16(), 401 | 403) =>
         {
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            WorkerError::Rejected(format!("{}: {body}", response.status()))
+            let body = response.body().as_deref().unwrap_or_default();
+            let reason = match crate::http::refusal(response.status(), body) {
+                crate::ClientError::Api { message, .. } => message,
+                _ => String::from_utf8_lossy(body).into_owned(),
+            };
+            WorkerError::Rejected(format!("{}: {reason}", response.status()))
         }
         e => WorkerError::Connect {
             url: url.to_string(),

@@ -435,6 +435,21 @@ async fn tokens_from_the_command_line_and_who_submitted_what() {
         .await
         .unwrap();
     assert!(submitted.status.success());
+    // A client's token cannot run a worker: refused at the handshake, the hub's reason as text.
+    let worker = hive()
+        .args(["worker", "--capability", "x", "--exec", "cat"])
+        .env("HIVE_HUB", &hub.url)
+        .env("HIVE_TOKEN", &token)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8(worker.stderr).unwrap();
+    assert_eq!(worker.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("refused this worker: 403 Forbidden: the token \"ci\" has the role client")
+            && !err.contains("{\""),
+        "{err}"
+    );
     let (code, listing) = as_admin(&["tasks"]).await;
     assert_eq!(code, Some(0));
     assert!(
