@@ -382,11 +382,16 @@ pub struct TasksArgs {
     /// waiting, queued, running, succeeded, failed or cancelled.
     #[arg(long)]
     pub status: Option<hive_proto::api::TaskStatus>,
+    /// Only tasks of this capability.
     #[arg(long)]
     pub capability: Option<String>,
     /// At most this many (1-1000).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// The next page: where an earlier listing stopped (its `next_cursor`; the table prints the
+    /// command for it on stderr). Give the same filters.
+    #[arg(long)]
+    pub cursor: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

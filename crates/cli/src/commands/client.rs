@@ -208,7 +208,7 @@ pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
         status: args.status,
         capability: args.capability,
         limit: Some(args.limit),
-        cursor: None,
+        cursor: args.cursor,
     };
     let list = hub.client()?.tasks(&query).await.map_err(Failure::hub)?;
     if args.json {
@@ -230,6 +230,10 @@ pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
                 &rows
             )
         );
+        // On stderr, so that the table alone goes down a pipe.
+        if let Some(next) = &list.next_cursor {
+            eprintln!("more: hive tasks --cursor {next} (with the same filters)");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

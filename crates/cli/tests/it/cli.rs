@@ -182,6 +182,32 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
     }
     let (_, out, _) = run(&["tasks", "--status", "succeeded"], &url).await;
     assert_eq!(out.lines().count(), 3, "{out}");
+    // Page by page: the table's stderr names the next page's cursor.
+    let (code, first, err) = run(&["tasks", "--limit", "1"], &url).await;
+    assert_eq!(code, 0, "{err}");
+    let cursor = err
+        .split("--cursor ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no next page named: {err}"));
+    let (code, second, _) = run(&["tasks", "--limit", "1", "--cursor", cursor], &url).await;
+    assert_eq!(code, 0);
+    let id = |table: &str| {
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(id(&first), id(&second), "{first}\n{second}");
+    assert_eq!(
+        id(&first),
+        cursor,
+        "a cursor stands for the last task listed"
+    );
 
     // Refused before any request, naming the flag and the words it takes.
     let (code, _, err) = run(&["tasks", "--status", "bogus"], &url).await;
