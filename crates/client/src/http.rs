@@ -359,11 +359,24 @@ impl HubClient {
         Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
     }
 
+    /// Every agent the hub knows, by id: pages of 1,000 (the most a page holds) one after another.
     pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
-        let (_, list): (_, AgentList) = self
-            .call(Method::GET, "/api/v1/agents", Self::NO_BODY, None)
-            .await?;
-        Ok(list.items)
+        self.agents_in_pages(1_000).await
+    }
+
+    /// Every agent the hub knows, by id, asked for `page` at a time.
+    pub async fn agents_in_pages(&self, page: usize) -> Result<Vec<Agent>, ClientError> {
+        let mut agents = Vec::new();
+        let mut target = format!("/api/v1/agents?limit={page}");
+        loop {
+            let (_, list): (_, AgentList) =
+                self.call(Method::GET, &target, Self::NO_BODY, None).await?;
+            agents.extend(list.items);
+            match list.next_cursor {
+                Some(cursor) => target = format!("/api/v1/agents?limit={page}&cursor={cursor}"),
+                None => return Ok(agents),
+            }
+        }
     }
 
     /// The hubs sharing the hub's store.

@@ -513,6 +513,13 @@ async fn the_agent_list_is_paged() {
     let (status, error) = page("limit=0".into()).await;
     assert_eq!(status, 400);
     assert_eq!(error["error"]["field"], "limit");
+    // The Rust client (and `hive agents`) follows the pages to the end.
+    let ids =
+        |agents: Vec<hive_proto::api::Agent>| agents.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let whole = ids(t.client.agents().await.unwrap());
+    assert_eq!(whole.len(), 3);
+    assert_eq!(ids(t.client.agents_in_pages(2).await.unwrap()), whole);
+    assert_eq!(ids(t.client.agents_in_pages(1).await.unwrap()), whole);
 }
 
 /// A worker that takes assignments and never reads them: once its socket's buffers are full the
