@@ -77,8 +77,12 @@ def _cancel(id: str) -> _Call[Task]:
     return _Call("POST", f"/api/v1/tasks/{_quote(id)}/cancel", Task.from_json, {})
 
 
-def _agents() -> _Call[list[Agent]]:
-    return _Call("GET", "/api/v1/agents", lambda j: [Agent.from_json(a) for a in j["items"]])
+def _agents(page_size: int, cursor: str | None) -> _Call[tuple[list[Agent], str | None]]:
+    params: dict[str, Any] = {"limit": page_size}
+    if cursor is not None:
+        params["cursor"] = cursor
+    return _Call("GET", "/api/v1/agents", lambda j: ([Agent.from_json(a) for a in j["items"]], j.get("next_cursor")),
+                 params=params)
 
 
 def _status() -> _Call[Status]:
@@ -186,8 +190,15 @@ class Client:
     def cancel(self, id: str) -> Task:
         return self._run(_cancel(id))
 
-    def agents(self) -> list[Agent]:
-        return self._run(_agents())
+    def agents(self, page_size: int = 1000) -> list[Agent]:
+        """Every agent the hub knows, by id, asked for `page_size` (1-1000) at a time."""
+        agents: list[Agent] = []
+        cursor = None
+        while True:
+            page, cursor = self._run(_agents(page_size, cursor))
+            agents += page
+            if cursor is None:
+                return agents
 
     def status(self) -> Status:
         return self._run(_status())
@@ -257,8 +268,14 @@ class AsyncClient:
     async def cancel(self, id: str) -> Task:
         return await self._run(_cancel(id))
 
-    async def agents(self) -> list[Agent]:
-        return await self._run(_agents())
+    async def agents(self, page_size: int = 1000) -> list[Agent]:
+        agents: list[Agent] = []
+        cursor = None
+        while True:
+            page, cursor = await self._run(_agents(page_size, cursor))
+            agents += page
+            if cursor is None:
+                return agents
 
     async def status(self) -> Status:
         return await self._run(_status())

@@ -64,6 +64,9 @@ def test_results_failures_and_inputs(hub):
         refused = client.wait(client.submit("refuse").id, timeout=30)
         assert (refused.status, len(refused.attempts), refused.error) == ("failed", 1, "bad payload")
         [agent] = [a for a in client.agents() if a.name == "py-test"]
+        # Page by page (the hub's built-in agent and this worker at least): the same list.
+        every = [a.id for a in client.agents()]
+        assert len(every) >= 2 and [a.id for a in client.agents(page_size=1)] == every
         assert set(agent.capabilities) == {"double", "sum", "flaky", "refuse"} and agent.slots == 4
 
 
