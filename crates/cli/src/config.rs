@@ -469,6 +469,10 @@ pub fn resolve(args: &ServeArgs, file: RawConfig) -> anyhow::Result<HubConfig> {
         None => config.max_body_bytes.max(least),
     };
     if let Some(ms) = file.server.max_wait_ms {
+        // Zero, a waiting client would only poll: each wait answered at once.
+        if ms < 100 {
+            bail!("server.max_wait_ms must be at least 100");
+        }
         config.max_wait = std::time::Duration::from_millis(ms);
     }
     if let Some(ms) = file.scheduler.aging_ms {
@@ -783,6 +787,15 @@ mod tests {
             err.to_string().contains("limits.write_stall_timeout_ms"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_longest_wait_is_at_least_a_tenth_of_a_second() {
+        let text = "[server]\nmax_wait_ms = 100\n";
+        let config = resolve(&args(), parse(text).unwrap()).unwrap();
+        assert_eq!(config.max_wait, std::time::Duration::from_millis(100));
+        let err = resolve(&args(), parse("[server]\nmax_wait_ms = 0\n").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("server.max_wait_ms"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod table;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use args::{Cli, Command};
 
@@ -44,7 +44,11 @@ pub type Outcome = Result<ExitCode, Failure>;
 const DEFAULT_HUB: &str = "http://127.0.0.1:7700";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `hive bench` measures another hub only when told so on its command line: an exported
+    // HIVE_HUB (as for the client commands) must not turn a local benchmark into a remote one.
+    let hub_flag = matches.value_source("hub") == Some(clap::parser::ValueSource::CommandLine);
     // The benchmark's workers would log every (re)connect over its table; rmcp logs three lines
     // at info for every MCP request.
     let default_level = if matches!(cli.command, Command::Bench(_)) {
@@ -105,9 +109,7 @@ fn main() -> ExitCode {
             Command::Mcp => commands::mcp::run(hub).await,
             Command::Openapi => commands::openapi::run(),
             Command::Token(command) => commands::tokens::run(command, hub).await,
-            Command::Bench(args) => {
-                commands::bench::run(args, cli.hub.is_some().then_some(hub)).await
-            }
+            Command::Bench(args) => commands::bench::run(args, hub_flag.then_some(hub)).await,
         }
     });
     match outcome {
@@ -123,20 +125,19 @@ fn main() -> ExitCode {
 }
 
 /// What to do about a refusal the person at the command line can act on.
-fn hint(error: &anyhow::Error, has_token: bool) -> Option<&'static str> {
+fn hint(error: &anyhow::Error, has_token: bool) -> Option<String> {
     let status = match (error.downcast_ref(), error.downcast_ref()) {
-        (Some(hive_client::ClientError::Api { status, .. }), _) => status.as_u16(),
-        // A worker's handshake refused: the reason starts with the status.
-        (_, Some(hive_client::worker::WorkerError::Rejected(reason))) => {
-            reason.split(' ').next()?.parse().ok()?
-        }
+        (Some(hive_client::ClientError::Api { status, .. }), _) => *status,
+        // A worker's handshake refused.
+        (_, Some(hive_client::worker::WorkerError::Refused { status, .. })) => *status,
         _ => return None,
     };
-    match status {
-        401 if !has_token => Some(
-            "this hub has authentication on: pass --token or set HIVE_TOKEN (the first admin token is in the hub's data directory, admin.token; `hive token create` makes others)",
-        ),
-        401 => Some("the token was not accepted: it may be mistyped, revoked or expired"),
+    match status.as_u16() {
+        401 if !has_token => Some(format!(
+            "this hub has authentication on: pass --token or set HIVE_TOKEN (the first admin token is in the hub's data directory, {}; `hive token create` makes others)",
+            hive_server::auth::ADMIN_TOKEN_FILE
+        )),
+        401 => Some("the token was not accepted: it may be mistyped, revoked or expired".into()),
         _ => None,
     }
 }
@@ -148,7 +149,8 @@ fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if line.contains(&text) {
+        // Said already when the line so far ends with it (`context: {source}`).
+        if line.ends_with(&text) {
             continue;
         }
         if !line.is_empty() {
@@ -157,4 +159,26 @@ fn one_line(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_is_said_once_and_an_unrelated_one_is_kept() {
+        let io = std::io::Error::other("Address already in use");
+        let error =
+            anyhow::Error::from(io).context("cannot listen on 127.0.0.1:1: Address already in use");
+        assert_eq!(
+            one_line(&error),
+            "cannot listen on 127.0.0.1:1: Address already in use"
+        );
+        // "not found" appears earlier in the line, but it is a cause of its own.
+        let error = anyhow::anyhow!("not found").context("reading /srv/not found/hive.toml");
+        assert_eq!(
+            one_line(&error),
+            "reading /srv/not found/hive.toml: not found"
+        );
+    }
 }

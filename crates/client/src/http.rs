@@ -56,7 +56,29 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-/// The error of a refused call: the API's error body, or the body as text if it is not one.
+/// `path?name=value&...`, each value escaped as a query needs.
+fn with_query(path: &str, params: &[(&str, String)]) -> String {
+    let mut query = reqwest::Url::parse("http://hub/").expect("a valid URL");
+    query.query_pairs_mut().extend_pairs(params);
+    match query.query() {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_string(),
+    }
+}
+
+/// The hub's bound on a wait, from its refusal of a longer one (`timeout_ms`: "must be a number
+/// from 0 to MAX").
+fn hub_max_wait(refused: &ClientError) -> Option<Duration> {
+    let ClientError::Api { field, message, .. } = refused else {
+        return None;
+    };
+    if field.as_deref() != Some("timeout_ms") {
+        return None;
+    }
+    let ms = message.rsplit("from 0 to ").next()?.trim().parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
 /// Why a request got no answer, as one line: the causes under reqwest's own message (which only
 /// repeats the URL), e.g. `client error (Connect): tcp connect error: Connection refused`; the
 /// message itself when there is nothing under it.
@@ -77,6 +99,7 @@ fn why_unreachable(cause: &reqwest::Error) -> String {
     }
 }
 
+/// The error of a refused call: the API's error body, or the body as text if it is not one.
 pub(crate) fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => ClientError::Api {
@@ -327,7 +350,19 @@ impl HubClient {
     }
 
     /// Waits up to `timeout` for the task to finish; returns it as it then stands.
+    /// Waits up to `timeout` for the task to finish (one long poll), or at most the hub's own
+    /// bound on a wait (`server.max_wait_ms`), which a hub refusing a longer one names.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Task, ClientError> {
+        match self.wait_once(id, timeout).await {
+            Err(refused) => match hub_max_wait(&refused) {
+                Some(max) if max < timeout => self.wait_once(id, max).await,
+                _ => Err(refused),
+            },
+            answer => answer,
+        }
+    }
+
+    async fn wait_once(&self, id: &str, timeout: Duration) -> Result<Task, ClientError> {
         let path = format!("/api/v1/tasks/{id}/wait?timeout_ms={}", timeout.as_millis());
         let deadline = Some(timeout + Duration::from_secs(10));
         Ok(self
@@ -337,20 +372,20 @@ impl HubClient {
     }
 
     pub async fn tasks(&self, query: &ListQuery) -> Result<TaskList, ClientError> {
-        let mut params = Vec::new();
+        let mut params: Vec<(&str, String)> = Vec::new();
         if let Some(s) = &query.status {
-            params.push(format!("status={s}"));
+            params.push(("status", s.to_string()));
         }
         if let Some(c) = &query.capability {
-            params.push(format!("capability={c}"));
+            params.push(("capability", c.clone()));
         }
         if let Some(l) = query.limit {
-            params.push(format!("limit={l}"));
+            params.push(("limit", l.to_string()));
         }
         if let Some(c) = &query.cursor {
-            params.push(format!("cursor={c}"));
+            params.push(("cursor", c.clone()));
         }
-        let path = format!("/api/v1/tasks?{}", params.join("&"));
+        let path = with_query("/api/v1/tasks", &params);
         Ok(self.call(Method::GET, &path, Self::NO_BODY, None).await?.1)
     }
 
@@ -364,17 +399,21 @@ impl HubClient {
         self.agents_in_pages(1_000).await
     }
 
-    /// Every agent the hub knows, by id, asked for `page` at a time.
+    /// Every agent the hub knows, by id, asked for `page` (1 to 1,000: the hub refuses others
+    /// with 400) at a time.
     pub async fn agents_in_pages(&self, page: usize) -> Result<Vec<Agent>, ClientError> {
         let mut agents = Vec::new();
-        let mut target = format!("/api/v1/agents?limit={page}");
+        let mut cursor = None;
         loop {
+            let mut params = vec![("limit", page.to_string())];
+            params.extend(cursor.map(|c| ("cursor", c)));
+            let target = with_query("/api/v1/agents", &params);
             let (_, list): (_, AgentList) =
                 self.call(Method::GET, &target, Self::NO_BODY, None).await?;
             agents.extend(list.items);
-            match list.next_cursor {
-                Some(cursor) => target = format!("/api/v1/agents?limit={page}&cursor={cursor}"),
-                None => return Ok(agents),
+            cursor = list.next_cursor;
+            if cursor.is_none() {
+                return Ok(agents);
             }
         }
     }
@@ -486,5 +525,37 @@ impl HubClient {
             .call(Method::GET, "/api/v1/status", Self::NO_BODY, None)
             .await?
             .1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_escaped() {
+        let params = [("capability", "a b&c=d".to_string()), ("limit", "5".into())];
+        assert_eq!(
+            with_query("/api/v1/tasks", &params),
+            "/api/v1/tasks?capability=a+b%26c%3Dd&limit=5"
+        );
+        assert_eq!(with_query("/api/v1/tasks", &[]), "/api/v1/tasks");
+    }
+
+    #[test]
+    fn the_hubs_bound_on_a_wait_is_read_from_its_refusal() {
+        let refusal = |field: &str, message: &str| ClientError::Api {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_field".into(),
+            message: message.into(),
+            field: Some(field.into()),
+        };
+        let bound = hub_max_wait(&refusal("timeout_ms", "must be a number from 0 to 1500"));
+        assert_eq!(bound, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            hub_max_wait(&refusal("limit", "must be a number from 0 to 9")),
+            None
+        );
+        assert_eq!(hub_max_wait(&refusal("timeout_ms", "something else")), None);
     }
 }

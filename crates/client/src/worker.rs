@@ -133,6 +133,13 @@ pub enum WorkerError {
     Connect { url: String, detail: String },
     #[error("the hub refused this worker: {0}")]
     Rejected(String),
+    /// The handshake answered 401 or 403 (the token missing, wrong or not an agent's): the
+    /// status, and the hub's reason as text.
+    #[error("the hub refused this worker: {status}: {reason}")]
+    Refused {
+        status: reqwest::StatusCode,
+        reason: String,
+    },
     #[error("connection lost: {0}")]
     Lost(String),
 }
@@ -196,7 +203,9 @@ pub async fn run_worker(
         match ended {
             Ok(Session::Drained) => return Ok(WorkerExit::Drained),
             Ok(Session::Stopped) => return Ok(WorkerExit::Shutdown),
-            Err(WorkerError::Rejected(reason)) => return Err(WorkerError::Rejected(reason)),
+            Err(refused @ (WorkerError::Rejected(_) | WorkerError::Refused { .. })) => {
+                return Err(refused);
+            }
             Ok(Session::Lost { reason }) if options.reconnect => {
                 // It had been working: retry soon, not after an earlier run's long backoff.
                 delay = Duration::from_millis(100);
@@ -369,7 +378,7 @@ async fn connect(
 
 /// Opens a WebSocket to the hub's `url` (`ws://` or `wss://`, with the path), sending `token` as
 /// `Authorization: Bearer`; over TLS it trusts `tls` (the system's roots when `None`). Reads frames
-/// up to 64 MiB. A 401 or 403 is [`WorkerError::Rejected`]: retrying cannot help.
+/// up to 64 MiB. A 401 or 403 is [`WorkerError::Refused`]: retrying cannot help.
 pub async fn open_socket(
     url: &str,
     token: Option<&str>,
@@ -417,7 +426,10 @@ pub async fn open_socket(
                 crate::ClientError::Api { message, .. } => message,
                 _ => String::from_utf8_lossy(body).into_owned(),
             };
-            WorkerError::Rejected(format!("{}: {reason}", response.status()))
+            WorkerError::Refused {
+                status: response.status(),
+                reason,
+            }
         }
         e => WorkerError::Connect {
             url: url.to_string(),

@@ -72,7 +72,7 @@ pub fn page<T>(
 fn assignment_size(task: &Assignment) -> usize {
     let inputs = task.inputs.as_ref().map_or(0, |i| i.get().len() + 10);
     let failed: usize = task.failed_inputs.iter().map(|id| id.len() + 3).sum();
-    128 + task.task_id.len() + task.capability.len() + task.payload.get().len() + inputs + failed
+    160 + task.task_id.len() + task.capability.len() + task.payload.get().len() + inputs + failed
 }
 
 /// About the bytes of a task without attempts: its payload and room for the rest.
@@ -530,6 +530,11 @@ mod tests {
                 task("a\"b\\c\u{7f}\u{1f}\t", "cap é", "\"text\""),
                 with_inputs,
                 task("", "", "[ 1 , 2 ]"),
+                // From a hub before `deadline_ms`: no key at all.
+                Assignment {
+                    deadline_ms: None,
+                    ..task("0193", "x", "{}")
+                },
             ],
         ];
         for tasks in cases {

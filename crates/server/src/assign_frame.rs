@@ -188,11 +188,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn messagepack_goes_through_the_protocols_type() {
+    fn messagepack_goes_through_the_protocols_type_and_carries_the_deadline() {
         let tasks = tasks();
-        assert_eq!(
-            body(&tasks, Encoding::Msgpack),
-            hive_proto::codec::hub_body(&serdes(&tasks), Encoding::Msgpack)
-        );
+        let frame = [
+            &[hive_proto::codec::TAG_MSGPACK][..],
+            &body(&tasks, Encoding::Msgpack),
+        ]
+        .concat();
+        let read = hive_proto::codec::decode(hive_proto::codec::Incoming::Binary(&frame), 1 << 20);
+        let Ok(HubMessage::Assign { tasks: read }) = read else {
+            panic!("an assign frame: {read:?}");
+        };
+        let deadlines: Vec<_> = read.iter().map(|a| a.deadline_ms).collect();
+        let expected: Vec<_> = tasks.iter().map(|a| Some(a.lease_until.0)).collect();
+        assert_eq!(deadlines, expected);
+        assert_eq!(read[1].attempt, 3);
     }
 }

@@ -81,8 +81,12 @@ def _agents(page_size: int, cursor: str | None) -> _Call[tuple[list[Agent], str 
     params: dict[str, Any] = {"limit": page_size}
     if cursor is not None:
         params["cursor"] = cursor
-    return _Call("GET", "/api/v1/agents", lambda j: ([Agent.from_json(a) for a in j["items"]], j.get("next_cursor")),
-                 params=params)
+    return _Call("GET", "/api/v1/agents", _agent_page, params=params)
+
+
+def _agent_page(body: Any) -> tuple[list[Agent], str | None]:
+    """One page of agents and the cursor of the next (None on the last)."""
+    return [Agent.from_json(a) for a in body["items"]], body.get("next_cursor")
 
 
 def _status() -> _Call[Status]:
@@ -269,6 +273,7 @@ class AsyncClient:
         return await self._run(_cancel(id))
 
     async def agents(self, page_size: int = 1000) -> list[Agent]:
+        """Every agent the hub knows, by id, asked for `page_size` (1-1000) at a time."""
         agents: list[Agent] = []
         cursor = None
         while True:

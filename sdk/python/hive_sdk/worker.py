@@ -73,7 +73,8 @@ class Job:
     inputs: dict[str, Any] = field(default_factory=dict)
     failed_inputs: list[str] = field(default_factory=list)
     #: When the lease ends by the hub's clock (seconds since the epoch, as `time.time()`); None
-    #: from a hub that does not say. Counting `timeout_ms` from now needs no agreeing clocks.
+    #: from a hub that does not say. Where the clocks may differ, count `timeout_ms` from the
+    #: job's start instead (a little later than the lease's end).
     deadline: float | None = None
     _send: Callable[[dict[str, Any]], None] | None = None
     _loop: asyncio.AbstractEventLoop | None = None

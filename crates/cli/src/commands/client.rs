@@ -204,6 +204,14 @@ fn task_row(task: &Task) -> Vec<String> {
 }
 
 pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
+    // The next page's command, with this one's filters.
+    let mut next_page = format!("hive tasks --limit {}", args.limit);
+    if let Some(status) = &args.status {
+        next_page += &format!(" --status {status}");
+    }
+    if let Some(capability) = &args.capability {
+        next_page += &format!(" --capability '{capability}'");
+    }
     let query = ListQuery {
         status: args.status,
         capability: args.capability,
@@ -230,9 +238,10 @@ pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
                 &rows
             )
         );
-        // On stderr, so that the table alone goes down a pipe.
+        // On stderr, so that the table alone goes down a pipe. A full page names the next one,
+        // which may be empty (the listing does not look past the page).
         if let Some(next) = &list.next_cursor {
-            eprintln!("more: hive tasks --cursor {next} (with the same filters)");
+            eprintln!("next page: {next_page} --cursor {next}");
         }
     }
     Ok(ExitCode::SUCCESS)

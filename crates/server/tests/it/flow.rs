@@ -415,3 +415,14 @@ async fn an_undone_drain_puts_the_agent_back_to_work() {
         .unwrap_err();
     assert!(unknown.to_string().contains("404"), "{unknown}");
 }
+
+/// A hub that holds a wait for less than the client asks: the Rust client asks again for the
+/// hub's bound (named in its refusal) instead of failing.
+#[tokio::test]
+async fn a_wait_longer_than_the_hub_allows_is_shortened_to_its_bound() {
+    let t = start_hub_with(|c| c.max_wait = Duration::from_secs(1)).await;
+    let id = t.client.submit(&NewTask::new("nobody")).await.unwrap().id;
+    let task = t.client.wait(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Queued, "no agent serves it");
+    t.hub.shutdown().await;
+}

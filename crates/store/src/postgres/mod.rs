@@ -419,6 +419,10 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         tracing::info!(version = latest, "creating the database schema");
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        // An upgrade says what it is doing, as SQLite's does.
+        if current > 0 {
+            tracing::info!(version, "applying database migration");
+        }
         tx.batch_execute(sql).await.map_err(db_error)?;
         tx.execute(
             "INSERT INTO hive_schema_version (version) VALUES ($1)",
@@ -426,9 +430,7 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         )
         .await
         .map_err(db_error)?;
-        if current > 0 {
-            tracing::info!(version, "applied database migration");
-        }
+        tracing::debug!(version, "applied database migration");
     }
     tx.commit().await.map_err(db_error)
 }
