@@ -1,5 +1,6 @@
 // REST calls to the hub that serves this page (same origin).
 import { authHeaders, refused } from "./auth";
+import { allPages } from "./pages";
 import type { AgentList, AlertList, HubList, Task, TaskList, TaskStatus } from "./types";
 
 export class ApiError extends Error {}
@@ -16,7 +17,11 @@ async function call<T>(path: string, init?: RequestInit): Promise<T> {
   return body as T;
 }
 
-export const agents = async () => (await call<AgentList>("/api/v1/agents")).items;
+// Every agent, page after page: the view shows them all, however many.
+export const agents = () =>
+  allPages((cursor) =>
+    call<AgentList>(`/api/v1/agents${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`),
+  );
 
 export interface TaskFilter {
   status?: TaskStatus;
