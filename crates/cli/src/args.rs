@@ -300,17 +300,24 @@ pub struct SubmitArgs {
     /// Capability the task needs.
     #[arg(long)]
     pub capability: String,
-    /// Payload as JSON.
+    /// Payload as JSON; `@FILE` reads it from a file, `-` from stdin (neither is JSON, so
+    /// neither can be meant as a payload).
     #[arg(long, default_value = "null")]
     pub payload: String,
     /// 0-9, 9 most urgent.
     #[arg(long)]
     pub priority: Option<u8>,
+    /// Attempts before the task fails for good, 1-100 (default 3).
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Lease of one attempt, in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// The first retry's delay in milliseconds, doubled at each retry (default 1000).
+    #[arg(long)]
+    pub backoff_ms: Option<u64>,
+    /// A task submitted again with the same key is not created again: the first one's id is
+    /// returned.
     #[arg(long)]
     pub idempotency_key: Option<String>,
     /// Id of a task that must end first (and succeed, unless --on-parent-failure run); repeat

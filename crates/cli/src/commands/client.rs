@@ -33,8 +33,23 @@ fn parse_feature(text: &str) -> anyhow::Result<(String, f64)> {
     Ok((name.trim().to_string(), value))
 }
 
+/// `--payload`: JSON as given, or read from `@FILE` or `-` (stdin).
+fn read_payload(given: &str) -> Result<String, Failure> {
+    let read = |from: &str, text: std::io::Result<String>| {
+        text.map_err(|e| Failure::usage(anyhow!("--payload {from}: cannot read it: {e}")))
+    };
+    if given == "-" {
+        read("-", std::io::read_to_string(std::io::stdin()))
+    } else if let Some(path) = given.strip_prefix('@') {
+        read(given, std::fs::read_to_string(path))
+    } else {
+        Ok(given.to_string())
+    }
+}
+
 pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
-    let payload = RawValue::from_string(args.payload.clone())
+    let text = read_payload(&args.payload)?;
+    let payload = RawValue::from_string(text.trim().to_string())
         .map_err(|e| Failure::usage(anyhow!("--payload is not valid JSON: {e}")))?;
     let features = args
         .features
@@ -47,6 +62,7 @@ pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
         priority: args.priority,
         max_attempts: args.max_attempts,
         timeout_ms: args.timeout_ms,
+        backoff_ms: args.backoff_ms,
         idempotency_key: args.idempotency_key,
         depends_on: (!args.depends_on.is_empty()).then_some(args.depends_on),
         on_parent_failure: args.on_parent_failure.as_deref().map(|when| match when {

@@ -228,6 +228,60 @@ async fn serve_worker_and_submit_wait_from_the_command_line() {
     assert!(exit.success(), "SIGTERM stops the hub cleanly: {exit:?}");
 }
 
+/// `--payload @FILE` and `--payload -` (stdin): the task carries the JSON they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_comes_from_a_file_or_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("data"), free_port()).await;
+    let payload_of = |id: String| {
+        let url = hub.url.clone();
+        async move {
+            let (code, out, err) = run(&["task", id.trim()], &url).await;
+            assert_eq!(code, 0, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()["payload"].clone()
+        }
+    };
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, "{\"from\": \"a file\"}\n").unwrap();
+    let at_file = format!("@{}", file.display());
+    let (code, id, err) = run(
+        &["submit", "--capability", "x", "--payload", &at_file],
+        &hub.url,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(payload_of(id).await, json!({"from": "a file"}));
+
+    let mut submit = hive()
+        .args(["submit", "--capability", "x", "--payload", "-"])
+        .env("HIVE_HUB", &hub.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = submit.stdin.take().unwrap();
+    stdin.write_all(b"[1, \"from stdin\"]").await.unwrap();
+    drop(stdin);
+    let output = submit.wait_with_output().await.unwrap();
+    assert!(output.status.success());
+    let id = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(payload_of(id).await, json!([1, "from stdin"]));
+
+    let missing = format!("@{}", dir.path().join("missing.json").display());
+    let (code, _, err) = run(
+        &["submit", "--capability", "x", "--payload", &missing],
+        &hub.url,
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("--payload {missing}: cannot read it")),
+        "{err}"
+    );
+    assert!(hub.terminate().await.success());
+}
+
 /// A port already taken: `serve` says so in one line, the reason once (each cause once); the
 /// new store it made first logged one line.
 #[tokio::test]
