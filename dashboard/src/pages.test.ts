@@ -17,6 +17,12 @@ describe("allPages", () => {
     expect(asked).toEqual(["", "2", "4"]);
   });
 
+  it("stops at a cursor that repeats", async () => {
+    let calls = 0;
+    const all = await allPages(async () => ({ items: [calls++], next_cursor: "same" }));
+    expect(all).toEqual([0, 1]);
+  });
+
   it("reads one page when there is no cursor", async () => {
     expect(await allPages(async () => ({ items: ["a"] }))).toEqual(["a"]);
   });

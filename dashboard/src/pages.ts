@@ -8,10 +8,12 @@ export interface Page<T> {
 export async function allPages<T>(load: (cursor?: string) => Promise<Page<T>>): Promise<T[]> {
   const all: T[] = [];
   let cursor: string | undefined;
-  do {
+  for (;;) {
     const page = await load(cursor);
     all.push(...page.items);
-    cursor = page.next_cursor ?? undefined;
-  } while (cursor);
-  return all;
+    const next = page.next_cursor ?? undefined;
+    // The same cursor again would read the same page for ever.
+    if (!next || next === cursor) return all;
+    cursor = next;
+  }
 }

@@ -11,8 +11,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Hive: an AI orchestrator hub. Agents, tasks, routing, durably."
 )]
 pub struct Cli {
-    /// URL of the hub, for the client commands [default: http://127.0.0.1:7700]. For `bench`:
-    /// measure this hub instead of starting one (with an admin --token and --ca-file as it needs).
+    /// URL of the hub, for the client commands [default: http://127.0.0.1:7700]. For `bench`, on
+    /// the command line only (HIVE_HUB does not count): measure this hub instead of starting one
+    /// (with an admin --token and --ca-file as it needs).
     #[arg(long, global = true, env = "HIVE_HUB")]
     pub hub: Option<String>,
     /// API token for a hub with authentication on (sent as `Authorization: Bearer`); prefer the

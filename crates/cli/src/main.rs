@@ -45,7 +45,9 @@ const DEFAULT_HUB: &str = "http://127.0.0.1:7700";
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches)
+        .map_err(|e| e.format(&mut Cli::command()))
+        .unwrap_or_else(|e| e.exit());
     // `hive bench` measures another hub only when told so on its command line: an exported
     // HIVE_HUB (as for the client commands) must not turn a local benchmark into a remote one.
     let hub_flag = matches.value_source("hub") == Some(clap::parser::ValueSource::CommandLine);
@@ -149,8 +151,8 @@ fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        // Said already when the line so far ends with it (`context: {source}`).
-        if line.ends_with(&text) {
+        // Said already when the line so far is it or ends with it (`context: {source}`).
+        if line == text || line.ends_with(&format!(": {text}")) {
             continue;
         }
         if !line.is_empty() {

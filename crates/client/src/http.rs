@@ -37,6 +37,9 @@ pub struct HubClient {
     busy_budget: Duration,
     /// Sent as `Authorization: Bearer` when the hub wants tokens.
     token: Option<String>,
+    /// The hub's bound on one long poll in milliseconds (`server.max_wait_ms`), once a refusal
+    /// named it (0: none known); shared by the clones of this client.
+    max_wait_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The wait a `429` or `503` answer asks for in its `Retry-After` header (seconds).
@@ -162,6 +165,7 @@ impl HubClient {
             http,
             busy_budget: Duration::from_secs(30),
             token: None,
+            max_wait_ms: Default::default(),
         }
     }
 
@@ -349,16 +353,32 @@ impl HubClient {
             .1)
     }
 
-    /// Waits up to `timeout` for the task to finish; returns it as it then stands.
-    /// Waits up to `timeout` for the task to finish (one long poll), or at most the hub's own
-    /// bound on a wait (`server.max_wait_ms`), which a hub refusing a longer one names.
+    /// Waits up to `timeout` for the task to finish; returns it as it then stands. A hub that
+    /// holds a wait for less (`server.max_wait_ms`) names its bound when it refuses a longer
+    /// one: the client then waits in polls of that length, and remembers it.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Task, ClientError> {
-        match self.wait_once(id, timeout).await {
-            Err(refused) => match hub_max_wait(&refused) {
-                Some(max) if max < timeout => self.wait_once(id, max).await,
-                _ => Err(refused),
-            },
-            answer => answer,
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let bound = self.max_wait_ms.load(Ordering::Relaxed);
+            let poll = if bound == 0 {
+                left
+            } else {
+                left.min(Duration::from_millis(bound))
+            };
+            match self.wait_once(id, poll).await {
+                Ok(task) if task.status.is_finished() || poll == left => return Ok(task),
+                Ok(_) => {}
+                Err(refused) => match hub_max_wait(&refused) {
+                    // At least 100 ms (the least a hub allows): never a loop without a wait.
+                    Some(max) if max < poll => self.max_wait_ms.store(
+                        max.max(Duration::from_millis(100)).as_millis() as u64,
+                        Ordering::Relaxed,
+                    ),
+                    _ => return Err(refused),
+                },
+            }
         }
     }
 
@@ -394,27 +414,33 @@ impl HubClient {
         Ok(self.call(Method::POST, &path, Self::NO_BODY, None).await?.1)
     }
 
-    /// Every agent the hub knows, by id: pages of 1,000 (the most a page holds) one after another.
+    /// Every agent the hub knows, by id, page after page (the hub's page: 1,000).
     pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
-        self.agents_in_pages(1_000).await
+        self.agent_pages(None).await
     }
 
     /// Every agent the hub knows, by id, asked for `page` (1 to 1,000: the hub refuses others
     /// with 400) at a time.
     pub async fn agents_in_pages(&self, page: usize) -> Result<Vec<Agent>, ClientError> {
+        self.agent_pages(Some(page)).await
+    }
+
+    async fn agent_pages(&self, page: Option<usize>) -> Result<Vec<Agent>, ClientError> {
         let mut agents = Vec::new();
-        let mut cursor = None;
+        let mut cursor: Option<String> = None;
         loop {
-            let mut params = vec![("limit", page.to_string())];
-            params.extend(cursor.map(|c| ("cursor", c)));
+            let mut params: Vec<(&str, String)> =
+                page.map(|n| ("limit", n.to_string())).into_iter().collect();
+            params.extend(cursor.clone().map(|c| ("cursor", c)));
             let target = with_query("/api/v1/agents", &params);
             let (_, list): (_, AgentList) =
                 self.call(Method::GET, &target, Self::NO_BODY, None).await?;
             agents.extend(list.items);
-            cursor = list.next_cursor;
-            if cursor.is_none() {
+            // The same cursor again would read the same page for ever.
+            if list.next_cursor.is_none() || list.next_cursor == cursor {
                 return Ok(agents);
             }
+            cursor = list.next_cursor;
         }
     }
 

@@ -88,10 +88,14 @@ pub struct WorkerOptions {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// `HOST:CAPABILITIES` (`gpu-box:summarize+translate`), at most 128 bytes: the worker's identity,
-/// which routing learns about (docs/routing.md), stable across restarts of the worker, shared by
+/// `HOST:CAPABILITIES` (`gpu-box:summarize+translate`, the capabilities sorted, each once), at
+/// most 128 bytes: the worker's identity, which routing learns about (docs/routing.md), stable
+/// across restarts of the worker (whatever the order it names its capabilities in), shared by
 /// workers of one kind on one host and by no one else.
 pub fn default_name(capabilities: &[&str]) -> String {
+    let mut capabilities = capabilities.to_vec();
+    capabilities.sort_unstable();
+    capabilities.dedup();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -128,6 +132,7 @@ impl WorkerOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     #[error("cannot connect to {url}: {detail}")]
     Connect { url: String, detail: String },
@@ -630,6 +635,8 @@ mod tests {
         let name = default_name(&["summarize", "translate"]);
         assert!(name.ends_with(":summarize+translate"), "{name}");
         assert_eq!(name, default_name(&["summarize", "translate"]), "stable");
+        let reordered = default_name(&["translate", "summarize", "translate"]);
+        assert_eq!(name, reordered, "whatever the order, each once");
         let long = "é".repeat(100);
         let name = default_name(&[long.as_str()]);
         assert!(name.len() <= 128 && name.ends_with('é'), "{name}");

@@ -33,24 +33,36 @@ fn parse_feature(text: &str) -> anyhow::Result<(String, f64)> {
     Ok((name.trim().to_string(), value))
 }
 
-/// `--payload`: JSON as given, or read from `@FILE` or `-` (stdin).
+/// `--payload`: JSON as given, or read from `@FILE` or `-` (stdin), without a byte-order mark
+/// or the whitespace around it. (The hub bounds its size: `tasks.max_payload_bytes`.)
 fn read_payload(given: &str) -> Result<String, Failure> {
-    let read = |from: &str, text: std::io::Result<String>| {
-        text.map_err(|e| Failure::usage(anyhow!("--payload {from}: cannot read it: {e}")))
+    let read = |text: std::io::Result<String>| {
+        text.map_err(|e| Failure::usage(anyhow!("--payload {given}: cannot read it: {e}")))
     };
-    if given == "-" {
-        read("-", std::io::read_to_string(std::io::stdin()))
+    let text = if given == "-" {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() {
+            eprintln!("reading the payload from stdin; end it with Ctrl-D");
+        }
+        read(std::io::read_to_string(std::io::stdin()))?
     } else if let Some(path) = given.strip_prefix('@') {
-        read(given, std::fs::read_to_string(path))
+        if path.is_empty() {
+            return Err(Failure::usage(anyhow!(
+                "--payload @ needs a file name: @FILE"
+            )));
+        }
+        read(std::fs::read_to_string(path))?
     } else {
-        Ok(given.to_string())
-    }
+        return Ok(given.to_string());
+    };
+    Ok(text.trim_start_matches('\u{feff}').trim().to_string())
 }
 
 pub async fn submit(args: SubmitArgs, hub: &super::Target) -> Outcome {
     let text = read_payload(&args.payload)?;
-    let payload = RawValue::from_string(text.trim().to_string())
-        .map_err(|e| Failure::usage(anyhow!("--payload is not valid JSON: {e}")))?;
+    let payload = RawValue::from_string(text).map_err(|e| {
+        Failure::usage(anyhow!("--payload {} is not valid JSON: {e}", args.payload))
+    })?;
     let features = args
         .features
         .iter()
@@ -220,8 +232,12 @@ fn task_row(task: &Task) -> Vec<String> {
 }
 
 pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
-    // The next page's command, with this one's filters.
-    let mut next_page = format!("hive tasks --limit {}", args.limit);
+    // The next page's command, with this one's hub and filters.
+    let mut next_page = "hive tasks".to_string();
+    if hub.url != crate::DEFAULT_HUB {
+        next_page += &format!(" --hub {}", hub.url);
+    }
+    next_page += &format!(" --limit {}", args.limit);
     if let Some(status) = &args.status {
         next_page += &format!(" --status {status}");
     }

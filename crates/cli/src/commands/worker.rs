@@ -33,11 +33,8 @@ pub async fn run(args: WorkerArgs, hub: &super::Target) -> Outcome {
         .iter()
         .map(|c| parse_capability(c))
         .collect::<Result<Vec<_>, _>>()?;
-    // The default name (`HOST:CAPABILITIES`) is made from the capabilities' names, sorted: the
-    // order of the flags must not change what routing learns about.
-    let mut names: Vec<&str> = capabilities.iter().map(|(name, _)| name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
+    // The default name (`HOST:CAPABILITIES`) is made from the capabilities' names.
+    let names: Vec<&str> = capabilities.iter().map(|(name, _)| name.as_str()).collect();
     let mut options = WorkerOptions::new(&hub.url, &names, args.slots);
     options.token = hub.token.clone();
     options.ca_file = hub.ca_file.clone();

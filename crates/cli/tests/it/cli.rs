@@ -510,6 +510,13 @@ async fn tokens_from_the_command_line_and_who_submitted_what() {
     let (code, _, err) = run(&["--token", "hive_wrong", "status"], &hub.url).await;
     assert_eq!(code, 3);
     assert!(err.contains("hint: the token was not accepted"), "{err}");
+    // A worker's handshake refused gets the same hint.
+    let (code, _, err) = run(&["worker", "--capability", "x", "--exec", "cat"], &hub.url).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("401 Unauthorized") && err.contains("hint: ") && err.contains("HIVE_TOKEN"),
+        "{err}"
+    );
     let (code, token) = as_admin(&["token", "create", "--role", "client", "--name", "ci"]).await;
     assert_eq!(code, Some(0));
     let token = token.trim().to_string();

@@ -18,6 +18,7 @@ use crate::hubs::{new_task, spread_workers};
 use crate::survival::{Acked, each_succeeded_once, submitters, until_idle};
 use crate::util::*;
 
+// Enough that the submitters are far from done at the cut, on a fast machine too.
 const TOTAL: usize = 12_000;
 const CUT_AFTER: usize = 2_000;
 
@@ -174,7 +175,13 @@ async fn reads_keep_answering_when_the_replica_goes_away_mid_run() {
 
     let acked = Acked::default();
     let submitting = submitters(&writes_to, &acked, TOTAL, new_task);
+    // Polled closely, so that the cut comes while most of the tasks are still to come.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while acked.lock().unwrap().len() < CUT_AFTER {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{CUT_AFTER} tasks not acknowledged in 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     relay.relay().cut();
