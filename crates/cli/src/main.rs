@@ -128,6 +128,13 @@ fn main() -> ExitCode {
 
 /// What to do about a refusal the person at the command line can act on.
 fn hint(error: &anyhow::Error, has_token: bool) -> Option<String> {
+    // rustls refuses a server certificate marked as a CA's, which `openssl req -x509` makes by
+    // default: the error's own words do not say what to change.
+    if one_line(error).contains("CaUsedAsEndEntity") {
+        return Some(
+            "the hub's certificate is marked as a CA's: make it with `-addext basicConstraints=critical,CA:FALSE` (docs/security.md, \"Clients\")".into(),
+        );
+    }
     let status = match (error.downcast_ref(), error.downcast_ref()) {
         (Some(hive_client::ClientError::Api { status, .. }), _) => *status,
         // A worker's handshake refused.

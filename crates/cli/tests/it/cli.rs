@@ -658,6 +658,49 @@ async fn bench_overload_offers_shares_of_the_measured_capacity_and_loses_nothing
     }
 }
 
+/// A hub whose self-signed certificate is marked as a CA's (what `openssl req -x509` makes
+/// unless told otherwise): the clients refuse it, and the command says what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_certificate_marked_as_a_cas_is_named_in_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("hub.pem"), dir.path().join("hub.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let port = free_port();
+    let _hub = hive()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let ca_file = cert_path.to_str().unwrap();
+    // Until the hub listens (before, the connection is refused).
+    for _ in 0..300 {
+        let (code, _, err) = run(&["status", "--ca-file", ca_file], &url).await;
+        if err.contains("CaUsedAsEndEntity") {
+            assert_eq!(code, 3, "{err}");
+            assert!(err.contains("hint: ") && err.contains("CA:FALSE"), "{err}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the TLS hub never answered");
+}
+
 /// `hive bench --hub` against a hub with authentication and TLS on: every client, worker and
 /// WebSocket of the bench shows the token and trusts the CA file. Without the token the bench
 /// stops at once, naming the refusal.
