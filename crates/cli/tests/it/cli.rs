@@ -658,6 +658,33 @@ async fn bench_overload_offers_shares_of_the_measured_capacity_and_loses_nothing
     }
 }
 
+/// `hive serve` over TLS on a free loopback port (not waited for): the process and its URL.
+fn tls_hub(
+    data: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    more: &[&str],
+) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let hub = hive()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .args(more)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    (hub, format!("https://127.0.0.1:{port}"))
+}
+
 /// A hub whose self-signed certificate is marked as a CA's (what `openssl req -x509` makes
 /// unless told otherwise): the clients refuse it, and the command says what to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -670,23 +697,7 @@ async fn a_hub_certificate_marked_as_a_cas_is_named_in_a_hint() {
     let (cert_path, key_path) = (dir.path().join("hub.pem"), dir.path().join("hub.key"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let port = free_port();
-    let _hub = hive()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--tls-cert")
-        .arg(&cert_path)
-        .arg("--tls-key")
-        .arg(&key_path)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("https://127.0.0.1:{port}");
+    let (_hub, url) = tls_hub(&dir.path().join("data"), &cert_path, &key_path, &[]);
     let ca_file = cert_path.to_str().unwrap();
     // Until the hub listens (before, the connection is refused).
     for _ in 0..300 {
@@ -713,19 +724,7 @@ async fn bench_measures_an_external_hub_with_a_token_over_tls() {
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let _hub = hive()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--auth"])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--tls-cert")
-        .arg(&cert_path)
-        .arg("--tls-key")
-        .arg(&key_path)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("https://127.0.0.1:{port}");
+    let (_hub, url) = tls_hub(&data, &cert_path, &key_path, &["--auth"]);
     let admin = async {
         for _ in 0..300 {
             if let Ok(token) = std::fs::read_to_string(data.join("admin.token")) {

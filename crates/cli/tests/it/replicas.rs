@@ -158,18 +158,21 @@ async fn reads_keep_answering_when_the_replica_goes_away_mid_run() {
     );
     let reads = Arc::new(AtomicUsize::new(0));
     let reading = reader(&reads_from, &stop, &reads);
+    // Reads the replica answered for the reading hub so far.
+    let answered = || async {
+        replica_series(
+            &reads_from,
+            &through_relay,
+            "hive_store_replica_queries_total",
+            "result=\"answered\"",
+        )
+        .await
+        .unwrap_or(0.0)
+    };
     until(
         "the replica answers the reading hub's reads",
         Duration::from_secs(120),
-        || async {
-            let answered = replica_series(
-                &reads_from,
-                &through_relay,
-                "hive_store_replica_queries_total",
-                "result=\"answered\"",
-            );
-            answered.await.is_some_and(|n| n > 0.0)
-        },
+        || async { answered().await > 0.0 },
     )
     .await;
 
@@ -214,16 +217,6 @@ async fn reads_keep_answering_when_the_replica_goes_away_mid_run() {
     each_succeeded_once(&client, &acked, TOTAL).await;
 
     // Restored: it is checked, found healthy and answers reads again.
-    let answered = || async {
-        replica_series(
-            &reads_from,
-            &through_relay,
-            "hive_store_replica_queries_total",
-            "result=\"answered\"",
-        )
-        .await
-        .unwrap_or(0.0)
-    };
     let before = answered().await;
     relay.restore().await;
     until(
