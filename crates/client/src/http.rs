@@ -38,9 +38,16 @@ pub struct HubClient {
     /// Sent as `Authorization: Bearer` when the hub wants tokens.
     token: Option<String>,
     /// The hub's bound on one long poll in milliseconds (`server.max_wait_ms`), once a refusal
-    /// named it (0: none known); shared by the clones of this client.
+    /// named it ([`NO_BOUND_KNOWN`] before); shared by the clones of this client.
     max_wait_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// `HubClient::max_wait_ms` before a hub named its bound on a wait.
+const NO_BOUND_KNOWN: u64 = u64::MAX;
+
+/// The least time between two polls of one wait: a hub whose bound on a wait is shorter (or 0)
+/// answers at once, and asking again at once would only spin.
+const LEAST_POLL: Duration = Duration::from_millis(100);
 
 /// The wait a `429` or `503` answer asks for in its `Retry-After` header (seconds).
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
@@ -165,7 +172,7 @@ impl HubClient {
             http,
             busy_budget: Duration::from_secs(30),
             token: None,
-            max_wait_ms: Default::default(),
+            max_wait_ms: std::sync::Arc::new(NO_BOUND_KNOWN.into()),
         }
     }
 
@@ -362,20 +369,22 @@ impl HubClient {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let bound = self.max_wait_ms.load(Ordering::Relaxed);
-            let poll = if bound == 0 {
+            let poll = if bound == NO_BOUND_KNOWN {
                 left
             } else {
                 left.min(Duration::from_millis(bound))
             };
             match self.wait_once(id, poll).await {
                 Ok(task) if task.status.is_finished() || poll == left => return Ok(task),
+                Ok(_) if poll < LEAST_POLL => {
+                    let pause = (LEAST_POLL - poll).min(left - poll);
+                    tokio::time::sleep(pause).await;
+                }
                 Ok(_) => {}
                 Err(refused) => match hub_max_wait(&refused) {
-                    // At least 100 ms (the least a hub allows): never a loop without a wait.
-                    Some(max) if max < poll => self.max_wait_ms.store(
-                        max.max(Duration::from_millis(100)).as_millis() as u64,
-                        Ordering::Relaxed,
-                    ),
+                    Some(max) if max < poll => self
+                        .max_wait_ms
+                        .store(max.as_millis() as u64, Ordering::Relaxed),
                     _ => return Err(refused),
                 },
             }

@@ -438,3 +438,20 @@ async fn a_wait_longer_than_the_hub_allows_is_made_of_polls_of_its_bound() {
     );
     t.hub.shutdown().await;
 }
+
+/// A hub that holds no wait at all (a bound of 0, which `hive serve`'s config no longer allows
+/// but an API hub may have): the wait still ends when asked, polling at a tenth of a second.
+#[tokio::test]
+async fn a_wait_on_a_hub_that_holds_none_ends_when_asked() {
+    let t = start_hub_with(|c| c.max_wait = Duration::ZERO).await;
+    let id = t.client.submit(&NewTask::new("nobody")).await.unwrap().id;
+    let task = tokio::time::timeout(
+        Duration::from_secs(60),
+        t.client.wait(&id, Duration::from_millis(500)),
+    )
+    .await
+    .expect("the wait ends")
+    .unwrap();
+    assert_eq!(task.status, TaskStatus::Queued);
+    t.hub.shutdown().await;
+}
