@@ -270,8 +270,7 @@ pub async fn tasks(args: TasksArgs, hub: &super::Target) -> Outcome {
                 &rows
             )
         );
-        // On stderr, so that the table alone goes down a pipe. A full page names the next one,
-        // which may be empty (the listing does not look past the page).
+        // On stderr, so that the table alone goes down a pipe.
         if let Some(next) = &list.next_cursor {
             eprintln!("next page: {next_page} --cursor {next}");
         }

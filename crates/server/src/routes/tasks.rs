@@ -243,17 +243,19 @@ pub async fn list(
     if let Some(body) = state.cache.list(&key, state.may_use_cache(&client)) {
         return Ok(json_body(body));
     }
+    // One more than the page: a next page is named only when there is one.
     let filter = TaskFilter {
         status: key.status,
         capability: key.capability.clone(),
         before,
-        limit,
+        limit: limit + 1,
     };
     let began = std::time::Instant::now();
-    let tasks = state
+    let mut tasks = state
         .read_stale(&client, move |r| r.list_tasks(&filter))
         .await?;
-    let next_cursor = (tasks.len() == limit).then(|| tasks[limit - 1].spec.id.to_string());
+    let next_cursor = (tasks.len() > limit).then(|| tasks[limit - 1].spec.id.to_string());
+    tasks.truncate(limit);
     let items: Vec<Task> = tasks
         .into_iter()
         .map(|task| views::stored_task(task, false))

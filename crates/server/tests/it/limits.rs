@@ -1,7 +1,7 @@
 //! Bounds on what clients control: open connections, how long headers may take, and how much work
 //! may wait inside the hub before new work is refused.
 
-use hive_proto::api::TaskStatus;
+use hive_proto::api::{NewTask, TaskStatus};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -520,6 +520,37 @@ async fn the_agent_list_is_paged() {
     assert_eq!(whole.len(), 3);
     assert_eq!(ids(t.client.agents_in_pages(2).await.unwrap()), whole);
     assert_eq!(ids(t.client.agents_in_pages(1).await.unwrap()), whole);
+}
+
+#[tokio::test]
+async fn the_task_list_names_a_next_page_only_when_there_is_one() {
+    let t = start_hub().await;
+    for _ in 0..3 {
+        t.client.submit(&NewTask::new("nobody")).await.unwrap();
+    }
+    let page = |limit: usize, cursor: Option<String>| {
+        let client = t.client.clone();
+        async move {
+            let query = hive_client::http::ListQuery {
+                limit: Some(limit),
+                cursor,
+                ..Default::default()
+            };
+            client.tasks(&query).await.unwrap()
+        }
+    };
+    let whole = page(3, None).await;
+    assert_eq!(whole.items.len(), 3);
+    assert!(whole.next_cursor.is_none(), "exactly full, and the last");
+    let first = page(2, None).await;
+    let rest = page(2, first.next_cursor.clone()).await;
+    assert_eq!(
+        first.next_cursor.as_deref(),
+        Some(first.items[1].id.as_str())
+    );
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.next_cursor.is_none());
+    assert_eq!(rest.items[0].id, whole.items[2].id);
 }
 
 /// A worker that takes assignments and never reads them: once its socket's buffers are full the
