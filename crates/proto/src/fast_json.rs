@@ -21,6 +21,20 @@ use crate::protocol::Assignment;
 /// `{"type":"assign","tasks":[...]}`, as `serde_json::to_vec` of [`HubMessage::Assign`] writes it.
 ///
 /// [`HubMessage::Assign`]: crate::protocol::HubMessage::Assign
+/// The fields of an [`Assignment`], borrowed: what [`Writer::assignment_parts`] writes.
+pub struct AssignmentParts<'a> {
+    pub task_id: &'a str,
+    pub attempt: u32,
+    pub capability: &'a str,
+    /// JSON text, already checked.
+    pub payload: &'a str,
+    pub priority: u8,
+    pub timeout_ms: u64,
+    pub deadline_ms: Option<u64>,
+    pub inputs: Option<&'a RawValue>,
+    pub failed_inputs: &'a [String],
+}
+
 pub fn assign(tasks: &[Assignment]) -> Vec<u8> {
     let size: usize = tasks.iter().map(assignment_size).sum();
     written(32 + size, |out| {
@@ -103,37 +117,43 @@ impl Writer {
     }
 
     fn assignment(&mut self, task: &Assignment) {
-        let Assignment {
-            task_id,
-            attempt,
-            capability,
-            payload,
-            priority,
-            timeout_ms,
-            deadline_ms,
-            inputs,
-            failed_inputs,
-        } = task;
+        self.assignment_parts(&AssignmentParts {
+            task_id: &task.task_id,
+            attempt: task.attempt,
+            capability: &task.capability,
+            payload: task.payload.get(),
+            priority: task.priority,
+            timeout_ms: task.timeout_ms,
+            deadline_ms: task.deadline_ms,
+            inputs: task.inputs.as_deref(),
+            failed_inputs: &task.failed_inputs,
+        });
+    }
+
+    /// One assignment of an `assign` frame, as serde writes an [`Assignment`], from parts
+    /// borrowed wherever they live (the hub writes it straight from a task's spec).
+    pub fn assignment_parts(&mut self, task: &AssignmentParts<'_>) {
         self.bytes(br#"{"task_id":"#);
-        self.string(task_id);
+        self.string(task.task_id);
         self.bytes(br#","attempt":"#);
-        self.number(*attempt);
+        self.number(task.attempt);
         self.bytes(br#","capability":"#);
-        self.string(capability);
+        self.string(task.capability);
         self.bytes(br#","payload":"#);
-        self.raw(payload);
+        // JSON text: written as it is, as serde writes a raw value.
+        self.bytes(task.payload.as_bytes());
         self.bytes(br#","priority":"#);
-        self.number(*priority);
+        self.number(task.priority);
         self.bytes(br#","timeout_ms":"#);
-        self.number(*timeout_ms);
-        if let Some(deadline) = deadline_ms {
+        self.number(task.timeout_ms);
+        if let Some(deadline) = task.deadline_ms {
             self.bytes(br#","deadline_ms":"#);
-            self.number(*deadline);
+            self.number(deadline);
         }
-        self.present(br#","inputs":"#, inputs.as_deref(), Writer::raw);
-        if !failed_inputs.is_empty() {
+        self.present(br#","inputs":"#, task.inputs, Writer::raw);
+        if !task.failed_inputs.is_empty() {
             self.bytes(br#","failed_inputs":"#);
-            self.list(failed_inputs, |out, id| out.string(id));
+            self.list(task.failed_inputs, |out, id| out.string(id));
         }
         self.bytes(b"}");
     }

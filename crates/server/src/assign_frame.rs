@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use hive_core::{TaskSpec, Timestamp};
 use hive_proto::RawValue;
-use hive_proto::fast_json::Writer;
+use hive_proto::fast_json::{AssignmentParts, Writer};
 use hive_proto::protocol::{Assignment, HubMessage};
 
 /// An attempt of a task, as it is sent to the agent that runs it.
@@ -73,37 +73,21 @@ pub fn json(tasks: &[Assigned]) -> Vec<u8> {
 }
 
 fn write(out: &mut Writer, task: &Assigned) {
-    let Assigned {
-        spec,
-        attempt,
-        lease_until,
-        inputs,
-        failed_inputs,
-    } = task;
-    out.bytes(br#"{"task_id":"#);
-    crate::views::write_id(out, &spec.id.0);
-    out.bytes(br#","attempt":"#);
-    out.number(*attempt);
-    out.bytes(br#","capability":"#);
-    out.string(spec.capability.as_str());
-    out.bytes(br#","payload":"#);
-    // JSON text validated when the task was accepted (or read back from the store, which holds
-    // only such text): written as it is, as serde writes a raw value.
-    out.bytes(spec.payload.as_bytes());
-    out.bytes(br#","priority":"#);
-    out.number(spec.priority);
-    out.bytes(br#","timeout_ms":"#);
-    out.number(spec.timeout_ms);
-    out.bytes(br#","deadline_ms":"#);
-    out.number(lease_until.0);
-    out.present(br#","inputs":"#, inputs.as_deref(), |out, raw| {
-        out.bytes(raw.get().as_bytes())
+    let spec = &task.spec;
+    let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+    out.assignment_parts(&AssignmentParts {
+        task_id: spec.id.0.hyphenated().encode_lower(&mut id),
+        attempt: task.attempt,
+        capability: spec.capability.as_str(),
+        // JSON text validated when the task was accepted (or read back from the store, which
+        // holds only such text).
+        payload: &spec.payload,
+        priority: spec.priority,
+        timeout_ms: spec.timeout_ms,
+        deadline_ms: Some(task.lease_until.0),
+        inputs: task.inputs.as_deref(),
+        failed_inputs: &task.failed_inputs,
     });
-    if !failed_inputs.is_empty() {
-        out.bytes(br#","failed_inputs":"#);
-        out.list(failed_inputs, |out, id| out.string(id));
-    }
-    out.bytes(b"}");
 }
 
 #[cfg(test)]
